@@ -1,0 +1,52 @@
+/**
+ * The only module that imports onnxruntime-node. It picks the execution provider once:
+ * CUDA when its provider library is installed and a session opens on it, CPU otherwise, and
+ * says which in the log.
+ */
+import * as ort from 'onnxruntime-node'
+import type { LlamaConfig } from '../shared/model/config.js'
+import type { ShardEntry } from '../shared/manifest.js'
+import { OrtShardRunner, type DeviceKind, type ShardRunner } from '../shared/runner.js'
+import { logger } from '../shared/log.js'
+
+const log = logger('tessera:node:runner')
+
+export type DevicePreference = 'auto' | 'cuda' | 'cpu'
+
+export interface OrtNodeOptions {
+  device?: DevicePreference
+  /** Intra-op threads for the CPU provider (0 = onnxruntime's default: one per core). */
+  threads?: number
+}
+
+/** Whether this onnxruntime-node install carries the CUDA provider. */
+export function cudaAvailable (): boolean {
+  return ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled)
+}
+
+let cudaFailure: string | undefined
+
+/** Opens `modelPath` (its external data beside it) as a ShardRunner. */
+export async function loadShardNode (modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
+  const want = opts.device ?? 'auto'
+  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: opts.threads ?? 0 }
+  if (want !== 'cpu' && cudaFailure === undefined) {
+    if (!cudaAvailable()) {
+      cudaFailure = 'the CUDA provider is not installed (see README "CUDA")'
+    } else {
+      try {
+        const session = await ort.InferenceSession.create(modelPath, { ...base, executionProviders: ['cuda', 'cpu'] })
+        log.info(`shard ${shard.layers[0]}-${shard.layers[1]} on CUDA`)
+        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda')
+      } catch (err) {
+        cudaFailure = (err as Error).message
+      }
+    }
+    if (want === 'cuda') throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
+    log.info(`using CPU: ${cudaFailure}`)
+  }
+  const session = await ort.InferenceSession.create(modelPath, { ...base, executionProviders: ['cpu'] })
+  const device: DeviceKind = 'cpu'
+  log.debug(`shard ${shard.layers[0]}-${shard.layers[1]} on CPU`)
+  return new OrtShardRunner(ort.Tensor, session, shard, config, device)
+}

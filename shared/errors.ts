@@ -1,0 +1,36 @@
+/**
+ * Named errors for the whole core. Each carries a default message that says what to do next,
+ * so a CLI, an HTTP handler or a page can show `err.message` as it is.
+ */
+export class TesseraError extends Error {
+  readonly code: string
+  constructor (code: string, message: string) {
+    super(message)
+    this.name = new.target.name
+    this.code = code
+  }
+}
+
+/** A model file is not what it claims to be (bad header, wrong sizes, unknown dtype). */
+export class ModelFormatError extends TesseraError {
+  constructor (message: string) { super('MODEL_FORMAT', message) }
+}
+
+/** A config or preset that cannot be built (unknown preset, shapes that do not divide). */
+export class ConfigError extends TesseraError {
+  constructor (message: string) { super('CONFIG', message) }
+}
+
+/** A shard file whose bytes do not match the manifest: never load it. */
+export class ShardHashError extends TesseraError {
+  readonly file: string
+  constructor (file: string, expected: string, actual: string) {
+    super('SHARD_HASH', `shard file ${file} is corrupt or tampered: sha256 ${actual.slice(0, 16)}… does not match the manifest's ${expected.slice(0, 16)}…; rebuild the model or download the file again`)
+    this.file = file
+  }
+}
+
+/** Input to a shard or a generation that cannot be run (wrong length, ids out of vocabulary). */
+export class InputError extends TesseraError {
+  constructor (message: string) { super('INPUT', message) }
+}

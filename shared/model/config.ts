@@ -1,0 +1,72 @@
+import { ConfigError } from '../errors.js'
+
+/** How RoPE pairs the dimensions of a head. */
+export type RopeLayout =
+  /** llama2.c / Meta: dimensions (2i, 2i+1) form a pair */
+  | 'interleaved'
+  /** Hugging Face: dimensions (i, i + headDim/2) form a pair (wq/wk rows permuted to match) */
+  | 'half'
+
+/** What a Llama-family model is. Everything the shard builder needs, nothing it does not. */
+export interface LlamaConfig {
+  dim: number          // width of the residual stream
+  hiddenDim: number    // width of the feed-forward layer
+  nLayers: number      // transformer blocks
+  nHeads: number       // query heads
+  nKvHeads: number     // key/value heads (GQA when < nHeads)
+  vocabSize: number
+  maxSeqLen: number    // longest context the RoPE tables cover
+  normEps: number      // RMSNorm epsilon
+  ropeTheta: number    // RoPE base
+  ropeLayout: RopeLayout
+  tiedEmbeddings: boolean // classifier shares the token embedding
+  bosId?: number
+  eosId?: number
+}
+
+export const headDim = (c: LlamaConfig): number => c.dim / c.nHeads
+export const kvDim = (c: LlamaConfig): number => headDim(c) * c.nKvHeads
+
+/** Throws ConfigError when the shapes cannot make a model. */
+export function checkConfig (c: LlamaConfig): LlamaConfig {
+  const bad = (m: string): never => { throw new ConfigError(`invalid model config: ${m}`) }
+  for (const k of ['dim', 'hiddenDim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'maxSeqLen'] as const) {
+    if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`${k} must be a positive integer, got ${c[k]}`)
+  }
+  if (c.dim % c.nHeads !== 0) bad(`dim ${c.dim} is not divisible by nHeads ${c.nHeads}`)
+  if (c.nHeads % c.nKvHeads !== 0) bad(`nHeads ${c.nHeads} is not divisible by nKvHeads ${c.nKvHeads}`)
+  if (headDim(c) % 2 !== 0) bad(`head size ${headDim(c)} must be even for RoPE`)
+  return c
+}
+
+/** Parameters held by one transformer block (norms included). */
+export function paramsPerLayer (c: LlamaConfig): number {
+  const attn = c.dim * c.dim * 2 + c.dim * kvDim(c) * 2 // wq, wo, wk, wv
+  const ffn = c.dim * c.hiddenDim * 3                    // w1, w2, w3
+  return attn + ffn + c.dim * 2                          // + two RMSNorm weights
+}
+
+export function paramCount (c: LlamaConfig): number {
+  const embed = c.vocabSize * c.dim
+  return embed + c.nLayers * paramsPerLayer(c) + c.dim + (c.tiedEmbeddings ? 0 : embed)
+}
+
+const base = { normEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved' as const, tiedEmbeddings: true, bosId: 1, eosId: 2 }
+
+/**
+ * Named shapes for seeded random models. `tiny` builds in a blink for tests; `small` (~30M) and
+ * `medium` (~220M) are for benchmarks; `llama-2-70b` is the real thing's shape, for memory
+ * planning only (its random weights would be 280 GB of noise).
+ */
+export const PRESETS: Record<string, LlamaConfig> = {
+  tiny: { ...base, dim: 64, hiddenDim: 176, nLayers: 4, nHeads: 4, nKvHeads: 2, vocabSize: 512, maxSeqLen: 256 },
+  small: { ...base, dim: 512, hiddenDim: 1408, nLayers: 8, nHeads: 8, nKvHeads: 4, vocabSize: 4096, maxSeqLen: 1024 },
+  medium: { ...base, dim: 1024, hiddenDim: 2816, nLayers: 16, nHeads: 16, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 2048 },
+  'llama-2-70b': { ...base, dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 4096, tiedEmbeddings: false }
+}
+
+export function preset (name: string): LlamaConfig {
+  const c = PRESETS[name]
+  if (c === undefined) throw new ConfigError(`unknown preset "${name}"; known presets: ${Object.keys(PRESETS).join(', ')}`)
+  return { ...c }
+}

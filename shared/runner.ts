@@ -1,0 +1,125 @@
+import type { InferenceSession, Tensor, TypedTensor } from 'onnxruntime-common'
+import { headDim, type LlamaConfig } from './model/config.js'
+import type { ShardEntry } from './manifest.js'
+import { InputError } from './errors.js'
+import * as io from './shard/io.js'
+
+/** Where a shard's math runs. */
+export type DeviceKind = 'cuda' | 'cpu' | 'webgpu' | 'wasm'
+
+/** What one step sends into a shard: token ids for the first shard, hidden states after that. */
+export type HopInput =
+  | { tokens: Int32Array | number[] }
+  | { hidden: Float32Array, seq: number }
+
+/** Hidden states [seq, dim] from a middle shard, logits [seq, vocab] from the last. */
+export interface HopOutput { data: Float32Array, seq: number, width: number, kind: 'hidden' | 'logits' }
+
+/**
+ * One sequence's state on one shard: its KV cache. Positions are implicit: each forward()
+ * continues where the cache ends, so a caller cannot misplace tokens.
+ */
+export interface ShardSession {
+  /** Tokens held in the KV cache. */
+  readonly length: number
+  forward (input: HopInput): Promise<HopOutput>
+  close (): void
+}
+
+/** A loaded shard on some runtime (onnxruntime-node, onnxruntime-web WASM or WebGPU). */
+export interface ShardRunner {
+  readonly shard: ShardEntry
+  readonly device: DeviceKind
+  open (): ShardSession
+  dispose (): Promise<void>
+}
+
+/** The one thing the runner needs from an onnxruntime module (node and web share it). */
+export interface OrtTensorCtor {
+  new (type: 'float32', data: Float32Array, dims: readonly number[]): TypedTensor<'float32'>
+  new (type: 'int64', data: BigInt64Array, dims: readonly number[]): TypedTensor<'int64'>
+}
+
+/**
+ * A ShardRunner over an onnxruntime InferenceSession that the runtime-specific module created
+ * (only runner modules import onnxruntime; this file sees its types).
+ *
+ * onnxruntime sessions must not run concurrently on the web, so runs are serialized here for
+ * every runtime alike.
+ */
+export class OrtShardRunner implements ShardRunner {
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor (
+    private readonly Tensor: OrtTensorCtor,
+    private readonly session: InferenceSession,
+    readonly shard: ShardEntry,
+    private readonly config: LlamaConfig,
+    readonly device: DeviceKind
+  ) {}
+
+  open (): ShardSession {
+    const { shard, config: c, Tensor } = this
+    const [start, end] = shard.layers
+    const first = start === 0
+    const last = end === c.nLayers
+    const hd = headDim(c)
+    const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
+    let past = new Map<string, Tensor>()
+    for (let l = start; l < end; l++) { past.set(io.pastKey(l), empty); past.set(io.pastValue(l), empty) }
+    let length = 0
+    let closed = false
+
+    const forward = async (input: HopInput): Promise<HopOutput> => {
+      if (closed) throw new InputError('session is closed')
+      const feeds: Record<string, Tensor> = Object.fromEntries(past)
+      let seq: number
+      if ('tokens' in input) {
+        if (!first) throw new InputError(`shard ${start}-${end} takes hidden states, not token ids`)
+        seq = input.tokens.length
+        for (const t of input.tokens) {
+          if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
+        }
+        feeds[io.INPUT_IDS] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
+      } else {
+        if (first) throw new InputError(`shard ${start}-${end} takes token ids, not hidden states`)
+        seq = input.seq
+        if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
+        feeds[io.HIDDEN_IN] = new Tensor('float32', input.hidden, [1, seq, c.dim])
+      }
+      if (seq < 1) throw new InputError('a step needs at least one token')
+      if (length + seq > c.maxSeqLen) throw new InputError(`context of ${length + seq} tokens exceeds the model's ${c.maxSeqLen}`)
+      const positions = new BigInt64Array(seq)
+      for (let i = 0; i < seq; i++) positions[i] = BigInt(length + i)
+      feeds[io.POSITION_IDS] = new Tensor('int64', positions, [1, seq])
+
+      const out = await this.run(feeds)
+      const next = new Map<string, Tensor>()
+      for (let l = start; l < end; l++) {
+        next.set(io.pastKey(l), out[io.presentKey(l)])
+        next.set(io.pastValue(l), out[io.presentValue(l)])
+      }
+      past = next
+      length += seq
+      const result = out[last ? io.LOGITS : io.HIDDEN_OUT]
+      return { data: result.data as Float32Array, seq, width: last ? c.vocabSize : c.dim, kind: last ? 'logits' : 'hidden' }
+    }
+
+    return {
+      get length () { return length },
+      forward,
+      close () { closed = true; past.clear() }
+    }
+  }
+
+  private async run (feeds: Record<string, Tensor>): Promise<InferenceSession.OnnxValueMapType> {
+    const result = this.queue.then(async () => await this.session.run(feeds))
+    this.queue = result.catch(() => {})
+    return await result
+  }
+
+  async dispose (): Promise<void> {
+    await this.queue
+    await this.session.release()
+  }
+}

@@ -1,0 +1,249 @@
+import { headDim, type LlamaConfig } from '../model/config.js'
+import { toFloat16 } from '../model/dtype.js'
+import { layerTensor, tensorShape, type TensorName, type WeightSource } from '../model/weights.js'
+import { DType, Graph, type DataSink } from './graph.js'
+import * as io from './io.js'
+import { quantizeInt4 } from './quant.js'
+
+export type WeightDType = 'fp32' | 'fp16' | 'int4'
+export const WEIGHT_DTYPES: readonly WeightDType[] = ['fp32', 'fp16', 'int4']
+
+export interface ShardSpec {
+  start: number   // first layer (inclusive)
+  end: number     // last layer (exclusive)
+  dtype: WeightDType
+  /** MatMulNBits accuracy level for int4: 0 = fp32 math on dequantized weights, 4 = int8 math (faster). */
+  int4Accuracy?: number
+}
+
+/** Called after each tensor is written, with how many of the shard's tensors are done. */
+export type BuildProgress = (done: number, total: number, tensor: string) => void
+
+const INT4_BLOCK = 32
+
+/**
+ * Builds the ONNX graph of layers [start, end) of a Llama model, reading only those layers'
+ * tensors from `weights`. The first shard embeds tokens; the last applies the final norm and
+ * the classifier. Large weights go to `sink` (the shard's external data file); the returned
+ * bytes are the .onnx file.
+ */
+export async function buildShard (weights: WeightSource, spec: ShardSpec, sink: DataSink, progress?: BuildProgress): Promise<Uint8Array> {
+  const c = weights.config
+  const first = spec.start === 0
+  const last = spec.end === c.nLayers
+  const total = (spec.end - spec.start) * 9 + (first ? 1 : 0) + (last ? 2 : 0)
+  let done = 0
+  const b = new Builder(new Graph(sink), c, spec, async (name) => {
+    const t = await weights.tensor(name)
+    progress?.(++done, total, name)
+    return t
+  })
+  const g = b.g
+  const F = DType.FLOAT
+  const I = DType.INT64
+
+  // Inputs.
+  let x = first
+    ? await b.embed(g.input(io.INPUT_IDS, I, ['batch', 'seq']))
+    : g.input(io.HIDDEN_IN, F, ['batch', 'seq', c.dim])
+  const pos = g.input(io.POSITION_IDS, I, ['batch', 'seq'])
+  for (let l = spec.start; l < spec.end; l++) {
+    g.input(io.pastKey(l), F, ['batch', c.nKvHeads, 'past', headDim(c)])
+    g.input(io.pastValue(l), F, ['batch', c.nKvHeads, 'past', headDim(c)])
+  }
+
+  // Shared by every block of the shard: RoPE angles and the causal mask of these positions.
+  const rope = await b.ropeTables(pos)
+  const mask = b.causalMask(pos, io.pastKey(spec.start))
+
+  for (let l = spec.start; l < spec.end; l++) x = await b.block(l, x, rope, mask)
+
+  if (last) {
+    x = b.rmsnorm(x, await b.norm('norm'))
+    g.alias(await b.linear(x, 'output'), io.LOGITS)
+    g.output(io.LOGITS, F, ['batch', 'seq', c.vocabSize])
+  } else {
+    g.alias(x, io.HIDDEN_OUT)
+    g.output(io.HIDDEN_OUT, F, ['batch', 'seq', c.dim])
+  }
+  for (let l = spec.start; l < spec.end; l++) {
+    g.output(io.presentKey(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
+    g.output(io.presentValue(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
+  }
+  const doc = JSON.stringify({ tessera: 1, layers: [spec.start, spec.end], dtype: spec.dtype, config: c })
+  return g.encode(`tessera_layers_${spec.start}_${spec.end}`, doc)
+}
+
+interface Rope { cos: string, sin: string }
+
+/** The forward pass, one method per step, in the order llama2.c's forward() takes them. */
+class Builder {
+  constructor (
+    readonly g: Graph,
+    private readonly c: LlamaConfig,
+    private readonly spec: ShardSpec,
+    private readonly read: (name: TensorName) => Promise<Float32Array>
+  ) {}
+
+  /** Token embedding lookup: [B,S] ids → [B,S,dim]. Stored fp16 unless the shard is fp32. */
+  async embed (ids: string): Promise<string> {
+    const w = await this.read('tok_embeddings')
+    const dims = [this.c.vocabSize, this.c.dim]
+    if (this.spec.dtype === 'fp32') return this.g.op('Gather', [await this.g.weight('tok_embeddings', DType.FLOAT, dims, bytes(w)), ids])
+    const table = await this.g.weight('tok_embeddings', DType.FLOAT16, dims, bytes(toFloat16(w)))
+    return this.g.op('Cast', [this.g.op('Gather', [table, ids])], { to: DType.FLOAT })
+  }
+
+  async norm (name: TensorName): Promise<string> {
+    return await this.g.weight(name, DType.FLOAT, [this.c.dim], bytes(await this.read(name)))
+  }
+
+  /** RMSNorm as llama2.c: w * (x / sqrt(mean(x²) + eps)). */
+  rmsnorm (x: string, w: string): string {
+    const g = this.g
+    const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 })
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.scalar(this.c.normEps)])])])
+    return g.op('Mul', [g.op('Mul', [x, inv]), w])
+  }
+
+  /** y = x · Wᵀ for a weight stored [out, in]; fp32/fp16 as a MatMul, int4 as MatMulNBits. */
+  async linear (x: string, name: TensorName): Promise<string> {
+    const g = this.g
+    const [n, k] = tensorShape(this.c, name) as [number, number]
+    const w = await this.read(name)
+    if (this.spec.dtype === 'int4' && name !== 'output') {
+      const q = quantizeInt4(w, n, k, INT4_BLOCK)
+      const nBlocks = Math.ceil(k / INT4_BLOCK)
+      const inputs = [
+        x,
+        await g.weight(`${name}.q4`, DType.UINT8, [n, nBlocks, INT4_BLOCK / 2], q.packed),
+        await g.weight(`${name}.scales`, DType.FLOAT, [n * nBlocks], bytes(q.scales)),
+        await g.weight(`${name}.zero_points`, DType.UINT8, [n * Math.ceil(nBlocks / 2)], q.zeroPoints)
+      ]
+      return g.op('MatMulNBits', inputs, { K: k, N: n, bits: 4, block_size: INT4_BLOCK, accuracy_level: this.spec.int4Accuracy ?? 4 }, 'MatMulNBits', 'com.microsoft')
+    }
+    const wt = transpose(w, n, k)
+    if (this.spec.dtype !== 'fp32') {
+      const half = await g.weight(name, DType.FLOAT16, [k, n], bytes(toFloat16(wt)))
+      return g.op('MatMul', [x, g.op('Cast', [half], { to: DType.FLOAT })])
+    }
+    return g.op('MatMul', [x, await g.weight(name, DType.FLOAT, [k, n], bytes(wt))])
+  }
+
+  /** cos/sin of each position's angles, [B,S,1,hd/2], gathered from tables llama2.c would compute. */
+  async ropeTables (pos: string): Promise<Rope> {
+    const { maxSeqLen, ropeTheta } = this.c
+    const half = headDim(this.c) / 2
+    const cos = new Float32Array(maxSeqLen * half)
+    const sin = new Float32Array(maxSeqLen * half)
+    const f = Math.fround
+    for (let p = 0; p < maxSeqLen; p++) {
+      for (let i = 0; i < half; i++) {
+        // fp32 at each step, as llama2.c's powf/cosf/sinf see it
+        const freq = f(1 / f(Math.pow(ropeTheta, f(f(2 * i) / headDim(this.c)))))
+        const angle = f(p * freq)
+        cos[p * half + i] = Math.cos(angle)
+        sin[p * half + i] = Math.sin(angle)
+      }
+    }
+    const g = this.g
+    const dims = [maxSeqLen, half]
+    const gather = async (name: string, t: Float32Array): Promise<string> =>
+      g.op('Unsqueeze', [g.op('Gather', [await g.weight(name, DType.FLOAT, dims, bytes(t)), pos]), g.const([2])])
+    return { cos: await gather('rope_cos', cos), sin: await gather('rope_sin', sin) }
+  }
+
+  /** Rotates x [B,S,heads,hd] by its positions' angles, pairing dimensions per the config's layout. */
+  rope (x: string, heads: number, r: Rope): string {
+    const g = this.g
+    const hd = headDim(this.c)
+    const rotate = (a: string, b: string): [string, string] => [
+      g.op('Sub', [g.op('Mul', [a, r.cos]), g.op('Mul', [b, r.sin])]),
+      g.op('Add', [g.op('Mul', [a, r.sin]), g.op('Mul', [b, r.cos])])
+    ]
+    if (this.c.ropeLayout === 'half') {
+      const [a, b] = g.opN('Split', [x, g.const([hd / 2, hd / 2])], 2, { axis: -1 })
+      const [ra, rb] = rotate(a, b)
+      return g.op('Concat', [ra, rb], { axis: -1 })
+    }
+    // interleaved: view as [B,S,heads,hd/2,2] and rotate each (even, odd) pair
+    const pairs = g.op('Reshape', [x, g.const([0, 0, heads, hd / 2, 2])])
+    const [a, b] = g.opN('Split', [pairs, g.const([1, 1])], 2, { axis: -1 })
+    const sq = (t: string): string => g.op('Squeeze', [t, g.const([-1])])
+    const [ra, rb] = rotate(sq(a), sq(b))
+    const un = (t: string): string => g.op('Unsqueeze', [t, g.const([-1])])
+    return g.op('Reshape', [g.op('Concat', [un(ra), un(rb)], { axis: -1 }), g.const([0, 0, heads, hd])])
+  }
+
+  /**
+   * Additive causal mask [B,1,G·S,T]: key j is visible to a query at absolute position p iff
+   * j ≤ p. Built from the real position ids, so a replayed history lines up with the cache.
+   * Repeated G times because queries are grouped per kv head (see attention).
+   */
+  causalMask (pos: string, firstPastKey: string): string {
+    const g = this.g
+    const I = DType.INT64
+    const past = g.op('Shape', [firstPastKey], { start: 2, end: 3 })
+    const seq = g.op('Shape', [pos], { start: 1, end: 2 })
+    const total = g.op('Squeeze', [g.op('Add', [past, seq]), g.const([0])])
+    const keys = g.op('Range', [g.const([0], I, []), total, g.const([1], I, [])])        // [T]
+    const queries = g.op('Unsqueeze', [pos, g.const([1, 3])])                        // [B,1,S,1]
+    const hidden = g.op('Greater', [keys, queries])                                 // [B,1,S,T]
+    const mask = g.op('Where', [hidden, g.scalar(-Infinity), g.scalar(0)])
+    const groups = this.c.nHeads / this.c.nKvHeads
+    return groups === 1 ? mask : g.op('Tile', [mask, g.const([1, 1, groups, 1])])
+  }
+
+  /** Grouped-query attention with the KV cache; returns [B,S,dim] before the output projection. */
+  async attention (l: number, x: string, r: Rope, mask: string): Promise<string> {
+    const g = this.g
+    const { nHeads, nKvHeads, dim } = this.c
+    const hd = headDim(this.c)
+    const q = this.rope(g.op('Reshape', [await this.linear(x, layerTensor(l, 'wq')), g.const([0, 0, nHeads, hd])]), nHeads, r)
+    const k = this.rope(g.op('Reshape', [await this.linear(x, layerTensor(l, 'wk')), g.const([0, 0, nKvHeads, hd])]), nKvHeads, r)
+    const v = g.op('Reshape', [await this.linear(x, layerTensor(l, 'wv')), g.const([0, 0, nKvHeads, hd])])
+    const heads = (t: string): string => g.op('Transpose', [t], { perm: [0, 2, 1, 3] })
+
+    const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 })             // [B,nKv,T,hd]
+    const values = g.op('Concat', [io.pastValue(l), heads(v)], { axis: 2 })
+    g.alias(keys, io.presentKey(l))
+    g.alias(values, io.presentValue(l))
+
+    // Query heads h = kv·G + g share kv head `kv`: fold the G heads into the rows of each kv
+    // head ([B,nKv,G·S,hd]) instead of copying keys and values G times.
+    const grouped = g.op('Reshape', [heads(q), g.const([0, nKvHeads, -1, hd])])
+    const scores = g.op('Div', [g.op('MatMul', [grouped, g.op('Transpose', [keys], { perm: [0, 1, 3, 2] })]), g.scalar(Math.sqrt(hd))])
+    const probs = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 })
+    const out = g.op('Reshape', [g.op('MatMul', [probs, values]), g.const([0, nHeads, -1, hd])]) // [B,H,S,hd]
+    return g.op('Reshape', [heads(out), g.const([0, 0, dim])])
+  }
+
+  /** SwiGLU feed-forward: w2(silu(w1·x) * w3·x). */
+  async ffn (l: number, x: string): Promise<string> {
+    const g = this.g
+    const a = await this.linear(x, layerTensor(l, 'w1'))
+    const b = await this.linear(x, layerTensor(l, 'w3'))
+    const silu = g.op('Mul', [a, g.op('Sigmoid', [a])])
+    return await this.linear(g.op('Mul', [silu, b]), layerTensor(l, 'w2'))
+  }
+
+  /** One transformer block with residual connections. */
+  async block (l: number, x: string, r: Rope, mask: string): Promise<string> {
+    const g = this.g
+    const attn = await this.attention(l, this.rmsnorm(x, await this.norm(layerTensor(l, 'attention_norm'))), r, mask)
+    const h = g.op('Add', [x, await this.linear(attn, layerTensor(l, 'wo'))])
+    const ffn = await this.ffn(l, this.rmsnorm(h, await this.norm(layerTensor(l, 'ffn_norm'))))
+    return g.op('Add', [h, ffn])
+  }
+}
+
+function transpose (w: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length)
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c]
+  return out
+}
+
+function bytes (a: Float32Array | Uint16Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+}
+
