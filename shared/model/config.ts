@@ -51,18 +51,19 @@ export function paramCount (c: LlamaConfig): number {
   return embed + c.nLayers * paramsPerLayer(c) + c.dim + (c.tiedEmbeddings ? 0 : embed)
 }
 
-const base = { normEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved' as const, tiedEmbeddings: true, bosId: 1, eosId: 2 }
+// Untied, as Llama 2: with random weights a tied classifier mostly echoes the input token.
+const base = { normEps: 1e-5, ropeTheta: 10000, ropeLayout: 'interleaved' as const, tiedEmbeddings: false, bosId: 1, eosId: 2 }
 
 /**
  * Named shapes for seeded random models. `tiny` builds in a blink for tests; `small` (~30M) and
- * `medium` (~220M) are for benchmarks; `llama-2-70b` is the real thing's shape, for memory
+ * `medium` (~250M) are for benchmarks; `llama-2-70b` is the real thing's shape, for memory
  * planning only (its random weights would be 280 GB of noise).
  */
 export const PRESETS: Record<string, LlamaConfig> = {
   tiny: { ...base, dim: 64, hiddenDim: 176, nLayers: 4, nHeads: 4, nKvHeads: 2, vocabSize: 512, maxSeqLen: 256 },
   small: { ...base, dim: 512, hiddenDim: 1408, nLayers: 8, nHeads: 8, nKvHeads: 4, vocabSize: 4096, maxSeqLen: 1024 },
   medium: { ...base, dim: 1024, hiddenDim: 2816, nLayers: 16, nHeads: 16, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 2048 },
-  'llama-2-70b': { ...base, dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 4096, tiedEmbeddings: false }
+  'llama-2-70b': { ...base, dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 4096 }
 }
 
 export function preset (name: string): LlamaConfig {

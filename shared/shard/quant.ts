@@ -7,8 +7,8 @@
  *   scales      fp32  [N * nBlocks]
  *   zeroPoints  uint8 [N * ceil(nBlocks/2)]        two per byte, low nibble first, per row
  *
- * Asymmetric (min/max) blocks that always include 0, as onnxruntime's own quantizer does,
- * so zeros stay exact and small blocks lose little.
+ * Asymmetric blocks whose range always includes 0 (zeros stay exact), clipped where that
+ * lowers the block's squared error (round-to-nearest with an MSE range search).
  */
 export interface Int4Weight {
   n: number
@@ -30,11 +30,7 @@ export function quantizeInt4 (w: Float32Array, n: number, k: number, blockSize =
     for (let b = 0; b < nBlocks; b++) {
       const start = row * k + b * blockSize
       const end = row * k + Math.min((b + 1) * blockSize, k)
-      let lo = 0
-      let hi = 0
-      for (let i = start; i < end; i++) { lo = Math.min(lo, w[i]); hi = Math.max(hi, w[i]) }
-      const scale = hi > lo ? (hi - lo) / 15 : 1
-      const zp = Math.min(15, Math.max(0, Math.round(-lo / scale)))
+      const [scale, zp] = blockRange(w, start, end)
       scales[row * nBlocks + b] = scale
       zeroPoints[row * zpRow + (b >> 1)] |= zp << ((b & 1) * 4)
       const base = (row * nBlocks + b) * blockBytes
@@ -64,4 +60,28 @@ export function dequantizeInt4 (q: Int4Weight): Float32Array {
     }
   }
   return out
+}
+
+/** Shrink factors tried for each block's range: clipping rare outliers often lowers the total error. */
+const CLIP = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6]
+
+/** Scale and zero point of one block: the clipped min/max range with the least squared error. */
+function blockRange (w: Float32Array, start: number, end: number): [number, number] {
+  let lo = 0
+  let hi = 0
+  for (let i = start; i < end; i++) { lo = Math.min(lo, w[i]); hi = Math.max(hi, w[i]) }
+  if (hi === lo) return [1, 0]
+  let best: [number, number] = [1, 0]
+  let bestErr = Infinity
+  for (const f of CLIP) {
+    const scale = (hi - lo) * f / 15
+    const zp = Math.min(15, Math.max(0, Math.round(-lo * f / scale)))
+    let err = 0
+    for (let i = start; i < end; i++) {
+      const q = Math.min(15, Math.max(0, Math.round(w[i] / scale) + zp))
+      err += ((q - zp) * scale - w[i]) ** 2
+    }
+    if (err < bestErr) { bestErr = err; best = [scale, zp] }
+  }
+  return best
 }

@@ -1,0 +1,32 @@
+/**
+ * `tessera` — one command line for node operators and users. Each subcommand lives in
+ * commands/ and registers itself here.
+ */
+import { Command } from 'commander'
+import { TesseraError } from '../shared/errors.js'
+import { registerBuildModel } from './commands/build-model.js'
+import { registerGenerate } from './commands/generate.js'
+import { registerPlan } from './commands/plan.js'
+import { registerUp } from './commands/up.js'
+
+const program = new Command('tessera')
+  .description('Sharded, verifiable LLM inference across native GPUs and browser tabs')
+  .version('0.1.0')
+  .showHelpAfterError()
+
+registerBuildModel(program)
+registerGenerate(program)
+registerPlan(program)
+registerUp(program)
+
+try {
+  await program.parseAsync()
+} catch (err) {
+  // Our own errors carry advice already; anything else is a bug worth a stack trace.
+  if (err instanceof TesseraError || (err instanceof Error && err.name === 'RangeError')) {
+    console.error(`tessera: ${err.message}`)
+  } else {
+    console.error(err)
+  }
+  process.exitCode = 1
+}

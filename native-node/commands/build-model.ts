@@ -1,0 +1,47 @@
+import type { Command } from 'commander'
+import { Option } from 'commander'
+import cliProgress from 'cli-progress'
+import { WEIGHT_DTYPES, type WeightDType } from '../../shared/shard/build.js'
+import { splitLayers } from '../../shared/shard/split.js'
+import { logger } from '../../shared/log.js'
+import { openSource } from '../source.js'
+import { buildModel } from '../store.js'
+import { int, intList } from './options.js'
+
+const log = logger('tessera:node:build')
+
+export function registerBuildModel (program: Command): void {
+  program.command('build-model')
+    .description('cut a checkpoint into ONNX shards (runs of transformer blocks) with a manifest')
+    .requiredOption('--from <source>', 'llama2.c .bin file, Hugging Face directory, or random:PRESET[:SEED] (tiny, small, medium)')
+    .requiredOption('--out <dir>', 'directory to write the shards and manifest.json into')
+    .option('--shards <n>', 'number of shards of (nearly) equal size', int(1))
+    .option('--layers-per-shard <k>', 'layers per shard (the last may hold fewer)', int(1))
+    .option('--cuts <list>', 'explicit layer boundaries, e.g. 2,3 cuts 5 layers into [0,2) [2,3) [3,5)', intList)
+    .addOption(new Option('--dtype <dtype>', 'weight precision').choices(WEIGHT_DTYPES).default('fp32'))
+    .option('--name <name>', 'model name in the manifest')
+    .action(async (o: { from: string, out: string, shards?: number, layersPerShard?: number, cuts?: number[], dtype: WeightDType, name?: string }) => {
+      const given = [o.shards, o.layersPerShard, o.cuts].filter((v) => v !== undefined).length
+      if (given > 1) throw new RangeError('give only one of --shards, --layers-per-shard and --cuts')
+      const src = await openSource(o.from)
+      const c = src.weights.config
+      const ranges = splitLayers(c.nLayers, o)
+      log.info(`${src.name}: dim ${c.dim}, ${c.nLayers} layers, vocab ${c.vocabSize} → ${ranges.length} ${o.dtype} shard(s): ${ranges.map(([a, b]) => `[${a},${b})`).join(' ')}`)
+
+      const perShard = ranges.map(([a, b]) => (b - a) * 9 + (a === 0 ? 1 : 0) + (b === c.nLayers ? 2 : 0))
+      const bar = new cliProgress.SingleBar({ format: 'building {bar} {percentage}% | {value}/{total} tensors | {tensor}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+      bar.start(perShard.reduce((a, b) => a + b, 0), 0, { tensor: '' })
+      const started = performance.now()
+      const manifest = await buildModel(src.weights, o.out, {
+        ...o,
+        name: o.name ?? src.name,
+        source: o.from,
+        tokenizer: src.tokenizer,
+        progress: (shard, done, _total, tensor) => bar.update(perShard.slice(0, shard).reduce((a, b) => a + b, 0) + done, { tensor })
+      })
+      bar.stop()
+      const mb = manifest.shards.reduce((a, s) => a + s.bytes, 0) / 2 ** 20
+      log.info(`wrote ${manifest.shards.length} shard(s), ${mb.toFixed(1)} MiB, in ${((performance.now() - started) / 1000).toFixed(1)} s to ${o.out}`)
+      log.info(`model root ${manifest.root}`)
+    })
+}

@@ -1,0 +1,91 @@
+import type { Command } from 'commander'
+import { Option } from 'commander'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Pipeline, generate } from '../../shared/pipeline.js'
+import { loadTokenizer, type Tokenizer } from '../../shared/tokenizer.js'
+import { logger, setQuiet } from '../../shared/log.js'
+import { InputError } from '../../shared/errors.js'
+import { loadModel } from '../store.js'
+import type { DevicePreference } from '../ort.js'
+import { float, int, intList } from './options.js'
+
+const log = logger('tessera:node:generate')
+
+interface GenerateFlags {
+  model: string
+  prompt?: string
+  promptIds?: number[]
+  maxTokens: number
+  temperature: number
+  topP: number
+  seed: number
+  json?: boolean
+  stopAtEos?: boolean
+  device: DevicePreference
+}
+
+export function registerGenerate (program: Command): void {
+  program.command('generate')
+    .description('generate tokens with every shard of a model in this process')
+    .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
+    .option('--prompt <text>', 'prompt text (needs the model\'s tokenizer.json)')
+    .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
+    .option('--max-tokens <n>', 'tokens to generate', int(1), 64)
+    .option('--temperature <t>', '0 = greedy', float, 0)
+    .option('--top-p <p>', 'nucleus sampling mass', float, 1)
+    .option('--seed <s>', 'sampling seed', int(0), 0)
+    .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
+    .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
+    .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
+    .action(async (o: GenerateFlags) => {
+      if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
+      if (o.json === true) setQuiet(true)
+      const started = performance.now()
+      const { manifest, runners } = await loadModel(o.model, { device: o.device })
+      const loadMs = performance.now() - started
+
+      let tokenizer: Tokenizer | undefined
+      if (manifest.tokenizer !== null) tokenizer = loadTokenizer(await readFile(join(o.model, manifest.tokenizer.name), 'utf8'))
+      if (o.promptIds === undefined && tokenizer === undefined) throw new InputError(`model ${manifest.name} has no tokenizer: give the prompt as --prompt-ids`)
+      const prompt: number[] = o.promptIds ?? tokenizer!.encode(o.prompt!)
+      const eos = tokenizer?.eosId ?? manifest.config.eosId
+      const stopIds = o.stopAtEos === true && eos !== undefined ? [eos] : undefined
+
+      const pipeline = new Pipeline(runners.map((r) => r.open()))
+      const tokens: number[] = []
+      let shown = ''
+      const genStart = performance.now()
+      let firstTokenMs = 0
+      for await (const t of generate(pipeline, { prompt, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds })) {
+        if (tokens.length === 0) firstTokenMs = performance.now() - genStart
+        tokens.push(t.id)
+        if (o.json === true) continue
+        if (tokenizer === undefined) {
+          process.stdout.write(`${t.id} `)
+        } else {
+          // Decode the whole text so far and print what is new: tokens alone lose the spaces
+          // and split multi-byte characters.
+          const text = tokenizer.decode(tokens)
+          if (!text.endsWith('\uFFFD')) { process.stdout.write(text.slice(shown.length)); shown = text }
+        }
+      }
+      const totalMs = performance.now() - genStart
+      pipeline.close()
+      await Promise.all(runners.map(async (r) => await r.dispose()))
+      const decodeRate = tokens.length > 1 ? (tokens.length - 1) / ((totalMs - firstTokenMs) / 1000) : 0
+      if (o.json === true) {
+        console.log(JSON.stringify({
+          model: manifest.name, root: manifest.root, prompt, tokens,
+          text: tokenizer?.decode(tokens),
+          device: runners[0].device,
+          timings: { loadMs: round(loadMs), prefillMs: round(firstTokenMs), totalMs: round(totalMs), decodeTokensPerSecond: round(decodeRate) }
+        }))
+      } else {
+        process.stdout.write('\n')
+        log.info(`${tokens.length} tokens, prefill ${firstTokenMs.toFixed(1)} ms, ${decodeRate.toFixed(1)} tokens/s on ${runners[0].device}`)
+      }
+    })
+}
+
+const round = (v: number): number => Math.round(v * 100) / 100

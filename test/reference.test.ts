@@ -1,0 +1,50 @@
+/**
+ * stories260K against llama2.c's reference output, whole and cut at arbitrary layers, on
+ * onnxruntime-node and on onnxruntime-web's WASM backend (the browser build, run in Node),
+ * from the same shard files.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { buildModel, loadModel, verifyShardFiles } from '../native-node/store.js'
+import { loadShardWasm } from '../web/runtime/ort-wasm.js'
+import type { ShardRunner } from '../shared/runner.js'
+import type { Manifest } from '../shared/manifest.js'
+import { checkCase, reference, stories } from './helpers/reference.js'
+import { tempDir } from './helpers/paths.js'
+
+const CUTS: Record<string, number[]> = { '1 shard': [], '2 shards': [3], '5 shards': [1, 2, 3, 4] }
+
+async function loadWasm (dir: string, manifest: Manifest): Promise<ShardRunner[]> {
+  const runners: ShardRunner[] = []
+  for (const shard of manifest.shards) {
+    await verifyShardFiles(dir, shard)
+    const files = new Map<string, Uint8Array>()
+    for (const f of shard.files) files.set(f.name, await readFile(join(dir, f.name)))
+    runners.push(await loadShardWasm(files, shard, manifest.config, { threads: 1 }))
+  }
+  return runners
+}
+
+for (const [label, cuts] of Object.entries(CUTS)) {
+  describe(`stories260K, ${label}`, () => {
+    const runtimes: Record<string, ShardRunner[]> = {}
+    beforeAll(async () => {
+      const dir = tempDir('ref')
+      await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts })
+      const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
+      expect(manifest.shards.map((s) => s.layers)).toHaveLength(cuts.length + 1)
+      runtimes['onnxruntime-node'] = runners
+      runtimes['onnxruntime-web wasm'] = await loadWasm(dir, manifest)
+    })
+    afterAll(async () => {
+      for (const rs of Object.values(runtimes)) for (const r of rs) await r.dispose()
+    })
+
+    for (const runtime of ['onnxruntime-node', 'onnxruntime-web wasm']) {
+      it(`${runtime}: every reference case (prompt logits, teacher forcing, greedy ids)`, async () => {
+        for (const c of reference()) await checkCase(runtimes[runtime], c)
+      })
+    }
+  })
+}
