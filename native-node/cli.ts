@@ -5,9 +5,12 @@
 import { Command } from 'commander'
 import { TesseraError } from '../shared/errors.js'
 import { registerBuildModel } from './commands/build-model.js'
+import { registerDoctor } from './commands/doctor.js'
 import { registerGenerate } from './commands/generate.js'
 import { registerPlan } from './commands/plan.js'
 import { registerUp } from './commands/up.js'
+import { registerNode } from './commands/node.js'
+import { registerRelay } from './commands/relay.js'
 
 const program = new Command('tessera')
   .description('Sharded, verifiable LLM inference across native GPUs and browser tabs')
@@ -15,15 +18,18 @@ const program = new Command('tessera')
   .showHelpAfterError()
 
 registerBuildModel(program)
+registerDoctor(program)
 registerGenerate(program)
 registerPlan(program)
 registerUp(program)
+registerNode(program)
+registerRelay(program)
 
 try {
   await program.parseAsync()
 } catch (err) {
   // Our own errors carry advice already; anything else is a bug worth a stack trace.
-  if (err instanceof TesseraError || (err instanceof Error && err.name === 'RangeError')) {
+  if (err instanceof TesseraError) {
     console.error(`tessera: ${err.message}`)
   } else {
     console.error(err)

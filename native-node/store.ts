@@ -12,7 +12,7 @@ import type { DataSink } from '../shared/shard/graph.js'
 import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
 import { checkManifest, modelRoot, shardHash, MANIFEST_FILE, type FileEntry, type Manifest, type ShardEntry } from '../shared/manifest.js'
 import { ShardHashError, ModelFormatError } from '../shared/errors.js'
-import { loadShardNode, type OrtNodeOptions } from './ort.js'
+import type { OrtNodeOptions } from './ort.js'
 import type { ShardRunner } from '../shared/runner.js'
 
 export interface BuildOptions extends SplitOptions {
@@ -134,6 +134,8 @@ export async function loadShard (dir: string, manifest: Manifest, index: number,
   const shard = manifest.shards[index]
   if (shard === undefined) throw new ModelFormatError(`model has ${manifest.shards.length} shards; there is no shard ${index}`)
   await verifyShardFiles(dir, shard)
+  // onnxruntime-node loads on first use, so the relay and the build tools never load it.
+  const { loadShardNode } = await import('./ort.js')
   return await loadShardNode(join(dir, shard.files[0].name), shard, manifest.config, opts)
 }
 

@@ -34,3 +34,22 @@ export class ShardHashError extends TesseraError {
 export class InputError extends TesseraError {
   constructor (message: string) { super('INPUT', message) }
 }
+
+/** A peer sent something the protocol does not allow; `code` travels back in the error reply. */
+export class ProtocolError extends TesseraError {
+  constructor (code: string, message: string) { super(code, message) }
+}
+
+/** A remote hop failed (error reply, dead stream, time-out): the client re-routes around it. */
+export class HopError extends TesseraError {
+  readonly peer: string
+  constructor (peer: string, code: string, message: string) {
+    super(code, `peer ${peer.slice(-8)}: ${message}`)
+    this.peer = peer
+  }
+}
+
+/** No set of live peers covers every layer of the model. */
+export class NoRouteError extends TesseraError {
+  constructor (message: string) { super('NO_ROUTE', message) }
+}

@@ -37,6 +37,9 @@ export interface Manifest {
 }
 
 /** sha256 over a list of hex digests' raw bytes: a shard's hash over its files, the root over shards. */
+/** Manifest file names are plain names inside the model directory: never a path out of it. */
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
+
 export function hashOfHashes (hexes: string[]): string {
   const h = newSha256()
   for (const x of hexes) h.update(hexToBytes(x))
@@ -55,6 +58,7 @@ export function checkManifest (m: unknown, where = MANIFEST_FILE): Manifest {
   if (!Array.isArray(man.shards) || man.shards.length === 0) bad('has no shards')
   let next = 0
   for (const s of man.shards) {
+    for (const f of s.files) if (!SAFE_NAME.test(f.name)) bad(`file name ${JSON.stringify(f.name)} is not a plain file name`)
     if (shardHash(s.files) !== s.sha256) bad(`shard ${s.index}'s hash does not match its files' hashes`)
     if (s.layers?.[0] !== next || !(s.layers[1] > s.layers[0])) bad(`shard ${s.index} covers layers ${JSON.stringify(s.layers)}, expected to start at ${next}`)
     next = s.layers[1]

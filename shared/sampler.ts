@@ -1,4 +1,5 @@
 import { mulberry32 } from './rng.js'
+import { InputError } from './errors.js'
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax, lowest id on ties, as llama2.c). */
@@ -18,8 +19,8 @@ export function argmax (logits: Float32Array): number {
 }
 
 export function createSampler ({ temperature = 0, topP = 1, seed = 0 }: SamplingOptions = {}): Sampler {
-  if (!(temperature >= 0)) throw new RangeError(`temperature must be ≥ 0, got ${temperature}`)
-  if (!(topP > 0 && topP <= 1)) throw new RangeError(`top-p must be in (0, 1], got ${topP}`)
+  if (!(temperature >= 0)) throw new InputError(`temperature must be ≥ 0, got ${temperature}`)
+  if (!(topP > 0 && topP <= 1)) throw new InputError(`top-p must be in (0, 1], got ${topP}`)
   if (temperature === 0) return argmax
   const rand = mulberry32(seed)
   return (logits) => {

@@ -4,6 +4,7 @@ import cliProgress from 'cli-progress'
 import { WEIGHT_DTYPES, type WeightDType } from '../../shared/shard/build.js'
 import { splitLayers } from '../../shared/shard/split.js'
 import { logger } from '../../shared/log.js'
+import { ConfigError } from '../../shared/errors.js'
 import { openSource } from '../source.js'
 import { buildModel } from '../store.js'
 import { int, intList } from './options.js'
@@ -22,7 +23,7 @@ export function registerBuildModel (program: Command): void {
     .option('--name <name>', 'model name in the manifest')
     .action(async (o: { from: string, out: string, shards?: number, layersPerShard?: number, cuts?: number[], dtype: WeightDType, name?: string }) => {
       const given = [o.shards, o.layersPerShard, o.cuts].filter((v) => v !== undefined).length
-      if (given > 1) throw new RangeError('give only one of --shards, --layers-per-shard and --cuts')
+      if (given > 1) throw new ConfigError('give only one of --shards, --layers-per-shard and --cuts')
       const src = await openSource(o.from)
       const c = src.weights.config
       const ranges = splitLayers(c.nLayers, o)

@@ -9,11 +9,15 @@ import { InputError } from '../../shared/errors.js'
 import { loadModel } from '../store.js'
 import type { DevicePreference } from '../ort.js'
 import { float, int, intList } from './options.js'
+import { createPeer } from '../libp2p.js'
+import { createClient } from '../../shared/client/client.js'
+import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
 
 const log = logger('tessera:node:generate')
 
 interface GenerateFlags {
-  model: string
+  model?: string
+  relay?: string
   prompt?: string
   promptIds?: number[]
   maxTokens: number
@@ -28,7 +32,8 @@ interface GenerateFlags {
 export function registerGenerate (program: Command): void {
   program.command('generate')
     .description('generate tokens with every shard of a model in this process')
-    .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
+    .option('--model <dir|name>', 'a built model directory; with --relay, a model name or root on the network (default: the one fully served)')
+    .option('--relay <multiaddr>', 'run through the network instead of in this process')
     .option('--prompt <text>', 'prompt text (needs the model\'s tokenizer.json)')
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
     .option('--max-tokens <n>', 'tokens to generate', int(1), 64)
@@ -41,12 +46,15 @@ export function registerGenerate (program: Command): void {
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
+      if (o.relay !== undefined) { await generateRemote(o); return }
+      if (o.model === undefined) throw new InputError('give --model DIR (or --relay ADDR to use the network)')
+      const model = o.model
       const started = performance.now()
-      const { manifest, runners } = await loadModel(o.model, { device: o.device })
+      const { manifest, runners } = await loadModel(model, { device: o.device })
       const loadMs = performance.now() - started
 
       let tokenizer: Tokenizer | undefined
-      if (manifest.tokenizer !== null) tokenizer = loadTokenizer(await readFile(join(o.model, manifest.tokenizer.name), 'utf8'))
+      if (manifest.tokenizer !== null) tokenizer = loadTokenizer(await readFile(join(model, manifest.tokenizer.name), 'utf8'))
       if (o.promptIds === undefined && tokenizer === undefined) throw new InputError(`model ${manifest.name} has no tokenizer: give the prompt as --prompt-ids`)
       const prompt: number[] = o.promptIds ?? tokenizer!.encode(o.prompt!)
       const eos = tokenizer?.eosId ?? manifest.config.eosId
@@ -89,3 +97,28 @@ export function registerGenerate (program: Command): void {
 }
 
 const round = (v: number): number => Math.round(v * 100) / 100
+
+/** The same generation through the network: this process is a client of the relay's peers. */
+async function generateRemote (o: GenerateFlags): Promise<void> {
+  if (o.promptIds === undefined) throw new InputError('through --relay, give the prompt as --prompt-ids (text needs the model\'s tokenizer locally)')
+  const node = await createPeer({ listen: [] })
+  try {
+    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!) })
+    const stopIds = o.stopAtEos === true ? [2] : undefined
+    const gen = client.generate({ prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model })
+    let r = await gen.next()
+    while (r.done !== true) {
+      if (o.json !== true) process.stdout.write(`${r.value.id} `)
+      r = await gen.next()
+    }
+    const result = r.value
+    if (o.json === true) {
+      console.log(JSON.stringify(result))
+    } else {
+      process.stdout.write('\n')
+      log.info(`${result.tokens.length} tokens via ${result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')}; first token ${result.timings.firstTokenMs.toFixed(0)} ms, total ${result.timings.totalMs.toFixed(0)} ms`)
+    }
+  } finally {
+    await node.stop()
+  }
+}

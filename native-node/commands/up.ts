@@ -1,35 +1,89 @@
 import type { Command } from 'commander'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
 import { access } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { logger } from '../../shared/log.js'
-import { MANIFEST_FILE } from '../../shared/manifest.js'
-import { Pipeline, generate } from '../../shared/pipeline.js'
-import { buildModel, loadModel } from '../store.js'
+import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
+import { startRelay } from '../../relay/relay.js'
+import { buildModel, readManifest } from '../store.js'
 import { openSource } from '../source.js'
+import { int } from './options.js'
+import { untilSignal } from './lifecycle.js'
 
 const log = logger('tessera:up')
 
 /** The embedded default: a seeded random model, so a fresh machine needs nothing else. */
 export const DEFAULT_MODEL = { from: 'random:tiny:1', dir: join('models', 'tiny-seed1'), shards: 2 }
+const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'tessera.js')
 
 export function registerUp (program: Command): void {
   program.command('up')
-    .description('build the default model if missing and run a streamed demo generation')
-    .option('--model <dir>', 'model directory', DEFAULT_MODEL.dir)
-    .action(async (o: { model: string }) => {
-      const exists = await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)
-      if (!exists) {
+    .description('run a whole network here: relay, native nodes, pages and a demo generation')
+    .option('--model <dir>', 'model directory (the default model is built there if missing)', DEFAULT_MODEL.dir)
+    .option('--nodes <n>', 'native nodes to start', int(1), 2)
+    .option('--port <n>', 'HTTP port of the relay', int(0), 8080)
+    .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), 9090)
+    .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), 32)
+    .action(async (o: { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number }) => {
+      if (!await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)) {
+        if (o.model !== DEFAULT_MODEL.dir) throw new Error(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
         const src = await openSource(DEFAULT_MODEL.from)
         await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
       }
-      const { manifest, runners } = await loadModel(o.model)
-      log.info(`model ${manifest.name} (root ${manifest.root.slice(0, 16)}…), ${runners.length} shard(s) on ${runners[0].device}`)
-      const pipeline = new Pipeline(runners.map((r) => r.open()))
-      const prompt = [manifest.config.bosId ?? 1]
-      process.stdout.write(`prompt ids ${prompt.join(',')} → `)
-      for await (const t of generate(pipeline, { prompt, maxTokens: 32 })) process.stdout.write(`${t.id} `)
-      process.stdout.write('\n')
-      pipeline.close()
+      const manifest = await readManifest(o.model)
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web' })
+      const children: ChildProcess[] = []
+      const stopAll = async (): Promise<void> => {
+        for (const c of children) c.kill('SIGTERM')
+        await Promise.all(children.map(async (c) => await new Promise((resolve) => c.exitCode !== null ? resolve(null) : c.once('exit', resolve))))
+        await relay.stop()
+      }
+      try {
+        const groups = assignLayers(manifest, o.nodes)
+        await Promise.all(groups.map(async (layers) => { children.push(await spawnNode(relay.addr, o.model, layers)) }))
+        console.log(`\nTessera is up: ${relay.httpUrl}  (relay ${relay.addr})`)
+        console.log(`  try: curl ${relay.httpUrl}/v1/completions -H 'content-type: application/json' -d '{"prompt":[1],"max_tokens":16}'\n`)
+        if (o.demoTokens > 0) await demo(relay.client, manifest, o.demoTokens)
+        console.log('Ctrl-C to stop.')
+        await untilSignal()
+      } finally {
+        await stopAll()
+      }
     })
+}
+
+/** Contiguous runs of shards, one per node; nodes beyond the shard count choose for themselves. */
+export function assignLayers (m: Manifest, nodes: number): Array<[number, number] | undefined> {
+  const n = Math.min(nodes, m.shards.length)
+  const out: Array<[number, number] | undefined> = []
+  for (let i = 0; i < n; i++) {
+    const group = m.shards.slice(Math.round(i * m.shards.length / n), Math.round((i + 1) * m.shards.length / n))
+    out.push([group[0].layers[0], group[group.length - 1].layers[1]])
+  }
+  for (let i = n; i < nodes; i++) out.push(undefined)
+  return out
+}
+
+/** Starts `tessera node` and resolves once it prints its ready line. */
+async function spawnNode (relay: string, model: string, layers?: [number, number]): Promise<ChildProcess> {
+  const args = [BIN, 'node', '--relay', relay, '--model', model, ...(layers !== undefined ? ['--layers', `${layers[0]}-${layers[1]}`] : [])]
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  return await new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! })
+    lines.on('line', (line) => { if (line.startsWith('{"ready":true')) resolve(child) })
+    child.once('exit', (code) => reject(new Error(`tessera node exited with code ${code} before it was ready`)))
+  })
+}
+
+async function demo (client: Awaited<ReturnType<typeof startRelay>>['client'], m: Manifest, maxTokens: number): Promise<void> {
+  const prompt = [m.config.bosId ?? 1]
+  process.stdout.write(`demo: ${m.name}, prompt ids [${prompt.join(',')}] → `)
+  const gen = client.generate({ prompt, maxTokens })
+  let r = await gen.next()
+  while (r.done !== true) { process.stdout.write(`${r.value.id} `); r = await gen.next() }
+  const route = r.value.route.hops.map((h) => `${h.peer.slice(-8)} [${h.layers.join(',')}) ${h.device}`).join(' → ')
+  console.log(`\n      route: ${route}; first token ${r.value.timings.firstTokenMs.toFixed(0)} ms, total ${r.value.timings.totalMs.toFixed(0)} ms\n`)
 }

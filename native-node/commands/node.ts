@@ -1,0 +1,32 @@
+import type { Command } from 'commander'
+import { Option } from 'commander'
+import { InvalidArgumentError } from 'commander'
+import { startNode } from '../node.js'
+import type { DevicePreference } from '../ort.js'
+import { memory } from './options.js'
+import { untilSignal } from './lifecycle.js'
+
+function layerRange (v: string): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(v)
+  if (m === null || Number(m[1]) >= Number(m[2])) throw new InvalidArgumentError('expected START-END with START < END, e.g. 0-16 (END exclusive)')
+  return [Number(m[1]), Number(m[2])]
+}
+
+export function registerNode (program: Command): void {
+  program.command('node')
+    .description('serve a run of a model\'s layers to the network')
+    .requiredOption('--relay <multiaddr>', 'the relay to join, e.g. /ip4/127.0.0.1/tcp/9090/ws/p2p/12D3…')
+    .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
+    .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
+    .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
+    .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
+    .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
+    .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
+    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, device: DevicePreference, listen?: string[], key?: string }) => {
+      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, device: o.device, listen: o.listen, keyFile: o.key })
+      // One line on stdout that scripts (tessera up, tests) can wait for.
+      console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
+      await untilSignal()
+      await node.stop()
+    })
+}

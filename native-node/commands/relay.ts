@@ -1,0 +1,20 @@
+import type { Command } from 'commander'
+import { startRelay } from '../../relay/relay.js'
+import { int } from './options.js'
+import { untilSignal } from './lifecycle.js'
+
+export function registerRelay (program: Command): void {
+  program.command('relay')
+    .description('run the relay: libp2p bootstrap and circuit relay, peer registry, HTTP API and pages')
+    .option('--port <n>', 'HTTP port (0 = any free port)', int(0), 8080)
+    .option('--p2p-port <n>', 'libp2p WebSocket port (0 = any free port)', int(0), 9090)
+    .option('--host <ip>', 'address to listen on', '127.0.0.1')
+    .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
+    .option('--web <dir>', 'built pages to serve at / (vite build output)', 'dist/web')
+    .action(async (o: { port: number, p2pPort: number, host: string, model?: string[], web: string }) => {
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web })
+      console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
+      await untilSignal()
+      await relay.stop()
+    })
+}

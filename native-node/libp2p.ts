@@ -1,0 +1,63 @@
+/**
+ * libp2p for Node processes: the relay, native nodes and command-line clients. TCP and
+ * WebSockets on loopback by default, noise + yamux, identify and ping; the relay adds the
+ * circuit relay v2 server with limits raised for activations.
+ */
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
+
+export interface PeerOptions {
+  listen?: string[]
+  privateKey?: PrivateKey
+  /** Run the circuit relay v2 server (the relay process). */
+  relayServer?: boolean
+}
+
+/** Loopback by default: a node is reachable from elsewhere only when its operator says so. */
+export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
+
+export async function createPeer (o: PeerOptions = {}): Promise<Libp2p> {
+  const services: Record<string, any> = { identify: identify(), ping: ping() }
+  if (o.relayServer === true) {
+    services.relay = circuitRelayServer({
+      reservations: {
+        maxReservations: 1024,
+        // Activations cross relayed connections until peers upgrade to direct ones: the
+        // defaults (128 KiB, 2 minutes per connection) would cut a generation off.
+        applyDefaultLimit: false
+      }
+    })
+  }
+  return await createLibp2p({
+    privateKey: o.privateKey,
+    addresses: { listen: o.listen ?? DEFAULT_LISTEN },
+    transports: [tcp(), webSockets(), circuitRelayTransport()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: 1024 },
+    services
+  })
+}
+
+/** A node's identity persists across restarts (its reputation and stake will hang on it). */
+export async function loadOrCreateKey (path?: string): Promise<PrivateKey> {
+  if (path === undefined) return await generateKeyPair('Ed25519')
+  try {
+    return privateKeyFromProtobuf(await readFile(path))
+  } catch {
+    const key = await generateKeyPair('Ed25519')
+    await mkdir(dirname(path), { recursive: true })
+    await writeFile(path, privateKeyToProtobuf(key), { mode: 0o600 })
+    return key
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * `POST /v1/completions` and `POST /v1/chat/completions`: validate, tokenize, run one generation
+ * on the network, answer as JSON or as OpenAI's SSE stream. A client that goes away aborts the
+ * generation, so its peers stop spending compute on it.
+ */
+import type { Context } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
+import { logger } from '../shared/log.js'
+import type { RelayMetrics } from './metrics.js'
+import {
+  BadRequest, chatPrompt, errorReply, finalChunk, fullResponse, newIds, parseChat, parseCompletion, textDecoder, tokenChunk,
+  type Kind, type Tokenizer
+} from './openai.js'
+
+const log = logger('tessera:relay:http')
+
+export interface CompletionDeps {
+  generator: Generator
+  network: () => NetworkView
+  tokenizer?: (model: string) => Tokenizer | undefined
+}
+
+/** The model a request without `model` gets: the first one the network fully covers (as the generator picks). */
+export function defaultModel (view: NetworkView): string | undefined {
+  return (view.models.find((m) => m.coverage.length > 0 && m.coverage.every((n) => n > 0)) ?? view.models[0])?.name
+}
+
+export function errorResponse (c: Context, err: unknown): Response {
+  const { status, body } = errorReply(err)
+  // 503 (no route) is the network's state, not a fault of the relay: no warning.
+  if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path}: ${body.error.message}`, status === 500 ? err : '')
+  return c.json(body, status as 500)
+}
+
+export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
+  const record = (r: GenerationResult): void => {
+    metrics.tokens.inc({ model: r.model }, r.tokens.length)
+    metrics.generation.observe({ model: r.model }, r.timings.totalMs / 1000)
+    if (r.tokens.length > 0) metrics.firstToken.observe({ model: r.model }, r.timings.firstTokenMs / 1000)
+  }
+
+  return async (c: Context): Promise<Response> => {
+    let body: unknown
+    try {
+      body = JSON.parse(await c.req.text())
+    } catch (err) {
+      return errorResponse(c, new BadRequest(`the request body is not valid JSON (${(err as Error).message})`, 'invalid_json'))
+    }
+    let req: GenerationRequest
+    let stream: boolean
+    let tok: Tokenizer | undefined
+    let model: string
+    try {
+      const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
+      const name = p.model ?? defaultModel(deps.network())
+      model = name ?? 'default'
+      tok = name === undefined ? undefined : deps.tokenizer?.(name)
+      let prompt: number[]
+      if ('messages' in p) {
+        if (tok === undefined) throw new BadRequest(`chat needs text, and this relay has no tokenizer for model ${model}: use /v1/completions with prompt as an array of token ids`, 'no_tokenizer')
+        prompt = tok.encode(chatPrompt(p.messages))
+      } else if (typeof p.prompt === 'string') {
+        if (tok === undefined) throw new BadRequest(`this relay has no tokenizer for model ${model}, so it cannot read a text prompt: send prompt as an array of token ids`, 'no_tokenizer')
+        prompt = tok.encode(p.prompt)
+      } else {
+        prompt = p.prompt
+      }
+      if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
+      req = { prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds, model: p.model }
+      stream = p.stream
+    } catch (err) {
+      return errorResponse(c, err)
+    }
+
+    const ac = new AbortController()
+    const clientGone = (): void => { ac.abort(new Error('the client disconnected')) }
+    const signal = c.req.raw.signal
+    if (signal.aborted) clientGone()
+    else signal.addEventListener('abort', clientGone, { once: true })
+    const done = (): void => { signal.removeEventListener('abort', clientGone) }
+    const ids = newIds(kind)
+    const dec = textDecoder(tok)
+
+    // Waiting for the first token before answering lets a request that cannot be routed at all
+    // get a real status (503) instead of a 200 stream that fails.
+    let it: AsyncGenerator<TokenEvent, GenerationResult>
+    let r: IteratorResult<TokenEvent, GenerationResult>
+    try {
+      it = deps.generator.generate(req, ac.signal)
+      r = await it.next()
+    } catch (err) {
+      done()
+      return ac.signal.aborted ? new Response(null, { status: 499 }) : errorResponse(c, err)
+    }
+
+    if (!stream) {
+      try {
+        while (r.done !== true) r = await it.next()
+      } catch (err) {
+        // Nobody reads this answer; 499 (nginx's "client closed request") keeps it out of the 5xx counts.
+        return ac.signal.aborted ? new Response(null, { status: 499 }) : errorResponse(c, err)
+      } finally {
+        done()
+      }
+      record(r.value)
+      return c.json(fullResponse(kind, ids, r.value, dec.text(r.value.tokens)))
+    }
+
+    return streamSSE(c, async (s) => {
+      s.onAbort(clientGone)
+      try {
+        while (r.done !== true && !ac.signal.aborted) {
+          await s.writeSSE({ data: JSON.stringify(tokenChunk(kind, ids, model, dec.push(r.value.id), r.value)) })
+          r = await it.next()
+        }
+        if (r.done === true) {
+          record(r.value)
+          await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, dec.flush())) })
+          await s.writeSSE({ data: '[DONE]' })
+        }
+      } catch (err) {
+        // Headers are gone: report in-band, as OpenAI does, unless nobody is listening.
+        if (!ac.signal.aborted) await s.writeSSE({ data: JSON.stringify(errorResponseBody(c, err)) })
+      } finally {
+        done()
+        if (r.done !== true) await it.return(undefined as unknown as GenerationResult).catch(() => {})
+      }
+    })
+  }
+}
+
+function errorResponseBody (c: Context, err: unknown): object {
+  const { status, body } = errorReply(err)
+  if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path} (stream): ${body.error.message}`)
+  return body
+}

@@ -1,0 +1,118 @@
+/**
+ * The relay's HTTP server as a web-standard Hono app: the network view, model files by hash,
+ * the OpenAI-compatible API, Prometheus metrics and the built web pages. `app.fetch` runs
+ * without a server (tests); `serveHttp` binds it to a port with @hono/node-server.
+ */
+import type { Server } from 'node:http'
+import { Hono } from 'hono'
+import { cors } from 'hono/cors'
+import { routePath } from 'hono/route'
+import { serve } from '@hono/node-server'
+import { serveStatic } from '@hono/node-server/serve-static'
+import { Registry } from 'prom-client'
+import type { Generator, NetworkView } from '../shared/client/types.js'
+import type { Manifest } from '../shared/manifest.js'
+import { relayMetrics } from './metrics.js'
+import { fileResponse, indexFiles, jsonError } from './shards.js'
+import { completionHandler, errorResponse } from './completions.js'
+import type { Tokenizer } from './openai.js'
+
+export interface HttpDeps {
+  generator: Generator
+  network: () => NetworkView
+  /** Model directories whose files the relay serves. */
+  models: Array<{ dir: string, manifest: Manifest }>
+  /** The built web/ directory (dist/web), served at `/`. */
+  webRoot?: string
+  /** Where the relay's metrics live; a fresh Registry when absent. */
+  metrics?: Registry
+  /** A tokenizer by model name or root (whatever the request's `model` says), for text prompts. */
+  tokenizer?: (model: string) => Tokenizer | undefined
+}
+
+/** Prefixes third-party pages call, so they get CORS. */
+const PUBLIC = ['/v1/*', '/api/*', '/shards/*', '/models/*']
+
+export function createHttpApp (deps: HttpDeps): Hono {
+  const metrics = relayMetrics(deps.metrics ?? new Registry(), deps.network)
+  const files = indexFiles(deps.models)
+  const manifests = new Map(deps.models.map((m) => [m.manifest.root, m.manifest]))
+  const app = new Hono()
+
+  app.use('*', async (c, next) => {
+    await next()
+    // Cross-origin isolation: a page served here may run onnxruntime-web with WASM threads,
+    // which need SharedArrayBuffer, which needs these two on the document and its resources.
+    c.res.headers.set('Cross-Origin-Opener-Policy', 'same-origin')
+    c.res.headers.set('Cross-Origin-Embedder-Policy', 'require-corp')
+    const path = routePath(c)
+    const route = path !== '*' && path !== '/*' ? path : c.res.status === 404 ? 'unmatched' : 'static'
+    metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) })
+  })
+
+  const publicCors = cors({ origin: '*', exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag'], maxAge: 86400 })
+  for (const prefix of PUBLIC) {
+    app.use(prefix, publicCors)
+    app.use(prefix, async (c, next) => {
+      await next()
+      // Lets an isolated (COEP) page on another origin load these even without CORS mode.
+      c.res.headers.set('Cross-Origin-Resource-Policy', 'cross-origin')
+    })
+  }
+
+  app.get('/api/network', (c) => c.json(deps.network()))
+
+  app.get('/models/:root/manifest.json', (c) => {
+    const manifest = manifests.get(c.req.param('root').toLowerCase())
+    if (manifest === undefined) return jsonError(404, `no model with root ${c.req.param('root')} on this relay`, 'model_not_found')
+    return c.json(manifest)
+  })
+
+  app.get('/shards/:sha256', async (c) => {
+    const file = files.get(c.req.param('sha256').toLowerCase())
+    if (file === undefined) return jsonError(404, `no shard file with sha256 ${c.req.param('sha256')} on this relay`, 'shard_not_found')
+    return await fileResponse(file, c.req.raw)
+  })
+
+  app.get('/v1/models', (c) => c.json({
+    object: 'list',
+    data: deps.network().models.map((m) => ({
+      id: m.name,
+      object: 'model',
+      created: 0,
+      owned_by: 'tessera',
+      tessera: { root: m.root, layers: m.layers, coverage: m.coverage }
+    }))
+  }))
+
+  app.post('/v1/completions', completionHandler(deps, metrics, 'completion'))
+  app.post('/v1/chat/completions', completionHandler(deps, metrics, 'chat'))
+
+  app.get('/metrics', async (c) => c.body(await metrics.registry.metrics(), 200, { 'Content-Type': metrics.registry.contentType }))
+
+  if (deps.webRoot !== undefined) app.use('*', serveStatic({ root: deps.webRoot }))
+
+  app.notFound((c) => jsonError(404, `nothing at ${c.req.method} ${c.req.path}`, 'not_found'))
+  app.onError((err, c) => errorResponse(c, err))
+  return app
+}
+
+export interface HttpServer { port: number, close (): Promise<void> }
+
+/** Serves `app` on `host:port` (port 0 picks a free one) and resolves once it listens. */
+export async function serveHttp (app: Hono, { port, host = '127.0.0.1' }: { port: number, host?: string }): Promise<HttpServer> {
+  return await new Promise((resolve, reject) => {
+    const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
+      server.off('error', reject)
+      resolve({
+        port: info.port,
+        close: async () => await new Promise<void>((resolve, reject) => {
+          server.close((err) => { if (err !== undefined) reject(err); else resolve() })
+          // Open SSE streams would hold close() forever; cutting them aborts their generations.
+          ;(server as Server).closeAllConnections()
+        })
+      })
+    }) as Server
+    server.once('error', reject)
+  })
+}

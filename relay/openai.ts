@@ -1,0 +1,175 @@
+/**
+ * The OpenAI-compatible surface: request validation (by hand, so messages name the field and
+ * what was sent), the chat template, error mapping and the response/chunk shapes. No I/O here.
+ */
+import type { GenerationResult, RouteTrace, TokenEvent } from '../shared/client/types.js'
+import { InputError, NoRouteError, TesseraError } from '../shared/errors.js'
+
+export interface Tokenizer { encode (t: string): number[], decode (ids: number[]): string }
+
+/** A request the caller got wrong: always a 400 with `code`. */
+export class BadRequest extends Error {
+  constructor (message: string, readonly code = 'invalid_request') { super(message) }
+}
+
+export interface CommonParams {
+  model?: string
+  maxTokens: number
+  temperature: number
+  topP?: number
+  seed?: number
+  stream: boolean
+  stopIds?: number[]
+}
+export interface CompletionParams extends CommonParams { prompt: string | number[] }
+export interface ChatParams extends CommonParams { messages: Array<{ role: string, content: string }> }
+
+const show = (v: unknown): string => { const s = JSON.stringify(v) ?? String(v); return s.length > 60 ? `${s.slice(0, 57)}…` : s }
+const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0)
+const present = (v: unknown): boolean => v !== undefined && v !== null
+
+function object (body: unknown): Record<string, unknown> {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequest(`the request body must be a JSON object, got ${show(body)}`)
+  return body as Record<string, unknown>
+}
+
+function common (b: Record<string, unknown>, maxTokensField: unknown): CommonParams {
+  const bad = (field: string, want: string, got: unknown): never => { throw new BadRequest(`${field} must be ${want}, got ${show(got)}`) }
+  if (present(b.model) && typeof b.model !== 'string') bad('model', 'a string', b.model)
+  if (present(maxTokensField) && !(Number.isSafeInteger(maxTokensField) && (maxTokensField as number) >= 1)) bad('max_tokens', 'a positive integer', maxTokensField)
+  if (present(b.temperature) && !(typeof b.temperature === 'number' && b.temperature >= 0 && Number.isFinite(b.temperature))) bad('temperature', 'a number ≥ 0', b.temperature)
+  if (present(b.top_p) && !(typeof b.top_p === 'number' && b.top_p > 0 && b.top_p <= 1)) bad('top_p', 'a number in (0, 1]', b.top_p)
+  if (present(b.seed) && !Number.isSafeInteger(b.seed)) bad('seed', 'an integer', b.seed)
+  if (present(b.stream) && typeof b.stream !== 'boolean') bad('stream', 'true or false', b.stream)
+  if (present(b.n) && b.n !== 1) throw new BadRequest(`n must be 1: one choice per request is supported, got ${show(b.n)}`)
+  if (present(b.tessera_stop_ids) && !isIds(b.tessera_stop_ids)) bad('tessera_stop_ids', 'an array of token ids (integers ≥ 0)', b.tessera_stop_ids)
+  // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
+  // matching text would need the tokenizer on every step.
+  return {
+    model: present(b.model) ? b.model as string : undefined,
+    maxTokens: present(maxTokensField) ? maxTokensField as number : 16,
+    // Default 0 (greedy), not OpenAI's 1: the same request gives the same tokens on any route,
+    // which is what makes a network's answers comparable and checkable.
+    temperature: present(b.temperature) ? b.temperature as number : 0,
+    topP: present(b.top_p) ? b.top_p as number : undefined,
+    seed: present(b.seed) ? b.seed as number : undefined,
+    stream: b.stream === true,
+    stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined
+  }
+}
+
+/** `POST /v1/completions`: a string or one array of ids (a batch of one is unwrapped). */
+export function parseCompletion (body: unknown): CompletionParams {
+  const b = object(body)
+  let prompt = b.prompt
+  if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === 'string' || Array.isArray(prompt[0]))) prompt = prompt[0]
+  if (!present(prompt)) throw new BadRequest('prompt is required: a string, or an array of token ids')
+  if (Array.isArray(prompt) && prompt.some((p) => typeof p === 'string' || Array.isArray(p))) throw new BadRequest(`batched prompts are not supported: send one prompt per request (got ${prompt.length})`)
+  if (typeof prompt !== 'string' && !isIds(prompt)) throw new BadRequest(`prompt must be a string or an array of token ids (integers ≥ 0), got ${show(prompt)}`)
+  if (prompt.length === 0) throw new BadRequest('prompt is empty: send at least one token (e.g. the model\'s BOS id)')
+  return { ...common(b, b.max_tokens), prompt }
+}
+
+/** `POST /v1/chat/completions`: content is a string or OpenAI's text parts. */
+export function parseChat (body: unknown): ChatParams {
+  const b = object(body)
+  if (!Array.isArray(b.messages) || b.messages.length === 0) throw new BadRequest(`messages must be a non-empty array of { role, content }, got ${show(b.messages)}`)
+  const messages = b.messages.map((m: unknown, i) => {
+    const msg = object(m)
+    if (typeof msg.role !== 'string') throw new BadRequest(`messages[${i}].role must be a string, got ${show(msg.role)}`)
+    let content = msg.content
+    if (Array.isArray(content)) {
+      content = content.map((p: unknown, j) => {
+        const part = object(p)
+        if (part.type !== 'text' || typeof part.text !== 'string') throw new BadRequest(`messages[${i}].content[${j}] must be { type: 'text', text }: only text is supported`)
+        return part.text
+      }).join('')
+    }
+    if (typeof content !== 'string') throw new BadRequest(`messages[${i}].content must be a string, got ${show(msg.content)}`)
+    return { role: msg.role, content }
+  })
+  return { ...common(b, b.max_completion_tokens ?? b.max_tokens), messages }
+}
+
+/**
+ * The chat template: one `role: content` line per message, then `assistant:` for the model to
+ * continue. Model-agnostic on purpose (the network serves base models with no chat format).
+ */
+export function chatPrompt (messages: ChatParams['messages']): string {
+  return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant:'
+}
+
+/**
+ * Text per token for streaming. Decodes the whole sequence and emits what was added, holding back
+ * while it ends in U+FFFD, because one token may carry half of a UTF-8 character (byte tokens).
+ * Without a tokenizer the text is the ids separated by spaces.
+ */
+export function textDecoder (tok: Tokenizer | undefined): { push (id: number): string, flush (): string, text (ids: number[]): string } {
+  const ids: number[] = []
+  let sent = ''
+  const delta = (text: string): string => {
+    let same = 0
+    while (same < sent.length && same < text.length && sent[same] === text[same]) same++
+    sent = text
+    return text.slice(same)
+  }
+  return {
+    push (id) {
+      ids.push(id)
+      if (tok === undefined) return ids.length === 1 ? String(id) : ` ${id}`
+      const text = tok.decode(ids)
+      return text.endsWith('\uFFFD') ? '' : delta(text)
+    },
+    /** What was held back when the generation ended mid-character. */
+    flush: () => tok === undefined || ids.length === 0 ? '' : delta(tok.decode(ids)),
+    text: (all) => tok === undefined ? all.join(' ') : tok.decode(all)
+  }
+}
+
+export interface ErrorReply { status: number, body: { error: { message: string, type: string, code: string } } }
+
+/** The HTTP status for an error from validation or the generator. */
+export function errorReply (err: unknown): ErrorReply {
+  const reply = (status: number, type: string, code: string, message: string): ErrorReply => ({ status, body: { error: { message, type, code } } })
+  if (err instanceof BadRequest) return reply(400, 'invalid_request_error', err.code, err.message)
+  if (err instanceof NoRouteError) return reply(503, 'service_unavailable', err.code, err.message)
+  if (err instanceof InputError) return reply(400, 'invalid_request_error', err.code, err.message)
+  if (err instanceof TesseraError) return reply(502, 'upstream_error', err.code, err.message)
+  return reply(500, 'server_error', 'internal_error', `internal error: ${err instanceof Error ? err.message : String(err)}`)
+}
+
+export type Kind = 'completion' | 'chat'
+export interface Ids { id: string, created: number }
+
+export function newIds (kind: Kind): Ids {
+  const hex = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')
+  return { id: `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${hex}`, created: Math.floor(Date.now() / 1000) }
+}
+
+export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, root: string, timings: GenerationResult['timings'] }
+const tesseraInfo = (r: GenerationResult): TesseraInfo => ({ tokens: r.tokens, prompt: r.prompt, route: r.route, root: r.root, timings: r.timings })
+const usage = (r: GenerationResult): object => ({ prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length })
+
+/** The whole (non-streamed) response. */
+export function fullResponse (kind: Kind, ids: Ids, r: GenerationResult, text: string): object {
+  const choice = kind === 'chat'
+    ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: r.finishReason, logprobs: null }
+    : { index: 0, text, finish_reason: r.finishReason, logprobs: null }
+  return { ...ids, object: kind === 'chat' ? 'chat.completion' : 'text_completion', model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
+}
+
+/** One streamed token. The first chat chunk also carries the role, as OpenAI's does. */
+export function tokenChunk (kind: Kind, ids: Ids, model: string, text: string, ev: TokenEvent): object {
+  const choice = kind === 'chat'
+    ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs: null }
+    : { index: 0, text, finish_reason: null, logprobs: null }
+  return { ...ids, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', model, choices: [choice], tessera: { token: ev.id, index: ev.index, hops: ev.hops } }
+}
+
+/** The last chunk before `[DONE]`: finish reason, usage and the full trace. */
+export function finalChunk (kind: Kind, ids: Ids, r: GenerationResult, rest = ''): object {
+  const choice = kind === 'chat'
+    ? { index: 0, delta: rest === '' ? {} : { content: rest }, finish_reason: r.finishReason, logprobs: null }
+    : { index: 0, text: rest, finish_reason: r.finishReason, logprobs: null }
+  return { ...ids, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
+}

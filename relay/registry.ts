@@ -1,0 +1,71 @@
+/**
+ * The relay's directory of capability records. Nodes announce over /tessera/announce/1.0.0;
+ * clients read over /tessera/peers/1.0.0 and check the signatures themselves. A record is
+ * accepted only from the peer it names, and dropped when it expires.
+ */
+import { lpStream } from '@libp2p/utils'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { decode, encode } from 'cborg'
+import { ANNOUNCE_PROTOCOL, PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../shared/protocol/capability.js'
+import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES } from '../shared/protocol/limits.js'
+import type { PeerDirectory } from '../shared/client/dialer.js'
+import { logger } from '../shared/log.js'
+
+const log = logger('tessera:relay:registry')
+
+export interface Registry extends PeerDirectory {
+  accept (signed: SignedCapability, from?: string): Promise<Capability>
+  remove (peer: string): void
+  /** Live records as the peers signed them, for clients that check for themselves. */
+  signedRecords (): SignedCapability[]
+}
+
+export function createRegistry (now = () => Date.now()): Registry {
+  const records = new Map<string, { cap: Capability, signed: SignedCapability }>()
+  const live = (): Array<{ cap: Capability, signed: SignedCapability }> => {
+    const t = now()
+    for (const [k, r] of records) if (r.cap.expires < t) records.delete(k)
+    return [...records.values()]
+  }
+  return {
+    async accept (signed, from) {
+      const cap = await verifyCapability(signed, now())
+      if (from !== undefined && cap.peer !== from) throw new Error(`record names ${cap.peer} but was sent by ${from}`)
+      const known = records.has(cap.peer)
+      records.set(cap.peer, { cap, signed })
+      if (!known) log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
+      return cap
+    },
+    remove (peer) { records.delete(peer) },
+    async list () { return live().map((r) => r.cap) },
+    signedRecords: () => live().map((r) => r.signed)
+  }
+}
+
+/** Serves the registry's two protocols on the relay's libp2p node. */
+export async function handleRegistry (node: Libp2p, registry: Registry): Promise<void> {
+  await node.handle(ANNOUNCE_PROTOCOL, async (stream: Stream, connection: Connection) => {
+    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
+    try {
+      const msg = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as SignedCapability
+      await registry.accept(msg, connection.remotePeer.toString())
+      await lp.write(encode({ ok: true }))
+    } catch (err) {
+      log.debug(`announce refused: ${(err as Error).message}`)
+      await lp.write(encode({ ok: false, error: (err as Error).message })).catch(() => {})
+    }
+    await stream.close().catch(() => {})
+  }, { runOnLimitedConnection: true, maxInboundStreams: 256 })
+
+  await node.handle(PEERS_PROTOCOL, async (stream: Stream) => {
+    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+    try {
+      await lp.read({ signal: AbortSignal.timeout(10_000) })
+      const records = registry.signedRecords()
+      await lp.write(encode({ records }))
+    } catch (err) {
+      log.debug(`peers request failed: ${(err as Error).message}`)
+    }
+    await stream.close().catch(() => {})
+  }, { runOnLimitedConnection: true, maxInboundStreams: 256 })
+}

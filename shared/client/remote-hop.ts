@@ -1,0 +1,83 @@
+/**
+ * The client end of one /tessera/infer/1.0.0 session: a hop of a route, served by a peer.
+ * Every failure (error reply, reset stream, time-out, bad reply) surfaces as a HopError
+ * naming the peer, which is what the session's failover acts on.
+ */
+import { lpStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import { decodeNodeMsg, encodeMsg, f32, bytesOf, INFER_PROTOCOL, type NodeMsg } from '../protocol/infer.js'
+import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
+import type { Capability } from '../protocol/capability.js'
+import type { HopInput, HopOutput } from '../runner.js'
+import { HopError } from '../errors.js'
+
+/** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
+export interface Dialer {
+  dial (peer: Capability, protocol: string, signal: AbortSignal): Promise<Stream>
+}
+
+export interface RemoteHop {
+  readonly peer: Capability
+  readonly layers: [number, number]
+  readonly device: string
+  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number }>
+  close (): void
+}
+
+export interface HopTimeouts {
+  /** Dial + open reply. */
+  openMs: number
+  /** One step's reply; generous because a replayed prefill can be long. */
+  stepMs: number
+}
+
+export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts): Promise<RemoteHop> {
+  const fail = (code: string, message: string): HopError => new HopError(peer.peer, code, message)
+  let stream: Stream
+  try {
+    stream = await dialer.dial(peer, INFER_PROTOCOL, AbortSignal.timeout(t.openMs))
+  } catch (err) {
+    throw fail('UNREACHABLE', `dial failed: ${(err as Error).message}`)
+  }
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  const reply = async (ms: number): Promise<NodeMsg> => {
+    let bytes: Uint8Array
+    try {
+      bytes = (await lp.read({ signal: AbortSignal.timeout(ms) })).subarray()
+    } catch (err) {
+      stream.abort(err as Error)
+      throw fail('TIMEOUT_OR_RESET', `no reply: ${(err as Error).message}`)
+    }
+    let m: NodeMsg
+    try { m = decodeNodeMsg(bytes) } catch (err) { stream.abort(err as Error); throw fail('BAD_REPLY', (err as Error).message) }
+    if (m.t === 'error') throw fail(m.code, m.message)
+    return m
+  }
+  const write = async (bytes: Uint8Array): Promise<void> => {
+    try { await lp.write(bytes) } catch (err) { throw fail('RESET', `send failed: ${(err as Error).message}`) }
+  }
+
+  await write(encodeMsg({ t: 'open', root, layers, session }))
+  const opened = await reply(t.openMs)
+  if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
+  let step = 0
+  return {
+    peer,
+    layers,
+    device: opened.device,
+    async forward (input, start) {
+      const id = step++
+      const sent = performance.now()
+      const body = 'tokens' in input
+        ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) }
+        : { seq: input.seq, hidden: bytesOf(input.hidden) }
+      await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
+      const m = await reply(t.stepMs)
+      if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
+      return { data: f32(m.data), seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent }
+    },
+    close () {
+      void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })
+    }
+  }
+}

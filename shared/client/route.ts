@@ -1,0 +1,67 @@
+/**
+ * Routing: the cheapest chain of peers that covers layers [from, to), as Petals does it —
+ * Dijkstra over layer boundaries, where a peer serving [a, b) offers an edge between any two of
+ * its shard boundaries, costing its round trip plus its measured compute for those layers.
+ */
+import type { Capability } from '../protocol/capability.js'
+import { NoRouteError } from '../errors.js'
+
+export interface RouteHop { peer: Capability, layers: [number, number] }
+
+export interface RouteCosts {
+  /** Round-trip estimate per peer in ms (unknown peers get `defaultRttMs`). */
+  rttMs?: (peer: string) => number | undefined
+  defaultRttMs: number
+  /** Added when a peer has too little KV room for the session (routes there only if nothing else). */
+  fullPenaltyMs: number
+  /** Tokens the session will need on each hop. */
+  tokensNeeded: number
+}
+
+export const DEFAULT_COSTS: RouteCosts = { defaultRttMs: 20, fullPenaltyMs: 10_000, tokensNeeded: 0 }
+
+/** Cheapest route over [from, to) among `peers`; throws NoRouteError naming the uncovered layers. */
+export function findRoute (peers: Capability[], from: number, to: number, costs: RouteCosts = DEFAULT_COSTS): RouteHop[] {
+  const dist = new Map<number, number>([[from, 0]])
+  const prev = new Map<number, RouteHop>()
+  const done = new Set<number>()
+  for (;;) {
+    let at = -1
+    let best = Infinity
+    for (const [b, d] of dist) if (!done.has(b) && d < best) { best = d; at = b }
+    if (at < 0) break
+    if (at === to) break
+    done.add(at)
+    for (const p of peers) {
+      const bounds = p.shardBounds
+      if (!bounds.includes(at)) continue
+      for (const end of bounds) {
+        if (end <= at || end > to) continue
+        const rtt = costs.rttMs?.(p.peer) ?? costs.defaultRttMs
+        const cost = rtt + (end - at) * p.msPerLayer + (p.kvRoom < costs.tokensNeeded ? costs.fullPenaltyMs : 0)
+        if (best + cost < (dist.get(end) ?? Infinity)) {
+          dist.set(end, best + cost)
+          prev.set(end, { peer: p, layers: [at, end] })
+        }
+      }
+    }
+  }
+  if (!dist.has(to)) {
+    const reached = Math.max(...[...dist.keys()])
+    throw new NoRouteError(`no live peer serves layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known`)
+  }
+  const route: RouteHop[] = []
+  for (let b = to; b !== from;) {
+    const hop = prev.get(b)!
+    route.unshift(hop)
+    b = hop.layers[0]
+  }
+  return route
+}
+
+/** How many live peers serve each layer (for the network view and block selection). */
+export function coverage (peers: Capability[], nLayers: number): number[] {
+  const c = new Array<number>(nLayers).fill(0)
+  for (const p of peers) for (let l = p.layers[0]; l < Math.min(p.layers[1], nLayers); l++) c[l]++
+  return c
+}

@@ -1,0 +1,122 @@
+/**
+ * The node side of /tessera/infer/1.0.0, the same for a native node and a browser tab: it
+ * holds a run of loaded shards and serves sessions over streams, one stream per session.
+ * A bad message gets an error reply and ends that stream only; other sessions go on.
+ */
+import { lpStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import type { ShardRunner, ShardSession, HopOutput } from '../runner.js'
+import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
+import { MAX_MESSAGE_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
+import { ProtocolError, TesseraError } from '../errors.js'
+import { logger } from '../log.js'
+
+const log = logger('tessera:node:serve')
+
+export interface ServeOptions {
+  root: string
+  /** The node's shards, consecutive, in layer order. */
+  runners: ShardRunner[]
+  maxSessions?: number
+  sessionTtlMs?: number
+  maxMessageBytes?: number
+  /** Wraps each hop result, e.g. to inject faults in drills. */
+  onStep?: (layers: [number, number], out: HopOutput) => HopOutput
+}
+
+export interface ServeStats { sessions: number, steps: number, tokens: number, errors: number }
+
+/** Creates the stream handler; `stats` is live. */
+export function createInferHandler (o: ServeOptions): { handle: (stream: Stream) => Promise<void>, stats: ServeStats } {
+  const stats: ServeStats = { sessions: 0, steps: 0, tokens: 0, errors: 0 }
+  const maxSessions = o.maxSessions ?? MAX_SESSIONS
+  const ttl = o.sessionTtlMs ?? SESSION_TTL_MS
+
+  async function handle (stream: Stream): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: o.maxMessageBytes ?? MAX_MESSAGE_BYTES })
+    const send = async (m: NodeMsg): Promise<void> => { await lp.write(encodeMsg(m)) }
+    let chain: ShardSession[] | undefined
+    let layers: [number, number] = [0, 0]
+    let counted = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const touch = (): void => {
+      clearTimeout(timer)
+      timer = setTimeout(() => { void fail('EXPIRED', `session idle for ${ttl} ms`) }, ttl)
+    }
+    const fail = async (code: ErrorCode, message: string): Promise<void> => {
+      stats.errors++
+      log.debug(`session error ${code}: ${message}`)
+      await send({ t: 'error', code, message }).catch(() => {})
+      await stream.close().catch(() => stream.abort(new Error(message)))
+    }
+    try {
+      touch()
+      for (;;) {
+        let bytes: Uint8Array
+        try {
+          bytes = (await lp.read()).subarray()
+        } catch (err) {
+          const e = err as Error
+          if (e.name === 'InvalidDataLengthError') { await fail('TOO_LARGE', `message exceeds ${o.maxMessageBytes ?? MAX_MESSAGE_BYTES} bytes`); return }
+          return // stream ended or reset: the client went away
+        }
+        touch()
+        const msg = decodeClientMsg(bytes)
+        if (msg.t === 'close') { await stream.close(); return }
+        if (msg.t === 'open') {
+          if (chain !== undefined) throw new ProtocolError('MALFORMED', 'session is already open')
+          if (msg.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${msg.root.slice(0, 16)}…`)
+          if (stats.sessions >= maxSessions) throw new ProtocolError('BUSY', `node is at its limit of ${maxSessions} sessions`)
+          chain = openChain(o.runners, msg.layers)
+          layers = msg.layers
+          stats.sessions++
+          counted = true
+          await send({ t: 'opened', layers, device: o.runners[0].device })
+          continue
+        }
+        if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
+        if (msg.start !== chain[0].length) throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
+        if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
+        const started = performance.now()
+        let out = msg.tokens !== undefined
+          ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
+          : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
+        for (const s of chain.slice(1)) out = await s.forward({ hidden: out.data, seq: out.seq })
+        if (o.onStep !== undefined) out = o.onStep(layers, out)
+        stats.steps++
+        stats.tokens += msg.seq
+        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms: performance.now() - started })
+      }
+    } catch (err) {
+      const e = err as TesseraError
+      const code = (err instanceof TesseraError ? e.code : 'INTERNAL') as ErrorCode
+      await fail(code, e.message)
+    } finally {
+      clearTimeout(timer)
+      for (const s of chain ?? []) s.close()
+      if (counted) stats.sessions--
+    }
+  }
+  return { handle, stats }
+}
+
+/** Opens sessions on the node's shards that exactly cover `layers`. */
+function openChain (runners: ShardRunner[], [a, b]: [number, number]): ShardSession[] {
+  const start = runners.findIndex((r) => r.shard.layers[0] === a)
+  const end = runners.findIndex((r) => r.shard.layers[1] === b)
+  if (start < 0 || end < start) {
+    const bounds = runners.map((r) => `[${r.shard.layers[0]},${r.shard.layers[1]})`).join(' ')
+    throw new ProtocolError('WRONG_LAYERS', `this node cannot serve layers [${a},${b}); its shards are ${bounds}`)
+  }
+  return runners.slice(start, end + 1).map((r) => r.open())
+}
+
+async function forwardChecked (s: ShardSession, input: Parameters<ShardSession['forward']>[0], seq: number): Promise<HopOutput> {
+  if ('tokens' in input && input.tokens.length !== seq) throw new ProtocolError('MALFORMED', `tokens hold ${input.tokens.length} ids but seq is ${seq}`)
+  try {
+    return await s.forward(input)
+  } catch (err) {
+    if (err instanceof TesseraError) throw new ProtocolError('MALFORMED', err.message)
+    throw err
+  }
+}

@@ -1,0 +1,99 @@
+/**
+ * /tessera/infer/1.0.0 — one libp2p stream per inference session between a client and a node.
+ * Length-prefixed CBOR messages; tensors travel as raw little-endian bytes, never JSON numbers.
+ *
+ *   client → node   open     { root, layers: [a, b], session }
+ *                   forward  { step, start, seq, tokens? (int32 bytes) | hidden? (fp32 bytes) }
+ *                   close    {}
+ *   node → client   opened   { layers, device }
+ *                   result   { step, seq, width, kind, data (fp32 bytes), ms }
+ *                   error    { code, message }       (the node closes the stream after it)
+ *
+ * `start` is the position of the step's first token; the node refuses a step that does not
+ * continue its cache exactly, so a replayed history cannot be misplaced.
+ */
+import { decode, encode } from 'cborg'
+import { ProtocolError } from '../errors.js'
+
+export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
+
+export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string }
+export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
+export interface CloseMsg { t: 'close' }
+export interface OpenedMsg { t: 'opened', layers: [number, number], device: string }
+export interface ResultMsg { t: 'result', step: number, seq: number, width: number, kind: 'hidden' | 'logits', data: Uint8Array, ms: number }
+export interface ErrorMsg { t: 'error', code: ErrorCode, message: string }
+
+export type ClientMsg = OpenMsg | ForwardMsg | CloseMsg
+export type NodeMsg = OpenedMsg | ResultMsg | ErrorMsg
+
+export type ErrorCode = 'MALFORMED' | 'TOO_LARGE' | 'WRONG_MODEL' | 'WRONG_LAYERS' | 'BAD_STEP' | 'BUSY' | 'INTERNAL' | 'EXPIRED'
+
+export function encodeMsg (m: ClientMsg | NodeMsg): Uint8Array { return encode(m) }
+
+/** Decodes and validates a client message; throws ProtocolError('MALFORMED', …) on anything off. */
+export function decodeClientMsg (bytes: Uint8Array): ClientMsg {
+  const m = decodeObject(bytes)
+  switch (m.t) {
+    case 'open':
+      need(typeof m.root === 'string' && /^[0-9a-f]{64}$/.test(m.root), 'open.root must be a 64-hex model root')
+      need(isRange(m.layers), 'open.layers must be [start, end) with 0 ≤ start < end')
+      need(typeof m.session === 'string' && m.session.length > 0 && m.session.length <= 128, 'open.session must be a non-empty string')
+      return m as unknown as OpenMsg
+    case 'forward': {
+      need(isUint(m.step) && isUint(m.start), 'forward.step and forward.start must be non-negative integers')
+      need(isUint(m.seq) && (m.seq as number) > 0, 'forward.seq must be a positive integer')
+      const hasTokens = m.tokens instanceof Uint8Array
+      const hasHidden = m.hidden instanceof Uint8Array
+      need(hasTokens !== hasHidden, 'forward needs exactly one of tokens and hidden (byte strings)')
+      return m as unknown as ForwardMsg
+    }
+    case 'close':
+      return { t: 'close' }
+    default:
+      throw new ProtocolError('MALFORMED', `unknown message type ${JSON.stringify(m.t)}`)
+  }
+}
+
+/** Decodes and validates a node message (the client checks what it receives too). */
+export function decodeNodeMsg (bytes: Uint8Array): NodeMsg {
+  const m = decodeObject(bytes)
+  switch (m.t) {
+    case 'opened':
+      need(isRange(m.layers) && typeof m.device === 'string', 'opened needs layers and device')
+      return m as unknown as OpenedMsg
+    case 'result':
+      need(isUint(m.step) && isUint(m.seq) && isUint(m.width), 'result.step, seq and width must be non-negative integers')
+      need(m.kind === 'hidden' || m.kind === 'logits', 'result.kind must be hidden or logits')
+      need(m.data instanceof Uint8Array && m.data.byteLength === (m.seq as number) * (m.width as number) * 4, 'result.data must hold seq × width fp32 values')
+      return m as unknown as ResultMsg
+    case 'error':
+      need(typeof m.code === 'string' && typeof m.message === 'string', 'error needs code and message')
+      return m as unknown as ErrorMsg
+    default:
+      throw new ProtocolError('MALFORMED', `unknown message type ${JSON.stringify(m.t)}`)
+  }
+}
+
+function decodeObject (bytes: Uint8Array): Record<string, unknown> {
+  let m: unknown
+  try {
+    m = decode(bytes)
+  } catch (err) {
+    throw new ProtocolError('MALFORMED', `not valid CBOR: ${(err as Error).message}`)
+  }
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new ProtocolError('MALFORMED', 'a message must be a CBOR map')
+  return m as Record<string, unknown>
+}
+
+function need (ok: boolean, message: string): void {
+  if (!ok) throw new ProtocolError('MALFORMED', message)
+}
+
+const isUint = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0
+const isRange = (v: unknown): boolean => Array.isArray(v) && v.length === 2 && isUint(v[0]) && isUint(v[1]) && v[0] < v[1]
+
+/** Views over tensor bytes (copied when unaligned, as CBOR byte strings often are). */
+export const f32 = (b: Uint8Array): Float32Array => b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Float32Array(b.slice().buffer)
+export const i32 = (b: Uint8Array): Int32Array => b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Int32Array(b.slice().buffer)
+export const bytesOf = (a: Float32Array | Int32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
