@@ -4,6 +4,9 @@
  * says which in the log.
  */
 import * as ort from 'onnxruntime-node'
+import { createRequire } from 'node:module'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import type { LlamaConfig } from '../shared/model/config.js'
 import type { ShardEntry } from '../shared/manifest.js'
 import { OrtShardRunner, type DeviceKind, type ShardRunner } from '../shared/runner.js'
@@ -19,9 +22,15 @@ export interface OrtNodeOptions {
   threads?: number
 }
 
-/** Whether this onnxruntime-node install carries the CUDA provider. */
+/**
+ * Whether this onnxruntime-node install carries the CUDA provider library. (Its
+ * listSupportedBackends() reports cuda as not bundled on Linux even when installed, so look
+ * for the library next to the runtime's own.)
+ */
 export function cudaAvailable (): boolean {
-  return ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled)
+  if (!ort.listSupportedBackends().some((b) => b.name === 'cuda')) return false
+  const bin = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json')), 'bin', 'napi-v6', process.platform, process.arch)
+  return existsSync(join(bin, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))
 }
 
 let cudaFailure: string | undefined
@@ -30,6 +39,7 @@ let cudaFailure: string | undefined
 export async function loadShardNode (modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
   const want = opts.device ?? 'auto'
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: opts.threads ?? 0 }
+  if (want === 'cuda' && cudaFailure !== undefined) throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
   if (want !== 'cpu' && cudaFailure === undefined) {
     if (!cudaAvailable()) {
       cudaFailure = 'the CUDA provider is not installed (see README "CUDA")'

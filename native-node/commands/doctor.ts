@@ -16,7 +16,6 @@ import { detectHardware, memoryBudget, type Hardware } from '../hardware.js'
 import { measureMsPerLayer } from '../speed.js'
 import { readManifest, verifyShardFiles } from '../store.js'
 import { loadShardNode } from '../ort.js'
-import { ANNOUNCE_PROTOCOL } from '../../shared/protocol/capability.js'
 import { memory } from './options.js'
 
 export interface Check { name: string, status: 'ok' | 'warn' | 'fail', value: string, fix?: string }
@@ -194,9 +193,9 @@ async function probeRelay (addr: string): Promise<Check[]> {
   try { ma = multiaddr(addr) } catch (err) {
     return [{ name: 'relay', status: 'fail', value: `${addr} is not a multiaddr (${msg(err)})`, fix: 'give the address the relay prints at start-up, e.g. /ip4/203.0.113.7/tcp/9090/ws/p2p/12D3Koo…' }]
   }
-  const [{ createLibp2p }, { webSockets }, { tcp }, { noise }, { yamux }, { identify }, { ping }] = await Promise.all([
+  const [{ createLibp2p }, { webSockets }, { tcp }, { noise }, { yamux }, { identify }, { ping }, { ANNOUNCE_PROTOCOL }] = await Promise.all([
     import('libp2p'), import('@libp2p/websockets'), import('@libp2p/tcp'), import('@chainsafe/libp2p-noise'),
-    import('@chainsafe/libp2p-yamux'), import('@libp2p/identify'), import('@libp2p/ping')
+    import('@chainsafe/libp2p-yamux'), import('@libp2p/identify'), import('@libp2p/ping'), import('../../shared/protocol/capability.js')
   ])
   const node = await createLibp2p({
     transports: [webSockets(), tcp()],
@@ -206,7 +205,7 @@ async function probeRelay (addr: string): Promise<Check[]> {
   })
   // A ref'd timer: AbortSignal.timeout() is unref'd and would let the process exit mid-dial.
   const ctl = new AbortController()
-  const timer = setTimeout(() => ctl.abort(new Error(`no answer within ${RELAY_DEADLINE_MS / 1000} s`)), RELAY_DEADLINE_MS)
+  const timer = setTimeout(() => ctl.abort(new Error('timed out')), RELAY_DEADLINE_MS)
   const signal = ctl.signal
   const checks: Check[] = []
   try {
@@ -239,7 +238,7 @@ async function probeRelay (addr: string): Promise<Check[]> {
     checks.push({
       name: 'relay',
       status: 'fail',
-      value: `cannot reach ${addr}: ${msg(err)}`,
+      value: `cannot reach ${addr}: ${signal.aborted ? `no answer within ${RELAY_DEADLINE_MS / 1000} s (${msg(err)})` : msg(err)}`,
       fix: `check that the relay runs, that the address (and its /p2p/ peer id) is the one it prints at start-up, and that no firewall blocks port ${port} from here`
     })
   } finally {

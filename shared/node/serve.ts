@@ -46,9 +46,10 @@ export function createInferHandler (o: ServeOptions): { handle: (stream: Stream)
     const fail = async (code: ErrorCode, message: string): Promise<void> => {
       stats.errors++
       log.debug(`session error ${code}: ${message}`)
-      await send({ t: 'error', code, message }).catch(() => {})
+      await send({ t: 'error', code, message }).catch((e: Error) => { log.debug(`could not send the error reply: ${e.message}`) })
       await stream.close().catch(() => stream.abort(new Error(message)))
     }
+    log.debug(`stream ${stream.id} opened`)
     try {
       touch()
       for (;;) {
@@ -58,7 +59,13 @@ export function createInferHandler (o: ServeOptions): { handle: (stream: Stream)
         } catch (err) {
           const e = err as Error
           if (e.name === 'InvalidDataLengthError') { await fail('TOO_LARGE', `message exceeds ${o.maxMessageBytes ?? MAX_MESSAGE_BYTES} bytes`); return }
-          return // stream ended or reset: the client went away
+          log.debug(`read ended: ${e.name}: ${e.message}`)
+          // An end between frames is the client going away; anything else (a frame cut short,
+          // a bad length prefix) is malformed input and gets a reply if the stream still takes one.
+          if (e.name === 'UnexpectedEOFError' && / 0\/\d+ bytes/.test(e.message)) return
+          if (e.name === 'UnexpectedEOFError') { await fail('MALFORMED', `truncated message: ${e.message}`); return }
+          if (e.name === 'InvalidMessageLengthError' || e.name === 'InvalidDataLengthLengthError') { await fail('MALFORMED', `bad length prefix: ${e.message}`); return }
+          return
         }
         touch()
         const msg = decodeClientMsg(bytes)
@@ -93,6 +100,7 @@ export function createInferHandler (o: ServeOptions): { handle: (stream: Stream)
       await fail(code, e.message)
     } finally {
       clearTimeout(timer)
+      if (stream.writeStatus === 'writable') await stream.close().catch(() => {})
       for (const s of chain ?? []) s.close()
       if (counted) stats.sessions--
     }
