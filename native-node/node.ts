@@ -62,7 +62,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
       : await chooseShards(manifest, node, o.relay, memoryBudget(hw, hw.cudaProvider ? 'cuda' : 'cpu', o.memory))
     const layers: [number, number] = [shards[0].layers[0], shards[shards.length - 1].layers[1]]
     const runners: ShardRunner[] = []
-    for (const s of shards) runners.push(await loadShard(o.model, manifest, s.index, { device: o.device }))
+    for (const s of shards) runners.push(await loadShard(o.model, manifest, s.index, { device: o.device, spin: false }))
     const device = runners[0].device
     const msPerLayer = await measureMsPerLayer(runners, layers[1] - layers[0], { dim: manifest.config.dim, vocabSize: manifest.config.vocabSize, steps: 4, context: 16 })
     log.info(`serving ${manifest.name} layers [${layers.join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)

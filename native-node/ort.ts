@@ -20,6 +20,12 @@ export interface OrtNodeOptions {
   device?: DevicePreference
   /** Intra-op threads for the CPU provider (0 = onnxruntime's default: one per core). */
   threads?: number
+  /**
+   * Let idle worker threads spin between runs (onnxruntime's default). Fast for one process
+   * running the whole model; a network node turns it off, since it waits on the network most
+   * of the time and spinning threads starve the network stack and neighbours on the same cores.
+   */
+  spin?: boolean
 }
 
 /**
@@ -38,7 +44,11 @@ let cudaFailure: string | undefined
 /** Opens `modelPath` (its external data beside it) as a ShardRunner. */
 export async function loadShardNode (modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
   const want = opts.device ?? 'auto'
-  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: opts.threads ?? 0 }
+  const base: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: opts.threads ?? 0,
+    ...(opts.spin === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {})
+  }
   if (want === 'cuda' && cudaFailure !== undefined) throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
   if (want !== 'cpu' && cudaFailure === undefined) {
     if (!cudaAvailable()) {

@@ -20,7 +20,7 @@ export interface RemoteHop {
   readonly peer: Capability
   readonly layers: [number, number]
   readonly device: string
-  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number }>
+  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number }>
   close (): void
 }
 
@@ -74,7 +74,7 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
       const m = await reply(t.stepMs)
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
-      return { data: f32(m.data), seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent }
+      return { data: f32(m.data), seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms }
     },
     close () {
       void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })

@@ -6,7 +6,7 @@
  */
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
-import { HopError, NoRouteError, TesseraError } from '../errors.js'
+import { HopError, InputError, NoRouteError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
 import { BanList } from './bans.js'
 import { openRemoteHop, type Dialer, type HopTimeouts, type RemoteHop } from './remote-hop.js'
@@ -31,6 +31,9 @@ export interface SessionDeps {
 interface LiveHop { hop: RemoteHop, history: HopInput[] }
 
 let sessionCounter = 0
+
+/** Error codes that blame the request, not the peer: no failover, the caller hears of it. */
+const CALLER_FAULTS = new Set(['MALFORMED', 'TOO_LARGE', 'BAD_STEP'])
 
 export class RoutedSession {
   private hops: LiveHop[] = []
@@ -75,8 +78,10 @@ export class RoutedSession {
       try {
         const out = await live.hop.forward(input, this.length)
         live.history.push(input)
-        return { out, hops: [{ peer: live.hop.peer.peer, device: live.hop.device, layers: live.hop.layers, ms: out.ms }] }
+        return { out, hops: [{ peer: live.hop.peer.peer, device: live.hop.device, layers: live.hop.layers, ms: out.ms, nodeMs: out.nodeMs }] }
       } catch (err) {
+        // The peer says our input is wrong: another peer would say the same.
+        if (err instanceof HopError && CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
         if (!(err instanceof HopError) || attempt >= this.d.maxRetries) throw err
         log.info(`hop [${live.hop.layers.join(',')}) on ${err.peer.slice(-8)} failed (${err.message}); re-routing`)
         this.d.bans.ban(err.peer)
@@ -110,7 +115,7 @@ export class RoutedSession {
       for (const h of fresh) {
         const r = await h.hop.forward(replay, 0)
         h.history.push(replay)
-        traces.push({ peer: h.hop.peer.peer, device: h.hop.device, layers: h.hop.layers, ms: r.ms })
+        traces.push({ peer: h.hop.peer.peer, device: h.hop.device, layers: h.hop.layers, ms: r.ms, nodeMs: r.nodeMs })
         out = r
         replay = { hidden: r.data, seq: r.seq }
       }

@@ -15,8 +15,8 @@ export interface GenerationRequest extends SamplingOptions {
   model?: string
 }
 
-/** One hop of one step: who computed which layers, and how long the round trip took. */
-export interface HopTrace { peer: string, device: DeviceKind | string, layers: [number, number], ms: number }
+/** One hop of one step: who computed which layers, the round trip, and the node's own compute time. */
+export interface HopTrace { peer: string, device: DeviceKind | string, layers: [number, number], ms: number, nodeMs?: number }
 
 /** A hop that failed and what replaced it. */
 export interface RouteSwitch { step: number, failed: string, layers: [number, number], reason: string, replacement: HopTrace[] }

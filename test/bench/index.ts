@@ -12,6 +12,7 @@ import { cpus } from 'node:os'
 import { paramCount, preset } from '../../shared/model/config.js'
 import { benchDecode } from './spine.js'
 import { int4Accuracy } from './int4.js'
+import { benchNetwork } from './network.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 import { stories } from '../helpers/reference.js'
@@ -45,6 +46,10 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
       console.log(`${name}: int4 logits relative RMS error max ${r.relRmsMax.toFixed(3)} mean ${r.relRmsMean.toFixed(3)}; top-1 agrees ${r.top1Agree}/${r.steps}; fp32 top-1 in int4 top-5 ${r.fp32Top1InInt4Top5}/${r.steps}`)
     }
     return { accuracy: rows }
+  },
+
+  async network () {
+    return await benchNetwork(CACHE)
   }
 }
 
