@@ -9,7 +9,7 @@ import { lpStream } from '@libp2p/utils'
 import { decode, encode } from 'cborg'
 import { ANNOUNCE_PROTOCOL, signCapability, type Capability } from '../shared/protocol/capability.js'
 import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
-import { RECORD_TTL_MS, MAX_SESSIONS } from '../shared/protocol/limits.js'
+import { RECORD_TTL_MS, MAX_SESSIONS, SESSION_TTL_MS } from '../shared/protocol/limits.js'
 import { createInferHandler, type ServeOptions, type ServeStats } from '../shared/node/serve.js'
 import { relayDirectory } from '../shared/client/dialer.js'
 import { coverage } from '../shared/client/route.js'
@@ -26,12 +26,19 @@ import type { DevicePreference } from './ort.js'
 
 const log = logger('tessera:node')
 
+/** Petals checks its balance about every two minutes; a minute keeps a small swarm responsive. */
+const REBALANCE_MS = 60_000
+
 export interface NodeOptions {
   relay: string
   model: string
   /** [start, end) aligned to shard boundaries; default: chosen by coverage and memory. */
   layers?: [number, number]
   memory?: number
+  /** Serve at most this many layers (default: as many as fit in memory). */
+  maxLayers?: number
+  /** How often a node that chose its own layers checks whether moving would help (ms). */
+  rebalanceMs?: number
   device?: DevicePreference
   listen?: string[]
   keyFile?: string
@@ -44,7 +51,8 @@ export interface NodeOptions {
 export interface RunningNode {
   peerId: string
   addrs: string[]
-  layers: [number, number]
+  /** The layers served now (a rebalancing node may move). */
+  readonly layers: [number, number]
   capability: () => Capability
   stats: ServeStats
   libp2p: Libp2p
@@ -57,23 +65,33 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
   const node = await createPeer({ listen: o.listen, privateKey: key })
   try {
     const hw = await detectHardware(o.model)
-    const shards = o.layers !== undefined
-      ? shardsFor(manifest, o.layers)
-      : await chooseShards(manifest, node, o.relay, memoryBudget(hw, hw.cudaProvider ? 'cuda' : 'cpu', o.memory))
-    const layers: [number, number] = [shards[0].layers[0], shards[shards.length - 1].layers[1]]
-    const runners: ShardRunner[] = []
-    for (const s of shards) runners.push(await loadShard(o.model, manifest, s.index, { device: o.device, spin: false }))
+    const budgetGuess = memoryBudget(hw, hw.cudaProvider ? 'cuda' : 'cpu', o.memory)
+    const fit = Math.min(o.maxLayers ?? Infinity, Math.max(1, planMemory(manifest.config, { dtype: manifest.dtype, budget: budgetGuess, context: manifest.config.maxSeqLen }).layers))
+    const peersNow = async (): Promise<Capability[]> => {
+      try {
+        return (await relayDirectory(node, o.relay, 0).list()).filter((p) => p.root === manifest.root && p.peer !== node.peerId.toString())
+      } catch (err) {
+        log.warn(`could not read the relay's peers (${(err as Error).message}); choosing as if alone`)
+        return []
+      }
+    }
+    let shards = o.layers !== undefined ? shardsFor(manifest, o.layers) : chooseShards(manifest, await peersNow(), fit)
+    let runners = await loadRunners(shards)
     const device = runners[0].device
-    const msPerLayer = await measureMsPerLayer(runners, layers[1] - layers[0], { dim: manifest.config.dim, vocabSize: manifest.config.vocabSize, steps: 4, context: 16 })
-    log.info(`serving ${manifest.name} layers [${layers.join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)
+    const span = (): [number, number] => [shards[0].layers[0], shards[shards.length - 1].layers[1]]
+    let msPerLayer = await measure(runners)
+    log.info(`serving ${manifest.name} layers [${span().join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)
 
-    const { handle, stats } = createInferHandler({ root: manifest.root, runners, onStep: o.onStep })
-    await node.handle(INFER_PROTOCOL, handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
+    const handler = createInferHandler({ root: manifest.root, runners, onStep: o.onStep })
+    await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
+    const { stats } = handler
 
     const budget = o.memory ?? memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu')
     const plan = planMemory(manifest.config, { dtype: manifest.dtype, budget, context: manifest.config.maxSeqLen })
     const capability = (): Capability => {
       const now = Date.now()
+      const layers = span()
+      const n = layers[1] - layers[0]
       return {
         peer: node.peerId.toString(),
         addrs: node.getMultiaddrs().map((a) => a.toString()),
@@ -81,7 +99,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
         model: manifest.name, root: manifest.root, modelLayers: manifest.config.nLayers,
         layers, shardBounds: [layers[0], ...shards.map((s) => s.layers[1])],
         // KV room in tokens: what the budget leaves after weights, spread over our layers.
-        kvRoom: Math.max(0, Math.floor((budget - plan.weightsPerLayer * (layers[1] - layers[0])) / (plan.kvPerLayer / manifest.config.maxSeqLen) / (layers[1] - layers[0])) - stats.tokens),
+        kvRoom: Math.max(0, Math.floor((budget - plan.weightsPerLayer * n) / (plan.kvPerLayer / manifest.config.maxSeqLen) / n) - stats.tokens),
         sessions: stats.sessions, version: o.version ?? '0.1.0',
         issued: now, expires: now + RECORD_TTL_MS
       }
@@ -94,15 +112,50 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
       await stream.close().catch(() => {})
       if (!reply.ok) throw new Error(`relay refused our record: ${reply.error ?? 'no reason given'}`)
     }
+
+    /**
+     * Petals' rebalancing, simply: move when the window we would choose now (given the others'
+     * coverage) raises the network's least-covered layer, and no session is using us.
+     */
+    const rebalance = async (): Promise<void> => {
+      if (stats.sessions > 0) return
+      const others = coverage(await peersNow(), manifest.config.nLayers)
+      const next = chooseShards(manifest, [], fit, others)
+      const [a, b] = span()
+      const [c, d] = [next[0].layers[0], next[next.length - 1].layers[1]]
+      if (a === c && b === d) return
+      const minWith = (lo: number, hi: number): number => Math.min(...others.map((v, l) => v + (l >= lo && l < hi ? 1 : 0)))
+      if (minWith(c, d) <= minWith(a, b)) return
+      log.info(`moving from layers [${a},${b}) to [${c},${d}): the network's least-covered layer goes from ${minWith(a, b)} to ${minWith(c, d)} peers`)
+      const fresh = await loadRunners(next)
+      const old = runners
+      handler.setRunners(fresh)
+      runners = fresh
+      shards = next
+      msPerLayer = await measure(runners)
+      await announce()
+      // Sessions opened on the old shards before the swap keep them until they close.
+      setTimeout(() => { for (const r of old) void r.dispose() }, SESSION_TTL_MS)
+    }
+
     await announce()
-    const timer = setInterval(() => { announce().catch((err) => log.warn(`announce failed: ${(err as Error).message}`)) }, RECORD_TTL_MS / 3)
+    const timers = [setInterval(() => { announce().catch((err) => log.warn(`announce failed: ${(err as Error).message}`)) }, RECORD_TTL_MS / 3)]
+    if (o.layers === undefined) {
+      let busy = false
+      timers.push(setInterval(() => {
+        if (busy) return
+        busy = true
+        rebalance().catch((err) => log.warn(`rebalancing failed: ${(err as Error).message}`)).finally(() => { busy = false })
+      }, o.rebalanceMs ?? REBALANCE_MS))
+    }
     log.info(`peer ${node.peerId.toString()} announced to the relay; ${MAX_SESSIONS} sessions at most`)
     return {
       peerId: node.peerId.toString(),
       addrs: node.getMultiaddrs().map((a) => a.toString()),
-      layers, capability, stats, libp2p: node,
+      get layers () { return span() },
+      capability, stats, libp2p: node,
       async stop () {
-        clearInterval(timer)
+        for (const t of timers) clearInterval(t)
         await node.stop()
         for (const r of runners) await r.dispose()
       }
@@ -110,6 +163,17 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
   } catch (err) {
     await node.stop()
     throw err
+  }
+
+  async function loadRunners (shards: ShardEntry[]): Promise<ShardRunner[]> {
+    const out: ShardRunner[] = []
+    for (const s of shards) out.push(await loadShard(o.model, manifest, s.index, { device: o.device, spin: false }))
+    return out
+  }
+
+  async function measure (runners: ShardRunner[]): Promise<number> {
+    const layers = runners[runners.length - 1].shard.layers[1] - runners[0].shard.layers[0]
+    return await measureMsPerLayer(runners, layers, { dim: manifest.config.dim, vocabSize: manifest.config.vocabSize, steps: 4, context: 16 })
   }
 }
 
@@ -124,27 +188,21 @@ export function shardsFor (m: Manifest, [a, b]: [number, number]): ShardEntry[] 
 }
 
 /**
- * Block selection: the window of consecutive shards, as many layers as fit in `budget`, whose
- * layers the live peers cover least (ties: the earliest).
+ * Block selection: the window of consecutive shards, at most `fit` layers (at least one
+ * shard), whose least-covered layer is covered least by the other peers; ties go to the
+ * longer window, then the earlier one.
  */
-async function chooseShards (m: Manifest, node: Libp2p, relay: string, budget: number): Promise<ShardEntry[]> {
-  const fit = Math.max(1, planMemory(m.config, { dtype: m.dtype, budget, context: m.config.maxSeqLen }).layers)
-  let peers: Capability[] = []
-  try { peers = (await relayDirectory(node, relay).list()).filter((p) => p.root === m.root) } catch (err) { log.warn(`could not read the relay's peers (${(err as Error).message}); choosing as if alone`) }
-  const cov = coverage(peers, m.config.nLayers)
+export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov = coverage(peers, m.config.nLayers)): ShardEntry[] {
   let best: ShardEntry[] = [m.shards[0]]
   let bestScore = Infinity
   for (let i = 0; i < m.shards.length; i++) {
-    let layers = 0
     for (let j = i; j < m.shards.length; j++) {
-      layers += m.shards[j].layers[1] - m.shards[j].layers[0]
-      if (layers > fit && j > i) break
       const window = m.shards.slice(i, j + 1)
       const [a, b] = [window[0].layers[0], window[window.length - 1].layers[1]]
-      // Least-covered first, then the longest window that fits.
+      if (b - a > fit && j > i) break
       const score = Math.min(...cov.slice(a, b)) * 1e6 - (b - a)
       if (score < bestScore) { bestScore = score; best = window }
-      if (layers > fit) break
+      if (b - a > fit) break
     }
   }
   return best

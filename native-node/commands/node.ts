@@ -3,7 +3,7 @@ import { Option } from 'commander'
 import { InvalidArgumentError } from 'commander'
 import { startNode } from '../node.js'
 import type { DevicePreference } from '../ort.js'
-import { memory } from './options.js'
+import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
 function layerRange (v: string): [number, number] {
@@ -19,11 +19,13 @@ export function registerNode (program: Command): void {
     .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
+    .option('--max-layers <k>', 'serve at most this many layers (default: as many as fit in memory)', int(1))
+    .option('--rebalance <seconds>', 'without --layers: how often to check whether moving to other layers would help the network', int(1), 60)
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
     .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
-    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, device: DevicePreference, listen?: string[], key?: string }) => {
-      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, device: o.device, listen: o.listen, keyFile: o.key })
+    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string }) => {
+      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key })
       // One line on stdout that scripts (tessera up, tests) can wait for.
       console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
       await untilSignal()

@@ -26,8 +26,17 @@ export interface ServeOptions {
 
 export interface ServeStats { sessions: number, steps: number, tokens: number, errors: number }
 
-/** Creates the stream handler; `stats` is live. */
-export function createInferHandler (o: ServeOptions): { handle: (stream: Stream) => Promise<void>, stats: ServeStats } {
+export interface InferHandler {
+  handle: (stream: Stream) => Promise<void>
+  /** Live counters. */
+  stats: ServeStats
+  /** Serve other shards from now on (sessions already open keep theirs). */
+  setRunners: (runners: ShardRunner[]) => void
+}
+
+/** Creates the stream handler. */
+export function createInferHandler (o: ServeOptions): InferHandler {
+  let runners = o.runners
   const stats: ServeStats = { sessions: 0, steps: 0, tokens: 0, errors: 0 }
   const maxSessions = o.maxSessions ?? MAX_SESSIONS
   const ttl = o.sessionTtlMs ?? SESSION_TTL_MS
@@ -74,11 +83,11 @@ export function createInferHandler (o: ServeOptions): { handle: (stream: Stream)
           if (chain !== undefined) throw new ProtocolError('MALFORMED', 'session is already open')
           if (msg.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${msg.root.slice(0, 16)}…`)
           if (stats.sessions >= maxSessions) throw new ProtocolError('BUSY', `node is at its limit of ${maxSessions} sessions`)
-          chain = openChain(o.runners, msg.layers)
+          chain = openChain(runners, msg.layers)
           layers = msg.layers
           stats.sessions++
           counted = true
-          await send({ t: 'opened', layers, device: o.runners[0].device })
+          await send({ t: 'opened', layers, device: runners[0].device })
           continue
         }
         if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
@@ -105,7 +114,7 @@ export function createInferHandler (o: ServeOptions): { handle: (stream: Stream)
       if (counted) stats.sessions--
     }
   }
-  return { handle, stats }
+  return { handle, stats, setRunners: (r) => { runners = r } }
 }
 
 /** Opens sessions on the node's shards that exactly cover `layers`. */
