@@ -82,24 +82,27 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     let msPerLayer = await measure(runners)
     log.info(`serving ${manifest.name} layers [${span().join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)
 
-    const handler = createInferHandler({ root: manifest.root, runners, onStep: o.onStep })
+    const handler = createInferHandler({ root: manifest.root, runners, onStep: o.onStep, maxCacheTokens: () => cacheCap() })
     await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
     const { stats } = handler
 
     const budget = o.memory ?? memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu')
     const plan = planMemory(manifest.config, { dtype: manifest.dtype, budget, context: manifest.config.maxSeqLen })
+    /** Tokens of KV cache (over all sessions) that fit beside our weights: the memory cap. */
+    function cacheCap (): number {
+      const n = span()[1] - span()[0]
+      return Math.max(0, Math.floor((budget - plan.weightsPerLayer * n) / (plan.kvPerLayer / manifest.config.maxSeqLen * n)))
+    }
     const capability = (): Capability => {
       const now = Date.now()
       const layers = span()
-      const n = layers[1] - layers[0]
       return {
         peer: node.peerId.toString(),
         addrs: node.getMultiaddrs().map((a) => a.toString()),
         device, memory: budget, msPerLayer,
         model: manifest.name, root: manifest.root, modelLayers: manifest.config.nLayers,
         layers, shardBounds: [layers[0], ...shards.map((s) => s.layers[1])],
-        // KV room in tokens: what the budget leaves after weights, spread over our layers.
-        kvRoom: Math.max(0, Math.floor((budget - plan.weightsPerLayer * n) / (plan.kvPerLayer / manifest.config.maxSeqLen) / n) - stats.tokens),
+        kvRoom: Math.max(0, cacheCap() - stats.cachedTokens),
         sessions: stats.sessions, version: o.version ?? '0.1.0',
         issued: now, expires: now + RECORD_TTL_MS
       }

@@ -18,13 +18,15 @@ export interface ServeOptions {
   /** The node's shards, consecutive, in layer order. */
   runners: ShardRunner[]
   maxSessions?: number
+  /** Tokens of KV cache all sessions together may hold (the memory cap); more gets BUSY. */
+  maxCacheTokens?: number | (() => number)
   sessionTtlMs?: number
   maxMessageBytes?: number
   /** Wraps each hop result, e.g. to inject faults in drills. */
   onStep?: (layers: [number, number], out: HopOutput) => HopOutput
 }
 
-export interface ServeStats { sessions: number, steps: number, tokens: number, errors: number }
+export interface ServeStats { sessions: number, steps: number, tokens: number, errors: number, cachedTokens: number }
 
 export interface InferHandler {
   handle: (stream: Stream) => Promise<void>
@@ -37,7 +39,8 @@ export interface InferHandler {
 /** Creates the stream handler. */
 export function createInferHandler (o: ServeOptions): InferHandler {
   let runners = o.runners
-  const stats: ServeStats = { sessions: 0, steps: 0, tokens: 0, errors: 0 }
+  const stats: ServeStats = { sessions: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0 }
+  const maxCache = (): number => typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : o.maxCacheTokens ?? Infinity
   const maxSessions = o.maxSessions ?? MAX_SESSIONS
   const ttl = o.sessionTtlMs ?? SESSION_TTL_MS
 
@@ -47,6 +50,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
     let counted = false
+    let held = 0 // tokens this session holds in the KV cache
     let timer: ReturnType<typeof setTimeout> | undefined
     const touch = (): void => {
       clearTimeout(timer)
@@ -93,12 +97,15 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
         if (msg.start !== chain[0].length) throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
         if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
+        if (stats.cachedTokens + msg.seq > maxCache()) throw new ProtocolError('BUSY', `KV cache full: ${stats.cachedTokens} of ${maxCache()} tokens in use`)
         const started = performance.now()
         let out = msg.tokens !== undefined
           ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
           : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
         for (const s of chain.slice(1)) out = await s.forward({ hidden: out.data, seq: out.seq })
         if (o.onStep !== undefined) out = o.onStep(layers, out)
+        held += msg.seq
+        stats.cachedTokens += msg.seq
         stats.steps++
         stats.tokens += msg.seq
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms: performance.now() - started })
@@ -110,6 +117,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     } finally {
       clearTimeout(timer)
       if (stream.writeStatus === 'writable') await stream.close().catch(() => {})
+      stats.cachedTokens -= held
       for (const s of chain ?? []) s.close()
       if (counted) stats.sessions--
     }

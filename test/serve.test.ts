@@ -1,0 +1,83 @@
+/**
+ * The node's protocol handler over real libp2p streams (two peers in this process): the KV
+ * memory cap, the session limit and the idle TTL.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Libp2p } from '@libp2p/interface'
+import { buildModel, loadModel } from '../native-node/store.js'
+import { createPeer } from '../native-node/libp2p.js'
+import { preset } from '../shared/model/config.js'
+import { randomWeights } from '../shared/model/random.js'
+import { createInferHandler } from '../shared/node/serve.js'
+import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
+import { openRemoteHop } from '../shared/client/remote-hop.js'
+import { libp2pDialer } from '../shared/client/dialer.js'
+import type { Capability } from '../shared/protocol/capability.js'
+import type { ShardRunner } from '../shared/runner.js'
+import { HopError } from '../shared/errors.js'
+import { tempDir } from './helpers/paths.js'
+
+let server: Libp2p
+let client: Libp2p
+let runners: ShardRunner[]
+let root: string
+const protocols: string[] = []
+
+beforeAll(async () => {
+  const dir = tempDir('serve')
+  root = (await buildModel(randomWeights(preset('tiny'), 9), dir, { source: 'x', shards: 2 })).root
+  runners = (await loadModel(dir, { device: 'cpu' })).runners
+  server = await createPeer()
+  client = await createPeer({ listen: [] })
+})
+afterAll(async () => { await client?.stop(); await server?.stop() })
+
+/** Serves the handler under a fresh protocol id so each test has its own limits. */
+async function serve (opts: Parameters<typeof createInferHandler>[0]): Promise<{ peer: Capability, protocol: string }> {
+  const protocol = `${INFER_PROTOCOL}-test${protocols.length}`
+  protocols.push(protocol)
+  await server.handle(protocol, createInferHandler(opts).handle)
+  const peer = { peer: server.peerId.toString(), addrs: server.getMultiaddrs().map(String) } as unknown as Capability
+  return { peer, protocol }
+}
+
+const dialerFor = (protocol: string) => {
+  const d = libp2pDialer(client)
+  return { dial: async (p: Capability, _proto: string, signal: AbortSignal) => await d.dial(p, protocol, signal) }
+}
+const T = { openMs: 5000, stepMs: 5000 }
+
+describe('serve limits', () => {
+  it('refuses a step that would overflow the KV cache cap, and frees room when a session ends', async () => {
+    const { peer, protocol } = await serve({ root, runners, maxCacheTokens: 10 })
+    const a = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'a', T)
+    await a.forward({ tokens: [1, 2, 3, 4, 5, 6, 7, 8] }, 0)
+    const b = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'b', T)
+    const err = await b.forward({ tokens: [1, 2, 3, 4] }, 0).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(HopError)
+    expect((err as HopError).code).toBe('BUSY')
+    expect((err as Error).message).toMatch(/KV cache full: 8 of 10/)
+    a.close()
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const c = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'c', T)
+    expect((await c.forward({ tokens: [1, 2, 3, 4] }, 0)).kind).toBe('logits')
+    c.close()
+  })
+
+  it('refuses sessions past the limit with BUSY', async () => {
+    const { peer, protocol } = await serve({ root, runners, maxSessions: 1 })
+    const a = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'a', T)
+    const err = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'b', T).catch((e: unknown) => e)
+    expect((err as HopError).code).toBe('BUSY')
+    a.close()
+  })
+
+  it('drops an idle session after its TTL with EXPIRED', async () => {
+    const { peer, protocol } = await serve({ root, runners, sessionTtlMs: 300 })
+    const a = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'a', T)
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    const err = await a.forward({ tokens: [1] }, 0).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(HopError)
+    expect((err as HopError).code).toBe('EXPIRED')
+  })
+})
