@@ -4,24 +4,22 @@
  * network covers worst that fits its memory (Petals' block selection).
  */
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
-import { lpStream } from '@libp2p/utils'
-import { decode, encode } from 'cborg'
-import { ANNOUNCE_PROTOCOL, signCapability, type Capability } from '../shared/protocol/capability.js'
+import type { Capability } from '../shared/protocol/capability.js'
+import { announce, withdraw } from '../shared/node/announce.js'
 import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS, MAX_SESSIONS, SESSION_TTL_MS } from '../shared/protocol/limits.js'
 import { createInferHandler, type ServeOptions, type ServeStats } from '../shared/node/serve.js'
 import { relayDirectory } from '../shared/client/dialer.js'
 import { coverage } from '../shared/client/route.js'
-import type { Manifest, ShardEntry } from '../shared/manifest.js'
+import { chooseShards, shardsFor } from '../shared/node/select.js'
+import type { ShardEntry } from '../shared/manifest.js'
 import type { ShardRunner } from '../shared/runner.js'
 import { planMemory } from '../shared/plan.js'
-import { ConfigError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 import { readManifest, loadShard } from './store.js'
 import { createPeer, loadOrCreateKey } from './libp2p.js'
 import { detectHardware, memoryBudget } from './hardware.js'
-import { measureMsPerLayer } from './speed.js'
+import { measureMsPerLayer } from '../shared/node/speed.js'
 import type { DevicePreference } from './ort.js'
 
 const log = logger('tessera:node')
@@ -107,14 +105,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
         issued: now, expires: now + RECORD_TTL_MS
       }
     }
-    const announce = async (): Promise<void> => {
-      const stream = await node.dialProtocol(multiaddr(o.relay), ANNOUNCE_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-      const lp = lpStream(stream)
-      await lp.write(encode(await signCapability(capability(), key)))
-      const reply = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as { ok: boolean, error?: string }
-      await stream.close().catch(() => {})
-      if (!reply.ok) throw new Error(`relay refused our record: ${reply.error ?? 'no reason given'}`)
-    }
+    const publish = async (): Promise<void> => { await announce(node, o.relay, capability(), key) }
 
     /**
      * Petals' rebalancing, simply: move when the window we would choose now (given the others'
@@ -136,13 +127,13 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
       runners = fresh
       shards = next
       msPerLayer = await measure(runners)
-      await announce()
+      await publish()
       // Sessions opened on the old shards before the swap keep them until they close.
       setTimeout(() => { for (const r of old) void r.dispose() }, SESSION_TTL_MS)
     }
 
-    await announce()
-    const timers = [setInterval(() => { announce().catch((err) => log.warn(`announce failed: ${(err as Error).message}`)) }, RECORD_TTL_MS / 3)]
+    await publish()
+    const timers = [setInterval(() => { publish().catch((err) => log.warn(`announce failed: ${(err as Error).message}`)) }, RECORD_TTL_MS / 3)]
     if (o.layers === undefined) {
       let busy = false
       timers.push(setInterval(() => {
@@ -159,6 +150,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
       capability, stats, libp2p: node,
       async stop () {
         for (const t of timers) clearInterval(t)
+        await withdraw(node, o.relay, capability(), key)
         await node.stop()
         for (const r of runners) await r.dispose()
       }
@@ -180,33 +172,3 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
   }
 }
 
-/** The shards that exactly make up `layers`; refuses ranges that cut a shard. */
-export function shardsFor (m: Manifest, [a, b]: [number, number]): ShardEntry[] {
-  const inside = m.shards.filter((s) => s.layers[0] >= a && s.layers[1] <= b)
-  if (inside.length === 0 || inside[0].layers[0] !== a || inside[inside.length - 1].layers[1] !== b) {
-    const bounds = [0, ...m.shards.map((s) => s.layers[1])].join(', ')
-    throw new ConfigError(`layers ${a}-${b} do not fall on shard boundaries (${bounds}); pick a range between two of them or rebuild the model with other cuts`)
-  }
-  return inside
-}
-
-/**
- * Block selection: the window of consecutive shards, at most `fit` layers (at least one
- * shard), whose least-covered layer is covered least by the other peers; ties go to the
- * longer window, then the earlier one.
- */
-export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov = coverage(peers, m.config.nLayers)): ShardEntry[] {
-  let best: ShardEntry[] = [m.shards[0]]
-  let bestScore = Infinity
-  for (let i = 0; i < m.shards.length; i++) {
-    for (let j = i; j < m.shards.length; j++) {
-      const window = m.shards.slice(i, j + 1)
-      const [a, b] = [window[0].layers[0], window[window.length - 1].layers[1]]
-      if (b - a > fit && j > i) break
-      const score = Math.min(...cov.slice(a, b)) * 1e6 - (b - a)
-      if (score < bestScore) { bestScore = score; best = window }
-      if (b - a > fit) break
-    }
-  }
-  return best
-}

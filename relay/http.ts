@@ -26,12 +26,14 @@ export interface HttpDeps {
   webRoot?: string
   /** Where the relay's metrics live; a fresh Registry when absent. */
   metrics?: Registry
+  /** The relay's libp2p addresses, for tabs that join the network (`GET /api/relay`). */
+  relayAddrs?: () => string[]
   /** A tokenizer by model name or root (whatever the request's `model` says), for text prompts. */
   tokenizer?: (model: string) => Tokenizer | undefined
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
-const PUBLIC = ['/v1/*', '/api/*', '/shards/*', '/models/*']
+const PUBLIC = ['/v1/*', '/api/*', '/shards/*', '/models/*', '/sdk.js', '/assets/*', '/ort/*']
 
 export function createHttpApp (deps: HttpDeps): Hono {
   const metrics = relayMetrics(deps.metrics ?? new Registry(), deps.network)
@@ -61,6 +63,9 @@ export function createHttpApp (deps: HttpDeps): Hono {
   }
 
   app.get('/api/network', (c) => c.json(deps.network()))
+  app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
+  // Models whose files this relay serves: what a tab can download and contribute to.
+  app.get('/api/models', (c) => c.json({ models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype })) }))
 
   app.get('/models/:root/manifest.json', (c) => {
     const manifest = manifests.get(c.req.param('root').toLowerCase())

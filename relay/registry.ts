@@ -31,6 +31,10 @@ export function createRegistry (now = () => Date.now()): Registry {
     async accept (signed, from) {
       const cap = await verifyCapability(signed, now())
       if (from !== undefined && cap.peer !== from) throw new Error(`record names ${cap.peer} but was sent by ${from}`)
+      if (cap.withdrawn === true) {
+        if (records.delete(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
+        return cap
+      }
       const known = records.has(cap.peer)
       records.set(cap.peer, { cap, signed })
       if (!known) log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
@@ -44,6 +48,18 @@ export function createRegistry (now = () => Date.now()): Registry {
 
 /** Serves the registry's two protocols on the relay's libp2p node. */
 export async function handleRegistry (node: Libp2p, registry: Registry): Promise<void> {
+  // A peer reachable only through this relay (a tab) is gone when its connection to us closes.
+  node.addEventListener('peer:disconnect', (evt) => {
+    const peer = evt.detail.toString()
+    void registry.list().then((caps) => {
+      const cap = caps.find((c) => c.peer === peer)
+      if (cap !== undefined && cap.addrs.every((a) => a.includes('/p2p-circuit'))) {
+        registry.remove(peer)
+        log.info(`peer ${peer.slice(-8)} disconnected`)
+      }
+    })
+  })
+
   await node.handle(ANNOUNCE_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
     try {

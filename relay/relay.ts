@@ -70,6 +70,7 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     models,
     webRoot: o.webRoot !== undefined && await access(o.webRoot).then(() => true, () => false) ? o.webRoot : undefined,
     metrics,
+    relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
     tokenizer: (model) => tokenizers.get(model)
   })
   const http = await serveHttp(app, { port: o.httpPort ?? 0, host })

@@ -38,7 +38,7 @@ export function registerUp (program: Command): void {
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
         for (const c of children) c.kill('SIGTERM')
-        await Promise.all(children.map(async (c) => await new Promise((resolve) => c.exitCode !== null ? resolve(null) : c.once('exit', resolve))))
+        await Promise.all(children.map(async (c) => await new Promise((resolve) => c.exitCode !== null || c.signalCode !== null ? resolve(null) : c.once('exit', resolve))))
         await relay.stop()
       }
       try {

@@ -38,7 +38,10 @@ export function relayDirectory (node: Libp2p, relay: string | Multiaddr, cacheMs
     await stream.close().catch(() => {})
     const out: Capability[] = []
     for (const r of reply.records ?? []) {
-      try { out.push(await verifyCapability(r)) } catch (err) { log.warn(`dropping a peer record: ${(err as Error).message}`) }
+      try {
+        const c = await verifyCapability(r)
+        if (c.withdrawn !== true) out.push(c)
+      } catch (err) { log.warn(`dropping a peer record: ${(err as Error).message}`) }
     }
     return out
   }

@@ -26,7 +26,15 @@ export interface ServeOptions {
   onStep?: (layers: [number, number], out: HopOutput) => HopOutput
 }
 
-export interface ServeStats { sessions: number, steps: number, tokens: number, errors: number, cachedTokens: number }
+export interface ServeStats {
+  sessions: number      // open now
+  opened: number        // ever opened (requests served)
+  steps: number
+  tokens: number
+  errors: number
+  cachedTokens: number
+  busyMs: number        // time spent computing steps
+}
 
 export interface InferHandler {
   handle: (stream: Stream) => Promise<void>
@@ -39,7 +47,7 @@ export interface InferHandler {
 /** Creates the stream handler. */
 export function createInferHandler (o: ServeOptions): InferHandler {
   let runners = o.runners
-  const stats: ServeStats = { sessions: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0 }
+  const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0 }
   const maxCache = (): number => typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : o.maxCacheTokens ?? Infinity
   const maxSessions = o.maxSessions ?? MAX_SESSIONS
   const ttl = o.sessionTtlMs ?? SESSION_TTL_MS
@@ -90,6 +98,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           chain = openChain(runners, msg.layers)
           layers = msg.layers
           stats.sessions++
+          stats.opened++
           counted = true
           await send({ t: 'opened', layers, device: runners[0].device })
           continue
@@ -106,9 +115,11 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         if (o.onStep !== undefined) out = o.onStep(layers, out)
         held += msg.seq
         stats.cachedTokens += msg.seq
+        const ms = performance.now() - started
         stats.steps++
         stats.tokens += msg.seq
-        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms: performance.now() - started })
+        stats.busyMs += ms
+        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms })
       }
     } catch (err) {
       const e = err as TesseraError

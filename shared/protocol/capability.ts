@@ -29,6 +29,8 @@ export interface Capability {
   version: string
   issued: number               // ms since epoch
   expires: number              // ms since epoch
+  /** A leaving peer's last word: drop my record now (a tab closing, a node shutting down). */
+  withdrawn?: boolean
 }
 
 export interface SignedCapability { record: Uint8Array, signature: Uint8Array }

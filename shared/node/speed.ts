@@ -2,9 +2,9 @@
  * Self-measured decode speed: what a node advertises as msPerLayer (one token through one
  * transformer block), timed on the shards it actually loaded.
  */
-import type { HopInput, ShardRunner, ShardSession } from '../shared/runner.js'
-import { InputError } from '../shared/errors.js'
-import { fillNormal, mulberry32 } from '../shared/rng.js'
+import type { HopInput, ShardRunner, ShardSession } from '../runner.js'
+import { InputError } from '../errors.js'
+import { fillNormal, mulberry32 } from '../rng.js'
 
 export interface SpeedOptions {
   /** Timed single-token decode steps (after one untimed warm-up). Default 8. */

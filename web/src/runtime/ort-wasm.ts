@@ -4,9 +4,9 @@
  * imports onnxruntime-web's default bundle; WebGPU uses its own bundle (see notes/platform.md).
  */
 import * as ort from 'onnxruntime-web'
-import type { LlamaConfig } from '../../shared/model/config.js'
-import type { ShardEntry } from '../../shared/manifest.js'
-import { OrtShardRunner, type ShardRunner } from '../../shared/runner.js'
+import type { LlamaConfig } from '../../../shared/model/config.js'
+import type { ShardEntry } from '../../../shared/manifest.js'
+import { OrtShardRunner, type ShardRunner } from '../../../shared/runner.js'
 
 export interface WasmOptions {
   /** Threads for the WASM backend (needs crossOriginIsolated in a browser). */

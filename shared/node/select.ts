@@ -1,0 +1,40 @@
+/**
+ * Which run of shards a node should serve (Petals' block selection), for native nodes and
+ * tabs alike.
+ */
+import type { Capability } from '../protocol/capability.js'
+import type { Manifest, ShardEntry } from '../manifest.js'
+import { coverage } from '../client/route.js'
+import { ConfigError } from '../errors.js'
+
+/**
+ * Block selection: the window of consecutive shards, at most `fit` layers (at least one
+ * shard), whose least-covered layer is covered least by the other peers; ties go to the
+ * longer window, then the earlier one.
+ */
+export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov = coverage(peers, m.config.nLayers)): ShardEntry[] {
+  let best: ShardEntry[] = [m.shards[0]]
+  let bestScore = Infinity
+  for (let i = 0; i < m.shards.length; i++) {
+    for (let j = i; j < m.shards.length; j++) {
+      const window = m.shards.slice(i, j + 1)
+      const [a, b] = [window[0].layers[0], window[window.length - 1].layers[1]]
+      if (b - a > fit && j > i) break
+      const score = Math.min(...cov.slice(a, b)) * 1e6 - (b - a)
+      if (score < bestScore) { bestScore = score; best = window }
+      if (b - a > fit) break
+    }
+  }
+  return best
+}
+
+/** The shards that exactly make up `layers`; refuses ranges that cut a shard. */
+export function shardsFor (m: Manifest, [a, b]: [number, number]): ShardEntry[] {
+  const inside = m.shards.filter((s) => s.layers[0] >= a && s.layers[1] <= b)
+  if (inside.length === 0 || inside[0].layers[0] !== a || inside[inside.length - 1].layers[1] !== b) {
+    const bounds = [0, ...m.shards.map((s) => s.layers[1])].join(', ')
+    throw new ConfigError(`layers ${a}-${b} do not fall on shard boundaries (${bounds}); pick a range between two of them or rebuild the model with other cuts`)
+  }
+  return inside
+}
+

@@ -1,0 +1,130 @@
+/**
+ * Browser peers end to end, in Debian's Chromium: stories260K in 3 shards; one tab serves
+ * layers [0,2) on WebGPU (the software adapter), one tab [2,4) on WASM, a native node [4,5).
+ * A playground tab generates the reference prompts through all three device kinds.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Browser, BrowserContext, Page } from 'playwright-core'
+import { buildModel } from '../native-node/store.js'
+import { reference, stories } from './helpers/reference.js'
+import { REPO, tempDir } from './helpers/paths.js'
+import { api, spawnTessera, waitFor, type Proc } from './helpers/network.js'
+import { consoleOf, context, hasChromium, launch, screenshot } from './helpers/browser.js'
+
+const WEB = join(REPO, 'dist', 'web')
+let model: string
+let browser: Browser
+let ctx: BrowserContext
+let relay: Proc
+let http: string
+const procs: Proc[] = []
+
+async function contribute (query: string, expect = 'serving'): Promise<{ page: Page, log: string[] }> {
+  const page = await ctx.newPage()
+  const log = consoleOf(page)
+  await page.goto(`${http}/contribute.html?${query}&autostart=1`)
+  await page.waitForFunction(() => ['serving', 'refused', 'error'].includes(document.querySelector('#status')?.getAttribute('data-state') ?? ''), undefined, { timeout: 120_000 })
+  const state = await page.getAttribute('#status', 'data-state')
+  if (state !== expect) throw new Error(`contributor tab ended in state ${state}: ${await page.textContent('#error')}\n${log.join('\n')}`)
+  return { page, log }
+}
+
+/** The peer id of the one live peer on `device` serving `layers`. */
+async function peerOf (device: string, layers: string): Promise<string> {
+  const peers = (await api(http, '/api/network')).peers.filter((p: { device: string, layers: number[] }) => p.device === device && p.layers.join(',') === layers)
+  expect(peers).toHaveLength(1)
+  return peers[0].peer
+}
+
+/** Runs one generation on the playground page; returns its ids and the route's device kinds. */
+async function playground (page: Page, prompt: number[], maxTokens: number): Promise<{ tokens: number[], devices: string[] }> {
+  await page.fill('#prompt-ids', prompt.join(','))
+  await page.fill('#max-tokens', String(maxTokens))
+  await page.click('#generate')
+  await page.waitForFunction(() => { const o = document.querySelector('#output'); return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true }, undefined, { timeout: 300_000 })
+  const error = await page.getAttribute('#output', 'data-error')
+  if (error !== null) throw new Error(`playground: ${error}`)
+  const tokens = JSON.parse((await page.getAttribute('#output', 'data-tokens'))!)
+  const devices = await page.$$eval('#route [data-device]', (els) => els.map((e) => e.getAttribute('data-device')!))
+  return { tokens, devices }
+}
+
+// CI installs Chromium (.ci/run), so there a missing browser fails rather than skips.
+describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and the hosted pages', () => {
+  let playgroundPage: Page
+  beforeAll(async () => {
+    if (!existsSync(join(WEB, 'contribute.html'))) throw new Error('dist/web is missing: npm test builds it (vite build) first')
+    model = tempDir('browser-model')
+    await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2, 4] })
+    relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--web', WEB])
+    procs.push(relay)
+    http = relay.ready.http
+    procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', '4-5']))
+    browser = await launch()
+    ctx = await context(browser, http)
+  })
+  afterAll(async () => {
+    await browser?.close()
+    for (const p of procs) p.proc.kill('SIGKILL')
+  })
+
+  it('a WebGPU tab and a WASM tab serve layers; the playground gets the reference ids through all three device kinds', async () => {
+    const gpu = await contribute('layers=0-2&backend=webgpu')
+    expect(await gpu.page.textContent('#backend')).toMatch(/^webgpu/)
+    const wasm = await contribute('layers=2-4&backend=wasm')
+    expect(await wasm.page.textContent('#backend')).toMatch(/^wasm/)
+    await waitFor(async () => (await api(http, '/api/network')).models[0]?.coverage.every((c: number) => c > 0))
+
+    playgroundPage = await ctx.newPage()
+    const log = consoleOf(playgroundPage)
+    await playgroundPage.goto(`${http}/playground.html`)
+    for (const c of reference()) {
+      const r = await playground(playgroundPage, c.prompt, c.decisive_prefix).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) })
+      expect(r.tokens).toEqual(c.greedy.slice(0, c.decisive_prefix))
+      expect(new Set(r.devices)).toEqual(new Set(['webgpu', 'wasm', 'cpu']))
+    }
+    await screenshot(playgroundPage, 'playground')
+    await screenshot(gpu.page, 'contribute-webgpu')
+    await screenshot(wasm.page, 'contribute-wasm')
+    const net = await ctx.newPage()
+    await net.goto(`${http}/network.html`)
+    await net.waitForSelector('#peers tr[data-device="webgpu"]', { timeout: 20_000 })
+    await screenshot(net, 'network')
+  })
+
+  it('closing a contributor tab mid-generation: the generation completes with the same ids via another peer', async () => {
+    // A second tab for [0,2) on WASM: far cheaper than the software WebGPU tab, so routes take it.
+    const extra = await contribute('layers=0-2&backend=wasm')
+    const victim = await peerOf('wasm', '0,2')
+    await waitFor(async () => (await api(http, '/api/network')).peers.length === 4)
+    const c = reference()[0]
+    await playgroundPage.fill('#prompt-ids', c.prompt.join(','))
+    await playgroundPage.fill('#max-tokens', String(c.decisive_prefix))
+    await playgroundPage.click('#generate')
+    await playgroundPage.waitForFunction((peer) => document.querySelectorAll('#output .tok').length >= 8 && document.querySelector(`#route [data-peer="${peer}"]`) !== null, victim, { timeout: 120_000 })
+    await extra.page.close({ runBeforeUnload: true })
+    await playgroundPage.waitForFunction(() => { const o = document.querySelector('#output'); return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true }, undefined, { timeout: 300_000 })
+    expect(await playgroundPage.getAttribute('#output', 'data-error')).toBeNull()
+    expect(JSON.parse((await playgroundPage.getAttribute('#output', 'data-tokens'))!)).toEqual(c.greedy.slice(0, c.decisive_prefix))
+    const switches = await playgroundPage.$$eval('#switches li', (els) => els.map((e) => e.textContent ?? ''))
+    expect(switches.length).toBeGreaterThanOrEqual(1)
+    expect(switches[0]).toContain(victim.slice(-8))
+    expect(await playgroundPage.$$eval('#route [data-peer]', (els) => els.map((e) => e.getAttribute('data-peer')))).not.toContain(victim)
+    await screenshot(playgroundPage, 'playground-failover')
+  })
+
+  it('a shard file tampered on the server: the tab refuses it and says why on the page', async () => {
+    const file = join(model, 'shard-2.onnx.data')
+    const bytes = readFileSync(file)
+    bytes[bytes.length >> 1] ^= 0x55
+    writeFileSync(file, bytes)
+    const tab = await contribute('layers=4-5&backend=wasm', 'refused')
+    const error = await tab.page.textContent('#error')
+    expect(error).toContain('shard-2.onnx.data')
+    expect(error).toMatch(/corrupt or tampered/)
+    expect((await api(http, '/api/network')).peers.filter((p: { layers: number[] }) => p.layers.join(',') === '4,5')).toHaveLength(1) // only the native node
+    await screenshot(tab.page, 'contribute-refused')
+  })
+})

@@ -1,0 +1,55 @@
+/**
+ * libp2p in a tab: WebSockets to the relay, circuit relay v2 through it, WebRTC between peers
+ * (signalled over the relay, then direct), WebTransport for native peers that offer it.
+ */
+import { createLibp2p } from 'libp2p'
+import { webSockets } from '@libp2p/websockets'
+import { webRTC } from '@libp2p/webrtc'
+import { webTransport } from '@libp2p/webtransport'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+
+export interface TabPeerNetOptions {
+  /** The relay's multiaddrs (GET /api/relay); the WebSocket one is dialled. */
+  relayAddrs: string[]
+  privateKey?: PrivateKey
+  /** Take a reservation on the relay and accept WebRTC, so others can reach this tab. */
+  listen: boolean
+  /** ICE servers; none by default (loopback and LAN work without; add STUN for the internet). */
+  iceServers?: RTCIceServer[]
+}
+
+export async function createTabPeer (o: TabPeerNetOptions): Promise<{ node: Libp2p, relay: string }> {
+  const relay = o.relayAddrs.find((a) => a.includes('/ws/')) ?? o.relayAddrs[0]
+  if (relay === undefined) throw new Error('the relay offers no address a browser can dial (it needs a /ws listener)')
+  const node = await createLibp2p({
+    privateKey: o.privateKey,
+    addresses: { listen: o.listen ? ['/p2p-circuit', '/webrtc'] : [] },
+    transports: [
+      webSockets(),
+      webRTC({ rtcConfiguration: { iceServers: o.iceServers ?? [] } }),
+      webTransport(),
+      circuitRelayTransport()
+    ],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    // Browsers refuse private addresses by default; our relay and peers may be on loopback/LAN.
+    connectionGater: { denyDialMultiaddr: async () => false },
+    services: { identify: identify(), ping: ping() }
+  })
+  await node.dial(multiaddr(relay))
+  if (o.listen) {
+    // Wait until the relay reservation shows in our addresses: only then can others dial us.
+    const until = Date.now() + 15_000
+    while (!node.getMultiaddrs().some((a) => a.toString().includes('/p2p-circuit'))) {
+      if (Date.now() > until) throw new Error('the relay gave this tab no reservation in 15 s')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+  return { node, relay }
+}

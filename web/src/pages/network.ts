@@ -1,0 +1,154 @@
+/**
+ * The Network page: polls the relay's /api/network every second (peers, coverage per layer) and
+ * its Prometheus /metrics (throughput from the change of the generated-tokens counter).
+ */
+import type { NetworkView } from '../sdk.js'
+import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
+
+type Model = NetworkView['models'][number]
+
+mountNav('network')
+
+const ui = {
+  banner: byId('relay-banner', HTMLElement),
+  live: byId('live', HTMLElement),
+  peerCount: byId('peer-count', HTMLElement),
+  deviceCounts: byId('device-counts', HTMLElement),
+  throughput: byId('throughput', HTMLElement),
+  tokensTotal: byId('tokens-total', HTMLElement),
+  modelCount: byId('model-count', HTMLElement),
+  updated: byId('updated', HTMLElement),
+  coverage: byId('coverage', HTMLElement),
+  peers: byId('peers', HTMLTableSectionElement)
+}
+
+const POLL_MS = 1000
+const TOKENS_METRIC = 'tessera_generated_tokens_total'
+const SVG = 'http://www.w3.org/2000/svg'
+let previous: { tokens: number, at: number } | undefined
+let everLoaded = false
+
+void poll()
+
+async function poll (): Promise<void> {
+  try {
+    const res = await fetch(`${relayOrigin()}/api/network`, { cache: 'no-store' })
+    if (!res.ok) throw new Error(`/api/network answered HTTP ${res.status}`)
+    render(await res.json() as NetworkView)
+    setRelayBanner(ui.banner, undefined)
+    ui.live.classList.remove('stale')
+    everLoaded = true
+    await pollThroughput()
+  } catch (err) {
+    setRelayBanner(ui.banner, `${messageOf(err)} (retrying every second)`)
+    ui.live.classList.add('stale')
+    previous = undefined
+    if (!everLoaded) ui.peers.replaceChildren(emptyRow('No data: the relay is unreachable.'))
+  }
+  setTimeout(() => { void poll() }, POLL_MS)
+}
+
+function render (view: NetworkView): void {
+  const now = Date.now()
+  ui.peerCount.textContent = String(view.peers.length)
+  ui.modelCount.textContent = String(view.models.length)
+  ui.updated.textContent = `updated ${new Date(now).toLocaleTimeString()}`
+
+  const devices = new Map<string, number>()
+  for (const p of view.peers) devices.set(p.device, (devices.get(p.device) ?? 0) + 1)
+  ui.deviceCounts.replaceChildren(...[...devices].sort().map(([d, n]) => h('span', { attrs: { 'data-device': d } }, deviceBadge(d), ` ${n}`)))
+
+  const peers = [...view.peers].sort((a, b) => a.model.localeCompare(b.model) || a.layers[0] - b.layers[0] || a.peer.localeCompare(b.peer))
+  ui.peers.replaceChildren(...(peers.length === 0
+    ? [emptyRow('No peers yet: open the Contribute page or start a node.')]
+    : peers.map((p) => h('tr', { attrs: { 'data-device': p.device, 'data-peer': p.peer } },
+      h('td', { class: 'mono', text: shortPeer(p.peer), attrs: { title: p.peer } }),
+      h('td', {}, deviceBadge(p.device)),
+      h('td', { text: p.model, attrs: { title: p.root } }),
+      h('td', { text: layerRange(p.layers) }),
+      h('td', { text: formatMs(p.msPerLayer) }),
+      h('td', { text: String(p.sessions) }),
+      h('td', { text: `${p.kvRoom.toLocaleString()} tokens` }),
+      h('td', { text: `${Math.max(0, Math.round((p.expires - now) / 1000))} s` })))))
+
+  ui.coverage.replaceChildren(...(view.models.length === 0
+    ? [h('p', { class: 'muted', text: 'No model on the network yet.' })]
+    : view.models.map(coverageChart)))
+}
+
+/** One bar per layer, as tall as the number of peers serving it; red where nobody does. */
+function coverageChart (m: Model): HTMLElement {
+  const n = m.coverage.length
+  const most = Math.max(1, ...m.coverage)
+  const barW = Math.max(4, Math.min(28, Math.floor(960 / Math.max(n, 1)) - 2))
+  const chartH = 96
+  const width = n * (barW + 2) + 2
+  const svg = svgEl('svg', { width, height: chartH + 30, viewBox: `0 0 ${width} ${chartH + 30}`, role: 'img', 'aria-label': `coverage of ${m.name}` })
+  m.coverage.forEach((count, layer) => {
+    const x = 1 + layer * (barW + 2)
+    const barH = count === 0 ? 4 : Math.max(4, Math.round(count / most * chartH))
+    const bar = svgEl('rect', { x, y: 14 + chartH - barH, width: barW, height: barH, rx: 2, class: count === 0 ? 'bar uncovered' : 'bar', 'data-layer': layer, 'data-peers': count })
+    const title = svgEl('title', {})
+    title.textContent = `layer ${layer}: ${count} peer(s)`
+    bar.append(title)
+    svg.append(bar)
+    if (barW >= 12) svg.append(svgText(x + barW / 2, 10 + chartH - barH, String(count)))
+    const stride = Math.ceil(24 / (barW + 2))
+    if (layer % stride === 0) svg.append(svgText(x + barW / 2, chartH + 28, String(layer)))
+  })
+  const uncovered = m.coverage.flatMap((c, i) => c === 0 ? [i] : [])
+  const caption = h('figcaption', {},
+    h('strong', { text: m.name }), ` · ${n} layers · root ${m.root.slice(0, 12)}… · `,
+    uncovered.length === 0
+      ? h('span', { text: `every layer served by ≥ ${Math.min(...m.coverage)} peer(s)` })
+      : h('span', { class: 'error', text: `cannot run: ${uncovered.length} layer(s) nobody serves` }))
+  return h('figure', { attrs: { 'data-root': m.root } }, caption, svg)
+}
+
+/** Tokens per second from the change of the generated-tokens counter since the last poll. */
+async function pollThroughput (): Promise<void> {
+  try {
+    const res = await fetch(`${relayOrigin()}/metrics`, { cache: 'no-store' })
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    const now = performance.now()
+    const tokens = sumMetric(await res.text(), TOKENS_METRIC)
+    ui.tokensTotal.textContent = `${tokens.toLocaleString()} generated through the relay's API so far`
+    if (previous !== undefined && now > previous.at) {
+      const rate = Math.max(0, tokens - previous.tokens) / ((now - previous.at) / 1000)
+      ui.throughput.textContent = rate.toFixed(rate >= 10 ? 0 : 1)
+    }
+    previous = { tokens, at: now }
+  } catch (err) {
+    previous = undefined
+    ui.throughput.textContent = '—'
+    ui.tokensTotal.textContent = `metrics unavailable: ${messageOf(err)}`
+  }
+}
+
+/** Sums every series of one metric in Prometheus text format (`name{labels} value [timestamp]`). */
+function sumMetric (text: string, name: string): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || !/^[{ ]/.test(line.slice(name.length, name.length + 1))) continue
+    const rest = line.includes('}') ? line.slice(line.lastIndexOf('}') + 1) : line.slice(name.length)
+    const value = Number(rest.trim().split(/\s+/)[0])
+    if (Number.isFinite(value)) sum += value
+  }
+  return sum
+}
+
+function emptyRow (text: string): HTMLTableRowElement {
+  return h('tr', {}, h('td', { class: 'empty', text, attrs: { colspan: '8' } }))
+}
+
+function svgEl (tag: string, attrs: Record<string, string | number>): SVGElement {
+  const el = document.createElementNS(SVG, tag) as SVGElement
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v))
+  return el
+}
+
+function svgText (x: number, y: number, text: string): SVGElement {
+  const t = svgEl('text', { x, y, 'text-anchor': 'middle' })
+  t.textContent = text
+  return t
+}

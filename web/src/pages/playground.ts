@@ -1,0 +1,186 @@
+/**
+ * The Playground: generates through the network with the SDK (this tab dials the peers), streams
+ * the tokens, and draws the route: who served which layers on what device, and any failover.
+ */
+import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent } from '../sdk.js'
+import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
+
+type Hop = TokenEvent['hops'][number]
+type Switch = GenerationResult['route']['switches'][number]
+
+mountNav('playground')
+
+const ui = {
+  banner: byId('relay-banner', HTMLElement),
+  model: byId('model', HTMLSelectElement),
+  prompt: byId('prompt-ids', HTMLInputElement),
+  maxTokens: byId('max-tokens', HTMLInputElement),
+  temperature: byId('temperature', HTMLInputElement),
+  topP: byId('top-p', HTMLInputElement),
+  seed: byId('seed', HTMLInputElement),
+  generate: byId('generate', HTMLButtonElement),
+  cancel: byId('cancel', HTMLButtonElement),
+  output: byId('output', HTMLElement),
+  error: byId('generation-error', HTMLElement),
+  ttft: byId('ttft', HTMLElement),
+  tps: byId('tps', HTMLElement),
+  count: byId('count', HTMLElement),
+  route: byId('route', HTMLElement),
+  switches: byId('switches', HTMLUListElement)
+}
+
+const RETRY_MS = 5000
+let tessera: Tessera | undefined
+let running: AbortController | undefined
+let shownModels = '' // the model list as last drawn, so a poll that changes nothing leaves the select alone
+
+ui.generate.addEventListener('click', () => { void generate() })
+ui.cancel.addEventListener('click', () => { running?.abort(new Error('cancelled')) })
+addEventListener('pagehide', () => { void tessera?.close() })
+void join()
+setInterval(() => { if (tessera !== undefined && running === undefined) void loadModels() }, RETRY_MS)
+
+/** Joins the network through the relay; retries until it answers. */
+async function join (): Promise<void> {
+  try {
+    // connect() would fail on a relay without /api/relay with a less helpful message; ask first.
+    const res = await fetch(`${relayOrigin()}/api/relay`)
+    if (!res.ok) throw new Error(`/api/relay answered HTTP ${res.status}`)
+    tessera = await connect({ relay: relayOrigin() })
+    await loadModels()
+  } catch (err) {
+    tessera = undefined
+    shownModels = ''
+    setRelayBanner(ui.banner, `${messageOf(err)} (retrying every ${RETRY_MS / 1000} s)`)
+    ui.model.replaceChildren(h('option', { text: 'relay unreachable' }))
+    ui.model.disabled = true
+    syncButtons()
+    setTimeout(() => { void join() }, RETRY_MS)
+  }
+}
+
+/** Fills the model list from the network view; keeps the current choice when it is still there. */
+async function loadModels (): Promise<void> {
+  if (tessera === undefined) return
+  let view: NetworkView
+  try {
+    view = await tessera.network()
+    setRelayBanner(ui.banner, undefined)
+  } catch (err) {
+    setRelayBanner(ui.banner, messageOf(err))
+    return
+  }
+  const key = JSON.stringify(view.models)
+  if (key === shownModels) return
+  shownModels = key
+  const full = (m: NetworkView['models'][number]): boolean => m.coverage.length > 0 && m.coverage.every((c) => c > 0)
+  const previous = ui.model.value
+  const options = view.models.map((m) => h('option', {
+    text: `${m.name} · ${m.layers} layers · ${full(m) ? `≥ ${Math.min(...m.coverage)} peer(s) per layer` : 'not fully covered'}`,
+    attrs: { value: m.root }
+  }))
+  ui.model.replaceChildren(...(options.length > 0 ? options : [h('option', { text: 'no model on the network yet', attrs: { value: '' } })]))
+  ui.model.disabled = options.length === 0
+  const keep = view.models.find((m) => m.root === previous) ?? view.models.find(full) ?? view.models[0]
+  if (keep !== undefined) ui.model.value = keep.root
+  syncButtons()
+}
+
+async function generate (): Promise<void> {
+  if (tessera === undefined || running !== undefined) return
+  let req: GenerationRequest
+  try {
+    req = readRequest()
+  } catch (err) {
+    ui.error.textContent = messageOf(err)
+    return
+  }
+  const abort = new AbortController()
+  running = abort
+  syncButtons()
+  resetOutput()
+  const tokens: number[] = []
+  const started = performance.now()
+  let firstAt: number | undefined
+  try {
+    const gen = tessera.generate(req, abort.signal)
+    for await (const t of gen) {
+      firstAt ??= performance.now()
+      tokens.push(t.id)
+      ui.output.append(h('span', { class: 'tok', text: String(t.id) }), ' ')
+      showSpeed(tokens.length, firstAt - started, performance.now() - started)
+      drawRoute(t.hops)
+    }
+    const result = await gen.result
+    showSpeed(result.tokens.length, result.timings.firstTokenMs, result.timings.totalMs)
+    drawRoute(result.route.hops)
+    drawSwitches(result.route.switches)
+    ui.output.dataset.tokens = JSON.stringify(result.tokens)
+    ui.output.dataset.done = 'true'
+  } catch (err) {
+    ui.output.dataset.tokens = JSON.stringify(tokens)
+    ui.output.dataset.error = messageOf(err)
+    ui.error.textContent = messageOf(err)
+  } finally {
+    running = undefined
+    syncButtons()
+  }
+}
+
+/** The request the form describes, or an error that says which field is wrong. */
+function readRequest (): GenerationRequest {
+  const prompt = ui.prompt.value.split(/[\s,]+/).filter((s) => s !== '').map(Number)
+  if (prompt.length === 0 || !prompt.every((n) => Number.isInteger(n) && n >= 0)) {
+    throw new Error('the prompt must be token ids: non-negative integers separated by commas')
+  }
+  const maxTokens = Number(ui.maxTokens.value)
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error('max tokens must be a whole number ≥ 1')
+  const temperature = Number(ui.temperature.value)
+  if (!(temperature >= 0)) throw new Error('temperature must be ≥ 0 (0 is greedy)')
+  const topP = Number(ui.topP.value)
+  if (!(topP > 0 && topP <= 1)) throw new Error('top-p must be in (0, 1]')
+  const seed = ui.seed.value.trim() === '' ? undefined : Number(ui.seed.value)
+  if (seed !== undefined && !Number.isInteger(seed)) throw new Error('the seed must be a whole number')
+  return { prompt, maxTokens, temperature, topP, ...(seed !== undefined ? { seed } : {}), ...(ui.model.value !== '' ? { model: ui.model.value } : {}) }
+}
+
+function resetOutput (): void {
+  ui.output.replaceChildren()
+  for (const k of ['done', 'tokens', 'error']) delete ui.output.dataset[k]
+  ui.error.textContent = ''
+  ui.switches.replaceChildren()
+  ui.ttft.textContent = '—'
+  ui.tps.textContent = '—'
+  ui.count.textContent = '0'
+}
+
+/** Time to first token, and decode speed: the tokens after the first over the time after it. */
+function showSpeed (n: number, firstMs: number, totalMs: number): void {
+  ui.count.textContent = String(n)
+  ui.ttft.textContent = formatMs(firstMs)
+  ui.tps.textContent = n > 1 && totalMs > firstMs ? ((n - 1) / ((totalMs - firstMs) / 1000)).toFixed(1) : '—'
+}
+
+/** One box per hop, in order: peer, device, layers and round-trip time. */
+function drawRoute (hops: Hop[]): void {
+  const boxes = hops.map((hop, i) => {
+    const ms = hop.nodeMs !== undefined ? `${formatMs(hop.ms)} (node ${formatMs(hop.nodeMs)})` : formatMs(hop.ms)
+    const box = h('div', { class: 'hop', attrs: { 'data-device': hop.device, 'data-peer': hop.peer, title: hop.peer } },
+      h('div', {}, h('span', { class: 'peer', text: shortPeer(hop.peer) }), ' ', deviceBadge(hop.device)),
+      h('div', { class: 'meta', text: `layers ${layerRange(hop.layers)} · ${ms}` }))
+    return i === 0 ? [box] : [h('span', { class: 'arrow', text: '→', attrs: { 'aria-hidden': 'true' } }), box]
+  })
+  ui.route.replaceChildren(...boxes.flat())
+}
+
+function drawSwitches (switches: Switch[]): void {
+  ui.switches.replaceChildren(...switches.map((s) => {
+    const to = s.replacement.map((r) => shortPeer(r.peer)).join(' + ') || 'nobody'
+    return h('li', { text: `layers ${layerRange(s.layers)}: peer ${shortPeer(s.failed)} failed (${s.reason}) → ${to}, at step ${s.step}` })
+  }))
+}
+
+function syncButtons (): void {
+  ui.generate.disabled = tessera === undefined || running !== undefined || ui.model.disabled
+  ui.cancel.disabled = running === undefined
+}

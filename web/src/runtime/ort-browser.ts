@@ -1,0 +1,36 @@
+/**
+ * The tab's shard runtime: onnxruntime-web's WebGPU bundle, which also runs the WASM backend.
+ * (The default bundle's older WebGPU backend failed on our graphs and then poisoned later
+ * sessions on the page; see notes/platform.md.) The only browser module importing onnxruntime.
+ */
+import * as ort from 'onnxruntime-web/webgpu'
+import type { LlamaConfig } from '../../../shared/model/config.js'
+import type { ShardEntry } from '../../../shared/manifest.js'
+import { OrtShardRunner, type ShardRunner } from '../../../shared/runner.js'
+
+export type Backend = 'webgpu' | 'wasm'
+
+export interface BrowserRuntimeOptions {
+  /** Where the relay serves onnxruntime-web's .wasm/.mjs files (never a CDN). */
+  wasmPaths: string
+  threads?: number
+}
+
+let configured = false
+
+/** Opens a shard whose files the caller already checked against the manifest. */
+export async function loadShardBrowser (files: Map<string, Uint8Array>, shard: ShardEntry, config: LlamaConfig, backend: Backend, o: BrowserRuntimeOptions): Promise<ShardRunner> {
+  if (!configured) {
+    ort.env.wasm.wasmPaths = o.wasmPaths
+    // Threads need crossOriginIsolated (the relay sends COOP/COEP); one keeps a lent tab light.
+    ort.env.wasm.numThreads = o.threads ?? 1
+    configured = true
+  }
+  const [graph, ...data] = shard.files.map((f) => {
+    const bytes = files.get(f.name)
+    if (bytes === undefined) throw new Error(`shard ${shard.index}: file ${f.name} missing`)
+    return { path: f.name, data: bytes }
+  })
+  const session = await ort.InferenceSession.create(graph.data, { executionProviders: [backend], externalData: data, graphOptimizationLevel: 'all' })
+  return new OrtShardRunner(ort.Tensor, session, shard, config, backend)
+}

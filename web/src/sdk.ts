@@ -1,0 +1,70 @@
+/**
+ * The Tessera SDK for web apps, served by every relay at /sdk.js:
+ *
+ *   import { connect } from 'http://127.0.0.1:8080/sdk.js'
+ *   const tessera = await connect()
+ *   const gen = tessera.generate({ prompt: [1, 403], maxTokens: 32 })
+ *   for await (const token of gen) console.log(token.id, token.hops)
+ *   console.log((await gen.result).route)
+ *
+ * Same client, routing and failover as Node: this tab dials the peers itself (WebSockets to
+ * native nodes, WebRTC to other tabs); the relay only introduces them.
+ */
+import { createClient, type Client } from '../../shared/client/client.js'
+import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
+import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent } from '../../shared/client/types.js'
+import { createTabPeer } from './p2p.js'
+
+export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent }
+
+export interface ConnectOptions {
+  /** The relay's HTTP origin. Default: where this module was loaded from. */
+  relay?: string
+  iceServers?: RTCIceServer[]
+}
+
+export interface Generation extends AsyncIterable<TokenEvent> {
+  /** The whole result (tokens, route, timings) once the generation ends. */
+  result: Promise<GenerationResult>
+}
+
+export interface Tessera {
+  peerId: string
+  generate (req: GenerationRequest, signal?: AbortSignal): Generation
+  network (): Promise<NetworkView>
+  close (): Promise<void>
+}
+
+export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
+  const origin = o.relay ?? new URL(import.meta.url).origin
+  const res = await fetch(`${origin}/api/relay`).catch((err: Error) => { throw new Error(`cannot reach the Tessera relay at ${origin}: ${err.message}`) })
+  if (!res.ok) throw new Error(`${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
+  const { addrs } = await res.json() as { addrs: string[] }
+  const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
+  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay) })
+  return {
+    peerId: node.peerId.toString(),
+    generate (req, signal) {
+      const gen = client.generate(req, signal)
+      let settle!: { resolve: (r: GenerationResult) => void, reject: (e: unknown) => void }
+      const result = new Promise<GenerationResult>((resolve, reject) => { settle = { resolve, reject } })
+      result.catch(() => {}) // the iterator reports the same error
+      return {
+        result,
+        async * [Symbol.asyncIterator] () {
+          try {
+            for (let r = await gen.next(); ; r = await gen.next()) {
+              if (r.done === true) { settle.resolve(r.value); return }
+              yield r.value
+            }
+          } catch (err) {
+            settle.reject(err)
+            throw err
+          }
+        }
+      }
+    },
+    network: async () => await client.network(),
+    close: async () => { await node.stop() }
+  }
+}
