@@ -127,4 +127,26 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     expect((await api(http, '/api/network')).peers.filter((p: { layers: number[] }) => p.layers.join(',') === '4,5')).toHaveLength(1) // only the native node
     await screenshot(tab.page, 'contribute-refused')
   })
+
+  it('the SDK: a page imports <relay>/sdk.js and iterates over generated tokens', async () => {
+    const page = await ctx.newPage()
+    const log = consoleOf(page)
+    await page.goto(`${http}/index.html`)
+    const c = reference()[1]
+    const n = Math.min(12, c.decisive_prefix)
+    // A string, as a third-party page's script would be (vitest would rewrite import() in a function).
+    const script = `(async () => {
+      const { connect } = await import('/sdk.js')
+      const tessera = await connect()
+      const ids = []
+      const gen = tessera.generate({ prompt: ${JSON.stringify(c.prompt)}, maxTokens: ${n} })
+      for await (const t of gen) ids.push(t.id)
+      const result = await gen.result
+      await tessera.close()
+      return { ids, hops: result.route.hops.length }
+    })()`
+    const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { ids: number[], hops: number }
+    expect(out.ids).toEqual(c.greedy.slice(0, n))
+    expect(out.hops).toBe(3)
+  })
 })

@@ -13,6 +13,7 @@ import { paramCount, preset } from '../../shared/model/config.js'
 import { benchDecode } from './spine.js'
 import { int4Accuracy } from './int4.js'
 import { benchNetwork } from './network.js'
+import { benchBrowser } from './browser.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 import { stories } from '../helpers/reference.js'
@@ -50,6 +51,10 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
 
   async network () {
     return await benchNetwork(CACHE)
+  },
+
+  async browser () {
+    return await benchBrowser(CACHE)
   }
 }
 
