@@ -31,10 +31,13 @@ async function contribute (query: string, expect = 'serving'): Promise<{ page: P
   return { page, log }
 }
 
-/** The peer id of the one live peer on `device` serving `layers`. */
+/** The peer id of the one live peer on `device` serving `layers` (the relay's view refreshes each second). */
 async function peerOf (device: string, layers: string): Promise<string> {
-  const peers = (await api(http, '/api/network')).peers.filter((p: { device: string, layers: number[] }) => p.device === device && p.layers.join(',') === layers)
-  expect(peers).toHaveLength(1)
+  let peers: Array<{ peer: string }> = []
+  await waitFor(async () => {
+    peers = (await api(http, '/api/network')).peers.filter((p: { device: string, layers: number[] }) => p.device === device && p.layers.join(',') === layers)
+    return peers.length === 1
+  })
   return peers[0].peer
 }
 

@@ -37,7 +37,7 @@ async function serve (opts: Parameters<typeof createInferHandler>[0]): Promise<{
   const protocol = `${INFER_PROTOCOL}-test${protocols.length}`
   protocols.push(protocol)
   await server.handle(protocol, createInferHandler(opts).handle)
-  const peer = { peer: server.peerId.toString(), addrs: server.getMultiaddrs().map(String) } as unknown as Capability
+  const peer = { peer: server.peerId.toString(), addrs: server.getMultiaddrs().map(String), msPerLayer: 1 } as unknown as Capability
   return { peer, protocol }
 }
 
@@ -45,7 +45,7 @@ const dialerFor = (protocol: string) => {
   const d = libp2pDialer(client)
   return { dial: async (p: Capability, _proto: string, signal: AbortSignal) => await d.dial(p, protocol, signal) }
 }
-const T = { openMs: 5000, stepMs: 5000 }
+const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
 
 describe('serve limits', () => {
   it('refuses a step that would overflow the KV cache cap, and frees room when a session ends', async () => {

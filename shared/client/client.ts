@@ -16,7 +16,7 @@ import type { GenerationRequest, GenerationResult, Generator, NetworkView, Token
 export interface ClientConfig {
   dialer: Dialer
   directory: PeerDirectory
-  /** Dial + open, and one step's reply, in ms. A step covers a replayed prefill too. */
+  /** Dial + open, and a step's reply (see HopTimeouts: scaled to the peer's speed). */
   timeouts?: Partial<HopTimeouts>
   /** First ban of a failed peer in ms; doubles on each repeat (Petals: 15 s). */
   banMs?: number
@@ -26,7 +26,7 @@ export interface ClientConfig {
   costs?: Partial<RouteCosts>
 }
 
-export const DEFAULT_TIMEOUTS: HopTimeouts = { openMs: 10_000, stepMs: 30_000 }
+export const DEFAULT_TIMEOUTS: HopTimeouts = { openMs: 10_000, stepMs: 60_000, minStepMs: 5_000, slack: 20 }
 
 export interface Client extends Generator {
   network (): Promise<NetworkView>

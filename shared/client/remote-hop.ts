@@ -27,8 +27,15 @@ export interface RemoteHop {
 export interface HopTimeouts {
   /** Dial + open reply. */
   openMs: number
-  /** One step's reply; generous because a replayed prefill can be long. */
+  /** The most one step's reply may take (a replayed prefill can be long). */
   stepMs: number
+  /**
+   * A step's own deadline: `slack` × what the peer's advertised speed predicts, at least
+   * `minStepMs`, at most `stepMs`. A peer that vanished without a reset (a closed tab's WebRTC
+   * channel) is then noticed in seconds, not at the cap.
+   */
+  minStepMs: number
+  slack: number
 }
 
 export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts): Promise<RemoteHop> {
@@ -77,7 +84,8 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
         ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) }
         : { seq: input.seq, hidden: bytesOf(input.hidden) }
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
-      const m = await reply(t.stepMs)
+      const expected = peer.msPerLayer * (layers[1] - layers[0]) * body.seq
+      const m = await reply(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected)))
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       return { data: f32(m.data), seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms }
     },

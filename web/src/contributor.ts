@@ -124,7 +124,7 @@ async function pickModel (relay: string): Promise<{ manifest: Manifest }> {
 /** Where the network is thin, as many layers as the allowed memory holds. */
 async function chooseForTab (node: Libp2p, relay: string, m: Manifest, memory: number): Promise<ShardEntry[]> {
   const fit = Math.max(1, planMemory(m.config, { dtype: m.dtype, budget: memory, context: Math.min(m.config.maxSeqLen, 1024), reserve: memory * 0.1 }).layers)
-  const peers = (await relayDirectory(node, relay, 0).list()).filter((p) => p.root === m.root)
+  const peers = (await relayDirectory(node, relay, 0).list().catch((err: Error) => { throw new Error(`reading the relay's peer list failed: ${err.message}`) })).filter((p) => p.root === m.root)
   return chooseShards(m, peers, fit)
 }
 
