@@ -17,11 +17,11 @@ export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov
   let bestScore = Infinity
   for (let i = 0; i < m.shards.length; i++) {
     for (let j = i; j < m.shards.length; j++) {
-      const window = m.shards.slice(i, j + 1)
-      const [a, b] = [window[0].layers[0], window[window.length - 1].layers[1]]
+      const run = m.shards.slice(i, j + 1)
+      const [a, b] = [run[0].layers[0], run[run.length - 1].layers[1]]
       if (b - a > fit && j > i) break
       const score = Math.min(...cov.slice(a, b)) * 1e6 - (b - a)
-      if (score < bestScore) { bestScore = score; best = window }
+      if (score < bestScore) { bestScore = score; best = run }
       if (b - a > fit) break
     }
   }
