@@ -104,6 +104,7 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
   const node = await createPeer({ listen: [] })
   try {
     const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!) })
+    // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? [2] : undefined
     const gen = client.generate({ prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model })
     let r = await gen.next()
