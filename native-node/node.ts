@@ -80,7 +80,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     let msPerLayer = await measure(runners)
     log.info(`serving ${manifest.name} layers [${span().join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)
 
-    const handler = createInferHandler({ root: manifest.root, runners, onStep: o.onStep, maxCacheTokens: () => cacheCap() })
+    const handler = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners, onStep: o.onStep, maxCacheTokens: () => cacheCap() })
     await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
     const { stats } = handler
 

@@ -3,7 +3,8 @@
  * memory cap, the session limit and the idle TTL.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Libp2p } from '@libp2p/interface'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { buildModel, loadModel } from '../native-node/store.js'
 import { createPeer } from '../native-node/libp2p.js'
 import { preset } from '../shared/model/config.js'
@@ -18,6 +19,7 @@ import { HopError } from '../shared/errors.js'
 import { tempDir } from './helpers/paths.js'
 
 let server: Libp2p
+let key: PrivateKey
 let client: Libp2p
 let runners: ShardRunner[]
 let root: string
@@ -27,13 +29,15 @@ beforeAll(async () => {
   const dir = tempDir('serve')
   root = (await buildModel(randomWeights(preset('tiny'), 9), dir, { source: 'x', shards: 2 })).root
   runners = (await loadModel(dir, { device: 'cpu' })).runners
-  server = await createPeer()
+  key = await generateKeyPair('Ed25519')
+  server = await createPeer({ privateKey: key })
   client = await createPeer({ listen: [] })
 })
 afterAll(async () => { await client?.stop(); await server?.stop() })
 
 /** Serves the handler under a fresh protocol id so each test has its own limits. */
-async function serve (opts: Parameters<typeof createInferHandler>[0]): Promise<{ peer: Capability, protocol: string }> {
+async function serve (limits: Partial<Parameters<typeof createInferHandler>[0]>): Promise<{ peer: Capability, protocol: string }> {
+  const opts = { root, runners, peer: server.peerId.toString(), sign: async (b: Uint8Array) => await key.sign(b), ...limits }
   const protocol = `${INFER_PROTOCOL}-test${protocols.length}`
   protocols.push(protocol)
   await server.handle(protocol, createInferHandler(opts).handle)
@@ -49,7 +53,7 @@ const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
 
 describe('serve limits', () => {
   it('refuses a step that would overflow the KV cache cap, and frees room when a session ends', async () => {
-    const { peer, protocol } = await serve({ root, runners, maxCacheTokens: 10 })
+    const { peer, protocol } = await serve({ maxCacheTokens: 10 })
     const a = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'a', T)
     await a.forward({ tokens: [1, 2, 3, 4, 5, 6, 7, 8] }, 0)
     const b = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'b', T)
@@ -65,7 +69,7 @@ describe('serve limits', () => {
   })
 
   it('refuses sessions past the limit with BUSY', async () => {
-    const { peer, protocol } = await serve({ root, runners, maxSessions: 1 })
+    const { peer, protocol } = await serve({ maxSessions: 1 })
     const a = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'a', T)
     const err = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'b', T).catch((e: unknown) => e)
     expect((err as HopError).code).toBe('BUSY')
@@ -73,7 +77,7 @@ describe('serve limits', () => {
   })
 
   it('drops an idle session after its TTL with EXPIRED', async () => {
-    const { peer, protocol } = await serve({ root, runners, sessionTtlMs: 300 })
+    const { peer, protocol } = await serve({ sessionTtlMs: 300 })
     const a = await openRemoteHop(dialerFor(protocol), peer, [0, 2], root, 'a', T)
     await new Promise((resolve) => setTimeout(resolve, 600))
     const err = await a.forward({ tokens: [1] }, 0).catch((e: unknown) => e)

@@ -10,6 +10,7 @@ import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { HopError } from '../errors.js'
+import { inputHash, verifyReceipt } from '../verify/receipt.js'
 
 /** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
 export interface Dialer {
@@ -20,7 +21,8 @@ export interface RemoteHop {
   readonly peer: Capability
   readonly layers: [number, number]
   readonly device: string
-  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number }>
+  /** Runs one step; the result's receipt has been checked (HopError 'BAD_RECEIPT' otherwise). */
+  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array }>
   close (): void
 }
 
@@ -83,11 +85,19 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       const body = 'tokens' in input
         ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) }
         : { seq: input.seq, hidden: bytesOf(input.hidden) }
+      const sentHash = inputHash(body.tokens ?? body.hidden!)
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
       const expected = peer.msPerLayer * (layers[1] - layers[0]) * body.seq
       const m = await reply(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected)))
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
-      return { data: f32(m.data), seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms }
+      const data = f32(m.data)
+      try {
+        await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, input: sentHash, output: { data, seq: m.seq, width: m.width } })
+      } catch (err) {
+        stream.abort(err as Error)
+        throw fail('BAD_RECEIPT', (err as Error).message)
+      }
+      return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt! }
     },
     close () {
       void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })

@@ -10,11 +10,16 @@ import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type Nod
 import { MAX_MESSAGE_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
+import { inputHash, signReceipt, type Signer } from '../verify/receipt.js'
+import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
 
 const log = logger('tessera:node:serve')
 
 export interface ServeOptions {
   root: string
+  /** This node's peer id and its libp2p key's signer: every result carries a signed receipt. */
+  peer: string
+  sign: Signer
   /** The node's shards, consecutive, in layer order. */
   runners: ShardRunner[]
   maxSessions?: number
@@ -57,6 +62,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     const send = async (m: NodeMsg): Promise<void> => { await lp.write(encodeMsg(m)) }
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
+    let session = ''
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
     let timer: ReturnType<typeof setTimeout> | undefined
@@ -97,6 +103,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           if (stats.sessions >= maxSessions) throw new ProtocolError('BUSY', `node is at its limit of ${maxSessions} sessions`)
           chain = openChain(runners, msg.layers)
           layers = msg.layers
+          session = msg.session
           stats.sessions++
           stats.opened++
           counted = true
@@ -119,7 +126,12 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         stats.steps++
         stats.tokens += msg.seq
         stats.busyMs += ms
-        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms })
+        const receipt = await signReceipt({
+          peer: o.peer, session, step: msg.step, root: o.root, layers,
+          input: inputHash(msg.tokens ?? msg.hidden!),
+          output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
+        }, o.sign)
+        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
     } catch (err) {
       const e = err as TesseraError

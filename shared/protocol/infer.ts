@@ -6,7 +6,7 @@
  *                   forward  { step, start, seq, tokens? (int32 bytes) | hidden? (fp32 bytes) }
  *                   close    {}
  *   node → client   opened   { layers, device }
- *                   result   { step, seq, width, kind, data (fp32 bytes), ms }
+ *                   result   { step, seq, width, kind, data (fp32 bytes), ms, receipt (signed, see verify/receipt.ts) }
  *                   error    { code, message }       (the node closes the stream after it)
  *
  * `start` is the position of the step's first token; the node refuses a step that does not
@@ -21,13 +21,13 @@ export interface OpenMsg { t: 'open', root: string, layers: [number, number], se
 export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
 export interface CloseMsg { t: 'close' }
 export interface OpenedMsg { t: 'opened', layers: [number, number], device: string }
-export interface ResultMsg { t: 'result', step: number, seq: number, width: number, kind: 'hidden' | 'logits', data: Uint8Array, ms: number }
+export interface ResultMsg { t: 'result', step: number, seq: number, width: number, kind: 'hidden' | 'logits', data: Uint8Array, ms: number, receipt?: Uint8Array }
 export interface ErrorMsg { t: 'error', code: ErrorCode, message: string }
 
 export type ClientMsg = OpenMsg | ForwardMsg | CloseMsg
 export type NodeMsg = OpenedMsg | ResultMsg | ErrorMsg
 
-export type ErrorCode = 'MALFORMED' | 'TOO_LARGE' | 'WRONG_MODEL' | 'WRONG_LAYERS' | 'BAD_STEP' | 'BUSY' | 'INTERNAL' | 'EXPIRED'
+export type ErrorCode = 'MALFORMED' | 'TOO_LARGE' | 'WRONG_MODEL' | 'WRONG_LAYERS' | 'BAD_STEP' | 'BUSY' | 'INTERNAL' | 'EXPIRED' | 'BAD_RECEIPT'
 
 export function encodeMsg (m: ClientMsg | NodeMsg): Uint8Array { return encode(m) }
 

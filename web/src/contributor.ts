@@ -69,7 +69,7 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
     }
     const msPerLayer = await measureMsPerLayer(runners, layers[1] - layers[0], { dim: c.dim, vocabSize: c.vocabSize, steps: 2, context: 8 })
 
-    const { handle, stats } = createInferHandler({ root: manifest.root, runners })
+    const { handle, stats } = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners })
     await node.handle(INFER_PROTOCOL, handle, { runOnLimitedConnection: true, maxInboundStreams: 256 })
     const capability = (): Capability => {
       const now = Date.now()
