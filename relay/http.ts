@@ -16,6 +16,7 @@ import { relayMetrics } from './metrics.js'
 import { fileResponse, indexFiles, jsonError } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import type { Tokenizer } from './openai.js'
+import type { Ledger } from '../shared/ledger/types.js'
 
 export interface HttpDeps {
   generator: Generator
@@ -30,6 +31,8 @@ export interface HttpDeps {
   relayAddrs?: () => string[]
   /** A tokenizer by model name or root (whatever the request's `model` says), for text prompts. */
   tokenizer?: (model: string) => Tokenizer | undefined
+  /** The verification layer's stakes, reputation and audit log (`GET /api/ledger`). */
+  ledger?: Ledger
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -66,6 +69,12 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
   // Models whose files this relay serves: what a tab can download and contribute to.
   app.get('/api/models', (c) => c.json({ models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype })) }))
+
+  app.get('/api/ledger', async (c) => {
+    if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
+    const [standings, audit, chain] = await Promise.all([deps.ledger.standings(), deps.ledger.audit(), deps.ledger.verifyAudit()])
+    return c.json({ standings, audit: audit.slice(-100), chainOk: chain.ok })
+  })
 
   app.get('/models/:root/manifest.json', (c) => {
     const manifest = manifests.get(c.req.param('root').toLowerCase())

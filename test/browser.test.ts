@@ -95,7 +95,7 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     await net.goto(`${http}/network.html`)
     await net.waitForSelector('#peers tr[data-device="webgpu"]', { timeout: 20_000 })
     await screenshot(net, 'network')
-  })
+  }, 600_000)
 
   it('closing a contributor tab mid-generation: the generation completes with the same ids via another peer', async () => {
     // A second tab for [0,2) on WASM: far cheaper than the software WebGPU tab, so routes take it.
@@ -116,7 +116,7 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     expect(switches[0]).toContain(victim.slice(-8))
     expect(await playgroundPage.$$eval('#route [data-peer]', (els) => els.map((e) => e.getAttribute('data-peer')))).not.toContain(victim)
     await screenshot(playgroundPage, 'playground-failover')
-  })
+  }, 600_000)
 
   it('a shard file tampered on the server: the tab refuses it and says why on the page', async () => {
     const file = join(model, 'shard-2.onnx.data')

@@ -36,6 +36,7 @@ describe('failover', () => {
         }
       })
       const final = chunks.at(-1).tessera
+      expect(chunks.at(-1).error, JSON.stringify(chunks.at(-1).error)).toBeUndefined()
       expect(killed).toBeDefined()
       expect(final.tokens).toEqual(c.greedy.slice(0, c.decisive_prefix))
       expect(ids).toEqual(final.tokens)

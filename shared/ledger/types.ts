@@ -1,0 +1,85 @@
+/**
+ * The ledger of the verification layer: stakes, slashes, rewards, reputation and an append-only,
+ * hash-chained audit log. A narrow interface so an embedded SQLite backend (relay/ledger-sqlite.ts)
+ * and, later, an EVM contract can both stand behind it. Isomorphic: no node: imports.
+ */
+
+export interface Evidence {
+  kind: 'redundant' | 'spot' | 'signature' | 'proof'
+  /** Peer id of the accused. */
+  accused: string
+  /** Signed receipts (opaque bytes, verified by the EvidenceChecker) from the accused and from the peers whose results disagree with it. */
+  receipts: Uint8Array[]
+  /** Free-form detail for the audit log (JSON-safe). Not part of the evidence's identity. */
+  detail: Record<string, unknown>
+}
+
+/** Injected: re-checks evidence before any slash, so a ledger never trusts the reporter's word. */
+export interface EvidenceChecker { check (e: Evidence): Promise<{ valid: boolean, reason: string }> }
+
+export type LedgerEntryKind = 'stake' | 'slash' | 'reward' | 'reputation' | 'blacklist' | 'reject'
+
+export interface LedgerEntry {
+  /** 1, 2, 3… without gaps. */
+  seq: number
+  /** ms since epoch. */
+  at: number
+  kind: LedgerEntryKind
+  peer: string
+  amount?: number
+  data: Record<string, unknown>
+  /** The previous entry's hash; 64 zeros for seq 1. */
+  prevHash: string
+  /** sha256 over prevHash and the canonical CBOR of the other fields (see rules.ts). */
+  hash: string
+}
+
+export interface PeerStanding {
+  peer: string
+  stake: number
+  /** 0..1, an exponential moving average of verified results. */
+  reputation: number
+  /** How many times this peer has been slashed. */
+  slashed: number
+  /** Sticky: once set, only a new identity gets work again. */
+  blacklisted: boolean
+}
+
+export interface Ledger {
+  stake (peer: string, amount: number): Promise<PeerStanding>
+  /** Re-checks the evidence; valid → slash `slashFraction` of the accused's stake, reward `rewardFraction` of that to `reporter`, reputation down, blacklist past the threshold; invalid → a 'reject' audit entry and nothing else changes. */
+  slash (evidence: Evidence, reporter: string): Promise<{ slashed: boolean, amount: number, reason: string }>
+  /** A verified good result (reputation up) or a failed one (down), as a moving average. */
+  observe (peer: string, ok: boolean): Promise<PeerStanding>
+  standing (peer: string): Promise<PeerStanding>
+  standings (): Promise<PeerStanding[]>
+  isBlacklisted (peer: string): Promise<boolean>
+  audit (fromSeq?: number): Promise<LedgerEntry[]>
+  /** Recomputes the hash chain from genesis; returns the first bad seq or null. */
+  verifyAudit (): Promise<{ ok: boolean, badSeq: number | null }>
+  close (): Promise<void>
+}
+
+export interface LedgerRules {
+  /** Share of the accused's stake taken per valid slash. */
+  slashFraction: number
+  /** Share of the slashed amount paid to the reporter; the rest is burned. */
+  rewardFraction: number
+  /** EMA weight of the newest observation. */
+  reputationAlpha: number
+  /** Blacklist once reputation falls below this. */
+  blacklistBelow: number
+  /** Blacklist once slashed this many times. */
+  blacklistAfterSlashes: number
+  /** Reputation of a peer the ledger has never seen. */
+  initialReputation: number
+}
+
+export const DEFAULT_RULES: LedgerRules = Object.freeze({
+  slashFraction: 0.5,
+  rewardFraction: 0.5,
+  reputationAlpha: 0.1,
+  blacklistBelow: 0.3,
+  blacklistAfterSlashes: 3,
+  initialReputation: 0.5
+})

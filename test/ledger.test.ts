@@ -1,0 +1,220 @@
+import { describe, it, expect, vi, afterEach } from 'vitest'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import { openSqliteLedger } from '../relay/ledger-sqlite.js'
+import { applySlash, applyStake, emaReputation, entryHash, evidenceHash, GENESIS_HASH, initialStanding, makeEntry, shouldBlacklist, verifyChain } from '../shared/ledger/rules.js'
+import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerEntry } from '../shared/ledger/types.js'
+import { InputError } from '../shared/errors.js'
+import type { Generator } from '../shared/client/types.js'
+import { createHttpApp } from '../relay/http.js'
+import { tempDir } from './helpers/paths.js'
+
+const R = DEFAULT_RULES
+const bytes = (...b: number[]): Uint8Array => new Uint8Array(b)
+const evidence = (n: number, accused = 'cheat', valid = true): Evidence =>
+  ({ kind: 'redundant', accused, receipts: [bytes(n, 1), bytes(n, 2)], detail: { valid, note: `case ${n}` } })
+
+/** Injected checker for unit tests: trusts `detail.valid`, so each test chooses the verdict. */
+const fakeChecker = () => ({ check: vi.fn(async (e: Evidence) => e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }) }) satisfies EvidenceChecker
+
+describe('ledger rules (pure)', () => {
+  it('moves reputation as an EMA and blacklists on reputation, slash count, and for good', () => {
+    expect(emaReputation(0.5, true, 0.1)).toBeCloseTo(0.55)
+    expect(emaReputation(0.5, false, 0.1)).toBeCloseTo(0.45)
+    const s = initialStanding('p', R)
+    expect(s).toEqual({ peer: 'p', stake: 0, reputation: 0.5, slashed: 0, blacklisted: false })
+    expect(shouldBlacklist(s, R)).toBe(false)
+    expect(shouldBlacklist({ ...s, reputation: 0.29 }, R)).toBe(true)
+    expect(shouldBlacklist({ ...s, slashed: 3 }, R)).toBe(true)
+    expect(shouldBlacklist({ ...s, reputation: 1, blacklisted: true }, R)).toBe(true)
+  })
+
+  it('slashes a fraction, rewards a fraction of that, and refuses non-positive stakes', () => {
+    const { standing, amount, reward } = applySlash({ ...initialStanding('p', R), stake: 100 }, R)
+    expect([amount, reward, standing.stake, standing.slashed]).toEqual([50, 25, 50, 1])
+    expect(standing.reputation).toBeCloseTo(0.45)
+    expect(applyStake(initialStanding('p', R), 10).stake).toBe(10)
+    for (const bad of [0, -1, NaN, Infinity]) expect(() => applyStake(initialStanding('p', R), bad)).toThrow(InputError)
+  })
+
+  it('identifies evidence by kind, accused and the set of receipts, not by detail or order', () => {
+    const e = evidence(1)
+    expect(evidenceHash({ ...e, detail: { other: true } })).toBe(evidenceHash(e))
+    expect(evidenceHash({ ...e, receipts: [...e.receipts].reverse() })).toBe(evidenceHash(e))
+    expect(evidenceHash({ ...e, accused: 'other' })).not.toBe(evidenceHash(e))
+    expect(evidenceHash(evidence(2))).not.toBe(evidenceHash(e))
+  })
+
+  it('chains entries from genesis and finds the first bad one', () => {
+    const chain: LedgerEntry[] = []
+    for (let i = 0; i < 4; i++) chain.push(makeEntry(chain.at(-1) ?? null, { at: 1000 + i, kind: 'stake', peer: 'p', amount: i + 1, data: { b: 1, a: [i] } }))
+    expect(chain[0].prevHash).toBe(GENESIS_HASH)
+    expect(chain[2].prevHash).toBe(chain[1].hash)
+    // Key order does not change the hash (cborg sorts map keys).
+    expect(entryHash({ ...chain[1], data: { a: [1], b: 1 } })).toBe(chain[1].hash)
+    expect(verifyChain(chain)).toEqual({ ok: true, badSeq: null })
+    expect(verifyChain(chain.map((e) => e.seq === 3 ? { ...e, amount: 99 } : e))).toEqual({ ok: false, badSeq: 3 })
+    expect(verifyChain(chain.filter((e) => e.seq !== 2))).toEqual({ ok: false, badSeq: 2 })
+  })
+})
+
+describe('SQLite ledger', () => {
+  const open: Ledger[] = []
+  const ledgerAt = async (path: string, checker: EvidenceChecker = fakeChecker()): Promise<Ledger> => {
+    const l = await openSqliteLedger(path, checker)
+    open.push(l)
+    return l
+  }
+  afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(() => {}) })
+
+  it('stakes and observes, and knows unseen peers', async () => {
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
+    expect(await l.standing('new')).toEqual(initialStanding('new', R))
+    expect((await l.stake('a', 10)).stake).toBe(10)
+    expect((await l.stake('a', 5)).stake).toBe(15)
+    await expect(l.stake('a', -1)).rejects.toThrow(InputError)
+    expect((await l.observe('a', true)).reputation).toBeCloseTo(0.55)
+    expect((await l.observe('a', false)).reputation).toBeCloseTo(0.495)
+    expect(await l.standings()).toEqual([await l.standing('a')])
+    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([[1, 'stake', 10], [2, 'stake', 5], [3, 'reputation', undefined], [4, 'reputation', undefined]])
+    expect((await l.audit(3)).map((e) => e.seq)).toEqual([3, 4])
+  })
+
+  it('blacklists once observations pull reputation under the threshold', async () => {
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
+    for (let i = 0; i < 4; i++) expect((await l.observe('flaky', false)).blacklisted).toBe(false)
+    expect((await l.observe('flaky', false)).blacklisted).toBe(true) // 0.5 · 0.9⁵ ≈ 0.295
+    expect((await l.observe('flaky', true)).blacklisted).toBe(true)
+    expect((await l.audit()).filter((e) => e.kind === 'blacklist')).toHaveLength(1)
+  })
+
+  it('slashes on valid evidence, rewards the reporter, blacklists after the third slash', async () => {
+    const checker = fakeChecker()
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), checker)
+    await l.stake('cheat', 100)
+    await l.stake('honest', 10)
+    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 50, reason: 'receipts disagree' })
+    expect(checker.check).toHaveBeenCalledTimes(1)
+    const cheat = await l.standing('cheat')
+    expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
+    expect(cheat.reputation).toBeCloseTo(0.45)
+    expect((await l.standing('honest')).stake).toBe(35)
+    expect((await l.audit(3)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
+
+    await l.slash(evidence(2), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(false)
+    await l.slash(evidence(3), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(true)
+    expect((await l.standing('cheat')).stake).toBe(12.5)
+    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
+  })
+
+  it('invalid evidence, reused evidence and self-reports change nothing but the log', async () => {
+    const checker = fakeChecker()
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), checker)
+    await l.stake('cheat', 100)
+    const before = await l.standings()
+    expect(await l.slash(evidence(1, 'cheat', false), 'honest')).toEqual({ slashed: false, amount: 0, reason: 'invalid evidence: receipts agree' })
+    expect(await l.standings()).toEqual(before)
+    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'reject', peer: 'cheat', data: { reporter: 'honest', reason: 'invalid evidence: receipts agree' } })
+
+    expect((await l.slash(evidence(2), 'honest')).slashed).toBe(true)
+    const after = await l.standings()
+    // Same receipts, new wording and order: still the same evidence, refused without asking the checker.
+    const again = { ...evidence(2), receipts: [...evidence(2).receipts].reverse(), detail: { valid: true, note: 'again' } }
+    expect(await l.slash(again, 'someone-else')).toEqual({ slashed: false, amount: 0, reason: 'evidence already used' })
+    expect(checker.check).toHaveBeenCalledTimes(2)
+    expect(await l.slash(evidence(3), 'cheat')).toMatchObject({ slashed: false, reason: 'a peer cannot report itself' })
+    expect(await l.standings()).toEqual(after)
+    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
+    await expect(l.slash({ ...evidence(4), receipts: ['x' as unknown as Uint8Array] }, 'honest')).rejects.toThrow(InputError)
+  })
+
+  it('the same evidence sent twice at once slashes once', async () => {
+    const slow: EvidenceChecker = { check: async () => { await new Promise((resolve) => setTimeout(resolve, 20)); return { valid: true, reason: 'ok' } } }
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), slow)
+    await l.stake('cheat', 100)
+    const results = await Promise.all([l.slash(evidence(1), 'a'), l.slash(evidence(1), 'b')])
+    expect(results.map((r) => r.reason).sort()).toEqual(['evidence already used', 'ok'])
+    expect((await l.standing('cheat')).stake).toBe(50)
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('a throwing checker rejects instead of slashing', async () => {
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), { check: async () => { throw new Error('rpc down') } })
+    await l.stake('cheat', 10)
+    expect(await l.slash(evidence(1), 'honest')).toMatchObject({ slashed: false, reason: 'checker failed: rpc down' })
+    expect((await l.standing('cheat')).stake).toBe(10)
+  })
+
+  it('survives reopening, and the chain verifies from genesis and keeps growing', async () => {
+    const path = join(tempDir('ledger'), 'l.db')
+    const l = await ledgerAt(path)
+    await l.stake('cheat', 100)
+    await l.stake('honest', 1)
+    await l.slash(evidence(1), 'honest')
+    await l.observe('honest', true)
+    const standings = await l.standings()
+    const audit = await l.audit()
+    await l.close()
+
+    const again = await ledgerAt(path)
+    expect(await again.standings()).toEqual(standings)
+    expect(await again.audit()).toEqual(audit)
+    expect(await again.verifyAudit()).toEqual({ ok: true, badSeq: null })
+    expect(await again.slash(evidence(1), 'honest')).toMatchObject({ reason: 'evidence already used' })
+    const next = await again.observe('cheat', false)
+    const tail = (await again.audit()).slice(-2)
+    expect(tail[1].prevHash).toBe(tail[0].hash)
+    expect(next.reputation).toBeCloseTo(0.405)
+    expect(await again.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('refuses edits to the log, and finds the tampered seq when an attacker drops the trigger', async () => {
+    const path = join(tempDir('ledger'), 'l.db')
+    const l = await ledgerAt(path)
+    for (let i = 1; i <= 5; i++) await l.stake(`p${i}`, i)
+    await l.close()
+
+    const db = new Database(path)
+    expect(() => db.prepare('UPDATE audit SET amount = 1000 WHERE seq = 3').run()).toThrow(/append-only/)
+    expect(() => db.prepare('DELETE FROM audit WHERE seq = 5').run()).toThrow(/append-only/)
+    db.exec('DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete')
+    db.prepare('UPDATE audit SET amount = 1000 WHERE seq = 3').run()
+    db.close()
+    expect(await (await ledgerAt(path)).verifyAudit()).toEqual({ ok: false, badSeq: 3 })
+  })
+
+  it('a rewritten row whose hash is recomputed breaks the next link; unparseable data is bad too', async () => {
+    const path = join(tempDir('ledger'), 'l.db')
+    const l = await ledgerAt(path)
+    for (let i = 1; i <= 4; i++) await l.stake('p', i)
+    const [, second] = await l.audit()
+    await l.close()
+
+    const db = new Database(path)
+    db.exec('DROP TRIGGER audit_no_update')
+    const forged = { ...second, amount: 1000 }
+    db.prepare('UPDATE audit SET amount = ?, hash = ? WHERE seq = 2').run(1000, entryHash(forged))
+    expect(await (await ledgerAt(path)).verifyAudit()).toEqual({ ok: false, badSeq: 3 })
+    // Opening the ledger put the trigger back.
+    expect(() => db.prepare("UPDATE audit SET data = 'not json' WHERE seq = 1").run()).toThrow(/append-only/)
+    db.exec('DROP TRIGGER audit_no_update')
+    db.prepare("UPDATE audit SET data = 'not json' WHERE seq = 1").run()
+    db.close()
+    expect(await (await ledgerAt(path)).verifyAudit()).toEqual({ ok: false, badSeq: 1 })
+  })
+
+  it('GET /api/ledger shows standings, the log tail and whether the chain holds; 404 without a ledger', async () => {
+    const deps = { generator: {} as Generator, network: () => ({ models: [], peers: [] }), models: [] }
+    const none = await createHttpApp(deps).request('/api/ledger')
+    expect(none.status).toBe(404)
+    expect((await none.json()).error.code).toBe('ledger_not_found')
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
+    for (let i = 0; i < 120; i++) await l.observe('p', true)
+    const body = await (await createHttpApp({ ...deps, ledger: l }).request('/api/ledger')).json()
+    expect(body.standings).toEqual([await l.standing('p')])
+    expect(body.audit.map((e: LedgerEntry) => e.seq)).toEqual(Array.from({ length: 100 }, (_, i) => 21 + i))
+    expect(body.chainOk).toBe(true)
+  })
+})
