@@ -26,7 +26,9 @@ export interface ClientConfig {
   costs?: Partial<RouteCosts>
 }
 
-export const DEFAULT_TIMEOUTS: HopTimeouts = { openMs: 10_000, stepMs: 60_000, minStepMs: 5_000, slack: 20 }
+// minStepMs stays well above what a loaded 2-core machine can take for one small step: a
+// time-out bans the peer, and a ban of an honest peer can leave layers without a route.
+export const DEFAULT_TIMEOUTS: HopTimeouts = { openMs: 10_000, stepMs: 60_000, minStepMs: 15_000, slack: 20 }
 
 export interface Client extends Generator {
   network (): Promise<NetworkView>

@@ -102,7 +102,7 @@ export class RoutedSession {
     const [a, b] = old.hop.layers
     let fresh: LiveHop[]
     try {
-      fresh = await this.openSpan(a, b)
+      fresh = await this.openSpan(a, b, cause.peer)
     } catch (err) {
       if (err instanceof HopError) { this.d.bans.ban(err.peer); return undefined }
       throw err
@@ -132,9 +132,20 @@ export class RoutedSession {
     return { out: { ...o, data: o.data.subarray((o.seq - seq) * o.width), seq }, hops: traces }
   }
 
-  private async openSpan (from: number, to: number): Promise<LiveHop[]> {
-    const peers = (await this.d.peers()).filter((p) => p.root === this.d.root && !this.d.bans.isBanned(p.peer))
-    const route = findRoute(peers, from, to, this.d.costs)
+  /**
+   * Opens hops over [from, to). Banned peers are avoided; if that leaves no route, banned peers
+   * other than `failed` are tried after all (a ban after a time-out may have hit an honest but
+   * busy peer, and a slow route beats none).
+   */
+  private async openSpan (from: number, to: number, failed?: string): Promise<LiveHop[]> {
+    const all = (await this.d.peers()).filter((p) => p.root === this.d.root && p.peer !== failed)
+    let route
+    try {
+      route = findRoute(all.filter((p) => !this.d.bans.isBanned(p.peer)), from, to, this.d.costs)
+    } catch (err) {
+      if (!(err instanceof NoRouteError)) throw err
+      route = findRoute(all, from, to, this.d.costs)
+    }
     const opened: LiveHop[] = []
     try {
       for (const r of route) opened.push({ hop: await openRemoteHop(this.d.dialer, r.peer, r.layers, this.d.root, this.id, this.d.timeouts), history: [] })
