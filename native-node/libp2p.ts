@@ -45,6 +45,9 @@ export async function createPeer (o: PeerOptions = {}): Promise<Libp2p> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: 1024 },
+    // A busy peer (a long prefill, a loaded machine) answers pings late; dropping its connection
+    // for that would cut every session on it. Dead peers show up as resets and step time-outs.
+    connectionMonitor: { abortConnectionOnPingFailure: false },
     services
   })
 }

@@ -16,7 +16,7 @@ export async function announce (node: Libp2p, relay: string, cap: Capability, ke
       return
     } catch (err) {
       if (i >= attempts || (err as Error).message.startsWith('relay refused')) throw new Error(`announcing to the relay failed: ${(err as Error).message}`)
-      await new Promise((resolve) => setTimeout(resolve, 250 * i))
+      await new Promise((resolve) => setTimeout(resolve, 1000 * i))
     }
   }
 }

@@ -40,6 +40,9 @@ export async function createTabPeer (o: TabPeerNetOptions): Promise<{ node: Libp
     streamMuxers: [yamux()],
     // Browsers refuse private addresses by default; our relay and peers may be on loopback/LAN.
     connectionGater: { denyDialMultiaddr: async () => false },
+    // WebGPU work can block this tab's event loop for a while: a late ping must not cut the
+    // relay connection (and with it the reservation that makes the tab reachable).
+    connectionMonitor: { abortConnectionOnPingFailure: false },
     services: { identify: identify(), ping: ping() }
   })
   await node.dial(multiaddr(relay))
