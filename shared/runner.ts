@@ -123,3 +123,16 @@ export class OrtShardRunner implements ShardRunner {
     await this.session.release()
   }
 }
+
+/**
+ * A shard's files as onnxruntime-web wants them: the graph's bytes, and its external data by
+ * the names the graph refers to. `files` holds bytes already checked against the manifest.
+ */
+export function sessionFiles (files: Map<string, Uint8Array>, shard: ShardEntry): { graph: Uint8Array, externalData: Array<{ path: string, data: Uint8Array }> } {
+  const [graph, ...externalData] = shard.files.map((f) => {
+    const data = files.get(f.name)
+    if (data === undefined) throw new Error(`shard ${shard.index}: file ${f.name} was not provided`)
+    return { path: f.name, data }
+  })
+  return { graph: graph.data, externalData }
+}

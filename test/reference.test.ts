@@ -4,27 +4,13 @@
  * from the same shard files.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { buildModel, loadModel, verifyShardFiles } from '../native-node/store.js'
-import { loadShardWasm } from '../web/src/runtime/ort-wasm.js'
+import { buildModel, loadModel } from '../native-node/store.js'
+import { loadWasmRunners } from './helpers/wasm.js'
 import type { ShardRunner } from '../shared/runner.js'
-import type { Manifest } from '../shared/manifest.js'
 import { checkCase, reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 
 const CUTS: Record<string, number[]> = { '1 shard': [], '2 shards': [3], '5 shards': [1, 2, 3, 4] }
-
-async function loadWasm (dir: string, manifest: Manifest): Promise<ShardRunner[]> {
-  const runners: ShardRunner[] = []
-  for (const shard of manifest.shards) {
-    await verifyShardFiles(dir, shard)
-    const files = new Map<string, Uint8Array>()
-    for (const f of shard.files) files.set(f.name, await readFile(join(dir, f.name)))
-    runners.push(await loadShardWasm(files, shard, manifest.config, { threads: 1 }))
-  }
-  return runners
-}
 
 for (const [label, cuts] of Object.entries(CUTS)) {
   describe(`stories260K, ${label}`, () => {
@@ -35,7 +21,7 @@ for (const [label, cuts] of Object.entries(CUTS)) {
       const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
       expect(manifest.shards.map((s) => s.layers)).toHaveLength(cuts.length + 1)
       runtimes['onnxruntime-node'] = runners
-      runtimes['onnxruntime-web wasm'] = await loadWasm(dir, manifest)
+      runtimes['onnxruntime-web wasm'] = await loadWasmRunners(dir, manifest)
     })
     afterAll(async () => {
       for (const rs of Object.values(runtimes)) for (const r of rs) await r.dispose()

@@ -3,19 +3,16 @@
  * of honest runs on different runtimes match, and those of a changed model do not.
  */
 import { describe, expect, it } from 'vitest'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { decode, encode } from 'cborg'
-import { buildModel, loadModel, verifyShardFiles } from '../native-node/store.js'
-import { loadShardWasm } from '../web/src/runtime/ort-wasm.js'
+import { buildModel, loadModel } from '../native-node/store.js'
+import { loadWasmRunners } from './helpers/wasm.js'
 import { preset } from '../shared/model/config.js'
 import { randomWeights } from '../shared/model/random.js'
 import { compareFingerprints, decodeFingerprint, encodeFingerprint, fingerprint, THRESHOLDS } from '../shared/verify/fingerprint.js'
 import { inputHash, signReceipt, verifyReceipt, type Expected } from '../shared/verify/receipt.js'
 import type { ShardRunner, HopOutput } from '../shared/runner.js'
-import type { Manifest } from '../shared/manifest.js'
 import { stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { fillNormal, mulberry32 } from '../shared/rng.js'
@@ -89,22 +86,11 @@ describe('fingerprints', () => {
     return outs
   }
 
-  async function wasmRunners (dir: string, m: Manifest): Promise<ShardRunner[]> {
-    const rs: ShardRunner[] = []
-    for (const shard of m.shards) {
-      await verifyShardFiles(dir, shard)
-      const files = new Map<string, Uint8Array>()
-      for (const f of shard.files) files.set(f.name, await readFile(join(dir, f.name)))
-      rs.push(await loadShardWasm(files, shard, m.config, { threads: 1 }))
-    }
-    return rs
-  }
-
   it('match across onnxruntime-node and onnxruntime-web WASM, and catch a changed model (stories260K, 3 shards)', async () => {
     const dir = tempDir('fp')
     await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2, 4] })
     const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
-    const wasm = await wasmRunners(dir, manifest)
+    const wasm = await loadWasmRunners(dir, manifest)
     const rand = mulberry32(7)
     const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 1 + (i * 5) % 40 }, () => 1 + Math.floor(rand() * 500)))
     const a = await hopOutputs(runners, prompts)

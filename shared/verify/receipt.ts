@@ -34,13 +34,8 @@ export async function signReceipt (body: ReceiptBody, sign: Signer): Promise<Uin
   return encode({ body: b, signature: await sign(b) })
 }
 
-export interface Expected {
-  peer: string
-  session: string
-  step: number
-  root: string
-  layers: [number, number]
-  input: Uint8Array
+/** What the client sent and received: the receipt must say exactly this. */
+export interface Expected extends Omit<ReceiptBody, 'output'> {
   /** The output the receipt came with, [seq, width]. */
   output: { data: Float32Array, seq: number, width: number }
 }

@@ -6,7 +6,7 @@
 import * as ort from 'onnxruntime-web/webgpu'
 import type { LlamaConfig } from '../../../shared/model/config.js'
 import type { ShardEntry } from '../../../shared/manifest.js'
-import { OrtShardRunner, type ShardRunner } from '../../../shared/runner.js'
+import { OrtShardRunner, sessionFiles, type ShardRunner } from '../../../shared/runner.js'
 
 export type Backend = 'webgpu' | 'wasm'
 
@@ -26,11 +26,7 @@ export async function loadShardBrowser (files: Map<string, Uint8Array>, shard: S
     ort.env.wasm.numThreads = o.threads ?? 1
     configured = true
   }
-  const [graph, ...data] = shard.files.map((f) => {
-    const bytes = files.get(f.name)
-    if (bytes === undefined) throw new Error(`shard ${shard.index}: file ${f.name} missing`)
-    return { path: f.name, data: bytes }
-  })
-  const session = await ort.InferenceSession.create(graph.data, { executionProviders: [backend], externalData: data, graphOptimizationLevel: 'all' })
+  const { graph, externalData } = sessionFiles(files, shard)
+  const session = await ort.InferenceSession.create(graph, { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' })
   return new OrtShardRunner(ort.Tensor, session, shard, config, backend)
 }

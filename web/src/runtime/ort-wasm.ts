@@ -6,7 +6,7 @@
 import * as ort from 'onnxruntime-web'
 import type { LlamaConfig } from '../../../shared/model/config.js'
 import type { ShardEntry } from '../../../shared/manifest.js'
-import { OrtShardRunner, type ShardRunner } from '../../../shared/runner.js'
+import { OrtShardRunner, sessionFiles, type ShardRunner } from '../../../shared/runner.js'
 
 export interface WasmOptions {
   /** Threads for the WASM backend (needs crossOriginIsolated in a browser). */
@@ -22,11 +22,7 @@ export interface WasmOptions {
 export async function loadShardWasm (files: Map<string, Uint8Array>, shard: ShardEntry, config: LlamaConfig, opts: WasmOptions = {}): Promise<ShardRunner> {
   if (opts.threads !== undefined) ort.env.wasm.numThreads = opts.threads
   if (opts.wasmPaths !== undefined) ort.env.wasm.wasmPaths = opts.wasmPaths
-  const [graph, ...data] = shard.files.map((f) => {
-    const bytes = files.get(f.name)
-    if (bytes === undefined) throw new Error(`shard ${shard.index}: file ${f.name} was not provided`)
-    return { path: f.name, data: bytes }
-  })
-  const session = await ort.InferenceSession.create(graph.data, { executionProviders: ['wasm'], externalData: data, graphOptimizationLevel: 'all' })
+  const { graph, externalData } = sessionFiles(files, shard)
+  const session = await ort.InferenceSession.create(graph, { executionProviders: ['wasm'], externalData, graphOptimizationLevel: 'all' })
   return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm')
 }
