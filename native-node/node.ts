@@ -4,11 +4,15 @@
  * network covers worst that fits its memory (Petals' block selection).
  */
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { Capability } from '../shared/protocol/capability.js'
 import { announce, withdraw } from '../shared/node/announce.js'
 import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS, MAX_SESSIONS, SESSION_TTL_MS } from '../shared/protocol/limits.js'
-import { createInferHandler, type ServeOptions, type ServeStats } from '../shared/node/serve.js'
+import { createInferHandler, type ServeStats } from '../shared/node/serve.js'
+import { isWeightFault, stepFault, type Fault } from '../shared/node/fault.js'
+import { tamperShard } from './fault.js'
 import { relayDirectory } from '../shared/client/dialer.js'
 import { coverage } from '../shared/client/route.js'
 import { chooseShards, shardsFor } from '../shared/node/select.js'
@@ -16,6 +20,7 @@ import type { ShardEntry } from '../shared/manifest.js'
 import type { ShardRunner } from '../shared/runner.js'
 import { planMemory } from '../shared/plan.js'
 import { logger } from '../shared/log.js'
+import { InputError } from '../shared/errors.js'
 import { readManifest, loadShard } from './store.js'
 import { createPeer, loadOrCreateKey } from './libp2p.js'
 import { detectHardware, memoryBudget } from './hardware.js'
@@ -41,8 +46,8 @@ export interface NodeOptions {
   listen?: string[]
   keyFile?: string
   privateKey?: PrivateKey
-  /** Alters results for fault drills (see verification); undefined = honest. */
-  onStep?: ServeOptions['onStep']
+  /** A fault to commit, for drills and tests (shared/node/fault.ts); undefined = honest. */
+  fault?: Fault
   version?: string
 }
 
@@ -80,7 +85,13 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     let msPerLayer = await measure(runners)
     log.info(`serving ${manifest.name} layers [${span().join(',')}) on ${device}, ${msPerLayer.toFixed(3)} ms/layer`)
 
-    const handler = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners, onStep: o.onStep, maxCacheTokens: () => cacheCap() })
+    let fault
+    if (o.fault !== undefined) {
+      const other = o.fault.kind === 'copy-receipt' ? await generateKeyPair('Ed25519') : undefined
+      fault = stepFault(o.fault, other === undefined ? undefined : { peer: peerIdFromPrivateKey(other).toString(), sign: async (b) => await other.sign(b) })
+      log.warn(`FAULTY NODE: --fault ${o.fault.kind} (for drills; verification should catch it)`)
+    }
+    const handler = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners, fault, maxCacheTokens: () => cacheCap() })
     await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
     const { stats } = handler
 
@@ -161,8 +172,18 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
   }
 
   async function loadRunners (shards: ShardEntry[]): Promise<ShardRunner[]> {
+    const f = o.fault !== undefined && isWeightFault(o.fault) ? o.fault : undefined
+    if (f?.kind === 'skip-layer' && !shards.some((s) => f.layer >= s.layers[0] && f.layer < s.layers[1])) {
+      throw new InputError(`--fault skip-layer=${f.layer}, but this node serves layers [${shards[0].layers[0]},${shards[shards.length - 1].layers[1]})`)
+    }
     const out: ShardRunner[] = []
-    for (const s of shards) out.push(await loadShard(o.model, manifest, s.index, { device: o.device, spin: false }))
+    for (const s of shards) {
+      const opts = { device: o.device, spin: false }
+      const tampered = f !== undefined && (f.kind === 'wrong-weights' || (f.kind === 'perturb' && s === shards[0]) || (f.kind === 'skip-layer' && f.layer >= s.layers[0] && f.layer < s.layers[1]))
+      if (!tampered) { out.push(await loadShard(o.model, manifest, s.index, opts)); continue }
+      const { loadShardNode } = await import('./ort.js')
+      out.push(await loadShardNode(await tamperShard(o.model, s, f), s, manifest.config, opts))
+    }
     return out
   }
 

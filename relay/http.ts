@@ -16,7 +16,11 @@ import { relayMetrics } from './metrics.js'
 import { fileResponse, indexFiles, jsonError } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import type { Tokenizer } from './openai.js'
-import type { Ledger } from '../shared/ledger/types.js'
+import type { Evidence, Ledger } from '../shared/ledger/types.js'
+import { base64ToBytes } from '../shared/base64.js'
+
+/** Evidence is a handful of receipts: a few KiB at most. */
+const MAX_EVIDENCE_CHARS = 256 * 1024
 
 export interface HttpDeps {
   generator: Generator
@@ -33,6 +37,8 @@ export interface HttpDeps {
   tokenizer?: (model: string) => Tokenizer | undefined
   /** The verification layer's stakes, reputation and audit log (`GET /api/ledger`). */
   ledger?: Ledger
+  /** Called after evidence changed the ledger (the relay's client refreshes its view). */
+  onLedgerChange?: () => Promise<void>
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -74,6 +80,27 @@ export function createHttpApp (deps: HttpDeps): Hono {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const [standings, audit, chain] = await Promise.all([deps.ledger.standings(), deps.ledger.audit(), deps.ledger.verifyAudit()])
     return c.json({ standings, audit: audit.slice(-100), chainOk: chain.ok })
+  })
+
+  // Anyone may hand in evidence (a browser client that caught a peer): the ledger re-checks it,
+  // so a false accusation changes nothing but the log.
+  app.post('/api/evidence', async (c) => {
+    if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
+    const text = await c.req.text()
+    if (text.length > MAX_EVIDENCE_CHARS) return jsonError(413, `evidence over ${MAX_EVIDENCE_CHARS} characters`, 'too_large')
+    let e: Evidence
+    let reporter: string
+    try {
+      const b = JSON.parse(text) as Record<string, unknown>
+      if (!Array.isArray(b.receipts) || !b.receipts.every((r) => typeof r === 'string')) throw new Error('receipts must be an array of base64 strings')
+      e = { kind: b.kind as Evidence['kind'], accused: b.accused as string, receipts: b.receipts.map(base64ToBytes), detail: (b.detail ?? {}) as Record<string, unknown> }
+      reporter = typeof b.reporter === 'string' ? b.reporter : 'anonymous'
+    } catch (err) {
+      return jsonError(400, `evidence must be JSON { kind, accused, receipts: [base64…], detail?, reporter? }: ${(err as Error).message}`, 'invalid_evidence')
+    }
+    const outcome = await deps.ledger.slash(e, reporter)
+    await deps.onLedgerChange?.()
+    return c.json(outcome)
   })
 
   app.get('/models/:root/manifest.json', (c) => {

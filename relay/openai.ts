@@ -2,8 +2,9 @@
  * The OpenAI-compatible surface: request validation (by hand, so messages name the field and
  * what was sent), the chat template, error mapping and the response/chunk shapes. No I/O here.
  */
-import type { GenerationResult, RouteTrace, TokenEvent } from '../shared/client/types.js'
-import { InputError, NoRouteError, TesseraError } from '../shared/errors.js'
+import type { GenerationResult, RouteTrace, TokenEvent, VerificationOptions, VerificationReport } from '../shared/client/types.js'
+import { normalizeVerification } from '../shared/client/client.js'
+import { CircuitOpenError, InputError, NoRouteError, TesseraError } from '../shared/errors.js'
 
 export interface Tokenizer { encode (t: string): number[], decode (ids: number[]): string }
 
@@ -20,6 +21,7 @@ export interface CommonParams {
   seed?: number
   stream: boolean
   stopIds?: number[]
+  verification?: VerificationOptions
 }
 export interface CompletionParams extends CommonParams { prompt: string | number[] }
 export interface ChatParams extends CommonParams { messages: Array<{ role: string, content: string }> }
@@ -43,6 +45,7 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
   if (present(b.stream) && typeof b.stream !== 'boolean') bad('stream', 'true or false', b.stream)
   if (present(b.n) && b.n !== 1) throw new BadRequest(`n must be 1: one choice per request is supported, got ${show(b.n)}`)
   if (present(b.tessera_stop_ids) && !isIds(b.tessera_stop_ids)) bad('tessera_stop_ids', 'an array of token ids (integers ≥ 0)', b.tessera_stop_ids)
+  const verification = parseVerification(b.verification)
   // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
   // matching text would need the tokenizer on every step.
   return {
@@ -54,7 +57,21 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
     topP: present(b.top_p) ? b.top_p as number : undefined,
     seed: present(b.seed) ? b.seed as number : undefined,
     stream: b.stream === true,
-    stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined
+    stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined,
+    verification
+  }
+}
+
+/** `verification`: "none" | "redundant" | "spot", or { mode, k?, p? }. */
+function parseVerification (v: unknown): VerificationOptions | undefined {
+  if (!present(v)) return undefined
+  const o = typeof v === 'string' ? { mode: v } : v
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
+  const { mode, k, p } = o as Record<string, unknown>
+  try {
+    return { ...normalizeVerification({ mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined }) }
+  } catch (err) {
+    throw new BadRequest((err as Error).message, 'invalid_verification')
   }
 }
 
@@ -132,7 +149,7 @@ export interface ErrorReply { status: number, body: { error: { message: string, 
 export function errorReply (err: unknown): ErrorReply {
   const reply = (status: number, type: string, code: string, message: string): ErrorReply => ({ status, body: { error: { message, type, code } } })
   if (err instanceof BadRequest) return reply(400, 'invalid_request_error', err.code, err.message)
-  if (err instanceof NoRouteError) return reply(503, 'service_unavailable', err.code, err.message)
+  if (err instanceof NoRouteError || err instanceof CircuitOpenError) return reply(503, 'service_unavailable', err.code, err.message)
   if (err instanceof InputError) return reply(400, 'invalid_request_error', err.code, err.message)
   if (err instanceof TesseraError) return reply(502, 'upstream_error', err.code, err.message)
   return reply(500, 'server_error', 'internal_error', `internal error: ${err instanceof Error ? err.message : String(err)}`)
@@ -146,8 +163,8 @@ export function newIds (kind: Kind): Ids {
   return { id: `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${hex}`, created: Math.floor(Date.now() / 1000) }
 }
 
-export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, root: string, timings: GenerationResult['timings'] }
-const tesseraInfo = (r: GenerationResult): TesseraInfo => ({ tokens: r.tokens, prompt: r.prompt, route: r.route, root: r.root, timings: r.timings })
+export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, verification: VerificationReport, root: string, timings: GenerationResult['timings'] }
+const tesseraInfo = (r: GenerationResult): TesseraInfo => ({ tokens: r.tokens, prompt: r.prompt, route: r.route, verification: r.verification, root: r.root, timings: r.timings })
 const usage = (r: GenerationResult): object => ({ prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length })
 
 /** The whole (non-streamed) response. */

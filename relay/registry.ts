@@ -20,12 +20,21 @@ export interface Registry extends PeerDirectory {
   signedRecords (): SignedCapability[]
 }
 
-export function createRegistry (now = () => Date.now()): Registry {
+export interface RegistryOptions {
+  now?: () => number
+  /** Peers to leave out of every listing (the ledger's blacklist): routing never sees them. */
+  excluded?: (peer: string) => boolean
+  /** Called when a peer announces for the first time (the relay stakes it). */
+  onJoin?: (cap: Capability) => void
+}
+
+export function createRegistry (o: RegistryOptions = {}): Registry {
+  const now = o.now ?? (() => Date.now())
   const records = new Map<string, { cap: Capability, signed: SignedCapability }>()
   const live = (): Array<{ cap: Capability, signed: SignedCapability }> => {
     const t = now()
     for (const [k, r] of records) if (r.cap.expires < t) records.delete(k)
-    return [...records.values()]
+    return [...records.values()].filter((r) => o.excluded?.(r.cap.peer) !== true)
   }
   return {
     async accept (signed, from) {
@@ -37,7 +46,10 @@ export function createRegistry (now = () => Date.now()): Registry {
       }
       const known = records.has(cap.peer)
       records.set(cap.peer, { cap, signed })
-      if (!known) log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
+      if (!known) {
+        log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
+        o.onJoin?.(cap)
+      }
       return cap
     },
     remove (peer) { records.delete(peer) },

@@ -4,8 +4,8 @@
  * libp2p node.
  */
 import type { Libp2p } from '@libp2p/interface'
-import { readFile, access } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, access, mkdir } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { createClient, type Client, type ClientConfig } from '../shared/client/client.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
@@ -16,6 +16,10 @@ import { readManifest } from '../native-node/store.js'
 import { createRegistry, handleRegistry, type Registry } from './registry.js'
 import { createHttpApp, serveHttp } from './http.js'
 import { createMetricsRegistry } from './metrics.js'
+import { openSqliteLedger } from './ledger-sqlite.js'
+import { cachedLedgerLink } from '../shared/client/ledger-link.js'
+import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
+import type { Ledger } from '../shared/ledger/types.js'
 
 const log = logger('tessera:relay')
 
@@ -29,7 +33,14 @@ export interface RelayOptions {
   models?: string[]
   webRoot?: string
   client?: Partial<ClientConfig>
+  /** SQLite file of the ledger (stakes, slashes, reputation, audit log); created if missing. */
+  ledger?: string
+  /** Stake granted to a peer the first time it announces (the embedded ledger has no token to buy stake with). */
+  joinStake?: number
 }
+
+export const DEFAULT_LEDGER = join('.tessera', 'ledger.sqlite')
+export const DEFAULT_JOIN_STAKE = 100
 
 export interface RunningRelay {
   /** The multiaddr nodes and clients dial (WebSockets, /p2p/ included). */
@@ -38,16 +49,38 @@ export interface RunningRelay {
   httpUrl: string
   registry: Registry
   client: Client
+  ledger: Ledger
   libp2p: Libp2p
   stop: () => Promise<void>
 }
 
 export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   const host = o.host ?? '127.0.0.1'
+  const ledgerPath = o.ledger ?? DEFAULT_LEDGER
+  await mkdir(dirname(ledgerPath), { recursive: true })
+  // The checker asks the ledger whether a witness is blacklisted: bound once both exist.
+  let ledgerRef: Ledger | undefined
+  const ledger = ledgerRef = await openSqliteLedger(ledgerPath, receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)) }))
   const node = await createPeer({ relayServer: true, listen: [`/ip4/${host}/tcp/${o.p2pPort ?? 0}/ws`, `/ip4/${host}/tcp/0`] })
-  const registry = createRegistry()
+  // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
+  const link = cachedLedgerLink({
+    standings: async () => await ledger.standings(),
+    slash: async (e) => await ledger.slash(e, node.peerId.toString()),
+    observe: async (peer, ok) => await ledger.observe(peer, ok)
+  })
+  await link.refresh()
+  const joinStake = o.joinStake ?? DEFAULT_JOIN_STAKE
+  const registry = createRegistry({
+    excluded: (peer) => link.excluded(peer),
+    onJoin: (cap) => {
+      void (async () => {
+        const s = await ledger.standing(cap.peer)
+        if (s.stake === 0 && s.slashed === 0 && joinStake > 0) await ledger.stake(cap.peer, joinStake)
+      })().catch((err: Error) => { log.warn(`could not stake ${cap.peer}: ${err.message}`) })
+    }
+  })
   await handleRegistry(node, registry)
-  const client = createClient({ dialer: libp2pDialer(node), directory: registry, ...o.client })
+  const client = createClient({ dialer: libp2pDialer(node), directory: registry, ledger: link, ...o.client })
 
   const models: Array<{ dir: string, manifest: Manifest }> = []
   const tokenizers = new Map<string, Tokenizer>()
@@ -62,7 +95,10 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   }
   // Views of the registry for synchronous readers (metrics scrape, /api/network).
   let view = await client.network()
-  const refresh = setInterval(() => { client.network().then((v) => { view = v }).catch(() => {}) }, 1000)
+  const refresh = setInterval(() => {
+    client.network().then((v) => { view = v }).catch(() => {})
+    void link.refresh()
+  }, 1000)
   const metrics = createMetricsRegistry(() => view)
   const app = createHttpApp({
     generator: client,
@@ -70,6 +106,8 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     models,
     webRoot: o.webRoot !== undefined && await access(o.webRoot).then(() => true, () => false) ? o.webRoot : undefined,
     metrics,
+    ledger,
+    onLedgerChange: async () => { await link.refresh() },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
     tokenizer: (model) => tokenizers.get(model)
   })
@@ -80,11 +118,12 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   log.info(`relay ${addr}`)
   log.info(`HTTP ${httpUrl}`)
   return {
-    addr, addrs, httpUrl, registry, client, libp2p: node,
+    addr, addrs, httpUrl, registry, client, ledger, libp2p: node,
     async stop () {
       clearInterval(refresh)
       await http.close()
       await node.stop()
+      await ledger.close()
     }
   }
 }

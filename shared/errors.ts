@@ -53,3 +53,17 @@ export class HopError extends TesseraError {
 export class NoRouteError extends TesseraError {
   constructor (message: string) { super('NO_ROUTE', message) }
 }
+
+/** Peers disagreed about a result and no majority could settle it: nothing is returned as valid. */
+export class VerificationError extends TesseraError {
+  constructor (message: string) { super('VERIFICATION_FAILED', message) }
+}
+
+/** Too many verification failures lately: the client pauses new requests until a health check passes. */
+export class CircuitOpenError extends TesseraError {
+  readonly retryAfterMs: number
+  constructor (message: string, retryAfterMs: number) {
+    super('CIRCUIT_OPEN', message)
+    this.retryAfterMs = retryAfterMs
+  }
+}

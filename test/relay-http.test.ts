@@ -36,7 +36,7 @@ function fakeGenerator (): Generator & { calls: Array<{ req: GenerationRequest, 
         if (endless) { await new Promise((resolve) => setTimeout(resolve, 10)); tokens.push(7) }
         yield { id: tokens[i], index: i, hops: HOPS }
       }
-      return { model: 'tiny', root: 'r00t', prompt: req.prompt, tokens, finishReason: 'length', route: { hops: HOPS, switches: [] }, timings: { firstTokenMs: 5, totalMs: 20 } }
+      return { model: 'tiny', root: 'r00t', prompt: req.prompt, tokens, finishReason: 'length', route: { hops: HOPS, switches: [] }, verification: { mode: req.verification?.mode ?? 'none', checks: 0, mismatches: 0, closest: { minOverlap: 1, maxRelErr: 0 }, hops: [], faults: [] }, timings: { firstTokenMs: 5, totalMs: 20 } }
     }
   }
 }

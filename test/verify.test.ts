@@ -1,6 +1,7 @@
 /**
- * Receipts and fingerprints: forged, misdirected and copied receipts are rejected; fingerprints
- * of honest runs on different runtimes match, and those of a changed model do not.
+ * Receipts, fingerprints, evidence and the vote: forged, misdirected and copied receipts are
+ * rejected; fingerprints of honest runs on different runtimes match, and those of a changed model
+ * do not; evidence convicts only with two agreeing witnesses for the very same input rows.
  */
 import { describe, expect, it } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -10,8 +11,11 @@ import { buildModel, loadModel } from '../native-node/store.js'
 import { loadWasmRunners } from './helpers/wasm.js'
 import { preset } from '../shared/model/config.js'
 import { randomWeights } from '../shared/model/random.js'
-import { compareFingerprints, decodeFingerprint, encodeFingerprint, fingerprint, THRESHOLDS } from '../shared/verify/fingerprint.js'
-import { inputHash, signReceipt, verifyReceipt, type Expected } from '../shared/verify/receipt.js'
+import { compareFingerprints, decodeFingerprint, encodeFingerprint, fingerprint, THRESHOLDS, type Fingerprint } from '../shared/verify/fingerprint.js'
+import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
+import { tally } from '../shared/verify/vote.js'
+import type { Evidence } from '../shared/ledger/types.js'
+import { chainRows, EMPTY_CHAIN, signReceipt, verifyReceipt, type Expected } from '../shared/verify/receipt.js'
 import type { ShardRunner, HopOutput } from '../shared/runner.js'
 import { stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
@@ -24,8 +28,8 @@ describe('receipts', () => {
   async function signed () {
     const key = await generateKeyPair('Ed25519')
     const peer = peerIdFromPrivateKey(key).toString()
-    const body = { peer, session: 's1', step: 4, root: 'ab'.repeat(32), layers: [0, 2] as [number, number], input: inputHash(input), output: encodeFingerprint(fingerprint(output.data, output.seq, output.width)) }
-    const expected: Expected = { peer, session: 's1', step: 4, root: body.root, layers: [0, 2], input: inputHash(input), output }
+    const body = { peer, session: 's1', step: 4, root: 'ab'.repeat(32), layers: [0, 2] as [number, number], start: 0, input: chainRows(EMPTY_CHAIN, input, 3), output: encodeFingerprint(fingerprint(output.data, output.seq, output.width)) }
+    const expected: Expected = { peer, session: 's1', step: 4, root: body.root, layers: [0, 2], start: 0, input: chainRows(EMPTY_CHAIN, input, 3), output }
     return { key, peer, body, expected, bytes: await signReceipt(body, async (b) => await key.sign(b)) }
   }
 
@@ -40,7 +44,8 @@ describe('receipts', () => {
     const forged = decode(r.bytes) as { body: Uint8Array, signature: Uint8Array }
     forged.signature[3] ^= 1
     await expect(verifyReceipt(encode(forged), r.expected)).rejects.toThrow(/signature does not verify/)
-    await expect(verifyReceipt(r.bytes, { ...r.expected, input: inputHash(new Uint8Array([9])) })).rejects.toThrow(/another input/)
+    await expect(verifyReceipt(r.bytes, { ...r.expected, input: chainRows(EMPTY_CHAIN, new Uint8Array(4), 1) })).rejects.toThrow(/another input/)
+    await expect(verifyReceipt(r.bytes, { ...r.expected, start: 1 })).rejects.toThrow(/another input/)
     const other = { ...output, data: output.data.map((x, i) => i === 5 ? x + 1 : x) }
     await expect(verifyReceipt(r.bytes, { ...r.expected, output: other })).rejects.toThrow(/not of the output/)
     await expect(verifyReceipt(r.bytes, { ...r.expected, step: 5 })).rejects.toThrow(/not s1 step 5/)
@@ -53,6 +58,15 @@ describe('receipts', () => {
     // Re-signing someone else's body with one's own key does not help either.
     const resigned = await signReceipt(honest.body, async (b) => await copier.key.sign(b))
     await expect(verifyReceipt(resigned, honest.expected)).rejects.toThrow(/signature does not verify/)
+  })
+
+  it('chains input rows so that any chunking of the same rows gives the same hash', () => {
+    const rows = new Uint8Array(new Int32Array([5, 6, 7, 8]).buffer)
+    const whole = chainRows(EMPTY_CHAIN, rows, 4)
+    const stepwise = chainRows(chainRows(chainRows(EMPTY_CHAIN, rows.subarray(0, 4), 1), rows.subarray(4, 12), 2), rows.subarray(12), 1)
+    expect(stepwise).toEqual(whole)
+    expect(chainRows(EMPTY_CHAIN, rows.subarray(4), 3)).not.toEqual(chainRows(chainRows(EMPTY_CHAIN, rows.subarray(0, 4), 1), rows.subarray(4), 3))
+    expect(() => chainRows(EMPTY_CHAIN, rows, 3)).toThrow(/do not split/)
   })
 
   it('costs a few hundred bytes per token', async () => {
@@ -71,12 +85,12 @@ describe('fingerprints', () => {
     expect(() => decodeFingerprint(new Uint8Array(7))).toThrow(/does not hold/)
   })
 
-  /** Every hop's outputs for `prompts` on a chain of runners (teacher-forced decode after a prefill). */
-  async function hopOutputs (runners: ShardRunner[], prompts: number[][]): Promise<HopOutput[]> {
+  /** Every hop's outputs for `prompts` on a chain of runners: a prefill, then decode steps feeding `decode` ids one by one. */
+  async function hopOutputs (runners: ShardRunner[], prompts: number[][], decode: number[][]): Promise<HopOutput[]> {
     const outs: HopOutput[] = []
-    for (const prompt of prompts) {
+    for (const [i, prompt] of prompts.entries()) {
       const sessions = runners.map((r) => r.open())
-      for (const tokens of [prompt, [prompt[0]], [prompt[prompt.length - 1]]]) {
+      for (const tokens of [prompt, ...decode[i].map((t) => [t])]) {
         let out = await sessions[0].forward({ tokens })
         outs.push(out)
         for (const s of sessions.slice(1)) { out = await s.forward({ hidden: out.data, seq: out.seq }); outs.push(out) }
@@ -86,15 +100,19 @@ describe('fingerprints', () => {
     return outs
   }
 
-  it('match across onnxruntime-node and onnxruntime-web WASM, and catch a changed model (stories260K, 3 shards)', async () => {
+  it('match across onnxruntime-node and onnxruntime-web WASM over 1000+ hops (zero false flags), and catch a changed model', async () => {
     const dir = tempDir('fp')
     await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2, 4] })
     const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
     const wasm = await loadWasmRunners(dir, manifest)
     const rand = mulberry32(7)
-    const prompts = Array.from({ length: 12 }, (_, i) => Array.from({ length: 1 + (i * 5) % 40 }, () => 1 + Math.floor(rand() * 500)))
-    const a = await hopOutputs(runners, prompts)
-    const b = await hopOutputs(wasm, prompts)
+    const ids = (n: number): number[] => Array.from({ length: n }, () => 1 + Math.floor(rand() * 500))
+    // 20 varied prompts, each with 16 decode steps, through 3 shards: 1020 hop outputs.
+    const prompts = Array.from({ length: 20 }, (_, i) => ids(1 + (i * 7) % 60))
+    const decode = prompts.map(() => ids(16))
+    const a = await hopOutputs(runners, prompts, decode)
+    const b = await hopOutputs(wasm, prompts, decode)
+    expect(a.length).toBeGreaterThanOrEqual(1000)
     let worstOverlap = 1
     let worstErr = 0
     for (let i = 0; i < a.length; i++) {
@@ -108,9 +126,81 @@ describe('fingerprints', () => {
     // The same shards built from other weights (a peer running the wrong model) never match.
     const other = tempDir('fp-other')
     await buildModel(randomWeights({ ...preset('tiny'), ...manifest.config }, 99), other, { source: 'other', cuts: [2, 4] })
-    const wrong = await hopOutputs((await loadModel(other, { device: 'cpu' })).runners, prompts)
+    const wrong = await hopOutputs((await loadModel(other, { device: 'cpu' })).runners, prompts, decode)
     for (let i = 0; i < a.length; i++) {
       expect(compareFingerprints(fingerprint(a[i].data, a[i].seq, a[i].width), fingerprint(wrong[i].data, wrong[i].seq, wrong[i].width)).verdict).toBe('mismatch')
     }
+  })
+})
+
+describe('evidence (what a ledger checks before it slashes)', () => {
+  const root = 'cd'.repeat(32)
+  const width = 64
+  const history = new Uint8Array(new Int32Array([1, 2, 3]).buffer)
+  const step = new Uint8Array(new Int32Array([4, 5]).buffer)
+  const chain = chainRows(chainRows(EMPTY_CHAIN, history, 3), step, 2)
+  const honest = fillNormal(new Float32Array(2 * width), mulberry32(11), 1)
+  const wrong = fillNormal(new Float32Array(2 * width), mulberry32(12), 1)
+
+  /** A receipt for rows [start, start + rows) of the session's input, with `out` as those rows' output. */
+  async function receipt (out: Float32Array, o: { start?: number, input?: Uint8Array, key?: Awaited<ReturnType<typeof generateKeyPair>> } = {}) {
+    const key = o.key ?? await generateKeyPair('Ed25519')
+    const peer = peerIdFromPrivateKey(key).toString()
+    const rows = out.length / width
+    const bytes = await signReceipt({ peer, session: 's', step: 0, root, layers: [0, 2], start: o.start ?? 3, input: o.input ?? chain, output: encodeFingerprint(fingerprint(out, rows, width)) }, async (b) => await key.sign(b))
+    return { peer, bytes, key }
+  }
+  const evidence = (accused: { peer: string, bytes: Uint8Array }, ...witnesses: Array<{ bytes: Uint8Array }>): Evidence =>
+    ({ kind: 'redundant', accused: accused.peer, receipts: [accused.bytes, ...witnesses.map((w) => w.bytes)], detail: {} })
+  const check = receiptEvidenceChecker()
+
+  it('accepts two agreeing witnesses against the accused, a referee\'s whole-history replay included', async () => {
+    const cheat = await receipt(wrong)
+    const a = await receipt(honest.map((x) => x + 1e-5)) // another backend's rounding
+    // The referee replayed all 5 rows in one prefill: its receipt covers positions [0, 5).
+    const replay = new Float32Array(5 * width)
+    replay.set(fillNormal(new Float32Array(3 * width), mulberry32(13), 1))
+    replay.set(honest, 3 * width)
+    const referee = await receipt(replay, { start: 0 })
+    const v = await check.check(evidence(cheat, a, referee))
+    expect(v.valid, v.reason).toBe(true)
+    expect(v.reason).toMatch(/2 peers agree on layers \[0,2\) at positions \[3,5\)/)
+  })
+
+  it('refuses thin, inconsistent, forged or mixed-up evidence', async () => {
+    const cheat = await receipt(wrong)
+    const a = await receipt(honest)
+    const b = await receipt(honest)
+    const no = async (e: Evidence, why: RegExp): Promise<void> => {
+      const v = await check.check(e)
+      expect(v.valid).toBe(false)
+      expect(v.reason).toMatch(why)
+    }
+    await no(evidence(cheat, a), /needs the accused's receipt and 2 witnesses/)
+    await no(evidence(cheat, a, await receipt(wrong.map((x) => -x))), /witnesses disagree/)
+    await no(evidence(a, b, await receipt(honest)), /the accused agrees with/)
+    await no(evidence(cheat, a, await receipt(honest, { input: chainRows(EMPTY_CHAIN, step, 2) })), /different computations/)
+    await no(evidence(cheat, a, await receipt(honest, { start: 2 })), /do not end at the same position/)
+    await no(evidence(cheat, a, await receipt(honest, { key: a.key })), /not from distinct peers/)
+    await no({ ...evidence(cheat, a, b), accused: a.peer }, /not the accused's/)
+    const forged = decode(b.bytes) as { body: Uint8Array, signature: Uint8Array }
+    forged.signature[0] ^= 1
+    await no(evidence(cheat, a, { bytes: encode(forged) }), /signature does not verify/)
+    await no({ ...evidence(cheat, a, b), kind: 'proof' }, /not checked from receipts/)
+    const strict = receiptEvidenceChecker({ mayWitness: async (p) => p !== b.peer })
+    expect((await strict.check(evidence(cheat, a, b))).reason).toMatch(/may not witness \(blacklisted\)/)
+  })
+})
+
+describe('the vote', () => {
+  const fp = (seed: number): Fingerprint => fingerprint(fillNormal(new Float32Array(64), mulberry32(seed), 1), 1, 64)
+  it('groups matching outputs; the heavier group wins; a tie decides nothing', () => {
+    const t = tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(2), weight: 0.5 }, { peer: 'c', fp: fp(1), weight: 0.5 }])
+    expect(t.winner.map((c) => c.peer)).toEqual(['a', 'c'])
+    expect(t.losers.map((c) => c.peer)).toEqual(['b'])
+    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(1), weight: 0.9 }]).unanimous).toBe(true)
+    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(2), weight: 0.5 }]).winner).toEqual([])
+    // Reputation weighs: one trusted peer outweighs one newcomer.
+    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.9 }, { peer: 'b', fp: fp(2), weight: 0.2 }]).winner.map((c) => c.peer)).toEqual(['a'])
   })
 })

@@ -5,11 +5,16 @@ import { startNode } from '../node.js'
 import type { DevicePreference } from '../ort.js'
 import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
+import { FAULT_KINDS, parseFault, type Fault } from '../../shared/node/fault.js'
 
 function layerRange (v: string): [number, number] {
   const m = /^(\d+)-(\d+)$/.exec(v)
   if (m === null || Number(m[1]) >= Number(m[2])) throw new InvalidArgumentError('expected START-END with START < END, e.g. 0-16 (END exclusive)')
   return [Number(m[1]), Number(m[2])]
+}
+
+function fault (v: string): Fault {
+  try { return parseFault(v) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
 }
 
 export function registerNode (program: Command): void {
@@ -24,8 +29,9 @@ export function registerNode (program: Command): void {
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
     .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
-    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string }) => {
-      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key })
+    .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${FAULT_KINDS.map((k) => k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k).join(', ')}`, fault)
+    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string, fault?: Fault }) => {
+      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault })
       // One line on stdout that scripts (tessera up, tests) can wait for.
       console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
       await untilSignal()

@@ -1,5 +1,5 @@
 import type { Command } from 'commander'
-import { startRelay } from '../../relay/relay.js'
+import { DEFAULT_JOIN_STAKE, DEFAULT_LEDGER, startRelay } from '../../relay/relay.js'
 import { int } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
@@ -11,8 +11,10 @@ export function registerRelay (program: Command): void {
     .option('--host <ip>', 'address to listen on', '127.0.0.1')
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', 'dist/web')
-    .action(async (o: { port: number, p2pPort: number, host: string, model?: string[], web: string }) => {
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web })
+    .option('--ledger <file>', 'SQLite file of the ledger (stakes, slashes, reputation, audit log)', DEFAULT_LEDGER)
+    .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), DEFAULT_JOIN_STAKE)
+    .action(async (o: { port: number, p2pPort: number, host: string, model?: string[], web: string, ledger: string, joinStake: number }) => {
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledger, joinStake: o.joinStake })
       console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
       await untilSignal()
       await relay.stop()

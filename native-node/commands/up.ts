@@ -6,7 +6,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../../shared/log.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
-import { startRelay } from '../../relay/relay.js'
+import { DEFAULT_LEDGER, startRelay } from '../../relay/relay.js'
 import { buildModel, readManifest } from '../store.js'
 import { openSource } from '../source.js'
 import { int } from './options.js'
@@ -26,7 +26,8 @@ export function registerUp (program: Command): void {
     .option('--port <n>', 'HTTP port of the relay', int(0), 8080)
     .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), 9090)
     .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), 32)
-    .action(async (o: { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number }) => {
+    .option('--ledger <file>', 'SQLite file of the relay\'s ledger', DEFAULT_LEDGER)
+    .action(async (o: { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number, ledger: string }) => {
       if (!await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)) {
         if (o.model !== DEFAULT_MODEL.dir) throw new Error(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
@@ -34,7 +35,7 @@ export function registerUp (program: Command): void {
         await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
       }
       const manifest = await readManifest(o.model)
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web' })
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web', ledger: o.ledger })
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
         for (const c of children) c.kill('SIGTERM')

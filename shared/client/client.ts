@@ -4,14 +4,16 @@
  */
 import { createSampler } from '../sampler.js'
 import { lastRow } from '../pipeline.js'
-import { InputError, NoRouteError } from '../errors.js'
+import { InputError, NoRouteError, VerificationError } from '../errors.js'
 import type { Capability } from '../protocol/capability.js'
 import { BanList } from './bans.js'
+import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.js'
+import { NO_LEDGER, type LedgerLink } from './ledger-link.js'
 import type { Dialer, HopTimeouts } from './remote-hop.js'
-import { coverage, DEFAULT_COSTS, type RouteCosts } from './route.js'
+import { coverage, DEFAULT_COSTS, findRoute, type RouteCosts } from './route.js'
 import { RoutedSession } from './session.js'
 import type { PeerDirectory } from './dialer.js'
-import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from './types.js'
+import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent, VerificationOptions, VerificationMode } from './types.js'
 
 export interface ClientConfig {
   dialer: Dialer
@@ -24,6 +26,29 @@ export interface ClientConfig {
   maxRetries?: number
   /** Routing costs (default RTT for unknown peers, penalty for full peers). */
   costs?: Partial<RouteCosts>
+  /** Verification for requests that do not choose (default none). */
+  verification?: VerificationOptions
+  /** Reputations, blacklist and where evidence goes (default: no ledger). */
+  ledger?: LedgerLink
+  /** The verification circuit breaker's settings. */
+  breaker?: Partial<BreakerOptions>
+  /** Randomness for spot sampling and drawing peers (default Math.random). */
+  random?: () => number
+}
+
+export const DEFAULT_K = 2
+export const DEFAULT_SPOT_P = 0.2
+const MODES: VerificationMode[] = ['none', 'redundant', 'spot']
+
+/** Fills in k and p and refuses what cannot be run. */
+export function normalizeVerification (v: VerificationOptions | undefined): { mode: VerificationMode, k: number, p: number } {
+  const mode = v?.mode ?? 'none'
+  if (!MODES.includes(mode)) throw new InputError(`verification mode must be one of ${MODES.join(', ')}, not ${JSON.stringify(mode)}`)
+  const k = v?.k ?? DEFAULT_K
+  const p = v?.p ?? DEFAULT_SPOT_P
+  if (!Number.isInteger(k) || k < 2 || k > 5) throw new InputError(`verification k must be an integer from 2 to 5, not ${k}`)
+  if (!(p > 0 && p <= 1)) throw new InputError(`verification p must be in (0, 1], not ${p}`)
+  return { mode, k, p }
 }
 
 // minStepMs stays well above what a loaded 2-core machine can take for one small step: a
@@ -32,11 +57,15 @@ export const DEFAULT_TIMEOUTS: HopTimeouts = { openMs: 10_000, stepMs: 60_000, m
 
 export interface Client extends Generator {
   network (): Promise<NetworkView>
+  /** The verification circuit breaker's state. */
+  readonly breaker: CircuitBreaker
 }
 
 export function createClient (cfg: ClientConfig): Client {
   const bans = new BanList(cfg.banMs ?? 15_000)
   const timeouts = { ...DEFAULT_TIMEOUTS, ...cfg.timeouts }
+  const ledger = cfg.ledger ?? NO_LEDGER
+  const breaker = new CircuitBreaker({ ...DEFAULT_BREAKER, ...cfg.breaker })
 
   async function pickModel (want?: string): Promise<{ name: string, root: string, layers: number, peers: Capability[] }> {
     const models = (await network()).models
@@ -66,6 +95,17 @@ export function createClient (cfg: ClientConfig): Client {
   async function * generate (req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult> {
     if (req.prompt.length === 0) throw new InputError('the prompt is empty: give at least one token (BOS)')
     if (!(req.maxTokens >= 1)) throw new InputError('maxTokens must be at least 1')
+    const verification = normalizeVerification(req.verification ?? cfg.verification)
+    // Health: the model is still covered by peers that are not blacklisted, k deep where redundant asks for it.
+    await breaker.admit(async () => {
+      try {
+        const m = await pickModel(req.model)
+        findRoute(m.peers.filter((p) => !ledger.excluded(p.peer)), 0, m.layers, DEFAULT_COSTS, verification.mode === 'redundant' ? verification.k : 1)
+        return { ok: true, reason: '' }
+      } catch (err) {
+        return { ok: false, reason: (err as Error).message }
+      }
+    })
     const model = await pickModel(req.model)
     const session = new RoutedSession({
       dialer: cfg.dialer,
@@ -75,7 +115,10 @@ export function createClient (cfg: ClientConfig): Client {
       nLayers: model.layers,
       timeouts,
       costs: { ...DEFAULT_COSTS, tokensNeeded: req.prompt.length + req.maxTokens, ...cfg.costs },
-      maxRetries: cfg.maxRetries ?? 3
+      maxRetries: cfg.maxRetries ?? 3,
+      verification,
+      ledger,
+      random: cfg.random ?? Math.random
     })
     const sample = createSampler(req)
     const started = performance.now()
@@ -83,6 +126,7 @@ export function createClient (cfg: ClientConfig): Client {
     const tokens: number[] = []
     let finishReason: 'length' | 'stop' = 'length'
     let hops: TokenEvent['hops'] = []
+    let unverifiable = false
     try {
       await session.start()
       let next: number[] = req.prompt
@@ -97,15 +141,31 @@ export function createClient (cfg: ClientConfig): Client {
         if (req.stopIds?.includes(id) === true) { finishReason = 'stop'; break }
         next = [id]
       }
+    } catch (err) {
+      unverifiable = err instanceof VerificationError
+      throw err
     } finally {
       session.close()
+      if (unverifiable || session.checks > 0) breaker.record(!unverifiable)
     }
+    // Peers whose work was checked and held up all along earn reputation.
+    const accused = new Set(session.faults.map((f) => f.accused))
+    for (const p of session.vouched) if (!accused.has(p)) ledger.observe(p, true)
     return {
       model: model.name, root: model.root, prompt: req.prompt, tokens, finishReason,
       route: { hops, switches: session.switches },
+      verification: {
+        mode: verification.mode,
+        ...(verification.mode === 'redundant' ? { k: verification.k } : verification.mode === 'spot' ? { p: verification.p } : {}),
+        checks: session.checks,
+        mismatches: session.failures,
+        closest: { ...session.closest },
+        hops: session.hopSummaries(),
+        faults: session.faults
+      },
       timings: { firstTokenMs, totalMs: performance.now() - started }
     }
   }
 
-  return { generate, network }
+  return { generate, network, breaker }
 }

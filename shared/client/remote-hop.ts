@@ -10,7 +10,7 @@ import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { HopError } from '../errors.js'
-import { inputHash, verifyReceipt } from '../verify/receipt.js'
+import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 
 /** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
 export interface Dialer {
@@ -75,6 +75,7 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
   const opened = await reply(t.openMs)
   if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
   let step = 0
+  let inputs: Uint8Array = EMPTY_CHAIN // the chain of rows sent so far, as the receipts must state it
   return {
     peer,
     layers,
@@ -85,18 +86,19 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       const body = 'tokens' in input
         ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) }
         : { seq: input.seq, hidden: bytesOf(input.hidden) }
-      const sentHash = inputHash(body.tokens ?? body.hidden!)
+      const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
       const expected = peer.msPerLayer * (layers[1] - layers[0]) * body.seq
       const m = await reply(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected)))
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       const data = f32(m.data)
       try {
-        await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, input: sentHash, output: { data, seq: m.seq, width: m.width } })
+        await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } })
       } catch (err) {
         stream.abort(err as Error)
         throw fail('BAD_RECEIPT', (err as Error).message)
       }
+      inputs = chain
       return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt! }
     },
     close () {

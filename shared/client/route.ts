@@ -20,8 +20,24 @@ export interface RouteCosts {
 
 export const DEFAULT_COSTS: RouteCosts = { defaultRttMs: 20, fullPenaltyMs: 10_000, tokensNeeded: 0 }
 
-/** Cheapest route over [from, to) among `peers`; throws NoRouteError naming the uncovered layers. */
-export function findRoute (peers: Capability[], from: number, to: number, costs: RouteCosts = DEFAULT_COSTS): RouteHop[] {
+/** What serving [a, b) on `p` is expected to cost: its round trip plus its compute, and a penalty when its KV cache is too full. */
+export function hopCost (p: Capability, [a, b]: [number, number], costs: RouteCosts): number {
+  return (costs.rttMs?.(p.peer) ?? costs.defaultRttMs) + (b - a) * p.msPerLayer + (p.kvRoom < costs.tokensNeeded ? costs.fullPenaltyMs : 0)
+}
+
+/** Peers whose shards start at a and end at b, so they can serve exactly [a, b), cheapest first. */
+export function serversOf (peers: Capability[], layers: [number, number], costs: RouteCosts = DEFAULT_COSTS): Capability[] {
+  return peers
+    .filter((p) => p.shardBounds.includes(layers[0]) && p.shardBounds.includes(layers[1]))
+    .sort((x, y) => hopCost(x, layers, costs) - hopCost(y, layers, costs))
+}
+
+/**
+ * Cheapest route over [from, to) among `peers` in which every hop is served by at least `k`
+ * distinct peers (k > 1 for redundant execution; a hop then costs what its k-th cheapest
+ * server costs, since the step waits for all k). Throws NoRouteError naming the uncovered layers.
+ */
+export function findRoute (peers: Capability[], from: number, to: number, costs: RouteCosts = DEFAULT_COSTS, k = 1): RouteHop[] {
   const dist = new Map<number, number>([[from, 0]])
   const prev = new Map<number, RouteHop>()
   const done = new Set<number>()
@@ -32,23 +48,22 @@ export function findRoute (peers: Capability[], from: number, to: number, costs:
     if (at < 0) break
     if (at === to) break
     done.add(at)
-    for (const p of peers) {
-      const bounds = p.shardBounds
-      if (!bounds.includes(at)) continue
-      for (const end of bounds) {
-        if (end <= at || end > to) continue
-        const rtt = costs.rttMs?.(p.peer) ?? costs.defaultRttMs
-        const cost = rtt + (end - at) * p.msPerLayer + (p.kvRoom < costs.tokensNeeded ? costs.fullPenaltyMs : 0)
-        if (best + cost < (dist.get(end) ?? Infinity)) {
-          dist.set(end, best + cost)
-          prev.set(end, { peer: p, layers: [at, end] })
-        }
+    const ends = new Set(peers.flatMap((p) => p.shardBounds.includes(at) ? p.shardBounds.filter((e) => e > at && e <= to) : []))
+    for (const end of ends) {
+      const layers: [number, number] = [at, end]
+      const servers = serversOf(peers, layers, costs)
+      if (servers.length < k) continue
+      const cost = hopCost(servers[k - 1], layers, costs)
+      if (best + cost < (dist.get(end) ?? Infinity)) {
+        dist.set(end, best + cost)
+        prev.set(end, { peer: servers[0], layers })
       }
     }
   }
   if (!dist.has(to)) {
     const reached = Math.max(...[...dist.keys()])
-    throw new NoRouteError(`no live peer serves layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known`)
+    const who = k > 1 ? `no ${k} distinct live peers serve` : 'no live peer serves'
+    throw new NoRouteError(`${who} layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known`)
   }
   const route: RouteHop[] = []
   for (let b = to; b !== from;) {

@@ -1,17 +1,27 @@
 /**
- * One sequence routed through remote peers, surviving their failures (Petals' inference
- * session). Each hop keeps every input it was sent; when a hop fails, its peer is banned, the
- * hop's layers are routed again among the others, and the kept inputs are replayed in one
- * prefill to rebuild the KV cache on the replacement before the step goes on.
+ * One sequence routed through remote peers, surviving their failures (Petals' inference session)
+ * and checking their work (the verification modes).
+ *
+ * The route is a list of slots, one per layer range. A slot keeps every input it was sent (its
+ * history) and one or more lanes: peers running that range in step. When a lane's peer fails,
+ * it is banned and another peer is fed the history in one prefill to rebuild the KV cache
+ * before the step goes on. With `redundant`, every slot has k lanes and their outputs are
+ * compared each step; with `spot`, a checker is brought up to date and compared now and then.
+ * On a mismatch a referee replays the history too, the majority wins, and the minority's
+ * receipts go to the ledger as evidence.
  */
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
-import { HopError, InputError, NoRouteError, TesseraError } from '../errors.js'
+import { HopError, InputError, NoRouteError, TesseraError, VerificationError } from '../errors.js'
 import { logger } from '../log.js'
+import { compareFingerprints, fingerprint, type Fingerprint } from '../verify/fingerprint.js'
+import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
+import { tally } from '../verify/vote.js'
 import { BanList } from './bans.js'
+import type { LedgerLink } from './ledger-link.js'
 import { openRemoteHop, type Dialer, type HopTimeouts, type RemoteHop } from './remote-hop.js'
-import { findRoute, type RouteCosts } from './route.js'
-import type { HopTrace, RouteSwitch } from './types.js'
+import { findRoute, hopCost, serversOf, type RouteCosts } from './route.js'
+import type { FaultReport, HopSummary, HopTrace, RouteSwitch, Verdict, VerificationMode } from './types.js'
 
 const log = logger('tessera:client:session')
 
@@ -26,9 +36,30 @@ export interface SessionDeps {
   costs: RouteCosts
   /** Failovers allowed per step before giving up. */
   maxRetries: number
+  verification: { mode: VerificationMode, k: number, p: number }
+  ledger: LedgerLink
+  /** For spot sampling and for drawing lanes (tests may seed it). */
+  random: () => number
 }
 
-interface LiveHop { hop: RemoteHop, history: HopInput[] }
+interface Slot {
+  layers: [number, number]
+  /** Peers running this range in step; all have been fed the whole history. */
+  lanes: RemoteHop[]
+  history: HopInput[]
+  /** spot: a peer kept for re-runs, fed `fed` entries of the history so far. */
+  checker?: { hop: RemoteHop, fed: number }
+}
+
+/** One peer's answer for one slot and step (its rows for this step only). */
+interface Answer {
+  hop: RemoteHop
+  out: HopOutput & { ms: number, nodeMs: number }
+  receipt: Uint8Array
+  fp: Fingerprint
+  peer: string
+  weight: number
+}
 
 let sessionCounter = 0
 
@@ -36,126 +67,368 @@ let sessionCounter = 0
 const CALLER_FAULTS = new Set(['MALFORMED', 'TOO_LARGE', 'BAD_STEP'])
 
 export class RoutedSession {
-  private hops: LiveHop[] = []
+  private slots: Slot[] = []
   private length = 0
-  readonly switches: RouteSwitch[] = []
-  private readonly id = `s${Date.now().toString(36)}-${(sessionCounter++).toString(36)}`
   private steps = 0
+  readonly switches: RouteSwitch[] = []
+  readonly faults: FaultReport[] = []
+  /** Hop-steps compared with someone else's, and how many of those disagreed or came with bad receipts. */
+  checks = 0
+  failures = 0
+  /** Peers whose output was checked and held up; the caller raises their reputation. */
+  readonly vouched = new Set<string>()
+  /** The closest call among agreeing peers: the honest margin to the fingerprint thresholds. */
+  readonly closest = { minOverlap: 1, maxRelErr: 0 }
+  private readonly summary = new Map<string, HopSummary>()
+  private readonly id = `s${Date.now().toString(36)}-${(sessionCounter++).toString(36)}`
 
   constructor (private readonly d: SessionDeps) {}
 
-  /** Opens hops over the whole model. */
+  private get k (): number { return this.d.verification.mode === 'redundant' ? this.d.verification.k : 1 }
+
+  /** Opens lanes over the whole model. */
   async start (): Promise<void> {
-    this.hops = await this.openSpan(0, this.d.nLayers)
+    const { ok, fallback } = await this.candidates()
+    let route
+    try { route = findRoute(ok, 0, this.d.nLayers, this.d.costs, this.k) } catch (err) {
+      if (!(err instanceof NoRouteError)) throw err
+      route = findRoute(fallback, 0, this.d.nLayers, this.d.costs, this.k) // banned after a time-out is not blacklisted
+    }
+    for (const r of route) {
+      const slot: Slot = { layers: r.layers, lanes: [], history: [] }
+      this.slots.push(slot)
+      await this.fillLanes(slot)
+    }
   }
 
-  /** Feeds tokens through every hop; returns the logits and who computed what. */
+  /** Feeds tokens through every slot; returns the logits and who computed (and checked) what. */
   async step (tokens: number[]): Promise<{ out: HopOutput, trace: HopTrace[] }> {
     let input: HopInput = { tokens }
     const trace: HopTrace[] = []
-    for (let i = 0; i < this.hops.length; i++) {
-      const { out, hops } = await this.forwardHop(i, input)
+    for (let i = 0; i < this.slots.length; i++) {
+      const { out, hops }: { out: HopOutput, hops: HopTrace[] } = this.d.verification.mode === 'none' ? await this.forwardHop(i, input) : await this.runChecked(this.slots[i], input)
       trace.push(...hops)
-      // a replacement may have split hop i into several: skip past them
+      // a replacement may have split slot i into several: skip past them
       i += hops.length - 1
       input = { hidden: out.data, seq: out.seq }
-      if (i === this.hops.length - 1) {
+      if (i === this.slots.length - 1) {
         if (out.kind !== 'logits') throw new TesseraError('BAD_ROUTE', 'the route ended without logits')
         this.length += tokens.length
         this.steps++
+        for (const h of trace) this.summarize(h)
         return { out, trace }
       }
     }
     throw new TesseraError('BAD_ROUTE', 'empty route')
   }
 
-  close (): void { for (const h of this.hops) h.hop.close() }
+  /** Per layer range: who ran it, who checked it, and how the checks went. */
+  hopSummaries (): HopSummary[] { return [...this.summary.values()] }
 
-  /** Runs hop i, replacing it (and replaying its history) as often as it fails. */
+  close (): void {
+    for (const s of this.slots) {
+      for (const h of s.lanes) h.close()
+      s.checker?.hop.close()
+    }
+  }
+
+  // ---- mode none: one lane, failover may split the slot -------------------------------------
+
+  /** Runs slot i, replacing its peer (and replaying its history) as often as it fails. */
   private async forwardHop (i: number, input: HopInput): Promise<{ out: HopOutput, hops: HopTrace[] }> {
     for (let attempt = 0; ; attempt++) {
-      const live = this.hops[i]
+      const slot = this.slots[i]
+      const hop = slot.lanes[0]
       try {
-        const out = await live.hop.forward(input, this.length)
-        live.history.push(input)
-        return { out, hops: [{ peer: live.hop.peer.peer, device: live.hop.device, layers: live.hop.layers, ms: out.ms, nodeMs: out.nodeMs }] }
+        const out = await hop.forward(input, this.length)
+        slot.history.push(input)
+        return { out, hops: [{ ...traceOf(hop, out), checkedBy: [], verdict: 'unchecked' }] }
       } catch (err) {
-        // The peer says our input is wrong: another peer would say the same.
-        if (err instanceof HopError && CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
-        if (!(err instanceof HopError) || attempt >= this.d.maxRetries) throw err
-        log.info(`hop [${live.hop.layers.join(',')}) on ${err.peer.slice(-8)} failed (${err.message}); re-routing`)
-        this.d.bans.ban(err.peer)
-        live.hop.close()
-        const replaced = await this.replace(i, input, err)
+        this.onHopError(err, slot.layers, attempt)
+        hop.close()
+        const replaced = await this.replace(i, input, err as HopError)
         if (replaced !== undefined) return replaced
       }
     }
   }
 
   /**
-   * Routes hop i's layers again and replays its history plus the current input through the new
-   * hops in one prefill each. Returns the current step's output, or undefined if a replacement
-   * failed too (the caller tries again).
+   * Routes slot i's layers again (possibly over several peers) and replays its history plus the
+   * current input through the new slots. Returns the current step's output, or undefined if a
+   * replacement failed too (the caller tries again).
    */
   private async replace (i: number, input: HopInput, cause: HopError): Promise<{ out: HopOutput, hops: HopTrace[] } | undefined> {
-    const old = this.hops[i]
-    const [a, b] = old.hop.layers
-    let fresh: LiveHop[]
+    const old = this.slots[i]
+    const [a, b] = old.layers
+    const fresh: Slot[] = []
     try {
-      fresh = await this.openSpan(a, b, cause.peer)
+      const { ok, fallback } = await this.candidates(cause.peer)
+      let route
+      try { route = findRoute(ok, a, b, this.d.costs) } catch (err) {
+        if (!(err instanceof NoRouteError)) throw err
+        // A ban after a time-out may have hit an honest but busy peer: a slow route beats none.
+        route = findRoute(fallback, a, b, this.d.costs)
+      }
+      for (const r of route) fresh.push({ layers: r.layers, lanes: [await this.open(r.peer, r.layers)], history: [] })
     } catch (err) {
+      for (const s of fresh) s.lanes[0].close()
       if (err instanceof HopError) { this.d.bans.ban(err.peer); return undefined }
       throw err
     }
-    const history = [...old.history, input]
-    let replay = concatInputs(history)
+    let replay = concatInputs([...old.history, input])
     const traces: HopTrace[] = []
     let out: HopOutput | undefined
     try {
-      for (const h of fresh) {
-        const r = await h.hop.forward(replay, 0)
-        h.history.push(replay)
-        traces.push({ peer: h.hop.peer.peer, device: h.hop.device, layers: h.hop.layers, ms: r.ms, nodeMs: r.nodeMs })
+      for (const s of fresh) {
+        const r = await s.lanes[0].forward(replay, 0)
+        s.history.push(replay)
+        traces.push({ ...traceOf(s.lanes[0], r), checkedBy: [], verdict: 'unchecked' })
         out = r
         replay = { hidden: r.data, seq: r.seq }
       }
     } catch (err) {
-      for (const h of fresh) h.hop.close()
+      for (const s of fresh) s.lanes[0].close()
       if (err instanceof HopError) { this.d.bans.ban(err.peer); return undefined }
       throw err
     }
-    this.hops.splice(i, 1, ...fresh)
+    this.slots.splice(i, 1, ...fresh)
     this.switches.push({ step: this.steps, failed: cause.peer, layers: [a, b], reason: cause.message, replacement: traces })
     // Only the current input's rows are the step's output; the rest rebuilt the cache.
-    const seq = 'tokens' in input ? input.tokens.length : input.seq
     const o = out!
+    const seq = seqOf(input)
     return { out: { ...o, data: o.data.subarray((o.seq - seq) * o.width), seq }, hops: traces }
   }
 
+  // ---- verified modes: lanes at fixed layers, compared ----------------------------------------
+
+  private async runChecked (slot: Slot, input: HopInput): Promise<{ out: HopOutput, hops: HopTrace[] }> {
+    await this.fillLanes(slot)
+    const answers = await Promise.all(slot.lanes.map(async (_, j) => await this.runLane(slot, j, input)))
+    let pool = answers
+    let checker: Answer | undefined
+    if (this.d.verification.mode === 'spot' && this.d.random() < this.d.verification.p) {
+      checker = await this.runChecker(slot, input)
+      if (checker !== undefined) pool = [...answers, checker]
+    }
+    const primary = answers[0]
+    if (pool.length < 2) {
+      slot.history.push(input)
+      return { out: primary.out, hops: [{ ...traceOf(primary.hop, primary.out), checkedBy: [], verdict: 'unchecked' }] }
+    }
+    this.checks++
+    let verdict: Verdict = 'agreed'
+    let t = tally(pool)
+    let referee: Answer | undefined
+    if (!t.unanimous) {
+      this.failures++
+      verdict = 'overruled'
+      referee = await this.runReferee(slot, input, pool.map((a) => a.peer))
+      if (referee !== undefined) t = tally([...pool, referee])
+      // Only a majority of at least two peers settles a dispute (and makes it provable to the ledger).
+      if (t.winner.length < MIN_WITNESSES) {
+        for (const a of pool) this.d.bans.ban(a.peer)
+        const summary = pool.map((a) => a.peer.slice(-8)).join(', ')
+        throw new VerificationError(`peers ${summary} disagree on layers [${slot.layers.join(',')}) at step ${this.steps}, and ${referee === undefined ? 'no referee is available' : 'no majority formed'}: no result is returned`)
+      }
+      await this.convict(slot, t.winner, t.losers)
+    }
+    for (const a of t.winner) {
+      this.vouched.add(a.peer)
+      const c = compareFingerprints(t.winner[0].fp, a.fp)
+      this.closest.minOverlap = Math.min(this.closest.minOverlap, c.minOverlap)
+      this.closest.maxRelErr = Math.max(this.closest.maxRelErr, c.maxRelErr)
+    }
+    this.rearrange(slot, t.losers, checker, referee)
+    slot.history.push(input)
+    const used = t.winner.find((a) => a.hop === slot.lanes[0]) ?? t.winner[0]
+    return {
+      out: used.out,
+      hops: [{
+        ...traceOf(used.hop, used.out),
+        checkedBy: [...pool, ...(referee === undefined ? [] : [referee])].map((a) => a.peer).filter((p) => p !== used.peer),
+        verdict,
+        ...(t.losers.length > 0 ? { accused: t.losers.map((a) => a.peer) } : {})
+      }]
+    }
+  }
+
+  /** Sends each loser's receipt, with the winners' as witnesses, to the ledger; bans the losers. */
+  private async convict (slot: Slot, winners: Answer[], losers: Answer[]): Promise<void> {
+    const witnesses = winners.map((w) => w.peer)
+    for (const loser of losers) {
+      this.d.bans.ban(loser.peer)
+      const evidence = mismatchEvidence(this.d.verification.mode === 'spot' ? 'spot' : 'redundant', loser, winners, { layers: slot.layers, step: this.steps, session: this.id, witnesses })
+      const report: FaultReport = { step: this.steps, layers: slot.layers, accused: loser.peer, witnesses, reason: '', slashed: false, amount: 0 }
+      try {
+        Object.assign(report, await this.d.ledger.report(evidence))
+      } catch (err) {
+        report.reason = `could not report: ${(err as Error).message}`
+      }
+      log.info(`layers [${slot.layers.join(',')}) step ${this.steps}: ${loser.peer.slice(-8)} disagrees with ${witnesses.map((w) => w.slice(-8)).join(', ')}: ${report.slashed ? `slashed ${report.amount}` : report.reason}`)
+      this.faults.push(report)
+    }
+  }
+
+  /** After a vote: losers' hops close; a winning checker or referee takes a free lane, else the checker stays a checker. */
+  private rearrange (slot: Slot, losers: Answer[], checker?: Answer, referee?: Answer): void {
+    const lost = new Set(losers.map((a) => a.hop))
+    for (const h of lost) h.close()
+    slot.lanes = slot.lanes.filter((h) => !lost.has(h))
+    if (slot.checker !== undefined && lost.has(slot.checker.hop)) slot.checker = undefined
+    for (const spare of [checker, referee]) {
+      if (spare === undefined || lost.has(spare.hop)) continue
+      if (slot.lanes.length < this.k) {
+        slot.lanes.push(spare.hop)
+        if (slot.checker?.hop === spare.hop) slot.checker = undefined
+      } else if (spare === referee) {
+        spare.hop.close()
+      }
+    }
+  }
+
+  /** Runs lane j; a failed peer is replaced by another serving exactly these layers, fed the history. */
+  private async runLane (slot: Slot, j: number, input: HopInput): Promise<Answer> {
+    for (let attempt = 0; ; attempt++) {
+      const hop = slot.lanes[j]
+      try {
+        return this.answer(hop, await hop.forward(input, this.length), seqOf(input))
+      } catch (err) {
+        this.onHopError(err, slot.layers, attempt)
+        hop.close()
+        const failed = (err as HopError).peer
+        try {
+          const fresh = await this.openExact(slot, [failed])
+          const out = await this.feed(fresh, [...slot.history, input], 0)
+          slot.lanes[j] = fresh
+          this.switches.push({ step: this.steps, failed, layers: slot.layers, reason: (err as Error).message, replacement: [traceOf(fresh, out.out)] })
+          return out
+        } catch (e2) {
+          if (!(e2 instanceof HopError)) throw e2
+          this.d.bans.ban(e2.peer)
+        }
+      }
+    }
+  }
+
+  /** spot: brings the checker up to date (everything it has not seen, in one prefill) and returns its answer; undefined if none could. */
+  private async runChecker (slot: Slot, input: HopInput): Promise<Answer | undefined> {
+    try {
+      if (slot.checker === undefined) slot.checker = { hop: await this.openExact(slot, []), fed: 0 }
+      const c = slot.checker
+      const answer = await this.feed(c.hop, [...slot.history.slice(c.fed), input], positionOf(slot.history, c.fed))
+      c.fed = slot.history.length + 1
+      return answer
+    } catch (err) {
+      if (err instanceof NoRouteError) return undefined // nobody else serves these layers now: unchecked
+      if (!(err instanceof HopError)) throw err
+      this.onHopError(err, slot.layers, 0, false)
+      slot.checker?.hop.close()
+      slot.checker = undefined
+      return undefined
+    }
+  }
+
+  /** A peer outside the dispute replays the slot's history and this input; undefined if none can. */
+  private async runReferee (slot: Slot, input: HopInput, involved: string[]): Promise<Answer | undefined> {
+    for (let attempt = 0; attempt <= this.d.maxRetries; attempt++) {
+      let hop: RemoteHop | undefined
+      try {
+        hop = await this.openExact(slot, involved)
+        return await this.feed(hop, [...slot.history, input], 0)
+      } catch (err) {
+        hop?.close()
+        if (err instanceof NoRouteError) return undefined
+        if (!(err instanceof HopError)) throw err
+        this.onHopError(err, slot.layers, 0, false)
+        involved = [...involved, err.peer]
+      }
+    }
+    return undefined
+  }
+
+  /** Tops a slot up to k lanes, feeding each newcomer the history. */
+  private async fillLanes (slot: Slot): Promise<void> {
+    for (let tries = 0; slot.lanes.length < this.k; tries++) {
+      try {
+        const hop = await this.openExact(slot, [])
+        if (slot.history.length > 0) await this.feed(hop, slot.history, 0)
+        slot.lanes.push(hop)
+      } catch (err) {
+        if (!(err instanceof HopError) || tries >= this.d.maxRetries) throw err
+        this.d.bans.ban(err.peer)
+      }
+    }
+  }
+
+  /** Sends `inputs` as one step starting at `start` and returns the answer for the last input's rows. */
+  private async feed (hop: RemoteHop, inputs: HopInput[], start: number): Promise<Answer> {
+    const out = await hop.forward(concatInputs(inputs), start)
+    return this.answer(hop, out, seqOf(inputs[inputs.length - 1]))
+  }
+
+  private answer (hop: RemoteHop, out: HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array }, seq: number): Answer {
+    const rows = out.seq === seq ? out : { ...out, data: out.data.subarray((out.seq - seq) * out.width), seq }
+    return { hop, out: rows, receipt: out.receipt, fp: fingerprint(rows.data, seq, rows.width), peer: hop.peer.peer, weight: this.d.ledger.weight(hop.peer.peer) }
+  }
+
+  // ---- peers ----------------------------------------------------------------------------------
+
+  /** Bans the failed peer and rethrows anything that is not a peer's fault (or past the retries). */
+  private onHopError (err: unknown, layers: [number, number], attempt: number, rethrowAfterRetries = true): void {
+    // The peer says our input is wrong: another peer would say the same.
+    if (err instanceof HopError && CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
+    if (!(err instanceof HopError) || (rethrowAfterRetries && attempt >= this.d.maxRetries)) throw err
+    log.info(`peer ${err.peer.slice(-8)} failed (${err.message}); re-routing`)
+    this.d.bans.ban(err.peer)
+    if (err.code === 'BAD_RECEIPT') {
+      // A receipt that does not hold up is a verification failure, though not one others can check.
+      this.failures++
+      this.d.ledger.observe(err.peer, false)
+      this.faults.push({ step: this.steps, layers, accused: err.peer, witnesses: [], reason: err.message, slashed: false, amount: 0 })
+    }
+  }
+
+  /** Live peers of the model not blacklisted: `ok` also skips banned ones, `fallback` does not. */
+  private async candidates (failed?: string): Promise<{ ok: Capability[], fallback: Capability[] }> {
+    const fallback = (await this.d.peers()).filter((p) => p.root === this.d.root && p.peer !== failed && !this.d.ledger.excluded(p.peer))
+    return { ok: fallback.filter((p) => !this.d.bans.isBanned(p.peer)), fallback }
+  }
+
   /**
-   * Opens hops over [from, to). Banned peers are avoided; if that leaves no route, banned peers
-   * other than `failed` are tried after all (a ban after a time-out may have hit an honest but
-   * busy peer, and a slow route beats none).
+   * Opens a hop on a peer that serves exactly the slot's layers and is not already in it (nor in
+   * `exclude`). Drawn at random among the cheaper half, so a cheater cannot tell who checks it.
    */
-  private async openSpan (from: number, to: number, failed?: string): Promise<LiveHop[]> {
-    const all = (await this.d.peers()).filter((p) => p.root === this.d.root && p.peer !== failed)
-    let route
-    try {
-      route = findRoute(all.filter((p) => !this.d.bans.isBanned(p.peer)), from, to, this.d.costs)
-    } catch (err) {
-      if (!(err instanceof NoRouteError)) throw err
-      route = findRoute(all, from, to, this.d.costs)
-    }
-    const opened: LiveHop[] = []
-    try {
-      for (const r of route) opened.push({ hop: await openRemoteHop(this.d.dialer, r.peer, r.layers, this.d.root, this.id, this.d.timeouts), history: [] })
-    } catch (err) {
-      for (const h of opened) h.hop.close()
-      throw err
-    }
-    return opened
+  private async openExact (slot: Slot, exclude: string[]): Promise<RemoteHop> {
+    const busy = new Set([...exclude, ...slot.lanes.map((h) => h.peer.peer), ...(slot.checker === undefined ? [] : [slot.checker.hop.peer.peer])])
+    const { ok, fallback } = await this.candidates()
+    let servers = serversOf(ok.filter((p) => !busy.has(p.peer)), slot.layers, this.d.costs)
+    if (servers.length === 0) servers = serversOf(fallback.filter((p) => !busy.has(p.peer)), slot.layers, this.d.costs)
+    if (servers.length === 0) throw new NoRouteError(`no other live peer serves exactly layers [${slot.layers.join(',')}) (${busy.size} already in use or excluded)`)
+    const limit = 2 * hopCost(servers[0], slot.layers, this.d.costs)
+    const near = servers.filter((p) => hopCost(p, slot.layers, this.d.costs) <= limit)
+    return await this.open(near[Math.floor(this.d.random() * near.length)], slot.layers)
+  }
+
+  private async open (peer: Capability, layers: [number, number]): Promise<RemoteHop> {
+    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, this.id, this.d.timeouts)
+  }
+
+  private summarize (h: HopTrace): void {
+    const key = h.layers.join('-')
+    let s = this.summary.get(key)
+    if (s === undefined) this.summary.set(key, s = { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0 } })
+    if (!s.ranBy.includes(h.peer)) s.ranBy.push(h.peer)
+    for (const p of h.checkedBy ?? []) if (!s.checkedBy.includes(p)) s.checkedBy.push(p)
+    s.verdicts[h.verdict ?? 'unchecked']++
   }
 }
+
+const traceOf = (hop: RemoteHop, out: { ms: number, nodeMs: number }): HopTrace =>
+  ({ peer: hop.peer.peer, device: hop.device, layers: hop.layers, ms: out.ms, nodeMs: out.nodeMs })
+
+const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq
+
+const positionOf = (history: HopInput[], n: number): number => history.slice(0, n).reduce((s, x) => s + seqOf(x), 0)
 
 function concatInputs (inputs: HopInput[]): HopInput {
   if (inputs.length === 1) return inputs[0]

@@ -13,10 +13,69 @@ export interface GenerationRequest extends SamplingOptions {
   stopIds?: number[]
   /** Model name or root hash; default: the one model the network fully covers. */
   model?: string
+  /** How results are checked (default: the client's default, `none` unless configured). */
+  verification?: VerificationOptions
 }
 
-/** One hop of one step: who computed which layers, the round trip, and the node's own compute time. */
-export interface HopTrace { peer: string, device: DeviceKind | string, layers: [number, number], ms: number, nodeMs?: number }
+/**
+ * `none`: one peer per hop, trusted as it is (receipts are still checked).
+ * `redundant`: each hop run by k distinct peers in parallel; on a mismatch a referee runs it too
+ *   and the reputation-weighted majority wins; the minority is reported with the receipts as evidence.
+ * `spot`: one peer per hop; each step of each hop is re-run on another peer with probability p.
+ */
+export type VerificationMode = 'none' | 'redundant' | 'spot'
+export interface VerificationOptions { mode: VerificationMode, k?: number, p?: number }
+
+/**
+ * unchecked: nobody else ran it (mode none, or spot did not sample it); agreed: every re-run
+ * matched; overruled: someone disagreed, a referee was asked, and the majority's output was used.
+ */
+export type Verdict = 'unchecked' | 'agreed' | 'overruled'
+
+/**
+ * One hop of one step: who computed the output that was used, the round trip and the node's own
+ * compute time, who else ran it to check, and the verdict.
+ */
+export interface HopTrace {
+  peer: string
+  device: DeviceKind | string
+  layers: [number, number]
+  ms: number
+  nodeMs?: number
+  checkedBy?: string[]
+  verdict?: Verdict
+  /** Peers whose output lost the vote on this hop. */
+  accused?: string[]
+}
+
+/** A peer caught computing a hop wrongly, and what the ledger made of the evidence. */
+export interface FaultReport {
+  step: number
+  layers: [number, number]
+  accused: string
+  /** Peers whose matching receipts are the evidence (empty when the fault cannot be proven to others, e.g. a bad receipt). */
+  witnesses: string[]
+  reason: string
+  slashed: boolean
+  amount: number
+}
+
+/** Per hop (layer range) over the whole generation: who ran it, who checked it, the verdicts. */
+export interface HopSummary { layers: [number, number], ranBy: string[], checkedBy: string[], verdicts: Record<Verdict, number> }
+
+export interface VerificationReport {
+  mode: VerificationMode
+  k?: number
+  p?: number
+  /** Hop-steps that were re-run by someone else and compared. */
+  checks: number
+  /** Of those, how many disagreed (plus receipts that did not hold up). */
+  mismatches: number
+  /** Among results that agreed, the lowest top-k overlap and the largest relative error: the honest margin to the thresholds. */
+  closest: { minOverlap: number, maxRelErr: number }
+  hops: HopSummary[]
+  faults: FaultReport[]
+}
 
 /** A hop that failed and what replaced it. */
 export interface RouteSwitch { step: number, failed: string, layers: [number, number], reason: string, replacement: HopTrace[] }
@@ -36,6 +95,7 @@ export interface GenerationResult {
   tokens: number[]
   finishReason: 'length' | 'stop'
   route: RouteTrace
+  verification: VerificationReport
   timings: { firstTokenMs: number, totalMs: number }
 }
 

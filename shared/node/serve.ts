@@ -10,8 +10,9 @@ import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type Nod
 import { MAX_MESSAGE_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
-import { inputHash, signReceipt, type Signer } from '../verify/receipt.js'
+import { chainRows, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
+import type { StepFault } from './fault.js'
 
 const log = logger('tessera:node:serve')
 
@@ -27,8 +28,8 @@ export interface ServeOptions {
   maxCacheTokens?: number | (() => number)
   sessionTtlMs?: number
   maxMessageBytes?: number
-  /** Wraps each hop result, e.g. to inject faults in drills. */
-  onStep?: (layers: [number, number], out: HopOutput) => HopOutput
+  /** Faults injected for drills (node/fault.ts); undefined = honest. */
+  fault?: StepFault
 }
 
 export interface ServeStats {
@@ -65,6 +66,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     let session = ''
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
+    let inputs: Uint8Array = EMPTY_CHAIN // hash chain over every input row, signed in each receipt
     let timer: ReturnType<typeof setTimeout> | undefined
     const touch = (): void => {
       clearTimeout(timer)
@@ -119,7 +121,8 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
           : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
         for (const s of chain.slice(1)) out = await s.forward({ hidden: out.data, seq: out.seq })
-        if (o.onStep !== undefined) out = o.onStep(layers, out)
+        if (o.fault?.output !== undefined) out = o.fault.output(layers, out)
+        inputs = chainRows(inputs, msg.tokens ?? msg.hidden!, msg.seq)
         held += msg.seq
         stats.cachedTokens += msg.seq
         const ms = performance.now() - started
@@ -127,10 +130,9 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         stats.tokens += msg.seq
         stats.busyMs += ms
         const receipt = await signReceipt({
-          peer: o.peer, session, step: msg.step, root: o.root, layers,
-          input: inputHash(msg.tokens ?? msg.hidden!),
+          peer: o.fault?.receiptBy?.peer ?? o.peer, session, step: msg.step, root: o.root, layers, start: msg.start, input: inputs,
           output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
-        }, o.sign)
+        }, o.fault?.receiptBy?.sign ?? o.sign)
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
     } catch (err) {

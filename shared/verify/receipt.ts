@@ -1,8 +1,13 @@
 /**
  * Receipts: a node's signed statement about one hop — this session, this step, this model
- * root and layer range, this input (its sha256), this output (its fingerprint), by me. The
- * client checks every receipt on arrival; a result whose receipt is missing, forged, for another
- * input, or not about the output it came with is rejected and never used.
+ * root and layer range, this input history (a hash chained over every row the session was fed),
+ * this output (its fingerprint), by me. The client checks every receipt on arrival; a result
+ * whose receipt is missing, forged, for another input, or not about the output it came with is
+ * rejected and never used.
+ *
+ * The input hash is chained per row, not per message, so two peers that were fed the same rows
+ * in different chunks (one step by step, a referee in one replayed prefill) sign the same value:
+ * receipts from different peers about the same positions can be compared as evidence.
  */
 import { decode, encode } from 'cborg'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -17,7 +22,9 @@ export interface ReceiptBody {
   step: number
   root: string
   layers: [number, number]
-  /** sha256 of the step's input bytes (token ids as int32, or hidden states as fp32). */
+  /** Position of the step's first row. */
+  start: number
+  /** The session's input chain after this step (see chainRows): what everything so far was computed from. */
   input: Uint8Array
   /** encodeFingerprint() of the output. */
   output: Uint8Array
@@ -27,7 +34,25 @@ export interface Receipt { body: Uint8Array, signature: Uint8Array }
 
 export type Signer = (bytes: Uint8Array) => Promise<Uint8Array>
 
-export const inputHash = (bytes: Uint8Array): Uint8Array => sha256(bytes)
+/** The chain before any input. */
+export const EMPTY_CHAIN = new Uint8Array(32)
+
+/**
+ * Extends an input chain by `rows` equal rows of `bytes` (token ids as int32, or hidden states
+ * as fp32): c ← sha256(c ‖ row) per row.
+ */
+export function chainRows (prev: Uint8Array, bytes: Uint8Array, rows: number): Uint8Array {
+  if (rows <= 0 || bytes.byteLength % rows !== 0) throw new ProtocolError('MALFORMED', `${bytes.byteLength} input bytes do not split into ${rows} rows`)
+  const size = bytes.byteLength / rows
+  let c = prev
+  const buf = new Uint8Array(32 + size)
+  for (let r = 0; r < rows; r++) {
+    buf.set(c, 0)
+    buf.set(bytes.subarray(r * size, (r + 1) * size), 32)
+    c = sha256(buf)
+  }
+  return c
+}
 
 export async function signReceipt (body: ReceiptBody, sign: Signer): Promise<Uint8Array> {
   const b = encode(body)
@@ -40,8 +65,8 @@ export interface Expected extends Omit<ReceiptBody, 'output'> {
   output: { data: Float32Array, seq: number, width: number }
 }
 
-/** Checks a receipt against what the client sent and received; returns the body or throws ProtocolError('BAD_RECEIPT'). */
-export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody> {
+/** Decodes a receipt and checks its signature against the key of the peer it names; throws ProtocolError('BAD_RECEIPT'). */
+export async function openReceipt (bytes: Uint8Array | undefined): Promise<ReceiptBody> {
   const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
   if (!(bytes instanceof Uint8Array)) return bad('the result carries no receipt')
   let r: Receipt
@@ -52,13 +77,21 @@ export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected)
   } catch {
     return bad('not valid CBOR')
   }
-  if (!(r.signature instanceof Uint8Array) || typeof body?.peer !== 'string') return bad('malformed')
-  if (body.peer !== e.peer) bad(`signed for ${body.peer}, but ${e.peer} served the hop`)
-  const key = peerIdFromString(body.peer).publicKey
+  if (!(r.signature instanceof Uint8Array) || typeof body?.peer !== 'string' || !(body.output instanceof Uint8Array)) return bad('malformed')
+  let key
+  try { key = peerIdFromString(body.peer).publicKey } catch { return bad(`${body.peer} is not a peer id`) }
   if (key === undefined || !await key.verify(r.body, r.signature)) bad('the signature does not verify with the peer\'s key')
+  return body
+}
+
+/** Checks a receipt against what the client sent and received; returns the body or throws ProtocolError('BAD_RECEIPT'). */
+export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody> {
+  const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
+  const body = await openReceipt(bytes)
+  if (body.peer !== e.peer) bad(`signed for ${body.peer}, but ${e.peer} served the hop`)
   if (body.session !== e.session || body.step !== e.step) bad(`it is for session ${body.session} step ${body.step}, not ${e.session} step ${e.step}`)
   if (body.root !== e.root || body.layers?.[0] !== e.layers[0] || body.layers?.[1] !== e.layers[1]) bad('it names another model or other layers')
-  if (!(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) bad('it is for another input')
+  if (body.start !== e.start || !(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) bad('it is for another input')
   const mine = encodeFingerprint(fingerprint(e.output.data, e.output.seq, e.output.width))
   if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(mine)) bad('its fingerprint is not of the output it came with')
   return body

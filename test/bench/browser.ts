@@ -8,7 +8,7 @@ import { loadModel, buildModel } from '../../native-node/store.js'
 import { measureMsPerLayer } from '../../shared/node/speed.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { preset } from '../../shared/model/config.js'
-import { REPO } from '../helpers/paths.js'
+import { REPO, tempDir } from '../helpers/paths.js'
 import { api, spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { context, hasChromium, launch } from '../helpers/browser.js'
 
@@ -24,7 +24,7 @@ export async function benchBrowser (cacheDir: string): Promise<Record<string, un
   for (const r of runners) await r.dispose()
 
   const procs: Proc[] = []
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', dir, '--web', join(REPO, 'dist', 'web')])
+  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', dir, '--web', join(REPO, 'dist', 'web'), '--ledger', join(tempDir('bench-ledger'), 'ledger.sqlite')])
   procs.push(relay)
   procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
   const http = relay.ready.http

@@ -11,6 +11,7 @@ import { preset, type LlamaConfig } from '../../shared/model/config.js'
 import { Pipeline, generate } from '../../shared/pipeline.js'
 import type { Client } from '../../shared/client/client.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
+import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
@@ -47,7 +48,7 @@ async function remoteDecode (client: Client, tokens: number): Promise<{ tps: num
 
 /** Relay in this process, `groups` nodes as child processes; returns a stop function. */
 async function network (dir: string, groups: string[]): Promise<{ client: Client, stop: () => Promise<void> }> {
-  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [] })
+  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
   const nodes: Proc[] = await Promise.all(groups.map(async (l) => await spawnTessera(['node', '--relay', relay.addr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000)))
   await waitFor(async () => (await relay.client.network()).peers.length === groups.length)
   return {

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { join } from 'node:path'
-import { REPO } from './paths.js'
+import { REPO, tempDir } from './paths.js'
 
 export interface Proc { proc: ChildProcess, ready: Record<string, any>, log: string[] }
 
@@ -29,20 +29,20 @@ export interface TestNetwork {
   relayAddr: string
   http: string
   nodes: Proc[]
-  addNode (layers: string): Promise<Proc>
+  addNode (layers: string, extra?: string[]): Promise<Proc>
   stop (): Promise<void>
 }
 
-/** Starts a relay serving `model` and one node per layer range; resolves when all are listed. */
-export async function startNetwork (model: string, layers: string[]): Promise<TestNetwork> {
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model])
+/** Starts a relay serving `model` (its ledger in a fresh temp dir unless given) and one node per layer range; resolves when all are listed. */
+export async function startNetwork (model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
+  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger', o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')])
   const net: TestNetwork = {
     relay,
     relayAddr: relay.ready.relay,
     http: relay.ready.http,
     nodes: [],
-    async addNode (range) {
-      const n = await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', range])
+    async addNode (range, extra = []) {
+      const n = await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', range, ...extra])
       net.nodes.push(n)
       await waitFor(async () => (await api(net.http, '/api/network')).peers.some((p: { peer: string }) => p.peer === n.ready.peer))
       return n

@@ -3,24 +3,29 @@
  *
  *   import { connect } from 'http://127.0.0.1:8080/sdk.js'
  *   const tessera = await connect()
- *   const gen = tessera.generate({ prompt: [1, 403], maxTokens: 32 })
+ *   const gen = tessera.generate({ prompt: [1, 403], maxTokens: 32, verification: { mode: 'redundant', k: 2 } })
  *   for await (const token of gen) console.log(token.id, token.hops)
- *   console.log((await gen.result).route)
+ *   console.log((await gen.result).verification)
  *
  * Same client, routing and failover as Node: this tab dials the peers itself (WebSockets to
- * native nodes, WebRTC to other tabs); the relay only introduces them.
+ * native nodes, WebRTC to other tabs); the relay only introduces them. Reputations and the
+ * blacklist come from the relay's ledger (GET /api/ledger); evidence of a cheating peer goes
+ * back to it (POST /api/evidence), where it is checked again before anyone is slashed.
  */
 import { createClient, type Client } from '../../shared/client/client.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
-import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent } from '../../shared/client/types.js'
+import { httpLedgerLink } from '../../shared/client/ledger-link.js'
+import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 
-export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent }
+export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
 
 export interface ConnectOptions {
   /** The relay's HTTP origin. Default: where this module was loaded from. */
   relay?: string
   iceServers?: RTCIceServer[]
+  /** Verification for requests that do not choose their own (default none). */
+  verification?: VerificationOptions
 }
 
 export interface Generation extends AsyncIterable<TokenEvent> {
@@ -41,7 +46,10 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
   if (!res.ok) throw new Error(`${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
   const { addrs } = await res.json() as { addrs: string[] }
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
-  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay) })
+  const ledger = httpLedgerLink(origin)
+  await ledger.refresh()
+  const refresh = setInterval(() => { void ledger.refresh() }, 5000)
+  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, verification: o.verification })
   return {
     peerId: node.peerId.toString(),
     generate (req, signal) {
@@ -65,6 +73,6 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
       }
     },
     network: async () => await client.network(),
-    close: async () => { await node.stop() }
+    close: async () => { clearInterval(refresh); await node.stop() }
   }
 }

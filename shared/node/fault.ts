@@ -1,0 +1,88 @@
+/**
+ * Faults a node can be told to commit, for tests and chaos drills (`tessera node --fault KIND`).
+ * Each is a way a real cheater or a broken machine gets answers wrong; verification must catch
+ * every one. Weight faults change what the shard computes (native-node/fault.ts tampers a copy
+ * of its weights); output and receipt faults change what the node sends back (here, used by
+ * serve.ts).
+ *
+ *   wrong-weights[=SEED]  other weights of the same shape and scale (a model from another seed)
+ *   perturb=EPS           noise of EPS × each tensor's RMS on the first served layer's weights
+ *   skip-layer=N          layer N does nothing (its output projections are zero: x passes through)
+ *   random-output         noise shaped like an honest output instead of computing
+ *   replay                the previous output of the same shape (a lazy node's cache)
+ *   copy-receipt          an honest output, but the receipt another identity signed for it
+ */
+import { InputError } from '../errors.js'
+import { fillNormal, mulberry32 } from '../rng.js'
+import type { HopOutput } from '../runner.js'
+import type { Signer } from '../verify/receipt.js'
+
+export type Fault =
+  | { kind: 'wrong-weights', seed: number }
+  | { kind: 'perturb', eps: number }
+  | { kind: 'skip-layer', layer: number }
+  | { kind: 'random-output' }
+  | { kind: 'replay' }
+  | { kind: 'copy-receipt' }
+
+export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt'] as const
+
+export function parseFault (spec: string): Fault {
+  const [kind, arg] = spec.split('=', 2)
+  const num = (what: string, ok: (n: number) => boolean): number => {
+    const n = Number(arg)
+    if (arg === undefined || arg === '' || !ok(n)) throw new InputError(`--fault ${kind} needs ${what}, e.g. ${kind}=${kind === 'perturb' ? '0.05' : '1'}`)
+    return n
+  }
+  switch (kind) {
+    case 'wrong-weights': return { kind, seed: arg === undefined ? 1 : num('an integer seed', Number.isSafeInteger) }
+    case 'perturb': return { kind, eps: num('a positive noise scale', (n) => n > 0 && Number.isFinite(n)) }
+    case 'skip-layer': return { kind, layer: num('a layer number', (n) => Number.isSafeInteger(n) && n >= 0) }
+    case 'random-output': case 'replay': case 'copy-receipt':
+      if (arg !== undefined) throw new InputError(`--fault ${kind} takes no value`)
+      return { kind }
+    default:
+      throw new InputError(`unknown fault "${spec}"; one of: ${FAULT_KINDS.join(', ')}`)
+  }
+}
+
+export const isWeightFault = (f: Fault): f is Extract<Fault, { kind: 'wrong-weights' | 'perturb' | 'skip-layer' }> =>
+  f.kind === 'wrong-weights' || f.kind === 'perturb' || f.kind === 'skip-layer'
+
+/** What serve.ts applies to each step: a changed output, and/or a receipt in another peer's name. */
+export interface StepFault {
+  output?: (layers: [number, number], out: HopOutput) => HopOutput
+  receiptBy?: { peer: string, sign: Signer }
+}
+
+/** The serve-time part of a fault; `other` (another identity) is needed for copy-receipt. */
+export function stepFault (f: Fault, other?: { peer: string, sign: Signer }): StepFault | undefined {
+  switch (f.kind) {
+    case 'random-output': {
+      const rand = mulberry32(0x5eed)
+      return {
+        output: (_layers, out) => {
+          let ss = 0
+          for (const x of out.data) ss += x * x
+          return { ...out, data: fillNormal(new Float32Array(out.data.length), rand, Math.sqrt(ss / out.data.length)) }
+        }
+      }
+    }
+    case 'replay': {
+      const seen = new Map<string, Float32Array>()
+      return {
+        output: (layers, out) => {
+          const key = `${layers.join('-')}:${out.seq}`
+          const earlier = seen.get(key)
+          seen.set(key, out.data.slice())
+          return earlier === undefined ? out : { ...out, data: earlier }
+        }
+      }
+    }
+    case 'copy-receipt':
+      if (other === undefined) throw new InputError('copy-receipt needs another identity to sign with')
+      return { receiptBy: other }
+    default:
+      return undefined
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Evidence of a wrong result, and the check a ledger runs before it slashes anyone. Evidence is
+ * nothing but signed receipts: the accused's, and those of at least two other peers that were fed
+ * the very same input rows (equal input chains), agree with each other, and disagree with it.
+ * No one's word is taken: every signature, every input chain and every comparison is redone here.
+ */
+import { bytesToHex } from '../hash.js'
+import type { Evidence, EvidenceChecker } from '../ledger/types.js'
+import { compareFingerprints, decodeFingerprint, type Fingerprint } from './fingerprint.js'
+import { openReceipt, type ReceiptBody } from './receipt.js'
+
+/** Peers that must agree against the accused: a majority of three when k = 2 and a referee. */
+export const MIN_WITNESSES = 2
+
+/** The last `positions` rows of a fingerprint (a referee's replay covers the whole history). */
+export function tailFingerprint (f: Fingerprint, positions: number): Fingerprint {
+  if (positions >= f.positions) return f
+  const from = (f.positions - positions) * f.k
+  return { k: f.k, positions, idx: f.idx.slice(from), val: f.val.slice(from) }
+}
+
+export function mismatchEvidence (kind: 'redundant' | 'spot', accused: { peer: string, receipt: Uint8Array }, witnesses: Array<{ receipt: Uint8Array }>, detail: Record<string, unknown>): Evidence {
+  return { kind, accused: accused.peer, receipts: [accused.receipt, ...witnesses.map((w) => w.receipt)], detail }
+}
+
+export interface CheckerOptions {
+  /** Whether a witness may testify (the ledger passes "not blacklisted"). */
+  mayWitness?: (peer: string) => Promise<boolean>
+}
+
+export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker {
+  return {
+    async check (e) {
+      const no = (reason: string): { valid: false, reason: string } => ({ valid: false, reason })
+      if (e.kind !== 'redundant' && e.kind !== 'spot') return no(`${e.kind} evidence is not checked from receipts`)
+      if (e.receipts.length < 1 + MIN_WITNESSES) return no(`needs the accused's receipt and ${MIN_WITNESSES} witnesses, got ${e.receipts.length} receipts`)
+      let bodies: ReceiptBody[]
+      try {
+        bodies = await Promise.all(e.receipts.map(async (r) => await openReceipt(r)))
+      } catch (err) {
+        return no((err as Error).message)
+      }
+      const [accused, ...witnesses] = bodies
+      if (accused.peer !== e.accused) return no(`the first receipt is ${accused.peer}'s, not the accused's`)
+      if (new Set(bodies.map((b) => b.peer)).size !== bodies.length) return no('the receipts are not from distinct peers')
+      const sameWork = (b: ReceiptBody): boolean =>
+        b.root === accused.root && b.layers[0] === accused.layers[0] && b.layers[1] === accused.layers[1] && bytesToHex(b.input) === bytesToHex(accused.input)
+      if (!witnesses.every(sameWork)) return no('the receipts are about different computations (model, layers or input rows differ)')
+      let fa: Fingerprint
+      let fw: Fingerprint[]
+      try {
+        fa = decodeFingerprint(accused.output)
+        fw = witnesses.map((w) => decodeFingerprint(w.output))
+      } catch (err) {
+        return no((err as Error).message)
+      }
+      const end = accused.start + fa.positions
+      if (witnesses.some((w, i) => w.start + fw[i].positions !== end || fw[i].positions < fa.positions)) return no('the receipts do not end at the same position')
+      const tails = fw.map((f) => tailFingerprint(f, fa.positions))
+      for (let i = 1; i < tails.length; i++) {
+        if (compareFingerprints(tails[0], tails[i]).verdict !== 'match') return no('the witnesses disagree among themselves')
+      }
+      const against = tails.map((t) => compareFingerprints(fa, t))
+      const agreeing = against.findIndex((c) => c.verdict === 'match')
+      if (agreeing >= 0) return no(`the accused agrees with ${witnesses[agreeing].peer}`)
+      for (const w of witnesses) {
+        if (o.mayWitness !== undefined && !await o.mayWitness(w.peer)) return no(`${w.peer} may not witness (blacklisted)`)
+      }
+      const worst = against.reduce((a, b) => a.distance < b.distance ? a : b)
+      return {
+        valid: true,
+        reason: `${witnesses.length} peers agree on layers [${accused.layers.join(',')}) at positions [${accused.start},${end}) and the accused does not (overlap ${worst.minOverlap.toFixed(2)}, rel. error ${worst.maxRelErr.toPrecision(2)})`
+      }
+    }
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Fault drills: a relay with its SQLite ledger, honest native nodes and one faulty node (each
+ * `--fault` kind in turn), all real (libp2p on loopback, onnxruntime, receipts, evidence
+ * re-checked by the ledger) in this one process so that hundreds of generations stay cheap.
+ *
+ * stories260K in two shards: [0,2) is served by two honest nodes and the faulty one, [2,5) by
+ * two honest nodes. A trial is a generation in which the faulty peer ran or checked a hop (lanes
+ * are drawn at random, as a cheater cannot know who checks it). Each time the faulty identity
+ * is blacklisted it comes back under a new one, as a real cheater would.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import { buildModel } from '../native-node/store.js'
+import { startRelay, type RunningRelay } from '../relay/relay.js'
+import { startNode, type RunningNode } from '../native-node/node.js'
+import { parseFault } from '../shared/node/fault.js'
+import { mulberry32 } from '../shared/rng.js'
+import type { GenerationRequest, GenerationResult } from '../shared/client/types.js'
+import type { Client } from '../shared/client/client.js'
+import { CircuitBreaker } from '../shared/client/breaker.js'
+import { CircuitOpenError } from '../shared/errors.js'
+import { reference, stories } from './helpers/reference.js'
+import { tempDir } from './helpers/paths.js'
+import { waitFor } from './helpers/network.js'
+
+let model: string
+
+async function run (client: Client, req: GenerationRequest): Promise<GenerationResult> {
+  const gen = client.generate(req)
+  for (let r = await gen.next(); ; r = await gen.next()) if (r.done === true) return r.value
+}
+
+/** A relay (fast bans, seeded draws) and honest nodes; `faulty` restarts the faulty node under a fresh identity. */
+async function drillNetwork (honestLayers: Array<[number, number]>, seed: number): Promise<{ relay: RunningRelay, honest: RunningNode[], stop: () => Promise<void> }> {
+  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('drill-ledger'), 'ledger.sqlite'), client: { banMs: 1, random: mulberry32(seed) } })
+  const honest: RunningNode[] = []
+  for (const layers of honestLayers) honest.push(await startNode({ relay: relay.addr, model, layers }))
+  return { relay, honest, stop: async () => { for (const n of honest) await n.stop(); await relay.stop() } }
+}
+
+async function listed (relay: RunningRelay, peer: string): Promise<void> {
+  await waitFor(async () => (await relay.client.network()).peers.some((p) => p.peer === peer), 10_000)
+}
+
+beforeAll(async () => {
+  model = tempDir('drill-model')
+  await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
+})
+
+describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials', () => {
+  const kinds = ['wrong-weights', 'perturb=0.05', 'skip-layer=1', 'random-output', 'replay', 'copy-receipt']
+  for (const [i, spec] of kinds.entries()) {
+    it(`--fault ${spec}`, async () => {
+      const net = await drillNetwork([[0, 2], [0, 2], [2, 5], [2, 5]], 100 + i)
+      const cases = reference()
+      const identities: string[] = []
+      const incarnate = async (): Promise<RunningNode> => {
+        const n = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault(spec) })
+        identities.push(n.peerId)
+        await listed(net.relay, n.peerId)
+        return n
+      }
+      let faulty = await incarnate()
+      let trials = 0
+      let detected = 0
+      try {
+        for (let g = 0; trials < 50 && g < 300; g++) {
+          const c = cases[g % cases.length]
+          const n = Math.min(4, c.decisive_prefix)
+          const r = await run(net.relay.client, { prompt: c.prompt, maxTokens: n, verification: { mode: 'redundant', k: 2 } })
+          // The network still answers right, whoever cheated.
+          expect(r.tokens, `generation ${g}`).toEqual(c.greedy.slice(0, n))
+          const v = r.verification
+          const caught = v.faults.filter((f) => f.accused === faulty.peerId)
+          const involved = caught.length > 0 || v.hops.some((h) => h.ranBy.includes(faulty.peerId) || h.checkedBy.includes(faulty.peerId))
+          expect(v.faults.every((f) => f.accused === faulty.peerId), 'only the faulty peer is ever accused').toBe(true)
+          if (!involved) continue
+          trials++
+          if (caught.length > 0) detected++
+          for (const f of caught) {
+            if (spec === 'copy-receipt') {
+              // Another identity's signature proves nothing about the sender to a third party:
+              // the result is refused and the sender's reputation drops, but no slash.
+              expect(f.reason).toMatch(/receipt rejected: signed for/)
+              expect(f.slashed).toBe(false)
+            } else {
+              expect(f.slashed, f.reason).toBe(true)
+              expect(f.witnesses).toHaveLength(2)
+              expect(f.reason).toMatch(/2 peers agree on layers \[0,2\)/)
+            }
+          }
+          if ((await net.relay.ledger.standing(faulty.peerId)).blacklisted) {
+            // Blacklisted: the registry no longer lists it, so no route can use it. A new identity.
+            await waitFor(async () => !(await net.relay.client.network()).peers.some((p) => p.peer === faulty.peerId), 5_000)
+            await faulty.stop()
+            faulty = await incarnate()
+          }
+        }
+        console.log(`--fault ${spec}: detected ${detected} of ${trials} trials; ${identities.length} identities used`)
+        expect(trials).toBe(50)
+        expect(detected).toBe(50)
+
+        const ledger = net.relay.ledger
+        for (const id of identities.slice(0, -1)) {
+          const s = await ledger.standing(id)
+          expect(s.blacklisted, `retired identity ${id}`).toBe(true)
+          if (spec === 'copy-receipt') expect(s.reputation).toBeLessThan(0.3)
+          else { expect(s.slashed).toBe(3); expect(s.stake).toBeCloseTo(100 / 8) }
+        }
+        for (const h of net.honest) expect(await ledger.standing(h.peerId)).toMatchObject({ slashed: 0, blacklisted: false, stake: 100 })
+        expect(await ledger.verifyAudit()).toEqual({ ok: true, badSeq: null })
+      } finally {
+        await faulty.stop()
+        await net.stop()
+      }
+    }, 300_000)
+  }
+})
+
+describe('spot checks with p = 0.2', () => {
+  it('catch a faulty peer at about the rate 1 − (1 − p)^steps predicts', async () => {
+    const net = await drillNetwork([[0, 2], [0, 2], [2, 5]], 7)
+    const p = 0.2
+    const steps = 8
+    let faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('random-output') })
+    await listed(net.relay, faulty.peerId)
+    const cases = reference()
+    let trials = 0
+    let detected = 0
+    try {
+      for (let g = 0; trials < 60 && g < 600; g++) {
+        const c = cases[g % cases.length]
+        const r = await run(net.relay.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } })
+        const v = r.verification
+        // A trial: the faulty peer computed the hop from the first step (it was drawn as the primary).
+        const primaryAtStart = v.hops.find((h) => h.layers[0] === 0)?.ranBy[0] === faulty.peerId
+        if (primaryAtStart) {
+          trials++
+          if (v.faults.some((f) => f.accused === faulty.peerId && f.slashed)) detected++
+        }
+        // (caught as a checker too: a checker's work is checked in turn)
+        if ((await net.relay.ledger.standing(faulty.peerId)).blacklisted) {
+          await waitFor(async () => !(await net.relay.client.network()).peers.some((x) => x.peer === faulty.peerId), 5_000)
+          await faulty.stop()
+          faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('random-output') })
+          await listed(net.relay, faulty.peerId)
+        }
+      }
+      const expected = 1 - (1 - p) ** steps
+      const rate = detected / trials
+      const sd = Math.sqrt(expected * (1 - expected) / trials)
+      console.log(`spot p=${p}, ${steps} steps: detected in ${detected} of ${trials} generations (${rate.toFixed(3)}); expected ${expected.toFixed(3)} ± ${sd.toFixed(3)}`)
+      expect(trials).toBe(60)
+      // Four standard deviations: a miss here means sampling is not doing what p says.
+      expect(Math.abs(rate - expected)).toBeLessThan(4 * sd)
+    } finally {
+      await faulty.stop()
+      await net.stop()
+    }
+  }, 300_000)
+})
+
+describe('circuit breaker', () => {
+  it('opens after repeated unverifiable generations, refuses with a clear error, and closes once a health check and a probe pass', async () => {
+    let t = 0
+    const b = new CircuitBreaker({ windowMs: 1000, minFailures: 3, maxFailureRate: 0.5, cooldownMs: 500 }, () => t)
+    const healthy = async (): Promise<{ ok: boolean, reason: string }> => ({ ok: true, reason: '' })
+    for (const ok of [true, true, false, true, false]) b.record(ok)
+    expect(b.state).toBe('closed') // 2 of 5
+    b.record(false)
+    expect(b.state).toBe('open') // 3 of 6
+    await expect(b.admit(healthy)).rejects.toThrow(/3 of the last 6 generations could not be verified.*health check runs in 1 s/)
+    t = 600
+    await expect(b.admit(async () => ({ ok: false, reason: 'layers 0-2 uncovered' }))).rejects.toThrow(/health check failed \(layers 0-2 uncovered\)/)
+    t = 1200
+    await b.admit(healthy)
+    expect(b.state).toBe('half-open')
+    b.record(false) // the probe failed: open again
+    expect(b.state).toBe('open')
+    t = 1800
+    await b.admit(healthy)
+    b.record(true)
+    expect(b.state).toBe('closed')
+    // Old failures leave the window.
+    b.record(false); b.record(false); t = 3000; b.record(false)
+    expect(b.state).toBe('closed')
+  })
+
+  it('on the network: two disagreeing peers and no referee pause requests until an honest peer joins', async () => {
+    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('breaker-ledger'), 'ledger.sqlite'), client: { banMs: 1, breaker: { minFailures: 3, cooldownMs: 1000 } } })
+    const nodes = [
+      await startNode({ relay: relay.addr, model, layers: [0, 2] }),
+      await startNode({ relay: relay.addr, model, layers: [0, 2], fault: parseFault('random-output') }),
+      await startNode({ relay: relay.addr, model, layers: [2, 5] }),
+      await startNode({ relay: relay.addr, model, layers: [2, 5] })
+    ]
+    const c = reference()[0]
+    const req: GenerationRequest = { prompt: c.prompt, maxTokens: 3, verification: { mode: 'redundant', k: 2 } }
+    try {
+      await waitFor(async () => (await relay.client.network()).peers.length === 4)
+      for (let i = 0; i < 3; i++) await expect(run(relay.client, req)).rejects.toThrow(/disagree on layers \[0,2\).*no referee is available: no result is returned/)
+      expect(relay.client.breaker.state).toBe('open')
+      const paused = await run(relay.client, req).catch((e: unknown) => e)
+      expect(paused).toBeInstanceOf(CircuitOpenError)
+      expect((paused as Error).message).toMatch(/requests are paused: 3 of the last 3 generations could not be verified/)
+      // An honest peer joins: after the cool-down the health check passes, the probe verifies, and requests flow again.
+      nodes.push(await startNode({ relay: relay.addr, model, layers: [0, 2] }))
+      await listed(relay, nodes[4].peerId)
+      await new Promise((resolve) => setTimeout(resolve, 1100))
+      const r = await run(relay.client, req)
+      expect(r.tokens).toEqual(c.greedy.slice(0, 3))
+      expect(relay.client.breaker.state).toBe('closed')
+    } finally {
+      for (const n of nodes) await n.stop()
+      await relay.stop()
+    }
+  }, 120_000)
+})
