@@ -120,10 +120,11 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
 
   it('a shard file tampered on the server: the tab refuses it and says why on the page', async () => {
     const file = join(model, 'shard-2.onnx.data')
-    const bytes = readFileSync(file)
+    const original = readFileSync(file)
+    const bytes = Buffer.from(original)
     bytes[bytes.length >> 1] ^= 0x55
     writeFileSync(file, bytes)
-    const tab = await contribute('layers=4-5&backend=wasm', 'refused')
+    const tab = await contribute('layers=4-5&backend=wasm', 'refused').finally(() => { writeFileSync(file, original) })
     const error = await tab.page.textContent('#error')
     expect(error).toContain('shard-2.onnx.data')
     expect(error).toMatch(/corrupt or tampered/)
@@ -152,4 +153,41 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     expect(out.ids).toEqual(c.greedy.slice(0, n))
     expect(out.hops).toBe(3)
   })
+
+  it('redundant verification across WebGPU, WASM and native peers: 1000+ hop checks, zero false flags, reference ids', async () => {
+    const gpuPeer = await peerOf('webgpu', '0,2')
+    const wasmPeer = await peerOf('wasm', '2,4')
+    // A native twin for every hop: each [0,2) check compares WebGPU with CPU, each [2,4) WASM with CPU.
+    for (const range of ['0-2', '2-4', '4-5']) procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', range]))
+    await waitFor(async () => (await api(http, '/api/network')).models[0]?.coverage.every((c: number) => c >= 2))
+    const page = playgroundPage
+    await page.selectOption('#verification', 'redundant')
+    let checks = 0
+    let closest = { minOverlap: 1, maxRelErr: 0 }
+    const seen = new Map<string, Set<string>>()
+    for (const c of reference()) {
+      const r = await playground(page, c.prompt, c.decisive_prefix)
+      expect(r.tokens).toEqual(c.greedy.slice(0, c.decisive_prefix))
+      const summary = await page.$eval('#verification-summary', (e) => ({ ...(e as HTMLElement).dataset }))
+      expect(Number(summary.mismatches), `false flags on prompt ${c.prompt.join(',')}`).toBe(0)
+      expect(await page.$$('#faults li')).toHaveLength(0)
+      checks += Number(summary.checks)
+      const cl = JSON.parse(summary.closest!)
+      closest = { minOverlap: Math.min(closest.minOverlap, cl.minOverlap), maxRelErr: Math.max(closest.maxRelErr, cl.maxRelErr) }
+      for (const hop of JSON.parse(summary.hops!) as Array<{ layers: number[], ranBy: string[], checkedBy: string[] }>) {
+        const k = hop.layers.join(',')
+        seen.set(k, new Set([...(seen.get(k) ?? []), ...hop.ranBy, ...hop.checkedBy]))
+      }
+    }
+    console.log(`redundant over WebGPU/WASM/CPU: ${checks} hop checks, 0 mismatches; closest honest agreement: overlap ${closest.minOverlap.toFixed(3)} (threshold 0.75), rel. error ${closest.maxRelErr.toExponential(2)} (threshold 0.05)`)
+    expect(checks).toBeGreaterThanOrEqual(1000)
+    expect(seen.get('0,2')).toContain(gpuPeer)
+    expect(seen.get('2,4')).toContain(wasmPeer)
+    await screenshot(page, 'playground-redundant')
+    const net = await ctx.newPage()
+    await net.goto(`${http}/network.html`)
+    await net.waitForSelector('#standings tr[data-peer]', { timeout: 20_000 })
+    await net.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('verified from genesis') === true, undefined, { timeout: 20_000 })
+    await screenshot(net, 'network-ledger')
+  }, 900_000)
 })

@@ -10,7 +10,9 @@ import { loadModel } from '../store.js'
 import type { DevicePreference } from '../ort.js'
 import { float, int, intList } from './options.js'
 import { createPeer } from '../libp2p.js'
-import { createClient } from '../../shared/client/client.js'
+import { createClient, normalizeVerification } from '../../shared/client/client.js'
+import { httpLedgerLink } from '../../shared/client/ledger-link.js'
+import type { VerificationMode } from '../../shared/client/types.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
 
 const log = logger('tessera:node:generate')
@@ -27,6 +29,10 @@ interface GenerateFlags {
   json?: boolean
   stopAtEos?: boolean
   device: DevicePreference
+  verification: VerificationMode
+  k?: number
+  p?: number
+  ledgerApi?: string
 }
 
 export function registerGenerate (program: Command): void {
@@ -43,10 +49,15 @@ export function registerGenerate (program: Command): void {
     .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
     .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
+    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked').choices(['none', 'redundant', 'spot']).default('none'))
+    .option('--k <n>', 'redundant: peers per hop', int(2))
+    .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
+    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations and to report cheaters (e.g. http://127.0.0.1:8080)')
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
       if (o.relay !== undefined) { await generateRemote(o); return }
+      if (o.verification !== 'none') throw new InputError('--verification checks peers: it needs --relay (a local generation has nobody to check)')
       if (o.model === undefined) throw new InputError('give --model DIR (or --relay ADDR to use the network)')
       const model = o.model
       const started = performance.now()
@@ -103,7 +114,9 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
   if (o.promptIds === undefined) throw new InputError('through --relay, give the prompt as --prompt-ids (text needs the model\'s tokenizer locally)')
   const node = await createPeer({ listen: [] })
   try {
-    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!) })
+    const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi)
+    await ledger?.refresh()
+    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, verification: normalizeVerification({ mode: o.verification, k: o.k, p: o.p }) })
     // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? [2] : undefined
     const gen = client.generate({ prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model })
@@ -118,6 +131,8 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
     } else {
       process.stdout.write('\n')
       log.info(`${result.tokens.length} tokens via ${result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')}; first token ${result.timings.firstTokenMs.toFixed(0)} ms, total ${result.timings.totalMs.toFixed(0)} ms`)
+      const v = result.verification
+      if (v.mode !== 'none') log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`).join('')}`)
     }
   } finally {
     await node.stop()

@@ -203,13 +203,13 @@ export class RoutedSession {
 
   private async runChecked (slot: Slot, input: HopInput): Promise<{ out: HopOutput, hops: HopTrace[] }> {
     await this.fillLanes(slot)
-    const answers = await Promise.all(slot.lanes.map(async (_, j) => await this.runLane(slot, j, input)))
-    let pool = answers
-    let checker: Answer | undefined
-    if (this.d.verification.mode === 'spot' && this.d.random() < this.d.verification.p) {
-      checker = await this.runChecker(slot, input)
-      if (checker !== undefined) pool = [...answers, checker]
-    }
+    // A sampled spot check runs beside the lanes, not after them: it costs compute, not latency.
+    const sampled = this.d.verification.mode === 'spot' && this.d.random() < this.d.verification.p
+    const [answers, checker] = await Promise.all([
+      Promise.all(slot.lanes.map(async (_, j) => await this.runLane(slot, j, input))),
+      sampled ? this.runChecker(slot, input) : undefined
+    ])
+    const pool = checker === undefined ? answers : [...answers, checker]
     const primary = answers[0]
     if (pool.length < 2) {
       slot.history.push(input)

@@ -14,6 +14,7 @@ import { benchDecode } from './spine.js'
 import { int4Accuracy } from './int4.js'
 import { benchNetwork } from './network.js'
 import { benchBrowser } from './browser.js'
+import { benchVerify } from './verify.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 import { stories } from '../helpers/reference.js'
@@ -55,6 +56,10 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
 
   async browser () {
     return await benchBrowser(CACHE)
+  },
+
+  async verify () {
+    return await benchVerify(CACHE)
   }
 }
 

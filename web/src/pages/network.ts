@@ -1,8 +1,10 @@
 /**
- * The Network page: polls the relay's /api/network every second (peers, coverage per layer) and
- * its Prometheus /metrics (throughput from the change of the generated-tokens counter).
+ * The Network page: polls the relay's /api/network every second (peers, coverage per layer), its
+ * Prometheus /metrics (throughput from the change of the generated-tokens counter) and its
+ * /api/ledger (stakes, reputation, blacklist and the hash-chained audit log).
  */
 import type { NetworkView } from '../sdk.js'
+import type { LedgerEntry, PeerStanding } from '../../../shared/ledger/types.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
 type Model = NetworkView['models'][number]
@@ -19,8 +21,14 @@ const ui = {
   modelCount: byId('model-count', HTMLElement),
   updated: byId('updated', HTMLElement),
   coverage: byId('coverage', HTMLElement),
-  peers: byId('peers', HTMLTableSectionElement)
+  peers: byId('peers', HTMLTableSectionElement),
+  ledgerChain: byId('ledger-chain', HTMLElement),
+  standings: byId('standings', HTMLTableSectionElement),
+  audit: byId('audit', HTMLTableSectionElement)
 }
+
+const LEDGER_EVERY = 3 // polls: the ledger changes far less often than the registry
+let polls = 0
 
 const POLL_MS = 1000
 const TOKENS_METRIC = 'tessera_generated_tokens_total'
@@ -39,6 +47,7 @@ async function poll (): Promise<void> {
     ui.live.classList.remove('stale')
     everLoaded = true
     await pollThroughput()
+    if (polls++ % LEDGER_EVERY === 0) await pollLedger()
   } catch (err) {
     setRelayBanner(ui.banner, `${messageOf(err)} (retrying every second)`)
     ui.live.classList.add('stale')
@@ -123,6 +132,49 @@ async function pollThroughput (): Promise<void> {
     ui.throughput.textContent = '—'
     ui.tokensTotal.textContent = `metrics unavailable: ${messageOf(err)}`
   }
+}
+
+/** Standings (blacklisted first, then by reputation) and the newest audit entries. */
+async function pollLedger (): Promise<void> {
+  try {
+    const res = await fetch(`${relayOrigin()}/api/ledger`, { cache: 'no-store' })
+    if (res.status === 404) { ui.ledgerChain.textContent = 'This relay keeps no ledger.'; return }
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    const l = await res.json() as { standings: PeerStanding[], audit: LedgerEntry[], chainOk: boolean }
+    ui.ledgerChain.textContent = l.chainOk
+      ? `Audit chain verified from genesis: ${l.audit.at(-1)?.seq ?? 0} entries, each hashing the one before.`
+      : 'The audit chain does NOT verify: the log was tampered with.'
+    ui.ledgerChain.className = l.chainOk ? 'muted' : 'error'
+    const standings = [...l.standings].sort((a, b) => Number(b.blacklisted) - Number(a.blacklisted) || b.reputation - a.reputation)
+    ui.standings.replaceChildren(...(standings.length === 0
+      ? [h('tr', {}, h('td', { class: 'empty', text: 'No peer has staked yet.', attrs: { colspan: '5' } }))]
+      : standings.map((s) => h('tr', { attrs: { 'data-peer': s.peer, 'data-blacklisted': String(s.blacklisted) } },
+        h('td', { class: 'mono', text: shortPeer(s.peer), attrs: { title: s.peer } }),
+        h('td', { text: s.stake.toLocaleString(undefined, { maximumFractionDigits: 2 }) }),
+        h('td', { text: s.reputation.toFixed(2) }),
+        h('td', { text: String(s.slashed) }),
+        h('td', s.blacklisted ? { class: 'error', text: 'blacklisted' } : { text: 'in good standing' })))))
+    ui.audit.replaceChildren(...[...l.audit].reverse().slice(0, 30).map((e) => h('tr', { attrs: { 'data-kind': e.kind } },
+      h('td', { text: String(e.seq) }),
+      h('td', { text: new Date(e.at).toLocaleTimeString() }),
+      h('td', { class: e.kind === 'slash' || e.kind === 'blacklist' ? 'error' : '', text: e.kind }),
+      h('td', { class: 'mono', text: shortPeer(e.peer), attrs: { title: e.peer } }),
+      h('td', { text: e.amount === undefined ? '' : e.amount.toLocaleString(undefined, { maximumFractionDigits: 2 }) }),
+      h('td', { text: auditDetail(e) }),
+      h('td', { class: 'mono', text: `${e.hash.slice(0, 10)}…`, attrs: { title: e.hash } }))))
+  } catch (err) {
+    ui.ledgerChain.textContent = `ledger unavailable: ${messageOf(err)}`
+  }
+}
+
+function auditDetail (e: LedgerEntry): string {
+  const d = e.data as Record<string, unknown>
+  if (e.kind === 'slash' || e.kind === 'reject') return String(d.reason ?? '')
+  if (e.kind === 'reputation') return `${d.ok === true ? 'verified' : 'failed'} → ${Number(d.reputation).toFixed(2)}`
+  if (e.kind === 'reward') return `for evidence against ${shortPeer(String(d.accused))}`
+  if (e.kind === 'blacklist') return `reputation ${Number(d.reputation).toFixed(2)}, slashed ${String(d.slashed)}×`
+  if (e.kind === 'stake') return `stake now ${Number(d.stake).toLocaleString()}`
+  return ''
 }
 
 /** Sums every series of one metric in Prometheus text format (`name{labels} value [timestamp]`). */

@@ -2,11 +2,12 @@
  * The Playground: generates through the network with the SDK (this tab dials the peers), streams
  * the tokens, and draws the route: who served which layers on what device, and any failover.
  */
-import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent } from '../sdk.js'
+import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent, type VerificationOptions } from '../sdk.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
 type Hop = TokenEvent['hops'][number]
 type Switch = GenerationResult['route']['switches'][number]
+type VerificationMode = VerificationOptions['mode']
 
 mountNav('playground')
 
@@ -26,7 +27,10 @@ const ui = {
   tps: byId('tps', HTMLElement),
   count: byId('count', HTMLElement),
   route: byId('route', HTMLElement),
-  switches: byId('switches', HTMLUListElement)
+  switches: byId('switches', HTMLUListElement),
+  verification: byId('verification', HTMLSelectElement),
+  verificationSummary: byId('verification-summary', HTMLElement),
+  faults: byId('faults', HTMLUListElement)
 }
 
 const RETRY_MS = 5000
@@ -115,6 +119,7 @@ async function generate (): Promise<void> {
     showSpeed(result.tokens.length, result.timings.firstTokenMs, result.timings.totalMs)
     drawRoute(result.route.hops)
     drawSwitches(result.route.switches)
+    drawVerification(result.verification)
     ui.output.dataset.tokens = JSON.stringify(result.tokens)
     ui.output.dataset.done = 'true'
   } catch (err) {
@@ -141,7 +146,8 @@ function readRequest (): GenerationRequest {
   if (!(topP > 0 && topP <= 1)) throw new Error('top-p must be in (0, 1]')
   const seed = ui.seed.value.trim() === '' ? undefined : Number(ui.seed.value)
   if (seed !== undefined && !Number.isInteger(seed)) throw new Error('the seed must be a whole number')
-  return { prompt, maxTokens, temperature, topP, ...(seed !== undefined ? { seed } : {}), ...(ui.model.value !== '' ? { model: ui.model.value } : {}) }
+  const mode = ui.verification.value as VerificationMode
+  return { prompt, maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...(ui.model.value !== '' ? { model: ui.model.value } : {}) }
 }
 
 function resetOutput (): void {
@@ -149,6 +155,8 @@ function resetOutput (): void {
   for (const k of ['done', 'tokens', 'error']) delete ui.output.dataset[k]
   ui.error.textContent = ''
   ui.switches.replaceChildren()
+  ui.faults.replaceChildren()
+  ui.verificationSummary.textContent = ui.verification.value === 'none' ? 'Not checked: one peer per hop (receipts are still verified).' : 'checking…'
   ui.ttft.textContent = '—'
   ui.tps.textContent = '—'
   ui.count.textContent = '0'
@@ -161,13 +169,15 @@ function showSpeed (n: number, firstMs: number, totalMs: number): void {
   ui.tps.textContent = n > 1 && totalMs > firstMs ? ((n - 1) / ((totalMs - firstMs) / 1000)).toFixed(1) : '—'
 }
 
-/** One box per hop, in order: peer, device, layers and round-trip time. */
+/** One box per hop, in order: peer, device, layers and round-trip time, and who checked it. */
 function drawRoute (hops: Hop[]): void {
   const boxes = hops.map((hop, i) => {
     const ms = hop.nodeMs !== undefined ? `${formatMs(hop.ms)} (node ${formatMs(hop.nodeMs)})` : formatMs(hop.ms)
-    const box = h('div', { class: 'hop', attrs: { 'data-device': hop.device, 'data-peer': hop.peer, title: hop.peer } },
+    const checked = hop.checkedBy !== undefined && hop.checkedBy.length > 0 ? ` · checked by ${hop.checkedBy.map(shortPeer).join(', ')}` : ''
+    const box = h('div', { class: 'hop', attrs: { 'data-device': hop.device, 'data-peer': hop.peer, 'data-verdict': hop.verdict ?? 'unchecked', title: hop.peer } },
       h('div', {}, h('span', { class: 'peer', text: shortPeer(hop.peer) }), ' ', deviceBadge(hop.device)),
-      h('div', { class: 'meta', text: `layers ${layerRange(hop.layers)} · ${ms}` }))
+      h('div', { class: 'meta', text: `layers ${layerRange(hop.layers)} · ${ms}` }),
+      h('div', { class: `meta verdict-${hop.verdict ?? 'unchecked'}`, text: `${hop.verdict ?? 'unchecked'}${checked}` }))
     return i === 0 ? [box] : [h('span', { class: 'arrow', text: '→', attrs: { 'aria-hidden': 'true' } }), box]
   })
   ui.route.replaceChildren(...boxes.flat())
@@ -178,6 +188,21 @@ function drawSwitches (switches: Switch[]): void {
     const to = s.replacement.map((r) => shortPeer(r.peer)).join(' + ') || 'nobody'
     return h('li', { text: `layers ${layerRange(s.layers)}: peer ${shortPeer(s.failed)} failed (${s.reason}) → ${to}, at step ${s.step}` })
   }))
+}
+
+/** What was checked, how close honest peers came to the thresholds, and who was caught. */
+function drawVerification (v: GenerationResult['verification']): void {
+  // For scripts and tests: the numbers behind the sentence.
+  Object.assign(ui.verificationSummary.dataset, { checks: String(v.checks), mismatches: String(v.mismatches), hops: JSON.stringify(v.hops), closest: JSON.stringify(v.closest) })
+  if (v.mode === 'none') return
+  const per = v.hops.map((hp) => `layers ${layerRange(hp.layers)}: ${hp.verdicts.agreed} agreed, ${hp.verdicts.overruled} overruled, ${hp.verdicts.unchecked} unchecked`).join('; ')
+  const margin = v.checks > 0 ? ` Closest honest agreement: top-k overlap ${v.closest.minOverlap.toFixed(2)}, relative error ${v.closest.maxRelErr.toExponential(1)}.` : ''
+  ui.verificationSummary.textContent = `${v.mode}: ${v.checks} hop-steps re-run and compared, ${v.mismatches} disagreed. ${per}.${margin}`
+  ui.faults.replaceChildren(...v.faults.map((f) => h('li', {
+    class: 'error',
+    attrs: { 'data-accused': f.accused },
+    text: `step ${f.step}, layers ${layerRange(f.layers)}: peer ${shortPeer(f.accused)} ${f.slashed ? `was slashed ${f.amount}` : 'was caught'} (${f.reason})`
+  })))
 }
 
 function syncButtons (): void {
