@@ -114,7 +114,7 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
   if (o.promptIds === undefined) throw new InputError('through --relay, give the prompt as --prompt-ids (text needs the model\'s tokenizer locally)')
   const node = await createPeer({ listen: [] })
   try {
-    const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi)
+    const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
     await ledger?.refresh()
     const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, verification: normalizeVerification({ mode: o.verification, k: o.k, p: o.p }) })
     // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.

@@ -64,8 +64,11 @@ export function cachedLedgerLink (o: {
   }
 }
 
-/** A link over the relay's HTTP API (`GET /api/ledger`, `POST /api/evidence`): for the SDK and the CLI. */
-export function httpLedgerLink (base: string, fetchFn: typeof fetch = fetch): LedgerLink & { refresh: () => Promise<void> } {
+/**
+ * A link over the relay's HTTP API (`GET /api/ledger`, `POST /api/evidence`): for the SDK and the
+ * CLI. `reporter` (the client's peer id) is credited with the reward when its evidence slashes.
+ */
+export function httpLedgerLink (base: string, reporter?: string, fetchFn: typeof fetch = fetch): LedgerLink & { refresh: () => Promise<void> } {
   return cachedLedgerLink({
     standings: async () => {
       const r = await fetchFn(new URL('/api/ledger', base))
@@ -76,7 +79,7 @@ export function httpLedgerLink (base: string, fetchFn: typeof fetch = fetch): Le
       const r = await fetchFn(new URL('/api/evidence', base), {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ ...e, receipts: e.receipts.map(bytesToBase64) })
+        body: JSON.stringify({ ...e, receipts: e.receipts.map(bytesToBase64), reporter })
       })
       const body = await r.json() as SlashOutcome & { error?: { message: string } }
       if (!r.ok) return { slashed: false, amount: 0, reason: body.error?.message ?? `HTTP ${r.status}` }

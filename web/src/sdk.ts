@@ -46,7 +46,7 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
   if (!res.ok) throw new Error(`${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
   const { addrs } = await res.json() as { addrs: string[] }
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
-  const ledger = httpLedgerLink(origin)
+  const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
   const refresh = setInterval(() => { void ledger.refresh() }, 5000)
   const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, verification: o.verification })
