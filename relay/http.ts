@@ -18,6 +18,8 @@ import { completionHandler, errorResponse } from './completions.js'
 import type { Tokenizer } from './openai.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
+import type { ClaimBoard } from '../shared/client/board.js'
+import { streamSSE } from 'hono/streaming'
 
 /** Evidence is a handful of receipts: a few KiB at most. */
 const MAX_EVIDENCE_CHARS = 256 * 1024
@@ -39,6 +41,8 @@ export interface HttpDeps {
   ledger?: Ledger
   /** Called after evidence changed the ledger (the relay's client refreshes its view). */
   onLedgerChange?: () => Promise<void>
+  /** Optimistic claims and their settlements. */
+  board?: ClaimBoard
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -101,6 +105,22 @@ export function createHttpApp (deps: HttpDeps): Hono {
     const outcome = await deps.ledger.slash(e, reporter)
     await deps.onLedgerChange?.()
     return c.json(outcome)
+  })
+
+  // Optimistic results: a claim's state, and an SSE stream that sends its settlement once.
+  app.get('/api/claims', (c) => c.json(deps.board?.stats() ?? { pending: 0, final: 0, overturned: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }))
+  app.get('/api/claims/:id', (c) => {
+    const status = deps.board?.get(c.req.param('id'))
+    if (status === undefined) return jsonError(404, `no claim ${c.req.param('id')} on this relay`, 'claim_not_found')
+    return c.json(status)
+  })
+  app.get('/api/claims/:id/events', (c) => {
+    const board = deps.board
+    if (board?.get(c.req.param('id')) === undefined) return jsonError(404, `no claim ${c.req.param('id')} on this relay`, 'claim_not_found')
+    return streamSSE(c, async (sse) => {
+      const s = await board.settled(c.req.param('id'))
+      await sse.writeSSE({ event: 'settlement', data: JSON.stringify(s) })
+    })
   })
 
   app.get('/models/:root/manifest.json', (c) => {

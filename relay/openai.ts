@@ -67,9 +67,9 @@ function parseVerification (v: unknown): VerificationOptions | undefined {
   if (!present(v)) return undefined
   const o = typeof v === 'string' ? { mode: v } : v
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
-  const { mode, k, p } = o as Record<string, unknown>
+  const { mode, k, p, window } = o as Record<string, unknown>
   try {
-    return { ...normalizeVerification({ mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined }) }
+    return { ...normalizeVerification({ mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined, window: window as number | undefined }) }
   } catch (err) {
     throw new BadRequest((err as Error).message, 'invalid_verification')
   }

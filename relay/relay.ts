@@ -6,7 +6,8 @@
 import type { Libp2p } from '@libp2p/interface'
 import { readFile, access, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { createClient, type Client, type ClientConfig } from '../shared/client/client.js'
+import { createClient, DEFAULT_TIMEOUTS, type Client, type ClientConfig } from '../shared/client/client.js'
+import { ClaimBoard } from '../shared/client/board.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
@@ -50,6 +51,7 @@ export interface RunningRelay {
   registry: Registry
   client: Client
   ledger: Ledger
+  board: ClaimBoard
   libp2p: Libp2p
   stop: () => Promise<void>
 }
@@ -80,7 +82,10 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     }
   })
   await handleRegistry(node, registry)
-  const client = createClient({ dialer: libp2pDialer(node), directory: registry, ledger: link, ...o.client })
+  const dialer = libp2pDialer(node)
+  // Optimistic claims are audited from here: the relay dials watchers and referees like any client.
+  const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random })
+  const client = createClient({ dialer, directory: registry, ledger: link, board, ...o.client })
 
   const models: Array<{ dir: string, manifest: Manifest }> = []
   const tokenizers = new Map<string, Tokenizer>()
@@ -107,6 +112,7 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     webRoot: o.webRoot !== undefined && await access(o.webRoot).then(() => true, () => false) ? o.webRoot : undefined,
     metrics,
     ledger,
+    board,
     onLedgerChange: async () => { await link.refresh() },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
     tokenizer: (model) => tokenizers.get(model)
@@ -118,7 +124,7 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   log.info(`relay ${addr}`)
   log.info(`HTTP ${httpUrl}`)
   return {
-    addr, addrs, httpUrl, registry, client, ledger, libp2p: node,
+    addr, addrs, httpUrl, registry, client, ledger, board, libp2p: node,
     async stop () {
       clearInterval(refresh)
       await http.close()

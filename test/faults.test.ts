@@ -129,7 +129,7 @@ describe('spot checks with p = 0.2', () => {
     let trials = 0
     let detected = 0
     try {
-      for (let g = 0; trials < 60 && g < 600; g++) {
+      for (let g = 0; trials < 60 && g < 1500; g++) {
         const c = cases[g % cases.length]
         const r = await run(net.relay.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } })
         const v = r.verification

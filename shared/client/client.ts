@@ -13,7 +13,8 @@ import type { Dialer, HopTimeouts } from './remote-hop.js'
 import { coverage, DEFAULT_COSTS, findRoute, type RouteCosts } from './route.js'
 import { RoutedSession } from './session.js'
 import type { PeerDirectory } from './dialer.js'
-import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent, VerificationOptions, VerificationMode } from './types.js'
+import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent, VerificationOptions, VerificationMode } from './types.js'
+import type { Claim, ClaimBoard } from './board.js'
 
 export interface ClientConfig {
   dialer: Dialer
@@ -34,21 +35,26 @@ export interface ClientConfig {
   breaker?: Partial<BreakerOptions>
   /** Randomness for spot sampling and drawing peers (default Math.random). */
   random?: () => number
+  /** Where optimistic claims go to be audited (the relay's); without one, optimistic is refused. */
+  board?: ClaimBoard
 }
 
 export const DEFAULT_K = 2
 export const DEFAULT_SPOT_P = 0.2
-const MODES: VerificationMode[] = ['none', 'redundant', 'spot']
+export const DEFAULT_WINDOW_MS = 30_000
+const MODES: VerificationMode[] = ['none', 'redundant', 'spot', 'optimistic']
 
-/** Fills in k and p and refuses what cannot be run. */
-export function normalizeVerification (v: VerificationOptions | undefined): { mode: VerificationMode, k: number, p: number } {
+/** Fills in k, p and the window, and refuses what cannot be run. */
+export function normalizeVerification (v: VerificationOptions | undefined): { mode: VerificationMode, k: number, p: number, window: number } {
   const mode = v?.mode ?? 'none'
   if (!MODES.includes(mode)) throw new InputError(`verification mode must be one of ${MODES.join(', ')}, not ${JSON.stringify(mode)}`)
   const k = v?.k ?? DEFAULT_K
   const p = v?.p ?? DEFAULT_SPOT_P
+  const window = v?.window ?? DEFAULT_WINDOW_MS
   if (!Number.isInteger(k) || k < 2 || k > 5) throw new InputError(`verification k must be an integer from 2 to 5, not ${k}`)
   if (!(p > 0 && p <= 1)) throw new InputError(`verification p must be in (0, 1], not ${p}`)
-  return { mode, k, p }
+  if (!Number.isInteger(window) || window < 100 || window > 3_600_000) throw new InputError(`verification window must be whole ms from 100 to 3600000 (an hour), not ${window}`)
+  return { mode, k, p, window }
 }
 
 // minStepMs stays well above what a loaded 2-core machine can take for one small step: a
@@ -92,10 +98,11 @@ export function createClient (cfg: ClientConfig): Client {
     }
   }
 
-  async function * generate (req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult> {
+  async function * generate (req: GenerationRequest, signal?: AbortSignal, exclude?: ReadonlySet<string>): AsyncGenerator<TokenEvent, GenerationResult> {
     if (req.prompt.length === 0) throw new InputError('the prompt is empty: give at least one token (BOS)')
     if (!(req.maxTokens >= 1)) throw new InputError('maxTokens must be at least 1')
     const verification = normalizeVerification(req.verification ?? cfg.verification)
+    if (verification.mode === 'optimistic' && cfg.board === undefined) throw new InputError('optimistic verification needs a claim board to post to: ask the relay\'s API, or give the client a board')
     // Health: the model is still covered by peers that are not blacklisted, k deep where redundant asks for it.
     await breaker.admit(async () => {
       try {
@@ -118,7 +125,8 @@ export function createClient (cfg: ClientConfig): Client {
       maxRetries: cfg.maxRetries ?? 3,
       verification,
       ledger,
-      random: cfg.random ?? Math.random
+      random: cfg.random ?? Math.random,
+      exclude
     })
     const sample = createSampler(req)
     const started = performance.now()
@@ -137,7 +145,7 @@ export function createClient (cfg: ClientConfig): Client {
         const id = sample(lastRow(out))
         if (tokens.length === 0) firstTokenMs = performance.now() - started
         tokens.push(id)
-        yield { id, index: tokens.length - 1, hops }
+        yield { id, index: tokens.length - 1, hops, ...(verification.mode === 'optimistic' ? { status: 'pending' as const } : {}) }
         if (req.stopIds?.includes(id) === true) { finishReason = 'stop'; break }
         next = [id]
       }
@@ -151,6 +159,14 @@ export function createClient (cfg: ClientConfig): Client {
     // Peers whose work was checked and held up all along earn reputation.
     const accused = new Set(session.faults.map((f) => f.accused))
     for (const p of session.vouched) if (!accused.has(p)) ledger.observe(p, true)
+    let settlement: Promise<Settlement> | undefined
+    let claim: string | undefined
+    if (verification.mode === 'optimistic') {
+      const c = session.claim(verification.window)
+      claim = c.id
+      settlement = settle(cfg.board!, c, req)
+      settlement.catch(() => {}) // a caller that never looks must not crash the process
+    }
     return {
       model: model.name, root: model.root, prompt: req.prompt, tokens, finishReason,
       route: { hops, switches: session.switches },
@@ -161,10 +177,23 @@ export function createClient (cfg: ClientConfig): Client {
         mismatches: session.failures,
         closest: { ...session.closest },
         hops: session.hopSummaries(),
-        faults: session.faults
+        faults: session.faults,
+        ...(claim !== undefined ? { claim, window: verification.window, status: 'pending' as const } : {})
       },
-      timings: { firstTokenMs, totalMs: performance.now() - started }
+      timings: { firstTokenMs, totalMs: performance.now() - started },
+      ...(settlement !== undefined ? { settlement } : {})
     }
+  }
+
+  /** Posts the claim; if it is overturned, generates again around whoever was caught, for the corrected tokens. */
+  async function settle (board: ClaimBoard, claim: Claim, req: GenerationRequest): Promise<Settlement> {
+    return await board.submit(claim, async (challenges) => {
+      const caught = new Set(challenges.filter((c) => c.outcome === 'overturned').map((c) => c.accused))
+      const again = generate({ ...req, verification: { mode: 'none' } }, undefined, caught)
+      let r = await again.next()
+      while (r.done !== true) r = await again.next()
+      return r.value.tokens
+    })
   }
 
   return { generate, network, breaker }

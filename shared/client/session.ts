@@ -19,6 +19,7 @@ import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
 import { tally } from '../verify/vote.js'
 import { BanList } from './bans.js'
 import type { LedgerLink } from './ledger-link.js'
+import type { Claim, HopClaim } from './board.js'
 import { openRemoteHop, type Dialer, type HopTimeouts, type RemoteHop } from './remote-hop.js'
 import { findRoute, hopCost, serversOf, type RouteCosts } from './route.js'
 import type { FaultReport, HopSummary, HopTrace, RouteSwitch, Verdict, VerificationMode } from './types.js'
@@ -40,6 +41,8 @@ export interface SessionDeps {
   ledger: LedgerLink
   /** For spot sampling and for drawing lanes (tests may seed it). */
   random: () => number
+  /** Peers this session must not use at all (an optimistic re-run avoids whoever was caught). */
+  exclude?: ReadonlySet<string>
 }
 
 interface Slot {
@@ -49,6 +52,8 @@ interface Slot {
   history: HopInput[]
   /** spot: a peer kept for re-runs, fed `fed` entries of the history so far. */
   checker?: { hop: RemoteHop, fed: number }
+  /** optimistic: each step's receipt and the row it ends at, for the claim. */
+  receipts: HopClaim['entries']
 }
 
 /** One peer's answer for one slot and step (its rows for this step only). */
@@ -95,7 +100,7 @@ export class RoutedSession {
       route = findRoute(fallback, 0, this.d.nLayers, this.d.costs, this.k) // banned after a time-out is not blacklisted
     }
     for (const r of route) {
-      const slot: Slot = { layers: r.layers, lanes: [], history: [] }
+      const slot: Slot = { layers: r.layers, lanes: [], history: [], receipts: [] }
       this.slots.push(slot)
       await this.fillLanes(slot)
     }
@@ -124,6 +129,11 @@ export class RoutedSession {
 
   /** Per layer range: who ran it, who checked it, and how the checks went. */
   hopSummaries (): HopSummary[] { return [...this.summary.values()] }
+
+  /** optimistic: what watchers need to audit this generation (receipts and every input row, per hop). */
+  claim (window: number): Claim {
+    return { id: this.id, root: this.d.root, window, hops: this.slots.map((s) => ({ layers: s.layers, entries: s.receipts, inputs: concatInputs(s.history) })) }
+  }
 
   close (): void {
     for (const s of this.slots) {
@@ -169,7 +179,7 @@ export class RoutedSession {
         // A ban after a time-out may have hit an honest but busy peer: a slow route beats none.
         route = findRoute(fallback, a, b, this.d.costs)
       }
-      for (const r of route) fresh.push({ layers: r.layers, lanes: [await this.open(r.peer, r.layers)], history: [] })
+      for (const r of route) fresh.push({ layers: r.layers, lanes: [await this.open(r.peer, r.layers)], history: [], receipts: [] })
     } catch (err) {
       for (const s of fresh) s.lanes[0].close()
       if (err instanceof HopError) { this.d.bans.ban(err.peer); return undefined }
@@ -213,7 +223,9 @@ export class RoutedSession {
     const primary = answers[0]
     if (pool.length < 2) {
       slot.history.push(input)
-      return { out: primary.out, hops: [{ ...traceOf(primary.hop, primary.out), checkedBy: [], verdict: 'unchecked' }] }
+      const optimistic = this.d.verification.mode === 'optimistic'
+      if (optimistic) slot.receipts.push({ peer: primary.hop.peer, receipt: primary.receipt, end: this.length + seqOf(input) })
+      return { out: primary.out, hops: [{ ...traceOf(primary.hop, primary.out), checkedBy: [], verdict: optimistic ? 'pending' : 'unchecked' }] }
     }
     this.checks++
     let verdict: Verdict = 'agreed'
@@ -328,8 +340,12 @@ export class RoutedSession {
     }
   }
 
-  /** A peer outside the dispute replays the slot's history and this input; undefined if none can. */
+  /**
+   * A peer outside the dispute replays the slot's history and this input; undefined if none can.
+   * A referee that fails once may be busy, not gone: it is asked again before it is passed over.
+   */
   private async runReferee (slot: Slot, input: HopInput, involved: string[]): Promise<Answer | undefined> {
+    const failed = new Set<string>()
     for (let attempt = 0; attempt <= this.d.maxRetries; attempt++) {
       let hop: RemoteHop | undefined
       try {
@@ -340,7 +356,8 @@ export class RoutedSession {
         if (err instanceof NoRouteError) return undefined
         if (!(err instanceof HopError)) throw err
         this.onHopError(err, slot.layers, 0, false)
-        involved = [...involved, err.peer]
+        if (failed.has(err.peer)) involved = [...involved, err.peer]
+        failed.add(err.peer)
       }
     }
     return undefined
@@ -390,7 +407,7 @@ export class RoutedSession {
 
   /** Live peers of the model not blacklisted: `ok` also skips banned ones, `fallback` does not. */
   private async candidates (failed?: string): Promise<{ ok: Capability[], fallback: Capability[] }> {
-    const fallback = (await this.d.peers()).filter((p) => p.root === this.d.root && p.peer !== failed && !this.d.ledger.excluded(p.peer))
+    const fallback = (await this.d.peers()).filter((p) => p.root === this.d.root && p.peer !== failed && !this.d.ledger.excluded(p.peer) && this.d.exclude?.has(p.peer) !== true)
     return { ok: fallback.filter((p) => !this.d.bans.isBanned(p.peer)), fallback }
   }
 
@@ -404,7 +421,9 @@ export class RoutedSession {
     let servers = serversOf(ok.filter((p) => !busy.has(p.peer)), slot.layers, this.d.costs)
     if (servers.length === 0) servers = serversOf(fallback.filter((p) => !busy.has(p.peer)), slot.layers, this.d.costs)
     if (servers.length === 0) throw new NoRouteError(`no other live peer serves exactly layers [${slot.layers.join(',')}) (${busy.size} already in use or excluded)`)
-    const limit = 2 * hopCost(servers[0], slot.layers, this.d.costs)
+    // Self-measured speeds are noisy on a loaded machine: "near" is generous, so draws stay unpredictable.
+    const best = hopCost(servers[0], slot.layers, this.d.costs)
+    const limit = Math.max(2 * best, best + 50)
     const near = servers.filter((p) => hopCost(p, slot.layers, this.d.costs) <= limit)
     return await this.open(near[Math.floor(this.d.random() * near.length)], slot.layers)
   }
@@ -416,7 +435,7 @@ export class RoutedSession {
   private summarize (h: HopTrace): void {
     const key = h.layers.join('-')
     let s = this.summary.get(key)
-    if (s === undefined) this.summary.set(key, s = { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0 } })
+    if (s === undefined) this.summary.set(key, s = { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0, pending: 0 } })
     if (!s.ranBy.includes(h.peer)) s.ranBy.push(h.peer)
     for (const p of h.checkedBy ?? []) if (!s.checkedBy.includes(p)) s.checkedBy.push(p)
     s.verdicts[h.verdict ?? 'unchecked']++

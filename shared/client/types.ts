@@ -22,15 +22,18 @@ export interface GenerationRequest extends SamplingOptions {
  * `redundant`: each hop run by k distinct peers in parallel; on a mismatch a referee runs it too
  *   and the reputation-weighted majority wins; the minority is reported with the receipts as evidence.
  * `spot`: one peer per hop; each step of each hop is re-run on another peer with probability p.
+ * `optimistic`: one peer per hop and the tokens at once, marked pending; watchers re-execute the
+ *   hops within `window` ms and a proven fault overturns the result (see client/board.ts).
  */
-export type VerificationMode = 'none' | 'redundant' | 'spot'
-export interface VerificationOptions { mode: VerificationMode, k?: number, p?: number }
+export type VerificationMode = 'none' | 'redundant' | 'spot' | 'optimistic'
+export interface VerificationOptions { mode: VerificationMode, k?: number, p?: number, window?: number }
 
 /**
  * unchecked: nobody else ran it (mode none, or spot did not sample it); agreed: every re-run
- * matched; overruled: someone disagreed, a referee was asked, and the majority's output was used.
+ * matched; overruled: someone disagreed, a referee was asked, and the majority's output was used;
+ * pending: optimistic, open to challenge until the window closes.
  */
-export type Verdict = 'unchecked' | 'agreed' | 'overruled'
+export type Verdict = 'unchecked' | 'agreed' | 'overruled' | 'pending'
 
 /**
  * One hop of one step: who computed the output that was used, the round trip and the node's own
@@ -75,6 +78,34 @@ export interface VerificationReport {
   closest: { minOverlap: number, maxRelErr: number }
   hops: HopSummary[]
   faults: FaultReport[]
+  /** optimistic: the claim watchers audit, its window, and its state when the tokens were returned. */
+  claim?: string
+  window?: number
+  status?: 'pending'
+}
+
+/** A challenge of an optimistic claim and how it ended. */
+export interface ChallengeReport {
+  layers: [number, number]
+  accused: string
+  challenger: string
+  referee?: string
+  /** overturned: the accused was wrong; frivolous: the challenger was; undecided: no two agreed. */
+  outcome: 'overturned' | 'frivolous' | 'undecided'
+  /** Who lost stake, and how much. */
+  slashed?: { peer: string, amount: number }
+  reason: string
+}
+
+/** How an optimistic claim ended. `tokens` are the corrected ones when it was overturned. */
+export interface Settlement {
+  claim: string
+  status: 'final' | 'overturned'
+  /** ms from submission to settlement. */
+  afterMs: number
+  audits: Array<{ layers: [number, number], watcher?: string, ok: boolean, note: string }>
+  challenges: ChallengeReport[]
+  tokens?: number[]
 }
 
 /** A hop that failed and what replaced it. */
@@ -86,7 +117,8 @@ export interface RouteTrace {
   switches: RouteSwitch[]
 }
 
-export interface TokenEvent { id: number, index: number, hops: HopTrace[] }
+/** `status: 'pending'` under optimistic verification: the token may still be overturned. */
+export interface TokenEvent { id: number, index: number, hops: HopTrace[], status?: 'pending' }
 
 export interface GenerationResult {
   model: string
@@ -97,6 +129,8 @@ export interface GenerationResult {
   route: RouteTrace
   verification: VerificationReport
   timings: { firstTokenMs: number, totalMs: number }
+  /** optimistic only: resolves when the claim is final or overturned (with corrected tokens). */
+  settlement?: Promise<Settlement>
 }
 
 /** Runs generations over the network. `generate` yields tokens and returns the result. */

@@ -5,7 +5,7 @@
  */
 
 export interface Evidence {
-  kind: 'redundant' | 'spot' | 'signature' | 'proof'
+  kind: 'redundant' | 'spot' | 'optimistic' | 'signature' | 'proof'
   /** Peer id of the accused. */
   accused: string
   /** Signed receipts (opaque bytes, verified by the EvidenceChecker) from the accused and from the peers whose results disagree with it. */

@@ -19,7 +19,7 @@ export function tailFingerprint (f: Fingerprint, positions: number): Fingerprint
   return { k: f.k, positions, idx: f.idx.slice(from), val: f.val.slice(from) }
 }
 
-export function mismatchEvidence (kind: 'redundant' | 'spot', accused: { peer: string, receipt: Uint8Array }, witnesses: Array<{ receipt: Uint8Array }>, detail: Record<string, unknown>): Evidence {
+export function mismatchEvidence (kind: 'redundant' | 'spot' | 'optimistic', accused: { peer: string, receipt: Uint8Array }, witnesses: Array<{ receipt: Uint8Array }>, detail: Record<string, unknown>): Evidence {
   return { kind, accused: accused.peer, receipts: [accused.receipt, ...witnesses.map((w) => w.receipt)], detail }
 }
 
@@ -32,7 +32,7 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
   return {
     async check (e) {
       const no = (reason: string): { valid: false, reason: string } => ({ valid: false, reason })
-      if (e.kind !== 'redundant' && e.kind !== 'spot') return no(`${e.kind} evidence is not checked from receipts`)
+      if (e.kind !== 'redundant' && e.kind !== 'spot' && e.kind !== 'optimistic') return no(`${e.kind} evidence is not checked from receipts`)
       if (e.receipts.length < 1 + MIN_WITNESSES) return no(`needs the accused's receipt and ${MIN_WITNESSES} witnesses, got ${e.receipts.length} receipts`)
       let bodies: ReceiptBody[]
       try {
