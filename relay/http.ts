@@ -18,11 +18,19 @@ import { completionHandler, errorResponse } from './completions.js'
 import type { Tokenizer } from './openai.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
-import type { ClaimBoard } from '../shared/client/board.js'
+import type { Claim, ClaimBoard } from '../shared/client/board.js'
+import { claimFromJson } from '../shared/client/claim-sink.js'
+import { InputError } from '../shared/errors.js'
+import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
+import { logger } from '../shared/log.js'
 import { streamSSE } from 'hono/streaming'
 
 /** Evidence is a handful of receipts: a few KiB at most. */
 const MAX_EVIDENCE_CHARS = 256 * 1024
+/** A claim carries every row each hop was fed: as large as a step may be, in base64. */
+const MAX_CLAIM_CHARS = Math.ceil(MAX_MESSAGE_BYTES * 4 / 3) + 1024 * 1024
+
+const log = logger('tessera:relay:http')
 
 export interface HttpDeps {
   generator: Generator
@@ -109,6 +117,23 @@ export function createHttpApp (deps: HttpDeps): Hono {
 
   // Optimistic results: a claim's state, and an SSE stream that sends its settlement once.
   app.get('/api/claims', (c) => c.json(deps.board?.stats() ?? { pending: 0, final: 0, overturned: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }))
+  // A client outside the relay (a tab, the CLI) posts its optimistic claim; the board audits it.
+  app.post('/api/claims', async (c) => {
+    const board = deps.board
+    if (board === undefined) return jsonError(404, 'this relay keeps no claim board', 'board_not_found')
+    const text = await c.req.text()
+    if (text.length > MAX_CLAIM_CHARS) return jsonError(413, `a claim over ${MAX_CLAIM_CHARS} characters`, 'too_large')
+    let claim: Claim
+    try {
+      claim = claimFromJson(JSON.parse(text))
+      if (board.get(claim.id) !== undefined) throw new InputError(`claim ${claim.id} was already posted`)
+    } catch (err) {
+      return jsonError(400, (err as Error).message, 'invalid_claim')
+    }
+    board.submit(claim).catch((err: Error) => { log.warn(`claim ${claim.id}: ${err.message}`) })
+    return c.json({ claim: claim.id, status: 'pending' }, 202)
+  })
+
   app.get('/api/claims/:id', (c) => {
     const status = deps.board?.get(c.req.param('id'))
     if (status === undefined) return jsonError(404, `no claim ${c.req.param('id')} on this relay`, 'claim_not_found')

@@ -15,6 +15,11 @@ import type { GenerationRequest, GenerationResult, Settlement } from '../shared/
 import { reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { api, waitFor } from './helpers/network.js'
+import { createPeer } from '../native-node/libp2p.js'
+import { createClient } from '../shared/client/client.js'
+import { libp2pDialer, relayDirectory } from '../shared/client/dialer.js'
+import { claimToJson, httpClaimSink } from '../shared/client/claim-sink.js'
+import type { Claim } from '../shared/client/board.js'
 
 let model: string
 
@@ -144,5 +149,43 @@ describe('optimistic with honest peers', () => {
     const bad = await fetch(`${net.relay.httpUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1], verification: { mode: 'optimistic', window: 5 } }) })
     expect(bad.status).toBe(400)
     expect((await bad.json()).error.message).toMatch(/window must be whole ms from 100/)
+  })
+
+  it('a client outside the relay posts its claim over HTTP; a claim with made-up inputs frames nobody', async () => {
+    const node = await createPeer({ listen: [] })
+    try {
+      let posted: Claim | undefined
+      const sink = httpClaimSink(net.relay.httpUrl)
+      const client = createClient({
+        dialer: libp2pDialer(node),
+        directory: relayDirectory(node, net.relay.addr),
+        board: { submit: async (claim, rerun) => { posted = claim; return await sink.submit(claim, rerun) } }
+      })
+      const c = reference()[2]
+      const gen = client.generate({ prompt: c.prompt, maxTokens: 5, verification: { mode: 'optimistic', window: 300 } })
+      let r = await gen.next()
+      while (r.done !== true) r = await gen.next()
+      expect(r.value.tokens).toEqual(c.greedy.slice(0, 5))
+      const s = await r.value.settlement!
+      expect(s).toMatchObject({ claim: posted!.id, status: 'final', challenges: [] })
+      expect(s.audits.every((a) => a.ok && a.watcher !== undefined)).toBe(true)
+
+      // The same receipts with other inputs: the board refuses to audit against them.
+      const before = await api(net.relay.httpUrl, '/api/ledger')
+      const forged = claimToJson({ ...posted!, id: `${posted!.id}-forged`, hops: posted!.hops.map((h, i) => i === 0 ? { ...h, inputs: { tokens: Array.from((h.inputs as { tokens: number[] }).tokens, (t) => (t + 1) % 512) } } : h) })
+      const res = await fetch(`${net.relay.httpUrl}/api/claims`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(forged) })
+      expect(res.status).toBe(202)
+      const text = await (await fetch(`${net.relay.httpUrl}/api/claims/${forged.id}/events`)).text()
+      const settled = JSON.parse(text.split('\n').find((l) => l.startsWith('data:'))!.slice(5))
+      expect(settled.status).toBe('final')
+      expect(settled.challenges).toEqual([])
+      expect(settled.audits[0].note).toMatch(/the inputs do not match/)
+      expect((await api(net.relay.httpUrl, '/api/ledger')).standings).toEqual(before.standings)
+      const junk = await fetch(`${net.relay.httpUrl}/api/claims`, { method: 'POST', body: '{"id": 5}' })
+      expect(junk.status).toBe(400)
+      expect((await junk.json()).error.message).toMatch(/claim: id must be/)
+    } finally {
+      await node.stop()
+    }
   })
 })

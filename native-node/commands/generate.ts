@@ -12,6 +12,7 @@ import { float, int, intList } from './options.js'
 import { createPeer } from '../libp2p.js'
 import { createClient, normalizeVerification } from '../../shared/client/client.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
+import { httpClaimSink } from '../../shared/client/claim-sink.js'
 import type { VerificationMode } from '../../shared/client/types.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
 
@@ -32,6 +33,7 @@ interface GenerateFlags {
   verification: VerificationMode
   k?: number
   p?: number
+  window?: number
   ledgerApi?: string
 }
 
@@ -49,10 +51,11 @@ export function registerGenerate (program: Command): void {
     .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
     .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
-    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked').choices(['none', 'redundant', 'spot']).default('none'))
+    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked (optimistic needs --ledger-api)').choices(['none', 'redundant', 'spot', 'optimistic']).default('none'))
+    .option('--window <ms>', 'optimistic: how long the result may be challenged', int(100))
     .option('--k <n>', 'redundant: peers per hop', int(2))
     .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
-    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations and to report cheaters (e.g. http://127.0.0.1:8080)')
+    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations, to report cheaters and to post optimistic claims (e.g. http://127.0.0.1:8080)')
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
@@ -116,7 +119,8 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
   try {
     const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
     await ledger?.refresh()
-    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, verification: normalizeVerification({ mode: o.verification, k: o.k, p: o.p }) })
+    const board = o.ledgerApi === undefined ? undefined : httpClaimSink(o.ledgerApi)
+    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, board, verification: normalizeVerification({ mode: o.verification, k: o.k, p: o.p, window: o.window }) })
     // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? [2] : undefined
     const gen = client.generate({ prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model })
@@ -125,15 +129,17 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
       if (o.json !== true) process.stdout.write(`${r.value.id} `)
       r = await gen.next()
     }
-    const result = r.value
-    if (o.json === true) {
-      console.log(JSON.stringify(result))
-    } else {
+    const { settlement, ...result } = r.value
+    if (o.json !== true) {
       process.stdout.write('\n')
       log.info(`${result.tokens.length} tokens via ${result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')}; first token ${result.timings.firstTokenMs.toFixed(0)} ms, total ${result.timings.totalMs.toFixed(0)} ms`)
       const v = result.verification
-      if (v.mode !== 'none') log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`).join('')}`)
+      if (v.mode !== 'none' && v.mode !== 'optimistic') log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`).join('')}`)
+      if (settlement !== undefined) log.info(`optimistic: claim ${result.verification.claim} pending for up to ${result.verification.window} ms…`)
     }
+    const settled = await settlement
+    if (settled !== undefined && o.json !== true) log.info(`claim ${settled.claim} ${settled.status} after ${settled.afterMs.toFixed(0)} ms${settled.tokens !== undefined ? `; corrected tokens: ${settled.tokens.join(' ')}` : ''}`)
+    if (o.json === true) console.log(JSON.stringify(settled === undefined ? result : { ...result, settlement: settled }))
   } finally {
     await node.stop()
   }

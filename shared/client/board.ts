@@ -31,7 +31,7 @@ const log = logger('tessera:board')
 /** One hop of a claim: who computed which steps (each receipt's output ends at row `end`), and every row it was fed. */
 export interface HopClaim {
   layers: [number, number]
-  entries: Array<{ peer: Capability, receipt: Uint8Array, end: number }>
+  entries: Array<{ peer: string, receipt: Uint8Array, end: number }>
   inputs: HopInput
 }
 
@@ -55,9 +55,14 @@ export interface BoardOptions {
   keep?: number
 }
 
+/** Where a client posts its optimistic claims: the relay's board in-process, or over HTTP (claim-sink.ts). */
+export interface ClaimSink {
+  submit (claim: Claim, rerun?: (challenges: ChallengeReport[]) => Promise<number[]>): Promise<Settlement>
+}
+
 export interface ClaimStatus { claim: string, status: 'pending' | 'final' | 'overturned', window: number, submittedAt: number, settlement?: Settlement }
 
-export class ClaimBoard {
+export class ClaimBoard implements ClaimSink {
   private readonly claims = new Map<string, ClaimStatus>()
   private readonly waiters = new Map<string, Array<(s: Settlement) => void>>()
   private readonly random: () => number
@@ -158,9 +163,9 @@ export class ClaimBoard {
     for (const [j, e] of hop.entries.entries()) {
       if (e.end < at) throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): receipts out of order`)
       if (e.end > at) { chain = chainRows(chain, rowBytes(hop.inputs, at, e.end), e.end - at); at = e.end }
-      if (bytesToHex(chain) !== bytesToHex(bodies[j].input)) throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): the inputs do not match ${e.peer.peer.slice(-8)}'s receipt`)
+      if (bytesToHex(chain) !== bytesToHex(bodies[j].input)) throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): the inputs do not match ${e.peer.slice(-8)}'s receipt`)
     }
-    const involved = new Set(hop.entries.map((e) => e.peer.peer))
+    const involved = new Set(hop.entries.map((e) => e.peer))
     const watchers = await this.candidates(hop.layers, involved)
     if (watchers.length === 0) { audits.push({ layers: hop.layers, ok: true, note: 'no watcher holds these layers' }); return 'clean' }
     const watcher = watchers[Math.floor(this.random() * watchers.length)]
@@ -186,7 +191,7 @@ export class ClaimBoard {
     const prefix = prefixRows(hop.inputs, e.end)
     const w = await this.prefill(watcher, claim, `challenge-${claim.id}-${i}`, hop.layers, prefix)
     const pool = await this.candidates(hop.layers, new Set([...involved, watcher.peer]))
-    const report: ChallengeReport = { layers: hop.layers, accused: e.peer.peer, challenger: watcher.peer, outcome: 'undecided', reason: '' }
+    const report: ChallengeReport = { layers: hop.layers, accused: e.peer, challenger: watcher.peer, outcome: 'undecided', reason: '' }
     if (pool.length === 0) { report.reason = 'no referee holds these layers'; return report }
     // Deterministic: anyone holding the two receipts computes the same referee.
     pool.sort((a, b) => a.peer < b.peer ? -1 : 1)
@@ -196,14 +201,14 @@ export class ClaimBoard {
     const r = await this.prefill(referee, claim, `referee-${claim.id}-${i}`, hop.layers, prefix)
     const claimed = decodeFingerprint((await openReceipt(e.receipt)).output)
     const votes: Array<Vote & { receipt: Uint8Array }> = [
-      { peer: e.peer.peer, fp: claimed, weight: this.o.ledger.weight(e.peer.peer), receipt: e.receipt },
+      { peer: e.peer, fp: claimed, weight: this.o.ledger.weight(e.peer), receipt: e.receipt },
       { peer: watcher.peer, fp: tailFingerprint(w.fp, claimed.positions), weight: this.o.ledger.weight(watcher.peer), receipt: w.receipt },
       { peer: referee.peer, fp: tailFingerprint(r.fp, claimed.positions), weight: this.o.ledger.weight(referee.peer), receipt: r.receipt }
     ]
     const t = tally(votes)
     if (t.winner.length < MIN_WITNESSES) { report.reason = 'accused, challenger and referee all disagree'; return report }
     const loser = t.losers[0]
-    report.outcome = loser.peer === e.peer.peer ? 'overturned' : 'frivolous'
+    report.outcome = loser.peer === e.peer ? 'overturned' : 'frivolous'
     const outcome = await this.o.ledger.report(mismatchEvidence('optimistic', loser, t.winner, { claim: claim.id, layers: hop.layers, end: e.end, challenger: watcher.peer, referee: referee.peer }))
     report.reason = outcome.reason
     if (outcome.slashed) report.slashed = { peer: loser.peer, amount: outcome.amount }

@@ -14,7 +14,7 @@ import { coverage, DEFAULT_COSTS, findRoute, type RouteCosts } from './route.js'
 import { RoutedSession } from './session.js'
 import type { PeerDirectory } from './dialer.js'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent, VerificationOptions, VerificationMode } from './types.js'
-import type { Claim, ClaimBoard } from './board.js'
+import type { Claim, ClaimSink } from './board.js'
 
 export interface ClientConfig {
   dialer: Dialer
@@ -35,8 +35,8 @@ export interface ClientConfig {
   breaker?: Partial<BreakerOptions>
   /** Randomness for spot sampling and drawing peers (default Math.random). */
   random?: () => number
-  /** Where optimistic claims go to be audited (the relay's); without one, optimistic is refused. */
-  board?: ClaimBoard
+  /** Where optimistic claims go to be audited (the relay's board, or its HTTP API); without one, optimistic is refused. */
+  board?: ClaimSink
 }
 
 export const DEFAULT_K = 2
@@ -186,7 +186,7 @@ export function createClient (cfg: ClientConfig): Client {
   }
 
   /** Posts the claim; if it is overturned, generates again around whoever was caught, for the corrected tokens. */
-  async function settle (board: ClaimBoard, claim: Claim, req: GenerationRequest): Promise<Settlement> {
+  async function settle (board: ClaimSink, claim: Claim, req: GenerationRequest): Promise<Settlement> {
     return await board.submit(claim, async (challenges) => {
       const caught = new Set(challenges.filter((c) => c.outcome === 'overturned').map((c) => c.accused))
       const again = generate({ ...req, verification: { mode: 'none' } }, undefined, caught)

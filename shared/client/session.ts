@@ -224,7 +224,7 @@ export class RoutedSession {
     if (pool.length < 2) {
       slot.history.push(input)
       const optimistic = this.d.verification.mode === 'optimistic'
-      if (optimistic) slot.receipts.push({ peer: primary.hop.peer, receipt: primary.receipt, end: this.length + seqOf(input) })
+      if (optimistic) slot.receipts.push({ peer: primary.peer, receipt: primary.receipt, end: this.length + seqOf(input) })
       return { out: primary.out, hops: [{ ...traceOf(primary.hop, primary.out), checkedBy: [], verdict: optimistic ? 'pending' : 'unchecked' }] }
     }
     this.checks++

@@ -10,11 +10,13 @@
  * Same client, routing and failover as Node: this tab dials the peers itself (WebSockets to
  * native nodes, WebRTC to other tabs); the relay only introduces them. Reputations and the
  * blacklist come from the relay's ledger (GET /api/ledger); evidence of a cheating peer goes
- * back to it (POST /api/evidence), where it is checked again before anyone is slashed.
+ * back to it (POST /api/evidence), where it is checked again before anyone is slashed; optimistic
+ * claims go to its board (POST /api/claims) and `(await gen.result).settlement` says how they end.
  */
 import { createClient, type Client } from '../../shared/client/client.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
+import { httpClaimSink } from '../../shared/client/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 
@@ -49,7 +51,8 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
   const refresh = setInterval(() => { void ledger.refresh() }, 5000)
-  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, verification: o.verification })
+  // Optimistic claims go to the relay's board; corrected tokens, if any, are generated here.
+  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, board: httpClaimSink(origin), verification: o.verification })
   return {
     peerId: node.peerId.toString(),
     generate (req, signal) {

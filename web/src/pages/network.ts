@@ -24,7 +24,8 @@ const ui = {
   peers: byId('peers', HTMLTableSectionElement),
   ledgerChain: byId('ledger-chain', HTMLElement),
   standings: byId('standings', HTMLTableSectionElement),
-  audit: byId('audit', HTMLTableSectionElement)
+  audit: byId('audit', HTMLTableSectionElement),
+  claims: byId('claims', HTMLElement)
 }
 
 const LEDGER_EVERY = 3 // polls: the ledger changes far less often than the registry
@@ -164,6 +165,18 @@ async function pollLedger (): Promise<void> {
       h('td', { class: 'mono', text: `${e.hash.slice(0, 10)}…`, attrs: { title: e.hash } }))))
   } catch (err) {
     ui.ledgerChain.textContent = `ledger unavailable: ${messageOf(err)}`
+  }
+  try {
+    const res = await fetch(`${relayOrigin()}/api/claims`, { cache: 'no-store' })
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    const c = await res.json() as { pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number }
+    const settled = c.final + c.overturned
+    Object.assign(ui.claims.dataset, { pending: String(c.pending), final: String(c.final), overturned: String(c.overturned) })
+    ui.claims.textContent = settled + c.pending === 0
+      ? 'Optimistic claims: none yet.'
+      : `Optimistic claims: ${c.pending} pending, ${c.final} final (after ${formatMs(c.meanFinalMs)} on average), ${c.overturned} overturned; ${c.challenges} challenge(s), ${c.frivolous} frivolous (${settled > 0 ? (100 * c.challenges / settled).toFixed(1) : '0'}% of settled claims challenged).`
+  } catch (err) {
+    ui.claims.textContent = `claims unavailable: ${messageOf(err)}`
   }
 }
 

@@ -30,6 +30,7 @@ const ui = {
   switches: byId('switches', HTMLUListElement),
   verification: byId('verification', HTMLSelectElement),
   verificationSummary: byId('verification-summary', HTMLElement),
+  settlement: byId('settlement', HTMLElement),
   faults: byId('faults', HTMLUListElement)
 }
 
@@ -120,6 +121,7 @@ async function generate (): Promise<void> {
     drawRoute(result.route.hops)
     drawSwitches(result.route.switches)
     drawVerification(result.verification)
+    if (result.settlement !== undefined) void showSettlement(result.verification.window ?? 0, result.settlement)
     ui.output.dataset.tokens = JSON.stringify(result.tokens)
     ui.output.dataset.done = 'true'
   } catch (err) {
@@ -156,6 +158,8 @@ function resetOutput (): void {
   ui.error.textContent = ''
   ui.switches.replaceChildren()
   ui.faults.replaceChildren()
+  ui.settlement.textContent = ''
+  delete ui.settlement.dataset.status
   ui.verificationSummary.textContent = ui.verification.value === 'none' ? 'Not checked: one peer per hop (receipts are still verified).' : 'checking…'
   ui.ttft.textContent = '—'
   ui.tps.textContent = '—'
@@ -188,6 +192,24 @@ function drawSwitches (switches: Switch[]): void {
     const to = s.replacement.map((r) => shortPeer(r.peer)).join(' + ') || 'nobody'
     return h('li', { text: `layers ${layerRange(s.layers)}: peer ${shortPeer(s.failed)} failed (${s.reason}) → ${to}, at step ${s.step}` })
   }))
+}
+
+/** Optimistic: pending until the window closes, then final, or overturned with the corrected tokens. */
+async function showSettlement (windowMs: number, settlement: NonNullable<GenerationResult['settlement']>): Promise<void> {
+  ui.settlement.dataset.status = 'pending'
+  ui.settlement.textContent = `Pending: watchers may challenge these tokens for ${formatMs(windowMs)}…`
+  try {
+    const s = await settlement
+    ui.settlement.dataset.status = s.status
+    const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited'} (${a.note})`).join('; ')
+    const challenges = s.challenges.map((c) => `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${c.referee !== undefined ? shortPeer(c.referee) : 'none'}${c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''}`).join('; ')
+    ui.settlement.textContent = s.status === 'final'
+      ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
+      : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
+    ui.settlement.className = s.status === 'final' ? 'muted' : 'error'
+  } catch (err) {
+    ui.settlement.textContent = `The claim could not be settled: ${messageOf(err)}`
+  }
 }
 
 /** What was checked, how close honest peers came to the thresholds, and who was caught. */
