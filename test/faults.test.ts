@@ -47,6 +47,30 @@ beforeAll(async () => {
   await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
 })
 
+describe('--fault', () => {
+  it('parses every kind and says what a bad one needs', () => {
+    expect(parseFault('wrong-weights')).toEqual({ kind: 'wrong-weights', seed: 1 })
+    expect(parseFault('wrong-weights=7')).toEqual({ kind: 'wrong-weights', seed: 7 })
+    expect(parseFault('perturb=0.05')).toEqual({ kind: 'perturb', eps: 0.05 })
+    expect(parseFault('skip-layer=3')).toEqual({ kind: 'skip-layer', layer: 3 })
+    for (const k of ['random-output', 'replay', 'copy-receipt']) expect(parseFault(k)).toEqual({ kind: k })
+    expect(() => parseFault('perturb')).toThrow(/perturb needs a positive noise scale, e\.g\. perturb=0\.05/)
+    expect(() => parseFault('perturb=-1')).toThrow(/positive noise scale/)
+    expect(() => parseFault('skip-layer=x')).toThrow(/needs a layer number/)
+    expect(() => parseFault('replay=2')).toThrow(/takes no value/)
+    expect(() => parseFault('lie')).toThrow(/unknown fault "lie"; one of: wrong-weights, perturb, skip-layer, random-output, replay, copy-receipt/)
+  })
+
+  it('a node refuses to skip a layer it does not serve', async () => {
+    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('skip-ledger'), 'ledger.sqlite') })
+    try {
+      await expect(startNode({ relay: relay.addr, model, layers: [2, 5], fault: parseFault('skip-layer=1') })).rejects.toThrow(/skip-layer=1, but this node serves layers \[2,5\)/)
+    } finally {
+      await relay.stop()
+    }
+  })
+})
+
 describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials', () => {
   const kinds = ['wrong-weights', 'perturb=0.05', 'skip-layer=1', 'random-output', 'replay', 'copy-receipt']
   for (const [i, spec] of kinds.entries()) {
