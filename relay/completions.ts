@@ -5,7 +5,7 @@
  */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
+import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent } from '../shared/client/types.js'
 import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
 import {
@@ -34,7 +34,8 @@ export function errorResponse (c: Context, err: unknown): Response {
 }
 
 export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
-  const record = (r: GenerationResult): void => {
+  const record = (r: GenerationResult, webhook?: string): void => {
+    if (webhook !== undefined) void r.settlement?.then(async (s) => await postWebhook(webhook, s))
     metrics.tokens.inc({ model: r.model }, r.tokens.length)
     metrics.generation.observe({ model: r.model }, r.timings.totalMs / 1000)
     if (r.tokens.length > 0) metrics.firstToken.observe({ model: r.model }, r.timings.firstTokenMs / 1000)
@@ -51,6 +52,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
     let stream: boolean
     let tok: Tokenizer | undefined
     let model: string
+    let webhook: string | undefined
     try {
       const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
       const name = p.model ?? defaultModel(deps.network())
@@ -69,6 +71,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
       if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
       req = { prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds, model: p.model, verification: p.verification }
       stream = p.stream
+      webhook = p.webhook
     } catch (err) {
       return errorResponse(c, err)
     }
@@ -103,7 +106,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
       } finally {
         done()
       }
-      record(r.value)
+      record(r.value, webhook)
       return c.json(fullResponse(kind, ids, r.value, dec.text(r.value.tokens)))
     }
 
@@ -115,7 +118,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
           r = await it.next()
         }
         if (r.done === true) {
-          record(r.value)
+          record(r.value, webhook)
           await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, dec.flush())) })
           await s.writeSSE({ data: '[DONE]' })
         }
@@ -127,6 +130,16 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
         if (r.done !== true) await it.return(undefined as unknown as GenerationResult).catch(() => {})
       }
     })
+  }
+}
+
+/** Sends an optimistic claim's settlement to the caller's webhook; a failure is logged, not retried. */
+async function postWebhook (url: string, s: Settlement): Promise<void> {
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s), signal: AbortSignal.timeout(10_000) })
+    if (!res.ok) log.warn(`webhook ${url} answered HTTP ${res.status} for claim ${s.claim}`)
+  } catch (err) {
+    log.warn(`webhook ${url} for claim ${s.claim} failed: ${(err as Error).message}`)
   }
 }
 

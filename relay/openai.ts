@@ -22,6 +22,8 @@ export interface CommonParams {
   stream: boolean
   stopIds?: number[]
   verification?: VerificationOptions
+  /** optimistic: where to POST the settlement (JSON) once the claim is final or overturned. */
+  webhook?: string
 }
 export interface CompletionParams extends CommonParams { prompt: string | number[] }
 export interface ChatParams extends CommonParams { messages: Array<{ role: string, content: string }> }
@@ -46,6 +48,12 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
   if (present(b.n) && b.n !== 1) throw new BadRequest(`n must be 1: one choice per request is supported, got ${show(b.n)}`)
   if (present(b.tessera_stop_ids) && !isIds(b.tessera_stop_ids)) bad('tessera_stop_ids', 'an array of token ids (integers ≥ 0)', b.tessera_stop_ids)
   const verification = parseVerification(b.verification)
+  if (present(b.tessera_webhook)) {
+    let url: URL | undefined
+    try { url = new URL(String(b.tessera_webhook)) } catch {}
+    if (typeof b.tessera_webhook !== 'string' || url === undefined || !['http:', 'https:'].includes(url.protocol)) bad('tessera_webhook', 'an http(s) URL', b.tessera_webhook)
+    if (verification?.mode !== 'optimistic') throw new BadRequest('tessera_webhook is for optimistic verification: it receives the settlement')
+  }
   // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
   // matching text would need the tokenizer on every step.
   return {
@@ -58,7 +66,8 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
     seed: present(b.seed) ? b.seed as number : undefined,
     stream: b.stream === true,
     stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined,
-    verification
+    verification,
+    webhook: present(b.tessera_webhook) ? b.tessera_webhook as string : undefined
   }
 }
 

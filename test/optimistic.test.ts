@@ -6,6 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { buildModel } from '../native-node/store.js'
 import { startRelay, type RunningRelay } from '../relay/relay.js'
 import { startNode, type RunningNode } from '../native-node/node.js'
@@ -149,6 +151,28 @@ describe('optimistic with honest peers', () => {
     const bad = await fetch(`${net.relay.httpUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1], verification: { mode: 'optimistic', window: 5 } }) })
     expect(bad.status).toBe(400)
     expect((await bad.json()).error.message).toMatch(/window must be whole ms from 100/)
+  })
+
+  it('over HTTP with a webhook: the relay POSTs the settlement to it', async () => {
+    let resolve!: (v: any) => void
+    const received = new Promise<any>((r) => { resolve = r })
+    const hook = createServer((req, res) => {
+      let body = ''
+      req.on('data', (d: Buffer) => { body += d.toString() })
+      req.on('end', () => { res.end('ok'); resolve(JSON.parse(body)) })
+    })
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/settled`
+      const c = reference()[1]
+      const r = await api(net.relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 200 }, tessera_webhook: url })
+      const s = await received
+      expect(s).toMatchObject({ claim: r.tessera.verification.claim, status: 'final' })
+      const bad = await fetch(`${net.relay.httpUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1], tessera_webhook: 'ftp://x' }) })
+      expect((await bad.json()).error.message).toMatch(/tessera_webhook must be an http\(s\) URL/)
+    } finally {
+      hook.close()
+    }
   })
 
   it('a client outside the relay posts its claim over HTTP; a claim with made-up inputs frames nobody', async () => {
