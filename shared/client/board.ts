@@ -105,7 +105,7 @@ export class ClaimBoard implements ClaimSink {
       for (const [i, hop] of claim.hops.entries()) {
         if (this.random() >= (this.o.auditRate ?? 1)) { audits.push({ layers: hop.layers, ok: true, note: 'not sampled by the audit policy' }); continue }
         const r = await this.auditHop(claim, i, hop, audits, challenges).catch((err: Error) => {
-          audits.push({ layers: hop.layers, ok: true, note: `audit failed: ${err.message}` })
+          audits.push({ layers: hop.layers, ok: false, note: `audit failed: ${err.message}` })
           return 'clean' as const
         })
         if (r === 'overturned') return r

@@ -103,6 +103,7 @@ export interface Settlement {
   status: 'final' | 'overturned'
   /** ms from submission to settlement. */
   afterMs: number
+  /** Per hop: who audited it; ok false when a step did not match or the audit could not run (see note). */
   audits: Array<{ layers: [number, number], watcher?: string, ok: boolean, note: string }>
   challenges: ChallengeReport[]
   tokens?: number[]
