@@ -132,7 +132,7 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     await screenshot(tab.page, 'contribute-refused')
   })
 
-  it('the SDK: a page imports <relay>/sdk.js and iterates over generated tokens', async () => {
+  it('the SDK: a page imports <relay>/sdk.js, iterates over generated tokens, and posts an optimistic claim', async () => {
     const page = await ctx.newPage()
     const log = consoleOf(page)
     await page.goto(`${http}/index.html`)
@@ -146,12 +146,20 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       const gen = tessera.generate({ prompt: ${JSON.stringify(c.prompt)}, maxTokens: ${n} })
       for await (const t of gen) ids.push(t.id)
       const result = await gen.result
+      // Optimistic from a tab: the claim goes to the relay's board over HTTP and settles.
+      const opt = tessera.generate({ prompt: ${JSON.stringify(c.prompt)}, maxTokens: 4, verification: { mode: 'optimistic', window: 500 } })
+      const pending = []
+      for await (const t of opt) pending.push(t.status)
+      const settlement = await (await opt.result).settlement
       await tessera.close()
-      return { ids, hops: result.route.hops.length }
+      return { ids, hops: result.route.hops.length, pending, settlement: { status: settlement.status, audits: settlement.audits.length, afterMs: settlement.afterMs } }
     })()`
-    const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { ids: number[], hops: number }
+    const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { ids: number[], hops: number, pending: string[], settlement: { status: string, audits: number, afterMs: number } }
     expect(out.ids).toEqual(c.greedy.slice(0, n))
     expect(out.hops).toBe(3)
+    expect(out.pending).toEqual(['pending', 'pending', 'pending', 'pending'])
+    expect(out.settlement).toMatchObject({ status: 'final', audits: 3 })
+    expect(out.settlement.afterMs).toBeGreaterThanOrEqual(500)
   })
 
   it('redundant verification across WebGPU, WASM and native peers: 1000+ hop checks, zero false flags, reference ids', async () => {
