@@ -8,7 +8,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { Capability } from '../shared/protocol/capability.js'
 import { announce, withdraw } from '../shared/node/announce.js'
-import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
+import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS, MAX_SESSIONS, SESSION_TTL_MS } from '../shared/protocol/limits.js'
 import { createInferHandler, type ServeStats } from '../shared/node/serve.js'
 import { isWeightFault, stepFault, type Fault } from '../shared/node/fault.js'
@@ -93,6 +93,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     }
     const handler = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners, fault, maxCacheTokens: () => cacheCap() })
     await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
+    await node.handle(DISPUTE_PROTOCOL, handler.handleDispute, { runOnLimitedConnection: true, maxInboundStreams: 256 })
     const { stats } = handler
 
     const budget = o.memory ?? memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu')

@@ -15,6 +15,8 @@ const log = logger('tessera:relay:registry')
 
 export interface Registry extends PeerDirectory {
   accept (signed: SignedCapability, from?: string): Promise<Capability>
+  /** A live record even if the peer is excluded from listings (a dispute must still reach a blacklisted accused). */
+  find (peer: string): Capability | undefined
   remove (peer: string): void
   /** Live records as the peers signed them, for clients that check for themselves. */
   signedRecords (): SignedCapability[]
@@ -53,6 +55,10 @@ export function createRegistry (o: RegistryOptions = {}): Registry {
       return cap
     },
     remove (peer) { records.delete(peer) },
+    find (peer) {
+      const r = records.get(peer)
+      return r !== undefined && r.cap.expires >= now() ? r.cap : undefined
+    },
     async list () { return live().map((r) => r.cap) },
     signedRecords: () => live().map((r) => r.signed)
   }

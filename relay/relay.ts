@@ -84,7 +84,7 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   await handleRegistry(node, registry)
   const dialer = libp2pDialer(node)
   // Optimistic claims are audited from here: the relay dials watchers and referees like any client.
-  const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random })
+  const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), find: async (p) => registry.find(p), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random })
   const client = createClient({ dialer, directory: registry, ledger: link, board, ...o.client })
 
   const models: Array<{ dir: string, manifest: Manifest }> = []

@@ -12,8 +12,11 @@ export type HopInput =
   | { tokens: Int32Array | number[] }
   | { hidden: Float32Array, seq: number }
 
-/** Hidden states [seq, dim] from a middle shard, logits [seq, vocab] from the last. */
-export interface HopOutput { data: Float32Array, seq: number, width: number, kind: 'hidden' | 'logits' }
+/**
+ * Hidden states [seq, dim] from a middle shard, logits [seq, vocab] from the last; and, from
+ * shards built with them, each block's output [seq, dim] in layer order (`layers`).
+ */
+export interface HopOutput { data: Float32Array, seq: number, width: number, kind: 'hidden' | 'logits', layers?: Float32Array[] }
 
 /**
  * One sequence's state on one shard: its KV cache. Positions are implicit: each forward()
@@ -102,7 +105,10 @@ export class OrtShardRunner implements ShardRunner {
       past = next
       length += seq
       const result = out[last ? io.LOGITS : io.HIDDEN_OUT]
-      return { data: result.data as Float32Array, seq, width: last ? c.vocabSize : c.dim, kind: last ? 'logits' : 'hidden' }
+      const layers = this.session.outputNames.includes(io.layerOut(start))
+        ? Array.from({ length: end - start }, (_, i) => out[io.layerOut(start + i)].data as Float32Array)
+        : undefined
+      return { data: result.data as Float32Array, seq, width: last ? c.vocabSize : c.dim, kind: last ? 'logits' : 'hidden', ...(layers !== undefined ? { layers } : {}) }
     }
 
     return {

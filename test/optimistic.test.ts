@@ -49,8 +49,10 @@ beforeAll(async () => {
 
 describe('optimistic: every fault kind is overturned within the window in 50 of 50 trials', () => {
   // copy-receipt never reaches a claim: the client refuses the result on arrival (test/faults.test.ts).
-  const kinds = ['wrong-weights', 'perturb=0.05', 'skip-layer=1', 'random-output', 'replay']
-  for (const [i, spec] of kinds.entries()) {
+  // Where bisection over the per-layer commitments must end: the faulty layer, or (when only the
+  // output was swapped) nowhere inside the blocks.
+  const kinds: Array<[string, number | undefined]> = [['wrong-weights', 0], ['perturb=0.05', 0], ['skip-layer=1', 1], ['random-output', undefined], ['replay', undefined]]
+  for (const [i, [spec, faultyLayer]] of kinds.entries()) {
     it(`--fault ${spec}`, async () => {
       const net = await network(200 + i)
       const window = 5000
@@ -83,6 +85,9 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
           const ch = s.challenges.find((x) => x.outcome === 'overturned')!
           expect(ch).toMatchObject({ layers: [0, 2], accused: faulty.peerId, slashed: { peer: faulty.peerId } })
           expect(ch.challenger).not.toBe(ch.referee)
+          expect(ch.located?.layer, ch.located?.note).toBe(faultyLayer)
+          if (faultyLayer === undefined) expect(ch.located?.note).toMatch(/every committed layer agrees/)
+          else expect(ch.located!.reveals).toBeLessThanOrEqual(2 * (1 + Math.ceil(Math.log2(2))))
           // The corrected tokens are the reference.
           expect(s.tokens).toEqual(c.greedy.slice(0, n))
           overturned++
@@ -104,6 +109,41 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
       }
     }, 300_000)
   }
+})
+
+describe('optimistic: a dispute party that stops answering', () => {
+  it('loses the bisection by time-out, and the referee still settles the claim', async () => {
+    const net = await network(77)
+    let faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('skip-layer=1+mute') })
+    const background: Array<Promise<Settlement>> = []
+    try {
+      await waitFor(async () => (await net.relay.client.network()).peers.length === 5)
+      let trials = 0
+      for (let g = 0; trials < 3 && g < 100; g++) {
+        if ((await net.relay.ledger.standing(faulty.peerId)).blacklisted) {
+          await faulty.stop()
+          faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('skip-layer=1+mute') })
+          await waitFor(async () => (await net.relay.client.network()).peers.some((p) => p.peer === faulty.peerId), 10_000)
+        }
+        const c = reference()[g % 3]
+        const { result } = await run(net.relay, { prompt: c.prompt, maxTokens: 3, verification: { mode: 'optimistic', window: 15_000 } })
+        if (!result.verification.hops[0].ranBy.includes(faulty.peerId)) { background.push(result.settlement!); continue }
+        trials++
+        const s = await result.settlement!
+        expect(s.status).toBe('overturned')
+        const ch = s.challenges[0]
+        expect(ch.located).toMatchObject({ timedOut: faulty.peerId })
+        expect(ch.located!.note).toMatch(/the accused did not answer a reveal/)
+        expect(ch.slashed?.peer).toBe(faulty.peerId)
+        expect(s.tokens).toEqual(c.greedy.slice(0, 3))
+      }
+      expect(trials).toBe(3)
+    } finally {
+      await Promise.allSettled(background)
+      await faulty.stop()
+      await net.stop()
+    }
+  }, 180_000)
 })
 
 describe('optimistic with honest peers', () => {

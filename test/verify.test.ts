@@ -14,6 +14,7 @@ import { randomWeights } from '../shared/model/random.js'
 import { compareFingerprints, decodeFingerprint, encodeFingerprint, fingerprint, THRESHOLDS, type Fingerprint } from '../shared/verify/fingerprint.js'
 import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
 import { tally } from '../shared/verify/vote.js'
+import { layerLeaf, merkleProof, merkleRoot, verifyMerkleProof } from '../shared/verify/merkle.js'
 import type { Evidence } from '../shared/ledger/types.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, verifyReceipt, type Expected } from '../shared/verify/receipt.js'
 import type { ShardRunner, HopOutput } from '../shared/runner.js'
@@ -202,5 +203,18 @@ describe('the vote', () => {
     expect(tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(2), weight: 0.5 }]).winner).toEqual([])
     // Reputation weighs: one trusted peer outweighs one newcomer.
     expect(tally([{ peer: 'a', fp: fp(1), weight: 0.9 }, { peer: 'b', fp: fp(2), weight: 0.2 }]).winner.map((c) => c.peer)).toEqual(['a'])
+  })
+})
+
+describe('per-layer commitments (Merkle)', () => {
+  const leaves = Array.from({ length: 5 }, (_, i) => layerLeaf(10 + i, fingerprint(fillNormal(new Float32Array(64), mulberry32(i), 1), 1, 64)))
+  it('proves each layer against the root, and nothing else', () => {
+    const root = merkleRoot(leaves)
+    for (let i = 0; i < leaves.length; i++) expect(verifyMerkleProof(leaves[i], i, merkleProof(leaves, i), root)).toBe(true)
+    expect(verifyMerkleProof(leaves[1], 2, merkleProof(leaves, 1), root)).toBe(false) // right leaf, wrong place
+    const other = layerLeaf(11, fingerprint(fillNormal(new Float32Array(64), mulberry32(99), 1), 1, 64))
+    expect(verifyMerkleProof(other, 1, merkleProof(leaves, 1), root)).toBe(false) // another fingerprint for layer 11
+    expect(merkleRoot([leaves[0]])).toEqual(leaves[0])
+    expect(merkleRoot(leaves)).not.toEqual(merkleRoot(leaves.slice(0, 4)))
   })
 })

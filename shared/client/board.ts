@@ -17,7 +17,12 @@ import type { HopInput, HopOutput } from '../runner.js'
 import { HopError, InputError, TesseraError } from '../errors.js'
 import { bytesToHex, newSha256 } from '../hash.js'
 import { logger } from '../log.js'
-import { compareFingerprints, decodeFingerprint, fingerprint } from '../verify/fingerprint.js'
+import { compareFingerprints, decodeFingerprint, fingerprint, type Fingerprint } from '../verify/fingerprint.js'
+import { layerLeaf, verifyMerkleProof } from '../verify/merkle.js'
+import { DISPUTE_PROTOCOL } from '../protocol/infer.js'
+import { MAX_RECORD_BYTES } from '../protocol/limits.js'
+import { lpStream } from '@libp2p/utils'
+import { decode, encode } from 'cborg'
 import { mismatchEvidence, MIN_WITNESSES, tailFingerprint } from '../verify/evidence.js'
 import { chainRows, EMPTY_CHAIN, openReceipt } from '../verify/receipt.js'
 import { tally, type Claim as Vote } from '../verify/vote.js'
@@ -44,8 +49,12 @@ export interface Claim {
 }
 
 export interface BoardOptions {
+  /** How long a party has to answer each reveal of a dispute (ms; default 5000). */
+  revealMs?: number
   dialer: Dialer
   peers: () => Promise<Capability[]>
+  /** Finds a peer's record even when it is left out of `peers` (blacklisted meanwhile); default: search `peers`. */
+  find?: (peer: string) => Promise<Capability | undefined>
   ledger: LedgerLink
   timeouts: HopTimeouts
   /** Audit policy: the chance that a hop of a claim is audited (1 = every hop). */
@@ -192,6 +201,7 @@ export class ClaimBoard implements ClaimSink {
     const w = await this.prefill(watcher, claim, `challenge-${claim.id}-${i}`, hop.layers, prefix)
     const pool = await this.candidates(hop.layers, new Set([...involved, watcher.peer]))
     const report: ChallengeReport = { layers: hop.layers, accused: e.peer, challenger: watcher.peer, outcome: 'undecided', reason: '' }
+    report.located = await this.locate(hop.layers, e, w.receipt, watcher)
     if (pool.length === 0) { report.reason = 'no referee holds these layers'; return report }
     // Deterministic: anyone holding the two receipts computes the same referee.
     pool.sort((a, b) => a.peer < b.peer ? -1 : 1)
@@ -216,6 +226,63 @@ export class ClaimBoard implements ClaimSink {
     return report
   }
 
+  /**
+   * Bisection over the layers: both parties reveal their committed fingerprint of layer mid
+   * (checked against the Merkle root each signed); the first layer where they differ is where
+   * the accused went wrong. log2(layers) rounds of two reveals; a party that does not answer in
+   * time, or answers with something it did not commit to, loses the bisection.
+   */
+  private async locate (layers: [number, number], e: HopClaim['entries'][number], watcherReceipt: Uint8Array, watcher: Capability): Promise<NonNullable<ChallengeReport['located']>> {
+    const [a, b] = layers
+    const acc = await openReceipt(e.receipt)
+    const wat = await openReceipt(watcherReceipt)
+    if (acc.trace === undefined || wat.trace === undefined) return { reveals: 0, note: 'no per-layer commitment in the receipts (shards built without layer outputs)' }
+    const accusedCap = this.o.find !== undefined ? await this.o.find(e.peer) : (await this.o.peers()).find((p) => p.peer === e.peer)
+    const positions = decodeFingerprint(acc.output).positions
+    let reveals = 0
+    const leaf = async (who: 'accused' | 'watcher', layer: number): Promise<Fingerprint> => {
+      reveals++
+      const [cap, body] = who === 'accused' ? [accusedCap, acc] : [watcher, wat]
+      if (cap === undefined) throw new DisputeTimeout(who, 'it left the network')
+      const fp = await this.reveal(cap, body.session, body.step, layer, body.trace!, a).catch((err: Error) => { throw new DisputeTimeout(who, err.message) })
+      return tailFingerprint(fp, positions)
+    }
+    const differs = async (layer: number): Promise<boolean> => compareFingerprints(await leaf('accused', layer), await leaf('watcher', layer)).verdict === 'mismatch'
+    try {
+      if (!await differs(b - 1)) return { reveals, note: 'every committed layer agrees: the output sent does not match the accused\'s own last layer' }
+      let lo = a
+      let hi = b - 1
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if (await differs(mid)) hi = mid
+        else lo = mid + 1
+      }
+      return { layer: lo, reveals, note: `layer ${lo} is the first whose committed fingerprints differ` }
+    } catch (err) {
+      if (!(err instanceof DisputeTimeout)) throw err
+      const peer = err.who === 'accused' ? e.peer : watcher.peer
+      this.o.ledger.observe(peer, false)
+      return { reveals, note: `the ${err.who} did not answer a reveal: ${err.message}`, timedOut: peer }
+    }
+  }
+
+  /** Asks `peer` for its committed fingerprint of `layer` and checks the proof against `root`. */
+  private async reveal (peer: Capability, session: string, step: number, layer: number, root: Uint8Array, first: number): Promise<Fingerprint> {
+    const signal = AbortSignal.timeout(this.o.revealMs ?? 5000)
+    const stream = await this.o.dialer.dial(peer, DISPUTE_PROTOCOL, signal)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES })
+      await lp.write(encode({ t: 'reveal', session, step, layer }), { signal })
+      const m = decode((await lp.read({ signal })).subarray()) as { t?: string, fp?: unknown, proof?: unknown, message?: string }
+      if (m.t !== 'leaf') throw new Error(m.message ?? 'no leaf in the reply')
+      if (!(m.fp instanceof Uint8Array) || !Array.isArray(m.proof) || !m.proof.every((x) => x instanceof Uint8Array)) throw new Error('malformed reveal')
+      if (!verifyMerkleProof(layerLeaf(layer, m.fp), layer - first, m.proof, root)) throw new Error(`its reveal of layer ${layer} is not what it committed to`)
+      return decodeFingerprint(m.fp)
+    } finally {
+      await stream.close().catch(() => stream.abort(new Error('done')))
+    }
+  }
+
   private async candidates (layers: [number, number], exclude: Set<string>): Promise<Capability[]> {
     const peers = (await this.o.peers()).filter((p) => !exclude.has(p.peer) && !this.o.ledger.excluded(p.peer))
     return serversOf(peers, layers, DEFAULT_COSTS)
@@ -234,6 +301,10 @@ export class ClaimBoard implements ClaimSink {
       hop.close()
     }
   }
+}
+
+class DisputeTimeout extends Error {
+  constructor (readonly who: 'accused' | 'watcher', message: string) { super(message) }
 }
 
 const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq

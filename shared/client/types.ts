@@ -95,6 +95,12 @@ export interface ChallengeReport {
   /** Who lost stake, and how much. */
   slashed?: { peer: string, amount: number }
   reason: string
+  /**
+   * Where the two parted ways, found by bisection over the per-layer commitments: the first
+   * layer whose committed fingerprints differ (`layer`), or why none was found (`note`: the
+   * output does not match the accused's own last layer, a party did not answer in time, …).
+   */
+  located?: { layer?: number, reveals: number, note: string, timedOut?: string }
 }
 
 /** How an optimistic claim ended. `tokens` are the corrected ones when it was overturned. */

@@ -11,23 +11,27 @@
  *   random-output         noise shaped like an honest output instead of computing
  *   replay                the previous output of the same shape (a lazy node's cache)
  *   copy-receipt          an honest output, but the receipt another identity signed for it
+ *
+ * `+mute` after any kind (e.g. `skip-layer=1+mute`) also makes the node ignore dispute requests.
  */
 import { InputError } from '../errors.js'
 import { fillNormal, mulberry32 } from '../rng.js'
 import type { HopOutput } from '../runner.js'
 import type { Signer } from '../verify/receipt.js'
 
-export type Fault =
+export type Fault = (
   | { kind: 'wrong-weights', seed: number }
   | { kind: 'perturb', eps: number }
   | { kind: 'skip-layer', layer: number }
   | { kind: 'random-output' }
   | { kind: 'replay' }
   | { kind: 'copy-receipt' }
+) & { mute?: boolean }
 
 export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt'] as const
 
 export function parseFault (spec: string): Fault {
+  if (spec.endsWith('+mute')) return { ...parseFault(spec.slice(0, -'+mute'.length)), mute: true }
   const [kind, arg] = spec.split('=', 2)
   const num = (what: string, ok: (n: number) => boolean): number => {
     const n = Number(arg)
@@ -53,10 +57,17 @@ export const isWeightFault = (f: Fault): f is Extract<Fault, { kind: 'wrong-weig
 export interface StepFault {
   output?: (layers: [number, number], out: HopOutput) => HopOutput
   receiptBy?: { peer: string, sign: Signer }
+  /** Never answers a dispute's reveal requests. */
+  mute?: boolean
 }
 
 /** The serve-time part of a fault; `other` (another identity) is needed for copy-receipt. */
 export function stepFault (f: Fault, other?: { peer: string, sign: Signer }): StepFault | undefined {
+  const s = baseFault(f, other)
+  return f.mute === true ? { ...s, mute: true } : s
+}
+
+function baseFault (f: Fault, other?: { peer: string, sign: Signer }): StepFault | undefined {
   switch (f.kind) {
     case 'random-output': {
       const rand = mulberry32(0x5eed)

@@ -7,11 +7,13 @@ import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import type { ShardRunner, ShardSession, HopOutput } from '../runner.js'
 import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
-import { MAX_MESSAGE_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
+import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
+import { layerLeaf, merkleProof, merkleRoot } from '../verify/merkle.js'
+import { decode, encode } from 'cborg'
 import type { StepFault } from './fault.js'
 
 const log = logger('tessera:node:serve')
@@ -44,6 +46,8 @@ export interface ServeStats {
 
 export interface InferHandler {
   handle: (stream: Stream) => Promise<void>
+  /** Serves /tessera/dispute/1.0.0: reveals of committed per-layer fingerprints. */
+  handleDispute: (stream: Stream) => Promise<void>
   /** Live counters. */
   stats: ServeStats
   /** Serve other shards from now on (sessions already open keep theirs). */
@@ -53,6 +57,7 @@ export interface InferHandler {
 /** Creates the stream handler. */
 export function createInferHandler (o: ServeOptions): InferHandler {
   let runners = o.runners
+  const traces = new TraceStore()
   const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0 }
   const maxCache = (): number => typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : o.maxCacheTokens ?? Infinity
   const maxSessions = o.maxSessions ?? MAX_SESSIONS
@@ -120,8 +125,14 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         let out = msg.tokens !== undefined
           ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
           : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
-        for (const s of chain.slice(1)) out = await s.forward({ hidden: out.data, seq: out.seq })
+        const perLayer = [...(out.layers ?? [])]
+        for (const s of chain.slice(1)) {
+          out = await s.forward({ hidden: out.data, seq: out.seq })
+          perLayer.push(...(out.layers ?? []))
+        }
         if (o.fault?.output !== undefined) out = o.fault.output(layers, out)
+        // Per-layer commitment: a Merkle root over each block's output fingerprint, leaves kept for reveals.
+        const trace = perLayer.length === layers[1] - layers[0] ? traces.commit(session, msg.step, layers, perLayer, out.seq) : undefined
         inputs = chainRows(inputs, msg.tokens ?? msg.hidden!, msg.seq)
         held += msg.seq
         stats.cachedTokens += msg.seq
@@ -131,7 +142,8 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         stats.busyMs += ms
         const receipt = await signReceipt({
           peer: o.fault?.receiptBy?.peer ?? o.peer, session, step: msg.step, root: o.root, layers, start: msg.start, input: inputs,
-          output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
+          output: encodeFingerprint(fingerprint(out.data, out.seq, out.width)),
+          ...(trace !== undefined ? { trace } : {})
         }, o.fault?.receiptBy?.sign ?? o.sign)
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
@@ -147,7 +159,46 @@ export function createInferHandler (o: ServeOptions): InferHandler {
       if (counted) stats.sessions--
     }
   }
-  return { handle, stats, setRunners: (r) => { runners = r } }
+  /** One request per stream: reveal layer L of (session, step) with its Merkle proof. */
+  async function handleDispute (stream: Stream): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES })
+    try {
+      const m = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as { t?: string, session?: unknown, step?: unknown, layer?: unknown }
+      if (o.fault?.mute === true) return // a drill: the node goes silent once challenged
+      if (m.t !== 'reveal' || typeof m.session !== 'string' || !Number.isSafeInteger(m.step) || !Number.isSafeInteger(m.layer)) throw new ProtocolError('MALFORMED', 'expected { t: "reveal", session, step, layer }')
+      const r = traces.reveal(m.session, m.step as number, m.layer as number)
+      await lp.write(encode(r === undefined ? { t: 'error', code: 'NOT_FOUND', message: `no commitment for layer ${m.layer as number} of ${m.session} step ${m.step as number} (kept ${TRACE_KEEP} steps)` } : { t: 'leaf', ...r }))
+    } catch (err) {
+      await lp.write(encode({ t: 'error', code: err instanceof TesseraError ? err.code : 'INTERNAL', message: (err as Error).message })).catch(() => {})
+    } finally {
+      await stream.close().catch(() => {})
+    }
+  }
+
+  return { handle, handleDispute, stats, setRunners: (r) => { runners = r } }
+}
+
+/** Steps whose per-layer leaves a node keeps for reveals (the oldest go first). */
+export const TRACE_KEEP = 4096
+
+/** Per-layer fingerprints of recent steps, and the commitment the receipt signed. */
+class TraceStore {
+  private readonly steps = new Map<string, { layers: [number, number], fps: Uint8Array[], leaves: Uint8Array[] }>()
+
+  commit (session: string, step: number, layers: [number, number], perLayer: Float32Array[], seq: number): Uint8Array {
+    const fps = perLayer.map((data) => encodeFingerprint(fingerprint(data, seq, data.length / seq)))
+    const leaves = fps.map((f, i) => layerLeaf(layers[0] + i, f))
+    this.steps.set(`${session}\n${step}`, { layers, fps, leaves })
+    if (this.steps.size > TRACE_KEEP) this.steps.delete(this.steps.keys().next().value!)
+    return merkleRoot(leaves)
+  }
+
+  reveal (session: string, step: number, layer: number): { fp: Uint8Array, proof: Uint8Array[] } | undefined {
+    const s = this.steps.get(`${session}\n${step}`)
+    if (s === undefined || layer < s.layers[0] || layer >= s.layers[1]) return undefined
+    const i = layer - s.layers[0]
+    return { fp: s.fps[i], proof: merkleProof(s.leaves, i) }
+  }
 }
 
 /** Opens sessions on the node's shards that exactly cover `layers`. */

@@ -16,6 +16,8 @@ import { decode, encode } from 'cborg'
 import { ProtocolError } from '../errors.js'
 
 export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
+/** One request per stream: { t: 'reveal', session, step, layer } → { t: 'leaf', fp, proof } | { t: 'error', code, message }. */
+export const DISPUTE_PROTOCOL = '/tessera/dispute/1.0.0'
 
 export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string }
 export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }

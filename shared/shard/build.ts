@@ -56,7 +56,13 @@ export async function buildShard (weights: WeightSource, spec: ShardSpec, sink: 
   const rope = await b.ropeTables(pos)
   const mask = b.causalMask(pos, io.pastKey(spec.start))
 
-  for (let l = spec.start; l < spec.end; l++) x = await b.block(l, x, rope, mask)
+  for (let l = spec.start; l < spec.end; l++) {
+    x = await b.block(l, x, rope, mask)
+    // Every block's output leaves the graph too: receipts commit to each layer's fingerprint,
+    // so a dispute can be narrowed to the one layer where two peers part ways.
+    g.alias(x, io.layerOut(l))
+    g.output(io.layerOut(l), F, ['batch', 'seq', c.dim])
+  }
 
   if (last) {
     x = b.rmsnorm(x, await b.norm('norm'))

@@ -12,6 +12,7 @@
  *   logits         fp32  [B, S, vocab]   last shard only
  *   present_key.L  fp32  [B, nKv, T, hd]
  *   present_value.L
+ *   layer_out.L    fp32  [B, S, dim]     the residual stream after block L (for per-layer commitments)
  */
 export const INPUT_IDS = 'input_ids'
 export const HIDDEN_IN = 'hidden_in'
@@ -22,3 +23,4 @@ export const pastKey = (layer: number): string => `past_key.${layer}`
 export const pastValue = (layer: number): string => `past_value.${layer}`
 export const presentKey = (layer: number): string => `present_key.${layer}`
 export const presentValue = (layer: number): string => `present_value.${layer}`
+export const layerOut = (layer: number): string => `layer_out.${layer}`

@@ -28,6 +28,8 @@ export interface ReceiptBody {
   input: Uint8Array
   /** encodeFingerprint() of the output. */
   output: Uint8Array
+  /** Merkle root over each layer's output fingerprint (verify/merkle.ts), for disputes. */
+  trace?: Uint8Array
 }
 
 export interface Receipt { body: Uint8Array, signature: Uint8Array }

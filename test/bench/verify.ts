@@ -16,6 +16,7 @@ import { startRelay } from '../../relay/relay.js'
 import { preset } from '../../shared/model/config.js'
 import { compareFingerprints, fingerprint, encodeFingerprint } from '../../shared/verify/fingerprint.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, verifyReceipt } from '../../shared/verify/receipt.js'
+import { layerLeaf, merkleRoot } from '../../shared/verify/merkle.js'
 import type { HopOutput, ShardRunner } from '../../shared/runner.js'
 import type { VerificationOptions } from '../../shared/client/types.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
@@ -60,7 +61,9 @@ async function receiptCost (runner: ShardRunner, dim: number, steps: number): Pr
     fp.push(performance.now() - t)
     t = performance.now()
     const next = chainRows(chain, bytes, 1)
-    const body = { peer, session: 'bench', step: i, root: 'ab'.repeat(32), layers: runner.shard.layers, start: i, input: next, output: f }
+    // The per-layer commitment as serve.ts makes it: each block's fingerprint, a Merkle root.
+    const leaves = (out.layers ?? []).map((l, k) => layerLeaf(runner.shard.layers[0] + k, fingerprint(l, out.seq, l.length / out.seq)))
+    const body = { peer, session: 'bench', step: i, root: 'ab'.repeat(32), layers: runner.shard.layers, start: i, input: next, output: f, ...(leaves.length > 0 ? { trace: merkleRoot(leaves) } : {}) }
     const receipt = await signReceipt(body, async (b) => await key.sign(b))
     node.push(performance.now() - t + fp[fp.length - 1])
     // The client extends the same chain and checks signature, fields and fingerprint.

@@ -11,7 +11,7 @@ import { ShardHashError } from '../../shared/errors.js'
 import { bytesToHex } from '../../shared/hash.js'
 import { planMemory } from '../../shared/plan.js'
 import type { Capability } from '../../shared/protocol/capability.js'
-import { INFER_PROTOCOL } from '../../shared/protocol/infer.js'
+import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../../shared/protocol/infer.js'
 import { RECORD_TTL_MS } from '../../shared/protocol/limits.js'
 import { createInferHandler } from '../../shared/node/serve.js'
 import { chooseShards, shardsFor } from '../../shared/node/select.js'
@@ -69,8 +69,9 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
     }
     const msPerLayer = await measureMsPerLayer(runners, layers[1] - layers[0], { dim: c.dim, vocabSize: c.vocabSize, steps: 2, context: 8 })
 
-    const { handle, stats } = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners })
+    const { handle, handleDispute, stats } = createInferHandler({ root: manifest.root, peer: node.peerId.toString(), sign: async (b) => await key.sign(b), runners })
     await node.handle(INFER_PROTOCOL, handle, { runOnLimitedConnection: true, maxInboundStreams: 256 })
+    await node.handle(DISPUTE_PROTOCOL, handleDispute, { runOnLimitedConnection: true, maxInboundStreams: 64 })
     const capability = (): Capability => {
       const now = Date.now()
       return {
