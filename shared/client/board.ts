@@ -3,8 +3,10 @@
  * once and posted here as a claim (the receipts each hop signed, and the inputs each hop was
  * fed). Until its window closes, watchers (other peers holding the same layers, drawn by the
  * audit policy) re-execute each hop over the whole sequence in one prefill and compare every
- * step's fingerprint. On a mismatch the watcher's challenge is settled by a referee drawn from
- * the receipts themselves (so neither party picks it); the minority of the three is slashed
+ * step's fingerprint. On a mismatch, bisection over the per-layer commitments both parties
+ * signed finds the first layer where they part ways (a party that does not answer a reveal in
+ * time loses it), and the challenge is settled by a referee drawn from the receipts themselves
+ * (so neither party picks it); the minority of the three is slashed
  * through the ledger with its receipt as evidence: the accused (the claim is overturned) or the
  * challenger (a frivolous challenge costs it its stake, which is its bond). A claim nobody
  * overturns within its window is final.
