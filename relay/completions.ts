@@ -34,8 +34,7 @@ export function errorResponse (c: Context, err: unknown): Response {
 }
 
 export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
-  const record = (r: GenerationResult, webhook?: string): void => {
-    if (webhook !== undefined) void r.settlement?.then(async (s) => await postWebhook(webhook, s))
+  const record = (r: GenerationResult): void => {
     metrics.tokens.inc({ model: r.model }, r.tokens.length)
     metrics.generation.observe({ model: r.model }, r.timings.totalMs / 1000)
     if (r.tokens.length > 0) metrics.firstToken.observe({ model: r.model }, r.timings.firstTokenMs / 1000)
@@ -106,7 +105,8 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
       } finally {
         done()
       }
-      record(r.value, webhook)
+      record(r.value)
+      notifyWebhook(webhook, r.value)
       return c.json(fullResponse(kind, ids, r.value, dec.text(r.value.tokens)))
     }
 
@@ -118,7 +118,8 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
           r = await it.next()
         }
         if (r.done === true) {
-          record(r.value, webhook)
+          record(r.value)
+          notifyWebhook(webhook, r.value)
           await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, dec.flush())) })
           await s.writeSSE({ data: '[DONE]' })
         }
@@ -133,7 +134,12 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
   }
 }
 
-/** Sends an optimistic claim's settlement to the caller's webhook; a failure is logged, not retried. */
+/** Once an optimistic claim settles, POSTs the settlement to the caller's webhook; a failure is logged, not retried. */
+function notifyWebhook (url: string | undefined, r: GenerationResult): void {
+  if (url === undefined || r.settlement === undefined) return
+  void r.settlement.then(async (s) => await postWebhook(url, s), () => {})
+}
+
 async function postWebhook (url: string, s: Settlement): Promise<void> {
   try {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s), signal: AbortSignal.timeout(10_000) })

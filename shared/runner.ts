@@ -12,6 +12,9 @@ export type HopInput =
   | { tokens: Int32Array | number[] }
   | { hidden: Float32Array, seq: number }
 
+/** How many rows (token positions) an input carries. */
+export const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq
+
 /**
  * Hidden states [seq, dim] from a middle shard, logits [seq, vocab] from the last; and, from
  * shards built with them, each block's output [seq, dim] in layer order (`layers`).

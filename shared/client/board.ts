@@ -15,13 +15,13 @@
  * ledger link, so it runs anywhere the client does.
  */
 import type { Capability } from '../protocol/capability.js'
-import type { HopInput, HopOutput } from '../runner.js'
+import { seqOf, type HopInput, type HopOutput } from '../runner.js'
 import { HopError, InputError, TesseraError } from '../errors.js'
 import { bytesToHex, newSha256 } from '../hash.js'
 import { logger } from '../log.js'
 import { compareFingerprints, decodeFingerprint, fingerprint, type Fingerprint } from '../verify/fingerprint.js'
 import { layerLeaf, verifyMerkleProof } from '../verify/merkle.js'
-import { DISPUTE_PROTOCOL } from '../protocol/infer.js'
+import { bytesOf, DISPUTE_PROTOCOL } from '../protocol/infer.js'
 import { MAX_RECORD_BYTES } from '../protocol/limits.js'
 import { lpStream } from '@libp2p/utils'
 import { decode, encode } from 'cborg'
@@ -295,7 +295,7 @@ export class ClaimBoard implements ClaimSink {
     const hop = await openRemoteHop(this.o.dialer, peer, layers, claim.root, session, this.o.timeouts)
     try {
       const out = await hop.forward(input, 0)
-      return { out, receipt: out.receipt, fp: fingerprint(out.data, out.seq, out.width) }
+      return { out, receipt: out.receipt, fp: out.fp }
     } catch (err) {
       if (err instanceof HopError) this.o.ledger.observe(err.peer, false)
       throw err
@@ -309,7 +309,6 @@ class DisputeTimeout extends Error {
   constructor (readonly who: 'accused' | 'watcher', message: string) { super(message) }
 }
 
-const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq
 
 /** The first `n` rows of a hop's input. */
 function prefixRows (x: HopInput, n: number): HopInput {
@@ -323,8 +322,7 @@ function rowBytes (x: HopInput, from: number, to: number): Uint8Array {
   if (to > seqOf(x)) throw new TesseraError('BAD_CLAIM', `a receipt ends at row ${to} but the claim holds ${seqOf(x)} rows`)
   if ('tokens' in x) return new Uint8Array(Int32Array.from(Array.from(x.tokens).slice(from, to)).buffer)
   const w = x.hidden.length / x.seq
-  const rows = x.hidden.subarray(from * w, to * w)
-  return new Uint8Array(rows.buffer, rows.byteOffset, rows.byteLength)
+  return bytesOf(x.hidden.subarray(from * w, to * w))
 }
 
 function sliceRows (out: HopOutput, from: number, to: number): HopOutput {

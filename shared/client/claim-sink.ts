@@ -4,6 +4,7 @@
  * how it settled. The board on the relay audits it exactly as it audits its own.
  */
 import type { HopInput } from '../runner.js'
+import { bytesOf } from '../protocol/infer.js'
 import { InputError } from '../errors.js'
 import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import type { Claim, ClaimSink } from './board.js'
@@ -27,7 +28,7 @@ export function claimToJson (c: Claim): ClaimJson {
       entries: h.entries.map((e) => ({ peer: e.peer, receipt: bytesToBase64(e.receipt), end: e.end })),
       inputs: 'tokens' in h.inputs
         ? { tokens: Array.from(h.inputs.tokens) }
-        : { hidden: bytesToBase64(new Uint8Array(h.inputs.hidden.buffer, h.inputs.hidden.byteOffset, h.inputs.hidden.byteLength)), seq: h.inputs.seq }
+        : { hidden: bytesToBase64(bytesOf(h.inputs.hidden)), seq: h.inputs.seq }
     }))
   }
 }

@@ -11,6 +11,7 @@ import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { HopError } from '../errors.js'
 import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
+import type { Fingerprint } from '../verify/fingerprint.js'
 
 /** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
 export interface Dialer {
@@ -21,8 +22,8 @@ export interface RemoteHop {
   readonly peer: Capability
   readonly layers: [number, number]
   readonly device: string
-  /** Runs one step; the result's receipt has been checked (HopError 'BAD_RECEIPT' otherwise). */
-  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array }>
+  /** Runs one step; the result's receipt has been checked (HopError 'BAD_RECEIPT' otherwise); `fp` is the output's fingerprint. */
+  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array, fp: Fingerprint }>
   close (): void
 }
 
@@ -92,14 +93,15 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       const m = await reply(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected)))
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       const data = f32(m.data)
+      let fp: Fingerprint
       try {
-        await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } })
+        ;({ fingerprint: fp } = await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } }))
       } catch (err) {
         stream.abort(err as Error)
         throw fail('BAD_RECEIPT', (err as Error).message)
       }
       inputs = chain
-      return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt! }
+      return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt!, fp }
     },
     close () {
       void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })

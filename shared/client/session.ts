@@ -11,11 +11,11 @@
  * receipts go to the ledger as evidence.
  */
 import type { Capability } from '../protocol/capability.js'
-import type { HopInput, HopOutput } from '../runner.js'
+import { seqOf, type HopInput, type HopOutput } from '../runner.js'
 import { HopError, InputError, NoRouteError, TesseraError, VerificationError } from '../errors.js'
 import { logger } from '../log.js'
-import { compareFingerprints, fingerprint, type Fingerprint } from '../verify/fingerprint.js'
-import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
+import { compareFingerprints, type Fingerprint } from '../verify/fingerprint.js'
+import { mismatchEvidence, MIN_WITNESSES, tailFingerprint } from '../verify/evidence.js'
 import { tally } from '../verify/vote.js'
 import { BanList } from './bans.js'
 import type { LedgerLink } from './ledger-link.js'
@@ -383,9 +383,10 @@ export class RoutedSession {
     return this.answer(hop, out, seqOf(inputs[inputs.length - 1]))
   }
 
-  private answer (hop: RemoteHop, out: HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array }, seq: number): Answer {
+  private answer (hop: RemoteHop, out: HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array, fp: Fingerprint }, seq: number): Answer {
     const rows = out.seq === seq ? out : { ...out, data: out.data.subarray((out.seq - seq) * out.width), seq }
-    return { hop, out: rows, receipt: out.receipt, fp: fingerprint(rows.data, seq, rows.width), peer: hop.peer.peer, weight: this.d.ledger.weight(hop.peer.peer) }
+    // The fingerprint was computed to check the receipt; it is per position, so its tail is this step's.
+    return { hop, out: rows, receipt: out.receipt, fp: tailFingerprint(out.fp, seq), peer: hop.peer.peer, weight: this.d.ledger.weight(hop.peer.peer) }
   }
 
   // ---- peers ----------------------------------------------------------------------------------
@@ -445,7 +446,6 @@ export class RoutedSession {
 const traceOf = (hop: RemoteHop, out: { ms: number, nodeMs: number }): HopTrace =>
   ({ peer: hop.peer.peer, device: hop.device, layers: hop.layers, ms: out.ms, nodeMs: out.nodeMs })
 
-const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq
 
 const positionOf = (history: HopInput[], n: number): number => history.slice(0, n).reduce((s, x) => s + seqOf(x), 0)
 

@@ -14,7 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { ProtocolError } from '../errors.js'
 import { bytesToHex } from '../hash.js'
-import { encodeFingerprint, fingerprint } from './fingerprint.js'
+import { encodeFingerprint, fingerprint, type Fingerprint } from './fingerprint.js'
 
 export interface ReceiptBody {
   peer: string
@@ -86,15 +86,18 @@ export async function openReceipt (bytes: Uint8Array | undefined): Promise<Recei
   return body
 }
 
-/** Checks a receipt against what the client sent and received; returns the body or throws ProtocolError('BAD_RECEIPT'). */
-export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody> {
+/**
+ * Checks a receipt against what the client sent and received; returns the body and the output's
+ * fingerprint (computed here to compare; callers reuse it), or throws ProtocolError('BAD_RECEIPT').
+ */
+export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody & { fingerprint: Fingerprint }> {
   const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
   const body = await openReceipt(bytes)
   if (body.peer !== e.peer) bad(`signed for ${body.peer}, but ${e.peer} served the hop`)
   if (body.session !== e.session || body.step !== e.step) bad(`it is for session ${body.session} step ${body.step}, not ${e.session} step ${e.step}`)
   if (body.root !== e.root || body.layers?.[0] !== e.layers[0] || body.layers?.[1] !== e.layers[1]) bad('it names another model or other layers')
   if (body.start !== e.start || !(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) bad('it is for another input')
-  const mine = encodeFingerprint(fingerprint(e.output.data, e.output.seq, e.output.width))
-  if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(mine)) bad('its fingerprint is not of the output it came with')
-  return body
+  const fp = fingerprint(e.output.data, e.output.seq, e.output.width)
+  if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(encodeFingerprint(fp))) bad('its fingerprint is not of the output it came with')
+  return { ...body, fingerprint: fp }
 }
