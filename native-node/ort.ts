@@ -6,10 +6,12 @@
 import * as ort from 'onnxruntime-node'
 import { createRequire } from 'node:module'
 import { existsSync } from 'node:fs'
+import { readFile, rm, writeFile } from 'node:fs/promises'
+import { randomUUID } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import type { LlamaConfig } from '../shared/model/config.js'
 import type { ShardEntry } from '../shared/manifest.js'
-import { OrtShardRunner, type DeviceKind, type ShardRunner } from '../shared/runner.js'
+import { OrtShardRunner, type DeviceKind, type PartLoader, type ShardRunner } from '../shared/runner.js'
 import { logger } from '../shared/log.js'
 
 const log = logger('tessera:node:runner')
@@ -55,9 +57,10 @@ export async function loadShardNode (modelPath: string, shard: ShardEntry, confi
       cudaFailure = 'the CUDA provider is not installed (see README "CUDA")'
     } else {
       try {
-        const session = await ort.InferenceSession.create(modelPath, { ...base, executionProviders: ['cuda', 'cpu'] })
+        const options = { ...base, executionProviders: ['cuda', 'cpu'] }
+        const session = await ort.InferenceSession.create(modelPath, options)
         log.info(`shard ${shard.layers[0]}-${shard.layers[1]} on CUDA`)
-        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda')
+        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda', partLoader(modelPath, options))
       } catch (err) {
         cudaFailure = (err as Error).message
       }
@@ -65,8 +68,29 @@ export async function loadShardNode (modelPath: string, shard: ShardEntry, confi
     if (want === 'cuda') throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
     log.info(`using CPU: ${cudaFailure}`)
   }
-  const session = await ort.InferenceSession.create(modelPath, { ...base, executionProviders: ['cpu'] })
+  const options = { ...base, executionProviders: ['cpu'] }
+  const session = await ort.InferenceSession.create(modelPath, options)
   const device: DeviceKind = 'cpu'
   log.debug(`shard ${shard.layers[0]}-${shard.layers[1]} on CPU`)
-  return new OrtShardRunner(ort.Tensor, session, shard, config, device)
+  return new OrtShardRunner(ort.Tensor, session, shard, config, device, partLoader(modelPath, options))
+}
+
+/**
+ * Parts of a shard (one block, for disputes) open from a graph file written beside the shard's
+ * own: onnxruntime-node resolves external data next to the graph and refuses paths (links
+ * included) that lead out of that folder. The file goes once the session holds the weights.
+ */
+function partLoader (modelPath: string, options: ort.InferenceSession.SessionOptions): PartLoader {
+  return {
+    graph: async () => new Uint8Array(await readFile(modelPath)),
+    load: async (graph) => {
+      const path = join(dirname(modelPath), `.part-${process.pid}-${randomUUID()}.onnx`)
+      try {
+        await writeFile(path, graph)
+        return await ort.InferenceSession.create(path, options)
+      } finally {
+        await rm(path, { force: true })
+      }
+    }
+  }
 }

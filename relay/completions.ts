@@ -5,7 +5,8 @@
  */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent } from '../shared/client/types.js'
+import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
+import type { ClaimBoard } from '../shared/client/board.js'
 import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
 import {
@@ -19,6 +20,8 @@ export interface CompletionDeps {
   generator: Generator
   network: () => NetworkView
   tokenizer?: (model: string) => Tokenizer | undefined
+  /** Sends optimistic settlements to webhooks, and remembers them across restarts. */
+  board?: Pick<ClaimBoard, 'notify'>
 }
 
 /** The model a request without `model` gets: the first one the network fully covers (as the generator picks). */
@@ -106,7 +109,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
         done()
       }
       record(r.value)
-      notifyWebhook(webhook, r.value)
+      notifyWebhook(deps, webhook, r.value)
       return c.json(fullResponse(kind, ids, r.value, dec.text(r.value.tokens)))
     }
 
@@ -119,7 +122,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
         }
         if (r.done === true) {
           record(r.value)
-          notifyWebhook(webhook, r.value)
+          notifyWebhook(deps, webhook, r.value)
           await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, dec.flush())) })
           await s.writeSSE({ data: '[DONE]' })
         }
@@ -134,18 +137,14 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
   }
 }
 
-/** Once an optimistic claim settles, POSTs the settlement to the caller's webhook; a failure is logged, not retried. */
-function notifyWebhook (url: string | undefined, r: GenerationResult): void {
-  if (url === undefined || r.settlement === undefined) return
-  void r.settlement.then(async (s) => await postWebhook(url, s), () => {})
-}
-
-async function postWebhook (url: string, s: Settlement): Promise<void> {
+/** Once an optimistic claim settles, the board POSTs the settlement to the caller's webhook (a failure is logged, not retried). */
+function notifyWebhook (deps: CompletionDeps, url: string | undefined, r: GenerationResult): void {
+  const claim = r.verification.claim
+  if (url === undefined || claim === undefined) return
   try {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(s), signal: AbortSignal.timeout(10_000) })
-    if (!res.ok) log.warn(`webhook ${url} answered HTTP ${res.status} for claim ${s.claim}`)
+    deps.board?.notify(claim, url)
   } catch (err) {
-    log.warn(`webhook ${url} for claim ${s.claim} failed: ${(err as Error).message}`)
+    log.warn(`webhook ${url} for claim ${claim}: ${(err as Error).message}`)
   }
 }
 

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS evidence (hash TEXT PRIMARY KEY, accused TEXT NOT NUL
 interface StandingRow { peer: string, stake: number, reputation: number, slashed: number, blacklisted: number }
 interface AuditRow { seq: number, at: number, kind: LedgerEntry['kind'], peer: string, amount: number | null, data: string, prev_hash: string, hash: string }
 
-const KINDS = new Set(['redundant', 'spot', 'optimistic', 'signature', 'proof'])
+const KINDS = new Set(['redundant', 'spot', 'optimistic', 'dispute', 'signature', 'proof'])
 
 const toStanding = (r: StandingRow): PeerStanding => ({ peer: r.peer, stake: r.stake, reputation: r.reputation, slashed: r.slashed, blacklisted: r.blacklisted === 1 })
 function toEntry (r: AuditRow): LedgerEntry {

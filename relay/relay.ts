@@ -8,6 +8,7 @@ import { readFile, access, mkdir } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createClient, DEFAULT_TIMEOUTS, type Client, type ClientConfig } from '../shared/client/client.js'
 import { ClaimBoard } from '../shared/client/board.js'
+import { openSqliteClaims } from './claims-sqlite.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
@@ -84,7 +85,10 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   await handleRegistry(node, registry)
   const dialer = libp2pDialer(node)
   // Optimistic claims are audited from here: the relay dials watchers and referees like any client.
-  const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), find: async (p) => registry.find(p), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random })
+  // Claims are kept beside the ledger, so a restart audits the pending ones instead of forgetting them.
+  const claims = openSqliteClaims(ledgerPath)
+  const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), find: async (p) => registry.find(p), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random, store: claims })
+  board.resume()
   const client = createClient({ dialer, directory: registry, ledger: link, board, ...o.client })
 
   const models: Array<{ dir: string, manifest: Manifest }> = []
@@ -127,8 +131,10 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     addr, addrs, httpUrl, registry, client, ledger, board, libp2p: node,
     async stop () {
       clearInterval(refresh)
+      board.close()
       await http.close()
       await node.stop()
+      claims.close()
       await ledger.close()
     }
   }

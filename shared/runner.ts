@@ -3,6 +3,7 @@ import { headDim, type LlamaConfig } from './model/config.js'
 import type { ShardEntry } from './manifest.js'
 import { InputError } from './errors.js'
 import * as io from './shard/io.js'
+import { cutPart, LAYER_IN, partOutput } from './shard/part.js'
 
 /** Where a shard's math runs. */
 export type DeviceKind = 'cuda' | 'cpu' | 'webgpu' | 'wasm'
@@ -37,7 +38,21 @@ export interface ShardRunner {
   readonly shard: ShardEntry
   readonly device: DeviceKind
   open (): ShardSession
+  /**
+   * Re-executes one block of the shard (or its head, `layer` = layers[1]) over a whole sequence
+   * from position 0, for disputes (shard/part.ts). `input` is the shard's input when `layer` is
+   * its first block, else the residual stream entering the block [seq, dim]. Undefined where the
+   * runtime cannot load parts.
+   */
+  runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
   dispose (): Promise<void>
+}
+
+/** How a runtime opens a part's graph: an onnxruntime session with the shard's external data beside it. */
+export interface PartLoader {
+  /** The shard's own graph bytes. */
+  graph: () => Promise<Uint8Array>
+  load: (graph: Uint8Array) => Promise<InferenceSession>
 }
 
 /** The one thing the runner needs from an onnxruntime module (node and web share it). */
@@ -55,14 +70,19 @@ export interface OrtTensorCtor {
  */
 export class OrtShardRunner implements ShardRunner {
   private queue: Promise<unknown> = Promise.resolve()
+  private readonly parts = new Map<number, Promise<InferenceSession>>()
+  readonly runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
 
   constructor (
     private readonly Tensor: OrtTensorCtor,
     private readonly session: InferenceSession,
     readonly shard: ShardEntry,
     private readonly config: LlamaConfig,
-    readonly device: DeviceKind
-  ) {}
+    readonly device: DeviceKind,
+    private readonly partLoader?: PartLoader
+  ) {
+    if (partLoader !== undefined) this.runPart = async (layer, input) => await this.part(layer, input)
+  }
 
   open (): ShardSession {
     const { shard, config: c, Tensor } = this
@@ -121,14 +141,50 @@ export class OrtShardRunner implements ShardRunner {
     }
   }
 
-  private async run (feeds: Record<string, Tensor>): Promise<InferenceSession.OnnxValueMapType> {
-    const result = this.queue.then(async () => await this.session.run(feeds))
+  private async part (layer: number, input: HopInput): Promise<HopOutput> {
+    const { shard, config: c, Tensor } = this
+    const [a, b] = shard.layers
+    const last = b === c.nLayers
+    if (!Number.isInteger(layer) || layer < a || layer > b) throw new InputError(`layer ${layer} is not in shard [${a},${b})`)
+    if (layer > a && 'tokens' in input) throw new InputError(`block ${layer} takes the residual stream, not token ids`)
+    let session = this.parts.get(layer)
+    if (session === undefined) {
+      const loader = this.partLoader!
+      session = loader.graph().then(async (g) => await loader.load(cutPart(g, shard.layers, layer, last)))
+      session.catch(() => this.parts.delete(layer))
+      this.parts.set(layer, session)
+    }
+    const s = await session
+    const seq = seqOf(input)
+    if (seq < 1 || seq > c.maxSeqLen) throw new InputError(`a part runs 1 to ${c.maxSeqLen} rows, got ${seq}`)
+    const feeds: Record<string, Tensor> = {}
+    const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, headDim(c)])
+    for (const name of s.inputNames) {
+      if (name === io.POSITION_IDS) feeds[name] = new Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq])
+      else if (name === io.INPUT_IDS && 'tokens' in input) feeds[name] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
+      else if ((name === io.HIDDEN_IN || name === LAYER_IN) && 'hidden' in input) {
+        if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
+        feeds[name] = new Tensor('float32', input.hidden, [1, seq, c.dim])
+      } else if (name.startsWith('past_')) feeds[name] = empty
+      else throw new InputError(`part ${layer} of shard [${a},${b}) needs ${name}, which this input does not carry`)
+    }
+    if ('tokens' in input) {
+      for (const t of input.tokens) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
+    }
+    const out = await this.run(feeds, s)
+    const head = layer === b && last
+    return { data: out[partOutput(shard.layers, layer, last)].data as Float32Array, seq, width: head ? c.vocabSize : c.dim, kind: head ? 'logits' : 'hidden' }
+  }
+
+  private async run (feeds: Record<string, Tensor>, session = this.session): Promise<InferenceSession.OnnxValueMapType> {
+    const result = this.queue.then(async () => await session.run(feeds))
     this.queue = result.catch(() => {})
     return await result
   }
 
   async dispose (): Promise<void> {
     await this.queue
+    for (const p of this.parts.values()) await p.then(async (s) => await s.release(), () => {})
     await this.session.release()
   }
 }

@@ -49,9 +49,9 @@ beforeAll(async () => {
 
 describe('optimistic: every fault kind is overturned within the window in 50 of 50 trials', () => {
   // copy-receipt never reaches a claim: the client refuses the result on arrival (test/faults.test.ts).
-  // Where bisection over the per-layer commitments must end: the faulty layer, or (when only the
-  // output was swapped) nowhere inside the blocks.
-  const kinds: Array<[string, number | undefined]> = [['wrong-weights', 0], ['perturb=0.05', 0], ['skip-layer=1', 1], ['random-output', undefined], ['replay', undefined]]
+  // Where bisection over the per-layer commitments must end: the faulty block, or (when only the
+  // output was swapped) the head, 2: every block of [0, 2) agrees.
+  const kinds: Array<[string, number]> = [['wrong-weights', 0], ['perturb=0.05', 0], ['skip-layer=1', 1], ['random-output', 2], ['replay', 2]]
   for (const [i, [spec, faultyLayer]] of kinds.entries()) {
     it(`--fault ${spec}`, async () => {
       const net = await network(200 + i)
@@ -86,8 +86,10 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
           expect(ch).toMatchObject({ layers: [0, 2], accused: faulty.peerId, slashed: { peer: faulty.peerId } })
           expect(ch.challenger).not.toBe(ch.referee)
           expect(ch.located?.layer, ch.located?.note).toBe(faultyLayer)
-          if (faultyLayer === undefined) expect(ch.located?.note).toMatch(/every committed layer agrees/)
-          else expect(ch.located!.reveals).toBeLessThanOrEqual(2 * (1 + Math.ceil(Math.log2(2))))
+          if (faultyLayer === 2) expect(ch.located?.note).toMatch(/every block's commitment agrees/)
+          expect(ch.located!.reveals).toBeLessThanOrEqual(2 * (1 + Math.ceil(Math.log2(2))))
+          // The referee re-executed that one block (or the head), not the hop's two.
+          expect(ch.reexecuted, ch.located?.note).toEqual({ layers: 1, of: 2, what: faultyLayer === 2 ? 'head' : `block ${faultyLayer}` })
           // The corrected tokens are the reference.
           expect(s.tokens).toEqual(c.greedy.slice(0, n))
           overturned++
@@ -96,6 +98,9 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
         const frivolous = rest.flatMap((s) => s.challenges).filter((c) => c.outcome === 'frivolous')
         // When the faulty node was the watcher, its challenge of an honest peer cost it stake.
         for (const f of frivolous) expect(f.slashed?.amount).toBeGreaterThan(0)
+        // …settled, like the others, by one block re-executed, unless the faulty watcher was gone by
+        // then (this test stops it once blacklisted) and the referee replayed the whole hop.
+        for (const f of frivolous) expect(f.reexecuted?.layers === 1 || /could not be handed over/.test(f.located?.note ?? ''), f.located?.note).toBe(true)
         expect(rest.every((s) => s.status === 'final')).toBe(true)
         console.log(`optimistic --fault ${spec}: overturned ${overturned} of ${trials} trials; ${frivolous.length} frivolous challenges by the faulty node lost its stake; ${rest.length} honest claims final`)
         expect(trials).toBe(50)
@@ -109,6 +114,50 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
       }
     }, 300_000)
   }
+})
+
+describe('optimistic: a relay restart', () => {
+  it('loses no pending claim: the next run resumes its audit, overturns it and sends the webhook', async () => {
+    let resolve!: (v: any) => void
+    const received = new Promise<any>((r) => { resolve = r })
+    const hook = createServer((req, res) => {
+      let body = ''
+      req.on('data', (d: Buffer) => { body += d.toString() })
+      req.on('end', () => { res.end('ok'); resolve(JSON.parse(body)) })
+    })
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r))
+    const ledger = join(tempDir('opt-restart'), 'ledger.sqlite')
+    const nodes: RunningNode[] = []
+    let relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
+    try {
+      // Only the faulty node serves [0, 2): no watcher, so its claim waits out the window unaudited…
+      const faulty = await startNode({ relay: relay.addr, model, layers: [0, 2], fault: parseFault('wrong-weights') })
+      nodes.push(faulty, await startNode({ relay: relay.addr, model, layers: [2, 5] }))
+      await waitFor(async () => (await relay.client.network()).peers.length === 2)
+      const c = reference()[0]
+      const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/settled`
+      const r = await api(relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 60_000 }, tessera_webhook: url })
+      const id = r.tessera.verification.claim as string
+      expect((await api(relay.httpUrl, `/api/claims/${id}`)).status).toBe('pending')
+      // …when the relay goes down, and its peers with it.
+      for (const n of nodes.splice(0)) await n.stop()
+      await relay.stop()
+
+      relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
+      expect((await api(relay.httpUrl, `/api/claims/${id}`)).status).toBe('pending')
+      for (const layers of [[0, 2], [0, 2], [2, 5]] as Array<[number, number]>) nodes.push(await startNode({ relay: relay.addr, model, layers }))
+      const s = await received
+      expect(s).toMatchObject({ claim: id, status: 'overturned' })
+      // The accused is gone: it cannot answer the bisection, so the referee replays the whole hop.
+      expect(s.challenges[0]).toMatchObject({ accused: faulty.peerId, outcome: 'overturned', slashed: { peer: faulty.peerId }, located: { timedOut: faulty.peerId } })
+      expect(await api(relay.httpUrl, `/api/claims/${id}`)).toMatchObject({ status: 'overturned', settlement: { status: 'overturned' } })
+      expect(await relay.ledger.standing(faulty.peerId)).toMatchObject({ slashed: 1, stake: 50 })
+    } finally {
+      for (const n of nodes) await n.stop()
+      await relay.stop()
+      hook.close()
+    }
+  }, 120_000)
 })
 
 describe('optimistic: a dispute party that stops answering', () => {
@@ -134,6 +183,8 @@ describe('optimistic: a dispute party that stops answering', () => {
         const ch = s.challenges[0]
         expect(ch.located).toMatchObject({ timedOut: faulty.peerId })
         expect(ch.located!.note).toMatch(/the accused did not answer a reveal/)
+        // No block could be singled out: the referee replayed the whole hop.
+        expect(ch.reexecuted).toEqual({ layers: 2, of: 2, what: 'the whole hop' })
         expect(ch.slashed?.peer).toBe(faulty.peerId)
         expect(s.tokens).toEqual(c.greedy.slice(0, 3))
       }

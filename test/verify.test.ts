@@ -17,8 +17,10 @@ import { tally } from '../shared/verify/vote.js'
 import { layerLeaf, merkleProof, merkleRoot, verifyMerkleProof } from '../shared/verify/merkle.js'
 import type { Evidence } from '../shared/ledger/types.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, verifyReceipt, type Expected } from '../shared/verify/receipt.js'
-import type { ShardRunner, HopOutput } from '../shared/runner.js'
-import { stories } from './helpers/reference.js'
+import { disputeEvidence, signPart, type Opening } from '../shared/verify/dispute.js'
+import { bytesOf } from '../shared/protocol/infer.js'
+import type { ShardRunner, HopInput, HopOutput } from '../shared/runner.js'
+import { maxAbsDiff, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { fillNormal, mulberry32 } from '../shared/rng.js'
 
@@ -100,6 +102,33 @@ describe('fingerprints', () => {
     }
     return outs
   }
+
+  it('re-execute one block (or a head) alone exactly as the whole shard computes it, on onnxruntime-node and -web', async () => {
+    const dir = tempDir('part')
+    await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2, 4] })
+    const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
+    const wasm = await loadWasmRunners(dir, manifest)
+    const tokens = [1, 40, 90, 7, 300, 12, 5]
+    for (const chain of [runners, wasm]) {
+      let input: HopInput = { tokens }
+      for (const r of chain) {
+        const [a, b] = r.shard.layers
+        const s = r.open()
+        const out = await s.forward(input)
+        s.close()
+        // Blocks a..b-1 from what entered each, then the head from the last block's output.
+        for (let l = a; l <= b; l++) {
+          const part = await r.runPart!(l, l === a ? input : { hidden: out.layers![l - a - 1], seq: tokens.length })
+          expect(maxAbsDiff(part.data, l < b ? out.layers![l - a] : out.data), `${r.device} block ${l} of [${a},${b})`).toBe(0)
+        }
+        input = { hidden: out.data, seq: out.seq }
+      }
+      // A block takes the residual stream, never token ids; and only its own shard's layers.
+      await expect(chain[1].runPart!(3, { tokens })).rejects.toThrow(/residual stream, not token ids/)
+      await expect(chain[1].runPart!(0, { hidden: new Float32Array(64), seq: 1 })).rejects.toThrow(/not in shard \[2,4\)/)
+      for (const r of chain) await r.dispose()
+    }
+  })
 
   it('match across onnxruntime-node and onnxruntime-web WASM over 1000+ hops (zero false flags), and catch a changed model', async () => {
     const dir = tempDir('fp')
@@ -190,6 +219,75 @@ describe('evidence (what a ledger checks before it slashes)', () => {
     await no({ ...evidence(cheat, a, b), kind: 'proof' }, /not checked from receipts/)
     const strict = receiptEvidenceChecker({ mayWitness: async (p) => p !== b.peer })
     expect((await strict.check(evidence(cheat, a, b))).reason).toMatch(/may not witness \(blacklisted\)/)
+  })
+})
+
+describe('dispute evidence (one block re-executed by a referee)', () => {
+  // Hop [0, 3) over 5 rows: the accused served rows [3, 5) as one step and went wrong from block 1
+  // on; the watcher replayed rows [0, 5); the referee re-executed block 1 on the watcher's block 0.
+  const root = 'ef'.repeat(32)
+  const width = 64
+  const hop: [number, number] = [0, 3]
+  const rows = (x: Float32Array, from: number, to: number): Float32Array => x.subarray(from * width, to * width)
+  const honest = [21, 22, 23].map((seed) => fillNormal(new Float32Array(5 * width), mulberry32(seed), 1))
+  const wrong = [24, 25].map((seed) => fillNormal(new Float32Array(2 * width), mulberry32(seed), 1))
+  const input = chainRows(EMPTY_CHAIN, new Uint8Array(new Int32Array([1, 2, 3, 4, 5]).buffer), 5)
+  const fp = (x: Float32Array): Uint8Array => encodeFingerprint(fingerprint(x, x.length / width, width))
+
+  async function party (perLayer: Float32Array[], start: number) {
+    const key = await generateKeyPair('Ed25519')
+    const peer = peerIdFromPrivateKey(key).toString()
+    const fps = perLayer.map(fp)
+    const leaves = fps.map((f, i) => layerLeaf(i, f))
+    const receipt = await signReceipt({ peer, session: 's', step: 0, root, layers: hop, start, input, output: fps[2], trace: merkleRoot(leaves) }, async (b) => await key.sign(b))
+    const opening = (layer: number): Opening => ({ peer, layer, fp: fps[layer], proof: merkleProof(leaves, layer) })
+    return { peer, receipt, opening }
+  }
+  async function referee (o: { input?: Float32Array, output?: Float32Array, layer?: number } = {}) {
+    const key = await generateKeyPair('Ed25519')
+    const peer = peerIdFromPrivateKey(key).toString()
+    const state = o.input ?? honest[0]
+    return { peer, statement: await signPart({ peer, root, hop, layer: o.layer ?? 1, input: chainRows(EMPTY_CHAIN, bytesOf(state), 5), inputFp: fp(state), output: fp(o.output ?? honest[1]) }, async (b) => await key.sign(b)) }
+  }
+  const setup = async () => ({
+    accused: await party([rows(honest[0], 3, 5), ...wrong], 3),
+    watcher: await party(honest, 0),
+    ref: await referee()
+  })
+  const evidence = (loser: { peer: string, receipt: Uint8Array }, winner: { receipt: Uint8Array }, part: Uint8Array, openings: Opening[], layer = 1): Evidence =>
+    disputeEvidence(loser, winner, part, layer, openings, {})
+  const check = receiptEvidenceChecker()
+
+  it('convicts the party the referee disagrees with, given both agreed on what entered the block', async () => {
+    const { accused, watcher, ref } = await setup()
+    const openings = [accused.opening(0), accused.opening(1), watcher.opening(0), watcher.opening(1)]
+    const v = await check.check(evidence(accused, watcher, ref.statement, openings))
+    expect(v.valid, v.reason).toBe(true)
+    expect(v.reason).toMatch(/agree on block 1 of \[0,3\) at rows \[3,5\) and the accused does not/)
+    // The same evidence turned around (the watcher accused) convicts no one.
+    expect((await check.check(evidence(watcher, accused, ref.statement, openings))).reason).toMatch(/the referee does not agree with/)
+  })
+
+  it('refuses openings that do not prove, a referee fed something else, and part statements passed off as receipts', async () => {
+    const { accused, watcher, ref } = await setup()
+    const openings = [accused.opening(0), accused.opening(1), watcher.opening(0), watcher.opening(1)]
+    const no = async (e: Evidence, why: RegExp): Promise<void> => {
+      const v = await check.check(e)
+      expect(v.valid, v.reason).toBe(false)
+      expect(v.reason).toMatch(why)
+    }
+    const forged = { ...accused.opening(1), fp: fp(rows(honest[1], 3, 5)) } // claims it had committed to the honest value
+    await no(evidence(accused, watcher, ref.statement, [accused.opening(0), forged, watcher.opening(0), watcher.opening(1)]), /block 1 is missing or does not prove/)
+    await no(evidence(accused, watcher, ref.statement, openings.slice(1)), /block 0 is missing or does not prove/)
+    const elsewhere = await referee({ input: fillNormal(new Float32Array(5 * width), mulberry32(30), 1) })
+    await no(evidence(accused, watcher, elsewhere.statement, openings), /the referee's input is not the block 0 output both parties committed to/)
+    await no(evidence(accused, watcher, (await referee({ layer: 2 })).statement, openings), /re-executed block 2, the dispute is about 1/)
+    await no(evidence(accused, watcher, ref.statement, openings, 2), /block 2 is missing or does not prove|re-executed block 1/)
+    await no({ ...evidence(accused, watcher, ref.statement, openings), receipts: [accused.receipt, watcher.receipt, ref.statement] }, /two hop receipts, a part statement and the openings/)
+    // A referee's statement is never a hop receipt, in any kind of evidence.
+    await no({ kind: 'redundant', accused: accused.peer, receipts: [accused.receipt, watcher.receipt, ref.statement], detail: {} }, /not all hop receipts/)
+    const strict = receiptEvidenceChecker({ mayWitness: async (p) => p !== ref.peer })
+    expect((await strict.check(evidence(accused, watcher, ref.statement, openings))).reason).toMatch(/may not witness/)
   })
 })
 

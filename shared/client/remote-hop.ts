@@ -41,7 +41,8 @@ export interface HopTimeouts {
   slack: number
 }
 
-export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts): Promise<RemoteHop> {
+/** `keep`: ask the node to keep every block's output of this session for a dispute (a challenger's replay). */
+export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts, keep = false): Promise<RemoteHop> {
   const fail = (code: string, message: string): HopError => new HopError(peer.peer, code, message)
   let stream: Stream
   try {
@@ -72,7 +73,7 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
     try { await lp.write(bytes) } catch (err) { throw fail('RESET', `send failed: ${(err as Error).message}`) }
   }
 
-  await write(encodeMsg({ t: 'open', root, layers, session }))
+  await write(encodeMsg({ t: 'open', root, layers, session, ...(keep ? { keep } : {}) }))
   const opened = await reply(t.openMs)
   if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
   let step = 0

@@ -97,10 +97,15 @@ export interface ChallengeReport {
   reason: string
   /**
    * Where the two parted ways, found by bisection over the per-layer commitments: the first
-   * layer whose committed fingerprints differ (`layer`), or why none was found (`note`: the
-   * output does not match the accused's own last layer, a party did not answer in time, …).
+   * block whose committed fingerprints differ (`layer`; the hop's end when every block agrees and
+   * only the head is left), or why none was found (`note`: a party did not answer in time, …).
    */
   located?: { layer?: number, reveals: number, note: string, timedOut?: string }
+  /**
+   * What the referee re-executed: one block (or the head, `what`) of the hop's `of` blocks, or,
+   * where no block could be singled out, the whole hop.
+   */
+  reexecuted?: { layers: number, of: number, what: string }
 }
 
 /** How an optimistic claim ended. `tokens` are the corrected ones when it was overturned. */

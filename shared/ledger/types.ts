@@ -5,10 +5,14 @@
  */
 
 export interface Evidence {
-  kind: 'redundant' | 'spot' | 'optimistic' | 'signature' | 'proof'
+  kind: 'redundant' | 'spot' | 'optimistic' | 'dispute' | 'signature' | 'proof'
   /** Peer id of the accused. */
   accused: string
-  /** Signed receipts (opaque bytes, verified by the EvidenceChecker) from the accused and from the peers whose results disagree with it. */
+  /**
+   * Self-authenticating records (opaque bytes, verified by the EvidenceChecker): signed receipts from
+   * the accused and from the peers whose results disagree with it; for a dispute, also the
+   * referee's part statement and the Merkle openings (verify/dispute.ts).
+   */
   receipts: Uint8Array[]
   /** Free-form detail for the audit log (JSON-safe). Not part of the evidence's identity. */
   detail: Record<string, unknown>

@@ -12,8 +12,7 @@ import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
-import { layerLeaf, merkleProof, merkleRoot } from '../verify/merkle.js'
-import { decode, encode } from 'cborg'
+import { createDisputeHandler, TraceStore } from './dispute.js'
 import type { StepFault } from './fault.js'
 
 const log = logger('tessera:node:serve')
@@ -46,7 +45,7 @@ export interface ServeStats {
 
 export interface InferHandler {
   handle: (stream: Stream) => Promise<void>
-  /** Serves /tessera/dispute/1.0.0: reveals of committed per-layer fingerprints. */
+  /** Serves /tessera/dispute/1.0.0 (node/dispute.ts): reveals, kept states, referee re-executions. */
   handleDispute: (stream: Stream) => Promise<void>
   /** Live counters. */
   stats: ServeStats
@@ -69,6 +68,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
     let session = ''
+    let keep = false // a challenger's replay: keep each block's output for the dispute
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
     let inputs: Uint8Array = EMPTY_CHAIN // hash chain over every input row, signed in each receipt
@@ -111,6 +111,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           chain = openChain(runners, msg.layers)
           layers = msg.layers
           session = msg.session
+          keep = msg.keep === true
           stats.sessions++
           stats.opened++
           counted = true
@@ -132,7 +133,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         }
         if (o.fault?.output !== undefined) out = o.fault.output(layers, out)
         // Per-layer commitment: a Merkle root over each block's output fingerprint, leaves kept for reveals.
-        const trace = perLayer.length === layers[1] - layers[0] ? traces.commit(session, msg.step, layers, perLayer, out.seq) : undefined
+        const trace = perLayer.length === layers[1] - layers[0] ? traces.commit(session, msg.step, layers, perLayer, out.seq, keep) : undefined
         inputs = chainRows(inputs, msg.tokens ?? msg.hidden!, msg.seq)
         held += msg.seq
         stats.cachedTokens += msg.seq
@@ -159,46 +160,8 @@ export function createInferHandler (o: ServeOptions): InferHandler {
       if (counted) stats.sessions--
     }
   }
-  /** One request per stream: reveal layer L of (session, step) with its Merkle proof. */
-  async function handleDispute (stream: Stream): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES })
-    try {
-      const m = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as { t?: string, session?: unknown, step?: unknown, layer?: unknown }
-      if (o.fault?.mute === true) return // a drill: the node goes silent once challenged
-      if (m.t !== 'reveal' || typeof m.session !== 'string' || !Number.isSafeInteger(m.step) || !Number.isSafeInteger(m.layer)) throw new ProtocolError('MALFORMED', 'expected { t: "reveal", session, step, layer }')
-      const r = traces.reveal(m.session, m.step as number, m.layer as number)
-      await lp.write(encode(r === undefined ? { t: 'error', code: 'NOT_FOUND', message: `no commitment for layer ${m.layer as number} of ${m.session} step ${m.step as number} (kept ${TRACE_KEEP} steps)` } : { t: 'leaf', ...r }))
-    } catch (err) {
-      await lp.write(encode({ t: 'error', code: err instanceof TesseraError ? err.code : 'INTERNAL', message: (err as Error).message })).catch(() => {})
-    } finally {
-      await stream.close().catch(() => {})
-    }
-  }
-
+  const handleDispute = createDisputeHandler({ root: o.root, peer: o.peer, sign: o.sign, traces, runners: () => runners, mute: o.fault?.mute })
   return { handle, handleDispute, stats, setRunners: (r) => { runners = r } }
-}
-
-/** Steps whose per-layer leaves a node keeps for reveals (the oldest go first). */
-export const TRACE_KEEP = 4096
-
-/** Per-layer fingerprints of recent steps, and the commitment the receipt signed. */
-class TraceStore {
-  private readonly steps = new Map<string, { layers: [number, number], fps: Uint8Array[], leaves: Uint8Array[] }>()
-
-  commit (session: string, step: number, layers: [number, number], perLayer: Float32Array[], seq: number): Uint8Array {
-    const fps = perLayer.map((data) => encodeFingerprint(fingerprint(data, seq, data.length / seq)))
-    const leaves = fps.map((f, i) => layerLeaf(layers[0] + i, f))
-    this.steps.set(`${session}\n${step}`, { layers, fps, leaves })
-    if (this.steps.size > TRACE_KEEP) this.steps.delete(this.steps.keys().next().value!)
-    return merkleRoot(leaves)
-  }
-
-  reveal (session: string, step: number, layer: number): { fp: Uint8Array, proof: Uint8Array[] } | undefined {
-    const s = this.steps.get(`${session}\n${step}`)
-    if (s === undefined || layer < s.layers[0] || layer >= s.layers[1]) return undefined
-    const i = layer - s.layers[0]
-    return { fp: s.fps[i], proof: merkleProof(s.leaves, i) }
-  }
 }
 
 /** Opens sessions on the node's shards that exactly cover `layers`. */

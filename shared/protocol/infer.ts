@@ -2,7 +2,8 @@
  * /tessera/infer/1.0.0 — one libp2p stream per inference session between a client and a node.
  * Length-prefixed CBOR messages; tensors travel as raw little-endian bytes, never JSON numbers.
  *
- *   client → node   open     { root, layers: [a, b], session }
+ *   client → node   open     { root, layers: [a, b], session, keep? }   (keep: a challenger's replay;
+ *                                                                   its per-layer states stay for a dispute)
  *                   forward  { step, start, seq, tokens? (int32 bytes) | hidden? (fp32 bytes) }
  *                   close    {}
  *   node → client   opened   { layers, device }
@@ -16,10 +17,15 @@ import { decode, encode } from 'cborg'
 import { ProtocolError } from '../errors.js'
 
 export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
-/** One request per stream: { t: 'reveal', session, step, layer } → { t: 'leaf', fp, proof } | { t: 'error', code, message }. */
+/**
+ * One request per stream (node/dispute.ts), each answered or refused with { t: 'error', code, message }:
+ *   reveal   { session, step, layer }                        → leaf  { fp, proof }   a committed per-layer fingerprint
+ *   state    { session, step, layer }                        → state { data, seq, width }   block output kept for a kept session
+ *   execute  { root, hop, layer, seq, tokens? | hidden? }    → part  { statement }   a referee re-executes one block
+ */
 export const DISPUTE_PROTOCOL = '/tessera/dispute/1.0.0'
 
-export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string }
+export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string, keep?: boolean }
 export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
 export interface CloseMsg { t: 'close' }
 export interface OpenedMsg { t: 'opened', layers: [number, number], device: string }
@@ -41,6 +47,7 @@ export function decodeClientMsg (bytes: Uint8Array): ClientMsg {
       need(typeof m.root === 'string' && /^[0-9a-f]{64}$/.test(m.root), 'open.root must be a 64-hex model root')
       need(isRange(m.layers), 'open.layers must be [start, end) with 0 ≤ start < end')
       need(typeof m.session === 'string' && m.session.length > 0 && m.session.length <= 128, 'open.session must be a non-empty string')
+      need(m.keep === undefined || typeof m.keep === 'boolean', 'open.keep must be a boolean')
       return m as unknown as OpenMsg
     case 'forward': {
       need(isUint(m.step) && isUint(m.start), 'forward.step and forward.start must be non-negative integers')

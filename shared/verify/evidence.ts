@@ -6,18 +6,12 @@
  */
 import { bytesToHex } from '../hash.js'
 import type { Evidence, EvidenceChecker } from '../ledger/types.js'
-import { compareFingerprints, decodeFingerprint, type Fingerprint } from './fingerprint.js'
+import { compareFingerprints, decodeFingerprint, tailFingerprint, type Fingerprint } from './fingerprint.js'
+import { checkDisputeEvidence } from './dispute.js'
 import { openReceipt, type ReceiptBody } from './receipt.js'
 
 /** Peers that must agree against the accused: a majority of three when k = 2 and a referee. */
 export const MIN_WITNESSES = 2
-
-/** The last `positions` rows of a fingerprint (a referee's replay covers the whole history). */
-export function tailFingerprint (f: Fingerprint, positions: number): Fingerprint {
-  if (positions >= f.positions) return f
-  const from = (f.positions - positions) * f.k
-  return { k: f.k, positions, idx: f.idx.slice(from), val: f.val.slice(from) }
-}
 
 export function mismatchEvidence (kind: 'redundant' | 'spot' | 'optimistic', accused: { peer: string, receipt: Uint8Array }, witnesses: Array<{ receipt: Uint8Array }>, detail: Record<string, unknown>): Evidence {
   return { kind, accused: accused.peer, receipts: [accused.receipt, ...witnesses.map((w) => w.receipt)], detail }
@@ -32,6 +26,7 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
   return {
     async check (e) {
       const no = (reason: string): { valid: false, reason: string } => ({ valid: false, reason })
+      if (e.kind === 'dispute') return await checkDisputeEvidence(e, o.mayWitness)
       if (e.kind !== 'redundant' && e.kind !== 'spot' && e.kind !== 'optimistic') return no(`${e.kind} evidence is not checked from receipts`)
       if (e.receipts.length < 1 + MIN_WITNESSES) return no(`needs the accused's receipt and ${MIN_WITNESSES} witnesses, got ${e.receipts.length} receipts`)
       let bodies: ReceiptBody[]
@@ -40,6 +35,8 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
       } catch (err) {
         return no((err as Error).message)
       }
+      // A referee's part statement (verify/dispute.ts) is about one block, never a hop.
+      if (bodies.some((b) => (b as { kind?: unknown }).kind !== undefined || !Array.isArray(b.layers))) return no('these are not all hop receipts')
       const [accused, ...witnesses] = bodies
       if (accused.peer !== e.accused) return no(`the first receipt is ${accused.peer}'s, not the accused's`)
       if (new Set(bodies.map((b) => b.peer)).size !== bodies.length) return no('the receipts are not from distinct peers')

@@ -107,3 +107,10 @@ export function decodeFingerprint (b: Uint8Array): Fingerprint {
   for (let i = 0; i < n; i++) val[i] = v.getUint16(5 + n * 4 + i * 2, true)
   return { k, positions, idx, val }
 }
+
+/** The last `positions` rows of a fingerprint (a referee's replay covers the whole history). */
+export function tailFingerprint (f: Fingerprint, positions: number): Fingerprint {
+  if (positions >= f.positions) return f
+  const from = (f.positions - positions) * f.k
+  return { k: f.k, positions, idx: f.idx.slice(from), val: f.val.slice(from) }
+}

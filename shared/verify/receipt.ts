@@ -67,23 +67,31 @@ export interface Expected extends Omit<ReceiptBody, 'output'> {
   output: { data: Float32Array, seq: number, width: number }
 }
 
-/** Decodes a receipt and checks its signature against the key of the peer it names; throws ProtocolError('BAD_RECEIPT'). */
-export async function openReceipt (bytes: Uint8Array | undefined): Promise<ReceiptBody> {
+/**
+ * Decodes a signed record ({ body, signature }, body naming its `peer`) and checks the signature
+ * against that peer's key and the body's shape; throws ProtocolError('BAD_RECEIPT').
+ */
+export async function openSigned<T extends { peer: string }> (bytes: Uint8Array | undefined, shaped: (b: Record<string, unknown>) => boolean): Promise<T> {
   const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
   if (!(bytes instanceof Uint8Array)) return bad('the result carries no receipt')
   let r: Receipt
-  let body: ReceiptBody
+  let body: Record<string, unknown>
   try {
     r = decode(bytes)
     body = decode(r.body)
   } catch {
     return bad('not valid CBOR')
   }
-  if (!(r.signature instanceof Uint8Array) || typeof body?.peer !== 'string' || !(body.output instanceof Uint8Array)) return bad('malformed')
+  if (!(r.signature instanceof Uint8Array) || typeof body?.peer !== 'string' || !shaped(body)) return bad('malformed')
   let key
-  try { key = peerIdFromString(body.peer).publicKey } catch { return bad(`${body.peer} is not a peer id`) }
+  try { key = peerIdFromString(body.peer as string).publicKey } catch { return bad(`${body.peer as string} is not a peer id`) }
   if (key === undefined || !await key.verify(r.body, r.signature)) bad('the signature does not verify with the peer\'s key')
-  return body
+  return body as unknown as T
+}
+
+/** Decodes a hop receipt and checks its signature against the key of the peer it names. */
+export async function openReceipt (bytes: Uint8Array | undefined): Promise<ReceiptBody> {
+  return await openSigned<ReceiptBody>(bytes, (b) => b.output instanceof Uint8Array)
 }
 
 /**

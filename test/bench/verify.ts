@@ -184,6 +184,32 @@ async function auditSpeedup (runner: ShardRunner, dim: number, rows = 128): Prom
   return { rows, decodeMs, prefillMs, speedup: decodeMs / prefillMs }
 }
 
+/**
+ * What a dispute costs the referee: one block (the middle one) of a whole-model shard re-executed
+ * over `rows` rows, vs the whole shard over the same rows (what a referee without per-layer
+ * commitments replays). The part's one-time load is reported apart.
+ */
+async function disputeCost (runner: ShardRunner, vocab: number, rows = 128): Promise<{ rows: number, blocks: number, layer: number, partLoadMs: number, blockMs: number, shardMs: number, saving: number }> {
+  const [a, b] = runner.shard.layers
+  const layer = (a + b) >> 1
+  const tokens = Array.from({ length: rows }, (_, i) => 1 + (i * 37) % (vocab - 1))
+  const s = runner.open()
+  const out = await s.forward({ tokens })
+  s.close()
+  const entering = { hidden: out.layers![layer - a - 1], seq: rows }
+  const t0 = performance.now()
+  await runner.runPart!(layer, entering)
+  const partLoadMs = performance.now() - t0
+  const best = async (f: () => Promise<unknown>): Promise<number> => {
+    const times = []
+    for (let i = 0; i < 5; i++) { const t = performance.now(); await f(); times.push(performance.now() - t) }
+    return Math.min(...times)
+  }
+  const blockMs = await best(async () => await runner.runPart!(layer, entering))
+  const shardMs = await best(async () => { const x = runner.open(); await x.forward({ tokens }); x.close() })
+  return { rows, blocks: b - a, layer, partLoadMs, blockMs, shardMs, saving: shardMs / blockMs }
+}
+
 export async function benchVerify (cacheDir: string): Promise<Record<string, unknown>> {
   const sensitivity = await perturbSensitivity(cacheDir)
   const costs = []
@@ -203,6 +229,15 @@ export async function benchVerify (cacheDir: string): Promise<Record<string, unk
     }
     for (const r of runners) await r.dispose()
   }
+  const disputes = []
+  for (const name of ['small', 'medium']) {
+    const dir = await ensureModel(cacheDir, name, 'fp32', 1)
+    const { runners } = await loadModel(dir, { device: 'cpu' })
+    const d = { preset: name, ...await disputeCost(runners[0], preset(name).vocabSize) }
+    disputes.push(d)
+    console.log(`${name}: a referee re-executes block ${d.layer} of ${d.blocks} over ${d.rows} rows in ${d.blockMs.toFixed(1)} ms (its graph loads once in ${d.partLoadMs.toFixed(0)} ms) vs the whole shard in ${d.shardMs.toFixed(1)} ms: 1 block instead of ${d.blocks} (+ head), × ${d.saving.toFixed(1)} less work`)
+    for (const r of runners) await r.dispose()
+  }
   const prefill = { tokens: 64, bytesPerToken: await prefillReceiptBytes(64) }
   console.log(`prefill of ${prefill.tokens} tokens: ${prefill.bytesPerToken.toFixed(1)} receipt bytes per token`)
 
@@ -211,5 +246,5 @@ export async function benchVerify (cacheDir: string): Promise<Record<string, unk
   const tokens = 32
   const latency = await modeLatency(dir, ['0-4', '0-4', '4-8', '4-8'], tokens)
   console.log(`small, 2 hops × 2 nodes, ${tokens} tokens, median of 7 interleaved runs: none ${latency.noneMs.toFixed(0)} ms, redundant k=2 ${latency.redundantMs.toFixed(0)} ms (× ${latency.redundantOverNone.toFixed(2)}), spot p=0.2 ${latency.spotMs.toFixed(0)} ms (× ${latency.spotOverNone.toFixed(2)}) — all processes share this machine's cores`)
-  return { receipt: costs, prefill, latency: { preset: 'small', tokens, ...latency }, perturbSensitivity: sensitivity, optimisticAudit: audits }
+  return { receipt: costs, prefill, latency: { preset: 'small', tokens, ...latency }, perturbSensitivity: sensitivity, optimisticAudit: audits, disputeCost: disputes }
 }

@@ -169,12 +169,12 @@ async function pollLedger (): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/claims`, { cache: 'no-store' })
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    const c = await res.json() as { pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number }
+    const c = await res.json() as { pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number, refereeBlocks: { ran: number, of: number } }
     const settled = c.final + c.overturned
     Object.assign(ui.claims.dataset, { pending: String(c.pending), final: String(c.final), overturned: String(c.overturned) })
     ui.claims.textContent = settled + c.pending === 0
       ? 'Optimistic claims: none yet.'
-      : `Optimistic claims: ${c.pending} pending, ${c.final} final (after ${formatMs(c.meanFinalMs)} on average), ${c.overturned} overturned; ${c.challenges} challenge(s), ${c.frivolous} frivolous (${settled > 0 ? (100 * c.challenges / settled).toFixed(1) : '0'}% of settled claims challenged).`
+      : `Optimistic claims: ${c.pending} pending, ${c.final} final (after ${formatMs(c.meanFinalMs)} on average), ${c.overturned} overturned; ${c.challenges} challenge(s), ${c.frivolous} frivolous (${settled > 0 ? (100 * c.challenges / settled).toFixed(1) : '0'}% of settled claims challenged)${c.refereeBlocks.of > 0 ? `; referees re-executed ${c.refereeBlocks.ran} of the ${c.refereeBlocks.of} blocks disputed` : ''}.`
   } catch (err) {
     ui.claims.textContent = `claims unavailable: ${messageOf(err)}`
   }

@@ -202,7 +202,7 @@ async function showSettlement (windowMs: number, settlement: NonNullable<Generat
     const s = await settlement
     ui.settlement.dataset.status = s.status
     const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited'} (${a.note})`).join('; ')
-    const challenges = s.challenges.map((c) => `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${c.referee !== undefined ? shortPeer(c.referee) : 'none'}${c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''}`).join('; ')
+    const challenges = s.challenges.map((c) => `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${c.referee !== undefined ? shortPeer(c.referee) : 'none'}${c.reexecuted !== undefined ? ` re-executed ${c.reexecuted.what} (${c.reexecuted.layers} of ${c.reexecuted.of} blocks)` : ''}${c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''}`).join('; ')
     ui.settlement.textContent = s.status === 'final'
       ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
       : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`

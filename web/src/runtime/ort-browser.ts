@@ -27,6 +27,7 @@ export async function loadShardBrowser (files: Map<string, Uint8Array>, shard: S
     configured = true
   }
   const { graph, externalData } = sessionFiles(files, shard)
-  const session = await ort.InferenceSession.create(graph, { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' })
-  return new OrtShardRunner(ort.Tensor, session, shard, config, backend)
+  const options = { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' as const }
+  const session = await ort.InferenceSession.create(graph, options)
+  return new OrtShardRunner(ort.Tensor, session, shard, config, backend, { graph: async () => graph, load: async (part) => await ort.InferenceSession.create(part, options) })
 }

@@ -23,6 +23,7 @@ export async function loadShardWasm (files: Map<string, Uint8Array>, shard: Shar
   if (opts.threads !== undefined) ort.env.wasm.numThreads = opts.threads
   if (opts.wasmPaths !== undefined) ort.env.wasm.wasmPaths = opts.wasmPaths
   const { graph, externalData } = sessionFiles(files, shard)
-  const session = await ort.InferenceSession.create(graph, { executionProviders: ['wasm'], externalData, graphOptimizationLevel: 'all' })
-  return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm')
+  const options = { executionProviders: ['wasm'], externalData, graphOptimizationLevel: 'all' as const }
+  const session = await ort.InferenceSession.create(graph, options)
+  return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm', { graph: async () => graph, load: async (part) => await ort.InferenceSession.create(part, options) })
 }
