@@ -198,4 +198,36 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     await net.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('verified from genesis') === true, undefined, { timeout: 20_000 })
     await screenshot(net, 'network-ledger')
   }, 900_000)
+
+  it('optimistic: a tab watches or referees a faulty native peer, re-executing one block in the browser', async () => {
+    const wasmPeer = await peerOf('wasm', '2,4')
+    // [2,4) now has the WASM tab, an honest native twin and this faulty node: whenever the faulty
+    // node serves the hop, the tab is the watcher or, drawn from the other two, the referee.
+    let accused = ''
+    const spawnFaulty = async (): Promise<void> => {
+      const faulty = await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', '2-4', '--fault', 'skip-layer=3'])
+      procs.push(faulty)
+      accused = faulty.ready.peer as string
+      await waitFor(async () => (await api(http, '/api/network')).peers.some((p: { peer: string }) => p.peer === accused))
+    }
+    await spawnFaulty()
+    const roles: string[] = []
+    for (let g = 0; roles.length < 2 && g < 40; g++) {
+      // Blacklisted (slashed as the accused, or as a frivolous watcher of honest peers): back under a new identity.
+      if ((await api(http, '/api/ledger')).standings.some((s: { peer: string, blacklisted: boolean }) => s.peer === accused && s.blacklisted)) await spawnFaulty()
+      const c = reference()[g % reference().length]
+      const r = await api(http, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 20_000 } })
+      const v = r.tessera.verification
+      if (!v.hops.some((h: { layers: number[], ranBy: string[] }) => h.layers.join(',') === '2,4' && h.ranBy.includes(accused))) continue
+      const events = await (await fetch(`${http}/api/claims/${v.claim}/events`)).text()
+      const s = JSON.parse(events.split('\n').find((l) => l.startsWith('data:'))!.slice(5))
+      expect(s.status).toBe('overturned')
+      const ch = s.challenges.find((x: { outcome: string }) => x.outcome === 'overturned')
+      expect(ch).toMatchObject({ layers: [2, 4], accused, located: { layer: 3 }, reexecuted: { layers: 1, of: 2, what: 'block 3' }, slashed: { peer: accused } })
+      expect([ch.challenger, ch.referee]).toContain(wasmPeer)
+      roles.push(ch.challenger === wasmPeer ? 'watcher' : 'referee')
+    }
+    console.log(`optimistic with a WASM tab in [2,4): ${roles.length} disputes, the tab as ${roles.join(', ')}; block 3 re-executed alone each time`)
+    expect(roles).toHaveLength(2)
+  }, 300_000)
 })
