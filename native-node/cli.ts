@@ -11,6 +11,7 @@ import { registerPlan } from './commands/plan.js'
 import { registerUp } from './commands/up.js'
 import { registerNode } from './commands/node.js'
 import { registerRelay } from './commands/relay.js'
+import { registerZk } from './commands/zk.js'
 
 const program = new Command('tessera')
   .description('Sharded, verifiable LLM inference across native GPUs and browser tabs')
@@ -24,6 +25,7 @@ registerPlan(program)
 registerUp(program)
 registerNode(program)
 registerRelay(program)
+registerZk(program)
 
 try {
   await program.parseAsync()

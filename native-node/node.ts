@@ -11,6 +11,8 @@ import { announce, withdraw } from '../shared/node/announce.js'
 import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS, MAX_SESSIONS, SESSION_TTL_MS } from '../shared/protocol/limits.js'
 import { createInferHandler, type ServeStats } from '../shared/node/serve.js'
+import { createZkHandler, type ZkServed } from '../shared/node/zk-serve.js'
+import { ZK_PROTOCOL } from '../shared/protocol/zk.js'
 import { isWeightFault, stepFault, type Fault } from '../shared/node/fault.js'
 import { tamperShard } from './fault.js'
 import { relayDirectory } from '../shared/client/dialer.js'
@@ -48,6 +50,10 @@ export interface NodeOptions {
   privateKey?: PrivateKey
   /** A fault to commit, for drills and tests (shared/node/fault.ts); undefined = honest. */
   fault?: Fault
+  /** ZK models to prove inferences of (shared/zk; set up once, cached in .cache/zk). */
+  zk?: string[]
+  /** A drill: answer ZK requests with a changed output and public signals (the proof no longer verifies). */
+  zkForge?: boolean
   version?: string
 }
 
@@ -95,6 +101,13 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: 1024 })
     await node.handle(DISPUTE_PROTOCOL, handler.handleDispute, { runOnLimitedConnection: true, maxInboundStreams: 256 })
     const { stats } = handler
+    const zkModels = await loadZkModels(o.zk ?? [])
+    if (zkModels.size > 0) {
+      if (o.zkForge === true) log.warn('FAULTY NODE: --zk-forge (for drills; proof verification should catch it)')
+      const zk = createZkHandler({ peer: node.peerId.toString(), sign: async (b) => await key.sign(b), models: zkModels, forge: o.zkForge })
+      await node.handle(ZK_PROTOCOL, zk.handle, { runOnLimitedConnection: true, maxInboundStreams: 64 })
+      log.info(`proving ${[...zkModels.keys()].join(', ')} (zk)`)
+    }
 
     const budget = o.memory ?? memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu')
     const plan = planMemory(manifest.config, { dtype: manifest.dtype, budget, context: manifest.config.maxSeqLen })
@@ -114,7 +127,8 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
         layers, shardBounds: [layers[0], ...shards.map((s) => s.layers[1])],
         kvRoom: Math.max(0, cacheCap() - stats.cachedTokens),
         sessions: stats.sessions, version: o.version ?? '0.1.0',
-        issued: now, expires: now + RECORD_TTL_MS
+        issued: now, expires: now + RECORD_TTL_MS,
+        ...(zkModels.size > 0 ? { zk: [...zkModels.keys()] } : {})
       }
     }
     const publish = async (): Promise<void> => { await announce(node, o.relay, capability(), key) }
@@ -165,6 +179,8 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
         await withdraw(node, o.relay, capability(), key)
         await node.stop()
         for (const r of runners) await r.dispose()
+        // snarkjs's worker threads would keep the process alive.
+        if (zkModels.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
       }
     }
   } catch (err) {
@@ -194,3 +210,15 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
   }
 }
 
+/** The ZK models' provers, from the cached set-up (the first node to need one runs it: minutes). */
+async function loadZkModels (names: string[]): Promise<Map<string, ZkServed>> {
+  const out = new Map<string, ZkServed>()
+  if (names.length === 0) return out
+  const { seededZkModel, setupZkModel } = await import('./zk/setup.js')
+  for (const name of names) {
+    const setup = await setupZkModel(seededZkModel(name))
+    const prover = await setup.prover()
+    out.set(name, { inputs: setup.entry.shape.layers[0].inputs, prove: async (x) => await prover.prove(x) })
+  }
+  return out
+}

@@ -24,6 +24,9 @@ import { InputError } from '../shared/errors.js'
 import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
 import { logger } from '../shared/log.js'
 import { streamSSE } from 'hono/streaming'
+import type { ZkModelEntry } from '../shared/zk/types.js'
+import type { ZkResult } from '../shared/client/zk.js'
+import { bytesToBase64 } from '../shared/base64.js'
 
 /** Evidence is a handful of receipts: a few KiB at most. */
 const MAX_EVIDENCE_CHARS = 256 * 1024
@@ -51,6 +54,8 @@ export interface HttpDeps {
   onLedgerChange?: () => Promise<void>
   /** Optimistic claims and their settlements. */
   board?: ClaimBoard
+  /** ZK models: their published entries, and proven inferences (verified before they are returned). */
+  zk?: { models: () => ZkModelEntry[], infer: (model: string, input: number[]) => Promise<ZkResult> }
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -146,6 +151,21 @@ export function createHttpApp (deps: HttpDeps): Hono {
       const s = await board.settled(c.req.param('id'))
       await sse.writeSSE({ event: 'settlement', data: JSON.stringify(s) })
     })
+  })
+
+  // Zero-knowledge mode: what a client needs to check proofs itself, and proven inferences.
+  app.get('/api/zk/models', (c) => c.json({ models: deps.zk?.models() ?? [] }))
+  app.post('/api/zk/infer', async (c) => {
+    if (deps.zk === undefined) return jsonError(404, 'this relay publishes no ZK models', 'zk_not_found')
+    let body: { model?: unknown, input?: unknown }
+    try { body = JSON.parse(await c.req.text()) } catch (err) { return jsonError(400, `the request body is not valid JSON (${(err as Error).message})`, 'invalid_json') }
+    if (typeof body.model !== 'string' || !Array.isArray(body.input) || body.input.length > 4096) return jsonError(400, 'expected { model, input: [int8…] }', 'invalid_request')
+    try {
+      const r = await deps.zk.infer(body.model, body.input as number[])
+      return c.json({ ...r, reply: bytesToBase64(r.reply), verified: true })
+    } catch (err) {
+      return errorResponse(c, err)
+    }
   })
 
   app.get('/models/:root/manifest.json', (c) => {

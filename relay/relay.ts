@@ -9,6 +9,8 @@ import { dirname, join } from 'node:path'
 import { createClient, DEFAULT_TIMEOUTS, type Client, type ClientConfig } from '../shared/client/client.js'
 import { ClaimBoard } from '../shared/client/board.js'
 import { openSqliteClaims } from './claims-sqlite.js'
+import { zkInfer } from '../shared/client/zk.js'
+import type { ZkModelEntry } from '../shared/zk/types.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
@@ -39,6 +41,8 @@ export interface RelayOptions {
   ledger?: string
   /** Stake granted to a peer the first time it announces (the embedded ledger has no token to buy stake with). */
   joinStake?: number
+  /** ZK models whose entries (verification key, weight commitment) the relay publishes and checks proofs against. */
+  zk?: string[]
 }
 
 export const DEFAULT_LEDGER = join('.tessera', 'ledger.sqlite')
@@ -63,7 +67,8 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   await mkdir(dirname(ledgerPath), { recursive: true })
   // The checker asks the ledger whether a witness is blacklisted: bound once both exist.
   let ledgerRef: Ledger | undefined
-  const ledger = ledgerRef = await openSqliteLedger(ledgerPath, receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)) }))
+  const zkEntries = await zkEntriesOf(o.zk ?? [])
+  const ledger = ledgerRef = await openSqliteLedger(ledgerPath, receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) }))
   const node = await createPeer({ relayServer: true, listen: [`/ip4/${host}/tcp/${o.p2pPort ?? 0}/ws`, `/ip4/${host}/tcp/0`] })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
@@ -117,6 +122,11 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     metrics,
     ledger,
     board,
+    zk: {
+      models: () => [...zkEntries.values()],
+      // Each proof is verified here, against the published entry, before the answer leaves.
+      infer: async (model, input) => await zkInfer({ dialer, peers: async () => await registry.list(), models: (n) => zkEntries.get(n), ledger: link }, model, input)
+    },
     onLedgerChange: async () => { await link.refresh() },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
     tokenizer: (model) => tokenizers.get(model)
@@ -136,6 +146,19 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
       await node.stop()
       claims.close()
       await ledger.close()
+      if (zkEntries.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
     }
   }
+}
+
+/**
+ * The published entries of the ZK models named: here, from the set-up cached on this machine
+ * (`tessera zk setup`); in a deployment, from the model owner's manifest.
+ */
+async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModelEntry>> {
+  const out = new Map<string, ZkModelEntry>()
+  if (names.length === 0) return out
+  const { seededZkModel, setupZkModel } = await import('../native-node/zk/setup.js')
+  for (const name of names) out.set(name, (await setupZkModel(seededZkModel(name))).entry)
+  return out
 }

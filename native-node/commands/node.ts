@@ -29,9 +29,11 @@ export function registerNode (program: Command): void {
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
     .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
+    .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)', (v: string) => v.split(','))
+    .option('--zk-forge', 'a drill: answer ZK requests with a changed output (the proof no longer verifies; the client should reject it)')
     .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${FAULT_KINDS.map((k) => k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k).join(', ')}`, fault)
-    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string, fault?: Fault }) => {
-      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault })
+    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string, fault?: Fault, zk?: string[], zkForge?: boolean }) => {
+      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault, zk: o.zk, zkForge: o.zkForge })
       // One line on stdout that scripts (tessera up, tests) can wait for.
       console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
       await untilSignal()

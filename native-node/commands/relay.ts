@@ -13,8 +13,9 @@ export function registerRelay (program: Command): void {
     .option('--web <dir>', 'built pages to serve at / (vite build output)', 'dist/web')
     .option('--ledger <file>', 'SQLite file of the ledger (stakes, slashes, reputation, audit log)', DEFAULT_LEDGER)
     .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), DEFAULT_JOIN_STAKE)
-    .action(async (o: { port: number, p2pPort: number, host: string, model?: string[], web: string, ledger: string, joinStake: number }) => {
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledger, joinStake: o.joinStake })
+    .option('--zk <models>', 'publish these ZK models (comma-separated, e.g. small) and verify their proofs', (v: string) => v.split(','))
+    .action(async (o: { port: number, p2pPort: number, host: string, model?: string[], web: string, ledger: string, joinStake: number, zk?: string[] }) => {
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledger, joinStake: o.joinStake, zk: o.zk })
       console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
       await untilSignal()
       await relay.stop()

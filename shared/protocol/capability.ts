@@ -31,6 +31,8 @@ export interface Capability {
   expires: number              // ms since epoch
   /** A leaving peer's last word: drop my record now (a tab closing, a node shutting down). */
   withdrawn?: boolean
+  /** ZK models this peer proves inferences of (/tessera/zk/1.0.0). */
+  zk?: string[]
 }
 
 export interface SignedCapability { record: Uint8Array, signature: Uint8Array }
@@ -51,7 +53,8 @@ export async function verifyCapability (s: SignedCapability, now = Date.now()): 
   try { c = decode(s.record) } catch { throw new ProtocolError('MALFORMED', 'record is not valid CBOR') }
   const ok = typeof c === 'object' && c !== null && typeof c.peer === 'string' && Array.isArray(c.addrs) &&
     typeof c.root === 'string' && Array.isArray(c.layers) && c.layers.length === 2 && c.layers[0] < c.layers[1] &&
-    Array.isArray(c.shardBounds) && typeof c.msPerLayer === 'number' && typeof c.expires === 'number'
+    Array.isArray(c.shardBounds) && typeof c.msPerLayer === 'number' && typeof c.expires === 'number' &&
+    (c.zk === undefined || (Array.isArray(c.zk) && c.zk.every((z) => typeof z === 'string')))
   if (!ok) throw new ProtocolError('MALFORMED', 'record lacks required fields')
   let key
   try { key = peerIdFromString(c.peer).publicKey } catch { throw new ProtocolError('MALFORMED', `record names an invalid peer id ${c.peer}`) }

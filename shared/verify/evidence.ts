@@ -8,6 +8,7 @@ import { bytesToHex } from '../hash.js'
 import type { Evidence, EvidenceChecker } from '../ledger/types.js'
 import { compareFingerprints, decodeFingerprint, tailFingerprint, type Fingerprint } from './fingerprint.js'
 import { checkDisputeEvidence } from './dispute.js'
+import type { ZkModelEntry } from '../zk/types.js'
 import { openReceipt, type ReceiptBody } from './receipt.js'
 
 /** Peers that must agree against the accused: a majority of three when k = 2 and a referee. */
@@ -20,6 +21,8 @@ export function mismatchEvidence (kind: 'redundant' | 'spot' | 'optimistic', acc
 export interface CheckerOptions {
   /** Whether a witness may testify (the ledger passes "not blacklisted"). */
   mayWitness?: (peer: string) => Promise<boolean>
+  /** The ZK models' published entries, to re-verify a forged proof (kind 'proof'). */
+  zkModels?: (name: string) => ZkModelEntry | undefined
 }
 
 export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker {
@@ -27,6 +30,8 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
     async check (e) {
       const no = (reason: string): { valid: false, reason: string } => ({ valid: false, reason })
       if (e.kind === 'dispute') return await checkDisputeEvidence(e, o.mayWitness)
+      // snarkjs loads only when a proof is to be judged (it is large, and most pages never need it).
+      if (e.kind === 'proof') return await (await import('./proof.js')).checkProofEvidence(e.receipts, e.accused, o.zkModels ?? (() => undefined))
       if (e.kind !== 'redundant' && e.kind !== 'spot' && e.kind !== 'optimistic') return no(`${e.kind} evidence is not checked from receipts`)
       if (e.receipts.length < 1 + MIN_WITNESSES) return no(`needs the accused's receipt and ${MIN_WITNESSES} witnesses, got ${e.receipts.length} receipts`)
       let bodies: ReceiptBody[]

@@ -15,6 +15,7 @@ import { int4Accuracy } from './int4.js'
 import { benchNetwork } from './network.js'
 import { benchBrowser } from './browser.js'
 import { benchVerify } from './verify.js'
+import { benchZk } from './zk.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 import { stories } from '../helpers/reference.js'
@@ -60,6 +61,10 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
 
   async verify () {
     return await benchVerify(CACHE)
+  },
+
+  async zk () {
+    return await benchZk()
   }
 }
 

@@ -15,12 +15,15 @@
  */
 import { createClient, type Client } from '../../shared/client/client.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
+import type { ZkResult } from '../../shared/client/zk.js'
+import type { ZkModelEntry } from '../../shared/zk/types.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
 import { httpClaimSink } from '../../shared/client/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 
 export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
+export type { ZkResult }
 
 export interface ConnectOptions {
   /** The relay's HTTP origin. Default: where this module was loaded from. */
@@ -39,6 +42,12 @@ export interface Tessera {
   peerId: string
   generate (req: GenerationRequest, signal?: AbortSignal): Generation
   network (): Promise<NetworkView>
+  /**
+   * `verification: "zk"`: a peer proves one inference of a small ZK model (GET /api/zk/models
+   * lists them); this tab verifies the Groth16 proof itself against the published verification
+   * key and weight commitment, and returns the output only if it holds.
+   */
+  zk (model: string, input: ArrayLike<number>): Promise<ZkResult>
   close (): Promise<void>
 }
 
@@ -76,6 +85,15 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
       }
     },
     network: async () => await client.network(),
+    async zk (model, input) {
+      const res = await fetch(`${origin}/api/zk/models`)
+      if (!res.ok) throw new Error(`GET /api/zk/models answered HTTP ${res.status}`)
+      const { models } = await res.json() as { models: ZkModelEntry[] }
+      // snarkjs (~1 MB) loads with the first proof, not with the SDK.
+      const { zkInfer } = await import('../../shared/client/zk.js')
+      const directory = relayDirectory(node, relay)
+      return await zkInfer({ dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n) => models.find((m) => m.name === n), ledger }, model, input)
+    },
     close: async () => { clearInterval(refresh); await node.stop() }
   }
 }

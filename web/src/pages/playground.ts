@@ -3,6 +3,7 @@
  * the tokens, and draws the route: who served which layers on what device, and any failover.
  */
 import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent, type VerificationOptions } from '../sdk.js'
+import { mountZkCard } from './zk-card.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
 type Hop = TokenEvent['hops'][number]
@@ -43,6 +44,7 @@ ui.generate.addEventListener('click', () => { void generate() })
 ui.cancel.addEventListener('click', () => { running?.abort(new Error('cancelled')) })
 addEventListener('pagehide', () => { void tessera?.close() })
 void join()
+mountZkCard(() => tessera)
 setInterval(() => { if (tessera !== undefined && running === undefined) void loadModels() }, RETRY_MS)
 
 /** Joins the network through the relay; retries until it answers. */

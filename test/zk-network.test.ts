@@ -1,0 +1,129 @@
+/**
+ * The ZK mode on the network: native nodes prove inferences of the 64→64→16 model over
+ * /tessera/zk/1.0.0; the relay's HTTP API and a Chromium tab (the SDK, snarkjs in the page)
+ * each verify the Groth16 proof against the published entry before they use the output. A node
+ * that forges its answer is refused and slashed with its own signed reply as evidence.
+ * Relay and nodes in one process, real libp2p on loopback; the set-up is the cached one.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { join } from 'node:path'
+import type { Browser } from 'playwright-core'
+import { buildModel } from '../native-node/store.js'
+import { startRelay, type RunningRelay } from '../relay/relay.js'
+import { startNode, type RunningNode } from '../native-node/node.js'
+import { seededZkModel, setupZkModel, type ZkSetup } from '../native-node/zk/setup.js'
+import { randomInputs } from '../shared/zk/model.js'
+import { forwardInt, quantizeInput } from '../shared/zk/quantize.js'
+import { stories } from './helpers/reference.js'
+import { REPO, tempDir } from './helpers/paths.js'
+import { api, waitFor } from './helpers/network.js'
+import { consoleOf, context, hasChromium, launch, screenshot } from './helpers/browser.js'
+
+let setup: ZkSetup
+let relay: RunningRelay
+const nodes: RunningNode[] = []
+let honest: RunningNode
+let forger: RunningNode
+
+beforeAll(async () => {
+  // Minutes on a clean machine (the ceremony), then cached in .cache/zk for every later run.
+  setup = await setupZkModel(seededZkModel('small'))
+  const model = tempDir('zk-llm')
+  await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
+  relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], webRoot: join(REPO, 'dist', 'web'), ledger: join(tempDir('zk-ledger'), 'ledger.sqlite'), zk: ['small'] })
+  honest = await startNode({ relay: relay.addr, model, layers: [0, 2], zk: ['small'] })
+  forger = await startNode({ relay: relay.addr, model, layers: [2, 5], zk: ['small'], zkForge: true })
+  nodes.push(honest, forger)
+  await waitFor(async () => (await relay.client.network()).peers.length === 2)
+}, 1_800_000)
+
+afterAll(async () => {
+  for (const n of nodes) await n.stop()
+  await relay?.stop()
+})
+
+describe('zk over the network', () => {
+  it('publishes the entry: verification key and weight commitment, no weights', async () => {
+    const { models } = await api(relay.httpUrl, '/api/zk/models')
+    expect(models).toHaveLength(1)
+    expect(models[0]).toMatchObject({ name: 'small', weightCommitment: setup.entry.weightCommitment, constraints: setup.entry.constraints })
+    expect(JSON.stringify(models[0])).not.toMatch(/weights"/)
+  })
+
+  it('a native node proves, the relay verifies, the output is the int8 reference; a forged answer is refused and slashed', async () => {
+    const xs = randomInputs(64, 6, 31)
+    for (const x of xs) {
+      const q = quantizeInput(setup.model.quant, x)
+      // Peers are tried in random order: when the forger is asked first, its answer fails verification and the honest node's is returned.
+      const r = await api(relay.httpUrl, '/api/zk/infer', { model: 'small', input: Array.from(q) })
+      expect(r).toMatchObject({ model: 'small', peer: honest.peerId, verified: true, output: Array.from(forwardInt(setup.model.quant, q)) })
+      expect(r.proof.bytes).toBe(256)
+    }
+    const s = await relay.ledger.standing(forger.peerId)
+    console.log(`zk small over the network: ${xs.length} verified inferences; the forging node slashed ${s.slashed} time(s)`)
+    const audit = await relay.ledger.audit()
+    for (const e of audit.filter((e) => e.kind === 'slash')) expect(e.peer).toBe(forger.peerId)
+    expect((await relay.ledger.standing(honest.peerId)).slashed).toBe(0)
+  }, 600_000)
+
+  it('a forged proof handed in as evidence slashes; an honest one handed in as evidence does not', async () => {
+    // Ask the forger directly, as a client that picked it would have.
+    const q = Array.from(quantizeInput(setup.model.quant, randomInputs(64, 1, 77)[0]))
+    const { zkInfer } = await import('../shared/client/zk.js')
+    const reports: Array<{ accused: string, receipts: Uint8Array[] }> = []
+    const ledger = { weight: () => 0.5, excluded: () => false, observe: () => {}, report: async (e: { accused: string, receipts: Uint8Array[] }) => { reports.push(e); return { slashed: false, amount: 0, reason: '' } } }
+    // find(), not list(): the forger may be blacklisted by now, and listings leave it out.
+    const peers = async (): Promise<any[]> => [relay.registry.find(forger.peerId)]
+    await expect(zkInfer({ dialer: (await import('../shared/client/dialer.js')).libp2pDialer(relay.libp2p), peers, models: () => setup.entry, ledger }, 'small', q)).rejects.toThrow(/no verified proof for small: .*ZK_INVALID_PROOF|does not verify/)
+    expect(reports).toHaveLength(1)
+    const before = (await relay.ledger.standing(forger.peerId)).slashed
+    const v = await relay.ledger.slash({ kind: 'proof', accused: forger.peerId, receipts: reports[0].receipts, detail: {} }, relay.libp2p.peerId.toString())
+    expect(v.slashed, v.reason).toBe(true)
+    expect((await relay.ledger.standing(forger.peerId)).slashed).toBe(before + 1)
+    // An honest reply is no evidence.
+    const honestPeers = async (): Promise<any[]> => [relay.registry.find(honest.peerId)]
+    const ok = await zkInfer({ dialer: (await import('../shared/client/dialer.js')).libp2pDialer(relay.libp2p), peers: honestPeers, models: () => setup.entry, ledger }, 'small', q)
+    const no = await relay.ledger.slash({ kind: 'proof', accused: honest.peerId, receipts: [ok.reply], detail: {} }, relay.libp2p.peerId.toString())
+    expect(no.slashed).toBe(false)
+    expect(no.reason).toMatch(/the proof verifies: nothing to slash/)
+  }, 300_000)
+
+  describe.skipIf(!hasChromium() && process.env.CI !== 'true')('in Chromium', () => {
+    let browser: Browser
+    afterAll(async () => { await browser?.close() })
+
+    it('the SDK gets a proven inference and verifies it in the tab', async () => {
+      browser = await launch()
+      const page = await (await context(browser, relay.httpUrl)).newPage()
+      const log = consoleOf(page)
+      await page.goto(`${relay.httpUrl}/index.html`)
+      const q = Array.from(quantizeInput(setup.model.quant, randomInputs(64, 1, 5)[0]))
+      const script = `(async () => {
+        const { connect } = await import('/sdk.js')
+        const tessera = await connect()
+        const r = await tessera.zk('small', ${JSON.stringify(q)})
+        await tessera.close()
+        return { peer: r.peer, output: r.output, verifyMs: r.proof.verifyMs }
+      })()`
+      const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { peer: string, output: number[], verifyMs: number }
+      expect(out.output).toEqual(Array.from(forwardInt(setup.model.quant, Int8Array.from(q))))
+      expect(out.peer).toBe(honest.peerId)
+      console.log(`zk small verified in Chromium in ${out.verifyMs.toFixed(0)} ms (first proof of the page, snarkjs loading included)`)
+    }, 300_000)
+
+    it('the playground proves a random input and shows the proof\'s size, proving and verification time', async () => {
+      const page = await (await context(browser, relay.httpUrl)).newPage()
+      await page.goto(`${relay.httpUrl}/playground.html`)
+      await page.waitForSelector('#zk-prove:not([disabled])', { timeout: 60_000 })
+      await page.click('#zk-prove')
+      await page.waitForFunction(() => { const r = document.querySelector('#zk-result'); return r?.hasAttribute('data-output') === true || r?.hasAttribute('data-error') === true }, undefined, { timeout: 120_000 })
+      const d = await page.$eval('#zk-result', (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent ?? '' })) as Record<string, string | undefined>
+      expect(d.error, d.text ?? '').toBeUndefined()
+      expect(JSON.parse(d.output!)).toHaveLength(16)
+      expect(Number(d.proofBytes)).toBe(256)
+      expect(Number(d.proveMs)).toBeGreaterThan(0)
+      expect(d.text).toMatch(/^Verified in this tab/)
+      await screenshot(page, 'playground-zk')
+    }, 300_000)
+  })
+})
