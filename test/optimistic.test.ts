@@ -42,6 +42,19 @@ async function network (seed: number): Promise<{ relay: RunningRelay, honest: Ru
   return { relay, honest, stop: async () => { for (const n of honest) await n.stop(); await relay.stop() } }
 }
 
+/** A loopback server that resolves `received` with the first JSON body POSTed to it. */
+async function webhook (): Promise<{ url: string, received: Promise<any>, close: () => void }> {
+  let resolve!: (v: any) => void
+  const received = new Promise<any>((r) => { resolve = r })
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (d: Buffer) => { body += d.toString() })
+    req.on('end', () => { res.end('ok'); resolve(JSON.parse(body)) })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/settled`, received, close: () => server.close() }
+}
+
 beforeAll(async () => {
   model = tempDir('opt-model')
   await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
@@ -118,14 +131,7 @@ describe('optimistic: every fault kind is overturned within the window in 50 of 
 
 describe('optimistic: a relay restart', () => {
   it('loses no pending claim: the next run resumes its audit, overturns it and sends the webhook', async () => {
-    let resolve!: (v: any) => void
-    const received = new Promise<any>((r) => { resolve = r })
-    const hook = createServer((req, res) => {
-      let body = ''
-      req.on('data', (d: Buffer) => { body += d.toString() })
-      req.on('end', () => { res.end('ok'); resolve(JSON.parse(body)) })
-    })
-    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r))
+    const hook = await webhook()
     const ledger = join(tempDir('opt-restart'), 'ledger.sqlite')
     const nodes: RunningNode[] = []
     let relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
@@ -135,8 +141,7 @@ describe('optimistic: a relay restart', () => {
       nodes.push(faulty, await startNode({ relay: relay.addr, model, layers: [2, 5] }))
       await waitFor(async () => (await relay.client.network()).peers.length === 2)
       const c = reference()[0]
-      const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/settled`
-      const r = await api(relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 60_000 }, tessera_webhook: url })
+      const r = await api(relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 60_000 }, tessera_webhook: hook.url })
       const id = r.tessera.verification.claim as string
       expect((await api(relay.httpUrl, `/api/claims/${id}`)).status).toBe('pending')
       // …when the relay goes down, and its peers with it.
@@ -146,7 +151,7 @@ describe('optimistic: a relay restart', () => {
       relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
       expect((await api(relay.httpUrl, `/api/claims/${id}`)).status).toBe('pending')
       for (const layers of [[0, 2], [0, 2], [2, 5]] as Array<[number, number]>) nodes.push(await startNode({ relay: relay.addr, model, layers }))
-      const s = await received
+      const s = await hook.received
       expect(s).toMatchObject({ claim: id, status: 'overturned' })
       // The accused is gone: it cannot answer the bisection, so the referee replays the whole hop.
       expect(s.challenges[0]).toMatchObject({ accused: faulty.peerId, outcome: 'overturned', slashed: { peer: faulty.peerId }, located: { timedOut: faulty.peerId } })
@@ -245,19 +250,11 @@ describe('optimistic with honest peers', () => {
   })
 
   it('over HTTP with a webhook: the relay POSTs the settlement to it', async () => {
-    let resolve!: (v: any) => void
-    const received = new Promise<any>((r) => { resolve = r })
-    const hook = createServer((req, res) => {
-      let body = ''
-      req.on('data', (d: Buffer) => { body += d.toString() })
-      req.on('end', () => { res.end('ok'); resolve(JSON.parse(body)) })
-    })
-    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve))
+    const hook = await webhook()
     try {
-      const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/settled`
       const c = reference()[1]
-      const r = await api(net.relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 200 }, tessera_webhook: url })
-      const s = await received
+      const r = await api(net.relay.httpUrl, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 200 }, tessera_webhook: hook.url })
+      const s = await hook.received
       expect(s).toMatchObject({ claim: r.tessera.verification.claim, status: 'final' })
       const bad = await fetch(`${net.relay.httpUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: [1], tessera_webhook: 'ftp://x' }) })
       expect((await bad.json()).error.message).toMatch(/tessera_webhook must be an http\(s\) URL/)

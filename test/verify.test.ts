@@ -216,7 +216,9 @@ describe('evidence (what a ledger checks before it slashes)', () => {
     const forged = decode(b.bytes) as { body: Uint8Array, signature: Uint8Array }
     forged.signature[0] ^= 1
     await no(evidence(cheat, a, { bytes: encode(forged) }), /signature does not verify/)
-    await no({ ...evidence(cheat, a, b), kind: 'proof' }, /not checked from receipts/)
+    await no({ ...evidence(cheat, a, b), kind: 'signature' }, /not checked from receipts/)
+    // A forged ZK proof is judged from the prover's one signed reply (test/zk-network.test.ts), never from hop receipts.
+    await no({ ...evidence(cheat, a, b), kind: 'proof' }, /proof evidence is the accused's one signed reply/)
     const strict = receiptEvidenceChecker({ mayWitness: async (p) => p !== b.peer })
     expect((await strict.check(evidence(cheat, a, b))).reason).toMatch(/may not witness \(blacklisted\)/)
   })
