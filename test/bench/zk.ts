@@ -1,7 +1,7 @@
 /**
  * What the zero-knowledge mode costs per model size: constraints, the trusted setup (compile,
  * powers of tau, Groth16 keys: cached in .cache/zk, so a second run reports the first run's
- * figures), witness and proving time, verification time in Node, proof and key sizes, and the
+ * figures), witness and proving time, verification time in Node and in Chromium, proof and key sizes, and the
  * quantization error. Measures only.
  */
 import { randomInputs } from '../../shared/zk/model.js'
@@ -9,6 +9,13 @@ import { quantizationError, quantizeInput } from '../../shared/zk/quantize.js'
 import { encodeProof } from '../../shared/zk/proof.js'
 import { releaseZkWorkers, verifyZkProof } from '../../shared/zk/verify.js'
 import { seededZkModel, setupZkModel } from '../../native-node/zk/setup.js'
+import { join } from 'node:path'
+import { buildModel } from '../../native-node/store.js'
+import { startNode } from '../../native-node/node.js'
+import { startRelay } from '../../relay/relay.js'
+import { REPO, tempDir } from '../helpers/paths.js'
+import { context, hasChromium, launch } from '../helpers/browser.js'
+import { stories } from '../helpers/reference.js'
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 
@@ -33,7 +40,42 @@ export interface ZkBenchRow {
   argmaxAgreement: number
 }
 
-export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<{ models: ZkBenchRow[] }> {
+/**
+ * Verification in Chromium, as the SDK does it in a tab: a node proves `model` over the network,
+ * the tab verifies (the time from the reply to a verified result). The first proof, which loads
+ * snarkjs and starts its workers, is reported apart.
+ */
+async function browserVerify (model: string, proofs: number): Promise<{ model: string, firstMs: number, verifyMs: number } | undefined> {
+  if (!hasChromium()) { console.log('browser verification: no Chromium here, skipped'); return undefined }
+  const dir = tempDir('bench-zk-llm')
+  await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2] })
+  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [dir], webRoot: join(REPO, 'dist', 'web'), ledger: join(tempDir('bench-zk-ledger'), 'ledger.sqlite'), zk: [model] })
+  const node = await startNode({ relay: relay.addr, model: dir, layers: [0, 5], zk: [model] })
+  const browser = await launch()
+  try {
+    const page = await (await context(browser, relay.httpUrl)).newPage()
+    await page.goto(`${relay.httpUrl}/index.html`)
+    const width = seededZkModel(model).shape.layers[0].inputs
+    // A string, as a third-party page's script would be.
+    const times = await page.evaluate(`(async () => {
+      const { connect } = await import('/sdk.js')
+      const tessera = await connect()
+      const times = []
+      for (let i = 0; i < ${proofs + 1}; i++) times.push((await tessera.zk(${JSON.stringify(model)}, Array.from({ length: ${width} }, (_, j) => ((i * 31 + j * 7) % 255) - 127))).proof.verifyMs)
+      await tessera.close()
+      return times
+    })()`) as number[]
+    const r = { model, firstMs: times[0], verifyMs: median(times.slice(1)) }
+    console.log(`${model}: verified in Chromium in ${r.verifyMs.toFixed(1)} ms (median of ${proofs}; the page's first proof ${r.firstMs.toFixed(0)} ms, loading snarkjs)`)
+    return r
+  } finally {
+    await browser.close()
+    await node.stop()
+    await relay.stop()
+  }
+}
+
+export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<{ models: ZkBenchRow[], browser?: Awaited<ReturnType<typeof browserVerify>> }> {
   const rows: ZkBenchRow[] = []
   try {
     for (const name of models) {
@@ -85,5 +127,5 @@ export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<
   } finally {
     await releaseZkWorkers()
   }
-  return { models: rows }
+  return { models: rows, browser: await browserVerify('small', proofs) }
 }
