@@ -3,8 +3,6 @@
  * per-layer commitments, the block output a challenger kept, and a referee's re-execution of one
  * block. Every answer is checked against what its sender signed before it is used.
  */
-import { lpStream } from '@libp2p/utils'
-import { decode, encode } from 'cborg'
 import type { Capability } from '../protocol/capability.js'
 import { bytesOf, DISPUTE_PROTOCOL, f32 } from '../protocol/infer.js'
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
@@ -13,26 +11,18 @@ import { compareFingerprints, decodeFingerprint, fingerprint, tailFingerprint, t
 import { layerLeaf, verifyMerkleProof } from '../verify/merkle.js'
 import { openPart, type Opening, type PartBody } from '../verify/dispute.js'
 import { chainRows, EMPTY_CHAIN, type ReceiptBody } from '../verify/receipt.js'
+import { bytesToHex } from '../hash.js'
 import type { Dialer } from './remote-hop.js'
+import { request } from './request.js'
 
 /** A party failed to answer in time, or answered with something it did not commit to. */
 export class DisputeTimeout extends Error {
   constructor (readonly who: 'accused' | 'watcher', message: string) { super(message) }
 }
 
-/** One request, one reply, within `ms`. */
-async function ask (dialer: Dialer, peer: Capability, request: Record<string, unknown>, ms: number): Promise<Record<string, unknown>> {
-  const signal = AbortSignal.timeout(ms)
-  const stream = await dialer.dial(peer, DISPUTE_PROTOCOL, signal)
-  try {
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-    await lp.write(encode(request), { signal })
-    const m = decode((await lp.read({ signal })).subarray()) as Record<string, unknown>
-    if (m.t === 'error') throw new Error(typeof m.message === 'string' ? m.message : 'refused')
-    return m
-  } finally {
-    await stream.close().catch(() => stream.abort(new Error('done')))
-  }
+/** One dispute request, one reply, within `ms`. */
+async function ask (dialer: Dialer, peer: Capability, message: Record<string, unknown>, ms: number): Promise<Record<string, unknown>> {
+  return await request(dialer, peer, DISPUTE_PROTOCOL, message, { ms, maxBytes: MAX_MESSAGE_BYTES })
 }
 
 export interface Party { who: 'accused' | 'watcher', cap: Capability | undefined, body: ReceiptBody }
@@ -109,11 +99,7 @@ export async function execute (dialer: Dialer, referee: Capability, root: string
   if (m.t !== 'part' || !(m.statement instanceof Uint8Array)) throw new Error('no statement in the reply')
   const body = await openPart(m.statement)
   const chain = chainRows(EMPTY_CHAIN, bytes, seq)
-  if (body.peer !== referee.peer || body.root !== root || body.hop[0] !== hop[0] || body.hop[1] !== hop[1] || body.layer !== layer || !sameBytes(body.input, chain)) throw new Error('its statement is about another computation')
+  if (body.peer !== referee.peer || body.root !== root || body.hop[0] !== hop[0] || body.hop[1] !== hop[1] || body.layer !== layer || bytesToHex(body.input) !== bytesToHex(chain)) throw new Error('its statement is about another computation')
   if (decodeFingerprint(body.output).positions !== seq) throw new Error(`its statement covers ${decodeFingerprint(body.output).positions} rows, not ${seq}`)
   return { statement: m.statement, body }
-}
-
-function sameBytes (x: Uint8Array, y: Uint8Array): boolean {
-  return x.byteLength === y.byteLength && x.every((v, i) => v === y[i])
 }

@@ -4,8 +4,6 @@
  * weight commitment the manifest published (never the prover's word), and return the output
  * only if it verifies. A reply that does not is evidence: the peer signed it.
  */
-import { lpStream } from '@libp2p/utils'
-import { decode } from 'cborg'
 import type { Capability } from '../protocol/capability.js'
 import { MAX_RECORD_BYTES } from '../protocol/limits.js'
 import { encodeZkRequest, int32Of, openZkReply, ZK_PROTOCOL } from '../protocol/zk.js'
@@ -15,6 +13,7 @@ import type { ZkModelEntry } from '../zk/types.js'
 import { verifyZkProof } from '../zk/verify.js'
 import type { LedgerLink } from './ledger-link.js'
 import type { Dialer } from './remote-hop.js'
+import { request } from './request.js'
 
 export interface ZkResult {
   model: string
@@ -80,16 +79,7 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
 }
 
 async function ask (o: ZkClientOptions, peer: Capability, model: string, x: Int8Array): Promise<Uint8Array> {
-  const signal = AbortSignal.timeout(o.timeoutMs ?? 60_000)
-  const stream = await o.dialer.dial(peer, ZK_PROTOCOL, signal)
-  try {
-    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES })
-    await lp.write(encodeZkRequest(model, x), { signal })
-    const m = decode((await lp.read({ signal })).subarray()) as { t?: string, reply?: unknown, message?: string }
-    if (m.t === 'error') throw new Error(m.message ?? 'refused')
-    if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new Error('malformed reply')
-    return m.reply
-  } finally {
-    await stream.close().catch(() => stream.abort(new Error('done')))
-  }
+  const m = await request(o.dialer, peer, ZK_PROTOCOL, encodeZkRequest(model, x), { ms: o.timeoutMs ?? 60_000, maxBytes: MAX_RECORD_BYTES })
+  if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new Error('malformed reply')
+  return m.reply
 }
