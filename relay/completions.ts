@@ -71,7 +71,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
         prompt = p.prompt
       }
       if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
-      req = { prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds, model: p.model, verification: p.verification }
+      req = { prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds, model: p.model, verification: p.verification, proveSampling: p.proveSampling }
       stream = p.stream
       webhook = p.webhook
     } catch (err) {

@@ -25,6 +25,7 @@ import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
 import { logger } from '../shared/log.js'
 import { streamSSE } from 'hono/streaming'
 import type { ZkModelEntry } from '../shared/zk/types.js'
+import type { SamplingEntry } from '../shared/zk/argmax.js'
 import type { ZkResult } from '../shared/client/zk.js'
 import { bytesToBase64 } from '../shared/base64.js'
 
@@ -55,7 +56,7 @@ export interface HttpDeps {
   /** Optimistic claims and their settlements. */
   board?: ClaimBoard
   /** ZK models: their published entries, and proven inferences (verified before they are returned). */
-  zk?: { models: () => ZkModelEntry[], infer: (model: string, input: number[]) => Promise<ZkResult> }
+  zk?: { models: () => ZkModelEntry[], infer: (model: string, input: number[]) => Promise<ZkResult>, sampling?: () => SamplingEntry[] }
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -154,7 +155,8 @@ export function createHttpApp (deps: HttpDeps): Hono {
   })
 
   // Zero-knowledge mode: what a client needs to check proofs itself, and proven inferences.
-  app.get('/api/zk/models', (c) => c.json({ models: deps.zk?.models() ?? [] }))
+  // Sampling entries: the keys that check a proved greedy token (tessera_prove_sampling), one per vocabulary size.
+  app.get('/api/zk/models', (c) => c.json({ models: deps.zk?.models() ?? [], sampling: deps.zk?.sampling?.() ?? [] }))
   app.post('/api/zk/infer', async (c) => {
     if (deps.zk === undefined) return jsonError(404, 'this relay publishes no ZK models', 'zk_not_found')
     let body: { model?: unknown, input?: unknown }

@@ -5,6 +5,7 @@
 import type { GenerationResult, RouteTrace, TokenEvent, VerificationOptions, VerificationReport } from '../shared/client/types.js'
 import { normalizeVerification } from '../shared/client/client.js'
 import { CircuitOpenError, InputError, NoRouteError, TesseraError } from '../shared/errors.js'
+import { samplingToJson, type SamplingProofJson } from '../shared/zk/argmax.js'
 
 export interface Tokenizer { encode (t: string): number[], decode (ids: number[]): string }
 
@@ -24,6 +25,8 @@ export interface CommonParams {
   verification?: VerificationOptions
   /** optimistic: where to POST the settlement (JSON) once the claim is final or overturned. */
   webhook?: string
+  /** Prove each greedy token is the argmax of the logits the last hop signed (zk/argmax.ts). */
+  proveSampling?: boolean
 }
 export interface CompletionParams extends CommonParams { prompt: string | number[] }
 export interface ChatParams extends CommonParams { messages: Array<{ role: string, content: string }> }
@@ -54,6 +57,7 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
     if (typeof b.tessera_webhook !== 'string' || url === undefined || !['http:', 'https:'].includes(url.protocol)) bad('tessera_webhook', 'an http(s) URL', b.tessera_webhook)
     if (verification?.mode !== 'optimistic') throw new BadRequest('tessera_webhook is for optimistic verification: it receives the settlement')
   }
+  if (present(b.tessera_prove_sampling) && typeof b.tessera_prove_sampling !== 'boolean') bad('tessera_prove_sampling', 'true or false', b.tessera_prove_sampling)
   // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
   // matching text would need the tokenizer on every step.
   return {
@@ -67,7 +71,8 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
     stream: b.stream === true,
     stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined,
     verification,
-    webhook: present(b.tessera_webhook) ? b.tessera_webhook as string : undefined
+    webhook: present(b.tessera_webhook) ? b.tessera_webhook as string : undefined,
+    proveSampling: b.tessera_prove_sampling === true
   }
 }
 
@@ -172,8 +177,11 @@ export function newIds (kind: Kind): Ids {
   return { id: `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${hex}`, created: Math.floor(Date.now() / 1000) }
 }
 
-export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, verification: VerificationReport, root: string, timings: GenerationResult['timings'] }
-const tesseraInfo = (r: GenerationResult): TesseraInfo => ({ tokens: r.tokens, prompt: r.prompt, route: r.route, verification: r.verification, root: r.root, timings: r.timings })
+export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, verification: VerificationReport, root: string, timings: GenerationResult['timings'], sampling?: SamplingProofJson[] }
+const tesseraInfo = (r: GenerationResult): TesseraInfo => ({
+  tokens: r.tokens, prompt: r.prompt, route: r.route, verification: r.verification, root: r.root, timings: r.timings,
+  ...(r.sampling !== undefined ? { sampling: r.sampling.map(samplingToJson) } : {})
+})
 const usage = (r: GenerationResult): object => ({ prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length })
 
 /** The whole (non-streamed) response. */

@@ -34,7 +34,11 @@ export interface CompiledCircuit {
 interface CircuitInfo { constraints: number, publicSignals: number, compileMs: number }
 
 export async function compileCircuit (shape: ZkShape, opts: { cacheDir?: string, progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
-  const source = circuitSource(shape)
+  return await compileSource(circuitSource(shape), opts)
+}
+
+/** Any generated circom source (a model's, or the sampling circuit's), cached by its hash. */
+export async function compileSource (source: string, opts: { cacheDir?: string, progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
   const hash = circuitHash(source)
   const dir = join(opts.cacheDir ?? DEFAULT_CACHE, hash)
   const files = { dir, r1cs: join(dir, 'model.r1cs'), wasm: join(dir, 'model_js', 'model.wasm') }

@@ -4,7 +4,9 @@
  */
 import { readFile } from 'node:fs/promises'
 import { groth16, wtns, type MemFile } from 'snarkjs'
-import { ProtocolError } from '../../shared/errors.js'
+import { InputError, ProtocolError } from '../../shared/errors.js'
+import { samplingInput, type SamplingEntry, type SamplingProver } from '../../shared/zk/argmax.js'
+import { encodeProof } from '../../shared/zk/proof.js'
 import type { ZkShape } from '../../shared/zk/layout.js'
 import type { QuantModel } from '../../shared/zk/quantize.js'
 import type { ZkModelEntry, ZkProof, ZkStatement } from '../../shared/zk/types.js'
@@ -43,6 +45,27 @@ export async function openProver (q: QuantModel, shape: ZkShape, files: { wasm: 
         throw new Error(`the circuit produced undecodable public signals: ${(err as ProtocolError).message}`)
       }
       return { proof, publicSignals, statement, witnessMs, proveMs }
+    }
+  }
+}
+
+/** Proves "token is the argmax of q" with the sampling circuit's files (setup.ts setupSampling). */
+export async function openSamplingProver (entry: SamplingEntry, files: { wasm: string, zkey: string }): Promise<SamplingProver> {
+  const [wasm, zkey] = await Promise.all([readFile(files.wasm), readFile(files.zkey)])
+  return {
+    entry,
+    async prove (q, token) {
+      if (q.length !== entry.vocab) throw new InputError(`the sampling circuit takes ${entry.vocab} logits, got ${q.length}`)
+      const t = performance.now()
+      const witness: MemFile = { type: 'mem' }
+      try {
+        await wtns.calculate(samplingInput(q, token), new Uint8Array(wasm), witness)
+      } catch (err) {
+        // The circuit's constraints fail: the token is not the argmax (or the input is not q).
+        throw new InputError(`cannot prove token ${token} is the argmax of these logits: ${(err as Error).message.split('\n')[0]}`)
+      }
+      const { proof, publicSignals } = await groth16.prove(new Uint8Array(zkey), witness)
+      return { proof: encodeProof(proof), publicSignals, ms: performance.now() - t }
     }
   }
 }

@@ -8,8 +8,9 @@ import { randomInputs, randomMlp, zkModelSizes, type FloatModel } from '../../sh
 import { quantize, type QuantModel } from '../../shared/zk/quantize.js'
 import type { ZkModelEntry } from '../../shared/zk/types.js'
 import { ensureSetup, type Groth16Setup, type SetupOptions } from './ceremony.js'
-import { compileCircuit, type CompiledCircuit } from './compile.js'
-import { openProver, type ZkProver } from './prove.js'
+import { compileCircuit, compileSource, type CompiledCircuit } from './compile.js'
+import { openProver, openSamplingProver, type ZkProver } from './prove.js'
+import { LOGIT_BITS, LOGIT_EXP, samplingCircuitSource, type SamplingEntry, type SamplingProver } from '../../shared/zk/argmax.js'
 
 /** Calibration inputs for the input and activation scales. */
 const CALIBRATION_INPUTS = 256
@@ -55,4 +56,19 @@ export async function setupZkModel (model: ZkModel, opts: SetupOptions = {}): Pr
     circuitHash: circuit.hash
   }
   return { model, circuit, keys, entry, prover: async () => await openProver(q, model.shape, { wasm: circuit.wasm, zkey: keys.zkey }, model.name) }
+}
+
+export interface SamplingSetup {
+  circuit: CompiledCircuit
+  keys: Groth16Setup
+  entry: SamplingEntry
+  prover: SamplingProver
+}
+
+/** The argmax circuit for a vocabulary (zk/argmax.ts): compiled, set up (or reused), with its entry and a prover. */
+export async function setupSampling (vocab: number, opts: SetupOptions = {}): Promise<SamplingSetup> {
+  const circuit = await compileSource(samplingCircuitSource(vocab), opts)
+  const keys = await ensureSetup(circuit, opts)
+  const entry: SamplingEntry = { vocab, logitExp: LOGIT_EXP, logitBits: LOGIT_BITS, verificationKey: keys.verificationKey, constraints: circuit.constraints, power: keys.power, circuitHash: circuit.hash }
+  return { circuit, keys, entry, prover: await openSamplingProver(entry, { wasm: circuit.wasm, zkey: keys.zkey }) }
 }

@@ -403,7 +403,7 @@ export class ClaimBoard implements ClaimSink {
 
   /** One prefill of `input` on `peer`: its output, receipt (checked on arrival) and the fingerprint of every row. */
   private async prefill (peer: Capability, claim: Claim, session: string, layers: [number, number], input: HopInput, keep = false): Promise<{ out: HopOutput, receipt: Uint8Array, fp: ReturnType<typeof fingerprint> }> {
-    const hop = await openRemoteHop(this.o.dialer, peer, layers, claim.root, session, this.o.timeouts, keep)
+    const hop = await openRemoteHop(this.o.dialer, peer, layers, claim.root, session, this.o.timeouts, { keep })
     try {
       const out = await hop.forward(input, 0)
       return { out, receipt: out.receipt, fp: out.fp }

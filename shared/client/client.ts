@@ -15,6 +15,7 @@ import { RoutedSession } from './session.js'
 import type { PeerDirectory } from './dialer.js'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent, VerificationOptions, VerificationMode } from './types.js'
 import type { Claim, ClaimSink } from './board.js'
+import type { SamplingProof, SamplingProver } from '../zk/argmax.js'
 
 export interface ClientConfig {
   dialer: Dialer
@@ -37,6 +38,8 @@ export interface ClientConfig {
   random?: () => number
   /** Where optimistic claims go to be audited (the relay's board, or its HTTP API); without one, optimistic is refused. */
   board?: ClaimSink
+  /** Sampling provers by vocabulary size (native: they read a proving key); without one, proveSampling is refused. */
+  sampling?: (vocab: number) => SamplingProver | undefined
 }
 
 export const DEFAULT_K = 2
@@ -103,6 +106,9 @@ export function createClient (cfg: ClientConfig): Client {
     if (!(req.maxTokens >= 1)) throw new InputError('maxTokens must be at least 1')
     const verification = normalizeVerification(req.verification ?? cfg.verification)
     if (verification.mode === 'optimistic' && cfg.board === undefined) throw new InputError('optimistic verification needs a claim board to post to: ask the relay\'s API, or give the client a board')
+    const proving = req.proveSampling === true
+    if (proving && (req.temperature ?? 0) !== 0) throw new InputError('a sampling proof covers greedy decoding only: use temperature 0')
+    if (proving && cfg.sampling === undefined) throw new InputError('this client cannot prove sampling: ask the relay\'s API of a relay started with --prove-sampling')
     // Health: the model is still covered by peers that are not blacklisted, k deep where redundant asks for it.
     await breaker.admit(async () => {
       try {
@@ -126,7 +132,8 @@ export function createClient (cfg: ClientConfig): Client {
       verification,
       ledger,
       random: cfg.random ?? Math.random,
-      exclude
+      exclude,
+      commitLogits: proving
     })
     const sample = createSampler(req)
     const started = performance.now()
@@ -135,14 +142,30 @@ export function createClient (cfg: ClientConfig): Client {
     let finishReason: 'length' | 'stop' = 'length'
     let hops: TokenEvent['hops'] = []
     let unverifiable = false
+    // Poseidon and the argmax rules load only when a proof is asked for (most pages never do).
+    const zk = proving ? await import('../zk/argmax.js') : undefined
+    const proofs: Array<Promise<SamplingProof>> = []
     try {
       await session.start()
       let next: number[] = req.prompt
       while (tokens.length < req.maxTokens) {
         if (signal?.aborted === true) throw signal.reason
-        const { out, trace } = await session.step(next)
+        const { out, trace, receipt } = await session.step(next)
         hops = trace
-        const id = sample(lastRow(out))
+        let id: number
+        if (zk === undefined) {
+          id = sample(lastRow(out))
+        } else {
+          // Greedy over the quantized logits the last hop committed to; proved beside the generation, awaited at the end.
+          const q = zk.quantizeLogits(lastRow(out))
+          id = zk.provedArgmax(q)
+          const prover = cfg.sampling!(q.length)
+          if (prover === undefined) throw new InputError(`this client has no sampling circuit for a vocabulary of ${q.length}`)
+          const [index, token, peer] = [tokens.length, id, trace[trace.length - 1].peer]
+          const p = prover.prove(q, id).then((r) => ({ index, token, vocab: q.length, peer, receipt, proof: r.proof, publicSignals: r.publicSignals }))
+          p.catch(() => {}) // awaited below; a generation that fails first must not leave it unhandled
+          proofs.push(p)
+        }
         if (tokens.length === 0) firstTokenMs = performance.now() - started
         tokens.push(id)
         yield { id, index: tokens.length - 1, hops, ...(verification.mode === 'optimistic' ? { status: 'pending' as const } : {}) }
@@ -156,6 +179,7 @@ export function createClient (cfg: ClientConfig): Client {
       session.close()
       if (unverifiable || session.checks > 0) breaker.record(!unverifiable)
     }
+    const sampling = proving ? await Promise.all(proofs) : undefined
     // Peers whose work was checked and held up all along earn reputation.
     const accused = new Set(session.faults.map((f) => f.accused))
     for (const p of session.vouched) if (!accused.has(p)) ledger.observe(p, true)
@@ -181,7 +205,8 @@ export function createClient (cfg: ClientConfig): Client {
         ...(claim !== undefined ? { claim, window: verification.window, status: 'pending' as const } : {})
       },
       timings: { firstTokenMs, totalMs: performance.now() - started },
-      ...(settlement !== undefined ? { settlement } : {})
+      ...(settlement !== undefined ? { settlement } : {}),
+      ...(sampling !== undefined ? { sampling } : {})
     }
   }
 
@@ -189,7 +214,7 @@ export function createClient (cfg: ClientConfig): Client {
   async function settle (board: ClaimSink, claim: Claim, req: GenerationRequest): Promise<Settlement> {
     return await board.submit(claim, async (challenges) => {
       const caught = new Set(challenges.filter((c) => c.outcome === 'overturned').map((c) => c.accused))
-      const again = generate({ ...req, verification: { mode: 'none' } }, undefined, caught)
+      const again = generate({ ...req, proveSampling: false, verification: { mode: 'none' } }, undefined, caught)
       let r = await again.next()
       while (r.done !== true) r = await again.next()
       return r.value.tokens

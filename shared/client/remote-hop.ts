@@ -9,7 +9,7 @@ import { decodeNodeMsg, encodeMsg, f32, bytesOf, INFER_PROTOCOL, type NodeMsg } 
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
-import { HopError } from '../errors.js'
+import { HopError, ProtocolError } from '../errors.js'
 import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 
@@ -41,8 +41,12 @@ export interface HopTimeouts {
   slack: number
 }
 
-/** `keep`: ask the node to keep every block's output of this session for a dispute (a challenger's replay). */
-export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts, keep = false): Promise<RemoteHop> {
+/**
+ * `keep`: ask the node to keep every block's output of this session for a dispute (a challenger's replay).
+ * `commit`: ask the last hop to sign a commitment to each step's last row of logits (a sampling proof),
+ * checked here against the logits it sent.
+ */
+export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts, o: { keep?: boolean, commit?: boolean } = {}): Promise<RemoteHop> {
   const fail = (code: string, message: string): HopError => new HopError(peer.peer, code, message)
   let stream: Stream
   try {
@@ -73,7 +77,7 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
     try { await lp.write(bytes) } catch (err) { throw fail('RESET', `send failed: ${(err as Error).message}`) }
   }
 
-  await write(encodeMsg({ t: 'open', root, layers, session, ...(keep ? { keep } : {}) }))
+  await write(encodeMsg({ t: 'open', root, layers, session, ...(o.keep === true ? { keep: true } : {}), ...(o.commit === true ? { commit: true } : {}) }))
   const opened = await reply(t.openMs)
   if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
   let step = 0
@@ -96,7 +100,9 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       const data = f32(m.data)
       let fp: Fingerprint
       try {
-        ;({ fingerprint: fp } = await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } }))
+        const body = await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } })
+        fp = body.fingerprint
+        if (o.commit === true && m.kind === 'logits') await checkLogitsCommitment(body.logits, data.subarray((m.seq - 1) * m.width, m.seq * m.width))
       } catch (err) {
         stream.abort(err as Error)
         throw fail('BAD_RECEIPT', (err as Error).message)
@@ -108,4 +114,11 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })
     }
   }
+}
+
+/** The commitment must be to the very logits that came with it, or a sampling proof would be about other ones. */
+async function checkLogitsCommitment (signed: string | undefined, row: Float32Array): Promise<void> {
+  const { logitsCommitment, quantizeLogits } = await import('../zk/argmax.js')
+  if (signed === undefined) throw new ProtocolError('BAD_RECEIPT', 'receipt rejected: it commits to no logits, though the session asked for it')
+  if (signed !== logitsCommitment(quantizeLogits(row))) throw new ProtocolError('BAD_RECEIPT', 'receipt rejected: its logits commitment is not of the logits it came with')
 }

@@ -43,6 +43,8 @@ export interface SessionDeps {
   random: () => number
   /** Peers this session must not use at all (an optimistic re-run avoids whoever was caught). */
   exclude?: ReadonlySet<string>
+  /** Ask the last hop to sign a commitment to each step's logits (a sampling proof, zk/argmax.ts). */
+  commitLogits?: boolean
 }
 
 interface Slot {
@@ -106,8 +108,11 @@ export class RoutedSession {
     }
   }
 
-  /** Feeds tokens through every slot; returns the logits and who computed (and checked) what. */
-  async step (tokens: number[]): Promise<{ out: HopOutput, trace: HopTrace[] }> {
+  /**
+   * Feeds tokens through every slot; returns the logits, who computed (and checked) what, and the
+   * last hop's signed receipt for the logits used.
+   */
+  async step (tokens: number[]): Promise<{ out: HopOutput, trace: HopTrace[], receipt: Uint8Array }> {
     let input: HopInput = { tokens }
     const trace: HopTrace[] = []
     for (let i = 0; i < this.slots.length; i++) {
@@ -121,7 +126,8 @@ export class RoutedSession {
         this.length += tokens.length
         this.steps++
         for (const h of trace) this.summarize(h)
-        return { out, trace }
+        // Every path hands on the remote hop's output object itself (or rows of it), receipt included.
+        return { out, trace, receipt: (out as HopOutput & { receipt: Uint8Array }).receipt }
       }
     }
     throw new TesseraError('BAD_ROUTE', 'empty route')
@@ -430,7 +436,7 @@ export class RoutedSession {
   }
 
   private async open (peer: Capability, layers: [number, number]): Promise<RemoteHop> {
-    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, this.id, this.d.timeouts)
+    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, this.id, this.d.timeouts, { commit: this.d.commitLogits })
   }
 
   private summarize (h: HopTrace): void {

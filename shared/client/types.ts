@@ -4,6 +4,7 @@
  */
 import type { SamplingOptions } from '../sampler.js'
 import type { DeviceKind } from '../runner.js'
+import type { SamplingProof } from '../zk/argmax.js'
 
 export interface GenerationRequest extends SamplingOptions {
   /** Token ids, BOS included if the model wants one. */
@@ -15,6 +16,11 @@ export interface GenerationRequest extends SamplingOptions {
   model?: string
   /** How results are checked (default: the client's default, `none` unless configured). */
   verification?: VerificationOptions
+  /**
+   * Prove each greedy token is the argmax of the logits the last hop signed (zk/argmax.ts): the
+   * sampling step only, not the layers. Needs temperature 0 and a client with a sampling prover.
+   */
+  proveSampling?: boolean
 }
 
 /**
@@ -143,6 +149,8 @@ export interface GenerationResult {
   timings: { firstTokenMs: number, totalMs: number }
   /** optimistic only: resolves when the claim is final or overturned (with corrected tokens). */
   settlement?: Promise<Settlement>
+  /** proveSampling only: one proof per token, in order (verify with verify/sampling.ts). */
+  sampling?: SamplingProof[]
 }
 
 /** Runs generations over the network. `generate` yields tokens and returns the result. */

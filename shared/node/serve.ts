@@ -69,6 +69,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     let layers: [number, number] = [0, 0]
     let session = ''
     let keep = false // a challenger's replay: keep each block's output for the dispute
+    let commit = false // sign a commitment to the last row's logits, for a sampling proof
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
     let inputs: Uint8Array = EMPTY_CHAIN // hash chain over every input row, signed in each receipt
@@ -112,6 +113,7 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           layers = msg.layers
           session = msg.session
           keep = msg.keep === true
+          commit = msg.commit === true
           stats.sessions++
           stats.opened++
           counted = true
@@ -141,10 +143,13 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         stats.steps++
         stats.tokens += msg.seq
         stats.busyMs += ms
+        // Poseidon (~0.8 MB of constants) loads only for a session that asks for the commitment.
+        const logits = commit && out.kind === 'logits' ? await commitLastRow(out) : undefined
         const receipt = await signReceipt({
           peer: o.fault?.receiptBy?.peer ?? o.peer, session, step: msg.step, root: o.root, layers, start: msg.start, input: inputs,
           output: encodeFingerprint(fingerprint(out.data, out.seq, out.width)),
-          ...(trace !== undefined ? { trace } : {})
+          ...(trace !== undefined ? { trace } : {}),
+          ...(logits !== undefined ? { logits } : {})
         }, o.fault?.receiptBy?.sign ?? o.sign)
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
@@ -183,4 +188,10 @@ async function forwardChecked (s: ShardSession, input: Parameters<ShardSession['
     if (err instanceof TesseraError) throw new ProtocolError('MALFORMED', err.message)
     throw err
   }
+}
+
+/** The commitment a sampling proof refers to: the step's last row of logits, quantized (zk/argmax.ts). */
+async function commitLastRow (out: HopOutput): Promise<string> {
+  const { logitsCommitment, quantizeLogits } = await import('../zk/argmax.js')
+  return logitsCommitment(quantizeLogits(out.data.subarray((out.seq - 1) * out.width, out.seq * out.width)))
 }

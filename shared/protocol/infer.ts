@@ -2,8 +2,10 @@
  * /tessera/infer/1.0.0 — one libp2p stream per inference session between a client and a node.
  * Length-prefixed CBOR messages; tensors travel as raw little-endian bytes, never JSON numbers.
  *
- *   client → node   open     { root, layers: [a, b], session, keep? }   (keep: a challenger's replay;
- *                                                                   its per-layer states stay for a dispute)
+ *   client → node   open     { root, layers: [a, b], session, keep?, commit? }   (keep: a challenger's replay;
+ *                                                                   its per-layer states stay for a dispute;
+ *                                                                   commit: the last hop signs a commitment to
+ *                                                                   each step's last-row logits, zk/argmax.ts)
  *                   forward  { step, start, seq, tokens? (int32 bytes) | hidden? (fp32 bytes) }
  *                   close    {}
  *   node → client   opened   { layers, device }
@@ -25,7 +27,7 @@ export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
  */
 export const DISPUTE_PROTOCOL = '/tessera/dispute/1.0.0'
 
-export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string, keep?: boolean }
+export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string, keep?: boolean, commit?: boolean }
 export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
 export interface CloseMsg { t: 'close' }
 export interface OpenedMsg { t: 'opened', layers: [number, number], device: string }
@@ -48,6 +50,7 @@ export function decodeClientMsg (bytes: Uint8Array): ClientMsg {
       need(isRange(m.layers), 'open.layers must be [start, end) with 0 ≤ start < end')
       need(typeof m.session === 'string' && m.session.length > 0 && m.session.length <= 128, 'open.session must be a non-empty string')
       need(m.keep === undefined || typeof m.keep === 'boolean', 'open.keep must be a boolean')
+      need(m.commit === undefined || typeof m.commit === 'boolean', 'open.commit must be a boolean')
       return m as unknown as OpenMsg
     case 'forward': {
       need(isUint(m.step) && isUint(m.start), 'forward.step and forward.start must be non-negative integers')

@@ -30,6 +30,8 @@ export interface ReceiptBody {
   output: Uint8Array
   /** Merkle root over each layer's output fingerprint (verify/merkle.ts), for disputes. */
   trace?: Uint8Array
+  /** The last hop, when asked (open.commit): Poseidon commitment to the last row's logits (zk/argmax.ts), for a sampling proof. */
+  logits?: string
 }
 
 export interface Receipt { body: Uint8Array, signature: Uint8Array }

@@ -8,14 +8,19 @@ import { randomInputs } from '../../shared/zk/model.js'
 import { quantizationError, quantizeInput } from '../../shared/zk/quantize.js'
 import { encodeProof } from '../../shared/zk/proof.js'
 import { releaseZkWorkers, verifyZkProof } from '../../shared/zk/verify.js'
-import { seededZkModel, setupZkModel } from '../../native-node/zk/setup.js'
+import { seededZkModel, setupSampling, setupZkModel } from '../../native-node/zk/setup.js'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { logitsCommitment, provedArgmax, quantizeLogits } from '../../shared/zk/argmax.js'
+import { signReceipt } from '../../shared/verify/receipt.js'
+import { verifySamplingProof } from '../../shared/verify/sampling.js'
 import { join } from 'node:path'
 import { buildModel } from '../../native-node/store.js'
 import { startNode } from '../../native-node/node.js'
 import { startRelay } from '../../relay/relay.js'
 import { REPO, tempDir } from '../helpers/paths.js'
 import { context, hasChromium, launch } from '../helpers/browser.js'
-import { stories } from '../helpers/reference.js'
+import { reference, stories } from '../helpers/reference.js'
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 
@@ -75,8 +80,60 @@ async function browserVerify (model: string, proofs: number): Promise<{ model: s
   }
 }
 
-export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<{ models: ZkBenchRow[], browser?: Awaited<ReturnType<typeof browserVerify>> }> {
+export interface SamplingBenchRow {
+  vocab: number
+  constraints: number
+  power: number
+  setupCached: boolean
+  compileMs: number
+  zkeyMs: number
+  /** The last hop's extra work per step: quantize the row and hash it (Poseidon). */
+  commitMs: number
+  proveMs: number
+  verifyMs: number
+  proofBytes: number
+}
+
+/**
+ * The sampling-step proof on stories260K's real logits (llama2.c's, from the reference file):
+ * what the last hop pays per step to commit, what the sampler pays per token to prove, what the
+ * requester pays to verify.
+ */
+async function samplingCost (): Promise<SamplingBenchRow> {
+  const rows = reference().map((c) => Float32Array.from(c.last_prompt_logits))
+  const vocab = rows[0].length
+  const s = await setupSampling(vocab, { progress: (p) => { if (p.ms !== undefined) console.log(`  sampling ${vocab}: ${p.label} ${(p.ms / 1000).toFixed(1)} s`) } })
+  const key = await generateKeyPair('Ed25519')
+  const peer = peerIdFromPrivateKey(key).toString()
+  const commit: number[] = []
+  const prove: number[] = []
+  const verify: number[] = []
+  let proofBytes = 0
+  for (const [i, row] of [rows[0], ...rows].entries()) {
+    let t = performance.now()
+    const q = quantizeLogits(row)
+    const commitment = logitsCommitment(q)
+    const commitMs = performance.now() - t
+    const receipt = await signReceipt({ peer, session: 'bench', step: 0, root: '0'.repeat(64), layers: [0, 5], start: 0, input: new Uint8Array(32), output: new Uint8Array(4), logits: commitment }, async (b) => await key.sign(b))
+    const token = provedArgmax(q)
+    const p = await s.prover.prove(q, token)
+    t = performance.now()
+    await verifySamplingProof(s.entry, { token, peer, receipt, ...p })
+    const verifyMs = performance.now() - t
+    proofBytes = p.proof.length
+    if (i === 0) continue // warm-up
+    commit.push(commitMs)
+    prove.push(p.ms)
+    verify.push(verifyMs)
+  }
+  const r: SamplingBenchRow = { vocab, constraints: s.entry.constraints, power: s.entry.power, setupCached: s.keys.reused, compileMs: s.circuit.compileMs, zkeyMs: s.keys.zkeyMs, commitMs: median(commit), proveMs: median(prove), verifyMs: median(verify), proofBytes }
+  console.log(`sampling step (argmax of ${vocab} logits): ${r.constraints} constraints, 2^${r.power}; setup${r.setupCached ? ' (cached)' : ''} compile ${(r.compileMs / 1000).toFixed(1)} s, keys ${(r.zkeyMs / 1000).toFixed(1)} s; commit ${r.commitMs.toFixed(1)} ms per step on the last hop, prove ${r.proveMs.toFixed(0)} ms per token, verify ${r.verifyMs.toFixed(1)} ms; proof ${r.proofBytes} B (median of ${prove.length} reference prompts)`)
+  return r
+}
+
+export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<{ models: ZkBenchRow[], sampling?: SamplingBenchRow, browser?: Awaited<ReturnType<typeof browserVerify>> }> {
   const rows: ZkBenchRow[] = []
+  let sampling: SamplingBenchRow | undefined
   try {
     for (const name of models) {
       const m = seededZkModel(name)
@@ -124,8 +181,9 @@ export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<
       rows.push(row)
       console.log(`${name} (${row.widths.join('→')}): ${row.constraints} constraints, 2^${row.power}; setup${row.setupCached ? ' (cached)' : ''} compile ${(row.compileMs / 1000).toFixed(1)} s, ptau ${(row.ptauMs / 1000).toFixed(1)} s, keys ${(row.zkeyMs / 1000).toFixed(1)} s; witness ${row.witnessMs.toFixed(0)} ms, prove ${row.proveMs.toFixed(0)} ms, verify ${row.verifyMs.toFixed(1)} ms; proof ${row.proofBytes} B (${row.proofJsonBytes} B JSON), vk ${row.verificationKeyJsonBytes} B JSON; int8 error ${(100 * row.maxRelError).toFixed(2)}%, argmax ${(100 * row.argmaxAgreement).toFixed(1)}%`)
     }
+    sampling = await samplingCost()
   } finally {
     await releaseZkWorkers()
   }
-  return { models: rows, browser: await browserVerify('small', proofs) }
+  return { models: rows, sampling, browser: await browserVerify('small', proofs) }
 }

@@ -17,13 +17,14 @@ import { createClient, type Client } from '../../shared/client/client.js'
 import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
 import type { ZkResult } from '../../shared/client/zk.js'
 import type { ZkModelEntry } from '../../shared/zk/types.js'
+import type { SamplingEntry, SamplingProofJson } from '../../shared/zk/argmax.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
 import { httpClaimSink } from '../../shared/client/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 
 export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
-export type { ZkResult }
+export type { ZkResult, SamplingProofJson }
 
 export interface ConnectOptions {
   /** The relay's HTTP origin. Default: where this module was loaded from. */
@@ -48,6 +49,12 @@ export interface Tessera {
    * key and weight commitment, and returns the output only if it holds.
    */
   zk (model: string, input: ArrayLike<number>): Promise<ZkResult>
+  /**
+   * For an answer of the relay's HTTP API asked with `tessera_prove_sampling: true` (its `tessera`
+   * field): checks here that each token is the argmax of the logits its last hop signed. That is
+   * the sampling step only, not the layers. Throws on the first proof that does not hold.
+   */
+  verifySampling (answer: { tokens: number[], sampling?: SamplingProofJson[] }): Promise<{ tokens: number, ms: number }>
   close (): Promise<void>
 }
 
@@ -93,6 +100,14 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
       const { zkInfer } = await import('../../shared/client/zk.js')
       const directory = relayDirectory(node, relay)
       return await zkInfer({ dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n) => models.find((m) => m.name === n), ledger }, model, input)
+    },
+    async verifySampling (answer) {
+      const res = await fetch(`${origin}/api/zk/models`)
+      if (!res.ok) throw new Error(`GET /api/zk/models answered HTTP ${res.status}`)
+      const { sampling } = await res.json() as { sampling: SamplingEntry[] }
+      const [{ verifySampledTokens }, { samplingFromJson }] = await Promise.all([import('../../shared/verify/sampling.js'), import('../../shared/zk/argmax.js')])
+      const { ms } = await verifySampledTokens(sampling, answer.tokens, answer.sampling?.map(samplingFromJson))
+      return { tokens: answer.tokens.length, ms }
     },
     close: async () => { clearInterval(refresh); await node.stop() }
   }
