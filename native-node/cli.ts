@@ -5,6 +5,7 @@
 import { Command } from 'commander'
 import { TesseraError } from '../shared/errors.js'
 import { registerBuildModel } from './commands/build-model.js'
+import { registerChain } from './commands/chain.js'
 import { registerDoctor } from './commands/doctor.js'
 import { registerGenerate } from './commands/generate.js'
 import { registerPlan } from './commands/plan.js'
@@ -19,6 +20,7 @@ const program = new Command('tessera')
   .showHelpAfterError()
 
 registerBuildModel(program)
+registerChain(program)
 registerDoctor(program)
 registerGenerate(program)
 registerPlan(program)

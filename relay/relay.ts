@@ -11,9 +11,11 @@ import { ClaimBoard } from '../shared/client/board.js'
 import { openSqliteClaims } from './claims-sqlite.js'
 import { zkInfer } from '../shared/client/zk.js'
 import type { ZkModelEntry } from '../shared/zk/types.js'
+import type { SamplingSetup } from '../native-node/zk/setup.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
+import { ConfigError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 import { createPeer } from '../native-node/libp2p.js'
 import { readManifest } from '../native-node/store.js'
@@ -24,6 +26,7 @@ import { openSqliteLedger } from './ledger-sqlite.js'
 import { cachedLedgerLink } from '../shared/client/ledger-link.js'
 import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
 import type { Ledger } from '../shared/ledger/types.js'
+import type { EvmLedgerConfig } from './ledger-evm.js'
 
 const log = logger('tessera:relay')
 
@@ -37,12 +40,22 @@ export interface RelayOptions {
   models?: string[]
   webRoot?: string
   client?: Partial<ClientConfig>
-  /** SQLite file of the ledger (stakes, slashes, reputation, audit log); created if missing. */
+  /** SQLite file of the ledger (stakes, slashes, reputation, audit log) and of pending claims; created if missing. */
   ledger?: string
+  /**
+   * Settle on an EVM chain instead (relay/ledger-evm.ts): stakes, slashes and the audit log live in
+   * the TesseraStake contract and are rebuilt from its events; the SQLite file keeps only claims.
+   */
+  evm?: EvmLedgerConfig
   /** Stake granted to a peer the first time it announces (the embedded ledger has no token to buy stake with). */
   joinStake?: number
   /** ZK models whose entries (verification key, weight commitment) the relay publishes and checks proofs against. */
   zk?: string[]
+  /**
+   * Set up the sampling circuit for each served model's vocabulary (cached in .cache/zk; minutes
+   * the first time) so that requests may ask for tessera_prove_sampling.
+   */
+  proveSampling?: boolean
 }
 
 export const DEFAULT_LEDGER = join('.tessera', 'ledger.sqlite')
@@ -65,10 +78,27 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   const host = o.host ?? '127.0.0.1'
   const ledgerPath = o.ledger ?? DEFAULT_LEDGER
   await mkdir(dirname(ledgerPath), { recursive: true })
+  // What can fail on bad configuration (a manifest, a ZK entry, a circuit set-up) runs before anything is started.
+  const models: Array<{ dir: string, manifest: Manifest }> = []
+  const tokenizers = new Map<string, Tokenizer>()
+  for (const dir of o.models ?? []) {
+    const manifest = await readManifest(dir)
+    models.push({ dir, manifest })
+    if (manifest.tokenizer !== null) {
+      const tok = loadTokenizer(await readFile(join(dir, manifest.tokenizer.name), 'utf8'))
+      tokenizers.set(manifest.name, tok)
+      tokenizers.set(manifest.root, tok)
+    }
+  }
+  const sampling = o.proveSampling === true ? await samplingSetups(models.map((m) => m.manifest.config.vocabSize)) : new Map<number, SamplingSetup>()
+  const zkEntries = await zkEntriesOf(o.zk ?? [])
   // The checker asks the ledger whether a witness is blacklisted: bound once both exist.
   let ledgerRef: Ledger | undefined
-  const zkEntries = await zkEntriesOf(o.zk ?? [])
-  const ledger = ledgerRef = await openSqliteLedger(ledgerPath, receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) }))
+  const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) })
+  // viem loads only for a relay that settles on a chain.
+  const ledger = ledgerRef = o.evm !== undefined
+    ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker)
+    : await openSqliteLedger(ledgerPath, checker)
   const node = await createPeer({ relayServer: true, listen: [`/ip4/${host}/tcp/${o.p2pPort ?? 0}/ws`, `/ip4/${host}/tcp/0`] })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
@@ -94,19 +124,8 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
   const claims = openSqliteClaims(ledgerPath)
   const board = new ClaimBoard({ dialer, peers: async () => await registry.list(), find: async (p) => registry.find(p), ledger: link, timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random, store: claims })
   board.resume()
-  const client = createClient({ dialer, directory: registry, ledger: link, board, ...o.client })
 
-  const models: Array<{ dir: string, manifest: Manifest }> = []
-  const tokenizers = new Map<string, Tokenizer>()
-  for (const dir of o.models ?? []) {
-    const manifest = await readManifest(dir)
-    models.push({ dir, manifest })
-    if (manifest.tokenizer !== null) {
-      const tok = loadTokenizer(await readFile(join(dir, manifest.tokenizer.name), 'utf8'))
-      tokenizers.set(manifest.name, tok)
-      tokenizers.set(manifest.root, tok)
-    }
-  }
+  const client = createClient({ dialer, directory: registry, ledger: link, board, sampling: (vocab) => sampling.get(vocab)?.prover, ...o.client })
   // Views of the registry for synchronous readers (metrics scrape, /api/network).
   let view = await client.network()
   const refresh = setInterval(() => {
@@ -125,7 +144,8 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     zk: {
       models: () => [...zkEntries.values()],
       // Each proof is verified here, against the published entry, before the answer leaves.
-      infer: async (model, input) => await zkInfer({ dialer, peers: async () => await registry.list(), models: (n) => zkEntries.get(n), ledger: link }, model, input)
+      infer: async (model, input) => await zkInfer({ dialer, peers: async () => await registry.list(), models: (n) => zkEntries.get(n), ledger: link }, model, input),
+      sampling: () => [...sampling.values()].map((s) => s.entry)
     },
     onLedgerChange: async () => { await link.refresh() },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
@@ -146,19 +166,40 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
       await node.stop()
       claims.close()
       await ledger.close()
-      if (zkEntries.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
+      if (zkEntries.size > 0 || sampling.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
     }
   }
 }
 
 /**
- * The published entries of the ZK models named: here, from the set-up cached on this machine
- * (`tessera zk setup`); in a deployment, from the model owner's manifest.
+ * The published entries of the ZK models: a `.json` path is a model owner's manifest entry
+ * (`tessera zk setup --out`), taken as it is, no weights needed; a name is a seeded model set up
+ * on this machine (cached in .cache/zk).
  */
 async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModelEntry>> {
   const out = new Map<string, ZkModelEntry>()
-  if (names.length === 0) return out
-  const { seededZkModel, setupZkModel } = await import('../native-node/zk/setup.js')
-  for (const name of names) out.set(name, (await setupZkModel(seededZkModel(name))).entry)
+  for (const name of names) {
+    if (name.endsWith('.json')) {
+      const e = JSON.parse(await readFile(name, 'utf8')) as Partial<ZkModelEntry>
+      if (typeof e.name !== 'string' || typeof e.weightCommitment !== 'string' || typeof e.verificationKey !== 'object' || e.shape === undefined) {
+        throw new ConfigError(`${name} is not a ZK manifest entry (name, shape, weightCommitment, verificationKey): write one with tessera zk setup --out`)
+      }
+      out.set(e.name, e as ZkModelEntry)
+    } else {
+      const { seededZkModel, setupZkModel } = await import('../native-node/zk/setup.js')
+      out.set(name, (await setupZkModel(seededZkModel(name))).entry)
+    }
+  }
+  return out
+}
+
+/** The sampling circuit of each vocabulary size, set up once and cached (native-node/zk). */
+async function samplingSetups (vocabs: number[]): Promise<Map<number, SamplingSetup>> {
+  const out = new Map<number, SamplingSetup>()
+  const { setupSampling } = await import('../native-node/zk/setup.js')
+  for (const v of new Set(vocabs)) {
+    log.info(`sampling proofs: setting up the argmax circuit for a vocabulary of ${v} (cached after the first time)`)
+    out.set(v, await setupSampling(v))
+  }
   return out
 }

@@ -61,7 +61,7 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     if (!existsSync(join(WEB, 'contribute.html'))) throw new Error('dist/web is missing: npm test builds it (vite build) first')
     model = tempDir('browser-model')
     await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2, 4] })
-    relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--web', WEB, '--ledger', join(tempDir('browser-ledger'), 'ledger.sqlite')])
+    relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--web', WEB, '--ledger-file', join(tempDir('browser-ledger'), 'ledger.sqlite')])
     procs.push(relay)
     http = relay.ready.http
     procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', '4-5']))

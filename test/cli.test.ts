@@ -44,7 +44,7 @@ describe('tessera CLI', () => {
   })
 
   it('has --help on every command', async () => {
-    for (const cmd of ['build-model', 'generate', 'plan', 'up']) {
+    for (const cmd of ['build-model', 'generate', 'plan', 'up', 'relay', 'chain', 'zk']) {
       const r = await tessera([cmd, '--help'])
       expect(r.code).toBe(0)
       expect(r.stdout).toContain(`Usage: tessera ${cmd}`)
@@ -66,5 +66,8 @@ describe('tessera CLI', () => {
     await tessera(['build-model', '--from', 'random:tiny:1', '--out', out])
     await bad(['generate', '--model', out, '--prompt', 'hello'], /has no tokenizer: give the prompt as --prompt-ids/)
     await bad(['generate', '--model', out, '--prompt-ids', '1,99999'], /token id 99999 is outside the vocabulary/)
+    await bad(['relay', '--port', '0', '--p2p-port', '0', '--ledger', 'evm', '--chain', join(tempDir('no-chain'), 'chain.json')], /no deployment at .*run `tessera chain deploy` first/)
+    await bad(['relay', '--ledger', 'paper'], /argument 'paper' is invalid. Allowed choices are sqlite, evm/)
+    await bad(['chain', 'deploy', '--rpc', 'http://127.0.0.1:9'], /could not reach an EVM node at http:\/\/127.0.0.1:9|reach http:\/\/127.0.0.1:9/)
   })
 })

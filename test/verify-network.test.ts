@@ -109,7 +109,7 @@ describe('verification over the HTTP API, with a faulty node in the network', ()
     const before = await api(net.http, '/api/ledger')
     net.relay.proc.kill('SIGKILL') // no clean shutdown: committed transactions must survive anyway
     await new Promise((resolve) => net.relay.proc.once('exit', resolve))
-    restarted = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger', ledger])
+    restarted = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger-file', ledger])
     const http = restarted.ready.http as string
     const after = await api(http, '/api/ledger')
     expect(after.chainOk).toBe(true)

@@ -6,7 +6,8 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../../shared/log.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
-import { DEFAULT_LEDGER, startRelay } from '../../relay/relay.js'
+import { startRelay } from '../../relay/relay.js'
+import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
 import { buildModel, readManifest } from '../store.js'
 import { openSource } from '../source.js'
 import { int } from './options.js'
@@ -19,15 +20,16 @@ export const DEFAULT_MODEL = { from: 'random:tiny:1', dir: join('models', 'tiny-
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'tessera.js')
 
 export function registerUp (program: Command): void {
-  program.command('up')
+  const cmd = program.command('up')
     .description('run a whole network here: relay, native nodes, pages and a demo generation')
     .option('--model <dir>', 'model directory (the default model is built there if missing)', DEFAULT_MODEL.dir)
     .option('--nodes <n>', 'native nodes to start', int(1), 2)
     .option('--port <n>', 'HTTP port of the relay', int(0), 8080)
     .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), 9090)
     .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), 32)
-    .option('--ledger <file>', 'SQLite file of the relay\'s ledger', DEFAULT_LEDGER)
-    .action(async (o: { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number, ledger: string }) => {
+  // --ledger evm: a local anvil (state kept in .tessera/anvil-state.json) with TesseraStake deployed once.
+  ledgerOptions(cmd, { deployment: false })
+    .action(async (o: LedgerFlags & { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number }) => {
       if (!await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)) {
         if (o.model !== DEFAULT_MODEL.dir) throw new Error(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
@@ -35,12 +37,16 @@ export function registerUp (program: Command): void {
         await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
       }
       const manifest = await readManifest(o.model)
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web', ledger: o.ledger })
+      const chain = o.ledger === 'evm' ? await (await import('../chain/local.js')).startLocalChain() : undefined
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web', ledger: o.ledgerFile, evm: chain?.config })
+        .catch(async (err: Error) => { await chain?.anvil.stop(); throw err })
+      if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
         for (const c of children) c.kill('SIGTERM')
         await Promise.all(children.map(async (c) => await new Promise((resolve) => c.exitCode !== null || c.signalCode !== null ? resolve(null) : c.once('exit', resolve))))
         await relay.stop()
+        await chain?.anvil.stop()
       }
       try {
         const groups = assignLayers(manifest, o.nodes)

@@ -9,7 +9,7 @@ import { MAX_RECORD_BYTES } from '../protocol/limits.js'
 import { encodeZkRequest, int32Of, openZkReply, ZK_PROTOCOL } from '../protocol/zk.js'
 import { InputError, NoRouteError, ProtocolError, TesseraError } from '../errors.js'
 import { decodeProof, PROOF_BYTES } from '../zk/proof.js'
-import type { ZkModelEntry } from '../zk/types.js'
+import type { Groth16Proof, ZkModelEntry } from '../zk/types.js'
 import { verifyZkProof } from '../zk/verify.js'
 import type { LedgerLink } from './ledger-link.js'
 import type { Dialer } from './remote-hop.js'
@@ -48,6 +48,8 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
   const peers = (await o.peers()).filter((p) => p.zk?.includes(model) === true && !o.ledger.excluded(p.peer))
   if (peers.length === 0) throw new NoRouteError(`no live peer proves ${model}`)
   const failures: string[] = []
+  // Signed replies whose proof failed: evidence, reported once we know whether an honest proof follows.
+  const forged: Array<{ peer: string, bytes: Uint8Array, reason: string }> = []
   for (const peer of peers.sort(() => Math.random() - 0.5)) {
     let bytes: Uint8Array
     try {
@@ -61,8 +63,11 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
       const reply = await openZkReply(bytes)
       if (reply.peer !== peer.peer || reply.model !== model) throw new ProtocolError('BAD_RECEIPT', 'the reply is signed for another peer or model')
       const output = int32Of(reply.output)
-      await verifyZkProof(entry, { proof: decodeProof(reply.proof), publicSignals: reply.publicSignals }, { input: x, output })
+      const proof = decodeProof(reply.proof)
+      await verifyZkProof(entry, { proof, publicSignals: reply.publicSignals }, { input: x, output })
       o.ledger.observe(peer.peer, true)
+      // The honest proof for the same input goes with the evidence: a chain's verifier contract can check it (relay/ledger-evm.ts).
+      await report(o, model, forged, { proof, publicSignals: reply.publicSignals })
       return {
         model, peer: peer.peer, output: Array.from(output), values: Array.from(output, (v) => v * 2 ** -entry.scale.outputExp),
         proof: { bytes: PROOF_BYTES, proveMs: reply.ms, verifyMs: performance.now() - t }, reply: bytes
@@ -72,9 +77,10 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
       failures.push(`${peer.peer.slice(-8)}: ${err.message}`)
       o.ledger.observe(peer.peer, false)
       // A signed reply whose proof fails is evidence; the ledger verifies it again before slashing.
-      if (err.code !== 'BAD_RECEIPT') await o.ledger.report({ kind: 'proof', accused: peer.peer, receipts: [bytes], detail: { model, reason: err.message } }).catch(() => {})
+      if (err.code !== 'BAD_RECEIPT') forged.push({ peer: peer.peer, bytes, reason: err.message })
     }
   }
+  await report(o, model, forged)
   throw new TesseraError('VERIFICATION_FAILED', `no verified proof for ${model}: ${failures.join('; ')}`)
 }
 
@@ -82,4 +88,10 @@ async function ask (o: ZkClientOptions, peer: Capability, model: string, x: Int8
   const m = await request(o.dialer, peer, ZK_PROTOCOL, encodeZkRequest(model, x), { ms: o.timeoutMs ?? 60_000, maxBytes: MAX_RECORD_BYTES })
   if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new Error('malformed reply')
   return m.reply
+}
+
+async function report (o: ZkClientOptions, model: string, forged: Array<{ peer: string, bytes: Uint8Array, reason: string }>, counterProof?: { proof: Groth16Proof, publicSignals: string[] }): Promise<void> {
+  for (const f of forged) {
+    await o.ledger.report({ kind: 'proof', accused: f.peer, receipts: [f.bytes], detail: { model, reason: f.reason, ...(counterProof !== undefined ? { counterProof } : {}) } }).catch(() => {})
+  }
 }

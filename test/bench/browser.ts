@@ -24,7 +24,7 @@ export async function benchBrowser (cacheDir: string): Promise<Record<string, un
   for (const r of runners) await r.dispose()
 
   const procs: Proc[] = []
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', dir, '--web', join(REPO, 'dist', 'web'), '--ledger', join(tempDir('bench-ledger'), 'ledger.sqlite')])
+  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', dir, '--web', join(REPO, 'dist', 'web'), '--ledger-file', join(tempDir('bench-ledger'), 'ledger.sqlite')])
   procs.push(relay)
   procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
   const http = relay.ready.http

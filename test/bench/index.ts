@@ -16,6 +16,7 @@ import { benchNetwork } from './network.js'
 import { benchBrowser } from './browser.js'
 import { benchVerify } from './verify.js'
 import { benchZk } from './zk.js'
+import { benchChain } from './chain.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 import { stories } from '../helpers/reference.js'
@@ -65,6 +66,10 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
 
   async zk () {
     return await benchZk()
+  },
+
+  async chain () {
+    return await benchChain()
   }
 }
 

@@ -35,7 +35,7 @@ export interface TestNetwork {
 
 /** Starts a relay serving `model` (its ledger in a fresh temp dir unless given) and one node per layer range; resolves when all are listed. */
 export async function startNetwork (model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger', o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')])
+  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger-file', o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')])
   const net: TestNetwork = {
     relay,
     relayAddr: relay.ready.relay,

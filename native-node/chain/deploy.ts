@@ -1,0 +1,106 @@
+/**
+ * Deploys TesseraStake (the deploying account becomes the arbiter unless another is named) and,
+ * for each ZK model given, snarkjs's Groth16 verifier for its proving key, registered with the
+ * model's weight commitment and public-signal layout. Writes the deployment as JSON
+ * (default .tessera/chain.json) for `openEvmLedger` and the CLI.
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Address, Hex } from 'viem'
+import { InputError } from '../../shared/errors.js'
+import { DEFAULT_RULES, type LedgerRules } from '../../shared/ledger/types.js'
+import type { ZkModelEntry } from '../../shared/zk/types.js'
+import { publicSignalCount } from '../../shared/zk/verify.js'
+import { connect, deployContract, write, zkModelId, type ChainConfig, type Clients } from './clients.js'
+import { stakeArtifact, verifierArtifact } from './compile.js'
+
+export const DEFAULT_DEPLOYMENT = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), '.tessera', 'chain.json')
+
+/** One day: long enough for a slash to land on stake that its owner is trying to pull out. */
+export const DEFAULT_WITHDRAW_DELAY = 86_400
+
+export interface ZkVerifierDeployment { name: string, model: Hex, verifier: Address, weightCommitment: string, outputs: number, signals: number, gas: number }
+
+export interface Deployment {
+  rpcUrl: string
+  chainId: number
+  stakeAddress: Address
+  arbiter: Address
+  deployBlock: number
+  withdrawDelay: number
+  slashBps: number
+  rewardBps: number
+  blacklistAfterSlashes: number
+  zkModels: ZkVerifierDeployment[]
+  gas: number
+}
+
+export interface DeployOptions extends Omit<ChainConfig, 'chainId'> {
+  /** Default: whatever the node reports. */
+  chainId?: number
+  /** Default: the deploying account. */
+  arbiter?: Address
+  rules?: LedgerRules
+  withdrawDelay?: number
+  /** ZK models whose verifiers to deploy and register: the manifest entry and the proving key. */
+  zk?: Array<{ entry: ZkModelEntry, zkey: string }>
+  /** Where to write the deployment JSON; null: nowhere. Default .tessera/chain.json. */
+  out?: string | null
+  cacheDir?: string
+}
+
+const bps = (f: number, what: string): number => {
+  if (!(f >= 0 && f <= 1)) throw new InputError(`${what} must be within [0, 1], not ${f}`)
+  return Math.round(f * 10_000)
+}
+
+export async function deployTessera (o: DeployOptions): Promise<Deployment> {
+  const chainId = o.chainId ?? await probeChainId(o.rpcUrl)
+  const c = await connect({ ...o, chainId })
+  const rules = o.rules ?? DEFAULT_RULES
+  const arbiter = o.arbiter ?? c.account.address
+  const withdrawDelay = o.withdrawDelay ?? DEFAULT_WITHDRAW_DELAY
+  const params = { slashBps: bps(rules.slashFraction, 'slashFraction'), rewardBps: bps(rules.rewardFraction, 'rewardFraction'), blacklistAfterSlashes: rules.blacklistAfterSlashes }
+  const { address, receipt } = await deployContract(c, await stakeArtifact(o), [arbiter, params.slashBps, params.rewardBps, params.blacklistAfterSlashes, BigInt(withdrawDelay)])
+  const zkModels: ZkVerifierDeployment[] = []
+  for (const z of o.zk ?? []) zkModels.push(await deployZkVerifier(c, address, z, o))
+  const d: Deployment = {
+    rpcUrl: o.rpcUrl, chainId, stakeAddress: address, arbiter, deployBlock: Number(receipt.blockNumber), withdrawDelay, ...params, zkModels,
+    gas: Number(receipt.gasUsed) + zkModels.reduce((s, z) => s + z.gas, 0)
+  }
+  const out = o.out === undefined ? DEFAULT_DEPLOYMENT : o.out
+  if (out !== null) {
+    await mkdir(dirname(out), { recursive: true })
+    await writeFile(out, JSON.stringify(d, null, 2) + '\n')
+  }
+  return d
+}
+
+/** Deploys the model's verifier and registers it (the account must be the arbiter). */
+export async function deployZkVerifier (c: Clients, stakeAddress: Address, z: { entry: ZkModelEntry, zkey: string }, o: { cacheDir?: string } = {}): Promise<ZkVerifierDeployment> {
+  const verifier = await deployContract(c, await verifierArtifact(z.zkey, o))
+  const outputs = z.entry.shape.layers[z.entry.shape.layers.length - 1].outputs
+  const signals = publicSignalCount(z.entry)
+  const model = zkModelId(z.entry.name)
+  const { abi } = await stakeArtifact(o)
+  const r = await write(c, { address: stakeAddress, abi, functionName: 'registerZkModel', args: [model, verifier.address, BigInt(z.entry.weightCommitment), outputs, signals] })
+  return { name: z.entry.name, model, verifier: verifier.address, weightCommitment: z.entry.weightCommitment, outputs, signals, gas: Number(verifier.receipt.gasUsed + r.gasUsed) }
+}
+
+export async function readDeployment (path = DEFAULT_DEPLOYMENT): Promise<Deployment> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as Deployment
+  } catch (err) {
+    throw new InputError(`no deployment at ${path} (${(err as Error).message}): run \`tessera chain deploy\` first`)
+  }
+}
+
+async function probeChainId (rpcUrl: string): Promise<number> {
+  const { createPublicClient, http } = await import('viem')
+  try {
+    return await createPublicClient({ transport: http(rpcUrl, { retryCount: 0 }) }).getChainId()
+  } catch (err) {
+    throw new InputError(`could not reach an EVM node at ${rpcUrl}: ${(err as Error).message.split('\n')[0]}`)
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * Where a relay keeps stakes and slashes, for `tessera relay` and `tessera up`: `sqlite` (a file
+ * this operator controls) or `evm` (the TesseraStake contract on a chain; see relay/ledger-evm.ts).
+ */
+import { Option, type Command } from 'commander'
+import { InputError } from '../../shared/errors.js'
+import { DEFAULT_LEDGER } from '../../relay/relay.js'
+import type { EvmLedgerConfig } from '../../relay/ledger-evm.js'
+
+export interface LedgerFlags { ledger: 'sqlite' | 'evm', ledgerFile: string, chain?: string, chainKey?: string }
+
+export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Command {
+  cmd
+    .addOption(new Option('--ledger <kind>', 'where stakes, slashes and the audit log are kept: sqlite (a file) or evm (a chain)').choices(['sqlite', 'evm']).default('sqlite'))
+    .option('--ledger-file <file>', 'SQLite file of the ledger (sqlite) and of pending optimistic claims (both kinds)', DEFAULT_LEDGER)
+  if (o.deployment) {
+    cmd
+      .option('--chain <file>', 'evm: the deployment written by tessera chain deploy', '.tessera/chain.json')
+      .option('--chain-key <hex|ENV>', 'evm: the arbiter\'s private key, or the environment variable holding it (on a local anvil, its dev key 0 if unset)', 'TESSERA_CHAIN_KEY')
+  }
+  return cmd
+}
+
+/** The EVM ledger's configuration from a deployment file and a key source. */
+export async function evmConfig (f: LedgerFlags): Promise<EvmLedgerConfig> {
+  const [{ readDeployment }, { ANVIL_CHAIN_ID, devAccounts }] = await Promise.all([import('../chain/deploy.js'), import('../chain/anvil.js')])
+  if (f.chain === undefined) throw new InputError('--ledger evm needs --chain <deployment file>')
+  const d = await readDeployment(f.chain)
+  const key = f.chainKey ?? 'TESSERA_CHAIN_KEY'
+  // anvil's dev keys are public: a fallback only where the chain is a local anvil.
+  const local = key === 'TESSERA_CHAIN_KEY' && process.env.TESSERA_CHAIN_KEY === undefined && d.chainId === ANVIL_CHAIN_ID
+  return { rpcUrl: d.rpcUrl, chainId: d.chainId, stakeAddress: d.stakeAddress, privateKey: local ? devAccounts(1)[0] : key, fromBlock: d.deployBlock }
+}

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.37;
+
+/**
+ * Tessera's settlement ledger on an EVM chain: stakes, slashes, rewards and the facts the
+ * off-chain reputation is computed from.
+ *
+ * Peers are `bytes32 peer = keccak256(bytes(libp2p peer id string))`; `label(id)` publishes the
+ * string once (hashed here, so nobody can mislabel a peer) and lets any reader rebuild the audit
+ * log with readable ids. Amounts are wei; the TypeScript side maps one ledger unit to
+ * WEI_PER_UNIT (1e15 wei, relay/ledger-evm.ts).
+ *
+ * Trust: receipts are Ed25519-signed and compared by activation fingerprints; neither is
+ * feasible on chain (no Ed25519 precompile, floating-point comparisons), so `slash`, `reject` and
+ * `observe` are callable only by the `arbiter`: the operator that re-checks the evidence
+ * off-chain. Every call leaves an event, so the arbiter's decisions are public and auditable.
+ * `slashByProof` narrows that trust for ZK models: the fault itself (the true output differs from
+ * the claimed one) is proven on chain by a Groth16 counter-proof; only the binding of the claim
+ * (input and output hashes) to the accused's signed reply is the arbiter's attestation.
+ */
+contract TesseraStake {
+    struct Peer {
+        uint256 stake;
+        uint256 pending; // requested for withdrawal; still slashable until withdrawn
+        address owner; // first funder: the only one who may withdraw
+        uint64 pendingAt; // when the pending withdrawal was requested
+        uint32 slashed;
+        bool blacklisted;
+    }
+
+    struct ZkModel {
+        address verifier;
+        uint256 weightCommitment;
+        uint16 outputs; // public signals: outputs first, then the weight commitment, then the input (or its hash)
+        uint16 signals;
+        bytes4 selector; // verifyProof(uint256[2],uint256[2][2],uint256[2],uint256[signals])
+    }
+
+    uint256 private constant BPS = 10_000;
+
+    address public immutable arbiter;
+    uint16 public immutable slashBps;
+    uint16 public immutable rewardBps;
+    uint32 public immutable blacklistAfterSlashes;
+    uint64 public immutable withdrawDelay;
+
+    mapping(bytes32 => Peer) public peers;
+    mapping(bytes32 => bool) public evidenceUsed;
+    mapping(bytes32 => ZkModel) public zkModels;
+    /** Slashed wei not paid to reporters: kept in the contract, never withdrawable. */
+    uint256 public burned;
+
+    error NotArbiter();
+    error NotOwner();
+    error ZeroAmount();
+    error BadParameters();
+    error EvidenceUsed(bytes32 evidenceId);
+    error NothingStaked();
+    error NoPendingWithdrawal();
+    error WithdrawTooEarly(uint256 availableAt);
+    error TransferFailed();
+    error UnknownModel(bytes32 model);
+    error WrongModel();
+    error WrongInput();
+    error BadSignals(uint256 expected, uint256 got);
+    error ProofRejected();
+    error NoFault();
+
+    event Labeled(bytes32 indexed peer, string id);
+    event OwnerAssigned(bytes32 indexed peer, address owner);
+    event Staked(bytes32 indexed peer, address indexed funder, uint256 amount, uint256 total);
+    event WithdrawRequested(bytes32 indexed peer, uint256 amount, uint256 availableAt);
+    event Withdrawn(bytes32 indexed peer, address indexed to, uint256 amount, uint256 total);
+    event Slashed(bytes32 indexed peer, bytes32 indexed evidenceId, uint8 kind, uint256 amount, uint256 reward, bytes32 reporter, string reason);
+    event Rewarded(bytes32 indexed peer, bytes32 indexed evidenceId, bytes32 accused, uint256 amount, uint256 total);
+    event Blacklisted(bytes32 indexed peer, uint32 slashed);
+    event Observed(bytes32 indexed peer, bool ok);
+    event Rejected(bytes32 indexed peer, bytes32 indexed evidenceId, uint8 kind, bytes32 reporter, string reason);
+    event ZkModelRegistered(bytes32 indexed model, address verifier, uint256 weightCommitment, uint16 outputs, uint16 signals);
+
+    modifier onlyArbiter() {
+        if (msg.sender != arbiter) revert NotArbiter();
+        _;
+    }
+
+    constructor(address arbiter_, uint16 slashBps_, uint16 rewardBps_, uint32 blacklistAfterSlashes_, uint64 withdrawDelay_) {
+        if (arbiter_ == address(0) || slashBps_ > BPS || rewardBps_ > BPS || blacklistAfterSlashes_ == 0) revert BadParameters();
+        arbiter = arbiter_;
+        slashBps = slashBps_;
+        rewardBps = rewardBps_;
+        blacklistAfterSlashes = blacklistAfterSlashes_;
+        withdrawDelay = withdrawDelay_;
+    }
+
+    /** Publishes the peer id behind a hash; anyone may, the hash is computed here. */
+    function label(string calldata id) external returns (bytes32 peer) {
+        peer = keccak256(bytes(id));
+        emit Labeled(peer, id);
+    }
+
+    function stake(bytes32 peer) external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        Peer storage p = peers[peer];
+        // The first funder of a fresh peer owns it. A peer holding only rewards (a reporter that never
+        // staked) is not taken over by whoever funds it first: the arbiter assigns its owner (assignOwner).
+        if (p.owner == address(0) && p.stake == 0) p.owner = msg.sender;
+        p.stake += msg.value;
+        emit Staked(peer, msg.sender, msg.value, p.stake);
+    }
+
+    /**
+     * Binds an ownerless peer (one that earned rewards before anyone staked for it) to the address
+     * that may withdraw them; the arbiter checks off-chain that the peer's key asked for it.
+     */
+    function assignOwner(bytes32 peer, address owner) external onlyArbiter {
+        Peer storage p = peers[peer];
+        if (p.owner != address(0) || owner == address(0)) revert BadParameters();
+        p.owner = owner;
+        emit OwnerAssigned(peer, owner);
+    }
+
+    /** Starts the delay; a new request replaces the pending one (and restarts the clock). */
+    function requestWithdraw(bytes32 peer, uint256 amount) external {
+        Peer storage p = peers[peer];
+        if (msg.sender != p.owner) revert NotOwner();
+        if (amount == 0) revert ZeroAmount();
+        if (amount > p.stake) revert NothingStaked();
+        p.pending = amount;
+        p.pendingAt = uint64(block.timestamp);
+        emit WithdrawRequested(peer, amount, block.timestamp + withdrawDelay);
+    }
+
+    /** Pays out the pending amount, or what slashes left of it. */
+    function withdraw(bytes32 peer) external {
+        Peer storage p = peers[peer];
+        if (msg.sender != p.owner) revert NotOwner();
+        if (p.pending == 0) revert NoPendingWithdrawal();
+        uint256 availableAt = uint256(p.pendingAt) + withdrawDelay;
+        if (block.timestamp < availableAt) revert WithdrawTooEarly(availableAt);
+        uint256 amount = p.pending < p.stake ? p.pending : p.stake;
+        if (amount == 0) revert NothingStaked();
+        p.pending = 0;
+        p.stake -= amount;
+        emit Withdrawn(peer, msg.sender, amount, p.stake);
+        (bool ok, ) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+
+    /** The arbiter re-checked signed receipts off-chain and found `peer` at fault. */
+    function slash(bytes32 peer, bytes32 evidenceId, uint8 kind, bytes32 reporter, string calldata reason) external onlyArbiter {
+        _slash(peer, evidenceId, kind, reporter, reason);
+    }
+
+    /** Evidence the arbiter refused: changes nothing, but keeps the refusal in the public record. */
+    function reject(bytes32 peer, bytes32 evidenceId, uint8 kind, bytes32 reporter, string calldata reason) external onlyArbiter {
+        emit Rejected(peer, evidenceId, kind, reporter, reason);
+    }
+
+    /** A verified good or failed result; reputation is the EMA of these, computed off-chain. */
+    function observe(bytes32 peer, bool ok) external onlyArbiter {
+        emit Observed(peer, ok);
+    }
+
+    function registerZkModel(bytes32 model, address verifier, uint256 weightCommitment, uint16 outputs, uint16 signals) external onlyArbiter {
+        if (verifier.code.length == 0 || outputs == 0 || signals <= outputs + 1) revert BadParameters();
+        bytes4 selector = bytes4(keccak256(abi.encodePacked("verifyProof(uint256[2],uint256[2][2],uint256[2],uint256[", _itoa(signals), "])")));
+        zkModels[model] = ZkModel(verifier, weightCommitment, outputs, signals, selector);
+        emit ZkModelRegistered(model, verifier, weightCommitment, outputs, signals);
+    }
+
+    /**
+     * A ZK fault proven on chain. The arbiter attests what the accused claimed (keccak256 of its
+     * output signals and of its input signals, from its signed reply); the counter-proof, from an
+     * honest prover, must verify for the registered weights and the same input, and prove another
+     * output. The circuit is deterministic, so two outputs for one input and one set of weights
+     * mean the accused's is wrong.
+     */
+    function slashByProof(
+        bytes32 peer,
+        bytes32 evidenceId,
+        bytes32 model,
+        bytes32 claimedOutputHash,
+        bytes32 claimedInputHash,
+        uint256[2] calldata a,
+        uint256[2][2] calldata b,
+        uint256[2] calldata c,
+        uint256[] calldata signals,
+        bytes32 reporter
+    ) external onlyArbiter {
+        ZkModel storage m = zkModels[model];
+        if (m.verifier == address(0)) revert UnknownModel(model);
+        if (signals.length != m.signals) revert BadSignals(m.signals, signals.length);
+        if (signals[m.outputs] != m.weightCommitment) revert WrongModel();
+        if (keccak256(abi.encodePacked(signals[m.outputs + 1:])) != claimedInputHash) revert WrongInput();
+        if (!_verify(m, a, b, c, signals)) revert ProofRejected();
+        if (keccak256(abi.encodePacked(signals[:m.outputs])) == claimedOutputHash) revert NoFault();
+        _slash(peer, evidenceId, 5, reporter, "counter-proof verified on chain: the claimed output is not the model's");
+    }
+
+    /** snarkjs's verifier takes a fixed-size uint[N] and RETURNS false on a bad proof: call it raw and require true. */
+    function _verify(ZkModel storage m, uint256[2] calldata a, uint256[2][2] calldata b, uint256[2] calldata c, uint256[] calldata signals) private view returns (bool) {
+        bytes memory data = bytes.concat(abi.encodeWithSelector(m.selector, a, b, c), abi.encodePacked(signals));
+        (bool ok, bytes memory ret) = m.verifier.staticcall(data);
+        return ok && ret.length == 32 && abi.decode(ret, (bool));
+    }
+
+    function _slash(bytes32 peer, bytes32 evidenceId, uint8 kind, bytes32 reporter, string memory reason) private {
+        if (evidenceUsed[evidenceId]) revert EvidenceUsed(evidenceId);
+        evidenceUsed[evidenceId] = true;
+        Peer storage p = peers[peer];
+        // A peer with nothing staked is still slashed: the count (and the blacklist) must move.
+        uint256 amount = (p.stake * slashBps) / BPS;
+        uint256 reward = (amount * rewardBps) / BPS;
+        p.stake -= amount;
+        p.slashed += 1;
+        burned += amount - reward;
+        emit Slashed(peer, evidenceId, kind, amount, reward, reporter, reason);
+        if (reward > 0) {
+            Peer storage r = peers[reporter];
+            r.stake += reward;
+            emit Rewarded(reporter, evidenceId, peer, reward, r.stake);
+        }
+        if (!p.blacklisted && p.slashed >= blacklistAfterSlashes) {
+            p.blacklisted = true;
+            emit Blacklisted(peer, p.slashed);
+        }
+    }
+
+    function _itoa(uint256 v) private pure returns (bytes memory s) {
+        if (v == 0) return "0";
+        while (v > 0) {
+            s = abi.encodePacked(bytes1(uint8(48 + (v % 10))), s);
+            v /= 10;
+        }
+    }
+}

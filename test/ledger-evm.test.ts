@@ -1,0 +1,295 @@
+/**
+ * The ledger on a real local chain: anvil (127.0.0.1 only), TesseraStake compiled with solc,
+ * viem. Nothing of those is mocked; the EvidenceChecker is the same fake as in ledger.test.ts
+ * (it trusts `detail.valid`), except in the ZK part, which uses the real receipt checker with
+ * real Ed25519-signed replies and real Groth16 proofs of the tiny model (keys cached in .cache/zk).
+ * Each case deploys its own contract (~30 ms) so their logs do not mix.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { join } from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { createPublicClient, createTestClient, http, type Abi } from 'viem'
+import { startAnvil, type Anvil } from '../native-node/chain/anvil.js'
+import { connect, peerKey, write } from '../native-node/chain/clients.js'
+import { privateKeyToAccount } from 'viem/accounts'
+import { stakeArtifact } from '../native-node/chain/compile.js'
+import { deployTessera, deployZkVerifier, type Deployment } from '../native-node/chain/deploy.js'
+import { openEvmLedger, type EvmLedger } from '../relay/ledger-evm.js'
+import { evidenceHash } from '../shared/ledger/rules.js'
+import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type LedgerEntry } from '../shared/ledger/types.js'
+import { InputError, TesseraError } from '../shared/errors.js'
+import { bytesOfInt32, signZkReply } from '../shared/protocol/zk.js'
+import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
+import { encodeProof } from '../shared/zk/proof.js'
+import { toField } from '../shared/zk/field.js'
+import { randomInputs } from '../shared/zk/model.js'
+import { quantizeInput } from '../shared/zk/quantize.js'
+import { releaseZkWorkers } from '../shared/zk/verify.js'
+import { seededZkModel, setupZkModel } from '../native-node/zk/setup.js'
+import { tempDir } from './helpers/paths.js'
+
+const bytes = (...b: number[]): Uint8Array => new Uint8Array(b)
+const evidence = (n: number, accused = 'cheat', valid = true): Evidence =>
+  ({ kind: 'redundant', accused, receipts: [bytes(n, 1), bytes(n, 2)], detail: { valid, note: `case ${n}` } })
+const fakeChecker = () => ({ check: vi.fn(async (e: Evidence) => e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }) }) satisfies EvidenceChecker
+
+const WITHDRAW_DELAY = 3600
+let anvil: Anvil
+const open: EvmLedger[] = []
+
+async function fresh (checker: EvidenceChecker = fakeChecker(), chain: Anvil = anvil): Promise<{ d: Deployment, ledger: EvmLedger, reopen: (c?: EvidenceChecker, key?: string) => Promise<EvmLedger> }> {
+  const d = await deployTessera({ rpcUrl: chain.url, privateKey: chain.accounts[0], out: null, withdrawDelay: WITHDRAW_DELAY })
+  const reopen = async (c: EvidenceChecker = checker, key: string = chain.accounts[0]): Promise<EvmLedger> => {
+    const l = await openEvmLedger({ rpcUrl: chain.url, chainId: chain.chainId, stakeAddress: d.stakeAddress, privateKey: key, fromBlock: d.deployBlock }, c)
+    open.push(l)
+    return l
+  }
+  return { d, ledger: await reopen(), reopen }
+}
+
+/** The contract's own events, for comparing with the rebuilt audit log. */
+async function events (chain: Anvil, d: Deployment): Promise<Array<{ eventName: string, args: Record<string, unknown> }>> {
+  const abi: Abi = (await stakeArtifact()).abi
+  return await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).getContractEvents({ address: d.stakeAddress, abi, fromBlock: BigInt(d.deployBlock) }) as unknown as Array<{ eventName: string, args: Record<string, unknown> }>
+}
+
+beforeAll(async () => { anvil = await startAnvil() })
+afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(() => {}) })
+afterAll(async () => { await anvil?.stop() })
+
+describe('EVM ledger', () => {
+  it('refuses a wrong chain id, a missing contract and rules that differ from the contract\'s', async () => {
+    const { d } = await fresh()
+    const base = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0] }
+    await expect(openEvmLedger({ ...base, chainId: 1 }, fakeChecker())).rejects.toThrow(/is on chain 31337, not 1/)
+    await expect(openEvmLedger({ ...base, stakeAddress: '0x000000000000000000000000000000000000dEaD' }, fakeChecker())).rejects.toThrow(/there is no contract/)
+    await expect(openEvmLedger(base, fakeChecker(), { ...DEFAULT_RULES, slashFraction: 0.25 })).rejects.toThrow(InputError)
+    await expect(openEvmLedger({ ...base, privateKey: 'NO_SUCH_TESSERA_KEY' }, fakeChecker())).rejects.toThrow(/NO_SUCH_TESSERA_KEY .*not set/)
+  })
+
+  it('stakes and observes, and knows unseen peers', async () => {
+    const { ledger: l } = await fresh()
+    expect(await l.standing('new')).toEqual({ peer: 'new', stake: 0, reputation: 0.5, slashed: 0, blacklisted: false })
+    expect((await l.stake('a', 10)).stake).toBe(10)
+    expect((await l.stake('a', 5)).stake).toBe(15)
+    await expect(l.stake('a', -1)).rejects.toThrow(InputError)
+    expect((await l.observe('a', true)).reputation).toBeCloseTo(0.55)
+    expect((await l.observe('a', false)).reputation).toBeCloseTo(0.495)
+    expect(await l.standings()).toEqual([await l.standing('a')])
+    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([[1, 'stake', 10], [2, 'stake', 5], [3, 'reputation', undefined], [4, 'reputation', undefined]])
+    expect((await l.audit(3)).map((e) => e.seq)).toEqual([3, 4])
+    console.log(`gas: ${l.gas().map((g) => `${g.op} ${g.gas}`).join(', ')}`)
+  })
+
+  it('withdraws only after the delay, and stake under a pending withdrawal can still be slashed', async () => {
+    const { d, ledger: l, reopen } = await fresh()
+    await l.stake('leaver', 10)
+    await l.requestWithdraw('leaver', 8)
+    await expect(l.withdraw('leaver')).rejects.toThrow(/WithdrawTooEarly/)
+    expect((await l.slash(evidence(1, 'leaver'), 'honest')).amount).toBe(5)
+    // Only the owner (the account that staked first) may withdraw; only the arbiter may slash.
+    const other = await reopen(undefined, anvil.accounts[1])
+    await expect(other.requestWithdraw('leaver', 1)).rejects.toThrow(/NotOwner/)
+    await expect(other.slash(evidence(2, 'leaver'), 'honest')).rejects.toThrow(/NotArbiter/)
+    const test = createTestClient({ mode: 'anvil', transport: http(anvil.url, { retryCount: 0 }) })
+    await test.increaseTime({ seconds: WITHDRAW_DELAY + 1 })
+    await test.mine({ blocks: 1 })
+    const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+    const before = await c.public.getBalance({ address: d.stakeAddress })
+    // 8 were asked for, but the slash left 5: that is all that is paid.
+    expect((await l.withdraw('leaver')).stake).toBe(0)
+    expect(before - await c.public.getBalance({ address: d.stakeAddress })).toBe(5n * 10n ** 15n)
+    await expect(l.withdraw('leaver')).rejects.toThrow(/NoPendingWithdrawal/)
+    expect((await l.audit()).filter((e) => e.peer === 'leaver').map((e) => [e.kind, e.amount])).toEqual([['stake', 10], ['stake', undefined], ['slash', 5], ['stake', -5]])
+  })
+
+  it('a reporter\'s rewards are not taken over by whoever funds it first; the arbiter assigns its owner', async () => {
+    const { d, ledger: l, reopen } = await fresh()
+    await l.stake('cheat', 100)
+    await l.slash(evidence(1), 'reporter') // the reporter never staked: 25 in rewards, no owner
+    const stranger = await reopen(undefined, anvil.accounts[1])
+    await stranger.stake('reporter', 1)
+    await expect(stranger.requestWithdraw('reporter', 1)).rejects.toThrow(/NotOwner/)
+    const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+    const { abi } = await stakeArtifact()
+    const owner = privateKeyToAccount(anvil.accounts[2]).address
+    await write(c, { address: d.stakeAddress, abi, functionName: 'assignOwner', args: [peerKey('reporter'), owner] })
+    await expect(write(c, { address: d.stakeAddress, abi, functionName: 'assignOwner', args: [peerKey('reporter'), owner] })).rejects.toThrow(/BadParameters/)
+    const rightful = await reopen(undefined, anvil.accounts[2])
+    await expect(rightful.requestWithdraw('reporter', 26)).resolves.toMatchObject({ stake: 26 })
+  })
+
+  it('slashes on valid evidence, rewards the reporter, leaves honest stakes alone, blacklists after the third slash', async () => {
+    const checker = fakeChecker()
+    const { d, ledger: l } = await fresh(checker)
+    await l.stake('cheat', 100)
+    await l.stake('honest', 10)
+    await l.stake('bystander', 7)
+    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 50, reason: 'receipts disagree' })
+    expect(checker.check).toHaveBeenCalledTimes(1)
+    const cheat = await l.standing('cheat')
+    expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
+    expect(cheat.reputation).toBeCloseTo(0.45)
+    expect((await l.standing('honest')).stake).toBe(35)
+    expect((await l.audit(4)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
+
+    await l.slash(evidence(2), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(false)
+    await l.slash(evidence(3), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(true)
+    expect((await l.standing('cheat')).stake).toBe(12.5)
+    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
+    expect(await l.standing('bystander')).toEqual({ peer: 'bystander', stake: 7, reputation: 0.5, slashed: 0, blacklisted: false })
+
+    // The contract agrees: its storage and its events say what the rebuilt log says.
+    const abi: Abi = (await stakeArtifact()).abi
+    const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+    const peer = await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] }) as unknown[]
+    expect([peer[0], peer[4], peer[5]]).toEqual([125n * 10n ** 14n, 3, true])
+    expect(await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })).toBe(4375n * 10n ** 13n) // 25 + 12.5 + 6.25 units burned
+    const evs = (await events(anvil, d)).filter((e) => e.eventName !== 'Labeled')
+    const kinds: Record<string, LedgerEntry['kind']> = { Staked: 'stake', Slashed: 'slash', Rewarded: 'reward', Observed: 'reputation', Rejected: 'reject', Blacklisted: 'blacklist' }
+    const audit = await l.audit()
+    expect(evs.map((e) => kinds[e.eventName])).toEqual(audit.map((e) => e.kind))
+    expect(evs.map((e) => e.args.amount === undefined ? undefined : Number(e.args.amount as bigint) / 1e15)).toEqual(audit.map((e) => e.kind === 'blacklist' ? undefined : e.amount))
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('invalid evidence, reused evidence and self-reports change nothing but the log', async () => {
+    const checker = fakeChecker()
+    const { ledger: l } = await fresh(checker)
+    await l.stake('cheat', 100)
+    const before = await l.standings()
+    expect(await l.slash(evidence(1, 'cheat', false), 'honest')).toEqual({ slashed: false, amount: 0, reason: 'invalid evidence: receipts agree' })
+    expect(await l.standings()).toEqual(before)
+    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'reject', peer: 'cheat', data: { reporter: 'honest', reason: 'invalid evidence: receipts agree' } })
+
+    expect((await l.slash(evidence(2), 'honest')).slashed).toBe(true)
+    const after = await l.standings()
+    const again = { ...evidence(2), receipts: [...evidence(2).receipts].reverse(), detail: { valid: true, note: 'again' } }
+    expect(await l.slash(again, 'someone-else')).toEqual({ slashed: false, amount: 0, reason: 'evidence already used' })
+    expect(checker.check).toHaveBeenCalledTimes(2)
+    expect(await l.slash(evidence(3), 'cheat')).toMatchObject({ slashed: false, reason: 'a peer cannot report itself' })
+    expect(await l.standings()).toEqual(after)
+    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
+    await expect(l.slash({ ...evidence(4), receipts: ['x' as unknown as Uint8Array] }, 'honest')).rejects.toThrow(InputError)
+  })
+
+  it('the same evidence sent twice at once slashes once', async () => {
+    const slow: EvidenceChecker = { check: async () => { await new Promise((resolve) => setTimeout(resolve, 20)); return { valid: true, reason: 'ok' } } }
+    const { ledger: l } = await fresh(slow)
+    await l.stake('cheat', 100)
+    const results = await Promise.all([l.slash(evidence(1), 'a'), l.slash(evidence(1), 'b')])
+    expect(results.map((r) => r.reason).sort()).toEqual(['evidence already used', 'ok'])
+    expect((await l.standing('cheat')).stake).toBe(50)
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('a reopened ledger rebuilds the same standings and log from the chain, and keeps the chain growing', async () => {
+    const { ledger: l, reopen } = await fresh()
+    await l.stake('cheat', 100)
+    await l.stake('honest', 1)
+    await l.slash(evidence(1), 'honest')
+    await l.observe('honest', true)
+    const standings = await l.standings()
+    const audit = await l.audit()
+    await l.close()
+    await expect(l.standings()).rejects.toThrow(TesseraError)
+
+    const again = await reopen()
+    expect(await again.standings()).toEqual(standings)
+    expect(await again.audit()).toEqual(audit)
+    expect(await again.slash(evidence(1), 'honest')).toMatchObject({ reason: 'evidence already used' })
+    expect((await again.observe('cheat', false)).reputation).toBeCloseTo(0.405)
+    const tail = (await again.audit()).slice(-2)
+    expect(tail[1].prevHash).toBe(tail[0].hash)
+    expect(await again.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('survives stopping anvil: --state dumps the chain on exit and a restart loads it', async () => {
+    const stateFile = join(tempDir('chain'), 'state.json')
+    const first = await startAnvil({ stateFile })
+    let d: Deployment
+    let standings, audit
+    try {
+      const f = await fresh(fakeChecker(), first)
+      d = f.d
+      await f.ledger.stake('cheat', 100)
+      await f.ledger.slash(evidence(1), 'honest')
+      await f.ledger.observe('cheat', false)
+      standings = await f.ledger.standings()
+      audit = await f.ledger.audit()
+      await f.ledger.close()
+    } finally {
+      await first.stop()
+    }
+    const second = await startAnvil({ stateFile })
+    try {
+      const l = await openEvmLedger({ rpcUrl: second.url, chainId: second.chainId, stakeAddress: d.stakeAddress, privateKey: second.accounts[0], fromBlock: d.deployBlock }, fakeChecker())
+      open.push(l)
+      expect(await l.standings()).toEqual(standings)
+      expect(await l.audit()).toEqual(audit)
+      expect((await l.stake('cheat', 1)).stake).toBe(51)
+      expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+    } finally {
+      await second.stop()
+    }
+  })
+})
+
+describe('EVM ledger: ZK faults proven on chain', () => {
+  afterAll(async () => { await releaseZkWorkers() })
+
+  it('a forged counter-proof is refused by the on-chain verifier; a valid one slashes', async () => {
+    const tiny = await setupZkModel(seededZkModel('tiny'))
+    const prover = await tiny.prover()
+    const x = quantizeInput(tiny.model.quant, randomInputs(tiny.entry.shape.layers[0].inputs, 1, 21)[0])
+    const honest = await prover.prove(x)
+
+    // The accused signs a reply whose output is not the model's (its proof is the honest one, so it fails for that output).
+    const key = await generateKeyPair('Ed25519')
+    const accused = peerIdFromPrivateKey(key).toString()
+    const claimed = Int32Array.from(honest.statement.output, (v, i) => i === 0 ? v + 7 : v)
+    const reply = await signZkReply({ peer: accused, model: 'tiny', input: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), output: bytesOfInt32(claimed), proof: encodeProof(honest.proof), publicSignals: honest.publicSignals, ms: 1 }, async (b) => await key.sign(b))
+    const checker = receiptEvidenceChecker({ zkModels: (n) => n === 'tiny' ? tiny.entry : undefined })
+    const { d, ledger: l } = await fresh(checker)
+    const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+    const z = await deployZkVerifier(c, d.stakeAddress, { entry: tiny.entry, zkey: tiny.keys.zkey })
+    console.log(`tiny verifier deployed and registered: ${z.gas} gas (${z.signals} public signals)`)
+    await l.stake(accused, 100)
+    await l.stake('prover', 10)
+
+    // Forged: an output signal changed after proving, so the pairing fails: ProofRejected, nothing slashed.
+    const forgedSignals = [...honest.publicSignals]
+    forgedSignals[0] = toField(claimed[0] - 1).toString()
+    const forged: Evidence = { kind: 'proof', accused, receipts: [reply], detail: { counterProof: { proof: honest.proof, publicSignals: forgedSignals } } }
+    const refused = await l.slash(forged, 'prover')
+    expect(refused).toEqual({ slashed: false, amount: 0, reason: 'counter-proof refused on chain: ProofRejected' })
+    console.log(`forged counter-proof: refused in the gas estimate (no slash sent); its Rejected record cost ${l.lastGas} gas`)
+    expect((await l.standing(accused)).stake).toBe(100)
+
+    // Valid: the honest prover's proof for the same input proves another output than the accused claimed.
+    const valid: Evidence = { ...forged, detail: { counterProof: { proof: honest.proof, publicSignals: honest.publicSignals } } }
+    const r = await l.slash(valid, 'prover')
+    expect(r.slashed).toBe(true)
+    expect(r.amount).toBe(50)
+    expect(r.reason).toMatch(/proof fails.*counter-proof verified on chain/)
+    console.log(`valid counter-proof: slashByProof ${l.lastGas} gas`)
+    expect(await l.standing(accused)).toMatchObject({ stake: 50, slashed: 1 })
+    expect((await l.standing('prover')).stake).toBe(35)
+    expect((await l.audit()).slice(-3).map((e) => [e.kind, e.data.kind])).toEqual([['reject', 'proof'], ['slash', 'proof'], ['reward', undefined]])
+
+    // The same evidence again, straight to the contract (past the ledger's own check): EvidenceUsed.
+    const claim = { model: 'tiny', claimedOutput: Array.from(claimed, (v) => toField(v)), claimedInput: Array.from(x, (v) => toField(v)) }
+    const evidenceId = `0x${evidenceHash(valid)}` as const
+    expect(await l.slashByProof({ accused, evidenceId, ...claim, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ slashed: false, reason: 'evidence already used' })
+    // A claim equal to what the proof proves is no fault, and a proof about another input proves nothing about this one.
+    const other = `0x${'11'.repeat(32)}` as const
+    const honestOutput = Array.from(honest.statement.output, (v) => toField(v))
+    expect(await l.slashByProof({ accused, evidenceId: other, ...claim, claimedOutput: honestOutput, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ slashed: false, reason: 'counter-proof refused on chain: NoFault' })
+    expect(await l.slashByProof({ accused, evidenceId: other, ...claim, claimedInput: claim.claimedInput.map((v, i) => i === 0 ? v + 1n : v), proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ reason: 'counter-proof refused on chain: WrongInput' })
+    expect((await l.standing(accused)).stake).toBe(50)
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  }, 300_000)
+})
