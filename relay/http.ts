@@ -36,6 +36,8 @@ const MAX_CLAIM_CHARS = Math.ceil(MAX_MESSAGE_BYTES * 4 / 3) + 1024 * 1024
 
 const log = logger('tessera:relay:http')
 
+export type LedgerBackend = { kind: 'sqlite' } | { kind: 'evm', chainId: number, contract: string }
+
 export interface HttpDeps {
   generator: Generator
   network: () => NetworkView
@@ -51,6 +53,8 @@ export interface HttpDeps {
   tokenizer?: (model: string) => Tokenizer | undefined
   /** The verification layer's stakes, reputation and audit log (`GET /api/ledger`). */
   ledger?: Ledger
+  /** Where that ledger lives: a SQLite file, or a contract on a chain. */
+  ledgerBackend?: LedgerBackend
   /** Called after evidence changed the ledger (the relay's client refreshes its view). */
   onLedgerChange?: () => Promise<void>
   /** Optimistic claims and their settlements. */
@@ -97,7 +101,7 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.get('/api/ledger', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const [standings, audit, chain] = await Promise.all([deps.ledger.standings(), deps.ledger.audit(), deps.ledger.verifyAudit()])
-    return c.json({ standings, audit: audit.slice(-100), chainOk: chain.ok })
+    return c.json({ backend: deps.ledgerBackend ?? { kind: 'sqlite' }, standings, audit: audit.slice(-100), chainOk: chain.ok })
   })
 
   // Anyone may hand in evidence (a browser client that caught a peer): the ledger re-checks it,

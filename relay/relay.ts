@@ -140,6 +140,7 @@ export async function startRelay (o: RelayOptions = {}): Promise<RunningRelay> {
     webRoot: o.webRoot !== undefined && await access(o.webRoot).then(() => true, () => false) ? o.webRoot : undefined,
     metrics,
     ledger,
+    ledgerBackend: o.evm !== undefined ? { kind: 'evm', chainId: o.evm.chainId, contract: o.evm.stakeAddress } : { kind: 'sqlite' },
     board,
     zk: {
       models: () => [...zkEntries.values()],

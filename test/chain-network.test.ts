@@ -26,8 +26,10 @@ import { randomInputs } from '../shared/zk/model.js'
 import { quantizeInput } from '../shared/zk/quantize.js'
 import type { GenerationResult } from '../shared/client/types.js'
 import { reference, stories } from './helpers/reference.js'
-import { tempDir } from './helpers/paths.js'
-import { api, waitFor } from './helpers/network.js'
+import { REPO, tempDir } from './helpers/paths.js'
+import { api, spawnTessera, waitFor } from './helpers/network.js'
+import { context, hasChromium, launch, screenshot } from './helpers/browser.js'
+import { writeFile } from 'node:fs/promises'
 
 let model: string
 let anvil: Anvil
@@ -37,6 +39,8 @@ let zk: ZkSetup
 let relay: RunningRelay
 const honest: RunningNode[] = []
 let forger: RunningNode
+/** Nodes to stop at the end (the restart case stops them early). */
+const running: RunningNode[] = []
 const stateFile = join(tempDir('chain-state'), 'anvil.json')
 
 const relayOptions = (cfg: EvmLedgerConfig, seed: number) => ({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('chain-claims'), 'claims.sqlite'), evm: cfg, zk: ['tiny'], client: { banMs: 1, random: mulberry32(seed) } })
@@ -52,13 +56,14 @@ beforeAll(async () => {
   honest.push(await startNode({ relay: relay.addr, model, layers: [0, 2], zk: ['tiny'] }))
   for (const layers of [[0, 2], [2, 5], [2, 5]] as Array<[number, number]>) honest.push(await startNode({ relay: relay.addr, model, layers }))
   forger = await startNode({ relay: relay.addr, model, layers: [2, 5], zk: ['tiny'], zkForge: true })
+  running.push(...honest, forger)
   await waitFor(async () => (await relay.client.network()).peers.length === 5)
   // Join stakes are sent on announce: wait until all five are on chain.
   await waitFor(async () => (await Promise.all([...honest, forger].map(async (n) => (await relay.ledger.standing(n.peerId)).stake))).every((s) => s === 100))
 }, 600_000)
 
 afterAll(async () => {
-  for (const n of [...honest, forger]) await n?.stop()
+  for (const n of running) await n.stop()
   await relay?.stop()
   await anvil?.stop()
 })
@@ -164,6 +169,8 @@ describe('the network on the EVM ledger', () => {
   })
 
   it('a relay started afresh, and one on a restarted chain, rebuild the same ledger from the chain', async () => {
+    // The nodes are done; stopped first, they do not keep announcing to a relay that is gone.
+    for (const n of running.splice(0)) await n.stop()
     const before = await api(relay.httpUrl, '/api/ledger')
     await relay.stop()
     // Nothing local is kept: a new claims file, a new ledger object, only the chain.
@@ -182,5 +189,31 @@ describe('the network on the EVM ledger', () => {
     expect(restarted.standings).toEqual(before.standings)
     expect(restarted.audit).toEqual(before.audit)
     expect(restarted.chainOk).toBe(true)
+    expect(restarted.backend).toEqual({ kind: 'evm', chainId: anvil.chainId, contract: deployment.stakeAddress })
+  }, 120_000)
+
+  it('tessera relay --ledger evm --chain <deployment> serves the same ledger; the network page says where it lives', async () => {
+    const dir = tempDir('chain-cli')
+    await writeFile(join(dir, 'chain.json'), JSON.stringify({ ...deployment, rpcUrl: anvil.url }))
+    const cli = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--web', join(REPO, 'dist', 'web'), '--ledger', 'evm', '--chain', join(dir, 'chain.json'), '--ledger-file', join(dir, 'claims.sqlite')])
+    try {
+      const http = cli.ready.http as string
+      const l = await api(http, '/api/ledger')
+      expect(l.standings).toEqual((await api(relay.httpUrl, '/api/ledger')).standings)
+      expect(l.backend).toMatchObject({ kind: 'evm', contract: deployment.stakeAddress })
+      if (!hasChromium()) return
+      const browser = await launch()
+      try {
+        const page = await (await context(browser, http)).newPage()
+        await page.goto(`${http}/network.html`)
+        await page.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('TesseraStake') === true, undefined, { timeout: 30_000 })
+        expect(await page.textContent('#ledger-chain')).toMatch(/TesseraStake contract 0x[0-9a-fA-F]{40} on chain 31337, rebuilt from its events\. Audit chain verified/)
+        await screenshot(page, 'network-evm')
+      } finally {
+        await browser.close()
+      }
+    } finally {
+      cli.proc.kill('SIGTERM')
+    }
   }, 120_000)
 })

@@ -141,10 +141,11 @@ async function pollLedger (): Promise<void> {
     const res = await fetch(`${relayOrigin()}/api/ledger`, { cache: 'no-store' })
     if (res.status === 404) { ui.ledgerChain.textContent = 'This relay keeps no ledger.'; return }
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    const l = await res.json() as { standings: PeerStanding[], audit: LedgerEntry[], chainOk: boolean }
-    ui.ledgerChain.textContent = l.chainOk
+    const l = await res.json() as { backend?: { kind: string, chainId?: number, contract?: string }, standings: PeerStanding[], audit: LedgerEntry[], chainOk: boolean }
+    const where = l.backend?.kind === 'evm' ? `Kept in the TesseraStake contract ${l.backend.contract ?? ''} on chain ${l.backend.chainId ?? '?'}, rebuilt from its events. ` : ''
+    ui.ledgerChain.textContent = where + (l.chainOk
       ? `Audit chain verified from genesis: ${l.audit.at(-1)?.seq ?? 0} entries, each hashing the one before.`
-      : 'The audit chain does NOT verify: the log was tampered with.'
+      : 'The audit chain does NOT verify: the log was tampered with.')
     ui.ledgerChain.className = l.chainOk ? 'muted' : 'error'
     const standings = [...l.standings].sort((a, b) => Number(b.blacklisted) - Number(a.blacklisted) || b.reputation - a.reputation)
     ui.standings.replaceChildren(...(standings.length === 0
