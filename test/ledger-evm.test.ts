@@ -5,7 +5,7 @@
  * real Ed25519-signed replies and real Groth16 proofs of the tiny model (keys cached in .cache/zk).
  * Each case deploys its own contract (~30 ms) so their logs do not mix.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
@@ -28,11 +28,8 @@ import { quantizeInput } from '../shared/zk/quantize.js'
 import { releaseZkWorkers } from '../shared/zk/verify.js'
 import { seededZkModel, setupZkModel } from '../native-node/zk/setup.js'
 import { tempDir } from './helpers/paths.js'
+import { evidence, fakeChecker, ledgerContract } from './helpers/ledger-contract.js'
 
-const bytes = (...b: number[]): Uint8Array => new Uint8Array(b)
-const evidence = (n: number, accused = 'cheat', valid = true): Evidence =>
-  ({ kind: 'redundant', accused, receipts: [bytes(n, 1), bytes(n, 2)], detail: { valid, note: `case ${n}` } })
-const fakeChecker = () => ({ check: vi.fn(async (e: Evidence) => e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }) }) satisfies EvidenceChecker
 
 const WITHDRAW_DELAY = 3600
 let anvil: Anvil
@@ -59,6 +56,8 @@ afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(()
 afterAll(async () => { await anvil?.stop() })
 
 describe('EVM ledger', () => {
+  ledgerContract(async (checker) => (await fresh(checker)).ledger)
+
   it('refuses a wrong chain id, a missing contract and rules that differ from the contract\'s', async () => {
     const { d } = await fresh()
     const base = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0] }
@@ -66,20 +65,6 @@ describe('EVM ledger', () => {
     await expect(openEvmLedger({ ...base, stakeAddress: '0x000000000000000000000000000000000000dEaD' }, fakeChecker())).rejects.toThrow(/there is no contract/)
     await expect(openEvmLedger(base, fakeChecker(), { ...DEFAULT_RULES, slashFraction: 0.25 })).rejects.toThrow(InputError)
     await expect(openEvmLedger({ ...base, privateKey: 'NO_SUCH_TESSERA_KEY' }, fakeChecker())).rejects.toThrow(/NO_SUCH_TESSERA_KEY .*not set/)
-  })
-
-  it('stakes and observes, and knows unseen peers', async () => {
-    const { ledger: l } = await fresh()
-    expect(await l.standing('new')).toEqual({ peer: 'new', stake: 0, reputation: 0.5, slashed: 0, blacklisted: false })
-    expect((await l.stake('a', 10)).stake).toBe(10)
-    expect((await l.stake('a', 5)).stake).toBe(15)
-    await expect(l.stake('a', -1)).rejects.toThrow(InputError)
-    expect((await l.observe('a', true)).reputation).toBeCloseTo(0.55)
-    expect((await l.observe('a', false)).reputation).toBeCloseTo(0.495)
-    expect(await l.standings()).toEqual([await l.standing('a')])
-    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([[1, 'stake', 10], [2, 'stake', 5], [3, 'reputation', undefined], [4, 'reputation', undefined]])
-    expect((await l.audit(3)).map((e) => e.seq)).toEqual([3, 4])
-    console.log(`gas: ${l.gas().map((g) => `${g.op} ${g.gas}`).join(', ')}`)
   })
 
   it('withdraws only after the delay, and stake under a pending withdrawal can still be slashed', async () => {
@@ -153,36 +138,6 @@ describe('EVM ledger', () => {
     const audit = await l.audit()
     expect(evs.map((e) => kinds[e.eventName])).toEqual(audit.map((e) => e.kind))
     expect(evs.map((e) => e.args.amount === undefined ? undefined : Number(e.args.amount as bigint) / 1e15)).toEqual(audit.map((e) => e.kind === 'blacklist' ? undefined : e.amount))
-    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
-  })
-
-  it('invalid evidence, reused evidence and self-reports change nothing but the log', async () => {
-    const checker = fakeChecker()
-    const { ledger: l } = await fresh(checker)
-    await l.stake('cheat', 100)
-    const before = await l.standings()
-    expect(await l.slash(evidence(1, 'cheat', false), 'honest')).toEqual({ slashed: false, amount: 0, reason: 'invalid evidence: receipts agree' })
-    expect(await l.standings()).toEqual(before)
-    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'reject', peer: 'cheat', data: { reporter: 'honest', reason: 'invalid evidence: receipts agree' } })
-
-    expect((await l.slash(evidence(2), 'honest')).slashed).toBe(true)
-    const after = await l.standings()
-    const again = { ...evidence(2), receipts: [...evidence(2).receipts].reverse(), detail: { valid: true, note: 'again' } }
-    expect(await l.slash(again, 'someone-else')).toEqual({ slashed: false, amount: 0, reason: 'evidence already used' })
-    expect(checker.check).toHaveBeenCalledTimes(2)
-    expect(await l.slash(evidence(3), 'cheat')).toMatchObject({ slashed: false, reason: 'a peer cannot report itself' })
-    expect(await l.standings()).toEqual(after)
-    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
-    await expect(l.slash({ ...evidence(4), receipts: ['x' as unknown as Uint8Array] }, 'honest')).rejects.toThrow(InputError)
-  })
-
-  it('the same evidence sent twice at once slashes once', async () => {
-    const slow: EvidenceChecker = { check: async () => { await new Promise((resolve) => setTimeout(resolve, 20)); return { valid: true, reason: 'ok' } } }
-    const { ledger: l } = await fresh(slow)
-    await l.stake('cheat', 100)
-    const results = await Promise.all([l.slash(evidence(1), 'a'), l.slash(evidence(1), 'b')])
-    expect(results.map((r) => r.reason).sort()).toEqual(['evidence already used', 'ok'])
-    expect((await l.standing('cheat')).stake).toBe(50)
     expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
   })
 

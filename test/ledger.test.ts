@@ -1,21 +1,17 @@
-import { describe, it, expect, vi, afterEach } from 'vitest'
+import { describe, it, expect, afterEach } from 'vitest'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { openSqliteLedger } from '../relay/ledger-sqlite.js'
 import { applySlash, applyStake, emaReputation, entryHash, evidenceHash, GENESIS_HASH, initialStanding, makeEntry, shouldBlacklist, verifyChain } from '../shared/ledger/rules.js'
-import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerEntry } from '../shared/ledger/types.js'
+import { DEFAULT_RULES, type EvidenceChecker, type Ledger, type LedgerEntry } from '../shared/ledger/types.js'
 import { InputError } from '../shared/errors.js'
 import type { Generator } from '../shared/client/types.js'
 import { createHttpApp } from '../relay/http.js'
 import { tempDir } from './helpers/paths.js'
+import { evidence, fakeChecker, ledgerContract } from './helpers/ledger-contract.js'
 
 const R = DEFAULT_RULES
-const bytes = (...b: number[]): Uint8Array => new Uint8Array(b)
-const evidence = (n: number, accused = 'cheat', valid = true): Evidence =>
-  ({ kind: 'redundant', accused, receipts: [bytes(n, 1), bytes(n, 2)], detail: { valid, note: `case ${n}` } })
 
-/** Injected checker for unit tests: trusts `detail.valid`, so each test chooses the verdict. */
-const fakeChecker = () => ({ check: vi.fn(async (e: Evidence) => e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }) }) satisfies EvidenceChecker
 
 describe('ledger rules (pure)', () => {
   it('moves reputation as an EMA and blacklists on reputation, slash count, and for good', () => {
@@ -67,26 +63,7 @@ describe('SQLite ledger', () => {
   }
   afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(() => {}) })
 
-  it('stakes and observes, and knows unseen peers', async () => {
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
-    expect(await l.standing('new')).toEqual(initialStanding('new', R))
-    expect((await l.stake('a', 10)).stake).toBe(10)
-    expect((await l.stake('a', 5)).stake).toBe(15)
-    await expect(l.stake('a', -1)).rejects.toThrow(InputError)
-    expect((await l.observe('a', true)).reputation).toBeCloseTo(0.55)
-    expect((await l.observe('a', false)).reputation).toBeCloseTo(0.495)
-    expect(await l.standings()).toEqual([await l.standing('a')])
-    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([[1, 'stake', 10], [2, 'stake', 5], [3, 'reputation', undefined], [4, 'reputation', undefined]])
-    expect((await l.audit(3)).map((e) => e.seq)).toEqual([3, 4])
-  })
-
-  it('blacklists once observations pull reputation under the threshold', async () => {
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
-    for (let i = 0; i < 4; i++) expect((await l.observe('flaky', false)).blacklisted).toBe(false)
-    expect((await l.observe('flaky', false)).blacklisted).toBe(true) // 0.5 · 0.9⁵ ≈ 0.295
-    expect((await l.observe('flaky', true)).blacklisted).toBe(true)
-    expect((await l.audit()).filter((e) => e.kind === 'blacklist')).toHaveLength(1)
-  })
+  ledgerContract(async (checker) => await ledgerAt(join(tempDir('ledger'), 'l.db'), checker))
 
   it('slashes on valid evidence, rewards the reporter, blacklists after the third slash', async () => {
     const checker = fakeChecker()
@@ -107,44 +84,6 @@ describe('SQLite ledger', () => {
     expect(await l.isBlacklisted('cheat')).toBe(true)
     expect((await l.standing('cheat')).stake).toBe(12.5)
     expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
-  })
-
-  it('invalid evidence, reused evidence and self-reports change nothing but the log', async () => {
-    const checker = fakeChecker()
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), checker)
-    await l.stake('cheat', 100)
-    const before = await l.standings()
-    expect(await l.slash(evidence(1, 'cheat', false), 'honest')).toEqual({ slashed: false, amount: 0, reason: 'invalid evidence: receipts agree' })
-    expect(await l.standings()).toEqual(before)
-    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'reject', peer: 'cheat', data: { reporter: 'honest', reason: 'invalid evidence: receipts agree' } })
-
-    expect((await l.slash(evidence(2), 'honest')).slashed).toBe(true)
-    const after = await l.standings()
-    // Same receipts, new wording and order: still the same evidence, refused without asking the checker.
-    const again = { ...evidence(2), receipts: [...evidence(2).receipts].reverse(), detail: { valid: true, note: 'again' } }
-    expect(await l.slash(again, 'someone-else')).toEqual({ slashed: false, amount: 0, reason: 'evidence already used' })
-    expect(checker.check).toHaveBeenCalledTimes(2)
-    expect(await l.slash(evidence(3), 'cheat')).toMatchObject({ slashed: false, reason: 'a peer cannot report itself' })
-    expect(await l.standings()).toEqual(after)
-    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
-    await expect(l.slash({ ...evidence(4), receipts: ['x' as unknown as Uint8Array] }, 'honest')).rejects.toThrow(InputError)
-  })
-
-  it('the same evidence sent twice at once slashes once', async () => {
-    const slow: EvidenceChecker = { check: async () => { await new Promise((resolve) => setTimeout(resolve, 20)); return { valid: true, reason: 'ok' } } }
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), slow)
-    await l.stake('cheat', 100)
-    const results = await Promise.all([l.slash(evidence(1), 'a'), l.slash(evidence(1), 'b')])
-    expect(results.map((r) => r.reason).sort()).toEqual(['evidence already used', 'ok'])
-    expect((await l.standing('cheat')).stake).toBe(50)
-    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
-  })
-
-  it('a throwing checker rejects instead of slashing', async () => {
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), { check: async () => { throw new Error('rpc down') } })
-    await l.stake('cheat', 10)
-    expect(await l.slash(evidence(1), 'honest')).toMatchObject({ slashed: false, reason: 'checker failed: rpc down' })
-    expect((await l.standing('cheat')).stake).toBe(10)
   })
 
   it('survives reopening, and the chain verifies from genesis and keeps growing', async () => {

@@ -18,7 +18,7 @@
 import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import { InputError, ProtocolError } from '../errors.js'
 import { chainHash } from './commit.js'
-import { CIRCOMLIB_VERSION, CIRCOM_VERSION } from './circuit.js'
+import { CHAIN_HASH, CIRCOMLIB_VERSION, CIRCOM_VERSION } from './circuit.js'
 import { parseSignal } from './field.js'
 import { pack } from './layout.js'
 import type { VerificationKey } from './types.js'
@@ -126,7 +126,7 @@ pragma circom 2.1.0;
 include "circomlib/circuits/poseidon.circom";
 include "circomlib/circuits/bitify.circom";
 include "circomlib/circuits/comparators.circom";
-
+${CHAIN_HASH}
 template Argmax() {
     signal input packed[${groups}];
     signal input token;
@@ -147,23 +147,10 @@ template Argmax() {
         }
     }
 
-    // The commitment: Poseidon of the first 16 elements, then Poseidon(digest, next 15)… (commit.ts).
-    var first = ${groups} < 16 ? ${groups} : 16;
-    var links = (${groups} - first + 14) \\ 15;
-    component head = Poseidon(first);
-    for (var i = 0; i < first; i++) head.inputs[i] <== packed[i];
-    signal digest[links + 1];
-    digest[0] <== head.out;
-    component link[links];
-    for (var c = 0; c < links; c++) {
-        var at = first + 15 * c;
-        var size = ${groups} - at < 15 ? ${groups} - at : 15;
-        link[c] = Poseidon(size + 1);
-        link[c].inputs[0] <== digest[c];
-        for (var i = 0; i < size; i++) link[c].inputs[i + 1] <== packed[at + i];
-        digest[c + 1] <== link[c].out;
-    }
-    commitment <== digest[links];
+    // The commitment: the chain commit.ts computes over the packed elements.
+    component commit = ChainHash(${groups});
+    for (var g = 0; g < ${groups}; g++) commit.in[g] <== packed[g];
+    commitment <== commit.out;
 
     // eq[i] = (i == token); exactly one is set, so token < ${vocab}. qt = q[token].
     component eq[${vocab}];

@@ -20,16 +20,8 @@ import { groupSize, layout, type LayerLayout, type ZkShape } from './layout.js'
 export const CIRCOM_VERSION = '2.2.3'
 export const CIRCOMLIB_VERSION = '2.0.5'
 
-/** Templates every model uses; main is generated below them. */
-const TEMPLATES = `
-// x ∈ [-128, 127], proved by 8 bits of x + 128.
-template Int8() {
-    signal input in;
-    component bits = Num2Bits(8);
-    bits.in <== in + 128;
-}
-
-// Poseidon of the first 16 elements, then Poseidon(digest, next 15) until all are absorbed:
+/** Poseidon over any number of field elements (the circuits' side of commit.ts's chainHash). */
+export const CHAIN_HASH = `// Poseidon of the first 16 elements, then Poseidon(digest, next 15) until all are absorbed:
 // the chain shared/zk/commit.ts computes.
 template ChainHash(n) {
     signal input in[n];
@@ -51,7 +43,18 @@ template ChainHash(n) {
     }
     out <== digest[links];
 }
+`
 
+/** Templates every model uses; main is generated below them. */
+const TEMPLATES = `
+// x ∈ [-128, 127], proved by 8 bits of x + 128.
+template Int8() {
+    signal input in;
+    component bits = Num2Bits(8);
+    bits.in <== in + 128;
+}
+
+${CHAIN_HASH}
 // acc[g] = Σ_j w[j][g] · x[j] + b[g]: each product multiplies a packed column by one input,
 // doing one multiply-accumulate per slot at once.
 template PackedDense(nIn, groups) {
