@@ -7,6 +7,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createPublicClient, createTestClient, http, type Abi } from 'viem'
@@ -139,6 +141,37 @@ describe('EVM ledger', () => {
     expect(evs.map((e) => kinds[e.eventName])).toEqual(audit.map((e) => e.kind))
     expect(evs.map((e) => e.args.amount === undefined ? undefined : Number(e.args.amount as bigint) / 1e15)).toEqual(audit.map((e) => e.kind === 'blacklist' ? undefined : e.amount))
     expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('a lost RPC answer is retried with the same signed transaction: nothing is sent twice', async () => {
+    // A proxy in front of anvil that lets the first transaction through, then drops the connection
+    // instead of answering: the ledger cannot know whether it arrived.
+    let dropped = 0
+    const proxy = createServer((req, res) => {
+      let body = ''
+      req.on('data', (b: Buffer) => { body += b.toString() })
+      req.on('end', () => {
+        void (async () => {
+          const upstream = await fetch(anvil.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+          const text = await upstream.text()
+          if (dropped === 0 && (JSON.parse(body) as { method?: string }).method === 'eth_sendRawTransaction') { dropped++; req.socket.destroy(); return }
+          res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text)
+        })()
+      })
+    })
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+    try {
+      const d = await deployTessera({ rpcUrl: anvil.url, privateKey: anvil.accounts[0], out: null })
+      const l = await openEvmLedger({ rpcUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0], fromBlock: d.deployBlock }, fakeChecker())
+      open.push(l)
+      expect((await l.stake('p', 10)).stake).toBe(10)
+      expect(dropped).toBe(1)
+      expect((await l.stake('p', 5)).stake).toBe(15)
+      const evs = await events(anvil, d)
+      expect(evs.map((e) => e.eventName)).toEqual(['Labeled', 'Staked', 'Staked'])
+    } finally {
+      proxy.close()
+    }
   })
 
   it('a reopened ledger rebuilds the same standings and log from the chain, and keeps the chain growing', async () => {

@@ -3,8 +3,8 @@
  * went wrong: a revert by its custom error's name, missing funds, a wrong chain, no node.
  */
 import {
-  BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, defineChain, HttpRequestError,
-  InsufficientFundsError, keccak256, toBytes, http, type Abi, type Address, type Chain, type Hex, type PublicClient,
+  BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, defineChain, encodeFunctionData, HttpRequestError,
+  InsufficientFundsError, keccak256, SocketClosedError, TimeoutError, toBytes, http, type Abi, type Address, type Chain, type Hex, type PublicClient,
   type TransactionReceipt, type WalletClient, type Account
 } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
@@ -84,13 +84,42 @@ export function chainError (err: unknown, what: string): TesseraError {
 
 export interface Write { address: Address, abi: Abi, functionName: string, args?: readonly unknown[], value?: bigint, gas?: bigint }
 
-/** Sends a contract call and waits for its receipt; throws (by the revert's name where there is one) otherwise. */
+/** Sends of one signed transaction when the RPC node does not answer, before giving up. */
+const SEND_TRIES = 4
+
+/** No answer from the node (a dropped connection, a time-out): the request may or may not have arrived. */
+const transient = (err: unknown): boolean =>
+  err instanceof BaseError && err.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError || e instanceof SocketClosedError) !== null
+
+/**
+ * Sends a contract call and waits for its receipt; throws (by the revert's name where there is
+ * one) otherwise. The call is simulated first, so a revert is refused with the contract's custom
+ * error before anything is sent. The transaction is signed here and its hash known up front: when
+ * the node does not answer, the same bytes are sent again (a transaction that did arrive is then
+ * "already known" or its nonce used), so a lost answer never sends a stake or a slash twice.
+ */
 export async function write (c: Clients, w: Write): Promise<TransactionReceipt> {
-  let hash: Hex
+  const call = { account: c.account, address: w.address, abi: w.abi, functionName: w.functionName, args: w.args, value: w.value }
+  let signed: Hex
   try {
-    hash = await c.wallet.writeContract({ chain: c.chain, account: c.account, address: w.address, abi: w.abi, functionName: w.functionName, args: w.args, value: w.value, gas: w.gas })
+    await c.public.simulateContract(call)
+    const data = encodeFunctionData({ abi: w.abi, functionName: w.functionName, args: w.args })
+    const request = await c.wallet.prepareTransactionRequest({ chain: c.chain, account: c.account, to: w.address, data, value: w.value, gas: w.gas })
+    signed = await c.wallet.signTransaction({ ...request, chain: c.chain, account: c.account } as Parameters<WalletClient['signTransaction']>[0])
   } catch (err) {
     throw Object.assign(chainError(err, w.functionName), { cause: err })
+  }
+  const hash = keccak256(signed)
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await c.public.sendRawTransaction({ serializedTransaction: signed })
+      break
+    } catch (err) {
+      // An earlier try got through after all: wait for it like any other.
+      if (attempt > 1 && err instanceof BaseError && /already known|already imported|nonce too low/i.test(err.message)) break
+      if (!transient(err) || attempt === SEND_TRIES) throw Object.assign(chainError(err, w.functionName), { cause: err })
+      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt))
+    }
   }
   const receipt = await c.public.waitForTransactionReceipt({ hash, confirmations: c.confirmations })
   if (receipt.status !== 'success') throw new TesseraError('CHAIN_REVERT', `${w.functionName} reverted in block ${receipt.blockNumber} (transaction ${hash})`)
