@@ -107,29 +107,11 @@ describe('EVM ledger', () => {
     await expect(rightful.requestWithdraw('reporter', 26)).resolves.toMatchObject({ stake: 26 })
   })
 
-  it('slashes on valid evidence, rewards the reporter, leaves honest stakes alone, blacklists after the third slash', async () => {
-    const checker = fakeChecker()
-    const { d, ledger: l } = await fresh(checker)
+  it('the contract\'s storage and events say what the rebuilt log says after three slashes', async () => {
+    const { d, ledger: l } = await fresh()
     await l.stake('cheat', 100)
     await l.stake('honest', 10)
-    await l.stake('bystander', 7)
-    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 50, reason: 'receipts disagree' })
-    expect(checker.check).toHaveBeenCalledTimes(1)
-    const cheat = await l.standing('cheat')
-    expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
-    expect(cheat.reputation).toBeCloseTo(0.45)
-    expect((await l.standing('honest')).stake).toBe(35)
-    expect((await l.audit(4)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
-
-    await l.slash(evidence(2), 'honest')
-    expect(await l.isBlacklisted('cheat')).toBe(false)
-    await l.slash(evidence(3), 'honest')
-    expect(await l.isBlacklisted('cheat')).toBe(true)
-    expect((await l.standing('cheat')).stake).toBe(12.5)
-    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
-    expect(await l.standing('bystander')).toEqual({ peer: 'bystander', stake: 7, reputation: 0.5, slashed: 0, blacklisted: false })
-
-    // The contract agrees: its storage and its events say what the rebuilt log says.
+    for (const n of [1, 2, 3]) await l.slash(evidence(n), 'honest')
     const abi: Abi = (await stakeArtifact()).abi
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
     const peer = await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] }) as unknown[]

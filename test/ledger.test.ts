@@ -65,27 +65,6 @@ describe('SQLite ledger', () => {
 
   ledgerContract(async (checker) => await ledgerAt(join(tempDir('ledger'), 'l.db'), checker))
 
-  it('slashes on valid evidence, rewards the reporter, blacklists after the third slash', async () => {
-    const checker = fakeChecker()
-    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'), checker)
-    await l.stake('cheat', 100)
-    await l.stake('honest', 10)
-    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 50, reason: 'receipts disagree' })
-    expect(checker.check).toHaveBeenCalledTimes(1)
-    const cheat = await l.standing('cheat')
-    expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
-    expect(cheat.reputation).toBeCloseTo(0.45)
-    expect((await l.standing('honest')).stake).toBe(35)
-    expect((await l.audit(3)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
-
-    await l.slash(evidence(2), 'honest')
-    expect(await l.isBlacklisted('cheat')).toBe(false)
-    await l.slash(evidence(3), 'honest')
-    expect(await l.isBlacklisted('cheat')).toBe(true)
-    expect((await l.standing('cheat')).stake).toBe(12.5)
-    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
-  })
-
   it('survives reopening, and the chain verifies from genesis and keeps growing', async () => {
     const path = join(tempDir('ledger'), 'l.db')
     const l = await ledgerAt(path)

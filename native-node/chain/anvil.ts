@@ -53,6 +53,18 @@ export function anvilBinary (): string {
   return bin
 }
 
+/** The key source commands default to: an environment variable holding the arbiter's key. */
+export const DEFAULT_KEY_SOURCE = 'TESSERA_CHAIN_KEY'
+
+/**
+ * The key a command uses: `source` as given, except that the default source, unset, on a local
+ * anvil's chain means anvil's dev key 0 (public knowledge, so only there).
+ */
+export function chainKey (source: string | undefined, chainId: number | undefined): string {
+  const s = source ?? DEFAULT_KEY_SOURCE
+  return s === DEFAULT_KEY_SOURCE && process.env[DEFAULT_KEY_SOURCE] === undefined && chainId === ANVIL_CHAIN_ID ? devAccounts(1)[0] : s
+}
+
 export function devAccounts (count = 10): Hex[] {
   return Array.from({ length: count }, (_, i) => {
     const key = mnemonicToAccount(ANVIL_MNEMONIC, { addressIndex: i }).getHdKey().privateKey

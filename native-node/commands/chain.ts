@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander'
 import { Option } from 'commander'
-import { ANVIL_CHAIN_ID, devAccounts, startAnvil } from '../chain/anvil.js'
+import { chainKey, DEFAULT_KEY_SOURCE, startAnvil } from '../chain/anvil.js'
 import { DEFAULT_DEPLOYMENT, DEFAULT_WITHDRAW_DELAY, deployTessera, type Deployment } from '../chain/deploy.js'
 import { ZK_MODELS } from '../../shared/zk/model.js'
 import { releaseZkWorkers } from '../../shared/zk/verify.js'
@@ -39,7 +39,7 @@ export function registerChain (program: Command): void {
   chain.command('deploy')
     .description('deploy TesseraStake (this key becomes the arbiter) and write the deployment JSON')
     .option('--rpc <url>', 'JSON-RPC URL of the node', 'http://127.0.0.1:8545')
-    .option('--key <hex|ENV>', 'private key, or the environment variable holding it (default TESSERA_CHAIN_KEY; anvil\'s dev key 0 on a local anvil)', 'TESSERA_CHAIN_KEY')
+    .option('--key <hex|ENV>', 'private key, or the environment variable holding it (default TESSERA_CHAIN_KEY; anvil\'s dev key 0 on a local anvil)', DEFAULT_KEY_SOURCE)
     .option('--out <file>', 'where to write the deployment', DEFAULT_DEPLOYMENT)
     .option('--withdraw-delay <s>', 'seconds between a withdrawal request and its payout', int(0), DEFAULT_WITHDRAW_DELAY)
     .addOption(new Option('--zk <models...>', 'also deploy and register the Groth16 verifier of these seeded ZK models').choices(Object.keys(ZK_MODELS)))
@@ -47,8 +47,8 @@ export function registerChain (program: Command): void {
       const { createPublicClient, http } = await import('viem')
       const chainId = await createPublicClient({ transport: http(o.rpc, { retryCount: 0 }) }).getChainId().catch(() => undefined)
       // A local anvil's dev key is the obvious default there; anywhere else a key must be given.
-      const key = o.key === 'TESSERA_CHAIN_KEY' && process.env.TESSERA_CHAIN_KEY === undefined && chainId === ANVIL_CHAIN_ID ? devAccounts(1)[0] : o.key
-      if (key !== o.key) log.info('no TESSERA_CHAIN_KEY: using anvil\'s dev account 0')
+      const key = chainKey(o.key, chainId)
+      if (key !== o.key) log.info(`no ${DEFAULT_KEY_SOURCE}: using anvil's dev account 0`)
       try {
         const zk = []
         if (o.zk !== undefined) {

@@ -23,11 +23,8 @@ export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Comman
 
 /** The EVM ledger's configuration from a deployment file and a key source. */
 export async function evmConfig (f: LedgerFlags): Promise<EvmLedgerConfig> {
-  const [{ readDeployment }, { ANVIL_CHAIN_ID, devAccounts }] = await Promise.all([import('../chain/deploy.js'), import('../chain/anvil.js')])
+  const [{ readDeployment }, { chainKey }] = await Promise.all([import('../chain/deploy.js'), import('../chain/anvil.js')])
   if (f.chain === undefined) throw new InputError('--ledger evm needs --chain <deployment file>')
   const d = await readDeployment(f.chain)
-  const key = f.chainKey ?? 'TESSERA_CHAIN_KEY'
-  // anvil's dev keys are public: a fallback only where the chain is a local anvil.
-  const local = key === 'TESSERA_CHAIN_KEY' && process.env.TESSERA_CHAIN_KEY === undefined && d.chainId === ANVIL_CHAIN_ID
-  return { rpcUrl: d.rpcUrl, chainId: d.chainId, stakeAddress: d.stakeAddress, privateKey: local ? devAccounts(1)[0] : key, fromBlock: d.deployBlock }
+  return { rpcUrl: d.rpcUrl, chainId: d.chainId, stakeAddress: d.stakeAddress, privateKey: chainKey(f.chainKey, d.chainId), fromBlock: d.deployBlock }
 }

@@ -17,10 +17,10 @@ import { randomInputs } from '../../shared/zk/model.js'
 import { quantizeInput } from '../../shared/zk/quantize.js'
 import { releaseZkWorkers } from '../../shared/zk/verify.js'
 import { seededZkModel, setupZkModel } from '../../native-node/zk/setup.js'
+import { median } from './median.js'
 
 export interface ChainBenchRow { op: string, gas: number, medianMs: number, runs: number }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 
 export async function benchChain (runs = 7): Promise<{ rows: ChainBenchRow[], deployGas: number, verifierDeployGas: number }> {
   const anvil = await startAnvil()

@@ -22,8 +22,7 @@ import type { VerificationOptions } from '../../shared/client/types.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+import { median } from './median.js'
 
 interface ReceiptCost {
   computeMs: number

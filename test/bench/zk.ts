@@ -21,8 +21,7 @@ import { startRelay } from '../../relay/relay.js'
 import { REPO, tempDir } from '../helpers/paths.js'
 import { context, hasChromium, launch } from '../helpers/browser.js'
 import { reference, stories } from '../helpers/reference.js'
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+import { median } from './median.js'
 
 export interface ZkBenchRow {
   model: string

@@ -35,6 +35,29 @@ export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Led
     expect((await l.audit()).filter((e) => e.kind === 'blacklist')).toHaveLength(1)
   })
 
+  it('slashes on valid evidence, rewards the reporter, leaves bystanders alone, blacklists after the third slash', async () => {
+    const checker = fakeChecker()
+    const l = await open(checker)
+    await l.stake('cheat', 100)
+    await l.stake('honest', 10)
+    await l.stake('bystander', 7)
+    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 50, reason: 'receipts disagree' })
+    expect(checker.check).toHaveBeenCalledTimes(1)
+    const cheat = await l.standing('cheat')
+    expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
+    expect(cheat.reputation).toBeCloseTo(0.45)
+    expect((await l.standing('honest')).stake).toBe(35)
+    expect((await l.audit(4)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
+
+    await l.slash(evidence(2), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(false)
+    await l.slash(evidence(3), 'honest')
+    expect(await l.isBlacklisted('cheat')).toBe(true)
+    expect((await l.standing('cheat')).stake).toBe(12.5)
+    expect((await l.audit()).at(-1)).toMatchObject({ kind: 'blacklist', peer: 'cheat', data: { slashed: 3 } })
+    expect(await l.standing('bystander')).toEqual({ peer: 'bystander', stake: 7, reputation: 0.5, slashed: 0, blacklisted: false })
+  })
+
   it('invalid evidence, reused evidence and self-reports change nothing but the log', async () => {
     const checker = fakeChecker()
     const l = await open(checker)
