@@ -17,7 +17,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // libp2p 3 on Node 20 needs the start-up shim in test processes too (a no-op on 22+).
-    setupFiles: ['native-node/shim.ts'],
+    setupFiles: ['host/shim.ts'],
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 300_000,

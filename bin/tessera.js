@@ -4,5 +4,5 @@
 import { register } from 'tsx/esm/api'
 
 register()
-await import('../native-node/shim.ts')
-await import('../native-node/cli.ts')
+await import('../host/shim.ts')
+await import('../cli/main.ts')

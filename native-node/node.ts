@@ -23,8 +23,9 @@ import type { ShardRunner } from '../shared/runner.js'
 import { planMemory } from '../shared/plan.js'
 import { logger } from '../shared/log.js'
 import { InputError } from '../shared/errors.js'
-import { readManifest, loadShard } from './store.js'
-import { createPeer, loadOrCreateKey } from './libp2p.js'
+import { readManifest } from '../host/model-store.js'
+import { loadShard } from './store.js'
+import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
 import { detectHardware, memoryBudget } from './hardware.js'
 import { measureMsPerLayer } from '../shared/node/speed.js'
 import type { DevicePreference } from './ort.js'
@@ -214,7 +215,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
 async function loadZkModels (names: string[]): Promise<Map<string, ZkServed>> {
   const out = new Map<string, ZkServed>()
   if (names.length === 0) return out
-  const { seededZkModel, setupZkModel } = await import('./zk/setup.js')
+  const { seededZkModel, setupZkModel } = await import('../host/zk/setup.js')
   for (const name of names) {
     const setup = await setupZkModel(seededZkModel(name))
     const prover = await setup.prover()

@@ -1,133 +1,13 @@
 /**
- * Models on disk: a directory holding manifest.json, one `shard-I.onnx` + `shard-I.onnx.data`
- * per run of layers, and tokenizer.json when the source had one.
+ * Loading a built model directory's shards on onnxruntime-node, each verified against the
+ * manifest first (host/model-store.ts reads and writes the directory).
  */
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
-import { mkdir, open, readFile, rename, rm, writeFile, copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { WeightSource } from '../shared/model/weights.js'
-import { buildShard, type BuildProgress, type WeightDType } from '../shared/shard/build.js'
-import type { DataSink } from '../shared/shard/graph.js'
-import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
-import { checkManifest, modelRoot, shardHash, MANIFEST_FILE, type FileEntry, type Manifest, type ShardEntry } from '../shared/manifest.js'
-import { ShardHashError, ModelFormatError } from '../shared/errors.js'
-import type { OrtNodeOptions } from './ort.js'
+import type { Manifest } from '../shared/manifest.js'
+import { ModelFormatError } from '../shared/errors.js'
 import type { ShardRunner } from '../shared/runner.js'
-
-export interface BuildOptions extends SplitOptions {
-  dtype?: WeightDType
-  name?: string
-  source: string
-  /** Path of a tokenizer.json to copy beside the shards. */
-  tokenizer?: string
-  /** Build only these shard indices (the manifest still lists them all when every one exists). */
-  only?: number[]
-  int4Accuracy?: number
-  progress?: (shard: number, ...rest: Parameters<BuildProgress>) => void
-}
-
-/** Builds every shard of `weights` into `dir` and writes the manifest last (its presence means complete). */
-export async function buildModel (weights: WeightSource, dir: string, o: BuildOptions): Promise<Manifest> {
-  await mkdir(dir, { recursive: true })
-  const dtype = o.dtype ?? 'fp32'
-  const ranges = splitLayers(weights.config.nLayers, o)
-  const shards: ShardEntry[] = []
-  for (const [index, [start, end]] of ranges.entries()) {
-    if (o.only !== undefined && !o.only.includes(index)) continue
-    const onnxName = `shard-${index}.onnx`
-    const sink = await fileSink(join(dir, `${onnxName}.data`), `${onnxName}.data`)
-    let graph: Uint8Array
-    try {
-      graph = await buildShard(weights, { start, end, dtype, int4Accuracy: o.int4Accuracy }, sink, (...p) => o.progress?.(index, ...p))
-    } finally {
-      await sink.close()
-    }
-    await writeFile(join(dir, onnxName), graph)
-    const files: FileEntry[] = [
-      { name: onnxName, bytes: graph.byteLength, sha256: createHash('sha256').update(graph).digest('hex') },
-      { name: sink.fileName, bytes: sink.bytes, sha256: sink.digest() }
-    ]
-    shards.push({ index, layers: [start, end], dtype, files, sha256: shardHash(files), bytes: files[0].bytes + files[1].bytes })
-  }
-  let tokenizer: FileEntry | null = null
-  if (o.tokenizer !== undefined) {
-    await copyFile(o.tokenizer, join(dir, 'tokenizer.json'))
-    tokenizer = await describeFile(dir, 'tokenizer.json')
-  }
-  const manifest: Manifest = {
-    tessera: 1,
-    name: o.name ?? o.source,
-    source: o.source,
-    config: weights.config,
-    dtype,
-    tokenizer,
-    shards,
-    root: modelRoot(shards),
-    created: new Date().toISOString()
-  }
-  if (o.only === undefined) {
-    const tmp = join(dir, `${MANIFEST_FILE}.tmp`)
-    await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n')
-    await rename(tmp, join(dir, MANIFEST_FILE))
-  }
-  return manifest
-}
-
-/** Appends to a file while hashing, so a shard's data hash costs no second read. */
-async function fileSink (path: string, fileName: string): Promise<DataSink & { bytes: number, digest: () => string, close: () => Promise<void> }> {
-  await rm(path, { force: true })
-  const fh = await open(path, 'w')
-  const hash = createHash('sha256')
-  let bytes = 0
-  let hex: string | undefined
-  return {
-    fileName,
-    get bytes () { return bytes },
-    async append (chunk) {
-      const at = bytes
-      let done = 0
-      while (done < chunk.byteLength) done += (await fh.write(chunk, done, chunk.byteLength - done, at + done)).bytesWritten
-      hash.update(chunk)
-      bytes += chunk.byteLength
-      return at
-    },
-    digest: () => (hex ??= hash.digest('hex')),
-    close: async () => { await fh.close() }
-  }
-}
-
-async function describeFile (dir: string, name: string): Promise<FileEntry> {
-  return { name, bytes: (await stat(join(dir, name))).size, sha256: await hashFile(join(dir, name)) }
-}
-
-export async function hashFile (path: string): Promise<string> {
-  const h = createHash('sha256')
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer)
-  return h.digest('hex')
-}
-
-/** Reads and checks `dir`/manifest.json. */
-export async function readManifest (dir: string): Promise<Manifest> {
-  let text: string
-  try {
-    text = await readFile(join(dir, MANIFEST_FILE), 'utf8')
-  } catch {
-    throw new ModelFormatError(`${dir} holds no ${MANIFEST_FILE}: build a model there first (tessera build-model --out ${dir} …)`)
-  }
-  let parsed: unknown
-  try { parsed = JSON.parse(text) } catch (err) { throw new ModelFormatError(`${join(dir, MANIFEST_FILE)}: not valid JSON (${(err as Error).message})`) }
-  return checkManifest(parsed, join(dir, MANIFEST_FILE))
-}
-
-/** Hashes every file of `shard` and throws ShardHashError (naming the file) on any mismatch. */
-export async function verifyShardFiles (dir: string, shard: ShardEntry): Promise<void> {
-  for (const f of shard.files) {
-    const path = join(dir, f.name)
-    const actual = await hashFile(path).catch(() => 'missing')
-    if (actual !== f.sha256) throw new ShardHashError(path, f.sha256, actual)
-  }
-}
+import { readManifest, verifyShardFiles } from '../host/model-store.js'
+import type { OrtNodeOptions } from './ort.js'
 
 /** Verifies and loads one shard of a model directory on onnxruntime-node. */
 export async function loadShard (dir: string, manifest: Manifest, index: number, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
@@ -135,7 +15,7 @@ export async function loadShard (dir: string, manifest: Manifest, index: number,
   if (shard === undefined) throw new ModelFormatError(`model has ${manifest.shards.length} shards; there is no shard ${index}`)
   await verifyShardFiles(dir, shard)
   // onnxruntime-node loads on first use, so the relay and the build tools never load it.
-  const { loadShardNode } = await import('./ort.js')
+  const { loadShardNode } = await import('../native-node/ort.js')
   return await loadShardNode(join(dir, shard.files[0].name), shard, manifest.config, opts)
 }
 

@@ -24,8 +24,8 @@ import { InputError, TesseraError } from '../shared/errors.js'
 import { applyObservation, emaReputation, evidenceHash, initialStanding, makeEntry, shouldBlacklist, verifyChain } from '../shared/ledger/rules.js'
 import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerEntry, type LedgerRules, type PeerStanding } from '../shared/ledger/types.js'
 import type { Groth16Proof } from '../shared/zk/types.js'
-import { connect, peerKey, revertName, write, zkModelId, type Clients } from '../native-node/chain/clients.js'
-import { stakeArtifact } from '../native-node/chain/compile.js'
+import { connect, peerKey, revertName, write, zkModelId, type Clients } from './chain/clients.js'
+import { stakeArtifact } from './chain/compile.js'
 
 /** Wei per ledger unit: a join stake of 100 units is 0.1 ETH. */
 export const WEI_PER_UNIT = 10n ** 15n

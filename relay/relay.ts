@@ -11,14 +11,14 @@ import { ClaimBoard } from '../shared/client/board.js'
 import { openSqliteClaims } from './claims-sqlite.js'
 import { zkInfer } from '../shared/client/zk.js'
 import type { ZkModelEntry } from '../shared/zk/types.js'
-import type { SamplingSetup } from '../native-node/zk/setup.js'
+import type { SamplingSetup } from '../host/zk/setup.js'
 import { libp2pDialer } from '../shared/client/dialer.js'
 import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
 import { ConfigError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
-import { createPeer } from '../native-node/libp2p.js'
-import { readManifest } from '../native-node/store.js'
+import { createPeer } from '../host/libp2p.js'
+import { readManifest } from '../host/model-store.js'
 import { createRegistry, handleRegistry, type Registry } from './registry.js'
 import { createHttpApp, serveHttp } from './http.js'
 import { createMetricsRegistry } from './metrics.js'
@@ -187,7 +187,7 @@ async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModelEntry>>
       }
       out.set(e.name, e as ZkModelEntry)
     } else {
-      const { seededZkModel, setupZkModel } = await import('../native-node/zk/setup.js')
+      const { seededZkModel, setupZkModel } = await import('../host/zk/setup.js')
       out.set(name, (await setupZkModel(seededZkModel(name))).entry)
     }
   }
@@ -197,7 +197,7 @@ async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModelEntry>>
 /** The sampling circuit of each vocabulary size, set up once and cached (native-node/zk). */
 async function samplingSetups (vocabs: number[]): Promise<Map<number, SamplingSetup>> {
   const out = new Map<number, SamplingSetup>()
-  const { setupSampling } = await import('../native-node/zk/setup.js')
+  const { setupSampling } = await import('../host/zk/setup.js')
   for (const v of new Set(vocabs)) {
     log.info(`sampling proofs: setting up the argmax circuit for a vocabulary of ${v} (cached after the first time)`)
     out.set(v, await setupSampling(v))

@@ -1,5 +1,5 @@
 /** Hardware detection, self-measured speed and `tessera doctor`. */
-import '../native-node/shim.js' // libp2p in this process (the fake relay) needs it on Node 20
+import '../host/shim.js' // libp2p in this process (the fake relay) needs it on Node 20
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { cp, open } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -11,13 +11,14 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { buildModel, loadModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
+import { loadModel } from '../native-node/store.js'
 import { randomWeights } from '../shared/model/random.js'
 import { preset } from '../shared/model/config.js'
 import type { ShardRunner } from '../shared/runner.js'
 import { detectHardware, memoryBudget, parseNvidiaSmi, type Hardware } from '../native-node/hardware.js'
 import { measureMsPerLayer } from '../shared/node/speed.js'
-import type { Check } from '../native-node/commands/doctor.js'
+import type { Check } from '../cli/commands/doctor.js'
 import { tessera } from './helpers/cli.js'
 import { tempDir } from './helpers/paths.js'
 

@@ -3,7 +3,7 @@
  * generation finishes with the same ids as without the failure, and the route shows the switch.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
 import { reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { readSse, startNetwork, type TestNetwork } from './helpers/network.js'

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { buildModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
 import { startRelay, type RunningRelay } from '../relay/relay.js'
 import { startNode, type RunningNode } from '../native-node/node.js'
 import { parseFault } from '../shared/node/fault.js'

@@ -18,7 +18,8 @@ import { encodeSafetensors, openSafetensors, readSafetensorsHeader } from '../sh
 import type { WeightSource } from '../shared/model/weights.js'
 import { Pipeline, generate } from '../shared/pipeline.js'
 import { loadTokenizer } from '../shared/tokenizer.js'
-import { buildModel, loadModel, type BuildOptions } from '../native-node/store.js'
+import { buildModel, type BuildOptions } from '../host/model-store.js'
+import { loadModel } from '../native-node/store.js'
 import { ConfigError, ModelFormatError } from '../shared/errors.js'
 
 const PROMPT = [1, 5, 9]

@@ -3,7 +3,8 @@
  * and stay within the README's stated tolerance of fp32.
  */
 import { describe, expect, it } from 'vitest'
-import { buildModel, loadModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
+import { loadModel } from '../native-node/store.js'
 import { preset } from '../shared/model/config.js'
 import { fromFloat16, toFloat16 } from '../shared/model/dtype.js'
 import { randomWeights } from '../shared/model/random.js'

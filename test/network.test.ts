@@ -3,7 +3,7 @@
  * stories260K in 3 shards, generations through the OpenAI-compatible API.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
 import { reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { api, readSse, startNetwork, type TestNetwork } from './helpers/network.js'

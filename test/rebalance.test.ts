@@ -3,7 +3,8 @@
  * what the network lacks, and moves when another node makes it redundant.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildModel, loadModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
+import { loadModel } from '../native-node/store.js'
 import { greedyIds } from './helpers/reference.js'
 import { preset } from '../shared/model/config.js'
 import { randomWeights } from '../shared/model/random.js'

@@ -4,7 +4,8 @@
  * from the same shard files.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { buildModel, loadModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
+import { loadModel } from '../native-node/store.js'
 import { loadWasmRunners } from './helpers/wasm.js'
 import type { ShardRunner } from '../shared/runner.js'
 import { checkCase, reference, stories } from './helpers/reference.js'

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { buildModel } from '../native-node/store.js'
+import { buildModel } from '../host/model-store.js'
 import { reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { api, readSse, spawnTessera, startNetwork, type Proc, type TestNetwork } from './helpers/network.js'

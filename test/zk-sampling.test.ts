@@ -14,7 +14,7 @@ import { verifySamplingProof } from '../shared/verify/sampling.js'
 import { logitsCommitment, provedArgmax, quantizeLogits, LOGIT_EXP } from '../shared/zk/argmax.js'
 import { PROOF_BYTES } from '../shared/zk/proof.js'
 import { releaseZkWorkers } from '../shared/zk/verify.js'
-import { setupSampling, type SamplingSetup } from '../native-node/zk/setup.js'
+import { setupSampling, type SamplingSetup } from '../host/zk/setup.js'
 import { reference } from './helpers/reference.js'
 
 const VOCAB = 32

@@ -12,11 +12,11 @@ import { forwardFloat, randomInputs } from '../shared/zk/model.js'
 import { accumulate, forwardInt, quantizationError, quantizeInput, requantize, type QuantModel } from '../shared/zk/quantize.js'
 import { decodeProof, encodeProof, PROOF_BYTES } from '../shared/zk/proof.js'
 import { decodePublicSignals, releaseZkWorkers, verifyZkProof } from '../shared/zk/verify.js'
-import { requiredPower } from '../native-node/zk/ceremony.js'
-import { compileCircuit } from '../native-node/zk/compile.js'
-import { parseProgress } from '../native-node/zk/progress.js'
-import type { ProveResult, ZkProver } from '../native-node/zk/prove.js'
-import { seededZkModel, setupZkModel, type ZkSetup } from '../native-node/zk/setup.js'
+import { requiredPower } from '../host/zk/ceremony.js'
+import { compileCircuit } from '../host/zk/compile.js'
+import { parseProgress } from '../host/zk/progress.js'
+import type { ProveResult, ZkProver } from '../host/zk/prove.js'
+import { seededZkModel, setupZkModel, type ZkSetup } from '../host/zk/setup.js'
 
 const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'resolved', (e: unknown) => e instanceof ProtocolError ? e.code : String(e))
 

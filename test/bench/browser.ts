@@ -4,7 +4,8 @@
  * files; and the time from the "Contribute" click to the first request served.
  */
 import { join } from 'node:path'
-import { loadModel, buildModel } from '../../native-node/store.js'
+import { buildModel } from '../../host/model-store.js'
+import { loadModel } from '../../native-node/store.js'
 import { measureMsPerLayer } from '../../shared/node/speed.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { preset } from '../../shared/model/config.js'

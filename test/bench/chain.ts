@@ -6,17 +6,17 @@
  * block time. Measures only.
  */
 import { encodeFunctionData, type Abi, type Hex } from 'viem'
-import { startAnvil } from '../../native-node/chain/anvil.js'
-import { connect } from '../../native-node/chain/clients.js'
-import { verifierArtifact } from '../../native-node/chain/compile.js'
-import { deployTessera, deployZkVerifier } from '../../native-node/chain/deploy.js'
+import { startAnvil } from '../../relay/chain/anvil.js'
+import { connect } from '../../relay/chain/clients.js'
+import { verifierArtifact } from '../../relay/chain/compile.js'
+import { deployTessera, deployZkVerifier } from '../../relay/chain/deploy.js'
 import { openEvmLedger, proofCallArgs } from '../../relay/ledger-evm.js'
 import type { Evidence } from '../../shared/ledger/types.js'
 import { toField } from '../../shared/zk/field.js'
 import { randomInputs } from '../../shared/zk/model.js'
 import { quantizeInput } from '../../shared/zk/quantize.js'
 import { releaseZkWorkers } from '../../shared/zk/verify.js'
-import { seededZkModel, setupZkModel } from '../../native-node/zk/setup.js'
+import { seededZkModel, setupZkModel } from '../../host/zk/setup.js'
 import { median } from './median.js'
 
 export interface ChainBenchRow { op: string, gas: number, medianMs: number, runs: number }

@@ -5,7 +5,7 @@
  *   npm run bench                 all sections
  *   npm run bench -- spine        one section (spine, int4, …)
  */
-import '../../native-node/shim.js'
+import '../../host/shim.js'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cpus } from 'node:os'

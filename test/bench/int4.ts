@@ -5,7 +5,8 @@
 import type { WeightSource } from '../../shared/model/weights.js'
 import { Pipeline, lastRow } from '../../shared/pipeline.js'
 import { argmax } from '../../shared/sampler.js'
-import { buildModel, loadModel } from '../../native-node/store.js'
+import { buildModel } from '../../host/model-store.js'
+import { loadModel } from '../../native-node/store.js'
 import { tempDir } from '../helpers/paths.js'
 
 export interface Int4Accuracy { model: string, relRmsMax: number, relRmsMean: number, top1Agree: number, fp32Top1InInt4Top5: number, steps: number }

@@ -5,7 +5,8 @@
  */
 import { join } from 'node:path'
 import { startRelay } from '../../relay/relay.js'
-import { buildModel, loadModel } from '../../native-node/store.js'
+import { buildModel } from '../../host/model-store.js'
+import { loadModel } from '../../native-node/store.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { preset, type LlamaConfig } from '../../shared/model/config.js'
 import { Pipeline, generate } from '../../shared/pipeline.js'

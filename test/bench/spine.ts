@@ -9,7 +9,8 @@ import { preset } from '../../shared/model/config.js'
 import { MANIFEST_FILE } from '../../shared/manifest.js'
 import { Pipeline, generate } from '../../shared/pipeline.js'
 import type { WeightDType } from '../../shared/shard/build.js'
-import { buildModel, loadModel } from '../../native-node/store.js'
+import { buildModel } from '../../host/model-store.js'
+import { loadModel } from '../../native-node/store.js'
 
 export interface DecodeResult {
   preset: string

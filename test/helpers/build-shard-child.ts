@@ -3,8 +3,8 @@
  * into SHARDS, then prints its peak resident memory. Run: tsx build-shard-child.ts DIR OUT SHARDS ONLY
  */
 import { openHfDir } from '../../shared/model/hf.js'
-import { fileBlobs } from '../../native-node/fs-blob.js'
-import { buildModel } from '../../native-node/store.js'
+import { fileBlobs } from '../../host/fs-blob.js'
+import { buildModel } from '../../host/model-store.js'
 import { readFileSync } from 'node:fs'
 
 /**

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { verifyShardFiles } from '../../native-node/store.js'
+import { verifyShardFiles } from '../../host/model-store.js'
 import { loadShardWasm } from '../../web/src/runtime/ort-wasm.js'
 import type { Manifest } from '../../shared/manifest.js'
 import type { ShardRunner } from '../../shared/runner.js'

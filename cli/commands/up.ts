@@ -8,8 +8,8 @@ import { logger } from '../../shared/log.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
 import { startRelay } from '../../relay/relay.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
-import { buildModel, readManifest } from '../store.js'
-import { openSource } from '../source.js'
+import { buildModel, readManifest } from '../../host/model-store.js'
+import { openSource } from '../../host/source.js'
 import { int } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
@@ -37,7 +37,7 @@ export function registerUp (program: Command): void {
         await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
       }
       const manifest = await readManifest(o.model)
-      const chain = o.ledger === 'evm' ? await (await import('../chain/local.js')).startLocalChain() : undefined
+      const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
       const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web', ledger: o.ledgerFile, evm: chain?.config })
         .catch(async (err: Error) => { await chain?.anvil.stop(); throw err })
       if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)

@@ -13,8 +13,8 @@ import { logger } from '../../shared/log.js'
 import { ZK_MODELS, randomInputs } from '../../shared/zk/model.js'
 import { dequantizeOutput, quantizeInput } from '../../shared/zk/quantize.js'
 import { releaseZkWorkers, verifyZkProof } from '../../shared/zk/verify.js'
-import type { ProgressFn } from '../zk/progress.js'
-import { seededZkModel, setupZkModel, type ZkSetup } from '../zk/setup.js'
+import type { ProgressFn } from '../../host/zk/progress.js'
+import { seededZkModel, setupZkModel, type ZkSetup } from '../../host/zk/setup.js'
 import { int } from './options.js'
 
 const log = logger('tessera:node:zk')

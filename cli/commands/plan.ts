@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises'
 import { PRESETS, preset, paramCount, type LlamaConfig } from '../../shared/model/config.js'
 import { WEIGHT_DTYPES, type WeightDType } from '../../shared/shard/build.js'
 import { planMemory, type MemoryPlan } from '../../shared/plan.js'
-import { readManifest } from '../store.js'
+import { readManifest } from '../../host/model-store.js'
 import { int, memory } from './options.js'
 
 const fmt = (n: number): string => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 2 }) ?? String(n)

@@ -12,10 +12,10 @@ import { planMemory } from '../../shared/plan.js'
 import { ShardHashError } from '../../shared/errors.js'
 import type { Manifest } from '../../shared/manifest.js'
 import type { ShardRunner } from '../../shared/runner.js'
-import { detectHardware, memoryBudget, type Hardware } from '../hardware.js'
+import { detectHardware, memoryBudget, type Hardware } from '../../native-node/hardware.js'
 import { measureMsPerLayer } from '../../shared/node/speed.js'
-import { readManifest, verifyShardFiles } from '../store.js'
-import { loadShardNode } from '../ort.js'
+import { readManifest, verifyShardFiles } from '../../host/model-store.js'
+import { loadShardNode } from '../../native-node/ort.js'
 import { memory } from './options.js'
 
 export interface Check { name: string, status: 'ok' | 'warn' | 'fail', value: string, fix?: string }

@@ -5,8 +5,8 @@
  */
 import type { Command } from 'commander'
 import { Option } from 'commander'
-import { chainKey, DEFAULT_KEY_SOURCE, startAnvil } from '../chain/anvil.js'
-import { DEFAULT_DEPLOYMENT, DEFAULT_WITHDRAW_DELAY, deployTessera, type Deployment } from '../chain/deploy.js'
+import { chainKey, DEFAULT_KEY_SOURCE, startAnvil } from '../../relay/chain/anvil.js'
+import { DEFAULT_DEPLOYMENT, DEFAULT_WITHDRAW_DELAY, deployTessera, type Deployment } from '../../relay/chain/deploy.js'
 import { ZK_MODELS } from '../../shared/zk/model.js'
 import { releaseZkWorkers } from '../../shared/zk/verify.js'
 import { logger } from '../../shared/log.js'
@@ -52,7 +52,7 @@ export function registerChain (program: Command): void {
       try {
         const zk = []
         if (o.zk !== undefined) {
-          const { seededZkModel, setupZkModel } = await import('../zk/setup.js')
+          const { seededZkModel, setupZkModel } = await import('../../host/zk/setup.js')
           for (const name of o.zk) {
             const s = await setupZkModel(seededZkModel(name))
             zk.push({ entry: s.entry, zkey: s.keys.zkey })

@@ -23,7 +23,7 @@ export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Comman
 
 /** The EVM ledger's configuration from a deployment file and a key source. */
 export async function evmConfig (f: LedgerFlags): Promise<EvmLedgerConfig> {
-  const [{ readDeployment }, { chainKey }] = await Promise.all([import('../chain/deploy.js'), import('../chain/anvil.js')])
+  const [{ readDeployment }, { chainKey }] = await Promise.all([import('../../relay/chain/deploy.js'), import('../../relay/chain/anvil.js')])
   if (f.chain === undefined) throw new InputError('--ledger evm needs --chain <deployment file>')
   const d = await readDeployment(f.chain)
   return { rpcUrl: d.rpcUrl, chainId: d.chainId, stakeAddress: d.stakeAddress, privateKey: chainKey(f.chainKey, d.chainId), fromBlock: d.deployBlock }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { createPublicClient, http } from 'viem'
 import { logger } from '../../shared/log.js'
-import type { EvmLedgerConfig } from '../../relay/ledger-evm.js'
+import type { EvmLedgerConfig } from '../ledger-evm.js'
 import { startAnvil, type Anvil } from './anvil.js'
 import { deployTessera, readDeployment, type Deployment } from './deploy.js'
 

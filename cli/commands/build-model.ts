@@ -5,8 +5,8 @@ import { WEIGHT_DTYPES, type WeightDType } from '../../shared/shard/build.js'
 import { splitLayers } from '../../shared/shard/split.js'
 import { logger } from '../../shared/log.js'
 import { ConfigError } from '../../shared/errors.js'
-import { openSource } from '../source.js'
-import { buildModel } from '../store.js'
+import { openSource } from '../../host/source.js'
+import { buildModel } from '../../host/model-store.js'
 import { int, intList } from './options.js'
 
 const log = logger('tessera:node:build')

@@ -16,7 +16,7 @@ import solc from 'solc'
 import { zKey } from 'snarkjs'
 import type { Abi, Hex } from 'viem'
 import { TesseraError } from '../../shared/errors.js'
-import { publish, tempPath } from '../zk/cache.js'
+import { publish, tempPath } from '../../host/zk/cache.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CONTRACTS_DIR = join(ROOT, 'relay', 'contracts')
