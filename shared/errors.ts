@@ -1,10 +1,41 @@
 /**
- * Named errors for the whole core. Each carries a default message that says what to do next,
- * so a CLI, an HTTP handler or a page can show `err.message` as it is.
+ * The one error vocabulary of Tessera. Every error we throw is a TesseraError whose `code` comes
+ * from ErrorCode; the wire (error replies between peers), the HTTP API and the CLI all map it the
+ * same way (httpStatus below; the CLI prints `tessera: <message>` and exits 1). Messages say what
+ * to do next, so a CLI, an HTTP handler or a page can show `err.message` as it is. Code that
+ * decides what to do on an error looks at `code` (or the class), never at the message text.
  */
+
+/** Every code, by where it arises. */
+export const ERROR_CODES = [
+  // A request that cannot be run as given (the caller's fault; never retried elsewhere).
+  'INPUT', 'CONFIG', 'MODEL_FORMAT', 'SHARD_HASH', 'NOT_FOUND',
+  // Replies on the peer protocols (/tessera/infer, /dispute, /zk): the node names what it refused.
+  'MALFORMED', 'TOO_LARGE', 'WRONG_MODEL', 'WRONG_LAYERS', 'BAD_STEP', 'BUSY', 'EXPIRED', 'INTERNAL',
+  // What a client sees of a peer that failed it: the session fails over.
+  'UNREACHABLE', 'TIMEOUT', 'RESET', 'BAD_REPLY', 'BAD_RECEIPT', 'DISPUTE_TIMEOUT', 'ANNOUNCE_REFUSED',
+  // The network as a whole.
+  'NO_ROUTE', 'BAD_ROUTE', 'VERIFICATION_FAILED', 'CIRCUIT_OPEN', 'BAD_CLAIM',
+  // Ledger and chain.
+  'BAD_SIGNATURE', 'LEDGER_CLOSED', 'CHAIN', 'CHAIN_REVERT', 'CHAIN_UNREACHABLE', 'NO_ANVIL', 'ANVIL_START', 'SOLC',
+  // Zero-knowledge proofs.
+  'ZK_MALFORMED', 'ZK_WRONG_MODEL', 'ZK_WRONG_INPUT', 'ZK_WRONG_OUTPUT', 'ZK_WRONG_COMMITMENT', 'ZK_INVALID_PROOF', 'ZK_SETUP'
+] as const
+
+export type ErrorCode = (typeof ERROR_CODES)[number]
+
+/** Codes a node may send in an error reply on /tessera/infer/1.0.0. */
+export type WireCode = 'MALFORMED' | 'TOO_LARGE' | 'WRONG_MODEL' | 'WRONG_LAYERS' | 'BAD_STEP' | 'BUSY' | 'INTERNAL' | 'EXPIRED' | 'BAD_RECEIPT' | 'NOT_FOUND'
+
+/** Codes a peer's reply may carry that blame the request, not the peer: no failover, the caller hears of it. */
+export const CALLER_FAULTS: ReadonlySet<ErrorCode> = new Set(['MALFORMED', 'TOO_LARGE', 'BAD_STEP'])
+
+/** A code from the wire, or INTERNAL for anything a peer made up. */
+export const asErrorCode = (code: unknown): ErrorCode => (ERROR_CODES as readonly unknown[]).includes(code) ? code as ErrorCode : 'INTERNAL'
+
 export class TesseraError extends Error {
-  readonly code: string
-  constructor (code: string, message: string) {
+  readonly code: ErrorCode
+  constructor (code: ErrorCode, message: string) {
     super(message)
     this.name = new.target.name
     this.code = code
@@ -36,14 +67,12 @@ export class InputError extends TesseraError {
 }
 
 /** A peer sent something the protocol does not allow; `code` travels back in the error reply. */
-export class ProtocolError extends TesseraError {
-  constructor (code: string, message: string) { super(code, message) }
-}
+export class ProtocolError extends TesseraError {}
 
 /** A remote hop failed (error reply, dead stream, time-out): the client re-routes around it. */
 export class HopError extends TesseraError {
   readonly peer: string
-  constructor (peer: string, code: string, message: string) {
+  constructor (peer: string, code: ErrorCode, message: string) {
     super(code, `peer ${peer.slice(-8)}: ${message}`)
     this.peer = peer
   }
@@ -65,5 +94,26 @@ export class CircuitOpenError extends TesseraError {
   constructor (message: string, retryAfterMs: number) {
     super('CIRCUIT_OPEN', message)
     this.retryAfterMs = retryAfterMs
+  }
+}
+
+/**
+ * The HTTP status of each code, for every API that answers with one: the caller's fault is 4xx,
+ * the network's state 503, a peer's failure reaching the caller 502. Anything not a
+ * TesseraError is a bug: 500.
+ */
+export function httpStatus (err: unknown): number {
+  if (!(err instanceof TesseraError)) return 500
+  switch (err.code) {
+    case 'INPUT': case 'CONFIG': case 'MALFORMED': case 'TOO_LARGE': case 'BAD_CLAIM':
+      return 400
+    case 'NOT_FOUND':
+      return 404
+    case 'NO_ROUTE': case 'CIRCUIT_OPEN':
+      return 503
+    case 'INTERNAL':
+      return 500
+    default:
+      return 502
   }
 }

@@ -28,7 +28,7 @@ function fakeGenerator (): Generator & { calls: Array<{ req: GenerationRequest, 
       if (req.prompt[0] === 901) throw new InputError('token 9999 is outside the vocabulary')
       if (req.prompt[0] === 902) throw new HopError('peerA', 'TIMEOUT', 'timed out')
       if (req.prompt[0] === 903) throw new Error('boom')
-      if (req.prompt[0] === 905) { yield { id: 1, index: 0, hops: HOPS }; throw new HopError('peerB', 'GONE', 'stream reset') }
+      if (req.prompt[0] === 905) { yield { id: 1, index: 0, hops: HOPS }; throw new HopError('peerB', 'RESET', 'stream reset') }
       const endless = req.prompt[0] === 904
       const tokens = endless ? [] : [...req.prompt].reverse().slice(0, req.maxTokens)
       for (let i = 0; endless || i < tokens.length; i++) {
@@ -160,7 +160,7 @@ describe('OpenAI completions', () => {
     expect(mid.status).toBe(200)
     const data = sseData(await mid.text())
     expect(data).toHaveLength(2)
-    expect(JSON.parse(data[1]).error).toMatchObject({ code: 'GONE', type: 'upstream_error' })
+    expect(JSON.parse(data[1]).error).toMatchObject({ code: 'RESET', type: 'upstream_error' })
   })
 
   it('aborts the generation when the client goes away', async () => {

@@ -9,7 +9,7 @@ import { decodeNodeMsg, encodeMsg, f32, bytesOf, INFER_PROTOCOL, type NodeMsg } 
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
-import { HopError, ProtocolError } from '../errors.js'
+import { asErrorCode, HopError, ProtocolError, type ErrorCode } from '../errors.js'
 import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 
@@ -47,7 +47,7 @@ export interface HopTimeouts {
  * checked here against the logits it sent.
  */
 export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts, o: { keep?: boolean, commit?: boolean } = {}): Promise<RemoteHop> {
-  const fail = (code: string, message: string): HopError => new HopError(peer.peer, code, message)
+  const fail = (code: ErrorCode, message: string): HopError => new HopError(peer.peer, code, message)
   let stream: Stream
   try {
     stream = await dialer.dial(peer, INFER_PROTOCOL, AbortSignal.timeout(t.openMs))
@@ -66,11 +66,11 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       bytes = (await lp.read({ signal: AbortSignal.timeout(ms) })).subarray()
     } catch (err) {
       stream.abort(err as Error)
-      throw fail('TIMEOUT_OR_RESET', `no reply: ${(err as Error).message}`)
+      throw fail('TIMEOUT', `no reply: ${(err as Error).message}`)
     }
     let m: NodeMsg
     try { m = decodeNodeMsg(bytes) } catch (err) { stream.abort(err as Error); throw fail('BAD_REPLY', (err as Error).message) }
-    if (m.t === 'error') throw fail(m.code, m.message)
+    if (m.t === 'error') throw fail(asErrorCode(m.code), m.message)
     return m
   }
   const write = async (bytes: Uint8Array): Promise<void> => {

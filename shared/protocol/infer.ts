@@ -16,7 +16,7 @@
  * continue its cache exactly, so a replayed history cannot be misplaced.
  */
 import { decode, encode } from 'cborg'
-import { ProtocolError } from '../errors.js'
+import { ProtocolError, type WireCode } from '../errors.js'
 
 export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
 /**
@@ -37,7 +37,7 @@ export interface ErrorMsg { t: 'error', code: ErrorCode, message: string }
 export type ClientMsg = OpenMsg | ForwardMsg | CloseMsg
 export type NodeMsg = OpenedMsg | ResultMsg | ErrorMsg
 
-export type ErrorCode = 'MALFORMED' | 'TOO_LARGE' | 'WRONG_MODEL' | 'WRONG_LAYERS' | 'BAD_STEP' | 'BUSY' | 'INTERNAL' | 'EXPIRED' | 'BAD_RECEIPT'
+export type ErrorCode = WireCode
 
 export function encodeMsg (m: ClientMsg | NodeMsg): Uint8Array { return encode(m) }
 
