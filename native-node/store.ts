@@ -15,7 +15,7 @@ export async function loadShard (dir: string, manifest: Manifest, index: number,
   if (shard === undefined) throw new ModelFormatError(`model has ${manifest.shards.length} shards; there is no shard ${index}`)
   await verifyShardFiles(dir, shard)
   // onnxruntime-node loads on first use, so the relay and the build tools never load it.
-  const { loadShardNode } = await import('../native-node/ort.js')
+  const { loadShardNode } = await import('./ort.js')
   return await loadShardNode(join(dir, shard.files[0].name), shard, manifest.config, opts)
 }
 

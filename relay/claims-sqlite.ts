@@ -4,8 +4,8 @@
  * accepted instead of forgetting them, and `GET /api/claims/:id` still answers for old ones.
  */
 import Database from 'better-sqlite3'
-import { claimFromJson, claimToJson } from '../shared/client/claim-sink.js'
-import type { ClaimStore, StoredClaim } from '../shared/client/board.js'
+import { claimFromJson, claimToJson } from '../shared/optimistic/claim-sink.js'
+import type { ClaimStore, StoredClaim } from '../shared/optimistic/board.js'
 import type { Settlement } from '../shared/client/types.js'
 
 const SCHEMA = `

@@ -6,7 +6,7 @@
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
-import type { ClaimBoard } from '../shared/client/board.js'
+import type { ClaimBoard } from '../shared/optimistic/board.js'
 import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
 import {

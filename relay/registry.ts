@@ -8,7 +8,7 @@ import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { decode, encode } from 'cborg'
 import { ANNOUNCE_PROTOCOL, PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../shared/protocol/capability.js'
 import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES } from '../shared/protocol/limits.js'
-import type { PeerDirectory } from '../shared/client/dialer.js'
+import type { PeerDirectory } from '../shared/route/directory.js'
 import { logger } from '../shared/log.js'
 
 const log = logger('tessera:relay:registry')

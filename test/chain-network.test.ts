@@ -117,7 +117,7 @@ describe('the network on the EVM ledger', () => {
 
   it('a forging ZK prover is slashed by a counter-proof the chain verifies; a forged counter-proof is refused by it', async () => {
     const { zkInfer } = await import('../shared/client/zk.js')
-    const { libp2pDialer } = await import('../shared/client/dialer.js')
+    const { libp2pDialer } = await import('../shared/route/directory.js')
     const x = Array.from(quantizeInput(zk.model.quant, randomInputs(zk.entry.shape.layers[0].inputs, 1, 41)[0]))
     const reports: Array<{ receipts: Uint8Array[] }> = []
     const quiet = { weight: () => 0.5, excluded: () => false, observe: () => {}, report: async (e: { receipts: Uint8Array[] }) => { reports.push(e); return { slashed: false, amount: 0, reason: '' } } }

@@ -19,9 +19,9 @@ import { tempDir } from './helpers/paths.js'
 import { api, waitFor } from './helpers/network.js'
 import { createPeer } from '../host/libp2p.js'
 import { createClient } from '../shared/client/client.js'
-import { libp2pDialer, relayDirectory } from '../shared/client/dialer.js'
-import { claimToJson, httpClaimSink } from '../shared/client/claim-sink.js'
-import type { Claim } from '../shared/client/board.js'
+import { libp2pDialer, relayDirectory } from '../shared/route/directory.js'
+import { claimToJson, httpClaimSink } from '../shared/optimistic/claim-sink.js'
+import type { Claim } from '../shared/optimistic/board.js'
 
 let model: string
 

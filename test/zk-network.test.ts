@@ -94,7 +94,7 @@ describe('zk over the network', () => {
     const ledger = { weight: () => 0.5, excluded: () => false, observe: () => {}, report: async (e: { accused: string, receipts: Uint8Array[] }) => { reports.push(e); return { slashed: false, amount: 0, reason: '' } } }
     // find(), not list(): the forger may be blacklisted by now, and listings leave it out.
     const peers = async (): Promise<any[]> => [relay.registry.find(forger.peerId)]
-    await expect(zkInfer({ dialer: (await import('../shared/client/dialer.js')).libp2pDialer(relay.libp2p), peers, models: () => setup.entry, ledger }, 'small', q)).rejects.toThrow(/no verified proof for small: .*ZK_INVALID_PROOF|does not verify/)
+    await expect(zkInfer({ dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers, models: () => setup.entry, ledger }, 'small', q)).rejects.toThrow(/no verified proof for small: .*ZK_INVALID_PROOF|does not verify/)
     expect(reports).toHaveLength(1)
     const before = (await relay.ledger.standing(forger.peerId)).slashed
     const v = await relay.ledger.slash({ kind: 'proof', accused: forger.peerId, receipts: reports[0].receipts, detail: {} }, relay.libp2p.peerId.toString())
@@ -102,7 +102,7 @@ describe('zk over the network', () => {
     expect((await relay.ledger.standing(forger.peerId)).slashed).toBe(before + 1)
     // An honest reply is no evidence.
     const honestPeers = async (): Promise<any[]> => [relay.registry.find(honest.peerId)]
-    const ok = await zkInfer({ dialer: (await import('../shared/client/dialer.js')).libp2pDialer(relay.libp2p), peers: honestPeers, models: () => setup.entry, ledger }, 'small', q)
+    const ok = await zkInfer({ dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers: honestPeers, models: () => setup.entry, ledger }, 'small', q)
     const no = await relay.ledger.slash({ kind: 'proof', accused: honest.peerId, receipts: [ok.reply], detail: {} }, relay.libp2p.peerId.toString())
     expect(no.slashed).toBe(false)
     expect(no.reason).toMatch(/the proof verifies: nothing to slash/)

@@ -12,9 +12,9 @@ import { float, int, intList } from './options.js'
 import { createPeer } from '../../host/libp2p.js'
 import { createClient, normalizeVerification } from '../../shared/client/client.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
-import { httpClaimSink } from '../../shared/client/claim-sink.js'
+import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { VerificationMode } from '../../shared/client/types.js'
-import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
+import { libp2pDialer, relayDirectory } from '../../shared/route/directory.js'
 
 const log = logger('tessera:node:generate')
 

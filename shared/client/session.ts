@@ -19,9 +19,9 @@ import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
 import { tally } from '../verify/vote.js'
 import { BanList } from './bans.js'
 import type { LedgerLink } from './ledger-link.js'
-import type { Claim, HopClaim } from './board.js'
+import type { Claim, HopClaim } from '../optimistic/board.js'
 import { openRemoteHop, type Dialer, type HopTimeouts, type RemoteHop } from './remote-hop.js'
-import { findRoute, hopCost, serversOf, type RouteCosts } from './route.js'
+import { findRoute, hopCost, serversOf, type RouteCosts } from '../route/route.js'
 import type { FaultReport, HopSummary, HopTrace, RouteSwitch, Verdict, VerificationMode } from './types.js'
 
 const log = logger('tessera:client:session')

@@ -4,7 +4,7 @@
  */
 import type { Capability } from '../protocol/capability.js'
 import type { Manifest, ShardEntry } from '../manifest.js'
-import { coverage } from '../client/route.js'
+import { coverage } from '../route/route.js'
 import { ConfigError } from '../errors.js'
 
 /**

@@ -14,12 +14,12 @@
  * claims go to its board (POST /api/claims) and `(await gen.result).settlement` says how they end.
  */
 import { createClient, type Client } from '../../shared/client/client.js'
-import { libp2pDialer, relayDirectory } from '../../shared/client/dialer.js'
+import { libp2pDialer, relayDirectory } from '../../shared/route/directory.js'
 import type { ZkResult } from '../../shared/client/zk.js'
 import type { ZkModelEntry } from '../../shared/zk/types.js'
 import type { SamplingEntry, SamplingProofJson } from '../../shared/zk/argmax.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
-import { httpClaimSink } from '../../shared/client/claim-sink.js'
+import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 

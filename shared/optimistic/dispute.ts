@@ -12,8 +12,8 @@ import { layerLeaf, verifyMerkleProof } from '../verify/merkle.js'
 import { openPart, type Opening, type PartBody } from '../verify/dispute.js'
 import { chainRows, EMPTY_CHAIN, type ReceiptBody } from '../verify/receipt.js'
 import { bytesToHex } from '../hash.js'
-import type { Dialer } from './remote-hop.js'
-import { request } from './request.js'
+import type { Dialer } from '../client/remote-hop.js'
+import { request } from '../client/request.js'
 
 /** A party failed to answer in time, or answered with something it did not commit to. */
 export class DisputeTimeout extends Error {

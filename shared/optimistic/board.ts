@@ -27,10 +27,10 @@ import { execute, keptState, locate, reveal, type Party } from './dispute.js'
 import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
 import { chainRows, EMPTY_CHAIN, openReceipt } from '../verify/receipt.js'
 import { tally, type Claim as Vote } from '../verify/vote.js'
-import type { LedgerLink } from './ledger-link.js'
-import { openRemoteHop, type Dialer, type HopTimeouts } from './remote-hop.js'
-import { serversOf, DEFAULT_COSTS } from './route.js'
-import type { ChallengeReport, Settlement } from './types.js'
+import type { LedgerLink } from '../client/ledger-link.js'
+import { openRemoteHop, type Dialer, type HopTimeouts } from '../client/remote-hop.js'
+import { serversOf, DEFAULT_COSTS } from '../route/route.js'
+import type { ChallengeReport, Settlement } from '../client/types.js'
 
 const log = logger('tessera:board')
 

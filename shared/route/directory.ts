@@ -5,7 +5,7 @@ import { lpStream } from '@libp2p/utils'
 import { decode, encode } from 'cborg'
 import { PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../protocol/capability.js'
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
-import type { Dialer } from './remote-hop.js'
+import type { Dialer } from '../client/remote-hop.js'
 import { logger } from '../log.js'
 
 const log = logger('tessera:client:directory')

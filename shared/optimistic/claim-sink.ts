@@ -8,7 +8,7 @@ import { bytesOf } from '../protocol/infer.js'
 import { InputError } from '../errors.js'
 import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import type { Claim, ClaimSink } from './board.js'
-import type { Settlement } from './types.js'
+import type { Settlement } from '../client/types.js'
 
 type JsonInput = { tokens: number[] } | { hidden: string, seq: number }
 export interface ClaimJson {
