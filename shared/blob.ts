@@ -2,6 +2,8 @@
  * Read bytes of named files by range: local files in Node, HTTP range requests or browser
  * storage on the web. Importers read through this so they never need the whole file in memory.
  */
+import { TesseraError } from './errors.js'
+
 export interface BlobSource {
   /** Size in bytes of `name`; throws if it does not exist. */
   size (name: string): Promise<number>
@@ -19,7 +21,7 @@ export async function readText (src: BlobSource, name: string): Promise<string> 
 export function memoryBlobs (files: Record<string, Uint8Array>): BlobSource {
   const get = (name: string): Uint8Array => {
     const f = files[name]
-    if (f === undefined) throw new Error(`no such file: ${name}`)
+    if (f === undefined) throw new TesseraError('NOT_FOUND', `no such file: ${name}`)
     return f
   }
   return {

@@ -196,7 +196,7 @@ export class OrtShardRunner implements ShardRunner {
 export function sessionFiles (files: Map<string, Uint8Array>, shard: ShardEntry): { graph: Uint8Array, externalData: Array<{ path: string, data: Uint8Array }> } {
   const [graph, ...externalData] = shard.files.map((f) => {
     const data = files.get(f.name)
-    if (data === undefined) throw new Error(`shard ${shard.index}: file ${f.name} was not provided`)
+    if (data === undefined) throw new InputError(`shard ${shard.index}: file ${f.name} was not provided`)
     return { path: f.name, data }
   })
   return { graph: graph.data, externalData }

@@ -258,7 +258,7 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
     ref: await referee()
   })
   const evidence = (loser: { peer: string, receipt: Uint8Array }, winner: { receipt: Uint8Array }, part: Uint8Array, openings: Opening[], layer = 1): Evidence =>
-    disputeEvidence(loser, winner, part, layer, openings, {})
+    disputeEvidence(loser, winner, part, { layer, openings, detail: {} })
   const check = receiptEvidenceChecker()
 
   it('convicts the party the referee disagrees with, given both agreed on what entered the block', async () => {

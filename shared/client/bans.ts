@@ -1,7 +1,9 @@
+import { CLIENT_DEFAULTS } from './config.js'
+
 /** Peers that failed recently are skipped for a while; each repeat failure doubles the wait (Petals: 15 s, doubling). */
 export class BanList {
   private readonly bans = new Map<string, { until: number, ms: number }>()
-  constructor (private readonly baseMs = 15_000, private readonly maxMs = 300_000, private readonly now = () => Date.now()) {}
+  constructor (private readonly baseMs = CLIENT_DEFAULTS.banMs, private readonly maxMs = CLIENT_DEFAULTS.maxBanMs, private readonly now = () => Date.now()) {}
 
   ban (peer: string): void {
     const prev = this.bans.get(peer)

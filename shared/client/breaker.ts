@@ -10,6 +10,7 @@
  * (the ledger deals with it).
  */
 import { CircuitOpenError } from '../errors.js'
+import { CLIENT_DEFAULTS } from './config.js'
 
 export interface BreakerOptions {
   /** Sliding window over which outcomes are counted (ms). */
@@ -22,7 +23,7 @@ export interface BreakerOptions {
   cooldownMs: number
 }
 
-export const DEFAULT_BREAKER: BreakerOptions = { windowMs: 60_000, minFailures: 3, maxFailureRate: 0.5, cooldownMs: 15_000 }
+export const DEFAULT_BREAKER: BreakerOptions = CLIENT_DEFAULTS.breaker
 
 export type BreakerState = 'closed' | 'open' | 'half-open'
 

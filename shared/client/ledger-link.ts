@@ -6,6 +6,7 @@
 import type { Evidence, PeerStanding } from '../ledger/types.js'
 import { DEFAULT_RULES } from '../ledger/types.js'
 import { logger } from '../log.js'
+import { TesseraError } from '../errors.js'
 import { bytesToBase64 } from '../base64.js'
 
 const log = logger('tessera:client:ledger')
@@ -72,7 +73,7 @@ export function httpLedgerLink (base: string, reporter?: string, fetchFn: typeof
   return cachedLedgerLink({
     standings: async () => {
       const r = await fetchFn(new URL('/api/ledger', base))
-      if (!r.ok) throw new Error(`GET /api/ledger: HTTP ${r.status}`)
+      if (!r.ok) throw new TesseraError('UNREACHABLE', `GET /api/ledger: HTTP ${r.status}`)
       return ((await r.json()) as { standings: PeerStanding[] }).standings
     },
     slash: async (e) => {

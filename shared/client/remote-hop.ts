@@ -9,7 +9,7 @@ import { decodeNodeMsg, encodeMsg, f32, bytesOf, INFER_PROTOCOL, type NodeMsg } 
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
-import { asErrorCode, HopError, ProtocolError, type ErrorCode } from '../errors.js'
+import { asErrorCode, HopError, ProtocolError, TesseraError, type ErrorCode } from '../errors.js'
 import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 
@@ -111,7 +111,7 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt!, fp }
     },
     close () {
-      void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new Error('closed')) })
+      void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new TesseraError('RESET', 'closed')) })
     }
   }
 }

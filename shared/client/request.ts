@@ -6,6 +6,7 @@ import { lpStream } from '@libp2p/utils'
 import { decode, encode } from 'cborg'
 import type { Capability } from '../protocol/capability.js'
 import type { Dialer } from './remote-hop.js'
+import { asErrorCode, ProtocolError, TesseraError } from '../errors.js'
 
 export async function request (dialer: Dialer, peer: Capability, protocol: string, message: Record<string, unknown> | Uint8Array, o: { ms: number, maxBytes: number }): Promise<Record<string, unknown>> {
   const signal = AbortSignal.timeout(o.ms)
@@ -14,9 +15,9 @@ export async function request (dialer: Dialer, peer: Capability, protocol: strin
     const lp = lpStream(stream, { maxDataLength: o.maxBytes })
     await lp.write(message instanceof Uint8Array ? message : encode(message), { signal })
     const m = decode((await lp.read({ signal })).subarray()) as Record<string, unknown>
-    if (m.t === 'error') throw new Error(typeof m.message === 'string' ? m.message : 'refused')
+    if (m.t === 'error') throw new ProtocolError(asErrorCode(m.code), typeof m.message === 'string' ? m.message : 'refused')
     return m
   } finally {
-    await stream.close().catch(() => stream.abort(new Error('done')))
+    await stream.close().catch(() => stream.abort(new TesseraError('RESET', 'done')))
   }
 }

@@ -21,6 +21,8 @@ export interface GenerationRequest extends SamplingOptions {
    * sampling step only, not the layers. Needs temperature 0 and a client with a sampling prover.
    */
   proveSampling?: boolean
+  /** Peer ids this generation must not use (a corrected re-run avoids whoever was caught). */
+  avoid?: string[]
 }
 
 /**

@@ -86,7 +86,7 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
 
 async function ask (o: ZkClientOptions, peer: Capability, model: string, x: Int8Array): Promise<Uint8Array> {
   const m = await request(o.dialer, peer, ZK_PROTOCOL, encodeZkRequest(model, x), { ms: o.timeoutMs ?? 60_000, maxBytes: MAX_RECORD_BYTES })
-  if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new Error('malformed reply')
+  if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new ProtocolError('BAD_REPLY', 'malformed reply')
   return m.reply
 }
 

@@ -5,9 +5,9 @@
  */
 import type { HopInput } from '../runner.js'
 import { bytesOf } from '../protocol/infer.js'
-import { InputError } from '../errors.js'
+import { InputError, TesseraError } from '../errors.js'
 import { base64ToBytes, bytesToBase64 } from '../base64.js'
-import type { Claim, ClaimSink } from './board.js'
+import type { Claim, ClaimSink } from './claim.js'
 import type { Settlement } from '../client/types.js'
 
 type JsonInput = { tokens: number[] } | { hidden: string, seq: number }
@@ -72,10 +72,10 @@ export function httpClaimSink (base: string, fetchFn: typeof fetch = fetch): Cla
   return {
     async submit (claim, rerun) {
       const posted = await fetchFn(new URL('/api/claims', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(claimToJson(claim)) })
-      if (!posted.ok) throw new Error(`POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`)
+      if (!posted.ok) throw new TesseraError(posted.status === 400 ? 'BAD_CLAIM' : 'UNREACHABLE', `POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`)
       const events = await (await fetchFn(new URL(`/api/claims/${encodeURIComponent(claim.id)}/events`, base))).text()
       const line = events.split('\n').find((l) => l.startsWith('data:'))
-      if (line === undefined) throw new Error(`the relay sent no settlement for claim ${claim.id}`)
+      if (line === undefined) throw new TesseraError('BAD_REPLY', `the relay sent no settlement for claim ${claim.id}`)
       const s = JSON.parse(line.slice(5)) as Settlement
       if (s.status === 'overturned' && rerun !== undefined) s.tokens = await rerun(s.challenges)
       return s

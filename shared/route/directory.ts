@@ -7,6 +7,7 @@ import { PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapabilit
 import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import type { Dialer } from '../client/remote-hop.js'
 import { logger } from '../log.js'
+import { CLIENT_DEFAULTS } from '../client/config.js'
 
 const log = logger('tessera:client:directory')
 
@@ -27,14 +28,14 @@ export interface PeerDirectory { list (): Promise<Capability[]> }
  * Reads the relay's registry over /tessera/peers/1.0.0 and checks every record's signature
  * itself (the relay is not trusted to vouch for peers). Cached for `cacheMs`.
  */
-export function relayDirectory (node: Libp2p, relay: string | Multiaddr, cacheMs = 1000): PeerDirectory {
+export function relayDirectory (node: Libp2p, relay: string | Multiaddr, cacheMs = CLIENT_DEFAULTS.directoryCacheMs): PeerDirectory {
   const addr = typeof relay === 'string' ? multiaddr(relay) : relay
   let cached: { at: number, peers: Promise<Capability[]> } | undefined
   const fetchPeers = async (): Promise<Capability[]> => {
-    const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, { signal: AbortSignal.timeout(10_000), runOnLimitedConnection: true })
+    const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, { signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs), runOnLimitedConnection: true })
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     await lp.write(encode({ t: 'list' }))
-    const reply = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as { records: SignedCapability[] }
+    const reply = decode((await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })).subarray()) as { records: SignedCapability[] }
     await stream.close().catch(() => {})
     const out: Capability[] = []
     for (const r of reply.records ?? []) {

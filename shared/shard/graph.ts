@@ -1,4 +1,5 @@
 import onnxProto from 'onnx-proto'
+import { TesseraError } from '../errors.js'
 
 const { onnx } = onnxProto
 export { onnx }
@@ -112,7 +113,7 @@ export class Graph {
 function constBytes (values: number[] | Float32Array, dataType: number): Uint8Array {
   if (dataType === DType.INT64) return new Uint8Array(BigInt64Array.from(Array.from(values), (v) => BigInt(v)).buffer)
   if (dataType === DType.FLOAT) return new Uint8Array(Float32Array.from(values).buffer)
-  throw new Error(`unsupported constant type ${dataType}`)
+  throw new TesseraError('INTERNAL', `unsupported constant type ${dataType}`)
 }
 
 function valueInfo (name: string, elemType: number, dims: Array<number | string>): onnxProto.onnx.IValueInfoProto {

@@ -24,6 +24,7 @@ import type { Evidence } from '../ledger/types.js'
 import { compareFingerprints, decodeFingerprint, tailFingerprint, type Fingerprint } from './fingerprint.js'
 import { layerLeaf, verifyMerkleProof } from './merkle.js'
 import { openReceipt, openSigned, type ReceiptBody, type Signer } from './receipt.js'
+import { TesseraError } from '../errors.js'
 
 /** A referee's signed re-execution of one block of a hop (or its head), from position 0. */
 export interface PartBody {
@@ -59,7 +60,10 @@ export interface Opening { peer: string, layer: number, fp: Uint8Array, proof: U
 
 export function encodeOpenings (layer: number, openings: Opening[]): Uint8Array { return encode({ layer, openings }) }
 
-export function disputeEvidence (loser: { peer: string, receipt: Uint8Array }, winner: { receipt: Uint8Array }, part: Uint8Array, layer: number, openings: Opening[], detail: Record<string, unknown>): Evidence {
+export function disputeEvidence (
+  loser: { peer: string, receipt: Uint8Array }, winner: { receipt: Uint8Array }, part: Uint8Array,
+  { layer, openings, detail }: { layer: number, openings: Opening[], detail: Record<string, unknown> }
+): Evidence {
   return { kind: 'dispute', accused: loser.peer, receipts: [loser.receipt, winner.receipt, part, encodeOpenings(layer, openings)], detail }
 }
 
@@ -75,7 +79,7 @@ export async function checkDisputeEvidence (e: Evidence, mayWitness?: (peer: str
     [loser, winner] = await Promise.all([openReceipt(e.receipts[0]), openReceipt(e.receipts[1])])
     part = await openPart(e.receipts[2])
     const o = decode(e.receipts[3]) as { layer?: unknown, openings?: unknown }
-    if (!Number.isInteger(o.layer) || !Array.isArray(o.openings)) throw new Error('malformed openings')
+    if (!Number.isInteger(o.layer) || !Array.isArray(o.openings)) throw new TesseraError('MALFORMED', 'malformed openings')
     layer = o.layer as number
     openings = o.openings as Opening[]
   } catch (err) {

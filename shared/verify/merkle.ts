@@ -5,6 +5,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js'
 import { encodeFingerprint, type Fingerprint } from './fingerprint.js'
+import { TesseraError } from '../errors.js'
 
 /** Leaf of layer L: sha256(0x00 ‖ L as u32 BE ‖ the encoded fingerprint). */
 export function layerLeaf (layer: number, fp: Fingerprint | Uint8Array): Uint8Array {
@@ -24,7 +25,7 @@ const node = (a: Uint8Array, b: Uint8Array): Uint8Array => {
 }
 
 export function merkleRoot (leaves: Uint8Array[]): Uint8Array {
-  if (leaves.length === 0) throw new Error('a Merkle tree needs at least one leaf')
+  if (leaves.length === 0) throw new TesseraError('INTERNAL', 'a Merkle tree needs at least one leaf')
   let level = leaves
   while (level.length > 1) level = Array.from({ length: Math.ceil(level.length / 2) }, (_, i) => node(level[2 * i], level[2 * i + 1] ?? level[2 * i]))
   return level[0]

@@ -1,0 +1,52 @@
+/**
+ * The client's knobs, each with why it has its value (in the spirit of Petals' client/config.py).
+ * `resolveClientConfig` fills in what a caller left out, once, when the client is made.
+ */
+import type { HopTimeouts } from './remote-hop.js'
+import { DEFAULT_COSTS, type RouteCosts } from '../route/route.js'
+import type { BreakerOptions } from './breaker.js'
+
+export interface ClientDefaults {
+  timeouts: HopTimeouts
+  banMs: number
+  maxBanMs: number
+  maxRetries: number
+  costs: RouteCosts
+  breaker: BreakerOptions
+  k: number
+  p: number
+  windowMs: number
+  directoryCacheMs: number
+  directoryTimeoutMs: number
+}
+
+export const CLIENT_DEFAULTS: Readonly<ClientDefaults> = {
+  /**
+   * Dial + open, and a step's reply. minStepMs stays well above what a loaded 2-core machine takes
+   * for one small step: a time-out bans the peer, and a ban of an honest peer can leave layers
+   * without a route. A step's own deadline is `slack` × what the peer's advertised speed predicts.
+   */
+  timeouts: { openMs: 10_000, stepMs: 60_000, minStepMs: 15_000, slack: 20 },
+  /** First ban of a failed peer; it doubles on each repeat, up to maxBanMs (Petals: 15 s, doubling). */
+  banMs: 15_000,
+  maxBanMs: 300_000,
+  /** Failovers allowed per job (a lane's step, a checker's, a referee's) before it gives up. */
+  maxRetries: 3,
+  /** Round trip assumed for a peer never measured, and the penalty that keeps sessions off full peers. */
+  costs: DEFAULT_COSTS,
+  /**
+   * The verification circuit breaker: 3 unverifiable generations making up half of those in the
+   * last minute pause requests for 15 s, then a health check lets one probe through.
+   */
+  breaker: { windowMs: 60_000, minFailures: 3, maxFailureRate: 0.5, cooldownMs: 15_000 },
+  /** redundant: two peers per hop is the cheapest setting that can catch a fault; a referee breaks ties. */
+  k: 2,
+  /** spot: a step of a hop is re-run elsewhere with probability p; a cheater on every step of n escapes with (1 − p)ⁿ. */
+  p: 0.2,
+  /** optimistic: how long a claim may be challenged (ms). */
+  windowMs: 30_000,
+  /** How long a peer directory read over the network is reused (ms): routing asks for it every step. */
+  directoryCacheMs: 1000,
+  /** How long one read of the relay's registry may take (ms). */
+  directoryTimeoutMs: 10_000
+}

@@ -1,0 +1,82 @@
+/**
+ * The one retry rule, for every job of a session (a lane's step, a new lane, a checker, a
+ * referee): a peer that fails is banned and not drawn again for that job while another serves the
+ * layers; it is asked once more only when nobody else can (busy is not gone); after maxRetries
+ * failovers the job gives up and its error goes up. A peer that blames the request (MALFORMED,
+ * TOO_LARGE, BAD_STEP) is not failed over: another would say the same.
+ */
+import { CALLER_FAULTS, HopError, InputError, NoRouteError } from '../errors.js'
+import { logger } from '../log.js'
+import type { BanList } from './bans.js'
+import type { LedgerLink } from './ledger-link.js'
+import type { PeerPicker } from './picker.js'
+import type { RemoteHop } from './remote-hop.js'
+import type { SessionReport } from './report.js'
+import type { Slot } from './slot.js'
+
+const log = logger('tessera:client:session')
+
+export interface FailoverDeps {
+  pick: PeerPicker
+  bans: BanList
+  ledger: LedgerLink
+  report: SessionReport
+  maxRetries: number
+  /** The session's step now, for fault reports. */
+  step: () => number
+}
+
+/** A job's start: the hop it runs on first (none: draw one), peers never to draw, who hears of each failure. */
+export interface Attempt { hop?: RemoteHop, skip?: string[], onFail?: (err: HopError) => void }
+
+export class Failover {
+  constructor (private readonly o: FailoverDeps) {}
+
+  /**
+   * Runs `job` on `hop`, or once that failed on a replacement (`fresh`: it has seen nothing of
+   * this session yet); `onFail` hears of each failure. `skip`: peers never to draw.
+   */
+  async run<T> (slot: Slot, o: Attempt, job: (hop: RemoteHop, fresh: boolean) => Promise<T>): Promise<{ hop: RemoteHop, value: T }> {
+    const failures = new Map<string, number>()
+    const skip = o.skip ?? []
+    let hop = o.hop
+    for (let attempt = 0; ; attempt++) {
+      const fresh = hop === undefined
+      try {
+        hop ??= await this.draw(slot, skip, failures)
+        return { hop, value: await job(hop, fresh) }
+      } catch (err) {
+        if (!(err instanceof HopError)) throw err
+        hop?.close()
+        this.failed(err, slot.layers)
+        o.onFail?.(err)
+        failures.set(err.peer, (failures.get(err.peer) ?? 0) + 1)
+        if (attempt >= this.o.maxRetries) throw err
+        hop = undefined
+      }
+    }
+  }
+
+  /** A replacement: not a peer that failed this job while someone else serves the layers, never one that failed it twice. */
+  private async draw (slot: Slot, skip: string[], failures: Map<string, number>): Promise<RemoteHop> {
+    try {
+      return await this.o.pick.exact(slot, [...skip, ...failures.keys()])
+    } catch (err) {
+      if (!(err instanceof NoRouteError) || failures.size === 0) throw err
+      return await this.o.pick.exact(slot, [...skip, ...[...failures].filter(([, n]) => n >= 2).map(([p]) => p)])
+    }
+  }
+
+  /** A failed peer: banned, and a bad receipt counted against it. A caller's fault goes up as the caller's. */
+  failed (err: HopError, layers: [number, number]): void {
+    // The peer says our input is wrong: another peer would say the same.
+    if (CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
+    log.info(`peer ${err.peer.slice(-8)} failed (${err.message}); re-routing`)
+    this.o.bans.ban(err.peer)
+    if (err.code !== 'BAD_RECEIPT') return
+    // A receipt that does not hold up is a verification failure, though not one others can check.
+    this.o.report.mismatches++
+    this.o.ledger.observe(err.peer, false)
+    this.o.report.faults.push({ step: this.o.step(), layers, accused: err.peer, witnesses: [], reason: err.message, slashed: false, amount: 0 })
+  }
+}
