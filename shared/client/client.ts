@@ -17,7 +17,7 @@ import { CircuitBreaker, type BreakerOptions } from './breaker.js'
 import { CLIENT_DEFAULTS } from './config.js'
 import { NO_LEDGER, type LedgerLink } from './ledger-link.js'
 import type { Dialer, HopTimeouts } from './remote-hop.js'
-import { RoutedSession } from './session.js'
+import { RoutedSession, type SessionEnv } from './session.js'
 import { normalizeVerification, verifierFor, type OptimisticVerifier, type Verification } from './verifiers/index.js'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, Settlement, TokenEvent } from './types.js'
 
@@ -64,6 +64,7 @@ export function createClient (cfg: ClientConfig): Client {
   const ledger = cfg.ledger ?? NO_LEDGER
   const breaker = new CircuitBreaker({ ...CLIENT_DEFAULTS.breaker, ...cfg.breaker })
   const random = cfg.random ?? Math.random
+  const env: SessionEnv = { dialer: cfg.dialer, bans, ledger, timeouts, maxRetries, random }
 
   async function network (): Promise<NetworkView> {
     const peers = await cfg.directory.list()
@@ -108,14 +109,12 @@ export function createClient (cfg: ClientConfig): Client {
     })
     const model = await pickModel(req.model)
     const verifier = verifierFor(verification, random)
-    const session = new RoutedSession({
-      dialer: cfg.dialer,
-      peers: async () => (await cfg.directory.list()).filter((p) => p.root === model.root),
-      bans, ledger, random, timeouts, verifier,
+    const session = new RoutedSession(env, {
       root: model.root,
       nLayers: model.layers,
+      peers: async () => (await cfg.directory.list()).filter((p) => p.root === model.root),
+      verifier,
       costs: { ...costs, tokensNeeded: req.prompt.length + req.maxTokens },
-      maxRetries,
       ...(req.avoid !== undefined ? { avoid: new Set(req.avoid) } : {}),
       commitLogits: req.proveSampling === true
     })

@@ -24,26 +24,33 @@ import { answerOf, concatInputs, newSlot, positionOf, traceOf, type Slot } from 
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 
-export interface SessionDeps {
+/** What every session of a client shares: how it reaches peers, whom it bans and trusts, how long it waits. */
+export interface SessionEnv {
   dialer: Dialer
-  /** Live capability records of the model's peers. */
-  peers: () => Promise<Capability[]>
   bans: BanList
   ledger: LedgerLink
-  root: string
-  nLayers: number
   timeouts: HopTimeouts
-  costs: RouteCosts
   /** Failovers allowed per job before it gives up. */
   maxRetries: number
-  verifier: Verifier
   /** For drawing peers (tests may seed it). */
   random: () => number
+}
+
+/** What this session is for: a model, its peers, the request's verifier and routing costs. */
+export interface SessionPlan {
+  root: string
+  nLayers: number
+  /** Live capability records of the model's peers. */
+  peers: () => Promise<Capability[]>
+  verifier: Verifier
+  costs: RouteCosts
   /** Peers this session must not use at all. */
   avoid?: ReadonlySet<string>
   /** Ask the last hop to sign a commitment to each step's logits (a sampling proof). */
   commitLogits?: boolean
 }
+
+type SessionDeps = SessionEnv & SessionPlan
 
 export interface StepResult { out: HopOutput, trace: HopTrace[], receipt: Uint8Array }
 
@@ -59,7 +66,10 @@ export class RoutedSession {
   private readonly pick: PeerPicker
   private readonly retry: Failover
 
-  constructor (private readonly d: SessionDeps) {
+  private readonly d: SessionDeps
+
+  constructor (env: SessionEnv, plan: SessionPlan) {
+    const d = this.d = { ...env, ...plan }
     this.pick = new PeerPicker({ ...d, session: this.id })
     this.retry = new Failover({ pick: this.pick, bans: d.bans, ledger: d.ledger, report: this.report, maxRetries: d.maxRetries, step: () => this.steps })
   }

@@ -56,7 +56,16 @@ export class ClaimBoard implements ClaimSink {
   private readonly o: BoardOptions & BoardDefaults
 
   constructor (options: BoardOptions) {
-    this.o = { ...BOARD_DEFAULTS, ...options }
+    // Each default resolved once; an option given as undefined keeps its default.
+    const d = BOARD_DEFAULTS
+    this.o = {
+      ...options,
+      revealMs: options.revealMs ?? d.revealMs,
+      webhookMs: d.webhookMs,
+      resumeWaitMs: options.resumeWaitMs ?? d.resumeWaitMs,
+      keep: options.keep ?? d.keep,
+      auditRate: options.auditRate ?? d.auditRate
+    }
     const { dialer, peers, ledger, timeouts, revealMs } = this.o
     this.ctx = {
       dialer, peers, ledger, timeouts, revealMs,

@@ -1,0 +1,54 @@
+/**
+ * The claim board over an in-process network, wired as relay/relay.ts wires it: the real SQLite
+ * ledger re-checking every piece of evidence, a cached link to it, the board dialing watchers
+ * and referees through the network's dialer. All board construction is here, so a change to
+ * its options is one edit.
+ */
+import { join } from 'node:path'
+import { ClaimBoard } from '../../shared/optimistic/board.js'
+import { cachedLedgerLink, type LedgerLink } from '../../shared/client/ledger-link.js'
+import { receiptEvidenceChecker } from '../../shared/verify/evidence.js'
+import type { Evidence, Ledger } from '../../shared/ledger/types.js'
+import { openSqliteLedger } from '../../relay/ledger-sqlite.js'
+import { TEST_TIMEOUTS } from './memory-client.js'
+import type { MemoryNet } from './memory-net.js'
+import { tempDir } from './paths.js'
+
+/** What the relay grants a peer when it first announces (relay.ts DEFAULT_JOIN_STAKE). */
+export const JOIN_STAKE = 100
+
+export interface BoardRig {
+  board: ClaimBoard
+  ledger: Ledger
+  link: LedgerLink
+  /** Every piece of evidence handed to the ledger, in order. */
+  reports: Evidence[]
+  close: () => Promise<void>
+}
+
+/**
+ * `random` draws watchers and referees' order (default: always the first, the cheapest
+ * candidate, so tests choose who watches by the speeds they advertise); `revealMs` is how long
+ * a dispute party has to answer each reveal. Every peer on the network now is staked.
+ */
+export async function memoryBoard (net: MemoryNet, o: { revealMs?: number, random?: () => number } = {}): Promise<BoardRig> {
+  let ledger: Ledger | undefined
+  const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledger!.isBlacklisted(p)) })
+  ledger = await openSqliteLedger(join(tempDir('memnet-ledger'), 'ledger.sqlite'), checker)
+  const l = ledger
+  for (const p of net.peers) await l.stake(p.id, JOIN_STAKE)
+  const cached = cachedLedgerLink({
+    standings: async () => await l.standings(),
+    slash: async (e) => await l.slash(e, 'test-board'),
+    observe: async (peer, ok) => await l.observe(peer, ok)
+  })
+  await cached.refresh()
+  const reports: Evidence[] = []
+  const link: LedgerLink = { ...cached, report: async (e) => { reports.push(e); return await cached.report(e) } }
+  const board = new ClaimBoard({
+    dialer: net.dialer, peers: async () => await net.directory.list(), ledger: link, timeouts: TEST_TIMEOUTS, random: o.random ?? (() => 0),
+    // Left out, not undefined, when not given: the board's own default applies.
+    ...(o.revealMs !== undefined ? { revealMs: o.revealMs } : {})
+  })
+  return { board, ledger: l, link, reports, close: async () => { board.close(); await l.close() } }
+}
