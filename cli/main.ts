@@ -4,6 +4,7 @@
  */
 import { Command } from 'commander'
 import { TesseraError } from '../shared/errors.js'
+import { VERSION } from '../shared/version.js'
 import { registerBuildModel } from './commands/build-model.js'
 import { registerChain } from './commands/chain.js'
 import { registerDoctor } from './commands/doctor.js'
@@ -16,7 +17,7 @@ import { registerZk } from './commands/zk.js'
 
 const program = new Command('tessera')
   .description('Sharded, verifiable LLM inference across native GPUs and browser tabs')
-  .version('0.1.0')
+  .version(VERSION)
   .showHelpAfterError()
 
 registerBuildModel(program)
@@ -29,14 +30,13 @@ registerNode(program)
 registerRelay(program)
 registerZk(program)
 
+// commander reports its own usage errors (unknown option, bad value) and exits; what reaches the
+// catch was thrown by a command. Our own errors carry advice already: one line, no stack. Anything
+// else is a bug worth a stack trace.
 try {
   await program.parseAsync()
 } catch (err) {
-  // Our own errors carry advice already; anything else is a bug worth a stack trace.
-  if (err instanceof TesseraError) {
-    console.error(`tessera: ${err.message}`)
-  } else {
-    console.error(err)
-  }
+  if (err instanceof TesseraError) console.error(`tessera: ${err.message}`)
+  else console.error(err)
   process.exitCode = 1
 }

@@ -28,7 +28,9 @@ export async function openSource (from: string): Promise<OpenedSource> {
     if (!/^\d+$/.test(seed)) throw new ConfigError(`seed in "${from}" must be a non-negative integer`)
     return { weights: randomWeights(preset(name), Number(seed)), name: `${name}-seed${seed}` }
   }
-  const info = await stat(from).catch(() => { throw new ConfigError(`--from ${from}: no such file or directory (expected a llama2.c .bin, a Hugging Face directory, or random:PRESET[:SEED])`) })
+  const info = await stat(from).catch(() => {
+    throw new ConfigError(`--from ${from}: no such file or directory (expected a llama2.c .bin, a Hugging Face directory, or random:PRESET[:SEED])`)
+  })
   if (info.isDirectory()) {
     const blobs = fileBlobs(from)
     const weights = await openHfDir(blobs)

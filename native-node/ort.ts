@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path'
 import type { LlamaConfig } from '../shared/model/config.js'
 import type { ShardEntry } from '../shared/manifest.js'
 import { OrtShardRunner, type DeviceKind, type PartLoader, type ShardRunner } from '../shared/runner.js'
+import { ConfigError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 
 const log = logger('tessera:node:runner')
@@ -51,7 +52,8 @@ export async function loadShardNode (modelPath: string, shard: ShardEntry, confi
     intraOpNumThreads: opts.threads ?? 0,
     ...(opts.spin === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {})
   }
-  if (want === 'cuda' && cudaFailure !== undefined) throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
+  const noCuda = (): ConfigError => new ConfigError(`--device cuda was asked for, but ${cudaFailure}: install the CUDA provider or use --device auto`)
+  if (want === 'cuda' && cudaFailure !== undefined) throw noCuda()
   if (want !== 'cpu' && cudaFailure === undefined) {
     if (!cudaAvailable()) {
       cudaFailure = 'the CUDA provider is not installed (see README "CUDA")'
@@ -65,7 +67,7 @@ export async function loadShardNode (modelPath: string, shard: ShardEntry, confi
         cudaFailure = (err as Error).message
       }
     }
-    if (want === 'cuda') throw new Error(`--device cuda was asked for, but ${cudaFailure}`)
+    if (want === 'cuda') throw noCuda()
     log.info(`using CPU: ${cudaFailure}`)
   }
   const options = { ...base, executionProviders: ['cpu'] }

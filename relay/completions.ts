@@ -7,11 +7,14 @@ import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
 import type { ClaimBoard } from '../shared/optimistic/board.js'
+import { chooseModel } from '../shared/route/model.js'
+import { TesseraError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
+import { BadRequest, errorReply } from './errors.js'
 import {
-  BadRequest, chatPrompt, errorReply, finalChunk, fullResponse, newIds, parseChat, parseCompletion, textDecoder, tokenChunk,
-  type Kind, type Tokenizer
+  chatPrompt, finalChunk, fullResponse, newIds, parseChat, parseCompletion, textDecoder, tokenChunk,
+  type Kind, type StreamHead, type Tokenizer
 } from './openai.js'
 
 const log = logger('tessera:relay:http')
@@ -24,16 +27,59 @@ export interface CompletionDeps {
   board?: Pick<ClaimBoard, 'notify'>
 }
 
-/** The model a request without `model` gets: the first one the network fully covers (as the generator picks). */
-export function defaultModel (view: NetworkView): string | undefined {
-  return (view.models.find((m) => m.coverage.length > 0 && m.coverage.every((n) => n > 0)) ?? view.models[0])?.name
-}
-
 export function errorResponse (c: Context, err: unknown): Response {
   const { status, body } = errorReply(err)
   // 503 (no route) is the network's state, not a fault of the relay: no warning.
   if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path}: ${body.error.message}`, status === 500 ? err : '')
   return c.json(body, status as 500)
+}
+
+/** A request ready for the generator, and what answering it needs. */
+interface Prepared { req: GenerationRequest, stream: boolean, tok?: Tokenizer, model: string, webhook?: string }
+
+/**
+ * The model whose tokenizer reads the prompt: the one the request names, else the one the client
+ * will route to (chooseModel, the client's own rule). When no model is fully served there is none,
+ * and `unavailable` says why, for a prompt that cannot be read without one.
+ */
+function promptModel (view: NetworkView, want: string | undefined): { name?: string, unavailable?: TesseraError } {
+  if (want !== undefined) return { name: want }
+  try {
+    return { name: chooseModel(view.models).name }
+  } catch (err) {
+    if (err instanceof TesseraError) return { unavailable: err }
+    throw err
+  }
+}
+
+/** Validates the body, picks the tokenizer and turns the prompt into ids. */
+function prepare (deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
+  const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
+  const chosen = promptModel(deps.network(), p.model)
+  const model = chosen.name ?? 'default'
+  const tok = chosen.name === undefined ? undefined : deps.tokenizer?.(chosen.name)
+  // Text without a tokenizer: the network's state when no model is served, else this relay lacks it.
+  const unreadable = (why: string): TesseraError => chosen.unavailable ?? new BadRequest(why, 'no_tokenizer')
+  let prompt: number[]
+  if ('messages' in p) {
+    if (tok === undefined) {
+      throw unreadable(`chat needs text, and this relay has no tokenizer for model ${model}: use /v1/completions with prompt as an array of token ids`)
+    }
+    prompt = tok.encode(chatPrompt(p.messages))
+  } else if (typeof p.prompt === 'string') {
+    if (tok === undefined) {
+      throw unreadable(`this relay has no tokenizer for model ${model}, so it cannot read a text prompt: send prompt as an array of token ids`)
+    }
+    prompt = tok.encode(p.prompt)
+  } else {
+    prompt = p.prompt
+  }
+  if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
+  const req: GenerationRequest = {
+    prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds,
+    model: p.model, verification: p.verification, proveSampling: p.proveSampling
+  }
+  return { req, stream: p.stream, tok, model, webhook: p.webhook }
 }
 
 export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
@@ -50,41 +96,23 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
     } catch (err) {
       return errorResponse(c, new BadRequest(`the request body is not valid JSON (${(err as Error).message})`, 'invalid_json'))
     }
-    let req: GenerationRequest
-    let stream: boolean
-    let tok: Tokenizer | undefined
-    let model: string
-    let webhook: string | undefined
+    let prepared: Prepared
     try {
-      const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
-      const name = p.model ?? defaultModel(deps.network())
-      model = name ?? 'default'
-      tok = name === undefined ? undefined : deps.tokenizer?.(name)
-      let prompt: number[]
-      if ('messages' in p) {
-        if (tok === undefined) throw new BadRequest(`chat needs text, and this relay has no tokenizer for model ${model}: use /v1/completions with prompt as an array of token ids`, 'no_tokenizer')
-        prompt = tok.encode(chatPrompt(p.messages))
-      } else if (typeof p.prompt === 'string') {
-        if (tok === undefined) throw new BadRequest(`this relay has no tokenizer for model ${model}, so it cannot read a text prompt: send prompt as an array of token ids`, 'no_tokenizer')
-        prompt = tok.encode(p.prompt)
-      } else {
-        prompt = p.prompt
-      }
-      if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
-      req = { prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds, model: p.model, verification: p.verification, proveSampling: p.proveSampling }
-      stream = p.stream
-      webhook = p.webhook
+      prepared = prepare(deps, kind, body)
     } catch (err) {
       return errorResponse(c, err)
     }
+    const { req, stream, tok, model, webhook } = prepared
 
     const ac = new AbortController()
-    const clientGone = (): void => { ac.abort(new Error('the client disconnected')) }
+    // The standard abort reason: nobody reads it (an aborted request answers 499), peers see an abort.
+    const clientGone = (): void => { ac.abort(new DOMException('the client disconnected', 'AbortError')) }
     const signal = c.req.raw.signal
     if (signal.aborted) clientGone()
     else signal.addEventListener('abort', clientGone, { once: true })
     const done = (): void => { signal.removeEventListener('abort', clientGone) }
     const ids = newIds(kind)
+    const head: StreamHead = { kind, ids, model }
     const dec = textDecoder(tok)
 
     // Waiting for the first token before answering lets a request that cannot be routed at all
@@ -117,7 +145,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
       s.onAbort(clientGone)
       try {
         while (r.done !== true && !ac.signal.aborted) {
-          await s.writeSSE({ data: JSON.stringify(tokenChunk(kind, ids, model, dec.push(r.value.id), r.value)) })
+          await s.writeSSE({ data: JSON.stringify(tokenChunk(head, dec.push(r.value.id), r.value)) })
           r = await it.next()
         }
         if (r.done === true) {

@@ -13,15 +13,16 @@ import { Registry } from 'prom-client'
 import type { Generator, NetworkView } from '../shared/client/types.js'
 import type { Manifest } from '../shared/manifest.js'
 import { relayMetrics } from './metrics.js'
-import { fileResponse, indexFiles, jsonError } from './shards.js'
+import { fileResponse, indexFiles } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
+import { BadRequest, jsonError } from './errors.js'
+import { HTTP_DEFAULTS, RELAY_DEFAULTS } from './config.js'
 import type { Tokenizer } from './openai.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
 import type { Claim, ClaimBoard } from '../shared/optimistic/board.js'
 import { claimFromJson } from '../shared/optimistic/claim-sink.js'
 import { InputError } from '../shared/errors.js'
-import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
 import { logger } from '../shared/log.js'
 import { streamSSE } from 'hono/streaming'
 import type { ZkModelEntry } from '../shared/zk/types.js'
@@ -29,10 +30,9 @@ import type { SamplingEntry } from '../shared/zk/argmax.js'
 import type { ZkResult } from '../shared/client/zk.js'
 import { bytesToBase64 } from '../shared/base64.js'
 
-/** Evidence is a handful of receipts: a few KiB at most. */
-const MAX_EVIDENCE_CHARS = 256 * 1024
-/** A claim carries every row each hop was fed: as large as a step may be, in base64. */
-const MAX_CLAIM_CHARS = Math.ceil(MAX_MESSAGE_BYTES * 4 / 3) + 1024 * 1024
+const { maxEvidenceChars, maxClaimChars, maxZkInput, auditEntries } = HTTP_DEFAULTS
+/** The message of anything thrown, for a reply that quotes it. */
+const messageOf = (err: unknown): string => err instanceof Error ? err.message : String(err)
 
 const log = logger('tessera:relay:http')
 
@@ -96,12 +96,14 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.get('/api/network', (c) => c.json(deps.network()))
   app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
   // Models whose files this relay serves: what a tab can download and contribute to.
-  app.get('/api/models', (c) => c.json({ models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype })) }))
+  app.get('/api/models', (c) => c.json({
+    models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype }))
+  }))
 
   app.get('/api/ledger', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const [standings, audit, chain] = await Promise.all([deps.ledger.standings(), deps.ledger.audit(), deps.ledger.verifyAudit()])
-    return c.json({ backend: deps.ledgerBackend ?? { kind: 'sqlite' }, standings, audit: audit.slice(-100), chainOk: chain.ok })
+    return c.json({ backend: deps.ledgerBackend ?? { kind: 'sqlite' }, standings, audit: audit.slice(-auditEntries), chainOk: chain.ok })
   })
 
   // Anyone may hand in evidence (a browser client that caught a peer): the ledger re-checks it,
@@ -109,16 +111,18 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.post('/api/evidence', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const text = await c.req.text()
-    if (text.length > MAX_EVIDENCE_CHARS) return jsonError(413, `evidence over ${MAX_EVIDENCE_CHARS} characters`, 'too_large')
+    if (text.length > maxEvidenceChars) return jsonError(413, `evidence over ${maxEvidenceChars} characters`, 'too_large')
     let e: Evidence
     let reporter: string
     try {
       const b = JSON.parse(text) as Record<string, unknown>
-      if (!Array.isArray(b.receipts) || !b.receipts.every((r) => typeof r === 'string')) throw new Error('receipts must be an array of base64 strings')
-      e = { kind: b.kind as Evidence['kind'], accused: b.accused as string, receipts: b.receipts.map(base64ToBytes), detail: (b.detail ?? {}) as Record<string, unknown> }
+      if (!Array.isArray(b.receipts) || !b.receipts.every((r) => typeof r === 'string')) throw new InputError('receipts must be an array of base64 strings')
+      const detail = (b.detail ?? {}) as Record<string, unknown>
+      e = { kind: b.kind as Evidence['kind'], accused: b.accused as string, receipts: b.receipts.map(base64ToBytes), detail }
       reporter = typeof b.reporter === 'string' ? b.reporter : 'anonymous'
     } catch (err) {
-      return jsonError(400, `evidence must be JSON { kind, accused, receipts: [base64…], detail?, reporter? }: ${(err as Error).message}`, 'invalid_evidence')
+      const why = `evidence must be JSON { kind, accused, receipts: [base64…], detail?, reporter? }: ${messageOf(err)}`
+      return errorResponse(c, new BadRequest(why, 'invalid_evidence'))
     }
     const outcome = await deps.ledger.slash(e, reporter)
     await deps.onLedgerChange?.()
@@ -126,19 +130,20 @@ export function createHttpApp (deps: HttpDeps): Hono {
   })
 
   // Optimistic results: a claim's state, and an SSE stream that sends its settlement once.
-  app.get('/api/claims', (c) => c.json(deps.board?.stats() ?? { pending: 0, final: 0, overturned: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }))
+  const noClaims = { pending: 0, final: 0, overturned: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }
+  app.get('/api/claims', (c) => c.json(deps.board?.stats() ?? noClaims))
   // A client outside the relay (a tab, the CLI) posts its optimistic claim; the board audits it.
   app.post('/api/claims', async (c) => {
     const board = deps.board
     if (board === undefined) return jsonError(404, 'this relay keeps no claim board', 'board_not_found')
     const text = await c.req.text()
-    if (text.length > MAX_CLAIM_CHARS) return jsonError(413, `a claim over ${MAX_CLAIM_CHARS} characters`, 'too_large')
+    if (text.length > maxClaimChars) return jsonError(413, `a claim over ${maxClaimChars} characters`, 'too_large')
     let claim: Claim
     try {
       claim = claimFromJson(JSON.parse(text))
       if (board.get(claim.id) !== undefined) throw new InputError(`claim ${claim.id} was already posted`)
     } catch (err) {
-      return jsonError(400, (err as Error).message, 'invalid_claim')
+      return errorResponse(c, new BadRequest(messageOf(err), 'invalid_claim'))
     }
     board.submit(claim).catch((err: Error) => { log.warn(`claim ${claim.id}: ${err.message}`) })
     return c.json({ claim: claim.id, status: 'pending' }, 202)
@@ -164,8 +169,14 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.post('/api/zk/infer', async (c) => {
     if (deps.zk === undefined) return jsonError(404, 'this relay publishes no ZK models', 'zk_not_found')
     let body: { model?: unknown, input?: unknown }
-    try { body = JSON.parse(await c.req.text()) } catch (err) { return jsonError(400, `the request body is not valid JSON (${(err as Error).message})`, 'invalid_json') }
-    if (typeof body.model !== 'string' || !Array.isArray(body.input) || body.input.length > 4096) return jsonError(400, 'expected { model, input: [int8…] }', 'invalid_request')
+    try {
+      body = JSON.parse(await c.req.text())
+    } catch (err) {
+      return errorResponse(c, new BadRequest(`the request body is not valid JSON (${messageOf(err)})`, 'invalid_json'))
+    }
+    if (typeof body.model !== 'string' || !Array.isArray(body.input) || body.input.length > maxZkInput) {
+      return errorResponse(c, new BadRequest('expected { model, input: [int8…] }', 'invalid_request'))
+    }
     try {
       const r = await deps.zk.infer(body.model, body.input as number[])
       return c.json({ ...r, reply: bytesToBase64(r.reply), verified: true })
@@ -212,7 +223,7 @@ export function createHttpApp (deps: HttpDeps): Hono {
 export interface HttpServer { port: number, close (): Promise<void> }
 
 /** Serves `app` on `host:port` (port 0 picks a free one) and resolves once it listens. */
-export async function serveHttp (app: Hono, { port, host = '127.0.0.1' }: { port: number, host?: string }): Promise<HttpServer> {
+export async function serveHttp (app: Hono, { port, host = RELAY_DEFAULTS.host }: { port: number, host?: string }): Promise<HttpServer> {
   return await new Promise((resolve, reject) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
       server.off('error', reject)

@@ -6,7 +6,9 @@
 import Database from 'better-sqlite3'
 import { InputError } from '../shared/errors.js'
 import { applyObservation, applySlash, applyStake, evidenceHash, initialStanding, makeEntry, verifyChain } from '../shared/ledger/rules.js'
-import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerEntry, type LedgerRules, type PeerStanding } from '../shared/ledger/types.js'
+import {
+  DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerEntry, type LedgerRules, type PeerStanding
+} from '../shared/ledger/types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS standings (
@@ -25,7 +27,9 @@ interface AuditRow { seq: number, at: number, kind: LedgerEntry['kind'], peer: s
 
 const KINDS = new Set(['redundant', 'spot', 'optimistic', 'dispute', 'signature', 'proof'])
 
-const toStanding = (r: StandingRow): PeerStanding => ({ peer: r.peer, stake: r.stake, reputation: r.reputation, slashed: r.slashed, blacklisted: r.blacklisted === 1 })
+const toStanding = (r: StandingRow): PeerStanding => ({
+  peer: r.peer, stake: r.stake, reputation: r.reputation, slashed: r.slashed, blacklisted: r.blacklisted === 1
+})
 function toEntry (r: AuditRow): LedgerEntry {
   const e: LedgerEntry = { seq: r.seq, at: r.at, kind: r.kind, peer: r.peer, data: JSON.parse(r.data), prevHash: r.prev_hash, hash: r.hash }
   if (r.amount !== null) e.amount = r.amount
@@ -57,7 +61,9 @@ export async function openSqliteLedger (path: string, checker: EvidenceChecker, 
     return entry
   }
   const blacklistIfNew = (before: PeerStanding, after: PeerStanding): void => {
-    if (after.blacklisted && !before.blacklisted) append({ kind: 'blacklist', peer: after.peer, data: { reputation: after.reputation, slashed: after.slashed } })
+    if (after.blacklisted && !before.blacklisted) {
+      append({ kind: 'blacklist', peer: after.peer, data: { reputation: after.reputation, slashed: after.slashed } })
+    }
   }
   // IMMEDIATE takes the write lock up front: a second process on the same file waits instead of forking the chain.
   const atomically = <T>(fn: () => T): T => db.transaction(fn).immediate()
@@ -78,7 +84,9 @@ export async function openSqliteLedger (path: string, checker: EvidenceChecker, 
     },
 
     async slash (e, reporter) {
-      if (!KINDS.has(e?.kind) || typeof e.accused !== 'string' || !Array.isArray(e.receipts) || !e.receipts.every((r) => r instanceof Uint8Array) || typeof e.detail !== 'object' || e.detail === null) {
+      const wellFormed = KINDS.has(e?.kind) && typeof e.accused === 'string' && Array.isArray(e.receipts) &&
+        e.receipts.every((r) => r instanceof Uint8Array) && typeof e.detail === 'object' && e.detail !== null
+      if (!wellFormed) {
         throw new InputError('evidence needs a known kind, an accused peer id, receipts as bytes and a detail object')
       }
       const id = evidenceHash(e)
@@ -93,7 +101,11 @@ export async function openSqliteLedger (path: string, checker: EvidenceChecker, 
         const before = get(e.accused)
         const { standing, amount, reward } = applySlash(before, rules)
         put(standing)
-        const entry = append({ kind: 'slash', peer: e.accused, amount, data: { evidence: id, kind: e.kind, reporter, reason: verdict.reason, detail: e.detail, stake: standing.stake, reputation: standing.reputation, slashed: standing.slashed } })
+        const data = {
+          evidence: id, kind: e.kind, reporter, reason: verdict.reason, detail: e.detail,
+          stake: standing.stake, reputation: standing.reputation, slashed: standing.slashed
+        }
+        const entry = append({ kind: 'slash', peer: e.accused, amount, data })
         q.use.run(id, e.accused, e.kind, entry.seq)
         if (reward > 0) {
           const prev = get(reporter)

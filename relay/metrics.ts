@@ -77,11 +77,15 @@ export function relayMetrics (registry: Registry, network: () => NetworkView): R
       for (const m of network().models) this.set({ model: m.name }, m.coverage.length === 0 ? 0 : Math.min(...m.coverage))
     }
   }))
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
+    get(name, () => new Counter({ name, help, labelNames, registers }))
+  const histogram = (name: string, help: string): Histogram<'model'> =>
+    get(name, () => new Histogram({ name, help, labelNames: ['model'] as const, buckets: SECONDS, registers }))
   return {
     registry,
-    requests: get(METRIC_NAMES.requests, () => new Counter({ name: METRIC_NAMES.requests, help: 'HTTP requests by method, route and status', labelNames: ['method', 'route', 'status'] as const, registers })),
-    tokens: get(METRIC_NAMES.tokens, () => new Counter({ name: METRIC_NAMES.tokens, help: 'Tokens generated through the HTTP API', labelNames: ['model'] as const, registers })),
-    generation: get(METRIC_NAMES.generation, () => new Histogram({ name: METRIC_NAMES.generation, help: 'Whole generation latency', labelNames: ['model'] as const, buckets: SECONDS, registers })),
-    firstToken: get(METRIC_NAMES.firstToken, () => new Histogram({ name: METRIC_NAMES.firstToken, help: 'Time to first token', labelNames: ['model'] as const, buckets: SECONDS, registers }))
+    requests: counter(METRIC_NAMES.requests, 'HTTP requests by method, route and status', ['method', 'route', 'status'] as const),
+    tokens: counter(METRIC_NAMES.tokens, 'Tokens generated through the HTTP API', ['model'] as const),
+    generation: histogram(METRIC_NAMES.generation, 'Whole generation latency'),
+    firstToken: histogram(METRIC_NAMES.firstToken, 'Time to first token')
   }
 }

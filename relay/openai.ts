@@ -1,18 +1,14 @@
 /**
  * The OpenAI-compatible surface: request validation (by hand, so messages name the field and
- * what was sent), the chat template, error mapping and the response/chunk shapes. No I/O here.
+ * what was sent), the chat template and the response/chunk shapes (errors: errors.ts). No I/O here.
  */
 import type { GenerationResult, RouteTrace, TokenEvent, VerificationOptions, VerificationReport } from '../shared/client/types.js'
 import { normalizeVerification } from '../shared/client/client.js'
-import { CircuitOpenError, InputError, NoRouteError, TesseraError } from '../shared/errors.js'
 import { samplingToJson, type SamplingProofJson } from '../shared/zk/argmax.js'
+import { HTTP_DEFAULTS } from './config.js'
+import { BadRequest } from './errors.js'
 
 export interface Tokenizer { encode (t: string): number[], decode (ids: number[]): string }
-
-/** A request the caller got wrong: always a 400 with `code`. */
-export class BadRequest extends Error {
-  constructor (message: string, readonly code = 'invalid_request') { super(message) }
-}
 
 export interface CommonParams {
   model?: string
@@ -43,8 +39,10 @@ function object (body: unknown): Record<string, unknown> {
 function common (b: Record<string, unknown>, maxTokensField: unknown): CommonParams {
   const bad = (field: string, want: string, got: unknown): never => { throw new BadRequest(`${field} must be ${want}, got ${show(got)}`) }
   if (present(b.model) && typeof b.model !== 'string') bad('model', 'a string', b.model)
-  if (present(maxTokensField) && !(Number.isSafeInteger(maxTokensField) && (maxTokensField as number) >= 1)) bad('max_tokens', 'a positive integer', maxTokensField)
-  if (present(b.temperature) && !(typeof b.temperature === 'number' && b.temperature >= 0 && Number.isFinite(b.temperature))) bad('temperature', 'a number ≥ 0', b.temperature)
+  const positiveInt = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 1
+  if (present(maxTokensField) && !positiveInt(maxTokensField)) bad('max_tokens', 'a positive integer', maxTokensField)
+  const temperatureOk = typeof b.temperature === 'number' && b.temperature >= 0 && Number.isFinite(b.temperature)
+  if (present(b.temperature) && !temperatureOk) bad('temperature', 'a number ≥ 0', b.temperature)
   if (present(b.top_p) && !(typeof b.top_p === 'number' && b.top_p > 0 && b.top_p <= 1)) bad('top_p', 'a number in (0, 1]', b.top_p)
   if (present(b.seed) && !Number.isSafeInteger(b.seed)) bad('seed', 'an integer', b.seed)
   if (present(b.stream) && typeof b.stream !== 'boolean') bad('stream', 'true or false', b.stream)
@@ -54,18 +52,20 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
   if (present(b.tessera_webhook)) {
     let url: URL | undefined
     try { url = new URL(String(b.tessera_webhook)) } catch {}
-    if (typeof b.tessera_webhook !== 'string' || url === undefined || !['http:', 'https:'].includes(url.protocol)) bad('tessera_webhook', 'an http(s) URL', b.tessera_webhook)
+    const httpUrl = typeof b.tessera_webhook === 'string' && url !== undefined && ['http:', 'https:'].includes(url.protocol)
+    if (!httpUrl) bad('tessera_webhook', 'an http(s) URL', b.tessera_webhook)
     if (verification?.mode !== 'optimistic') throw new BadRequest('tessera_webhook is for optimistic verification: it receives the settlement')
   }
-  if (present(b.tessera_prove_sampling) && typeof b.tessera_prove_sampling !== 'boolean') bad('tessera_prove_sampling', 'true or false', b.tessera_prove_sampling)
+  if (present(b.tessera_prove_sampling) && typeof b.tessera_prove_sampling !== 'boolean') {
+    bad('tessera_prove_sampling', 'true or false', b.tessera_prove_sampling)
+  }
   // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
   // matching text would need the tokenizer on every step.
   return {
     model: present(b.model) ? b.model as string : undefined,
-    maxTokens: present(maxTokensField) ? maxTokensField as number : 16,
-    // Default 0 (greedy), not OpenAI's 1: the same request gives the same tokens on any route,
-    // which is what makes a network's answers comparable and checkable.
-    temperature: present(b.temperature) ? b.temperature as number : 0,
+    maxTokens: present(maxTokensField) ? maxTokensField as number : HTTP_DEFAULTS.maxTokens,
+    // Greedy unless asked (config.ts says why).
+    temperature: present(b.temperature) ? b.temperature as number : HTTP_DEFAULTS.temperature,
     topP: present(b.top_p) ? b.top_p as number : undefined,
     seed: present(b.seed) ? b.seed as number : undefined,
     stream: b.stream === true,
@@ -80,10 +80,13 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
 function parseVerification (v: unknown): VerificationOptions | undefined {
   if (!present(v)) return undefined
   const o = typeof v === 'string' ? { mode: v } : v
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+    throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
+  }
   const { mode, k, p, window } = o as Record<string, unknown>
   try {
-    return { ...normalizeVerification({ mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined, window: window as number | undefined }) }
+    const asked = { mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined, window: window as number | undefined }
+    return { ...normalizeVerification(asked) }
   } catch (err) {
     throw new BadRequest((err as Error).message, 'invalid_verification')
   }
@@ -95,8 +98,12 @@ export function parseCompletion (body: unknown): CompletionParams {
   let prompt = b.prompt
   if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === 'string' || Array.isArray(prompt[0]))) prompt = prompt[0]
   if (!present(prompt)) throw new BadRequest('prompt is required: a string, or an array of token ids')
-  if (Array.isArray(prompt) && prompt.some((p) => typeof p === 'string' || Array.isArray(p))) throw new BadRequest(`batched prompts are not supported: send one prompt per request (got ${prompt.length})`)
-  if (typeof prompt !== 'string' && !isIds(prompt)) throw new BadRequest(`prompt must be a string or an array of token ids (integers ≥ 0), got ${show(prompt)}`)
+  if (Array.isArray(prompt) && prompt.some((p) => typeof p === 'string' || Array.isArray(p))) {
+    throw new BadRequest(`batched prompts are not supported: send one prompt per request (got ${prompt.length})`)
+  }
+  if (typeof prompt !== 'string' && !isIds(prompt)) {
+    throw new BadRequest(`prompt must be a string or an array of token ids (integers ≥ 0), got ${show(prompt)}`)
+  }
   if (prompt.length === 0) throw new BadRequest('prompt is empty: send at least one token (e.g. the model\'s BOS id)')
   return { ...common(b, b.max_tokens), prompt }
 }
@@ -104,7 +111,9 @@ export function parseCompletion (body: unknown): CompletionParams {
 /** `POST /v1/chat/completions`: content is a string or OpenAI's text parts. */
 export function parseChat (body: unknown): ChatParams {
   const b = object(body)
-  if (!Array.isArray(b.messages) || b.messages.length === 0) throw new BadRequest(`messages must be a non-empty array of { role, content }, got ${show(b.messages)}`)
+  if (!Array.isArray(b.messages) || b.messages.length === 0) {
+    throw new BadRequest(`messages must be a non-empty array of { role, content }, got ${show(b.messages)}`)
+  }
   const messages = b.messages.map((m: unknown, i) => {
     const msg = object(m)
     if (typeof msg.role !== 'string') throw new BadRequest(`messages[${i}].role must be a string, got ${show(msg.role)}`)
@@ -112,7 +121,9 @@ export function parseChat (body: unknown): ChatParams {
     if (Array.isArray(content)) {
       content = content.map((p: unknown, j) => {
         const part = object(p)
-        if (part.type !== 'text' || typeof part.text !== 'string') throw new BadRequest(`messages[${i}].content[${j}] must be { type: 'text', text }: only text is supported`)
+        if (part.type !== 'text' || typeof part.text !== 'string') {
+          throw new BadRequest(`messages[${i}].content[${j}] must be { type: 'text', text }: only text is supported`)
+        }
         return part.text
       }).join('')
     }
@@ -157,18 +168,6 @@ export function textDecoder (tok: Tokenizer | undefined): { push (id: number): s
   }
 }
 
-export interface ErrorReply { status: number, body: { error: { message: string, type: string, code: string } } }
-
-/** The HTTP status for an error from validation or the generator. */
-export function errorReply (err: unknown): ErrorReply {
-  const reply = (status: number, type: string, code: string, message: string): ErrorReply => ({ status, body: { error: { message, type, code } } })
-  if (err instanceof BadRequest) return reply(400, 'invalid_request_error', err.code, err.message)
-  if (err instanceof NoRouteError || err instanceof CircuitOpenError) return reply(503, 'service_unavailable', err.code, err.message)
-  if (err instanceof InputError) return reply(400, 'invalid_request_error', err.code, err.message)
-  if (err instanceof TesseraError) return reply(502, 'upstream_error', err.code, err.message)
-  return reply(500, 'server_error', 'internal_error', `internal error: ${err instanceof Error ? err.message : String(err)}`)
-}
-
 export type Kind = 'completion' | 'chat'
 export interface Ids { id: string, created: number }
 
@@ -177,27 +176,41 @@ export function newIds (kind: Kind): Ids {
   return { id: `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${hex}`, created: Math.floor(Date.now() / 1000) }
 }
 
-export interface TesseraInfo { tokens: number[], prompt: number[], route: RouteTrace, verification: VerificationReport, root: string, timings: GenerationResult['timings'], sampling?: SamplingProofJson[] }
+export interface TesseraInfo {
+  tokens: number[]
+  prompt: number[]
+  route: RouteTrace
+  verification: VerificationReport
+  root: string
+  timings: GenerationResult['timings']
+  sampling?: SamplingProofJson[]
+}
 const tesseraInfo = (r: GenerationResult): TesseraInfo => ({
   tokens: r.tokens, prompt: r.prompt, route: r.route, verification: r.verification, root: r.root, timings: r.timings,
   ...(r.sampling !== undefined ? { sampling: r.sampling.map(samplingToJson) } : {})
 })
-const usage = (r: GenerationResult): object => ({ prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length })
+const usage = (r: GenerationResult): object => ({
+  prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length
+})
+const objectOf = (kind: Kind, chunk: boolean): string => kind === 'chat' ? (chunk ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion'
 
 /** The whole (non-streamed) response. */
 export function fullResponse (kind: Kind, ids: Ids, r: GenerationResult, text: string): object {
   const choice = kind === 'chat'
     ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: r.finishReason, logprobs: null }
     : { index: 0, text, finish_reason: r.finishReason, logprobs: null }
-  return { ...ids, object: kind === 'chat' ? 'chat.completion' : 'text_completion', model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
+  return { ...ids, object: objectOf(kind, false), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
 }
 
+/** What every chunk of one streamed answer repeats. */
+export interface StreamHead { kind: Kind, ids: Ids, model: string }
+
 /** One streamed token. The first chat chunk also carries the role, as OpenAI's does. */
-export function tokenChunk (kind: Kind, ids: Ids, model: string, text: string, ev: TokenEvent): object {
+export function tokenChunk ({ kind, ids, model }: StreamHead, text: string, ev: TokenEvent): object {
   const choice = kind === 'chat'
     ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs: null }
     : { index: 0, text, finish_reason: null, logprobs: null }
-  return { ...ids, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', model, choices: [choice], tessera: { token: ev.id, index: ev.index, hops: ev.hops } }
+  return { ...ids, object: objectOf(kind, true), model, choices: [choice], tessera: { token: ev.id, index: ev.index, hops: ev.hops } }
 }
 
 /** The last chunk before `[DONE]`: finish reason, usage and the full trace. */
@@ -205,5 +218,5 @@ export function finalChunk (kind: Kind, ids: Ids, r: GenerationResult, rest = ''
   const choice = kind === 'chat'
     ? { index: 0, delta: rest === '' ? {} : { content: rest }, finish_reason: r.finishReason, logprobs: null }
     : { index: 0, text: rest, finish_reason: r.finishReason, logprobs: null }
-  return { ...ids, object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
+  return { ...ids, object: objectOf(kind, true), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
 }

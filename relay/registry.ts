@@ -9,7 +9,9 @@ import { decode, encode } from 'cborg'
 import { ANNOUNCE_PROTOCOL, PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../shared/protocol/capability.js'
 import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES } from '../shared/protocol/limits.js'
 import type { PeerDirectory } from '../shared/route/directory.js'
+import { ProtocolError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
+import { REGISTRY_DEFAULTS } from './config.js'
 
 const log = logger('tessera:relay:registry')
 
@@ -41,7 +43,8 @@ export function createRegistry (o: RegistryOptions = {}): Registry {
   return {
     async accept (signed, from) {
       const cap = await verifyCapability(signed, now())
-      if (from !== undefined && cap.peer !== from) throw new Error(`record names ${cap.peer} but was sent by ${from}`)
+      // A valid signature by another peer: a record is announced by the peer it names, or not at all.
+      if (from !== undefined && cap.peer !== from) throw new ProtocolError('BAD_SIGNATURE', `record names ${cap.peer} but was sent by ${from}`)
       if (cap.withdrawn === true) {
         if (records.delete(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
         return cap
@@ -66,6 +69,8 @@ export function createRegistry (o: RegistryOptions = {}): Registry {
 
 /** Serves the registry's two protocols on the relay's libp2p node. */
 export async function handleRegistry (node: Libp2p, registry: Registry): Promise<void> {
+  // The same limits for both protocols; limited (relayed) connections may announce and list too.
+  const streams = { runOnLimitedConnection: true, maxInboundStreams: REGISTRY_DEFAULTS.maxInboundStreams }
   // A peer reachable only through this relay (a tab) is gone when its connection to us closes.
   node.addEventListener('peer:disconnect', (evt) => {
     const peer = evt.detail.toString()
@@ -81,7 +86,7 @@ export async function handleRegistry (node: Libp2p, registry: Registry): Promise
   await node.handle(ANNOUNCE_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
     try {
-      const msg = decode((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()) as SignedCapability
+      const msg = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as SignedCapability
       await registry.accept(msg, connection.remotePeer.toString())
       await lp.write(encode({ ok: true }))
     } catch (err) {
@@ -89,17 +94,17 @@ export async function handleRegistry (node: Libp2p, registry: Registry): Promise
       await lp.write(encode({ ok: false, error: (err as Error).message })).catch(() => {})
     }
     await stream.close().catch(() => {})
-  }, { runOnLimitedConnection: true, maxInboundStreams: 256 })
+  }, streams)
 
   await node.handle(PEERS_PROTOCOL, async (stream: Stream) => {
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     try {
-      await lp.read({ signal: AbortSignal.timeout(10_000) })
+      await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })
       const records = registry.signedRecords()
       await lp.write(encode({ records }))
     } catch (err) {
       log.debug(`peers request failed: ${(err as Error).message}`)
     }
     await stream.close().catch(() => {})
-  }, { runOnLimitedConnection: true, maxInboundStreams: 256 })
+  }, streams)
 }

@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises'
 import { resolve, sep } from 'node:path'
 import type { Manifest } from '../shared/manifest.js'
 import { logger } from '../shared/log.js'
+import { jsonError } from './errors.js'
 
 const log = logger('tessera:relay:http')
 
@@ -81,7 +82,10 @@ export async function fileResponse (file: ServedFile, req: Request): Promise<Res
   const size = await stat(file.path).then((s) => s.size, () => undefined)
   if (size === undefined) return jsonError(404, `shard file ${file.sha256} is listed in a manifest but missing on this relay`, 'file_missing')
   // A size that differs from the manifest means the bytes are not the ones the hash names.
-  if (size !== file.bytes) return jsonError(500, `shard file ${file.sha256} on disk has ${size} bytes, the manifest says ${file.bytes}; the relay's copy is corrupt`, 'file_corrupt')
+  if (size !== file.bytes) {
+    const why = `shard file ${file.sha256} on disk has ${size} bytes, the manifest says ${file.bytes}; the relay's copy is corrupt`
+    return jsonError(500, why, 'file_corrupt')
+  }
   const headers = new Headers({
     'Content-Type': 'application/octet-stream',
     'Accept-Ranges': 'bytes',
@@ -94,18 +98,12 @@ export async function fileResponse (file: ServedFile, req: Request): Promise<Res
   }
   const range = parseRange(req.headers.get('range') ?? undefined, size)
   if (range.kind === 'unsatisfiable') {
-    return jsonError(416, `range ${req.headers.get('range') ?? ''} is outside the file (${size} bytes)`, 'range_not_satisfiable', new Headers({ 'Content-Range': `bytes */${size}` }))
+    const why = `range ${req.headers.get('range') ?? ''} is outside the file (${size} bytes)`
+    return jsonError(416, why, 'range_not_satisfiable', new Headers({ 'Content-Range': `bytes */${size}` }))
   }
   const [start, end, status] = range.kind === 'partial' ? [range.start, range.end, 206] : [0, size - 1, 200]
   headers.set('Content-Length', String(end - start + 1))
   if (range.kind === 'partial') headers.set('Content-Range', `bytes ${start}-${end}/${size}`)
   const head = req.method === 'HEAD' || size === 0
   return new Response(head ? null : fileStream(file.path, start, end), { status, headers })
-}
-
-/** OpenAI's error shape, used by every JSON route of the relay. */
-export function jsonError (status: number, message: string, code: string, headers = new Headers()): Response {
-  const type = status >= 500 ? 'server_error' : status === 404 ? 'not_found_error' : 'invalid_request_error'
-  headers.set('Content-Type', 'application/json')
-  return new Response(JSON.stringify({ error: { message, type, code } }), { status, headers })
 }

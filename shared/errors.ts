@@ -105,7 +105,7 @@ export class CircuitOpenError extends TesseraError {
 export function httpStatus (err: unknown): number {
   if (!(err instanceof TesseraError)) return 500
   switch (err.code) {
-    case 'INPUT': case 'CONFIG': case 'MALFORMED': case 'TOO_LARGE': case 'BAD_CLAIM':
+    case 'INPUT': case 'CONFIG': case 'MALFORMED': case 'TOO_LARGE': case 'BAD_STEP': case 'BAD_CLAIM':
       return 400
     case 'NOT_FOUND':
       return 404

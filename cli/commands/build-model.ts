@@ -27,10 +27,12 @@ export function registerBuildModel (program: Command): void {
       const src = await openSource(o.from)
       const c = src.weights.config
       const ranges = splitLayers(c.nLayers, o)
-      log.info(`${src.name}: dim ${c.dim}, ${c.nLayers} layers, vocab ${c.vocabSize} → ${ranges.length} ${o.dtype} shard(s): ${ranges.map(([a, b]) => `[${a},${b})`).join(' ')}`)
+      const cuts = ranges.map(([a, b]) => `[${a},${b})`).join(' ')
+      log.info(`${src.name}: dim ${c.dim}, ${c.nLayers} layers, vocab ${c.vocabSize} → ${ranges.length} ${o.dtype} shard(s): ${cuts}`)
 
       const perShard = ranges.map(([a, b]) => (b - a) * 9 + (a === 0 ? 1 : 0) + (b === c.nLayers ? 2 : 0))
-      const bar = new cliProgress.SingleBar({ format: 'building {bar} {percentage}% | {value}/{total} tensors | {tensor}', stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+      const format = 'building {bar} {percentage}% | {value}/{total} tensors | {tensor}'
+      const bar = new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
       bar.start(perShard.reduce((a, b) => a + b, 0), 0, { tensor: '' })
       const started = performance.now()
       const manifest = await buildModel(src.weights, o.out, {

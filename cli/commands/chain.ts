@@ -10,6 +10,7 @@ import { DEFAULT_DEPLOYMENT, DEFAULT_WITHDRAW_DELAY, deployTessera, type Deploym
 import { ZK_MODELS } from '../../shared/zk/model.js'
 import { releaseZkWorkers } from '../../shared/zk/verify.js'
 import { logger } from '../../shared/log.js'
+import { CHAIN_PORT, CHAIN_RPC } from '../config.js'
 import { int } from './options.js'
 
 const log = logger('tessera:node:chain')
@@ -19,7 +20,7 @@ interface DeployFlags { rpc: string, key: string, out: string, withdrawDelay: nu
 export function registerChain (program: Command): void {
   const chain = program.command('chain')
     .description('run a local EVM chain (anvil) for the staking ledger, until Ctrl-C')
-    .option('--port <n>', 'port on 127.0.0.1 (0: any free one)', int(0), 8545)
+    .option('--port <n>', 'port on 127.0.0.1 (0: any free one)', int(0), CHAIN_PORT)
     .option('--state <file>', 'load the chain from this file if it exists, save it there on exit')
     .option('--block-time <s>', 'seconds per block (default: one block per transaction)', int(1))
     .option('--deploy', 'also deploy TesseraStake and write .tessera/chain.json')
@@ -38,8 +39,9 @@ export function registerChain (program: Command): void {
 
   chain.command('deploy')
     .description('deploy TesseraStake (this key becomes the arbiter) and write the deployment JSON')
-    .option('--rpc <url>', 'JSON-RPC URL of the node', 'http://127.0.0.1:8545')
-    .option('--key <hex|ENV>', 'private key, or the environment variable holding it (default TESSERA_CHAIN_KEY; anvil\'s dev key 0 on a local anvil)', DEFAULT_KEY_SOURCE)
+    .option('--rpc <url>', 'JSON-RPC URL of the node', CHAIN_RPC)
+    .option('--key <hex|ENV>', `private key, or the environment variable holding it (default ${DEFAULT_KEY_SOURCE}; ` +
+      'anvil\'s dev key 0 on a local anvil)', DEFAULT_KEY_SOURCE)
     .option('--out <file>', 'where to write the deployment', DEFAULT_DEPLOYMENT)
     .option('--withdraw-delay <s>', 'seconds between a withdrawal request and its payout', int(0), DEFAULT_WITHDRAW_DELAY)
     .addOption(new Option('--zk <models...>', 'also deploy and register the Groth16 verifier of these seeded ZK models').choices(Object.keys(ZK_MODELS)))

@@ -1,3 +1,7 @@
+/**
+ * `tessera generate` — tokens from a model: every shard in this process, or through the network
+ * with --relay (this process is then a client of the relay's peers, with a verification mode).
+ */
 import type { Command } from 'commander'
 import { Option } from 'commander'
 import { readFile } from 'node:fs/promises'
@@ -15,6 +19,8 @@ import { httpLedgerLink } from '../../shared/client/ledger-link.js'
 import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { VerificationMode } from '../../shared/client/types.js'
 import { libp2pDialer, relayDirectory } from '../../shared/route/directory.js'
+import { RELAY_PORTS } from '../../relay/config.js'
+import { GENERATE_DEFAULTS } from '../config.js'
 
 const log = logger('tessera:node:generate')
 
@@ -44,18 +50,20 @@ export function registerGenerate (program: Command): void {
     .option('--relay <multiaddr>', 'run through the network instead of in this process')
     .option('--prompt <text>', 'prompt text (needs the model\'s tokenizer.json)')
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
-    .option('--max-tokens <n>', 'tokens to generate', int(1), 64)
-    .option('--temperature <t>', '0 = greedy', float, 0)
-    .option('--top-p <p>', 'nucleus sampling mass', float, 1)
-    .option('--seed <s>', 'sampling seed', int(0), 0)
+    .option('--max-tokens <n>', 'tokens to generate', int(1), GENERATE_DEFAULTS.maxTokens)
+    .option('--temperature <t>', '0 = greedy', float, GENERATE_DEFAULTS.temperature)
+    .option('--top-p <p>', 'nucleus sampling mass', float, GENERATE_DEFAULTS.topP)
+    .option('--seed <s>', 'sampling seed', int(0), GENERATE_DEFAULTS.seed)
     .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
     .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
-    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked (optimistic needs --ledger-api)').choices(['none', 'redundant', 'spot', 'optimistic']).default('none'))
+    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked (optimistic needs --ledger-api)')
+      .choices(['none', 'redundant', 'spot', 'optimistic']).default('none'))
     .option('--window <ms>', 'optimistic: how long the result may be challenged', int(100))
     .option('--k <n>', 'redundant: peers per hop', int(2))
     .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
-    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations, to report cheaters and to post optimistic claims (e.g. http://127.0.0.1:8080)')
+    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations, to report cheaters and to post optimistic claims ' +
+      `(e.g. http://127.0.0.1:${RELAY_PORTS.http})`)
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
@@ -120,10 +128,13 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
     const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
     await ledger?.refresh()
     const board = o.ledgerApi === undefined ? undefined : httpClaimSink(o.ledgerApi)
-    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, board, verification: normalizeVerification({ mode: o.verification, k: o.k, p: o.p, window: o.window }) })
+    const verification = normalizeVerification({ mode: o.verification, k: o.k, p: o.p, window: o.window })
+    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, board, verification })
     // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? [2] : undefined
-    const gen = client.generate({ prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model })
+    const gen = client.generate({
+      prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model
+    })
     let r = await gen.next()
     while (r.done !== true) {
       if (o.json !== true) process.stdout.write(`${r.value.id} `)
@@ -132,13 +143,22 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
     const { settlement, ...result } = r.value
     if (o.json !== true) {
       process.stdout.write('\n')
-      log.info(`${result.tokens.length} tokens via ${result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')}; first token ${result.timings.firstTokenMs.toFixed(0)} ms, total ${result.timings.totalMs.toFixed(0)} ms`)
+      const route = result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')
+      const { firstTokenMs, totalMs } = result.timings
+      log.info(`${result.tokens.length} tokens via ${route}; first token ${firstTokenMs.toFixed(0)} ms, total ${totalMs.toFixed(0)} ms`)
       const v = result.verification
-      if (v.mode !== 'none' && v.mode !== 'optimistic') log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`).join('')}`)
+      if (v.mode !== 'none' && v.mode !== 'optimistic') {
+        const caught = v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`)
+          .join('')
+        log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${caught}`)
+      }
       if (settlement !== undefined) log.info(`optimistic: claim ${result.verification.claim} pending for up to ${result.verification.window} ms…`)
     }
     const settled = await settlement
-    if (settled !== undefined && o.json !== true) log.info(`claim ${settled.claim} ${settled.status} after ${settled.afterMs.toFixed(0)} ms${settled.tokens !== undefined ? `; corrected tokens: ${settled.tokens.join(' ')}` : ''}`)
+    if (settled !== undefined && o.json !== true) {
+      const corrected = settled.tokens !== undefined ? `; corrected tokens: ${settled.tokens.join(' ')}` : ''
+      log.info(`claim ${settled.claim} ${settled.status} after ${settled.afterMs.toFixed(0)} ms${corrected}`)
+    }
     if (o.json === true) console.log(JSON.stringify(settled === undefined ? result : { ...result, settlement: settled }))
   } finally {
     await node.stop()

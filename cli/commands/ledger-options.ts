@@ -4,19 +4,21 @@
  */
 import { Option, type Command } from 'commander'
 import { InputError } from '../../shared/errors.js'
-import { DEFAULT_LEDGER } from '../../relay/relay.js'
+import { CHAIN_DEFAULTS, RELAY_DEFAULTS } from '../../relay/config.js'
 import type { EvmLedgerConfig } from '../../relay/ledger-evm.js'
 
 export interface LedgerFlags { ledger: 'sqlite' | 'evm', ledgerFile: string, chain?: string, chainKey?: string }
 
 export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Command {
   cmd
-    .addOption(new Option('--ledger <kind>', 'where stakes, slashes and the audit log are kept: sqlite (a file) or evm (a chain)').choices(['sqlite', 'evm']).default('sqlite'))
-    .option('--ledger-file <file>', 'SQLite file of the ledger (sqlite) and of pending optimistic claims (both kinds)', DEFAULT_LEDGER)
+    .addOption(new Option('--ledger <kind>', 'where stakes, slashes and the audit log are kept: sqlite (a file) or evm (a chain)')
+      .choices(['sqlite', 'evm']).default('sqlite'))
+    .option('--ledger-file <file>', 'SQLite file of the ledger (sqlite) and of pending optimistic claims (both kinds)', RELAY_DEFAULTS.ledger)
   if (o.deployment) {
+    const keyHelp = 'evm: the arbiter\'s private key, or the environment variable holding it (on a local anvil, its dev key 0 if unset)'
     cmd
-      .option('--chain <file>', 'evm: the deployment written by tessera chain deploy', '.tessera/chain.json')
-      .option('--chain-key <hex|ENV>', 'evm: the arbiter\'s private key, or the environment variable holding it (on a local anvil, its dev key 0 if unset)', 'TESSERA_CHAIN_KEY')
+      .option('--chain <file>', 'evm: the deployment written by tessera chain deploy', CHAIN_DEFAULTS.deploymentFile)
+      .option('--chain-key <hex|ENV>', keyHelp, CHAIN_DEFAULTS.keySource)
   }
   return cmd
 }

@@ -1,11 +1,30 @@
+/**
+ * `tessera node` — serve a run of a model's layers to the network until Ctrl-C; prints one JSON
+ * ready line (peer id, layers, addresses) that `tessera up` and tests wait for.
+ */
 import type { Command } from 'commander'
-import { Option } from 'commander'
-import { InvalidArgumentError } from 'commander'
+import { InvalidArgumentError, Option } from 'commander'
 import { startNode } from '../../native-node/node.js'
 import type { DevicePreference } from '../../native-node/ort.js'
+import { FAULT_KINDS, parseFault, type Fault } from '../../shared/node/fault.js'
+import { REBALANCE_S } from '../config.js'
 import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
-import { FAULT_KINDS, parseFault, type Fault } from '../../shared/node/fault.js'
+
+interface NodeFlags {
+  relay: string
+  model: string
+  layers?: [number, number]
+  memory?: number
+  maxLayers?: number
+  rebalance: number
+  device: DevicePreference
+  listen?: string[]
+  key?: string
+  fault?: Fault
+  zk?: string[]
+  zkForge?: boolean
+}
 
 function layerRange (v: string): [number, number] {
   const m = /^(\d+)-(\d+)$/.exec(v)
@@ -13,9 +32,12 @@ function layerRange (v: string): [number, number] {
   return [Number(m[1]), Number(m[2])]
 }
 
+/** A bad --fault is a usage error, reported by commander like any other. */
 function fault (v: string): Fault {
   try { return parseFault(v) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
 }
+
+const faultHelp = FAULT_KINDS.map((k) => k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k).join(', ')
 
 export function registerNode (program: Command): void {
   program.command('node')
@@ -25,15 +47,19 @@ export function registerNode (program: Command): void {
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
     .option('--max-layers <k>', 'serve at most this many layers (default: as many as fit in memory)', int(1))
-    .option('--rebalance <seconds>', 'without --layers: how often to check whether moving to other layers would help the network', int(1), 60)
+    .option('--rebalance <seconds>', 'without --layers: how often to check whether moving to other layers would help the network', int(1), REBALANCE_S)
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
     .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
-    .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)', (v: string) => v.split(','))
+    .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)',
+      (v: string) => v.split(','))
     .option('--zk-forge', 'a drill: answer ZK requests with a changed output (the proof no longer verifies; the client should reject it)')
-    .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${FAULT_KINDS.map((k) => k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k).join(', ')}`, fault)
-    .action(async (o: { relay: string, model: string, layers?: [number, number], memory?: number, maxLayers?: number, rebalance: number, device: DevicePreference, listen?: string[], key?: string, fault?: Fault, zk?: string[], zkForge?: boolean }) => {
-      const node = await startNode({ relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000, device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault, zk: o.zk, zkForge: o.zkForge })
+    .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${faultHelp}`, fault)
+    .action(async (o: NodeFlags) => {
+      const node = await startNode({
+        relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000,
+        device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault, zk: o.zk, zkForge: o.zkForge
+      })
       // One line on stdout that scripts (tessera up, tests) can wait for.
       console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
       await untilSignal()

@@ -18,7 +18,9 @@ export function float (v: string): number {
 
 export function intList (v: string): number[] {
   const ids = v.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number)
-  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) throw new InvalidArgumentError('expected comma-separated non-negative integers, e.g. 1,2,3')
+  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new InvalidArgumentError('expected comma-separated non-negative integers, e.g. 1,2,3')
+  }
   return ids
 }
 

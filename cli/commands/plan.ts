@@ -33,17 +33,23 @@ export function registerPlan (program: Command): void {
       }
       const plan = planMemory(config, { dtype, budget: o.memory, context: o.context, sessions: o.sessions })
       if (o.json === true) console.log(JSON.stringify({ model: o.model, dtype, budget: o.memory, ...plan }))
-      else console.log(describePlan(o.model, config, dtype, o.memory, plan, o.context ?? config.maxSeqLen, o.sessions))
+      else console.log(describePlan({ name: o.model, config, dtype, budget: o.memory, context: o.context ?? config.maxSeqLen, sessions: o.sessions }, plan))
     })
 }
 
-export function describePlan (name: string, c: LlamaConfig, dtype: WeightDType, budget: number, p: MemoryPlan, context: number, sessions: number): string {
+/** What a plan was made for. */
+export interface PlanInput { name: string, config: LlamaConfig, dtype: WeightDType, budget: number, context: number, sessions: number }
+
+export function describePlan ({ name, config: c, dtype, budget, context, sessions }: PlanInput, p: MemoryPlan): string {
   const params = paramCount(c)
+  const nodes = Number.isFinite(p.shardsForModel) ? `${p.shardsForModel} node(s) like this one` : 'not even one layer fits here'
   return [
     `${name}: ${(params / 1e9).toFixed(2)} B parameters, ${c.nLayers} layers, dim ${c.dim}, ${c.nHeads} heads / ${c.nKvHeads} kv heads`,
     `budget ${fmt(budget)}, reserve ${fmt(p.reserve)} (runtime, CUDA context, activations) → usable ${fmt(p.usable)}`,
-    `per layer: weights ${fmt(p.weightsPerLayer)} (${dtype}) + KV cache ${fmt(p.kvPerLayer)} (${sessions} session(s) × ${context} tokens) = ${fmt(p.perLayer)}`,
-    `fits ${p.layers} of ${c.nLayers} layers per node; the first shard also needs ${fmt(p.embedding)} for the embedding, the last ${fmt(p.classifier)} for the classifier`,
-    `the whole model needs ${fmt(p.wholeModel)}: ${Number.isFinite(p.shardsForModel) ? `${p.shardsForModel} node(s) like this one` : 'not even one layer fits here'}`
+    `per layer: weights ${fmt(p.weightsPerLayer)} (${dtype}) + KV cache ${fmt(p.kvPerLayer)} (${sessions} session(s) × ${context} tokens) ` +
+      `= ${fmt(p.perLayer)}`,
+    `fits ${p.layers} of ${c.nLayers} layers per node; the first shard also needs ${fmt(p.embedding)} for the embedding, ` +
+      `the last ${fmt(p.classifier)} for the classifier`,
+    `the whole model needs ${fmt(p.wholeModel)}: ${nodes}`
   ].join('\n')
 }

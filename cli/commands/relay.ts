@@ -1,24 +1,45 @@
+/**
+ * `tessera relay` — the relay until Ctrl-C; prints one JSON ready line (relay multiaddr, HTTP URL)
+ * that scripts wait for. Defaults are relay/config.ts's.
+ */
 import type { Command } from 'commander'
-import { DEFAULT_JOIN_STAKE, startRelay } from '../../relay/relay.js'
+import { startRelay } from '../../relay/relay.js'
+import { RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
+import { WEB_ROOT } from '../config.js'
 import { evmConfig, ledgerOptions, type LedgerFlags } from './ledger-options.js'
 import { int } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
+interface RelayFlags extends LedgerFlags {
+  port: number
+  p2pPort: number
+  host: string
+  model?: string[]
+  web: string
+  joinStake: number
+  zk?: string[]
+  proveSampling?: boolean
+}
+
 export function registerRelay (program: Command): void {
   const cmd = program.command('relay')
     .description('run the relay: libp2p bootstrap and circuit relay, peer registry, HTTP API and pages')
-    .option('--port <n>', 'HTTP port (0 = any free port)', int(0), 8080)
-    .option('--p2p-port <n>', 'libp2p WebSocket port (0 = any free port)', int(0), 9090)
-    .option('--host <ip>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'HTTP port (0 = any free port)', int(0), RELAY_PORTS.http)
+    .option('--p2p-port <n>', 'libp2p WebSocket port (0 = any free port)', int(0), RELAY_PORTS.p2p)
+    .option('--host <ip>', 'address to listen on', RELAY_DEFAULTS.host)
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
-    .option('--web <dir>', 'built pages to serve at / (vite build output)', 'dist/web')
-    .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), DEFAULT_JOIN_STAKE)
-    .option('--zk <models>', 'publish these ZK models and verify their proofs: seeded model names set up here (e.g. small), or manifest entries (.json, from tessera zk setup --out); comma-separated', (v: string) => v.split(','))
+    .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
+    .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), RELAY_DEFAULTS.joinStake)
+    .option('--zk <models>', 'publish these ZK models and verify their proofs: seeded model names set up here (e.g. small), ' +
+      'or manifest entries (.json, from tessera zk setup --out); comma-separated', (v: string) => v.split(','))
     .option('--prove-sampling', 'set up the argmax circuit so requests may ask for tessera_prove_sampling (minutes the first time, then cached)')
   ledgerOptions(cmd, { deployment: true })
-    .action(async (o: LedgerFlags & { port: number, p2pPort: number, host: string, model?: string[], web: string, joinStake: number, zk?: string[], proveSampling?: boolean }) => {
+    .action(async (o: RelayFlags) => {
       const evm = o.ledger === 'evm' ? await evmConfig(o) : undefined
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledgerFile, evm, joinStake: o.joinStake, zk: o.zk, proveSampling: o.proveSampling })
+      const relay = await startRelay({
+        httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledgerFile, evm,
+        joinStake: o.joinStake, zk: o.zk, proveSampling: o.proveSampling
+      })
       console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
       await untilSignal()
       await relay.stop()

@@ -1,3 +1,7 @@
+/**
+ * `tessera up` — a whole network on this machine: the default model (built if missing), a relay,
+ * native nodes as child processes, the pages and a demo generation, until Ctrl-C.
+ */
 import type { Command } from 'commander'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -5,8 +9,11 @@ import { access } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '../../shared/log.js'
+import { ModelFormatError, TesseraError } from '../../shared/errors.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
 import { startRelay } from '../../relay/relay.js'
+import { RELAY_PORTS } from '../../relay/config.js'
+import { UP_DEFAULTS, WEB_ROOT } from '../config.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
 import { buildModel, readManifest } from '../../host/model-store.js'
 import { openSource } from '../../host/source.js'
@@ -16,35 +23,35 @@ import { untilSignal } from './lifecycle.js'
 const log = logger('tessera:up')
 
 /** The embedded default: a seeded random model, so a fresh machine needs nothing else. */
-export const DEFAULT_MODEL = { from: 'random:tiny:1', dir: join('models', 'tiny-seed1'), shards: 2 }
+export const DEFAULT_MODEL = UP_DEFAULTS.model
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'tessera.js')
 
 export function registerUp (program: Command): void {
   const cmd = program.command('up')
     .description('run a whole network here: relay, native nodes, pages and a demo generation')
     .option('--model <dir>', 'model directory (the default model is built there if missing)', DEFAULT_MODEL.dir)
-    .option('--nodes <n>', 'native nodes to start', int(1), 2)
-    .option('--port <n>', 'HTTP port of the relay', int(0), 8080)
-    .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), 9090)
-    .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), 32)
+    .option('--nodes <n>', 'native nodes to start', int(1), UP_DEFAULTS.nodes)
+    .option('--port <n>', 'HTTP port of the relay', int(0), RELAY_PORTS.http)
+    .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), RELAY_PORTS.p2p)
+    .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), UP_DEFAULTS.demoTokens)
   // --ledger evm: a local anvil (state kept in .tessera/anvil-state.json) with TesseraStake deployed once.
   ledgerOptions(cmd, { deployment: false })
     .action(async (o: LedgerFlags & { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number }) => {
       if (!await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)) {
-        if (o.model !== DEFAULT_MODEL.dir) throw new Error(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
+        if (o.model !== DEFAULT_MODEL.dir) throw new ModelFormatError(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
         const src = await openSource(DEFAULT_MODEL.from)
         await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
       }
       const manifest = await readManifest(o.model)
       const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: 'dist/web', ledger: o.ledgerFile, evm: chain?.config })
+      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: WEB_ROOT, ledger: o.ledgerFile, evm: chain?.config })
         .catch(async (err: Error) => { await chain?.anvil.stop(); throw err })
       if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
         for (const c of children) c.kill('SIGTERM')
-        await Promise.all(children.map(async (c) => await new Promise((resolve) => c.exitCode !== null || c.signalCode !== null ? resolve(null) : c.once('exit', resolve))))
+        await Promise.all(children.map(exited))
         await relay.stop()
         await chain?.anvil.stop()
       }
@@ -74,6 +81,12 @@ export function assignLayers (m: Manifest, nodes: number): Array<[number, number
   return out
 }
 
+/** Resolves once `c` has exited (at once if it has already). */
+async function exited (c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return
+  await new Promise((resolve) => c.once('exit', resolve))
+}
+
 /** Starts `tessera node` and resolves once it prints its ready line. */
 async function spawnNode (relay: string, model: string, layers?: [number, number]): Promise<ChildProcess> {
   const args = [BIN, 'node', '--relay', relay, '--model', model, ...(layers !== undefined ? ['--layers', `${layers[0]}-${layers[1]}`] : [])]
@@ -81,7 +94,8 @@ async function spawnNode (relay: string, model: string, layers?: [number, number
   return await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
     lines.on('line', (line) => { if (line.startsWith('{"ready":true')) resolve(child) })
-    child.once('exit', (code) => reject(new Error(`tessera node exited with code ${code} before it was ready`)))
+    // Its stderr is this process's: the reason is printed above.
+    child.once('exit', (code) => reject(new TesseraError('INTERNAL', `tessera node exited with code ${code} before it was ready: see its error above`)))
   })
 }
 

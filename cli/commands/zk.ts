@@ -41,7 +41,9 @@ export function registerZk (program: Command): void {
         const s = await setup(o)
         const shapes = s.entry.shape.layers.map((l) => `${l.inputs}→${l.outputs}${l.relu ? ' ReLU' : ''}`).join(', ')
         log.info(`${s.entry.name} (${shapes}; input ${s.entry.shape.input}): ${s.circuit.constraints} constraints, powers of tau 2^${s.keys.power}`)
-        log.info(`compile ${s.circuit.reused ? 'cached' : secs(s.circuit.compileMs)}, powers of tau ${s.keys.reused || s.keys.ptauMs === 0 ? 'cached' : secs(s.keys.ptauMs)}, Groth16 keys ${s.keys.reused ? 'cached' : secs(s.keys.zkeyMs)}`)
+        const ptau = s.keys.reused || s.keys.ptauMs === 0 ? 'cached' : secs(s.keys.ptauMs)
+        const compile = s.circuit.reused ? 'cached' : secs(s.circuit.compileMs)
+        log.info(`compile ${compile}, powers of tau ${ptau}, Groth16 keys ${s.keys.reused ? 'cached' : secs(s.keys.zkeyMs)}`)
         log.info(`circuit and keys in ${dirname(s.keys.zkey)} (circuit ${s.circuit.hash.slice(0, 16)}…)`)
         log.info(`weight commitment ${s.entry.weightCommitment}`)
         if (o.out !== undefined) {
@@ -70,7 +72,8 @@ export function registerZk (program: Command): void {
         const verifyMs = performance.now() - t
         const y = dequantizeOutput(s.model.quant, r.statement.output)
         console.log(`output ${Array.from(y, (v) => v.toFixed(3)).join(' ')} (argmax ${y.indexOf(Math.max(...y))})`)
-        console.log(`witness ${r.witnessMs.toFixed(0)} ms, proof ${r.proveMs.toFixed(0)} ms, verified in ${verifyMs.toFixed(1)} ms; proof ${JSON.stringify(r.proof).length} bytes as JSON`)
+        const times = `witness ${r.witnessMs.toFixed(0)} ms, proof ${r.proveMs.toFixed(0)} ms, verified in ${verifyMs.toFixed(1)} ms`
+        console.log(`${times}; proof ${JSON.stringify(r.proof).length} bytes as JSON`)
         if (o.proofOut !== undefined) {
           await writeFile(o.proofOut, JSON.stringify({ proof: r.proof, publicSignals: r.publicSignals }) + '\n')
           log.info(`wrote the proof to ${o.proofOut}`)
@@ -83,14 +86,16 @@ export function registerZk (program: Command): void {
 
 /** Setup with one progress bar per stage on stderr (each finished stage stays as a line). */
 async function setup (o: ModelOptions): Promise<ZkSetup> {
-  const bar = new cliProgress.SingleBar({ format: '{label} {bar} {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic)
+  const options = { format: '{label} {bar} {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true }
+  const bar = new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic)
   const progress: ProgressFn = (p) => {
     if (p.fraction === 0) bar.start(1000, 0, { label: p.label })
     else bar.update(Math.round(p.fraction * 1000))
     if (p.ms !== undefined) { bar.stop(); log.info(`${p.label}: ${secs(p.ms)}`) }
   }
   try {
-    return await setupZkModel(seededZkModel(o.model, { seed: o.seed, input: o.committed === true ? 'committed' : 'public' }), { cacheDir: o.cache, ptau: o.ptau, progress })
+    const model = seededZkModel(o.model, { seed: o.seed, input: o.committed === true ? 'committed' : 'public' })
+    return await setupZkModel(model, { cacheDir: o.cache, ptau: o.ptau, progress })
   } finally {
     bar.stop()
   }

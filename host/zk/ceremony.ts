@@ -40,7 +40,8 @@ export interface Ptau { file: string, power: number, ms: number, reused: boolean
 export async function ensurePtau (power: number, opts: SetupOptions = {}): Promise<Ptau> {
   const dir = join(opts.cacheDir ?? DEFAULT_CACHE, 'ptau')
   await mkdir(dir, { recursive: true })
-  const cached = (await readdir(dir)).map((f) => /^pot(\d+)\.ptau$/.exec(f)).filter((m) => m !== null).map((m) => Number(m[1])).filter((p) => p >= power).sort((a, b) => a - b)
+  const cached = (await readdir(dir)).map((f) => /^pot(\d+)\.ptau$/.exec(f)).filter((m) => m !== null).map((m) => Number(m[1]))
+    .filter((p) => p >= power).sort((a, b) => a - b)
   if (cached.length > 0) {
     // Report how long the cached ceremony took when it was made (pot<power>.json), for the record.
     const info = join(dir, `pot${cached[0]}.json`)
@@ -54,7 +55,8 @@ export async function ensurePtau (power: number, opts: SetupOptions = {}): Promi
   const curve = await curves.getCurveFromName('bn128')
   try {
     await runStage(opts.progress, 'ptau-new', power, async (log) => await powersOfTau.newAccumulator(curve, power, `${tmp}.0`, log))
-    await runStage(opts.progress, 'ptau-contribute', power, async (log) => await powersOfTau.contribute(`${tmp}.0`, `${tmp}.1`, 'tessera local', entropy(), log))
+    await runStage(opts.progress, 'ptau-contribute', power, async (log) =>
+      await powersOfTau.contribute(`${tmp}.0`, `${tmp}.1`, 'tessera local', entropy(), log))
     await runStage(opts.progress, 'ptau-prepare', power, async (log) => { await powersOfTau.preparePhase2(`${tmp}.1`, tmp, log) })
     await publish(tmp, file)
   } finally {

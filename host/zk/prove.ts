@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { groth16, wtns, type MemFile } from 'snarkjs'
-import { InputError, ProtocolError } from '../../shared/errors.js'
+import { InputError, TesseraError } from '../../shared/errors.js'
 import { samplingInput, type SamplingEntry, type SamplingProver } from '../../shared/zk/argmax.js'
 import { encodeProof } from '../../shared/zk/proof.js'
 import type { ZkShape } from '../../shared/zk/layout.js'
@@ -42,7 +42,9 @@ export async function openProver (q: QuantModel, shape: ZkShape, files: { wasm: 
       try {
         statement = decodePublicSignals(entry, publicSignals)
       } catch (err) {
-        throw new Error(`the circuit produced undecodable public signals: ${(err as ProtocolError).message}`)
+        const why = err instanceof Error ? err.message : String(err)
+        throw new TesseraError('ZK_SETUP',
+          `the circuit produced undecodable public signals (${why}), a bug or stale cached files: delete .cache/zk and set the model up again`)
       }
       return { proof, publicSignals, statement, witnessMs, proveMs }
     }

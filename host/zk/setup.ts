@@ -69,6 +69,9 @@ export interface SamplingSetup {
 export async function setupSampling (vocab: number, opts: SetupOptions = {}): Promise<SamplingSetup> {
   const circuit = await compileSource(samplingCircuitSource(vocab), opts)
   const keys = await ensureSetup(circuit, opts)
-  const entry: SamplingEntry = { vocab, logitExp: LOGIT_EXP, logitBits: LOGIT_BITS, verificationKey: keys.verificationKey, constraints: circuit.constraints, power: keys.power, circuitHash: circuit.hash }
+  const entry: SamplingEntry = {
+    vocab, logitExp: LOGIT_EXP, logitBits: LOGIT_BITS, verificationKey: keys.verificationKey,
+    constraints: circuit.constraints, power: keys.power, circuitHash: circuit.hash
+  }
   return { circuit, keys, entry, prover: await openSamplingProver(entry, { wasm: circuit.wasm, zkey: keys.zkey }) }
 }

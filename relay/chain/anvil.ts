@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path'
 import { toHex, type Hex } from 'viem'
 import { mnemonicToAccount } from 'viem/accounts'
 import { TesseraError } from '../../shared/errors.js'
+import { CHAIN_DEFAULTS } from '../config.js'
 
 /** anvil's default mnemonic: its dev accounts are public knowledge, for local chains only. */
 export const ANVIL_MNEMONIC = 'test test test test test test test test test test test junk'
@@ -24,7 +25,7 @@ export interface AnvilOptions {
   /** Load state from here if it exists, dump it here on exit. */
   stateFile?: string
   chainId?: number
-  /** How long to wait for "Listening on" (ms). */
+  /** How long to wait for "Listening on" (ms); default CHAIN_DEFAULTS.anvilStartTimeoutMs. */
   startTimeoutMs?: number
 }
 
@@ -46,7 +47,8 @@ export function anvilBinary (): string {
   try {
     dir = dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`))
   } catch {
-    throw new TesseraError('NO_ANVIL', `no anvil binary for ${process.platform}-${arch}: the npm package ${pkg} is not installed (it is an optional dependency of @foundry-rs/anvil; add it to package.json for this platform)`)
+    throw new TesseraError('NO_ANVIL', `no anvil binary for ${process.platform}-${arch}: the npm package ${pkg} is not installed ` +
+      '(it is an optional dependency of @foundry-rs/anvil; add it to package.json for this platform)')
   }
   const bin = join(dir, 'bin', process.platform === 'win32' ? 'anvil.exe' : 'anvil')
   if (!existsSync(bin)) throw new TesseraError('NO_ANVIL', `${pkg} has no ${bin}`)
@@ -54,7 +56,7 @@ export function anvilBinary (): string {
 }
 
 /** The key source commands default to: an environment variable holding the arbiter's key. */
-export const DEFAULT_KEY_SOURCE = 'TESSERA_CHAIN_KEY'
+export const DEFAULT_KEY_SOURCE = CHAIN_DEFAULTS.keySource
 
 /**
  * The key a command uses: `source` as given, except that the default source, unset, on a local
@@ -68,7 +70,7 @@ export function chainKey (source: string | undefined, chainId: number | undefine
 export function devAccounts (count = 10): Hex[] {
   return Array.from({ length: count }, (_, i) => {
     const key = mnemonicToAccount(ANVIL_MNEMONIC, { addressIndex: i }).getHdKey().privateKey
-    if (key === null) throw new Error('the dev mnemonic yielded no private key')
+    if (key === null) throw new TesseraError('ANVIL_START', `anvil's dev mnemonic yielded no private key for account ${i}: check the installed viem`)
     return toHex(key)
   })
 }
@@ -85,9 +87,11 @@ export async function startAnvil (o: AnvilOptions = {}): Promise<Anvil> {
   const exited = new Promise<void>((resolve) => child.once('exit', () => { process.off('exit', killOnExit); resolve() }))
 
   let output = ''
+  const startTimeoutMs = o.startTimeoutMs ?? CHAIN_DEFAULTS.anvilStartTimeoutMs
+  const failed = (why: string): TesseraError => new TesseraError('ANVIL_START', `anvil ${why}:\n${output.slice(-2000)}`)
   try {
     const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new TesseraError('ANVIL_START', `anvil did not start within ${o.startTimeoutMs ?? 10_000} ms:\n${output.slice(-2000)}`)), o.startTimeoutMs ?? 10_000)
+      const timer = setTimeout(() => reject(failed(`did not start within ${startTimeoutMs} ms`)), startTimeoutMs)
       const onData = (chunk: Buffer): void => {
         output += chunk.toString()
         const m = /Listening on [\d.]+:(\d+)/.exec(output)
@@ -96,7 +100,7 @@ export async function startAnvil (o: AnvilOptions = {}): Promise<Anvil> {
       child.stdout?.on('data', onData)
       child.stderr?.on('data', onData)
       child.once('error', (err) => { clearTimeout(timer); reject(new TesseraError('ANVIL_START', `anvil failed to start: ${err.message}`)) })
-      child.once('exit', (code) => { clearTimeout(timer); reject(new TesseraError('ANVIL_START', `anvil exited with ${code} before listening:\n${output.slice(-2000)}`)) })
+      child.once('exit', (code) => { clearTimeout(timer); reject(failed(`exited with ${code} before listening`)) })
     })
     // Keep draining its output (a full pipe would block anvil), but stop collecting it.
     child.stdout?.removeAllListeners('data').resume()
@@ -108,11 +112,11 @@ export async function startAnvil (o: AnvilOptions = {}): Promise<Anvil> {
   }
 }
 
-/** SIGTERM lets anvil dump its state; SIGKILL if it has not exited after 5 s. */
+/** SIGTERM lets anvil dump its state; SIGKILL if it has not exited in time. */
 async function stop (child: ChildProcess, exited: Promise<void>): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHAIN_DEFAULTS.anvilStopTimeoutMs)
   await exited
   clearTimeout(timer)
 }

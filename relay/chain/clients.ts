@@ -4,11 +4,12 @@
  */
 import {
   BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, defineChain, encodeFunctionData, HttpRequestError,
-  InsufficientFundsError, keccak256, SocketClosedError, TimeoutError, toBytes, http, type Abi, type Address, type Chain, type Hex, type PublicClient,
-  type TransactionReceipt, type WalletClient, type Account
+  InsufficientFundsError, keccak256, NonceTooLowError, SocketClosedError, TimeoutError, toBytes, http,
+  type Abi, type Address, type Chain, type Hex, type PublicClient, type TransactionReceipt, type WalletClient, type Account
 } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { InputError, TesseraError } from '../../shared/errors.js'
+import { CHAIN_DEFAULTS } from '../config.js'
 
 export interface ChainConfig {
   rpcUrl: string
@@ -36,7 +37,9 @@ export const zkModelId = (name: string): Hex => keccak256(toBytes(name))
 export function resolveKey (source: string): Hex {
   if (/^0x[0-9a-fA-F]{64}$/.test(source)) return source as Hex
   const name = source.replace(/^env:/, '')
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new InputError('a chain key must be a 0x-prefixed 32-byte hex key or the name of an environment variable holding one')
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+    throw new InputError('a chain key must be a 0x-prefixed 32-byte hex key or the name of an environment variable holding one')
+  }
   const v = process.env[name]
   if (v === undefined || v === '') throw new InputError(`the environment variable ${name} (the chain key) is not set`)
   if (!/^0x[0-9a-fA-F]{64}$/.test(v)) throw new InputError(`the environment variable ${name} does not hold a 0x-prefixed 32-byte hex key`)
@@ -45,17 +48,18 @@ export function resolveKey (source: string): Hex {
 
 /** Clients for `rpcUrl`; refuses a node whose chain id is not the expected one. */
 export async function connect (c: ChainConfig): Promise<Clients> {
-  const chain = defineChain({ id: c.chainId, name: `tessera-${c.chainId}`, nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 }, rpcUrls: { default: { http: [c.rpcUrl] } } })
+  const nativeCurrency = { name: 'Ether', symbol: 'ETH', decimals: 18 }
+  const chain = defineChain({ id: c.chainId, name: `tessera-${c.chainId}`, nativeCurrency, rpcUrls: { default: { http: [c.rpcUrl] } } })
   // retryCount 0: a revert is final, and viem would otherwise retry it for ~1 s.
-  const transport = http(c.rpcUrl, { retryCount: 0, timeout: 30_000 })
-  const pollingInterval = c.pollingIntervalMs ?? 50
+  const transport = http(c.rpcUrl, { retryCount: 0, timeout: CHAIN_DEFAULTS.rpcTimeoutMs })
+  const pollingInterval = c.pollingIntervalMs ?? CHAIN_DEFAULTS.pollingIntervalMs
   const account = privateKeyToAccount(resolveKey(c.privateKey))
   const pub = createPublicClient({ chain, transport, pollingInterval })
   const wallet = createWalletClient({ chain, transport, account, pollingInterval })
   let id: number
   try { id = await pub.getChainId() } catch (err) { throw chainError(err, `reach ${c.rpcUrl}`) }
   if (id !== c.chainId) throw new InputError(`the node at ${c.rpcUrl} is on chain ${id}, not ${c.chainId}: check the RPC URL or the chain id`)
-  return { chain, account, public: pub, wallet, confirmations: Math.max(1, c.confirmations ?? 1) }
+  return { chain, account, public: pub, wallet, confirmations: Math.max(1, c.confirmations ?? CHAIN_DEFAULTS.confirmations) }
 }
 
 /** The custom error a call reverted with (e.g. 'EvidenceUsed'), if that is what happened. */
@@ -75,8 +79,12 @@ export function chainError (err: unknown, what: string): TesseraError {
       const args = r.data?.args !== undefined && r.data.args.length > 0 ? `(${r.data.args.map(String).join(', ')})` : ''
       return new TesseraError('CHAIN_REVERT', `${what} reverted: ${name}${args}`)
     }
-    if (err.walk((e) => e instanceof InsufficientFundsError) !== null) return new InputError(`${what} failed: the account has not enough ETH for the value and gas; fund it first`)
-    if (err.walk((e) => e instanceof HttpRequestError) !== null) return new TesseraError('CHAIN_UNREACHABLE', `could not ${what}: the RPC node does not answer (${err.shortMessage})`)
+    if (err.walk((e) => e instanceof InsufficientFundsError) !== null) {
+      return new InputError(`${what} failed: the account has not enough ETH for the value and gas; fund it first`)
+    }
+    if (err.walk((e) => e instanceof HttpRequestError) !== null) {
+      return new TesseraError('CHAIN_UNREACHABLE', `could not ${what}: the RPC node does not answer (${err.shortMessage})`)
+    }
     return new TesseraError('CHAIN', `${what} failed: ${err.shortMessage}`)
   }
   return new TesseraError('CHAIN', `${what} failed: ${(err as Error)?.message ?? String(err)}`)
@@ -84,12 +92,18 @@ export function chainError (err: unknown, what: string): TesseraError {
 
 export interface Write { address: Address, abi: Abi, functionName: string, args?: readonly unknown[], value?: bigint, gas?: bigint }
 
-/** Sends of one signed transaction when the RPC node does not answer, before giving up. */
-const SEND_TRIES = 4
-
 /** No answer from the node (a dropped connection, a time-out): the request may or may not have arrived. */
 const transient = (err: unknown): boolean =>
   err instanceof BaseError && err.walk((e) => e instanceof HttpRequestError || e instanceof TimeoutError || e instanceof SocketClosedError) !== null
+
+/**
+ * The node already holds this transaction ("already known", "already imported") or its nonce is
+ * used: an earlier send got through. eth_sendRawTransaction's errors come back as plain RPC errors
+ * (viem maps them to its node errors only for the calls it prepares itself), so this applies viem's
+ * own rule for NonceTooLowError, its `nodeMessage`, to the node's `details` anywhere in the chain.
+ */
+const alreadySent = (err: unknown): boolean =>
+  err instanceof BaseError && err.walk((e) => e instanceof BaseError && NonceTooLowError.nodeMessage.test((e.details ?? '').toLowerCase())) !== null
 
 /**
  * Sends a contract call and waits for its receipt; throws (by the revert's name where there is
@@ -116,9 +130,9 @@ export async function write (c: Clients, w: Write): Promise<TransactionReceipt> 
       break
     } catch (err) {
       // An earlier try got through after all: wait for it like any other.
-      if (attempt > 1 && err instanceof BaseError && /already known|already imported|nonce too low/i.test(err.message)) break
-      if (!transient(err) || attempt === SEND_TRIES) throw Object.assign(chainError(err, w.functionName), { cause: err })
-      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt))
+      if (attempt > 1 && alreadySent(err)) break
+      if (!transient(err) || attempt === CHAIN_DEFAULTS.sendTries) throw Object.assign(chainError(err, w.functionName), { cause: err })
+      await new Promise((resolve) => setTimeout(resolve, CHAIN_DEFAULTS.sendBackoffMs * 2 ** attempt))
     }
   }
   const receipt = await c.public.waitForTransactionReceipt({ hash, confirmations: c.confirmations })
@@ -126,7 +140,9 @@ export async function write (c: Clients, w: Write): Promise<TransactionReceipt> 
   return receipt
 }
 
-export async function deployContract (c: Clients, a: { abi: Abi, bytecode: Hex }, args: readonly unknown[] = []): Promise<{ address: Address, receipt: TransactionReceipt }> {
+export async function deployContract (
+  c: Clients, a: { abi: Abi, bytecode: Hex }, args: readonly unknown[] = []
+): Promise<{ address: Address, receipt: TransactionReceipt }> {
   let hash: Hex
   try {
     hash = await c.wallet.deployContract({ chain: c.chain, account: c.account, abi: a.abi, bytecode: a.bytecode, args })
@@ -134,6 +150,8 @@ export async function deployContract (c: Clients, a: { abi: Abi, bytecode: Hex }
     throw chainError(err, 'deploy')
   }
   const receipt = await c.public.waitForTransactionReceipt({ hash, confirmations: c.confirmations })
-  if (receipt.status !== 'success' || receipt.contractAddress == null) throw new TesseraError('CHAIN_REVERT', `deploying failed in block ${receipt.blockNumber} (transaction ${hash})`)
+  if (receipt.status !== 'success' || receipt.contractAddress == null) {
+    throw new TesseraError('CHAIN_REVERT', `deploying failed in block ${receipt.blockNumber} (transaction ${hash})`)
+  }
   return { address: receipt.contractAddress, receipt }
 }

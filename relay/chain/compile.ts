@@ -17,10 +17,11 @@ import { zKey } from 'snarkjs'
 import type { Abi, Hex } from 'viem'
 import { TesseraError } from '../../shared/errors.js'
 import { publish, tempPath } from '../../host/zk/cache.js'
+import { CHAIN_DEFAULTS } from '../config.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CONTRACTS_DIR = join(ROOT, 'relay', 'contracts')
-export const DEFAULT_CHAIN_CACHE = join(ROOT, '.cache', 'chain')
+export const DEFAULT_CHAIN_CACHE = join(ROOT, CHAIN_DEFAULTS.cacheDir)
 export const EVM_VERSION = 'cancun'
 
 export interface Artifact { abi: Abi, bytecode: Hex }
@@ -33,7 +34,8 @@ interface SolcOutput {
 /** Compiles `sources` (file name → Solidity); returns every contract by name. Cached by content. */
 export async function compileSolidity (sources: Record<string, string>, opts: { cacheDir?: string } = {}): Promise<Record<string, Artifact>> {
   const settings = { evmVersion: EVM_VERSION, optimizer: { enabled: true, runs: 200 }, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } }
-  const key = createHash('sha256').update(JSON.stringify({ solc: solc.version() as string, settings, sources: Object.entries(sources).sort(([a], [b]) => a < b ? -1 : 1) })).digest('hex')
+  const sorted = Object.entries(sources).sort(([a], [b]) => a < b ? -1 : 1)
+  const key = createHash('sha256').update(JSON.stringify({ solc: solc.version() as string, settings, sources: sorted })).digest('hex')
   const dir = opts.cacheDir ?? DEFAULT_CHAIN_CACHE
   const file = join(dir, `${key}.json`)
   if (existsSync(file)) return (JSON.parse(await readFile(file, 'utf8')) as { contracts: Record<string, Artifact> }).contracts

@@ -14,11 +14,12 @@ import type { ZkModelEntry } from '../../shared/zk/types.js'
 import { publicSignalCount } from '../../shared/zk/verify.js'
 import { connect, deployContract, write, zkModelId, type ChainConfig, type Clients } from './clients.js'
 import { stakeArtifact, verifierArtifact } from './compile.js'
+import { CHAIN_DEFAULTS } from '../config.js'
 
-export const DEFAULT_DEPLOYMENT = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), '.tessera', 'chain.json')
+/** The deployment file in this checkout (whatever the working directory). */
+export const DEFAULT_DEPLOYMENT = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), CHAIN_DEFAULTS.deploymentFile)
 
-/** One day: long enough for a slash to land on stake that its owner is trying to pull out. */
-export const DEFAULT_WITHDRAW_DELAY = 86_400
+export const DEFAULT_WITHDRAW_DELAY = CHAIN_DEFAULTS.withdrawDelayS
 
 export interface ZkVerifierDeployment { name: string, model: Hex, verifier: Address, weightCommitment: string, outputs: number, signals: number, gas: number }
 
@@ -61,8 +62,13 @@ export async function deployTessera (o: DeployOptions): Promise<Deployment> {
   const rules = o.rules ?? DEFAULT_RULES
   const arbiter = o.arbiter ?? c.account.address
   const withdrawDelay = o.withdrawDelay ?? DEFAULT_WITHDRAW_DELAY
-  const params = { slashBps: bps(rules.slashFraction, 'slashFraction'), rewardBps: bps(rules.rewardFraction, 'rewardFraction'), blacklistAfterSlashes: rules.blacklistAfterSlashes }
-  const { address, receipt } = await deployContract(c, await stakeArtifact(o), [arbiter, params.slashBps, params.rewardBps, params.blacklistAfterSlashes, BigInt(withdrawDelay)])
+  const params = {
+    slashBps: bps(rules.slashFraction, 'slashFraction'),
+    rewardBps: bps(rules.rewardFraction, 'rewardFraction'),
+    blacklistAfterSlashes: rules.blacklistAfterSlashes
+  }
+  const args = [arbiter, params.slashBps, params.rewardBps, params.blacklistAfterSlashes, BigInt(withdrawDelay)]
+  const { address, receipt } = await deployContract(c, await stakeArtifact(o), args)
   const zkModels: ZkVerifierDeployment[] = []
   for (const z of o.zk ?? []) zkModels.push(await deployZkVerifier(c, address, z, o))
   const d: Deployment = {
@@ -78,14 +84,18 @@ export async function deployTessera (o: DeployOptions): Promise<Deployment> {
 }
 
 /** Deploys the model's verifier and registers it (the account must be the arbiter). */
-export async function deployZkVerifier (c: Clients, stakeAddress: Address, z: { entry: ZkModelEntry, zkey: string }, o: { cacheDir?: string } = {}): Promise<ZkVerifierDeployment> {
+export async function deployZkVerifier (
+  c: Clients, stakeAddress: Address, z: { entry: ZkModelEntry, zkey: string }, o: { cacheDir?: string } = {}
+): Promise<ZkVerifierDeployment> {
   const verifier = await deployContract(c, await verifierArtifact(z.zkey, o))
   const outputs = z.entry.shape.layers[z.entry.shape.layers.length - 1].outputs
   const signals = publicSignalCount(z.entry)
   const model = zkModelId(z.entry.name)
   const { abi } = await stakeArtifact(o)
-  const r = await write(c, { address: stakeAddress, abi, functionName: 'registerZkModel', args: [model, verifier.address, BigInt(z.entry.weightCommitment), outputs, signals] })
-  return { name: z.entry.name, model, verifier: verifier.address, weightCommitment: z.entry.weightCommitment, outputs, signals, gas: Number(verifier.receipt.gasUsed + r.gasUsed) }
+  const args = [model, verifier.address, BigInt(z.entry.weightCommitment), outputs, signals]
+  const r = await write(c, { address: stakeAddress, abi, functionName: 'registerZkModel', args })
+  const gas = Number(verifier.receipt.gasUsed + r.gasUsed)
+  return { name: z.entry.name, model, verifier: verifier.address, weightCommitment: z.entry.weightCommitment, outputs, signals, gas }
 }
 
 export async function readDeployment (path = DEFAULT_DEPLOYMENT): Promise<Deployment> {

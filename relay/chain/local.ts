@@ -4,17 +4,17 @@
  * its code is on the chain. anvil's dev account 0 is the arbiter: a local chain only.
  */
 import { existsSync } from 'node:fs'
-import { join } from 'node:path'
 import { createPublicClient, http } from 'viem'
 import { logger } from '../../shared/log.js'
 import type { EvmLedgerConfig } from '../ledger-evm.js'
 import { startAnvil, type Anvil } from './anvil.js'
 import { deployTessera, readDeployment, type Deployment } from './deploy.js'
+import { CHAIN_DEFAULTS } from '../config.js'
 
 const log = logger('tessera:chain')
 
-export const LOCAL_STATE = join('.tessera', 'anvil-state.json')
-export const LOCAL_DEPLOYMENT = join('.tessera', 'chain-local.json')
+export const LOCAL_STATE = CHAIN_DEFAULTS.localState
+export const LOCAL_DEPLOYMENT = CHAIN_DEFAULTS.localDeployment
 
 export interface LocalChain { anvil: Anvil, deployment: Deployment, config: EvmLedgerConfig }
 
@@ -38,7 +38,8 @@ export async function startLocalChain (o: { stateFile?: string, deploymentFile?:
     } else {
       log.info(`TesseraStake at ${deployment.stakeAddress}, state from ${stateFile}`)
     }
-    return { anvil, deployment, config: { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: deployment.stakeAddress, privateKey: key, fromBlock: deployment.deployBlock } }
+    const config = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: deployment.stakeAddress, privateKey: key, fromBlock: deployment.deployBlock }
+    return { anvil, deployment, config }
   } catch (err) {
     await anvil.stop()
     throw err

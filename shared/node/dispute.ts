@@ -90,7 +90,11 @@ export function createDisputeHandler (o: DisputeOptions): (stream: Stream) => Pr
     try {
       const m = parse((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
       if (o.mute === true) return
-      const notKept = (what: string): never => { throw new ProtocolError('NOT_FOUND', `no ${what} for layer ${m.layer} of ${(m as { session: string }).session} step ${(m as { step: number }).step} (kept ${TRACE_KEEP} steps, states of ${STATE_KEEP} replays)`) }
+      const notKept = (what: string): never => {
+        const { session, step } = m as { session: string, step: number }
+        const kept = `kept ${TRACE_KEEP} steps, states of ${STATE_KEEP} replays`
+        throw new ProtocolError('NOT_FOUND', `no ${what} for layer ${m.layer} of ${session} step ${step} (${kept})`)
+      }
       if (m.t === 'reveal') {
         const r = o.traces.reveal(m.session, m.step, m.layer) ?? notKept('commitment')
         await lp.write(encode({ t: 'leaf', ...r }))
@@ -121,7 +125,9 @@ async function execute (o: DisputeOptions, m: Extract<Request, { t: 'execute' }>
     // The head: the model's LM head on the last hop; on another, the hop's output is block b-1's.
     const tail = runners.find((r) => r.shard.layers[1] === b)
     if (tail?.runPart !== undefined) out = await run(tail, b, input)
-    else if (runners.some((r) => r.shard.layers[0] < b && b < r.shard.layers[1]) && 'hidden' in input) out = { data: input.hidden, seq: input.seq, width: input.hidden.length / input.seq, kind: 'hidden' }
+    else if (runners.some((r) => r.shard.layers[0] < b && b < r.shard.layers[1]) && 'hidden' in input) {
+      out = { data: input.hidden, seq: input.seq, width: input.hidden.length / input.seq, kind: 'hidden' }
+    }
     else throw new ProtocolError('WRONG_LAYERS', `this node cannot re-execute the head of [${a},${b})`)
   } else {
     const r = runners.find((x) => x.shard.layers[0] <= m.layer && m.layer < x.shard.layers[1])
@@ -155,8 +161,10 @@ function parse (bytes: Uint8Array): Request {
   try { m = decode(bytes) } catch { throw new ProtocolError('MALFORMED', 'not valid CBOR') }
   const uint = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0
   if ((m?.t === 'reveal' || m?.t === 'state') && typeof m.session === 'string' && uint(m.step) && uint(m.layer)) return m as Request
-  if (m?.t === 'execute' && typeof m.root === 'string' && Array.isArray(m.hop) && m.hop.length === 2 && m.hop.every(uint) && (m.hop[0] as number) < (m.hop[1] as number) &&
+  if (m?.t === 'execute' && typeof m.root === 'string' &&
+    Array.isArray(m.hop) && m.hop.length === 2 && m.hop.every(uint) && (m.hop[0] as number) < (m.hop[1] as number) &&
     uint(m.layer) && (m.layer as number) >= (m.hop[0] as number) && (m.layer as number) <= (m.hop[1] as number) && uint(m.seq) && (m.seq as number) > 0 &&
     ((m.tokens instanceof Uint8Array) !== (m.hidden instanceof Uint8Array))) return m as Request
-  throw new ProtocolError('MALFORMED', 'expected { t: "reveal" | "state", session, step, layer } or { t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), seq, tokens | hidden }')
+  throw new ProtocolError('MALFORMED', 'expected { t: "reveal" | "state", session, step, layer } or ' +
+    '{ t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), seq, tokens | hidden }')
 }

@@ -3,17 +3,18 @@
  * holds a run of loaded shards and serves sessions over streams, one stream per session.
  * A bad message gets an error reply and ends that stream only; other sessions go on.
  */
-import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import type { ShardRunner, ShardSession, HopOutput } from '../runner.js'
 import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
-import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES, MAX_SESSIONS, MAX_STEP_TOKENS, SESSION_TTL_MS } from '../protocol/limits.js'
+import { MAX_MESSAGE_BYTES, MAX_STEP_TOKENS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
 import { createDisputeHandler, TraceStore } from './dispute.js'
 import type { StepFault } from './fault.js'
+import { PEER_DEFAULTS } from './config.js'
+import { frameStream } from './frames.js'
 
 const log = logger('tessera:node:serve')
 
@@ -59,12 +60,12 @@ export function createInferHandler (o: ServeOptions): InferHandler {
   const traces = new TraceStore()
   const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0 }
   const maxCache = (): number => typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : o.maxCacheTokens ?? Infinity
-  const maxSessions = o.maxSessions ?? MAX_SESSIONS
-  const ttl = o.sessionTtlMs ?? SESSION_TTL_MS
+  const maxSessions = o.maxSessions ?? PEER_DEFAULTS.maxSessions
+  const ttl = o.sessionTtlMs ?? PEER_DEFAULTS.sessionTtlMs
 
   async function handle (stream: Stream): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: o.maxMessageBytes ?? MAX_MESSAGE_BYTES })
-    const send = async (m: NodeMsg): Promise<void> => { await lp.write(encodeMsg(m)) }
+    const frames = frameStream(stream, o.maxMessageBytes ?? MAX_MESSAGE_BYTES)
+    const send = async (m: NodeMsg): Promise<void> => { await frames.write(encodeMsg(m)) }
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
     let session = ''
@@ -82,26 +83,15 @@ export function createInferHandler (o: ServeOptions): InferHandler {
       stats.errors++
       log.debug(`session error ${code}: ${message}`)
       await send({ t: 'error', code, message }).catch((e: Error) => { log.debug(`could not send the error reply: ${e.message}`) })
-      await stream.close().catch(() => stream.abort(new Error(message)))
+      await stream.close().catch(() => stream.abort(new ProtocolError(code, message)))
     }
     log.debug(`stream ${stream.id} opened`)
     try {
       touch()
       for (;;) {
-        let bytes: Uint8Array
-        try {
-          bytes = (await lp.read()).subarray()
-        } catch (err) {
-          const e = err as Error
-          if (e.name === 'InvalidDataLengthError') { await fail('TOO_LARGE', `message exceeds ${o.maxMessageBytes ?? MAX_MESSAGE_BYTES} bytes`); return }
-          log.debug(`read ended: ${e.name}: ${e.message}`)
-          // An end between frames is the client going away; anything else (a frame cut short,
-          // a bad length prefix) is malformed input and gets a reply if the stream still takes one.
-          if (e.name === 'UnexpectedEOFError' && / 0\/\d+ bytes/.test(e.message)) return
-          if (e.name === 'UnexpectedEOFError') { await fail('MALFORMED', `truncated message: ${e.message}`); return }
-          if (e.name === 'InvalidMessageLengthError' || e.name === 'InvalidDataLengthLengthError') { await fail('MALFORMED', `bad length prefix: ${e.message}`); return }
-          return
-        }
+        // A frame cut short or too large throws (and gets a reply below); the client going away ends quietly.
+        const bytes = await frames.read()
+        if (bytes === undefined) return
         touch()
         const msg = decodeClientMsg(bytes)
         if (msg.t === 'close') { await stream.close(); return }
@@ -121,7 +111,9 @@ export function createInferHandler (o: ServeOptions): InferHandler {
           continue
         }
         if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
-        if (msg.start !== chain[0].length) throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
+        if (msg.start !== chain[0].length) {
+          throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
+        }
         if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
         if (stats.cachedTokens + msg.seq > maxCache()) throw new ProtocolError('BUSY', `KV cache full: ${stats.cachedTokens} of ${maxCache()} tokens in use`)
         const started = performance.now()

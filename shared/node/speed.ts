@@ -28,13 +28,16 @@ export async function measureMsPerLayer (runners: ShardRunner[], nLayers: number
   if (runners.length === 0) throw new InputError('measureMsPerLayer needs at least one shard')
   if (!Number.isInteger(steps) || steps < 1 || !Number.isInteger(context) || context < 1) throw new InputError('steps and context must be integers ≥ 1')
   for (let i = 1; i < runners.length; i++) {
-    if (runners[i].shard.layers[0] !== runners[i - 1].shard.layers[1]) throw new InputError(`shards ${runners[i - 1].shard.index} and ${runners[i].shard.index} are not contiguous`)
+    const [prev, next] = [runners[i - 1].shard, runners[i].shard]
+    if (next.layers[0] !== prev.layers[1]) throw new InputError(`shards ${prev.index} and ${next.index} are not contiguous`)
   }
   const start = runners[0].shard.layers[0]
   const covered = runners[runners.length - 1].shard.layers[1] - start
   // Catches a caller passing the model's layer count for a partial chain (a silently wrong speed).
   if (nLayers !== covered) throw new InputError(`the chain covers ${covered} layers, not ${nLayers}`)
-  if (start !== 0 && (opts.dim === undefined || opts.dim < 1)) throw new InputError(`the chain starts at layer ${start}: give the model's dim to feed it hidden states`)
+  if (start !== 0 && (opts.dim === undefined || opts.dim < 1)) {
+    throw new InputError(`the chain starts at layer ${start}: give the model's dim to feed it hidden states`)
+  }
 
   const rand = mulberry32(0x5eed)
   const bound = Math.max(1, opts.vocabSize ?? 256)

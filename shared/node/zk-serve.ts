@@ -13,10 +13,11 @@ import { bytesOfInt32, decodeZkRequest, int8Of, signZkReply } from '../protocol/
 import type { Signer } from '../verify/receipt.js'
 import { encodeProof } from '../zk/proof.js'
 import type { Groth16Proof, ZkStatement } from '../zk/types.js'
+import { PEER_DEFAULTS } from './config.js'
 
 const log = logger('tessera:node:zk')
 
-/** A loaded ZK model: its input width and a prover (native-node/zk/prove.ts). */
+/** A loaded ZK model: its input width and a prover (host/zk/prove.ts). */
 export interface ZkServed {
   inputs: number
   prove (x: Int8Array): Promise<{ proof: Groth16Proof, publicSignals: string[], statement: ZkStatement }>
@@ -26,7 +27,7 @@ export interface ZkServeOptions {
   peer: string
   sign: Signer
   models: Map<string, ZkServed>
-  /** Proofs waiting at most (default 4). */
+  /** Proofs waiting at most (default PEER_DEFAULTS.zkQueue). */
   maxQueue?: number
   /** A drill: claim another output than the one proven, with the public signals changed to match (the proof no longer verifies). */
   forge?: boolean
@@ -43,7 +44,7 @@ export function createZkHandler (o: ZkServeOptions): { handle: (stream: Stream) 
       const model = o.models.get(m.model)
       if (model === undefined) throw new ProtocolError('WRONG_MODEL', `this node proves ${[...o.models.keys()].join(', ') || 'no ZK model'}, not ${m.model}`)
       if (m.input.byteLength !== model.inputs) throw new ProtocolError('MALFORMED', `${m.model} takes ${model.inputs} int8 inputs, got ${m.input.byteLength}`)
-      if (waiting >= (o.maxQueue ?? 4)) throw new ProtocolError('BUSY', `${waiting} proofs are queued on this node`)
+      if (waiting >= (o.maxQueue ?? PEER_DEFAULTS.zkQueue)) throw new ProtocolError('BUSY', `${waiting} proofs are queued on this node`)
       waiting++
       const input = int8Of(m.input.slice())
       const started = performance.now()
@@ -58,7 +59,9 @@ export function createZkHandler (o: ZkServeOptions): { handle: (stream: Stream) 
         publicSignals = publicSignals.map((s, i) => i === 0 ? (BigInt(s) + 1n).toString() : s)
       }
       stats.proofs++
-      const reply = await signZkReply({ peer: o.peer, model: m.model, input: m.input, output: bytesOfInt32(output), proof: encodeProof(r.proof), publicSignals, ms: performance.now() - started }, o.sign)
+      const reply = await signZkReply({
+        peer: o.peer, model: m.model, input: m.input, output: bytesOfInt32(output), proof: encodeProof(r.proof), publicSignals, ms: performance.now() - started
+      }, o.sign)
       await lp.write(encode({ t: 'proved', reply }))
     } catch (err) {
       stats.errors++

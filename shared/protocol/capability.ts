@@ -47,7 +47,9 @@ export async function signCapability (c: Capability, key: PrivateKey): Promise<S
  * names, not expired. Returns the capability or throws ProtocolError.
  */
 export async function verifyCapability (s: SignedCapability, now = Date.now()): Promise<Capability> {
-  if (!(s?.record instanceof Uint8Array) || !(s.signature instanceof Uint8Array)) throw new ProtocolError('MALFORMED', 'a signed record needs record and signature bytes')
+  if (!(s?.record instanceof Uint8Array) || !(s.signature instanceof Uint8Array)) {
+    throw new ProtocolError('MALFORMED', 'a signed record needs record and signature bytes')
+  }
   if (s.record.byteLength > MAX_RECORD_BYTES) throw new ProtocolError('TOO_LARGE', `record of ${s.record.byteLength} bytes exceeds ${MAX_RECORD_BYTES}`)
   let c: Capability
   try { c = decode(s.record) } catch { throw new ProtocolError('MALFORMED', 'record is not valid CBOR') }

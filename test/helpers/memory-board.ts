@@ -29,7 +29,8 @@ export interface BoardRig {
 /**
  * `random` draws watchers and referees' order (default: always the first, the cheapest
  * candidate, so tests choose who watches by the speeds they advertise); `revealMs` is how long
- * a dispute party has to answer each reveal. Every peer on the network now is staked.
+ * a dispute party has to answer each reveal. Every peer on the network now, and each that joins
+ * later, is staked; a peer the ledger blacklists drops out of the network's listings.
  */
 export async function memoryBoard (net: MemoryNet, o: { revealMs?: number, random?: () => number } = {}): Promise<BoardRig> {
   let ledger: Ledger | undefined
@@ -37,18 +38,28 @@ export async function memoryBoard (net: MemoryNet, o: { revealMs?: number, rando
   ledger = await openSqliteLedger(join(tempDir('memnet-ledger'), 'ledger.sqlite'), checker)
   const l = ledger
   for (const p of net.peers) await l.stake(p.id, JOIN_STAKE)
+  net.onJoin = async (p) => { await l.stake(p.id, JOIN_STAKE) } // a newcomer, as the relay's registry onJoin stakes it
   const cached = cachedLedgerLink({
     standings: async () => await l.standings(),
     slash: async (e) => await l.slash(e, 'test-board'),
     observe: async (peer, ok) => await l.observe(peer, ok)
   })
   await cached.refresh()
+  net.excluded = (peer) => cached.excluded(peer) // the registry lists no blacklisted peer
   const reports: Evidence[] = []
   const link: LedgerLink = { ...cached, report: async (e) => { reports.push(e); return await cached.report(e) } }
   const board = new ClaimBoard({
-    dialer: net.dialer, peers: async () => await net.directory.list(), ledger: link, timeouts: TEST_TIMEOUTS, random: o.random ?? (() => 0),
+    dialer: net.dialer, peers: async () => await net.directory.list(), find: async (p) => net.find(p), ledger: link, timeouts: TEST_TIMEOUTS, random: o.random ?? (() => 0),
     // Left out, not undefined, when not given: the board's own default applies.
     ...(o.revealMs !== undefined ? { revealMs: o.revealMs } : {})
   })
-  return { board, ledger: l, link, reports, close: async () => { board.close(); await l.close() } }
+  return {
+    board, ledger: l, link, reports,
+    close: async () => {
+      board.close()
+      net.onJoin = undefined // the network may outlive its board
+      net.excluded = undefined
+      await l.close()
+    }
+  }
 }

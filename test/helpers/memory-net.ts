@@ -68,6 +68,12 @@ export interface MemoryNet {
   dials: Array<{ peer: string, protocol: string }>
   /** Kills every peer (the model's runners stay loaded for the next network). */
   stop: () => void
+  /** Peers `list()` leaves out, as relay/registry.ts leaves out the ledger's blacklist (memoryBoard sets it). */
+  excluded?: (peer: string) => boolean
+  /** Runs as a peer joins, before `add` returns: the relay stakes a newcomer (memoryBoard sets it). */
+  onJoin?: (peer: MemoryPeer) => Promise<void>
+  /** A record even when `list()` leaves it out: a dispute must still reach a blacklisted accused (registry.find). */
+  find: (peer: string) => Capability | undefined
 }
 
 /** KV room a peer advertises and enforces unless told otherwise: far more than any test uses. */
@@ -94,9 +100,9 @@ export function memoryNet (model: ModelRunners): MemoryNet {
     }
   }
   const directory: PeerDirectory = {
-    async list () { return [...byId.values()].filter((p) => !p.withdrawn).map((p) => p.peer.capability()) }
+    async list () { return [...byId.values()].filter((p) => !p.withdrawn && net.excluded?.(p.peer.id) !== true).map((p) => p.peer.capability()) }
   }
-  return {
+  const net: MemoryNet = {
     model,
     dialer,
     directory,
@@ -104,14 +110,20 @@ export function memoryNet (model: ModelRunners): MemoryNet {
     dials,
     async add (spec) {
       const p = await startPeer(model, spec)
+      await net.onJoin?.(p.peer)
       byId.set(p.peer.id, p)
       peers.push(p.peer)
       return p.peer
     },
     stop () {
       for (const p of byId.values()) p.peer.kill()
+    },
+    find (peer) {
+      const p = byId.get(peer)
+      return p === undefined || p.withdrawn ? undefined : p.peer.capability()
     }
   }
+  return net
 }
 
 interface PeerState { peer: MemoryPeer, readonly withdrawn: boolean, open: (s: Stream) => void }

@@ -1,6 +1,7 @@
 /// <reference types="@webgpu/types" />
 /** What this tab can compute with: WebGPU when an adapter is there and big enough, WASM otherwise. */
 import type { Backend } from './runtime/ort-browser.js'
+import { TesseraError } from '../../shared/errors.js'
 
 export interface AdapterInfo {
   vendor: string
@@ -15,7 +16,7 @@ export async function detectBackend (want: Backend | 'auto', biggestBuffer: numb
   if (want === 'wasm') return { backend: 'wasm', reason: 'asked for WASM' }
   const adapter = await navigator.gpu?.requestAdapter().catch(() => null)
   if (adapter === undefined || adapter === null) {
-    if (want === 'webgpu') throw new Error('WebGPU was asked for, but this browser offers no WebGPU adapter')
+    if (want === 'webgpu') throw new TesseraError('CONFIG', 'WebGPU was asked for, but this browser offers no WebGPU adapter; choose WASM or enable WebGPU')
     return { backend: 'wasm', reason: 'no WebGPU adapter in this browser' }
   }
   const info = adapter.info
@@ -27,7 +28,7 @@ export async function detectBackend (want: Backend | 'auto', biggestBuffer: numb
   }
   if (biggestBuffer > a.maxStorageBufferBindingSize) {
     const reason = `the model's largest weight (${biggestBuffer} bytes) exceeds this adapter's storage buffer limit (${a.maxStorageBufferBindingSize})`
-    if (want === 'webgpu') throw new Error(`WebGPU was asked for, but ${reason}`)
+    if (want === 'webgpu') throw new TesseraError('CONFIG', `WebGPU was asked for, but ${reason}; choose WASM for this model`)
     return { backend: 'wasm', adapter: a, reason }
   }
   return { backend: 'webgpu', adapter: a }

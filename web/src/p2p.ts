@@ -13,6 +13,10 @@ import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { TesseraError } from '../../shared/errors.js'
+
+/** How long the relay may take to grant the reservation that makes a tab reachable. */
+const RESERVATION_TIMEOUT_MS = 15_000
 
 export interface TabPeerNetOptions {
   /** The relay's multiaddrs (GET /api/relay); the WebSocket one is dialled. */
@@ -26,7 +30,7 @@ export interface TabPeerNetOptions {
 
 export async function createTabPeer (o: TabPeerNetOptions): Promise<{ node: Libp2p, relay: string }> {
   const relay = o.relayAddrs.find((a) => a.includes('/ws/')) ?? o.relayAddrs[0]
-  if (relay === undefined) throw new Error('the relay offers no address a browser can dial (it needs a /ws listener)')
+  if (relay === undefined) throw new TesseraError('CONFIG', 'the relay offers no address a browser can dial; start it with a WebSocket (/ws) listener')
   const node = await createLibp2p({
     privateKey: o.privateKey,
     addresses: { listen: o.listen ? ['/p2p-circuit', '/webrtc'] : [] },
@@ -48,9 +52,13 @@ export async function createTabPeer (o: TabPeerNetOptions): Promise<{ node: Libp
   await node.dial(multiaddr(relay))
   if (o.listen) {
     // Wait until the relay reservation shows in our addresses: only then can others dial us.
-    const until = Date.now() + 15_000
+    const until = Date.now() + RESERVATION_TIMEOUT_MS
     while (!node.getMultiaddrs().some((a) => a.toString().includes('/p2p-circuit'))) {
-      if (Date.now() > until) throw new Error('the relay gave this tab no reservation in 15 s')
+      if (Date.now() > until) {
+        await node.stop()
+        const s = RESERVATION_TIMEOUT_MS / 1000
+        throw new TesseraError('TIMEOUT', `the relay gave this tab no reservation in ${s} s; check its circuit relay limits, or reload to try again`)
+      }
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }

@@ -22,6 +22,7 @@ import { httpLedgerLink } from '../../shared/client/ledger-link.js'
 import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
+import { TesseraError } from '../../shared/errors.js'
 
 export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
 export type { ZkResult, SamplingProofJson }
@@ -60,15 +61,19 @@ export interface Tessera {
 
 export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
   const origin = o.relay ?? new URL(import.meta.url).origin
-  const res = await fetch(`${origin}/api/relay`).catch((err: Error) => { throw new Error(`cannot reach the Tessera relay at ${origin}: ${err.message}`) })
-  if (!res.ok) throw new Error(`${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
+  const res = await fetch(`${origin}/api/relay`).catch((err: Error) => {
+    throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
+  })
+  if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
   const { addrs } = await res.json() as { addrs: string[] }
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
   const refresh = setInterval(() => { void ledger.refresh() }, 5000)
   // Optimistic claims go to the relay's board; corrected tokens, if any, are generated here.
-  const client: Client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, board: httpClaimSink(origin), verification: o.verification })
+  const client: Client = createClient({
+    dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, board: httpClaimSink(origin), verification: o.verification
+  })
   return {
     peerId: node.peerId.toString(),
     generate (req, signal) {
@@ -94,18 +99,22 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
     network: async () => await client.network(),
     async zk (model, input) {
       const res = await fetch(`${origin}/api/zk/models`)
-      if (!res.ok) throw new Error(`GET /api/zk/models answered HTTP ${res.status}`)
+      if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
       const { models } = await res.json() as { models: ZkModelEntry[] }
       // snarkjs (~1 MB) loads with the first proof, not with the SDK.
       const { zkInfer } = await import('../../shared/client/zk.js')
+      // A directory of its own (its own cache), as the zk path always had.
       const directory = relayDirectory(node, relay)
-      return await zkInfer({ dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n) => models.find((m) => m.name === n), ledger }, model, input)
+      const deps = { dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n: string) => models.find((m) => m.name === n), ledger }
+      return await zkInfer(deps, model, input)
     },
     async verifySampling (answer) {
       const res = await fetch(`${origin}/api/zk/models`)
-      if (!res.ok) throw new Error(`GET /api/zk/models answered HTTP ${res.status}`)
+      if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
       const { sampling } = await res.json() as { sampling: SamplingEntry[] }
-      const [{ verifySampledTokens }, { samplingFromJson }] = await Promise.all([import('../../shared/verify/sampling.js'), import('../../shared/zk/argmax.js')])
+      const [{ verifySampledTokens }, { samplingFromJson }] = await Promise.all([
+        import('../../shared/verify/sampling.js'), import('../../shared/zk/argmax.js')
+      ])
       const { ms } = await verifySampledTokens(sampling, answer.tokens, answer.sampling?.map(samplingFromJson))
       return { tokens: answer.tokens.length, ms }
     },

@@ -4,6 +4,7 @@
  * tests: layers=A-B, backend=webgpu|wasm, memory=512MB, autostart=1.
  */
 import { startContributor, type Backend, type Contributor, type ContributorEvent, type ContributorOptions } from '../contributor.js'
+import { TesseraError } from '../../../shared/errors.js'
 import { byId, formatBytes, formatDuration, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner } from './nav.js'
 
 type State = 'idle' | 'downloading' | 'loading' | 'serving' | 'refused' | 'error' | 'stopped'
@@ -192,7 +193,7 @@ function renderUptime (): void {
 async function checkRelay (): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/network`)
-    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
     const view = await res.json() as { peers: unknown[], models: Array<{ name: string, layers: number }> }
     setRelayBanner(ui.banner, undefined)
     const models = view.models.map((m) => `${m.name} (${m.layers} layers)`).join(', ') || 'no model yet'

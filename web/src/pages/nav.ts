@@ -2,6 +2,7 @@
  * What every page shares: the header with its navigation, typed DOM helpers (no innerHTML:
  * every string a page shows goes in as text), and small formatters.
  */
+import { ConfigError } from '../../../shared/errors.js'
 
 export type Page = 'home' | 'contribute' | 'playground' | 'network'
 
@@ -39,7 +40,9 @@ export function h<K extends keyof HTMLElementTagNameMap> (tag: K, props: Props =
 /** The element with this id, checked to be of the expected kind. */
 export function byId<T extends Element> (id: string, kind: abstract new (...args: never[]) => T): T {
   const el = document.getElementById(id)
-  if (!(el instanceof kind)) throw new Error(`page is missing #${id} (${kind.name})`)
+  if (!(el instanceof kind)) {
+    throw new ConfigError(`page is missing #${id} (${kind.name}): its HTML and script are out of step; rebuild the pages (npm run build)`)
+  }
   return el
 }
 

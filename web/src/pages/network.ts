@@ -5,6 +5,7 @@
  */
 import type { NetworkView } from '../sdk.js'
 import type { LedgerEntry, PeerStanding } from '../../../shared/ledger/types.js'
+import { TesseraError } from '../../../shared/errors.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
 type Model = NetworkView['models'][number]
@@ -42,7 +43,7 @@ void poll()
 async function poll (): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/network`, { cache: 'no-store' })
-    if (!res.ok) throw new Error(`/api/network answered HTTP ${res.status}`)
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `/api/network answered HTTP ${res.status}`)
     render(await res.json() as NetworkView)
     setRelayBanner(ui.banner, undefined)
     ui.live.classList.remove('stale')
@@ -97,7 +98,9 @@ function coverageChart (m: Model): HTMLElement {
   m.coverage.forEach((count, layer) => {
     const x = 1 + layer * (barW + 2)
     const barH = count === 0 ? 4 : Math.max(4, Math.round(count / most * chartH))
-    const bar = svgEl('rect', { x, y: 14 + chartH - barH, width: barW, height: barH, rx: 2, class: count === 0 ? 'bar uncovered' : 'bar', 'data-layer': layer, 'data-peers': count })
+    const bar = svgEl('rect', {
+      x, y: 14 + chartH - barH, width: barW, height: barH, rx: 2, class: count === 0 ? 'bar uncovered' : 'bar', 'data-layer': layer, 'data-peers': count
+    })
     const title = svgEl('title', {})
     title.textContent = `layer ${layer}: ${count} peer(s)`
     bar.append(title)
@@ -119,7 +122,7 @@ function coverageChart (m: Model): HTMLElement {
 async function pollThroughput (): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/metrics`, { cache: 'no-store' })
-    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
     const now = performance.now()
     const tokens = sumMetric(await res.text(), TOKENS_METRIC)
     ui.tokensTotal.textContent = `${tokens.toLocaleString()} generated through the relay's API so far`
@@ -135,14 +138,22 @@ async function pollThroughput (): Promise<void> {
   }
 }
 
+/** GET /api/ledger and GET /api/claims, as the relay answers them. */
+interface LedgerReply { backend?: { kind: string, chainId?: number, contract?: string }, standings: PeerStanding[], audit: LedgerEntry[], chainOk: boolean }
+interface ClaimStats {
+  pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number, refereeBlocks: { ran: number, of: number }
+}
+
 /** Standings (blacklisted first, then by reputation) and the newest audit entries. */
 async function pollLedger (): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/ledger`, { cache: 'no-store' })
     if (res.status === 404) { ui.ledgerChain.textContent = 'This relay keeps no ledger.'; return }
-    if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    const l = await res.json() as { backend?: { kind: string, chainId?: number, contract?: string }, standings: PeerStanding[], audit: LedgerEntry[], chainOk: boolean }
-    const where = l.backend?.kind === 'evm' ? `Kept in the TesseraStake contract ${l.backend.contract ?? ''} on chain ${l.backend.chainId ?? '?'}, rebuilt from its events. ` : ''
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
+    const l = await res.json() as LedgerReply
+    const where = l.backend?.kind === 'evm'
+      ? `Kept in the TesseraStake contract ${l.backend.contract ?? ''} on chain ${l.backend.chainId ?? '?'}, rebuilt from its events. `
+      : ''
     ui.ledgerChain.textContent = where + (l.chainOk
       ? `Audit chain verified from genesis: ${l.audit.at(-1)?.seq ?? 0} entries, each hashing the one before.`
       : 'The audit chain does NOT verify: the log was tampered with.')
@@ -169,13 +180,16 @@ async function pollLedger (): Promise<void> {
   }
   try {
     const res = await fetch(`${relayOrigin()}/api/claims`, { cache: 'no-store' })
-    if (!res.ok) throw new Error(`HTTP ${res.status}`)
-    const c = await res.json() as { pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number, refereeBlocks: { ran: number, of: number } }
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
+    const c = await res.json() as ClaimStats
     const settled = c.final + c.overturned
     Object.assign(ui.claims.dataset, { pending: String(c.pending), final: String(c.final), overturned: String(c.overturned) })
+    const challenged = settled > 0 ? (100 * c.challenges / settled).toFixed(1) : '0'
     ui.claims.textContent = settled + c.pending === 0
       ? 'Optimistic claims: none yet.'
-      : `Optimistic claims: ${c.pending} pending, ${c.final} final (after ${formatMs(c.meanFinalMs)} on average), ${c.overturned} overturned; ${c.challenges} challenge(s), ${c.frivolous} frivolous (${settled > 0 ? (100 * c.challenges / settled).toFixed(1) : '0'}% of settled claims challenged)${c.refereeBlocks.of > 0 ? `; referees re-executed ${c.refereeBlocks.ran} of the ${c.refereeBlocks.of} blocks disputed` : ''}.`
+      : `Optimistic claims: ${c.pending} pending, ${c.final} final (after ${formatMs(c.meanFinalMs)} on average), ${c.overturned} overturned; ` +
+        `${c.challenges} challenge(s), ${c.frivolous} frivolous (${challenged}% of settled claims challenged)` +
+        `${c.refereeBlocks.of > 0 ? `; referees re-executed ${c.refereeBlocks.ran} of the ${c.refereeBlocks.of} blocks disputed` : ''}.`
   } catch (err) {
     ui.claims.textContent = `claims unavailable: ${messageOf(err)}`
   }

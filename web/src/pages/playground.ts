@@ -3,6 +3,7 @@
  * the tokens, and draws the route: who served which layers on what device, and any failover.
  */
 import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent, type VerificationOptions } from '../sdk.js'
+import { InputError, TesseraError } from '../../../shared/errors.js'
 import { mountZkCard } from './zk-card.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
@@ -41,7 +42,8 @@ let running: AbortController | undefined
 let shownModels = '' // the model list as last drawn, so a poll that changes nothing leaves the select alone
 
 ui.generate.addEventListener('click', () => { void generate() })
-ui.cancel.addEventListener('click', () => { running?.abort(new Error('cancelled')) })
+// The standard abort reason; its message is what the page shows.
+ui.cancel.addEventListener('click', () => { running?.abort(new DOMException('cancelled', 'AbortError')) })
 addEventListener('pagehide', () => { void tessera?.close() })
 void join()
 mountZkCard(() => tessera)
@@ -52,7 +54,7 @@ async function join (): Promise<void> {
   try {
     // connect() would fail on a relay without /api/relay with a less helpful message; ask first.
     const res = await fetch(`${relayOrigin()}/api/relay`)
-    if (!res.ok) throw new Error(`/api/relay answered HTTP ${res.status}`)
+    if (!res.ok) throw new TesseraError('BAD_REPLY', `/api/relay answered HTTP ${res.status}`)
     tessera = await connect({ relay: relayOrigin() })
     await loadModels()
   } catch (err) {
@@ -140,18 +142,19 @@ async function generate (): Promise<void> {
 function readRequest (): GenerationRequest {
   const prompt = ui.prompt.value.split(/[\s,]+/).filter((s) => s !== '').map(Number)
   if (prompt.length === 0 || !prompt.every((n) => Number.isInteger(n) && n >= 0)) {
-    throw new Error('the prompt must be token ids: non-negative integers separated by commas')
+    throw new InputError('the prompt must be token ids: non-negative integers separated by commas')
   }
   const maxTokens = Number(ui.maxTokens.value)
-  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new Error('max tokens must be a whole number ≥ 1')
+  if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new InputError('max tokens must be a whole number ≥ 1')
   const temperature = Number(ui.temperature.value)
-  if (!(temperature >= 0)) throw new Error('temperature must be ≥ 0 (0 is greedy)')
+  if (!(temperature >= 0)) throw new InputError('temperature must be ≥ 0 (0 is greedy)')
   const topP = Number(ui.topP.value)
-  if (!(topP > 0 && topP <= 1)) throw new Error('top-p must be in (0, 1]')
+  if (!(topP > 0 && topP <= 1)) throw new InputError('top-p must be in (0, 1]')
   const seed = ui.seed.value.trim() === '' ? undefined : Number(ui.seed.value)
-  if (seed !== undefined && !Number.isInteger(seed)) throw new Error('the seed must be a whole number')
+  if (seed !== undefined && !Number.isInteger(seed)) throw new InputError('the seed must be a whole number')
   const mode = ui.verification.value as VerificationMode
-  return { prompt, maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...(ui.model.value !== '' ? { model: ui.model.value } : {}) }
+  const model = ui.model.value !== '' ? { model: ui.model.value } : {}
+  return { prompt, maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...model }
 }
 
 function resetOutput (): void {
@@ -180,7 +183,8 @@ function drawRoute (hops: Hop[]): void {
   const boxes = hops.map((hop, i) => {
     const ms = hop.nodeMs !== undefined ? `${formatMs(hop.ms)} (node ${formatMs(hop.nodeMs)})` : formatMs(hop.ms)
     const checked = hop.checkedBy !== undefined && hop.checkedBy.length > 0 ? ` · checked by ${hop.checkedBy.map(shortPeer).join(', ')}` : ''
-    const box = h('div', { class: 'hop', attrs: { 'data-device': hop.device, 'data-peer': hop.peer, 'data-verdict': hop.verdict ?? 'unchecked', title: hop.peer } },
+    const attrs = { 'data-device': hop.device, 'data-peer': hop.peer, 'data-verdict': hop.verdict ?? 'unchecked', title: hop.peer }
+    const box = h('div', { class: 'hop', attrs },
       h('div', {}, h('span', { class: 'peer', text: shortPeer(hop.peer) }), ' ', deviceBadge(hop.device)),
       h('div', { class: 'meta', text: `layers ${layerRange(hop.layers)} · ${ms}` }),
       h('div', { class: `meta verdict-${hop.verdict ?? 'unchecked'}`, text: `${hop.verdict ?? 'unchecked'}${checked}` }))
@@ -203,8 +207,15 @@ async function showSettlement (windowMs: number, settlement: NonNullable<Generat
   try {
     const s = await settlement
     ui.settlement.dataset.status = s.status
-    const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited'} (${a.note})`).join('; ')
-    const challenges = s.challenges.map((c) => `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${c.referee !== undefined ? shortPeer(c.referee) : 'none'}${c.reexecuted !== undefined ? ` re-executed ${c.reexecuted.what} (${c.reexecuted.layers} of ${c.reexecuted.of} blocks)` : ''}${c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''}`).join('; ')
+    const audited = (a: (typeof s.audits)[number]): string => a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited'
+    const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${audited(a)} (${a.note})`)
+      .join('; ')
+    const challenges = s.challenges.map((c) => {
+      const referee = c.referee !== undefined ? shortPeer(c.referee) : 'none'
+      const reran = c.reexecuted !== undefined ? ` re-executed ${c.reexecuted.what} (${c.reexecuted.layers} of ${c.reexecuted.of} blocks)` : ''
+      const slashed = c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''
+      return `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${referee}${reran}${slashed}`
+    }).join('; ')
     ui.settlement.textContent = s.status === 'final'
       ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
       : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
@@ -217,10 +228,14 @@ async function showSettlement (windowMs: number, settlement: NonNullable<Generat
 /** What was checked, how close honest peers came to the thresholds, and who was caught. */
 function drawVerification (v: GenerationResult['verification']): void {
   // For scripts and tests: the numbers behind the sentence.
-  Object.assign(ui.verificationSummary.dataset, { checks: String(v.checks), mismatches: String(v.mismatches), hops: JSON.stringify(v.hops), closest: JSON.stringify(v.closest) })
+  Object.assign(ui.verificationSummary.dataset, {
+    checks: String(v.checks), mismatches: String(v.mismatches), hops: JSON.stringify(v.hops), closest: JSON.stringify(v.closest)
+  })
   if (v.mode === 'none') return
-  const per = v.hops.map((hp) => `layers ${layerRange(hp.layers)}: ${hp.verdicts.agreed} agreed, ${hp.verdicts.overruled} overruled, ${hp.verdicts.unchecked} unchecked`).join('; ')
-  const margin = v.checks > 0 ? ` Closest honest agreement: top-k overlap ${v.closest.minOverlap.toFixed(2)}, relative error ${v.closest.maxRelErr.toExponential(1)}.` : ''
+  const per = v.hops.map(({ layers, verdicts: n }) => `layers ${layerRange(layers)}: ${n.agreed} agreed, ${n.overruled} overruled, ${n.unchecked} unchecked`)
+    .join('; ')
+  const { minOverlap, maxRelErr } = v.closest
+  const margin = v.checks > 0 ? ` Closest honest agreement: top-k overlap ${minOverlap.toFixed(2)}, relative error ${maxRelErr.toExponential(1)}.` : ''
   ui.verificationSummary.textContent = `${v.mode}: ${v.checks} hop-steps re-run and compared, ${v.mismatches} disagreed. ${per}.${margin}`
   ui.faults.replaceChildren(...v.faults.map((f) => h('li', {
     class: 'error',

@@ -20,7 +20,9 @@ export function mountZkCard (tessera: () => Tessera | undefined): void {
       const res = await fetch(`${relayOrigin()}/api/zk/models`)
       models = res.ok ? (await res.json() as { models: Entry[] }).models : []
     } catch { models = [] }
-    ui.model.replaceChildren(...models.map((m) => new Option(`${m.name}: ${m.shape.layers.map((l) => `${l.inputs}×${l.outputs}`).join(', ')} (${m.constraints.toLocaleString()} constraints)`, m.name)))
+    const label = (m: Entry): string =>
+      `${m.name}: ${m.shape.layers.map((l) => `${l.inputs}×${l.outputs}`).join(', ')} (${m.constraints.toLocaleString()} constraints)`
+    ui.model.replaceChildren(...models.map((m) => new Option(label(m), m.name)))
     ui.prove.disabled = models.length === 0
     if (models.length === 0) ui.result.textContent = 'This relay publishes no ZK model (start it with --zk small).'
   }
@@ -35,8 +37,11 @@ export function mountZkCard (tessera: () => Tessera | undefined): void {
       try {
         const input = Array.from(crypto.getRandomValues(new Int8Array(m.shape.layers[0].inputs)))
         const r = await t.zk(m.name, input)
-        Object.assign(ui.result.dataset, { output: JSON.stringify(r.output), proofBytes: String(r.proof.bytes), proveMs: String(r.proof.proveMs), verifyMs: String(r.proof.verifyMs) })
-        ui.result.textContent = `Verified in this tab in ${formatMs(r.proof.verifyMs)}: proof of ${r.proof.bytes} bytes, proven by ${shortPeer(r.peer)} in ${formatMs(r.proof.proveMs)}. Output: ${r.values.map((v) => v.toFixed(3)).join(' ')}`
+        const { bytes, proveMs, verifyMs } = r.proof
+        Object.assign(ui.result.dataset, { output: JSON.stringify(r.output), proofBytes: String(bytes), proveMs: String(proveMs), verifyMs: String(verifyMs) })
+        ui.result.textContent = `Verified in this tab in ${formatMs(verifyMs)}: proof of ${bytes} bytes, ` +
+          `proven by ${shortPeer(r.peer)} in ${formatMs(proveMs)}. ` +
+          `Output: ${r.values.map((v) => v.toFixed(3)).join(' ')}`
       } catch (err) {
         ui.result.dataset.error = messageOf(err)
         ui.result.textContent = `Not verified: ${messageOf(err)}`

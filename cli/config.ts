@@ -1,0 +1,42 @@
+/**
+ * The command line's own defaults, each with the reason for its value. What a relay does by
+ * default is relay/config.ts's (ports, ledger file, join stake); the commands show those values.
+ */
+import { join } from 'node:path'
+
+/** The built pages a relay serves at / (vite's output directory). */
+export const WEB_ROOT = 'dist/web'
+
+/** `tessera chain`: a local anvil on Ethereum's conventional JSON-RPC port, so wallets and tools find it. */
+export const CHAIN_PORT = 8545
+export const CHAIN_RPC = `http://127.0.0.1:${CHAIN_PORT}`
+
+/** `tessera up` on a fresh machine. */
+export const UP_DEFAULTS = {
+  /** A seeded random model, so nothing has to be downloaded; two shards, so a route has two hops. */
+  model: { from: 'random:tiny:1', dir: join('models', 'tiny-seed1'), shards: 2 },
+  /** One node per shard of the default model. */
+  nodes: 2,
+  /** A demo generation long enough to show the route and a decode rate. */
+  demoTokens: 32
+}
+
+/** `tessera node`: how often a node without --layers asks whether other layers would help the network more. */
+export const REBALANCE_S = 60
+
+/** `tessera generate`. */
+export const GENERATE_DEFAULTS = {
+  maxTokens: 64,
+  /** Greedy: the same command gives the same tokens (the reference tests compare them). */
+  temperature: 0,
+  topP: 1,
+  seed: 0
+}
+
+/** `tessera doctor --relay`. */
+export const DOCTOR_DEFAULTS = {
+  /** The whole relay probe (dial, pings, identify): 8 s covers a slow WAN dial, and the operator is waiting. */
+  relayDeadlineMs: 8000,
+  /** Round trips measured; the median is reported. */
+  pings: 5
+}

@@ -1,0 +1,137 @@
+/**
+ * The relay's defaults, in one place, each with the reason for its value (as Petals' client/config.py
+ * does). `startRelay` resolves its options against them once (resolveRelayOptions); the CLI shows
+ * the same values in its help. The chain tooling's knobs (relay/chain/, the EVM ledger) are at the end.
+ * Client defaults (ban time, retries, time-outs) live in shared/client/config.ts, the claim board's
+ * in shared/optimistic/config.ts.
+ */
+import { join } from 'node:path'
+import type { ClientConfig } from '../shared/client/client.js'
+import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
+import type { EvmLedgerConfig } from './ledger-evm.js'
+
+export interface RelayOptions {
+  /** HTTP port (0 = any free one). */
+  httpPort?: number
+  /** libp2p WebSocket port (0 = any free one). */
+  p2pPort?: number
+  host?: string
+  /** Model directories whose files the relay serves (and whose tokenizers it uses). */
+  models?: string[]
+  webRoot?: string
+  client?: Partial<ClientConfig>
+  /** SQLite file of the ledger (stakes, slashes, reputation, audit log) and of pending claims; created if missing. */
+  ledger?: string
+  /**
+   * Settle on an EVM chain instead (relay/ledger-evm.ts): stakes, slashes and the audit log live in
+   * the TesseraStake contract and are rebuilt from its events; the SQLite file keeps only claims.
+   */
+  evm?: EvmLedgerConfig
+  /** Stake granted to a peer the first time it announces (the embedded ledger has no token to buy stake with). */
+  joinStake?: number
+  /** ZK models whose entries (verification key, weight commitment) the relay publishes and checks proofs against. */
+  zk?: string[]
+  /**
+   * Set up the sampling circuit for each served model's vocabulary (cached in .cache/zk; minutes
+   * the first time) so that requests may ask for tessera_prove_sampling.
+   */
+  proveSampling?: boolean
+  /** How often the relay's view of the network (metrics, /api/network) and of the ledger is refreshed. */
+  viewRefreshMs?: number
+}
+
+/** The ports `tessera relay` and `tessera up` listen on unless told otherwise: what the docs and pages name. */
+export const RELAY_PORTS = {
+  http: 8080,
+  /** The libp2p WebSocket port nodes and tabs dial (the /ws multiaddr the relay prints). */
+  p2p: 9090
+} as const
+
+export const RELAY_DEFAULTS = {
+  /** 0 (any free port) for a relay started as a library: tests and embedded relays never collide. */
+  httpPort: 0,
+  p2pPort: 0,
+  /** Loopback: a relay is reachable from elsewhere only when its operator says so (--host 0.0.0.0). */
+  host: '127.0.0.1',
+  /** In the working directory's .tessera/, beside the chain files; created on first start. */
+  ledger: join('.tessera', 'ledger.sqlite'),
+  /** A slash takes half (shared/ledger DEFAULT_RULES): a newcomer still has stake at its third slash, which blacklists it. */
+  joinStake: 100,
+  /** 1 s: metrics, /api/network and the blacklist lag an announce or a slash by a second at most, for one registry and one ledger read. */
+  viewRefreshMs: 1000
+} as const
+
+/** The HTTP API's limits and the OpenAI surface's defaults. */
+export const HTTP_DEFAULTS = {
+  /** Evidence is a handful of receipts: a few KiB at most. */
+  maxEvidenceChars: 256 * 1024,
+  /** A claim carries every row each hop was fed: as large as a step may be, in base64, plus its receipts. */
+  maxClaimChars: Math.ceil(MAX_MESSAGE_BYTES * 4 / 3) + 1024 * 1024,
+  /** Values in a ZK input: the seeded models take 64 at most; this bounds what one request makes the relay parse. */
+  maxZkInput: 4096,
+  /** Audit entries `GET /api/ledger` returns (the newest): enough for a page, small enough to poll each second. */
+  auditEntries: 100,
+  /** OpenAI's own default for max_tokens. */
+  maxTokens: 16,
+  /**
+   * 0 (greedy), not OpenAI's 1: the same request gives the same tokens on any route, which is what
+   * makes a network's answers comparable and checkable.
+   */
+  temperature: 0
+} as const
+
+/** The registry's protocols (/tessera/announce, /tessera/peers). */
+export const REGISTRY_DEFAULTS = {
+  /** A request is one small message: a peer that sends nothing for 10 s is not going to. */
+  readTimeoutMs: 10_000,
+  /** Every node re-announces and every client lists peers: room for a busy network's bursts. */
+  maxInboundStreams: 256
+} as const
+
+/** The chain tooling (relay/chain/) and the EVM ledger. */
+export const CHAIN_DEFAULTS = {
+  /** The environment variable commands read the arbiter's key from (on a local anvil, its dev key 0 when unset). */
+  keySource: 'TESSERA_CHAIN_KEY',
+  /** Where `tessera chain deploy` writes the deployment and `tessera relay --ledger evm` reads it. */
+  deploymentFile: join('.tessera', 'chain.json'),
+  /** `tessera up --ledger evm`: the local anvil's state (stakes and slashes survive a restart) and its deployment. */
+  localState: join('.tessera', 'anvil-state.json'),
+  localDeployment: join('.tessera', 'chain-local.json'),
+  /** Compiled contracts, cached by content (git ignores .cache). */
+  cacheDir: join('.cache', 'chain'),
+  /** One day: long enough for a slash to land on stake that its owner is trying to pull out. */
+  withdrawDelayS: 86_400,
+  /** Blocks a write waits for, and how far behind the head events are read: 1 (its own block) suits a local or fast chain. */
+  confirmations: 1,
+  /** How often viem polls for receipts: 50 ms, as anvil mines a block per transaction at once. */
+  pollingIntervalMs: 50,
+  /** An RPC call that takes longer than 30 s is a node that is not answering. */
+  rpcTimeoutMs: 30_000,
+  /** Sends of one signed transaction when the node does not answer, before giving up (back-off 200 ms, 400 ms, …). */
+  sendTries: 4,
+  sendBackoffMs: 100,
+  /** anvil prints "Listening on" within a second; 10 s allows for a slow, loaded machine. */
+  anvilStartTimeoutMs: 10_000,
+  /** SIGTERM lets anvil dump its state; after 5 s it is killed. */
+  anvilStopTimeoutMs: 5000
+} as const
+
+export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'webRoot' | 'client' | 'evm'>> & Pick<RelayOptions, 'webRoot' | 'client' | 'evm'>
+
+/** Every option with its default filled in: startRelay reads only this. */
+export function resolveRelayOptions (o: RelayOptions = {}): ResolvedRelayOptions {
+  return {
+    httpPort: o.httpPort ?? RELAY_DEFAULTS.httpPort,
+    p2pPort: o.p2pPort ?? RELAY_DEFAULTS.p2pPort,
+    host: o.host ?? RELAY_DEFAULTS.host,
+    models: o.models ?? [],
+    webRoot: o.webRoot,
+    client: o.client,
+    ledger: o.ledger ?? RELAY_DEFAULTS.ledger,
+    evm: o.evm,
+    joinStake: o.joinStake ?? RELAY_DEFAULTS.joinStake,
+    zk: o.zk ?? [],
+    proveSampling: o.proveSampling ?? false,
+    viewRefreshMs: o.viewRefreshMs ?? RELAY_DEFAULTS.viewRefreshMs
+  }
+}
