@@ -2,6 +2,7 @@
  * The command line's own defaults, each with the reason for its value. What a relay does by
  * default is relay/config.ts's (ports, ledger file, join stake); the commands show those values.
  */
+import { PEER_DEFAULTS } from '../shared/node/config.js'
 import { join } from 'node:path'
 
 /** The built pages a relay serves at / (vite's output directory). */
@@ -21,8 +22,8 @@ export const UP_DEFAULTS = {
   demoTokens: 32
 }
 
-/** `tessera node`: how often a node without --layers asks whether other layers would help the network more. */
-export const REBALANCE_S = 60
+/** `tessera node --rebalance`, in seconds: the peer service's own default (shared/node/config.ts says why). */
+export const REBALANCE_S = PEER_DEFAULTS.rebalanceEveryMs / 1000
 
 /** `tessera generate`. */
 export const GENERATE_DEFAULTS = {
