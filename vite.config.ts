@@ -12,12 +12,12 @@ const web = resolve(here, 'web')
  * Copies onnxruntime-web's runtime (the .wasm binaries and their .mjs loaders) to `ort/` in the
  * output, so tabs load them from the relay (`ort.env.wasm.wasmPaths = '/ort/'`), never a CDN.
  */
-function ortRuntimeFiles (): Plugin {
+function ortRuntimeFiles(): Plugin {
   const from = resolve(here, 'node_modules/onnxruntime-web/dist')
   return {
     name: 'tessera:ort-runtime-files',
     apply: 'build',
-    writeBundle (options) {
+    writeBundle(options) {
       const to = join(options.dir ?? resolve(here, 'dist/web'), 'ort')
       const files = readdirSync(from).filter((f) => /^ort-wasm-simd-threaded.*\.(wasm|mjs)$/.test(f))
       if (!files.some((f) => f.endsWith('.wasm'))) this.error(`no onnxruntime-web .wasm files in ${from}`)
@@ -49,7 +49,7 @@ export default defineConfig({
       preserveEntrySignatures: 'allow-extension',
       output: {
         // The SDK has a stable address; everything else is content-hashed under assets/.
-        entryFileNames: (chunk) => chunk.name === 'sdk' ? 'sdk.js' : 'assets/[name]-[hash].js',
+        entryFileNames: (chunk) => (chunk.name === 'sdk' ? 'sdk.js' : 'assets/[name]-[hash].js'),
         chunkFileNames: 'assets/[name]-[hash].js',
         assetFileNames: 'assets/[name]-[hash][extname]'
       }

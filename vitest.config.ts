@@ -7,8 +7,8 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node'
  * warm cache vitest's own order (longest first) already does the same.
  */
 class CeremonyFirst extends BaseSequencer {
-  override async sort (files: TestSpecification[]): Promise<TestSpecification[]> {
-    const rank = (f: TestSpecification): number => f.moduleId.endsWith('zk-network.test.ts') ? 0 : 1
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const rank = (f: TestSpecification): number => (f.moduleId.endsWith('zk-network.test.ts') ? 0 : 1)
     return (await super.sort(files)).sort((a, b) => rank(a) - rank(b))
   }
 }

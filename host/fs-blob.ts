@@ -4,11 +4,15 @@ import type { BlobSource } from '../shared/blob.js'
 import { ModelFormatError } from '../shared/errors.js'
 
 /** BlobSource over a directory: each read opens, reads the range and closes (no file held, no mmap of the whole). */
-export function fileBlobs (dir: string): BlobSource {
+export function fileBlobs(dir: string): BlobSource {
   return {
     size: async (name) => (await stat(join(dir, name))).size,
-    has: async (name) => await access(join(dir, name)).then(() => true, () => false),
-    async read (name, offset, length) {
+    has: async (name) =>
+      await access(join(dir, name)).then(
+        () => true,
+        () => false
+      ),
+    async read(name, offset, length) {
       const fh = await open(join(dir, name), 'r')
       try {
         const buf = new Uint8Array(length)

@@ -26,7 +26,8 @@ export interface PeerOptions {
 /** Loopback by default: a node is reachable from elsewhere only when its operator says so. */
 export const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
 
-export async function createPeer (o: PeerOptions = {}): Promise<Libp2p> {
+export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
+  // biome-ignore lint/suspicious/noExplicitAny: libp2p types each service map by its factories; ours is assembled at run time.
   const services: Record<string, any> = { identify: identify(), ping: ping() }
   if (o.relayServer === true) {
     services.relay = circuitRelayServer({
@@ -53,7 +54,7 @@ export async function createPeer (o: PeerOptions = {}): Promise<Libp2p> {
 }
 
 /** A node's identity persists across restarts (its reputation and stake will hang on it). */
-export async function loadOrCreateKey (path?: string): Promise<PrivateKey> {
+export async function loadOrCreateKey(path?: string): Promise<PrivateKey> {
   if (path === undefined) return await generateKeyPair('Ed25519')
   try {
     return privateKeyFromProtobuf(await readFile(path))

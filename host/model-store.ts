@@ -12,7 +12,6 @@ import type { DataSink } from '../shared/shard/graph.js'
 import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
 import { checkManifest, modelRoot, shardHash, MANIFEST_FILE, type FileEntry, type Manifest, type ShardEntry } from '../shared/manifest.js'
 import { ShardHashError, ModelFormatError } from '../shared/errors.js'
-import type { OrtNodeOptions } from '../native-node/ort.js'
 
 export interface BuildOptions extends SplitOptions {
   dtype?: WeightDType
@@ -27,7 +26,7 @@ export interface BuildOptions extends SplitOptions {
 }
 
 /** Builds every shard of `weights` into `dir` and writes the manifest last (its presence means complete). */
-export async function buildModel (weights: WeightSource, dir: string, o: BuildOptions): Promise<Manifest> {
+export async function buildModel(weights: WeightSource, dir: string, o: BuildOptions): Promise<Manifest> {
   await mkdir(dir, { recursive: true })
   const dtype = o.dtype ?? 'fp32'
   const ranges = splitLayers(weights.config.nLayers, o)
@@ -74,7 +73,7 @@ export async function buildModel (weights: WeightSource, dir: string, o: BuildOp
 }
 
 /** Appends to a file while hashing, so a shard's data hash costs no second read. */
-async function fileSink (path: string, fileName: string): Promise<DataSink & { bytes: number, digest: () => string, close: () => Promise<void> }> {
+async function fileSink(path: string, fileName: string): Promise<DataSink & { bytes: number; digest: () => string; close: () => Promise<void> }> {
   await rm(path, { force: true })
   const fh = await open(path, 'w')
   const hash = createHash('sha256')
@@ -82,8 +81,10 @@ async function fileSink (path: string, fileName: string): Promise<DataSink & { b
   let hex: string | undefined
   return {
     fileName,
-    get bytes () { return bytes },
-    async append (chunk) {
+    get bytes() {
+      return bytes
+    },
+    async append(chunk) {
       const at = bytes
       let done = 0
       while (done < chunk.byteLength) done += (await fh.write(chunk, done, chunk.byteLength - done, at + done)).bytesWritten
@@ -92,22 +93,24 @@ async function fileSink (path: string, fileName: string): Promise<DataSink & { b
       return at
     },
     digest: () => (hex ??= hash.digest('hex')),
-    close: async () => { await fh.close() }
+    close: async () => {
+      await fh.close()
+    }
   }
 }
 
-async function describeFile (dir: string, name: string): Promise<FileEntry> {
+async function describeFile(dir: string, name: string): Promise<FileEntry> {
   return { name, bytes: (await stat(join(dir, name))).size, sha256: await hashFile(join(dir, name)) }
 }
 
-export async function hashFile (path: string): Promise<string> {
+export async function hashFile(path: string): Promise<string> {
   const h = createHash('sha256')
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer)
   return h.digest('hex')
 }
 
 /** Reads and checks `dir`/manifest.json. */
-export async function readManifest (dir: string): Promise<Manifest> {
+export async function readManifest(dir: string): Promise<Manifest> {
   let text: string
   try {
     text = await readFile(join(dir, MANIFEST_FILE), 'utf8')
@@ -115,12 +118,16 @@ export async function readManifest (dir: string): Promise<Manifest> {
     throw new ModelFormatError(`${dir} holds no ${MANIFEST_FILE}: build a model there first (tessera build-model --out ${dir} …)`)
   }
   let parsed: unknown
-  try { parsed = JSON.parse(text) } catch (err) { throw new ModelFormatError(`${join(dir, MANIFEST_FILE)}: not valid JSON (${(err as Error).message})`) }
+  try {
+    parsed = JSON.parse(text)
+  } catch (err) {
+    throw new ModelFormatError(`${join(dir, MANIFEST_FILE)}: not valid JSON (${(err as Error).message})`)
+  }
   return checkManifest(parsed, join(dir, MANIFEST_FILE))
 }
 
 /** Hashes every file of `shard` and throws ShardHashError (naming the file) on any mismatch. */
-export async function verifyShardFiles (dir: string, shard: ShardEntry): Promise<void> {
+export async function verifyShardFiles(dir: string, shard: ShardEntry): Promise<void> {
   for (const f of shard.files) {
     const path = join(dir, f.name)
     const actual = await hashFile(path).catch(() => 'missing')

@@ -22,7 +22,7 @@ export interface OpenedSource {
  *   FILE                  a llama2.c checkpoint (.bin)
  *   DIR                   a Hugging Face directory (config.json + *.safetensors [+ tokenizer.json])
  */
-export async function openSource (from: string): Promise<OpenedSource> {
+export async function openSource(from: string): Promise<OpenedSource> {
   if (from.startsWith('random:')) {
     const [, name, seed = '0'] = from.split(':')
     if (!/^\d+$/.test(seed)) throw new ConfigError(`seed in "${from}" must be a non-negative integer`)
@@ -34,7 +34,7 @@ export async function openSource (from: string): Promise<OpenedSource> {
   if (info.isDirectory()) {
     const blobs = fileBlobs(from)
     const weights = await openHfDir(blobs)
-    return { weights, name: basename(from), tokenizer: await blobs.has('tokenizer.json') ? join(from, 'tokenizer.json') : undefined }
+    return { weights, name: basename(from), tokenizer: (await blobs.has('tokenizer.json')) ? join(from, 'tokenizer.json') : undefined }
   }
   return { weights: await openLlama2c(fileBlobs(dirname(from)), basename(from)), name: basename(from).replace(/\.bin$/, '') }
 }

@@ -17,7 +17,7 @@ import type { ShardEntry } from '../shared/manifest.js'
 type WeightFault = Extract<Fault, { kind: 'wrong-weights' | 'perturb' | 'skip-layer' }>
 
 /** Writes a tampered copy of `shard`'s files and returns the path of its graph. */
-export async function tamperShard (dir: string, shard: ShardEntry, fault: WeightFault): Promise<string> {
+export async function tamperShard(dir: string, shard: ShardEntry, fault: WeightFault): Promise<string> {
   const [a, b] = shard.layers
   if (fault.kind === 'skip-layer' && (fault.layer < a || fault.layer >= b)) {
     throw new InputError(`--fault skip-layer=${fault.layer}: this shard serves layers [${a},${b})`)
@@ -50,7 +50,7 @@ export async function tamperShard (dir: string, shard: ShardEntry, fault: Weight
 }
 
 /** The bytes of an initializer, inline or in its external data file (a live view: edits stick). */
-function tensorBytes (t: onnxProto.onnx.ITensorProto, data: Map<string, Uint8Array>): Uint8Array | undefined {
+function tensorBytes(t: onnxProto.onnx.ITensorProto, data: Map<string, Uint8Array>): Uint8Array | undefined {
   if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return t.rawData ?? undefined
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']))
   const file = data.get(kv.get('location') ?? '')
@@ -60,7 +60,7 @@ function tensorBytes (t: onnxProto.onnx.ITensorProto, data: Map<string, Uint8Arr
 }
 
 /** Shuffles elements of `size` bytes: the same values (so the same scale), in the wrong places. */
-function permute (bytes: Uint8Array, size: number, rand: () => number): void {
+function permute(bytes: Uint8Array, size: number, rand: () => number): void {
   const n = Math.floor(bytes.byteLength / size)
   const tmp = new Uint8Array(size)
   for (let i = n - 1; i > 0; i--) {
@@ -72,12 +72,10 @@ function permute (bytes: Uint8Array, size: number, rand: () => number): void {
 }
 
 /** x += eps · rms(x) · N(0, 1), for fp32 and fp16 tensors (int4 weights get it through their fp32 scales). */
-function addNoise (bytes: Uint8Array, dataType: number, eps: number, rand: () => number): void {
+function addNoise(bytes: Uint8Array, dataType: number, eps: number, rand: () => number): void {
   if (dataType !== DType.FLOAT && dataType !== DType.FLOAT16) return
   const copy = new Uint8Array(bytes) // a fresh, aligned copy (protobufjs hands out Buffers, whose slice() is a view)
-  const values = dataType === DType.FLOAT
-    ? new Float32Array(copy.buffer)
-    : Float32Array.from(new Uint16Array(copy.buffer), fromHalfBits)
+  const values = dataType === DType.FLOAT ? new Float32Array(copy.buffer) : Float32Array.from(new Uint16Array(copy.buffer), fromHalfBits)
   let ss = 0
   for (const x of values) ss += x * x
   const noise = fillNormal(new Float32Array(values.length), rand, eps * Math.sqrt(ss / Math.max(1, values.length)))

@@ -22,11 +22,11 @@ export interface GpuInfo {
 }
 
 export interface Hardware {
-  cpu: { model: string, cores: number }
+  cpu: { model: string; cores: number }
   ramTotal: number
   /** Memory available to new processes (MemAvailable on Linux), not just unused pages. */
   ramFree: number
-  disk: { path: string, free: number }
+  disk: { path: string; free: number }
   gpu: GpuInfo
   cudaProvider: boolean
 }
@@ -36,7 +36,7 @@ const NVIDIA_SMI_TIMEOUT_MS = 3000
 const QUERY = ['--query-gpu=name,memory.total,memory.free,driver_version', '--format=csv,noheader,nounits']
 
 /** `dir` is where models live: its file system's free space is reported (default: cwd). */
-export async function detectHardware (dir: string = process.cwd()): Promise<Hardware> {
+export async function detectHardware(dir: string = process.cwd()): Promise<Hardware> {
   const all = cpus()
   const [disk, gpu] = await Promise.all([diskFree(dir), detectGpu()])
   return {
@@ -53,15 +53,18 @@ export async function detectHardware (dir: string = process.cwd()): Promise<Hard
  * Memory a node may plan with: free VRAM on CUDA; on CPU 70% of available RAM, leaving room
  * for Node, the OS and whatever else the operator runs. An explicit override wins.
  */
-export function memoryBudget (hw: Hardware, device: 'cuda' | 'cpu', override?: number): number {
+export function memoryBudget(hw: Hardware, device: 'cuda' | 'cpu', override?: number): number {
   if (override !== undefined) return override
   if (device === 'cuda') return hw.gpu.vramFree ?? 0
   return Math.floor(hw.ramFree * 0.7)
 }
 
 /** Parses `nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv,noheader,nounits`. */
-export function parseNvidiaSmi (csv: string): GpuInfo {
-  const rows = csv.split('\n').map((l) => l.trim()).filter((l) => l !== '' && l.includes(','))
+export function parseNvidiaSmi(csv: string): GpuInfo {
+  const rows = csv
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && l.includes(','))
   if (rows.length === 0) return { present: false, count: 0, source: 'none' }
   // The name never holds a comma in practice, but split from the right to be safe.
   const cells = rows[0].split(',').map((c) => c.trim())
@@ -82,7 +85,7 @@ export function parseNvidiaSmi (csv: string): GpuInfo {
   }
 }
 
-async function detectGpu (): Promise<GpuInfo> {
+async function detectGpu(): Promise<GpuInfo> {
   const csv = await run('nvidia-smi', QUERY)
   if (csv === undefined) return { present: false, count: 0, source: 'none' }
   const gpu = parseNvidiaSmi(csv)
@@ -94,7 +97,7 @@ async function detectGpu (): Promise<GpuInfo> {
 }
 
 /** stdout of a command, or undefined when it is missing, fails or takes too long. */
-async function run (cmd: string, args: string[]): Promise<string | undefined> {
+async function run(cmd: string, args: string[]): Promise<string | undefined> {
   return await new Promise((resolve) => {
     try {
       execFile(cmd, args, { timeout: NVIDIA_SMI_TIMEOUT_MS, windowsHide: true }, (err, stdout) => {
@@ -107,7 +110,7 @@ async function run (cmd: string, args: string[]): Promise<string | undefined> {
 }
 
 /** Free space for unprivileged writes; walks up to the nearest existing directory (a model dir may not exist yet). */
-async function diskFree (dir: string): Promise<{ path: string, free: number }> {
+async function diskFree(dir: string): Promise<{ path: string; free: number }> {
   let path = resolve(dir)
   for (;;) {
     try {
@@ -121,6 +124,10 @@ async function diskFree (dir: string): Promise<{ path: string, free: number }> {
   }
 }
 
-function safe<T> (f: () => T, fallback: T): T {
-  try { return f() } catch { return fallback }
+function safe<T>(f: () => T, fallback: T): T {
+  try {
+    return f()
+  } catch {
+    return fallback
+  }
 }

@@ -61,9 +61,9 @@ export interface RunningNode {
   stop: () => Promise<void>
 }
 
-export async function startNode (o: NodeOptions): Promise<RunningNode> {
+export async function startNode(o: NodeOptions): Promise<RunningNode> {
   const manifest = await readManifest(o.model)
-  const key = o.privateKey ?? await loadOrCreateKey(o.keyFile)
+  const key = o.privateKey ?? (await loadOrCreateKey(o.keyFile))
   const node = await createPeer({ listen: o.listen, privateKey: key })
   try {
     const hw = await detectHardware(o.model)
@@ -75,7 +75,12 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     const zk = await loadZkModels(o.zk ?? [])
     if (zk.size > 0 && o.zkForge === true) log.warn('FAULTY NODE: --zk-forge (for drills; proof verification should catch it)')
     const service = await startPeerService({
-      libp2p: node, key, relay: o.relay, manifest, shards, fault,
+      libp2p: node,
+      key,
+      relay: o.relay,
+      manifest,
+      shards,
+      fault,
       load: async (s) => await loadRunners(o, manifest, s),
       memory: (device) => ({ bytes: memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu', o.memory) }),
       zk: { models: zk, forge: o.zkForge },
@@ -86,11 +91,13 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
     return {
       peerId: node.peerId.toString(),
       addrs: node.getMultiaddrs().map((a) => a.toString()),
-      get layers () { return service.layers },
+      get layers() {
+        return service.layers
+      },
       capability: service.capability,
       stats: service.stats,
       libp2p: node,
-      async stop () {
+      async stop() {
         await service.stop()
         // snarkjs's worker threads would keep the process alive.
         if (zk.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
@@ -103,7 +110,7 @@ export async function startNode (o: NodeOptions): Promise<RunningNode> {
 }
 
 /** The other peers serving this model; none if the relay cannot say (we then choose as if alone). */
-async function peersOrNone (node: Libp2p, relay: string, manifest: Manifest): Promise<Capability[]> {
+async function peersOrNone(node: Libp2p, relay: string, manifest: Manifest): Promise<Capability[]> {
   try {
     return await otherPeers(node, relay, manifest)
   } catch (err) {
@@ -114,27 +121,32 @@ async function peersOrNone (node: Libp2p, relay: string, manifest: Manifest): Pr
 }
 
 /** The serve-time part of a drill's fault; copy-receipt signs with a second, throwaway identity. */
-async function faultOf (f: Fault): Promise<StepFault | undefined> {
+async function faultOf(f: Fault): Promise<StepFault | undefined> {
   const other = f.kind === 'copy-receipt' ? await generateKeyPair('Ed25519') : undefined
   log.warn(`FAULTY NODE: --fault ${f.kind} (for drills; verification should catch it)`)
   return stepFault(f, other === undefined ? undefined : { peer: peerIdFromPrivateKey(other).toString(), sign: async (b) => await other.sign(b) })
 }
 
 /** The runtime: each shard verified and loaded on onnxruntime-node, a weight fault's tampered copy instead where it applies. */
-async function loadRunners (o: NodeOptions, manifest: Manifest, shards: ShardEntry[]): Promise<ShardRunner[]> {
+async function loadRunners(o: NodeOptions, manifest: Manifest, shards: ShardEntry[]): Promise<ShardRunner[]> {
   const f = o.fault !== undefined && isWeightFault(o.fault) ? o.fault : undefined
   const holds = (s: ShardEntry, layer: number): boolean => layer >= s.layers[0] && layer < s.layers[1]
   if (f?.kind === 'skip-layer' && !shards.some((s) => holds(s, f.layer))) {
-    throw new InputError(`--fault skip-layer=${f.layer}, but this node serves layers [${shards[0].layers[0]},${shards[shards.length - 1].layers[1]}); ` +
-      'pick a layer inside that range or serve other layers')
+    throw new InputError(
+      `--fault skip-layer=${f.layer}, but this node serves layers [${shards[0].layers[0]},${shards[shards.length - 1].layers[1]}); ` +
+        'pick a layer inside that range or serve other layers'
+    )
   }
   const out: ShardRunner[] = []
   for (const s of shards) {
     const opts = { device: o.device, spin: false }
     // wrong-weights changes every shard, perturb the first served, skip-layer the one holding its layer.
-    const tampered = f !== undefined &&
-      (f.kind === 'wrong-weights' || (f.kind === 'perturb' && s === shards[0]) || (f.kind === 'skip-layer' && holds(s, f.layer)))
-    if (!tampered) { out.push(await loadShard(o.model, manifest, s.index, opts)); continue }
+    const tampered =
+      f !== undefined && (f.kind === 'wrong-weights' || (f.kind === 'perturb' && s === shards[0]) || (f.kind === 'skip-layer' && holds(s, f.layer)))
+    if (!tampered) {
+      out.push(await loadShard(o.model, manifest, s.index, opts))
+      continue
+    }
     const { loadShardNode } = await import('./ort.js')
     out.push(await loadShardNode(await tamperShard(o.model, s, f), s, manifest.config, opts))
   }
@@ -142,7 +154,7 @@ async function loadRunners (o: NodeOptions, manifest: Manifest, shards: ShardEnt
 }
 
 /** The ZK models' provers, from the cached set-up (the first node to need one runs it: minutes). */
-async function loadZkModels (names: string[]): Promise<Map<string, ZkServed>> {
+async function loadZkModels(names: string[]): Promise<Map<string, ZkServed>> {
   const out = new Map<string, ZkServed>()
   if (names.length === 0) return out
   const { seededZkModel, setupZkModel } = await import('../host/zk/setup.js')

@@ -36,7 +36,7 @@ export interface OrtNodeOptions {
  * listSupportedBackends() reports cuda as not bundled on Linux even when installed, so look
  * for the library next to the runtime's own.)
  */
-export function cudaAvailable (): boolean {
+export function cudaAvailable(): boolean {
   if (!ort.listSupportedBackends().some((b) => b.name === 'cuda')) return false
   const bin = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json')), 'bin', 'napi-v6', process.platform, process.arch)
   return existsSync(join(bin, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))
@@ -45,7 +45,7 @@ export function cudaAvailable (): boolean {
 let cudaFailure: string | undefined
 
 /** Opens `modelPath` (its external data beside it) as a ShardRunner. */
-export async function loadShardNode (modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
+export async function loadShardNode(modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
   const want = opts.device ?? 'auto'
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
@@ -82,7 +82,7 @@ export async function loadShardNode (modelPath: string, shard: ShardEntry, confi
  * own: onnxruntime-node resolves external data next to the graph and refuses paths (links
  * included) that lead out of that folder. The file goes once the session holds the weights.
  */
-function partLoader (modelPath: string, options: ort.InferenceSession.SessionOptions): PartLoader {
+function partLoader(modelPath: string, options: ort.InferenceSession.SessionOptions): PartLoader {
   return {
     graph: async () => new Uint8Array(await readFile(modelPath)),
     load: async (graph) => {

@@ -10,7 +10,7 @@ import { readManifest, verifyShardFiles } from '../host/model-store.js'
 import type { OrtNodeOptions } from './ort.js'
 
 /** Verifies and loads one shard of a model directory on onnxruntime-node. */
-export async function loadShard (dir: string, manifest: Manifest, index: number, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
+export async function loadShard(dir: string, manifest: Manifest, index: number, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
   const shard = manifest.shards[index]
   if (shard === undefined) throw new ModelFormatError(`model has ${manifest.shards.length} shards; there is no shard ${index}`)
   await verifyShardFiles(dir, shard)
@@ -20,7 +20,7 @@ export async function loadShard (dir: string, manifest: Manifest, index: number,
 }
 
 /** Verifies and loads every shard, in order. */
-export async function loadModel (dir: string, opts: OrtNodeOptions = {}): Promise<{ manifest: Manifest, runners: ShardRunner[] }> {
+export async function loadModel(dir: string, opts: OrtNodeOptions = {}): Promise<{ manifest: Manifest; runners: ShardRunner[] }> {
   const manifest = await readManifest(dir)
   const runners: ShardRunner[] = []
   for (const s of manifest.shards) runners.push(await loadShard(dir, manifest, s.index, opts))

@@ -14,7 +14,14 @@ CREATE TABLE IF NOT EXISTS claims (
   status TEXT NOT NULL, settlement TEXT, webhook TEXT);
 `
 
-interface Row { id: string, claim: string, submitted_at: number, status: StoredClaim['status'], settlement: string | null, webhook: string | null }
+interface Row {
+  id: string
+  claim: string
+  submitted_at: number
+  status: StoredClaim['status']
+  settlement: string | null
+  webhook: string | null
+}
 
 const toStored = (r: Row): StoredClaim => ({
   claim: claimFromJson(JSON.parse(r.claim)),
@@ -24,7 +31,7 @@ const toStored = (r: Row): StoredClaim => ({
   ...(r.webhook !== null ? { webhook: r.webhook } : {})
 })
 
-export function openSqliteClaims (path: string): ClaimStore & { close: () => void } {
+export function openSqliteClaims(path: string): ClaimStore & { close: () => void } {
   const db = new Database(path)
   db.pragma('journal_mode = WAL')
   db.exec(SCHEMA)
@@ -36,11 +43,24 @@ export function openSqliteClaims (path: string): ClaimStore & { close: () => voi
     pending: db.prepare<[], Row>("SELECT * FROM claims WHERE status = 'pending' ORDER BY submitted_at")
   }
   return {
-    put (claim, submittedAt) { q.put.run(claim.id, JSON.stringify(claimToJson(claim)), submittedAt) },
-    settle (s) { q.settle.run(s.status, JSON.stringify(s), s.claim) },
-    webhook (id, url) { q.hook.run(url, id) },
-    get (id) { const r = q.get.get(id); return r === undefined ? undefined : toStored(r) },
-    pending () { return q.pending.all().map(toStored) },
-    close () { db.close() }
+    put(claim, submittedAt) {
+      q.put.run(claim.id, JSON.stringify(claimToJson(claim)), submittedAt)
+    },
+    settle(s) {
+      q.settle.run(s.status, JSON.stringify(s), s.claim)
+    },
+    webhook(id, url) {
+      q.hook.run(url, id)
+    },
+    get(id) {
+      const r = q.get.get(id)
+      return r === undefined ? undefined : toStored(r)
+    },
+    pending() {
+      return q.pending.all().map(toStored)
+    },
+    close() {
+      db.close()
+    }
   }
 }

@@ -13,8 +13,17 @@ import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
 import { BadRequest, errorReply } from './errors.js'
 import {
-  chatPrompt, finalChunk, fullResponse, newIds, parseChat, parseCompletion, textDecoder, tokenChunk,
-  type Kind, type StreamHead, type Tokenizer
+  chatPrompt,
+  finalChunk,
+  fullResponse,
+  newIds,
+  parseChat,
+  parseCompletion,
+  textDecoder,
+  tokenChunk,
+  type Kind,
+  type StreamHead,
+  type Tokenizer
 } from './openai.js'
 
 const log = logger('tessera:relay:http')
@@ -27,7 +36,7 @@ export interface CompletionDeps {
   board?: Pick<ClaimBoard, 'notify'>
 }
 
-export function errorResponse (c: Context, err: unknown): Response {
+export function errorResponse(c: Context, err: unknown): Response {
   const { status, body } = errorReply(err)
   // 503 (no route) is the network's state, not a fault of the relay: no warning.
   if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path}: ${body.error.message}`, status === 500 ? err : '')
@@ -35,14 +44,20 @@ export function errorResponse (c: Context, err: unknown): Response {
 }
 
 /** A request ready for the generator, and what answering it needs. */
-interface Prepared { req: GenerationRequest, stream: boolean, tok?: Tokenizer, model: string, webhook?: string }
+interface Prepared {
+  req: GenerationRequest
+  stream: boolean
+  tok?: Tokenizer
+  model: string
+  webhook?: string
+}
 
 /**
  * The model whose tokenizer reads the prompt: the one the request names, else the one the client
  * will route to (chooseModel, the client's own rule). When no model is fully served there is none,
  * and `unavailable` says why, for a prompt that cannot be read without one.
  */
-function promptModel (view: NetworkView, want: string | undefined): { name?: string, unavailable?: TesseraError } {
+function promptModel(view: NetworkView, want: string | undefined): { name?: string; unavailable?: TesseraError } {
   if (want !== undefined) return { name: want }
   try {
     return { name: chooseModel(view.models).name }
@@ -53,7 +68,7 @@ function promptModel (view: NetworkView, want: string | undefined): { name?: str
 }
 
 /** Validates the body, picks the tokenizer and turns the prompt into ids. */
-function prepare (deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
+function prepare(deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
   const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
   const chosen = promptModel(deps.network(), p.model)
   const model = chosen.name ?? 'default'
@@ -76,13 +91,20 @@ function prepare (deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
   }
   if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
   const req: GenerationRequest = {
-    prompt, maxTokens: p.maxTokens, temperature: p.temperature, topP: p.topP, seed: p.seed, stopIds: p.stopIds,
-    model: p.model, verification: p.verification, proveSampling: p.proveSampling
+    prompt,
+    maxTokens: p.maxTokens,
+    temperature: p.temperature,
+    topP: p.topP,
+    seed: p.seed,
+    stopIds: p.stopIds,
+    model: p.model,
+    verification: p.verification,
+    proveSampling: p.proveSampling
   }
   return { req, stream: p.stream, tok, model, webhook: p.webhook }
 }
 
-export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
+export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
   const record = (r: GenerationResult): void => {
     metrics.tokens.inc({ model: r.model }, r.tokens.length)
     metrics.generation.observe({ model: r.model }, r.timings.totalMs / 1000)
@@ -106,11 +128,15 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
 
     const ac = new AbortController()
     // The standard abort reason: nobody reads it (an aborted request answers 499), peers see an abort.
-    const clientGone = (): void => { ac.abort(new DOMException('the client disconnected', 'AbortError')) }
+    const clientGone = (): void => {
+      ac.abort(new DOMException('the client disconnected', 'AbortError'))
+    }
     const signal = c.req.raw.signal
     if (signal.aborted) clientGone()
     else signal.addEventListener('abort', clientGone, { once: true })
-    const done = (): void => { signal.removeEventListener('abort', clientGone) }
+    const done = (): void => {
+      signal.removeEventListener('abort', clientGone)
+    }
     const ids = newIds(kind)
     const head: StreamHead = { kind, ids, model }
     const dec = textDecoder(tok)
@@ -166,7 +192,7 @@ export function completionHandler (deps: CompletionDeps, metrics: RelayMetrics, 
 }
 
 /** Once an optimistic claim settles, the board POSTs the settlement to the caller's webhook (a failure is logged, not retried). */
-function notifyWebhook (deps: CompletionDeps, url: string | undefined, r: GenerationResult): void {
+function notifyWebhook(deps: CompletionDeps, url: string | undefined, r: GenerationResult): void {
   const claim = r.verification.claim
   if (url === undefined || claim === undefined) return
   try {
@@ -176,7 +202,7 @@ function notifyWebhook (deps: CompletionDeps, url: string | undefined, r: Genera
   }
 }
 
-function errorResponseBody (c: Context, err: unknown): object {
+function errorResponseBody(c: Context, err: unknown): object {
   const { status, body } = errorReply(err)
   if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path} (stream): ${body.error.message}`)
   return body

@@ -66,7 +66,7 @@ export const HTTP_DEFAULTS = {
   /** Evidence is a handful of receipts: a few KiB at most. */
   maxEvidenceChars: 256 * 1024,
   /** A claim carries every row each hop was fed: as large as a step may be, in base64, plus its receipts. */
-  maxClaimChars: Math.ceil(MAX_MESSAGE_BYTES * 4 / 3) + 1024 * 1024,
+  maxClaimChars: Math.ceil((MAX_MESSAGE_BYTES * 4) / 3) + 1024 * 1024,
   /** Values in a ZK input: the seeded models take 64 at most; this bounds what one request makes the relay parse. */
   maxZkInput: 4096,
   /** Audit entries `GET /api/ledger` returns (the newest): enough for a page, small enough to poll each second. */
@@ -119,7 +119,7 @@ export const CHAIN_DEFAULTS = {
 export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'webRoot' | 'client' | 'evm'>> & Pick<RelayOptions, 'webRoot' | 'client' | 'evm'>
 
 /** Every option with its default filled in: startRelay reads only this. */
-export function resolveRelayOptions (o: RelayOptions = {}): ResolvedRelayOptions {
+export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions {
   return {
     httpPort: o.httpPort ?? RELAY_DEFAULTS.httpPort,
     p2pPort: o.p2pPort ?? RELAY_DEFAULTS.p2pPort,

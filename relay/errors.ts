@@ -8,17 +8,22 @@ import { httpStatus, InputError, TesseraError } from '../shared/errors.js'
 /** A request the caller got wrong: a 400 whose body's `code` is an OpenAI-style string (`apiCode`). */
 export class BadRequest extends InputError {
   readonly apiCode: string
-  constructor (message: string, apiCode = 'invalid_request') {
+  constructor(message: string, apiCode = 'invalid_request') {
     super(message)
     this.apiCode = apiCode
   }
 }
 
-export interface ErrorBody { error: { message: string, type: string, code: string } }
-export interface ErrorReply { status: number, body: ErrorBody }
+export interface ErrorBody {
+  error: { message: string; type: string; code: string }
+}
+export interface ErrorReply {
+  status: number
+  body: ErrorBody
+}
 
 /** OpenAI's error type for a status: the caller's fault, not found, the network's state, a peer's failure, or ours. */
-export function errorType (status: number): string {
+export function errorType(status: number): string {
   if (status === 503) return 'service_unavailable'
   if (status === 502) return 'upstream_error'
   if (status >= 500) return 'server_error'
@@ -26,7 +31,7 @@ export function errorType (status: number): string {
 }
 
 /** The status and body for anything thrown while answering. Anything not a TesseraError is a bug (500). */
-export function errorReply (err: unknown): ErrorReply {
+export function errorReply(err: unknown): ErrorReply {
   const status = httpStatus(err)
   if (!(err instanceof TesseraError)) {
     const message = `internal error: ${err instanceof Error ? err.message : String(err)}`
@@ -37,7 +42,7 @@ export function errorReply (err: unknown): ErrorReply {
 }
 
 /** A JSON error response for what the HTTP layer itself refuses (no such route or file, too large, a bad range). */
-export function jsonError (status: number, message: string, code: string, headers = new Headers()): Response {
+export function jsonError(status: number, message: string, code: string, headers = new Headers()): Response {
   headers.set('Content-Type', 'application/json')
   const body: ErrorBody = { error: { message, type: errorType(status), code } }
   return new Response(JSON.stringify(body), { status, headers })

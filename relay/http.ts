@@ -32,17 +32,17 @@ import { bytesToBase64 } from '../shared/base64.js'
 
 const { maxEvidenceChars, maxClaimChars, maxZkInput, auditEntries } = HTTP_DEFAULTS
 /** The message of anything thrown, for a reply that quotes it. */
-const messageOf = (err: unknown): string => err instanceof Error ? err.message : String(err)
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
 const log = logger('tessera:relay:http')
 
-export type LedgerBackend = { kind: 'sqlite' } | { kind: 'evm', chainId: number, contract: string }
+export type LedgerBackend = { kind: 'sqlite' } | { kind: 'evm'; chainId: number; contract: string }
 
 export interface HttpDeps {
   generator: Generator
   network: () => NetworkView
   /** Model directories whose files the relay serves. */
-  models: Array<{ dir: string, manifest: Manifest }>
+  models: Array<{ dir: string; manifest: Manifest }>
   /** The built web/ directory (dist/web), served at `/`. */
   webRoot?: string
   /** Where the relay's metrics live; a fresh Registry when absent. */
@@ -60,13 +60,13 @@ export interface HttpDeps {
   /** Optimistic claims and their settlements. */
   board?: ClaimBoard
   /** ZK models: their published entries, and proven inferences (verified before they are returned). */
-  zk?: { models: () => ZkModelEntry[], infer: (model: string, input: number[]) => Promise<ZkResult>, sampling?: () => SamplingEntry[] }
+  zk?: { models: () => ZkModelEntry[]; infer: (model: string, input: number[]) => Promise<ZkResult>; sampling?: () => SamplingEntry[] }
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
 const PUBLIC = ['/v1/*', '/api/*', '/shards/*', '/models/*', '/sdk.js', '/assets/*', '/ort/*']
 
-export function createHttpApp (deps: HttpDeps): Hono {
+export function createHttpApp(deps: HttpDeps): Hono {
   const metrics = relayMetrics(deps.metrics ?? new Registry(), deps.network)
   const files = indexFiles(deps.models)
   const manifests = new Map(deps.models.map((m) => [m.manifest.root, m.manifest]))
@@ -96,9 +96,11 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.get('/api/network', (c) => c.json(deps.network()))
   app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
   // Models whose files this relay serves: what a tab can download and contribute to.
-  app.get('/api/models', (c) => c.json({
-    models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype }))
-  }))
+  app.get('/api/models', (c) =>
+    c.json({
+      models: deps.models.map(({ manifest: m }) => ({ name: m.name, root: m.root, layers: m.config.nLayers, shards: m.shards.length, dtype: m.dtype }))
+    })
+  )
 
   app.get('/api/ledger', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
@@ -145,7 +147,9 @@ export function createHttpApp (deps: HttpDeps): Hono {
     } catch (err) {
       return errorResponse(c, new BadRequest(messageOf(err), 'invalid_claim'))
     }
-    board.submit(claim).catch((err: Error) => { log.warn(`claim ${claim.id}: ${err.message}`) })
+    board.submit(claim).catch((err: Error) => {
+      log.warn(`claim ${claim.id}: ${err.message}`)
+    })
     return c.json({ claim: claim.id, status: 'pending' }, 202)
   })
 
@@ -168,7 +172,7 @@ export function createHttpApp (deps: HttpDeps): Hono {
   app.get('/api/zk/models', (c) => c.json({ models: deps.zk?.models() ?? [], sampling: deps.zk?.sampling?.() ?? [] }))
   app.post('/api/zk/infer', async (c) => {
     if (deps.zk === undefined) return jsonError(404, 'this relay publishes no ZK models', 'zk_not_found')
-    let body: { model?: unknown, input?: unknown }
+    let body: { model?: unknown; input?: unknown }
     try {
       body = JSON.parse(await c.req.text())
     } catch (err) {
@@ -197,16 +201,18 @@ export function createHttpApp (deps: HttpDeps): Hono {
     return await fileResponse(file, c.req.raw)
   })
 
-  app.get('/v1/models', (c) => c.json({
-    object: 'list',
-    data: deps.network().models.map((m) => ({
-      id: m.name,
-      object: 'model',
-      created: 0,
-      owned_by: 'tessera',
-      tessera: { root: m.root, layers: m.layers, coverage: m.coverage }
-    }))
-  }))
+  app.get('/v1/models', (c) =>
+    c.json({
+      object: 'list',
+      data: deps.network().models.map((m) => ({
+        id: m.name,
+        object: 'model',
+        created: 0,
+        owned_by: 'tessera',
+        tessera: { root: m.root, layers: m.layers, coverage: m.coverage }
+      }))
+    })
+  )
 
   app.post('/v1/completions', completionHandler(deps, metrics, 'completion'))
   app.post('/v1/chat/completions', completionHandler(deps, metrics, 'chat'))
@@ -220,20 +226,27 @@ export function createHttpApp (deps: HttpDeps): Hono {
   return app
 }
 
-export interface HttpServer { port: number, close (): Promise<void> }
+export interface HttpServer {
+  port: number
+  close(): Promise<void>
+}
 
 /** Serves `app` on `host:port` (port 0 picks a free one) and resolves once it listens. */
-export async function serveHttp (app: Hono, { port, host = RELAY_DEFAULTS.host }: { port: number, host?: string }): Promise<HttpServer> {
+export async function serveHttp(app: Hono, { port, host = RELAY_DEFAULTS.host }: { port: number; host?: string }): Promise<HttpServer> {
   return await new Promise((resolve, reject) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
       server.off('error', reject)
       resolve({
         port: info.port,
-        close: async () => await new Promise<void>((resolve, reject) => {
-          server.close((err) => { if (err !== undefined) reject(err); else resolve() })
-          // Open SSE streams would hold close() forever; cutting them aborts their generations.
-          ;(server as Server).closeAllConnections()
-        })
+        close: async () =>
+          await new Promise<void>((resolve, reject) => {
+            server.close((err) => {
+              if (err !== undefined) reject(err)
+              else resolve()
+            })
+            // Open SSE streams would hold close() forever; cutting them aborts their generations.
+            ;(server as Server).closeAllConnections()
+          })
       })
     }) as Server
     server.once('error', reject)

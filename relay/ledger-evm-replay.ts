@@ -40,14 +40,14 @@ export interface Replay {
   readonly standings: ReadonlyMap<Hex, PeerStanding>
   readonly entries: readonly LedgerEntry[]
   /** The standing of a contract key (the initial one for a key never seen). */
-  get (k: Hex): PeerStanding
+  get(k: Hex): PeerStanding
   /** Reads and applies new events up to the head, less confirmations; one sync at a time. */
-  sync (): Promise<void>
+  sync(): Promise<void>
   /** Later syncs throw LEDGER_CLOSED. */
-  close (): void
+  close(): void
 }
 
-export function eventReplay (o: ReplayOptions): Replay {
+export function eventReplay(o: ReplayOptions): Replay {
   const { rules } = o
   const labels = new Map<Hex, string>()
   const wei = new Map<Hex, bigint>()
@@ -64,18 +64,23 @@ export function eventReplay (o: ReplayOptions): Replay {
     entries.push(makeEntry(entries.at(-1) ?? null, { ...e, at }))
   }
 
-  function apply (log: Decoded, at: number, flipped: Hex[]): void {
+  function apply(log: Decoded, at: number, flipped: Hex[]): void {
     const a = log.args
     const peer = a.peer as Hex
     const set = (k: Hex, s: PeerStanding): void => {
       if (s.blacklisted && !get(k).blacklisted) flipped.push(k)
       standings.set(k, s)
     }
-    const stakeOf = (k: Hex, total: bigint): PeerStanding => { wei.set(k, total); return { ...get(k), peer: name(k), stake: toUnits(total) } }
+    const stakeOf = (k: Hex, total: bigint): PeerStanding => {
+      wei.set(k, total)
+      return { ...get(k), peer: name(k), stake: toUnits(total) }
+    }
     const amount = (): number => toUnits(a.amount as bigint)
     const evidence = (): string => (a.evidenceId as Hex).slice(2)
     switch (log.eventName) {
-      case 'Labeled': labels.set(peer, a.id as string); break
+      case 'Labeled':
+        labels.set(peer, a.id as string)
+        break
       case 'Staked': {
         const s = stakeOf(peer, a.total as bigint)
         set(peer, s)
@@ -84,7 +89,9 @@ export function eventReplay (o: ReplayOptions): Replay {
       }
       case 'WithdrawRequested':
         append(at, {
-          kind: 'stake', peer: name(peer), data: { withdrawRequested: amount(), availableAt: Number(a.availableAt) * 1000, stake: get(peer).stake }
+          kind: 'stake',
+          peer: name(peer),
+          data: { withdrawRequested: amount(), availableAt: Number(a.availableAt) * 1000, stake: get(peer).stake }
         })
         break
       case 'Withdrawn': {
@@ -102,8 +109,13 @@ export function eventReplay (o: ReplayOptions): Replay {
         const s = { ...next, blacklisted: shouldBlacklist(next, rules) }
         set(peer, s)
         const data = {
-          evidence: evidence(), kind: kindOf(a.kind as number), reporter: name(a.reporter as Hex), reason: a.reason,
-          stake: s.stake, reputation: s.reputation, slashed: s.slashed
+          evidence: evidence(),
+          kind: kindOf(a.kind as number),
+          reporter: name(a.reporter as Hex),
+          reason: a.reason,
+          stake: s.stake,
+          reputation: s.reputation,
+          slashed: s.slashed
         }
         append(at, { kind: 'slash', peer: s.peer, amount: amount(), data })
         break
@@ -114,7 +126,9 @@ export function eventReplay (o: ReplayOptions): Replay {
         append(at, { kind: 'reward', peer: s.peer, amount: amount(), data: { evidence: evidence(), accused: name(a.accused as Hex), stake: s.stake } })
         break
       }
-      case 'Blacklisted': set(peer, { ...get(peer), blacklisted: true }); break
+      case 'Blacklisted':
+        set(peer, { ...get(peer), blacklisted: true })
+        break
       case 'Observed': {
         const s = applyObservation(get(peer), a.ok as boolean, rules)
         set(peer, s)
@@ -143,9 +157,9 @@ export function eventReplay (o: ReplayOptions): Replay {
   const readNew = async (): Promise<void> => {
     const head = (await o.client.getBlockNumber({ cacheTime: 0 })) - BigInt(o.confirmations - 1)
     if (head <= cursor) return
-    const logs = await o.client.getContractEvents({ address: o.address, abi: o.abi, fromBlock: cursor + 1n, toBlock: head }) as unknown as Decoded[]
-    logs.sort((x, y) => x.blockNumber === y.blockNumber ? x.logIndex - y.logIndex : x.blockNumber < y.blockNumber ? -1 : 1)
-    for (let i = 0; i < logs.length;) {
+    const logs = (await o.client.getContractEvents({ address: o.address, abi: o.abi, fromBlock: cursor + 1n, toBlock: head })) as unknown as Decoded[]
+    logs.sort((x, y) => (x.blockNumber === y.blockNumber ? x.logIndex - y.logIndex : x.blockNumber < y.blockNumber ? -1 : 1))
+    for (let i = 0; i < logs.length; ) {
       // One transaction at a time: a peer newly blacklisted by it gets its entry after the tx's own entries, as in SQLite.
       const tx = logs[i].transactionHash
       const flipped: Hex[] = []
@@ -161,13 +175,21 @@ export function eventReplay (o: ReplayOptions): Replay {
 
   let syncing: Promise<void> | undefined
   return {
-    labels, wei, standings, entries, get,
-    async sync () {
+    labels,
+    wei,
+    standings,
+    entries,
+    get,
+    async sync() {
       if (closed) throw new TesseraError('LEDGER_CLOSED', 'this ledger is closed')
       while (syncing !== undefined) await syncing
-      syncing = readNew().finally(() => { syncing = undefined })
+      syncing = readNew().finally(() => {
+        syncing = undefined
+      })
       await syncing
     },
-    close () { closed = true }
+    close() {
+      closed = true
+    }
   }
 }

@@ -47,32 +47,32 @@ export interface EvmLedger extends Ledger {
   /** Gas of the last transaction this ledger sent (0 before any). */
   readonly lastGas: number
   /** Every transaction's gas, by contract function. */
-  gas (): Array<{ op: string, gas: number }>
+  gas(): Array<{ op: string; gas: number }>
   /** The on-chain ZK slash, with everything given explicitly; `slash()` calls it for counter-proof evidence. */
-  slashByProof (p: ProofSlash): Promise<{ slashed: boolean, amount: number, reason: string, gas: number }>
+  slashByProof(p: ProofSlash): Promise<{ slashed: boolean; amount: number; reason: string; gas: number }>
   /** The owner (this ledger's account, for the peers it staked) asks to withdraw; paid after the contract's delay. */
-  requestWithdraw (peer: string, amount: number): Promise<PeerStanding>
-  withdraw (peer: string): Promise<PeerStanding>
+  requestWithdraw(peer: string, amount: number): Promise<PeerStanding>
+  withdraw(peer: string): Promise<PeerStanding>
   /** Reads new events up to the head (less confirmations); reads and writes call it themselves. */
-  sync (): Promise<void>
+  sync(): Promise<void>
 }
 
-type Outcome = { slashed: boolean, amount: number, reason: string }
+type Outcome = { slashed: boolean; amount: number; reason: string }
 
 /** The contract at `config.stakeAddress`, checked to run these rules, with its history replayed. */
-export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceChecker, rules: LedgerRules = DEFAULT_RULES): Promise<EvmLedger> {
+export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceChecker, rules: LedgerRules = DEFAULT_RULES): Promise<EvmLedger> {
   const c: Clients = await connect(config)
   const address = config.stakeAddress
   const abi: Abi = (await stakeArtifact()).abi
-  if (await c.public.getCode({ address }).catch(() => undefined) === undefined) {
+  if ((await c.public.getCode({ address }).catch(() => undefined)) === undefined) {
     throw new InputError(`there is no contract at ${address} on chain ${config.chainId}: deploy one (tessera chain deploy) or fix the address`)
   }
-  const read = async <T>(functionName: string, args: unknown[] = []): Promise<T> => await c.public.readContract({ address, abi, functionName, args }) as T
+  const read = async <T>(functionName: string, args: unknown[] = []): Promise<T> => (await c.public.readContract({ address, abi, functionName, args })) as T
   await checkRules(read, address, rules)
 
   const replay = eventReplay({ client: c.public, address, abi, rules, fromBlock: config.fromBlock ?? 0, confirmations: c.confirmations })
   const { sync } = replay
-  let gasUsed: Array<{ op: string, gas: number }> = []
+  let gasUsed: Array<{ op: string; gas: number }> = []
 
   // One write at a time: nonces stay in order, and a check under the lock sees every earlier write.
   let queue: Promise<unknown> = Promise.resolve()
@@ -94,9 +94,12 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
     await sync()
     for (const p of new Set(peers)) if (!replay.labels.has(peerKey(p))) await send('label', [p])
   }
-  const standingOf = async (peer: string): Promise<PeerStanding> => { await sync(); return { ...replay.get(peerKey(peer)), peer } }
+  const standingOf = async (peer: string): Promise<PeerStanding> => {
+    await sync()
+    return { ...replay.get(peerKey(peer)), peer }
+  }
   const evidenceId = (e: Evidence): Hex => `0x${evidenceHash(e)}`
-  const reject = async (e: Evidence, reporter: string, reason: string): Promise<{ slashed: false, amount: 0, reason: string }> => {
+  const reject = async (e: Evidence, reporter: string, reason: string): Promise<{ slashed: false; amount: 0; reason: string }> => {
     await labeled(e.accused, reporter)
     await send('reject', [peerKey(e.accused), evidenceId(e), EVIDENCE_KINDS.indexOf(e.kind), peerKey(reporter), reason])
     return { slashed: false, amount: 0, reason }
@@ -107,13 +110,21 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
   }
   const used = async (id: Hex): Promise<boolean> => await read<boolean>('evidenceUsed', [id])
 
-  async function proofSlash (p: ProofSlash, reason: string, e?: Evidence): Promise<Outcome & { gas: number }> {
+  async function proofSlash(p: ProofSlash, reason: string, e?: Evidence): Promise<Outcome & { gas: number }> {
     const { a, b, c: cc } = proofCallArgs(p.proof)
     await labeled(p.accused, p.reporter)
     try {
       const args = [
-        peerKey(p.accused), p.evidenceId, zkModelId(p.model), signalsHash(p.claimedOutput), signalsHash(p.claimedInput),
-        a, b, cc, p.publicSignals.map((s) => BigInt(s)), peerKey(p.reporter)
+        peerKey(p.accused),
+        p.evidenceId,
+        zkModelId(p.model),
+        signalsHash(p.claimedOutput),
+        signalsHash(p.claimedInput),
+        a,
+        b,
+        cc,
+        p.publicSignals.map((s) => BigInt(s)),
+        peerKey(p.reporter)
       ]
       const r = await send('slashByProof', args)
       return { slashed: true, amount: slashedAmount(r), reason, gas: Number(r.gasUsed) }
@@ -128,8 +139,8 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
   }
 
   /** Slashes on checked evidence, under the lock: by counter-proof on chain when there is one, else on the arbiter's word. */
-  async function slashChecked (e: Evidence, reporter: string, id: Hex, reason: string): Promise<Outcome> {
-    const counter = e.kind === 'proof' ? e.detail.counterProof as { proof: Groth16Proof, publicSignals: string[] } | undefined : undefined
+  async function slashChecked(e: Evidence, reporter: string, id: Hex, reason: string): Promise<Outcome> {
+    const counter = e.kind === 'proof' ? (e.detail.counterProof as { proof: Groth16Proof; publicSignals: string[] } | undefined) : undefined
     let claim: Awaited<ReturnType<typeof proofClaim>> | undefined
     try {
       claim = counter !== undefined ? await proofClaim(e) : undefined
@@ -160,10 +171,12 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
   const ledger: EvmLedger = {
     address,
     account: c.account.address,
-    get lastGas () { return lastGas },
+    get lastGas() {
+      return lastGas
+    },
     gas: () => [...gasUsed],
 
-    async stake (peer, amount) {
+    async stake(peer, amount) {
       const value = toWei(amount)
       return await locked(async () => {
         await labeled(peer)
@@ -172,12 +185,12 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
       })
     },
 
-    async slash (e, reporter) {
+    async slash(e, reporter) {
       if (!wellFormed(e)) throw new InputError('evidence needs a known kind, an accused peer id, receipts as bytes and a detail object')
       const id = evidenceId(e)
       if (reporter === e.accused) return await locked(async () => await reject(e, reporter, 'a peer cannot report itself'))
       if (await used(id)) return await locked(async () => await reject(e, reporter, 'evidence already used'))
-      let verdict: { valid: boolean, reason: string }
+      let verdict: { valid: boolean; reason: string }
       try {
         verdict = await checker.check(e)
       } catch (err) {
@@ -187,9 +200,11 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
       return await slashChecked(e, reporter, id, verdict.reason)
     },
 
-    async slashByProof (p) { return await locked(async () => await proofSlash(p, 'counter-proof verified on chain')) },
+    async slashByProof(p) {
+      return await locked(async () => await proofSlash(p, 'counter-proof verified on chain'))
+    },
 
-    async observe (peer, ok) {
+    async observe(peer, ok) {
       return await locked(async () => {
         await labeled(peer)
         await send('observe', [peerKey(peer), ok])
@@ -197,24 +212,35 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
       })
     },
 
-    async requestWithdraw (peer, amount) {
+    async requestWithdraw(peer, amount) {
       const value = toWei(amount)
-      return await locked(async () => { await send('requestWithdraw', [peerKey(peer), value]); return await standingOf(peer) })
+      return await locked(async () => {
+        await send('requestWithdraw', [peerKey(peer), value])
+        return await standingOf(peer)
+      })
     },
 
-    async withdraw (peer) {
-      return await locked(async () => { await send('withdraw', [peerKey(peer)]); return await standingOf(peer) })
+    async withdraw(peer) {
+      return await locked(async () => {
+        await send('withdraw', [peerKey(peer)])
+        return await standingOf(peer)
+      })
     },
 
     standing: standingOf,
-    async standings () {
+    async standings() {
       await sync()
-      return [...replay.standings.values()].sort((x, y) => x.peer < y.peer ? -1 : x.peer > y.peer ? 1 : 0)
+      return [...replay.standings.values()].sort((x, y) => (x.peer < y.peer ? -1 : x.peer > y.peer ? 1 : 0))
     },
-    async isBlacklisted (peer) { return (await standingOf(peer)).blacklisted },
-    async audit (fromSeq = 1) { await sync(); return replay.entries.filter((e) => e.seq >= fromSeq) },
+    async isBlacklisted(peer) {
+      return (await standingOf(peer)).blacklisted
+    },
+    async audit(fromSeq = 1) {
+      await sync()
+      return replay.entries.filter((e) => e.seq >= fromSeq)
+    },
 
-    async verifyAudit () {
+    async verifyAudit() {
       await sync()
       const { entries } = replay
       const chain = verifyChain([...entries])
@@ -230,24 +256,36 @@ export async function openEvmLedger (config: EvmLedgerConfig, checker: EvidenceC
     },
 
     sync,
-    async close () { await queue; replay.close(); gasUsed = [] }
+    async close() {
+      await queue
+      replay.close()
+      gasUsed = []
+    }
   }
   return ledger
 }
 
 /** Refuses a contract whose slash, reward and blacklist parameters are not these rules': the replay would disagree with it. */
-async function checkRules (read: <T>(fn: string) => Promise<T>, address: Address, rules: LedgerRules): Promise<void> {
+async function checkRules(read: <T>(fn: string) => Promise<T>, address: Address, rules: LedgerRules): Promise<void> {
   const [slashBps, rewardBps, afterSlashes] = await Promise.all([read<number>('slashBps'), read<number>('rewardBps'), read<number>('blacklistAfterSlashes')])
-  const agree = slashBps === Math.round(rules.slashFraction * 1e4) && rewardBps === Math.round(rules.rewardFraction * 1e4) &&
-    afterSlashes === rules.blacklistAfterSlashes
+  const agree =
+    slashBps === Math.round(rules.slashFraction * 1e4) && rewardBps === Math.round(rules.rewardFraction * 1e4) && afterSlashes === rules.blacklistAfterSlashes
   if (!agree) {
-    throw new InputError(`the contract at ${address} slashes ${slashBps / 100}%, rewards ${rewardBps / 100}% and blacklists after ${afterSlashes} slashes; ` +
-      `these ledger rules say ${rules.slashFraction * 100}%, ${rules.rewardFraction * 100}% and ${rules.blacklistAfterSlashes}`)
+    throw new InputError(
+      `the contract at ${address} slashes ${slashBps / 100}%, rewards ${rewardBps / 100}% and blacklists after ${afterSlashes} slashes; ` +
+        `these ledger rules say ${rules.slashFraction * 100}%, ${rules.rewardFraction * 100}% and ${rules.blacklistAfterSlashes}`
+    )
   }
 }
 
 /** Evidence of the shape the contract can record (the checker judges its content). */
-function wellFormed (e: Evidence): boolean {
-  return (EVIDENCE_KINDS as readonly string[]).includes(e?.kind) && typeof e.accused === 'string' && Array.isArray(e.receipts) &&
-    e.receipts.every((r) => r instanceof Uint8Array) && typeof e.detail === 'object' && e.detail !== null
+function wellFormed(e: Evidence): boolean {
+  return (
+    (EVIDENCE_KINDS as readonly string[]).includes(e?.kind) &&
+    typeof e.accused === 'string' &&
+    Array.isArray(e.receipts) &&
+    e.receipts.every((r) => r instanceof Uint8Array) &&
+    typeof e.detail === 'object' &&
+    e.detail !== null
+  )
 }

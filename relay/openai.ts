@@ -8,7 +8,10 @@ import { samplingToJson, type SamplingProofJson } from '../shared/zk/argmax.js'
 import { HTTP_DEFAULTS } from './config.js'
 import { BadRequest } from './errors.js'
 
-export interface Tokenizer { encode (t: string): number[], decode (ids: number[]): string }
+export interface Tokenizer {
+  encode(t: string): number[]
+  decode(ids: number[]): string
+}
 
 export interface CommonParams {
   model?: string
@@ -24,20 +27,29 @@ export interface CommonParams {
   /** Prove each greedy token is the argmax of the logits the last hop signed (zk/argmax.ts). */
   proveSampling?: boolean
 }
-export interface CompletionParams extends CommonParams { prompt: string | number[] }
-export interface ChatParams extends CommonParams { messages: Array<{ role: string, content: string }> }
+export interface CompletionParams extends CommonParams {
+  prompt: string | number[]
+}
+export interface ChatParams extends CommonParams {
+  messages: Array<{ role: string; content: string }>
+}
 
-const show = (v: unknown): string => { const s = JSON.stringify(v) ?? String(v); return s.length > 60 ? `${s.slice(0, 57)}…` : s }
+const show = (v: unknown): string => {
+  const s = JSON.stringify(v) ?? String(v)
+  return s.length > 60 ? `${s.slice(0, 57)}…` : s
+}
 const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0)
 const present = (v: unknown): boolean => v !== undefined && v !== null
 
-function object (body: unknown): Record<string, unknown> {
+function object(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequest(`the request body must be a JSON object, got ${show(body)}`)
   return body as Record<string, unknown>
 }
 
-function common (b: Record<string, unknown>, maxTokensField: unknown): CommonParams {
-  const bad = (field: string, want: string, got: unknown): never => { throw new BadRequest(`${field} must be ${want}, got ${show(got)}`) }
+function common(b: Record<string, unknown>, maxTokensField: unknown): CommonParams {
+  const bad = (field: string, want: string, got: unknown): never => {
+    throw new BadRequest(`${field} must be ${want}, got ${show(got)}`)
+  }
   if (present(b.model) && typeof b.model !== 'string') bad('model', 'a string', b.model)
   const positiveInt = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 1
   if (present(maxTokensField) && !positiveInt(maxTokensField)) bad('max_tokens', 'a positive integer', maxTokensField)
@@ -51,7 +63,9 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
   const verification = parseVerification(b.verification)
   if (present(b.tessera_webhook)) {
     let url: URL | undefined
-    try { url = new URL(String(b.tessera_webhook)) } catch {}
+    try {
+      url = new URL(String(b.tessera_webhook))
+    } catch {}
     const httpUrl = typeof b.tessera_webhook === 'string' && url !== undefined && ['http:', 'https:'].includes(url.protocol)
     if (!httpUrl) bad('tessera_webhook', 'an http(s) URL', b.tessera_webhook)
     if (verification?.mode !== 'optimistic') throw new BadRequest('tessera_webhook is for optimistic verification: it receives the settlement')
@@ -62,22 +76,22 @@ function common (b: Record<string, unknown>, maxTokensField: unknown): CommonPar
   // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
   // matching text would need the tokenizer on every step.
   return {
-    model: present(b.model) ? b.model as string : undefined,
-    maxTokens: present(maxTokensField) ? maxTokensField as number : HTTP_DEFAULTS.maxTokens,
+    model: present(b.model) ? (b.model as string) : undefined,
+    maxTokens: present(maxTokensField) ? (maxTokensField as number) : HTTP_DEFAULTS.maxTokens,
     // Greedy unless asked (config.ts says why).
-    temperature: present(b.temperature) ? b.temperature as number : HTTP_DEFAULTS.temperature,
-    topP: present(b.top_p) ? b.top_p as number : undefined,
-    seed: present(b.seed) ? b.seed as number : undefined,
+    temperature: present(b.temperature) ? (b.temperature as number) : HTTP_DEFAULTS.temperature,
+    topP: present(b.top_p) ? (b.top_p as number) : undefined,
+    seed: present(b.seed) ? (b.seed as number) : undefined,
     stream: b.stream === true,
-    stopIds: present(b.tessera_stop_ids) ? b.tessera_stop_ids as number[] : undefined,
+    stopIds: present(b.tessera_stop_ids) ? (b.tessera_stop_ids as number[]) : undefined,
     verification,
-    webhook: present(b.tessera_webhook) ? b.tessera_webhook as string : undefined,
+    webhook: present(b.tessera_webhook) ? (b.tessera_webhook as string) : undefined,
     proveSampling: b.tessera_prove_sampling === true
   }
 }
 
 /** `verification`: "none" | "redundant" | "spot", or { mode, k?, p? }. */
-function parseVerification (v: unknown): VerificationOptions | undefined {
+function parseVerification(v: unknown): VerificationOptions | undefined {
   if (!present(v)) return undefined
   const o = typeof v === 'string' ? { mode: v } : v
   if (typeof o !== 'object' || o === null || Array.isArray(o)) {
@@ -93,7 +107,7 @@ function parseVerification (v: unknown): VerificationOptions | undefined {
 }
 
 /** `POST /v1/completions`: a string or one array of ids (a batch of one is unwrapped). */
-export function parseCompletion (body: unknown): CompletionParams {
+export function parseCompletion(body: unknown): CompletionParams {
   const b = object(body)
   let prompt = b.prompt
   if (Array.isArray(prompt) && prompt.length === 1 && (typeof prompt[0] === 'string' || Array.isArray(prompt[0]))) prompt = prompt[0]
@@ -104,12 +118,12 @@ export function parseCompletion (body: unknown): CompletionParams {
   if (typeof prompt !== 'string' && !isIds(prompt)) {
     throw new BadRequest(`prompt must be a string or an array of token ids (integers ≥ 0), got ${show(prompt)}`)
   }
-  if (prompt.length === 0) throw new BadRequest('prompt is empty: send at least one token (e.g. the model\'s BOS id)')
+  if (prompt.length === 0) throw new BadRequest("prompt is empty: send at least one token (e.g. the model's BOS id)")
   return { ...common(b, b.max_tokens), prompt }
 }
 
 /** `POST /v1/chat/completions`: content is a string or OpenAI's text parts. */
-export function parseChat (body: unknown): ChatParams {
+export function parseChat(body: unknown): ChatParams {
   const b = object(body)
   if (!Array.isArray(b.messages) || b.messages.length === 0) {
     throw new BadRequest(`messages must be a non-empty array of { role, content }, got ${show(b.messages)}`)
@@ -119,13 +133,15 @@ export function parseChat (body: unknown): ChatParams {
     if (typeof msg.role !== 'string') throw new BadRequest(`messages[${i}].role must be a string, got ${show(msg.role)}`)
     let content = msg.content
     if (Array.isArray(content)) {
-      content = content.map((p: unknown, j) => {
-        const part = object(p)
-        if (part.type !== 'text' || typeof part.text !== 'string') {
-          throw new BadRequest(`messages[${i}].content[${j}] must be { type: 'text', text }: only text is supported`)
-        }
-        return part.text
-      }).join('')
+      content = content
+        .map((p: unknown, j) => {
+          const part = object(p)
+          if (part.type !== 'text' || typeof part.text !== 'string') {
+            throw new BadRequest(`messages[${i}].content[${j}] must be { type: 'text', text }: only text is supported`)
+          }
+          return part.text
+        })
+        .join('')
     }
     if (typeof content !== 'string') throw new BadRequest(`messages[${i}].content must be a string, got ${show(msg.content)}`)
     return { role: msg.role, content }
@@ -137,7 +153,7 @@ export function parseChat (body: unknown): ChatParams {
  * The chat template: one `role: content` line per message, then `assistant:` for the model to
  * continue. Model-agnostic on purpose (the network serves base models with no chat format).
  */
-export function chatPrompt (messages: ChatParams['messages']): string {
+export function chatPrompt(messages: ChatParams['messages']): string {
   return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant:'
 }
 
@@ -146,7 +162,7 @@ export function chatPrompt (messages: ChatParams['messages']): string {
  * while it ends in U+FFFD, because one token may carry half of a UTF-8 character (byte tokens).
  * Without a tokenizer the text is the ids separated by spaces.
  */
-export function textDecoder (tok: Tokenizer | undefined): { push (id: number): string, flush (): string, text (ids: number[]): string } {
+export function textDecoder(tok: Tokenizer | undefined): { push(id: number): string; flush(): string; text(ids: number[]): string } {
   const ids: number[] = []
   let sent = ''
   const delta = (text: string): string => {
@@ -156,22 +172,25 @@ export function textDecoder (tok: Tokenizer | undefined): { push (id: number): s
     return text.slice(same)
   }
   return {
-    push (id) {
+    push(id) {
       ids.push(id)
       if (tok === undefined) return ids.length === 1 ? String(id) : ` ${id}`
       const text = tok.decode(ids)
       return text.endsWith('\uFFFD') ? '' : delta(text)
     },
     /** What was held back when the generation ended mid-character. */
-    flush: () => tok === undefined || ids.length === 0 ? '' : delta(tok.decode(ids)),
-    text: (all) => tok === undefined ? all.join(' ') : tok.decode(all)
+    flush: () => (tok === undefined || ids.length === 0 ? '' : delta(tok.decode(ids))),
+    text: (all) => (tok === undefined ? all.join(' ') : tok.decode(all))
   }
 }
 
 export type Kind = 'completion' | 'chat'
-export interface Ids { id: string, created: number }
+export interface Ids {
+  id: string
+  created: number
+}
 
-export function newIds (kind: Kind): Ids {
+export function newIds(kind: Kind): Ids {
   const hex = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')
   return { id: `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${hex}`, created: Math.floor(Date.now() / 1000) }
 }
@@ -186,37 +205,51 @@ export interface TesseraInfo {
   sampling?: SamplingProofJson[]
 }
 const tesseraInfo = (r: GenerationResult): TesseraInfo => ({
-  tokens: r.tokens, prompt: r.prompt, route: r.route, verification: r.verification, root: r.root, timings: r.timings,
+  tokens: r.tokens,
+  prompt: r.prompt,
+  route: r.route,
+  verification: r.verification,
+  root: r.root,
+  timings: r.timings,
   ...(r.sampling !== undefined ? { sampling: r.sampling.map(samplingToJson) } : {})
 })
 const usage = (r: GenerationResult): object => ({
-  prompt_tokens: r.prompt.length, completion_tokens: r.tokens.length, total_tokens: r.prompt.length + r.tokens.length
+  prompt_tokens: r.prompt.length,
+  completion_tokens: r.tokens.length,
+  total_tokens: r.prompt.length + r.tokens.length
 })
-const objectOf = (kind: Kind, chunk: boolean): string => kind === 'chat' ? (chunk ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion'
+const objectOf = (kind: Kind, chunk: boolean): string => (kind === 'chat' ? (chunk ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion')
 
 /** The whole (non-streamed) response. */
-export function fullResponse (kind: Kind, ids: Ids, r: GenerationResult, text: string): object {
-  const choice = kind === 'chat'
-    ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: r.finishReason, logprobs: null }
-    : { index: 0, text, finish_reason: r.finishReason, logprobs: null }
+export function fullResponse(kind: Kind, ids: Ids, r: GenerationResult, text: string): object {
+  const choice =
+    kind === 'chat'
+      ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: r.finishReason, logprobs: null }
+      : { index: 0, text, finish_reason: r.finishReason, logprobs: null }
   return { ...ids, object: objectOf(kind, false), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
 }
 
 /** What every chunk of one streamed answer repeats. */
-export interface StreamHead { kind: Kind, ids: Ids, model: string }
+export interface StreamHead {
+  kind: Kind
+  ids: Ids
+  model: string
+}
 
 /** One streamed token. The first chat chunk also carries the role, as OpenAI's does. */
-export function tokenChunk ({ kind, ids, model }: StreamHead, text: string, ev: TokenEvent): object {
-  const choice = kind === 'chat'
-    ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs: null }
-    : { index: 0, text, finish_reason: null, logprobs: null }
+export function tokenChunk({ kind, ids, model }: StreamHead, text: string, ev: TokenEvent): object {
+  const choice =
+    kind === 'chat'
+      ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs: null }
+      : { index: 0, text, finish_reason: null, logprobs: null }
   return { ...ids, object: objectOf(kind, true), model, choices: [choice], tessera: { token: ev.id, index: ev.index, hops: ev.hops } }
 }
 
 /** The last chunk before `[DONE]`: finish reason, usage and the full trace. */
-export function finalChunk (kind: Kind, ids: Ids, r: GenerationResult, rest = ''): object {
-  const choice = kind === 'chat'
-    ? { index: 0, delta: rest === '' ? {} : { content: rest }, finish_reason: r.finishReason, logprobs: null }
-    : { index: 0, text: rest, finish_reason: r.finishReason, logprobs: null }
+export function finalChunk(kind: Kind, ids: Ids, r: GenerationResult, rest = ''): object {
+  const choice =
+    kind === 'chat'
+      ? { index: 0, delta: rest === '' ? {} : { content: rest }, finish_reason: r.finishReason, logprobs: null }
+      : { index: 0, text: rest, finish_reason: r.finishReason, logprobs: null }
   return { ...ids, object: objectOf(kind, true), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
 }

@@ -16,12 +16,12 @@ import { REGISTRY_DEFAULTS } from './config.js'
 const log = logger('tessera:relay:registry')
 
 export interface Registry extends PeerDirectory {
-  accept (signed: SignedCapability, from?: string): Promise<Capability>
+  accept(signed: SignedCapability, from?: string): Promise<Capability>
   /** A live record even if the peer is excluded from listings (a dispute must still reach a blacklisted accused). */
-  find (peer: string): Capability | undefined
-  remove (peer: string): void
+  find(peer: string): Capability | undefined
+  remove(peer: string): void
   /** Live records as the peers signed them, for clients that check for themselves. */
-  signedRecords (): SignedCapability[]
+  signedRecords(): SignedCapability[]
 }
 
 export interface RegistryOptions {
@@ -32,16 +32,16 @@ export interface RegistryOptions {
   onJoin?: (cap: Capability) => void
 }
 
-export function createRegistry (o: RegistryOptions = {}): Registry {
+export function createRegistry(o: RegistryOptions = {}): Registry {
   const now = o.now ?? (() => Date.now())
-  const records = new Map<string, { cap: Capability, signed: SignedCapability }>()
-  const live = (): Array<{ cap: Capability, signed: SignedCapability }> => {
+  const records = new Map<string, { cap: Capability; signed: SignedCapability }>()
+  const live = (): Array<{ cap: Capability; signed: SignedCapability }> => {
     const t = now()
     for (const [k, r] of records) if (r.cap.expires < t) records.delete(k)
     return [...records.values()].filter((r) => o.excluded?.(r.cap.peer) !== true)
   }
   return {
-    async accept (signed, from) {
+    async accept(signed, from) {
       const cap = await verifyCapability(signed, now())
       // A valid signature by another peer: a record is announced by the peer it names, or not at all.
       if (from !== undefined && cap.peer !== from) throw new ProtocolError('BAD_SIGNATURE', `record names ${cap.peer} but was sent by ${from}`)
@@ -57,18 +57,22 @@ export function createRegistry (o: RegistryOptions = {}): Registry {
       }
       return cap
     },
-    remove (peer) { records.delete(peer) },
-    find (peer) {
+    remove(peer) {
+      records.delete(peer)
+    },
+    find(peer) {
       const r = records.get(peer)
       return r !== undefined && r.cap.expires >= now() ? r.cap : undefined
     },
-    async list () { return live().map((r) => r.cap) },
+    async list() {
+      return live().map((r) => r.cap)
+    },
     signedRecords: () => live().map((r) => r.signed)
   }
 }
 
 /** Serves the registry's two protocols on the relay's libp2p node. */
-export async function handleRegistry (node: Libp2p, registry: Registry): Promise<void> {
+export async function handleRegistry(node: Libp2p, registry: Registry): Promise<void> {
   // The same limits for both protocols; limited (relayed) connections may announce and list too.
   const streams = { runOnLimitedConnection: true, maxInboundStreams: REGISTRY_DEFAULTS.maxInboundStreams }
   // A peer reachable only through this relay (a tab) is gone when its connection to us closes.
@@ -76,35 +80,43 @@ export async function handleRegistry (node: Libp2p, registry: Registry): Promise
     const peer = evt.detail.toString()
     void registry.list().then((caps) => {
       const cap = caps.find((c) => c.peer === peer)
-      if (cap !== undefined && cap.addrs.every((a) => a.includes('/p2p-circuit'))) {
+      if (cap?.addrs.every((a) => a.includes('/p2p-circuit'))) {
         registry.remove(peer)
         log.info(`peer ${peer.slice(-8)} disconnected`)
       }
     })
   })
 
-  await node.handle(ANNOUNCE_PROTOCOL, async (stream: Stream, connection: Connection) => {
-    const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
-    try {
-      const msg = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as SignedCapability
-      await registry.accept(msg, connection.remotePeer.toString())
-      await lp.write(encode({ ok: true }))
-    } catch (err) {
-      log.debug(`announce refused: ${(err as Error).message}`)
-      await lp.write(encode({ ok: false, error: (err as Error).message })).catch(() => {})
-    }
-    await stream.close().catch(() => {})
-  }, streams)
+  await node.handle(
+    ANNOUNCE_PROTOCOL,
+    async (stream: Stream, connection: Connection) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
+      try {
+        const msg = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as SignedCapability
+        await registry.accept(msg, connection.remotePeer.toString())
+        await lp.write(encode({ ok: true }))
+      } catch (err) {
+        log.debug(`announce refused: ${(err as Error).message}`)
+        await lp.write(encode({ ok: false, error: (err as Error).message })).catch(() => {})
+      }
+      await stream.close().catch(() => {})
+    },
+    streams
+  )
 
-  await node.handle(PEERS_PROTOCOL, async (stream: Stream) => {
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-    try {
-      await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })
-      const records = registry.signedRecords()
-      await lp.write(encode({ records }))
-    } catch (err) {
-      log.debug(`peers request failed: ${(err as Error).message}`)
-    }
-    await stream.close().catch(() => {})
-  }, streams)
+  await node.handle(
+    PEERS_PROTOCOL,
+    async (stream: Stream) => {
+      const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+      try {
+        await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })
+        const records = registry.signedRecords()
+        await lp.write(encode({ records }))
+      } catch (err) {
+        log.debug(`peers request failed: ${(err as Error).message}`)
+      }
+      await stream.close().catch(() => {})
+    },
+    streams
+  )
 }

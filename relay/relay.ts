@@ -44,7 +44,7 @@ export interface RunningRelay {
   stop: () => Promise<void>
 }
 
-export async function startRelay (options: RelayOptions = {}): Promise<RunningRelay> {
+export async function startRelay(options: RelayOptions = {}): Promise<RunningRelay> {
   const o = resolveRelayOptions(options)
   await mkdir(dirname(o.ledger), { recursive: true })
   // What can fail on bad configuration (a manifest, a ZK entry, a circuit set-up) runs before anything is started.
@@ -55,9 +55,8 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
   let ledgerRef: Ledger | undefined
   const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) })
   // viem loads only for a relay that settles on a chain.
-  const ledger = ledgerRef = o.evm !== undefined
-    ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker)
-    : await openSqliteLedger(o.ledger, checker)
+  const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
+  ledgerRef = ledger
   const node = await createPeer({ relayServer: true, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`] })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
@@ -72,7 +71,9 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
       void (async () => {
         const s = await ledger.standing(cap.peer)
         if (s.stake === 0 && s.slashed === 0 && o.joinStake > 0) await ledger.stake(cap.peer, o.joinStake)
-      })().catch((err: Error) => { log.warn(`could not stake ${cap.peer}: ${err.message}`) })
+      })().catch((err: Error) => {
+        log.warn(`could not stake ${cap.peer}: ${err.message}`)
+      })
     }
   })
   await handleRegistry(node, registry)
@@ -81,8 +82,13 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
   // Claims are kept beside the ledger, so a restart audits the pending ones instead of forgetting them.
   const claims = openSqliteClaims(o.ledger)
   const board = new ClaimBoard({
-    dialer, peers: async () => await registry.list(), find: async (p) => registry.find(p), ledger: link,
-    timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts }, random: o.client?.random, store: claims
+    dialer,
+    peers: async () => await registry.list(),
+    find: async (p) => registry.find(p),
+    ledger: link,
+    timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts },
+    random: o.client?.random,
+    store: claims
   })
   board.resume()
 
@@ -90,14 +96,26 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
   // Views of the registry for synchronous readers (metrics scrape, /api/network).
   let view = await client.network()
   const refresh = setInterval(() => {
-    client.network().then((v) => { view = v }).catch(() => {})
+    client
+      .network()
+      .then((v) => {
+        view = v
+      })
+      .catch(() => {})
     void link.refresh()
   }, o.viewRefreshMs)
   const app = createHttpApp({
     generator: client,
     network: () => view,
     models,
-    webRoot: o.webRoot !== undefined && await access(o.webRoot).then(() => true, () => false) ? o.webRoot : undefined,
+    webRoot:
+      o.webRoot !== undefined &&
+      (await access(o.webRoot).then(
+        () => true,
+        () => false
+      ))
+        ? o.webRoot
+        : undefined,
     metrics: createMetricsRegistry(() => view),
     ledger,
     ledgerBackend: o.evm !== undefined ? { kind: 'evm', chainId: o.evm.chainId, contract: o.evm.stakeAddress } : { kind: 'sqlite' },
@@ -111,7 +129,9 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
       },
       sampling: () => [...sampling.values()].map((s) => s.entry)
     },
-    onLedgerChange: async () => { await link.refresh() },
+    onLedgerChange: async () => {
+      await link.refresh()
+    },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
     tokenizer: (model) => tokenizers.get(model)
   })
@@ -122,8 +142,15 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
   log.info(`relay ${addr}`)
   log.info(`HTTP ${httpUrl}`)
   return {
-    addr, addrs, httpUrl, registry, client, ledger, board, libp2p: node,
-    async stop () {
+    addr,
+    addrs,
+    httpUrl,
+    registry,
+    client,
+    ledger,
+    board,
+    libp2p: node,
+    async stop() {
       clearInterval(refresh)
       board.close()
       await http.close()
@@ -136,8 +163,8 @@ export async function startRelay (options: RelayOptions = {}): Promise<RunningRe
 }
 
 /** The manifests of the model directories the relay serves, and their tokenizers by model name and by root. */
-async function servedModels (dirs: string[]): Promise<{ models: Array<{ dir: string, manifest: Manifest }>, tokenizers: Map<string, Tokenizer> }> {
-  const models: Array<{ dir: string, manifest: Manifest }> = []
+async function servedModels(dirs: string[]): Promise<{ models: Array<{ dir: string; manifest: Manifest }>; tokenizers: Map<string, Tokenizer> }> {
+  const models: Array<{ dir: string; manifest: Manifest }> = []
   const tokenizers = new Map<string, Tokenizer>()
   for (const dir of dirs) {
     const manifest = await readManifest(dir)

@@ -12,10 +12,14 @@ import { jsonError } from './errors.js'
 
 const log = logger('tessera:relay:http')
 
-export interface ServedFile { path: string, bytes: number, sha256: string }
+export interface ServedFile {
+  path: string
+  bytes: number
+  sha256: string
+}
 
 /** sha256 → file on disk, for every shard file (and tokenizer) of every model. */
-export function indexFiles (models: Array<{ dir: string, manifest: Manifest }>): Map<string, ServedFile> {
+export function indexFiles(models: Array<{ dir: string; manifest: Manifest }>): Map<string, ServedFile> {
   const files = new Map<string, ServedFile>()
   for (const { dir, manifest } of models) {
     const root = resolve(dir)
@@ -25,7 +29,10 @@ export function indexFiles (models: Array<{ dir: string, manifest: Manifest }>):
     for (const f of entries) {
       const path = resolve(root, f.name)
       // A manifest is data: a name like ../../etc/passwd must not become a download.
-      if (!path.startsWith(root + sep)) { log.warn(`${dir}: manifest names ${f.name}, outside the model directory; not serving it`); continue }
+      if (!path.startsWith(root + sep)) {
+        log.warn(`${dir}: manifest names ${f.name}, outside the model directory; not serving it`)
+        continue
+      }
       if (!/^[0-9a-f]{64}$/.test(f.sha256)) continue
       files.set(f.sha256, { path, bytes: f.bytes, sha256: f.sha256 })
     }
@@ -33,14 +40,14 @@ export function indexFiles (models: Array<{ dir: string, manifest: Manifest }>):
   return files
 }
 
-export type RangeResult = { kind: 'full' } | { kind: 'partial', start: number, end: number } | { kind: 'unsatisfiable' }
+export type RangeResult = { kind: 'full' } | { kind: 'partial'; start: number; end: number } | { kind: 'unsatisfiable' }
 
 /**
  * One `bytes=` range against a file of `size` bytes (end inclusive). Several ranges or a header
  * that does not parse are ignored (a full 200), which RFC 9110 allows; only ranges that parse
  * but miss the file are 416.
  */
-export function parseRange (header: string | undefined, size: number): RangeResult {
+export function parseRange(header: string | undefined, size: number): RangeResult {
   if (header === undefined) return { kind: 'full' }
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim())
   if (m === null || (m[1] === '' && m[2] === '')) return { kind: 'full' }
@@ -60,26 +67,34 @@ export function parseRange (header: string | undefined, size: number): RangeResu
  * A web stream over bytes [start, end] of a file. The file is opened on the first read, not
  * before, so a response nobody reads (HEAD, a dropped client) holds no descriptor.
  */
-export function fileStream (path: string, start: number, end: number): ReadableStream<Uint8Array> {
+export function fileStream(path: string, start: number, end: number): ReadableStream<Uint8Array> {
   let node: ReadStream | undefined
   let it: AsyncIterator<Buffer> | undefined
-  return new ReadableStream<Uint8Array>({
-    async pull (ctrl) {
-      node ??= createReadStream(path, { start, end, highWaterMark: 1 << 20 })
-      it ??= node[Symbol.asyncIterator]() as AsyncIterator<Buffer>
-      const { done, value } = await it.next()
-      if (done === true) ctrl.close()
-      else ctrl.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength))
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(ctrl) {
+        node ??= createReadStream(path, { start, end, highWaterMark: 1 << 20 })
+        it ??= node[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+        const { done, value } = await it.next()
+        if (done === true) ctrl.close()
+        else ctrl.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength))
+      },
+      cancel() {
+        node?.destroy()
+      }
     },
-    cancel () { node?.destroy() }
-  }, { highWaterMark: 0 })
+    { highWaterMark: 0 }
+  )
 }
 
 const IMMUTABLE = 'public, max-age=31536000, immutable'
 
 /** The response for one served file, honouring Range, If-None-Match and HEAD. */
-export async function fileResponse (file: ServedFile, req: Request): Promise<Response> {
-  const size = await stat(file.path).then((s) => s.size, () => undefined)
+export async function fileResponse(file: ServedFile, req: Request): Promise<Response> {
+  const size = await stat(file.path).then(
+    (s) => s.size,
+    () => undefined
+  )
   if (size === undefined) return jsonError(404, `shard file ${file.sha256} is listed in a manifest but missing on this relay`, 'file_missing')
   // A size that differs from the manifest means the bytes are not the ones the hash names.
   if (size !== file.bytes) {
@@ -93,7 +108,7 @@ export async function fileResponse (file: ServedFile, req: Request): Promise<Res
     'Cache-Control': IMMUTABLE
   })
   const inm = req.headers.get('if-none-match')
-  if (inm !== null && inm.split(',').some((t) => t.trim().replace(/^W\//, '') === `"${file.sha256}"` || t.trim() === '*')) {
+  if (inm?.split(',').some((t) => t.trim().replace(/^W\//, '') === `"${file.sha256}"` || t.trim() === '*')) {
     return new Response(null, { status: 304, headers })
   }
   const range = parseRange(req.headers.get('range') ?? undefined, size)

@@ -16,7 +16,7 @@ const log = logger('tessera:relay')
  * (`tessera zk setup --out`), taken as it is, no weights needed; a name is a seeded model set up
  * on this machine (cached in .cache/zk).
  */
-export async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModelEntry>> {
+export async function zkEntriesOf(names: string[]): Promise<Map<string, ZkModelEntry>> {
   const out = new Map<string, ZkModelEntry>()
   for (const name of names) {
     if (name.endsWith('.json')) {
@@ -34,7 +34,7 @@ export async function zkEntriesOf (names: string[]): Promise<Map<string, ZkModel
 }
 
 /** The sampling circuit of each vocabulary size, set up once and cached (host/zk). */
-export async function samplingSetups (vocabs: number[]): Promise<Map<number, SamplingSetup>> {
+export async function samplingSetups(vocabs: number[]): Promise<Map<number, SamplingSetup>> {
   const out = new Map<number, SamplingSetup>()
   const { setupSampling } = await import('../host/zk/setup.js')
   for (const v of new Set(vocabs)) {

@@ -6,20 +6,28 @@ import createDebug from 'debug'
  * with DEBUG=tessera:* in Node or localStorage.debug in a browser.
  */
 export interface Logger {
-  info (msg: string, ...args: unknown[]): void
-  warn (msg: string, ...args: unknown[]): void
-  debug (msg: string, ...args: unknown[]): void
+  info(msg: string, ...args: unknown[]): void
+  warn(msg: string, ...args: unknown[]): void
+  debug(msg: string, ...args: unknown[]): void
 }
 
 let quiet = false
 /** Silences info (not warnings), e.g. for `--json` output. */
-export function setQuiet (q: boolean): void { quiet = q }
+export function setQuiet(q: boolean): void {
+  quiet = q
+}
 
-export function logger (scope: string): Logger {
+export function logger(scope: string): Logger {
   const debug = createDebug(scope)
   return {
-    info: (msg, ...args) => { if (!quiet) console.error(`[${scope}] ${msg}`, ...args) },
-    warn: (msg, ...args) => { console.error(`[${scope}] warning: ${msg}`, ...args) },
-    debug: (msg, ...args) => { debug(msg, ...args) }
+    info: (msg, ...args) => {
+      if (!quiet) console.error(`[${scope}] ${msg}`, ...args)
+    },
+    warn: (msg, ...args) => {
+      console.error(`[${scope}] warning: ${msg}`, ...args)
+    },
+    debug: (msg, ...args) => {
+      debug(msg, ...args)
+    }
   }
 }

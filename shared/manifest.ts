@@ -6,9 +6,9 @@ import { bytesToHex, hexToBytes, newSha256 } from './hash.js'
 export const MANIFEST_FILE = 'manifest.json'
 
 export interface FileEntry {
-  name: string     // relative to the model directory
+  name: string // relative to the model directory
   bytes: number
-  sha256: string   // hex
+  sha256: string // hex
 }
 
 export interface ShardEntry {
@@ -26,10 +26,10 @@ export interface ShardEntry {
 export interface Manifest {
   tessera: 1
   name: string
-  source: string                   // what it was built from: a path, an HF dir, random:PRESET:SEED
+  source: string // what it was built from: a path, an HF dir, random:PRESET:SEED
   config: LlamaConfig
   dtype: WeightDType
-  tokenizer: FileEntry | null      // tokenizer.json, when the source had one
+  tokenizer: FileEntry | null // tokenizer.json, when the source had one
   shards: ShardEntry[]
   /** sha256 over the shards' hashes (raw bytes, in order): names the whole model. */
   root: string
@@ -40,7 +40,7 @@ export interface Manifest {
 /** Manifest file names are plain names inside the model directory: never a path out of it. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
 
-export function hashOfHashes (hexes: string[]): string {
+export function hashOfHashes(hexes: string[]): string {
   const h = newSha256()
   for (const x of hexes) h.update(hexToBytes(x))
   return bytesToHex(h.digest())
@@ -50,8 +50,10 @@ export const shardHash = (files: FileEntry[]): string => hashOfHashes(files.map(
 export const modelRoot = (shards: Array<Pick<ShardEntry, 'sha256'>>): string => hashOfHashes(shards.map((s) => s.sha256))
 
 /** Validates a parsed manifest's shape and its root hash; throws ModelFormatError. */
-export function checkManifest (m: unknown, where = MANIFEST_FILE): Manifest {
-  const bad = (msg: string): never => { throw new ModelFormatError(`${where}: ${msg}`) }
+export function checkManifest(m: unknown, where = MANIFEST_FILE): Manifest {
+  const bad = (msg: string): never => {
+    throw new ModelFormatError(`${where}: ${msg}`)
+  }
   if (typeof m !== 'object' || m === null) return bad('not a JSON object')
   const man = m as Manifest
   if (man.tessera !== 1) bad('not a Tessera manifest (field "tessera" must be 1)')
@@ -64,7 +66,7 @@ export function checkManifest (m: unknown, where = MANIFEST_FILE): Manifest {
     next = s.layers[1]
   }
   if (next !== man.config?.nLayers) bad(`shards cover ${next} layers but the model has ${man.config?.nLayers}`)
-  if (modelRoot(man.shards) !== man.root) bad('model root does not match its shards\' hashes')
+  if (modelRoot(man.shards) !== man.root) bad("model root does not match its shards' hashes")
   return man
 }
 
@@ -72,7 +74,7 @@ export function checkManifest (m: unknown, where = MANIFEST_FILE): Manifest {
  * Checks a shard's files against the manifest, reading each through `read` (whole file).
  * Throws ShardHashError naming the first file that differs.
  */
-export async function verifyShard (shard: ShardEntry, read: (name: string) => Promise<Uint8Array>): Promise<Map<string, Uint8Array>> {
+export async function verifyShard(shard: ShardEntry, read: (name: string) => Promise<Uint8Array>): Promise<Map<string, Uint8Array>> {
   const files = new Map<string, Uint8Array>()
   for (const f of shard.files) {
     const bytes = await read(f.name)

@@ -8,22 +8,26 @@ import { InputError } from './errors.js'
  * same steps with remote hops.
  */
 export class Pipeline {
-  constructor (private readonly hops: ShardSession[]) {
+  constructor(private readonly hops: ShardSession[]) {
     if (hops.length === 0) throw new InputError('a pipeline needs at least one shard')
   }
 
   /** Tokens held in the caches (the same on every hop). */
-  get length (): number { return this.hops[0].length }
+  get length(): number {
+    return this.hops[0].length
+  }
 
   /** Feeds `tokens` and returns the logits of every new position, [tokens.length, vocab]. */
-  async step (tokens: number[]): Promise<HopOutput> {
+  async step(tokens: number[]): Promise<HopOutput> {
     let out = await this.hops[0].forward({ tokens })
     for (const hop of this.hops.slice(1)) out = await hop.forward({ hidden: out.data, seq: out.seq })
     if (out.kind !== 'logits') throw new InputError('the last shard of the chain does not produce logits')
     return out
   }
 
-  close (): void { for (const h of this.hops) h.close() }
+  close(): void {
+    for (const h of this.hops) h.close()
+  }
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -33,10 +37,14 @@ export interface GenerateOptions extends SamplingOptions {
   stopIds?: number[]
 }
 
-export interface GeneratedToken { id: number, index: number, logits: Float32Array }
+export interface GeneratedToken {
+  id: number
+  index: number
+  logits: Float32Array
+}
 
 /** Prefills the prompt in one step, then decodes one token per step, yielding as it goes. */
-export async function * generate (pipeline: Pipeline, opts: GenerateOptions): AsyncGenerator<GeneratedToken> {
+export async function* generate(pipeline: Pipeline, opts: GenerateOptions): AsyncGenerator<GeneratedToken> {
   if (opts.prompt.length === 0) throw new InputError('the prompt is empty: give at least one token (BOS)')
   const sample = createSampler(opts)
   let out = await pipeline.step(opts.prompt)
@@ -49,6 +57,6 @@ export async function * generate (pipeline: Pipeline, opts: GenerateOptions): As
   }
 }
 
-export function lastRow (out: HopOutput): Float32Array {
+export function lastRow(out: HopOutput): Float32Array {
   return out.data.subarray((out.seq - 1) * out.width, out.seq * out.width)
 }

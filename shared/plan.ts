@@ -19,21 +19,21 @@ export interface PlanOptions {
 
 export interface MemoryPlan {
   weightsPerLayer: number
-  kvPerLayer: number        // for all sessions at full context
+  kvPerLayer: number // for all sessions at full context
   perLayer: number
-  embedding: number         // first shard's extra (fp16 unless fp32)
-  classifier: number        // last shard's extra
+  embedding: number // first shard's extra (fp16 unless fp32)
+  classifier: number // last shard's extra
   reserve: number
   usable: number
   /** Layers that fit in a middle shard (no embedding, no classifier). */
   layers: number
   /** Shards of `layers` needed to hold the whole model. */
   shardsForModel: number
-  wholeModel: number        // every layer + embedding + classifier
+  wholeModel: number // every layer + embedding + classifier
 }
 
 /** How many transformer blocks of `c` fit in a memory budget. */
-export function planMemory (c: LlamaConfig, o: PlanOptions): MemoryPlan {
+export function planMemory(c: LlamaConfig, o: PlanOptions): MemoryPlan {
   const sessions = o.sessions ?? 1
   const context = o.context ?? c.maxSeqLen
   const matrixParams = paramsPerLayer(c) - 2 * c.dim
@@ -47,7 +47,14 @@ export function planMemory (c: LlamaConfig, o: PlanOptions): MemoryPlan {
   const usable = Math.max(0, o.budget - reserve)
   const layers = Math.min(c.nLayers, Math.floor(usable / perLayer))
   return {
-    weightsPerLayer, kvPerLayer, perLayer, embedding, classifier, reserve, usable, layers,
+    weightsPerLayer,
+    kvPerLayer,
+    perLayer,
+    embedding,
+    classifier,
+    reserve,
+    usable,
+    layers,
     shardsForModel: layers > 0 ? Math.ceil(c.nLayers / layers) : Infinity,
     wholeModel: c.nLayers * perLayer + embedding + classifier
   }

@@ -4,7 +4,7 @@
  */
 
 /** 32-bit FNV-1a of a string, to derive independent streams from (seed, name). */
-export function hash32 (s: string): number {
+export function hash32(s: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i)
@@ -14,7 +14,7 @@ export function hash32 (s: string): number {
 }
 
 /** mulberry32: a fast 32-bit generator with good enough statistics for weights and sampling. */
-export function mulberry32 (seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6d2b79f5) >>> 0
@@ -26,7 +26,7 @@ export function mulberry32 (seed: number): () => number {
 }
 
 /** Fills `out` with N(0, std²) samples (Box–Muller). */
-export function fillNormal (out: Float32Array, rand: () => number, std: number): Float32Array {
+export function fillNormal(out: Float32Array, rand: () => number, std: number): Float32Array {
   for (let i = 0; i < out.length; i += 2) {
     const u = 1 - rand()
     const v = rand()

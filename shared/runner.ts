@@ -9,18 +9,22 @@ import { cutPart, LAYER_IN, partOutput } from './shard/part.js'
 export type DeviceKind = 'cuda' | 'cpu' | 'webgpu' | 'wasm'
 
 /** What one step sends into a shard: token ids for the first shard, hidden states after that. */
-export type HopInput =
-  | { tokens: Int32Array | number[] }
-  | { hidden: Float32Array, seq: number }
+export type HopInput = { tokens: Int32Array | number[] } | { hidden: Float32Array; seq: number }
 
 /** How many rows (token positions) an input carries. */
-export const seqOf = (x: HopInput): number => 'tokens' in x ? x.tokens.length : x.seq
+export const seqOf = (x: HopInput): number => ('tokens' in x ? x.tokens.length : x.seq)
 
 /**
  * Hidden states [seq, dim] from a middle shard, logits [seq, vocab] from the last; and, from
  * shards built with them, each block's output [seq, dim] in layer order (`layers`).
  */
-export interface HopOutput { data: Float32Array, seq: number, width: number, kind: 'hidden' | 'logits', layers?: Float32Array[] }
+export interface HopOutput {
+  data: Float32Array
+  seq: number
+  width: number
+  kind: 'hidden' | 'logits'
+  layers?: Float32Array[]
+}
 
 /**
  * One sequence's state on one shard: its KV cache. Positions are implicit: each forward()
@@ -29,15 +33,15 @@ export interface HopOutput { data: Float32Array, seq: number, width: number, kin
 export interface ShardSession {
   /** Tokens held in the KV cache. */
   readonly length: number
-  forward (input: HopInput): Promise<HopOutput>
-  close (): void
+  forward(input: HopInput): Promise<HopOutput>
+  close(): void
 }
 
 /** A loaded shard on some runtime (onnxruntime-node, onnxruntime-web WASM or WebGPU). */
 export interface ShardRunner {
   readonly shard: ShardEntry
   readonly device: DeviceKind
-  open (): ShardSession
+  open(): ShardSession
   /**
    * Re-executes one block of the shard (or its head, `layer` = layers[1]) over a whole sequence
    * from position 0, for disputes (shard/part.ts). `input` is the shard's input when `layer` is
@@ -45,7 +49,7 @@ export interface ShardRunner {
    * runtime cannot load parts.
    */
   runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
-  dispose (): Promise<void>
+  dispose(): Promise<void>
 }
 
 /** How a runtime opens a part's graph: an onnxruntime session with the shard's external data beside it. */
@@ -73,7 +77,7 @@ export class OrtShardRunner implements ShardRunner {
   private readonly parts = new Map<number, Promise<InferenceSession>>()
   readonly runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
 
-  constructor (
+  constructor(
     private readonly Tensor: OrtTensorCtor,
     private readonly session: InferenceSession,
     readonly shard: ShardEntry,
@@ -84,7 +88,7 @@ export class OrtShardRunner implements ShardRunner {
     if (partLoader !== undefined) this.runPart = async (layer, input) => await this.part(layer, input)
   }
 
-  open (): ShardSession {
+  open(): ShardSession {
     const { shard, config: c, Tensor } = this
     const [start, end] = shard.layers
     const first = start === 0
@@ -92,7 +96,10 @@ export class OrtShardRunner implements ShardRunner {
     const hd = headDim(c)
     const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
     let past = new Map<string, Tensor>()
-    for (let l = start; l < end; l++) { past.set(io.pastKey(l), empty); past.set(io.pastValue(l), empty) }
+    for (let l = start; l < end; l++) {
+      past.set(io.pastKey(l), empty)
+      past.set(io.pastValue(l), empty)
+    }
     let length = 0
     let closed = false
 
@@ -131,17 +138,28 @@ export class OrtShardRunner implements ShardRunner {
       const layers = this.session.outputNames.includes(io.layerOut(start))
         ? Array.from({ length: end - start }, (_, i) => out[io.layerOut(start + i)].data as Float32Array)
         : undefined
-      return { data: result.data as Float32Array, seq, width: last ? c.vocabSize : c.dim, kind: last ? 'logits' : 'hidden', ...(layers !== undefined ? { layers } : {}) }
+      return {
+        data: result.data as Float32Array,
+        seq,
+        width: last ? c.vocabSize : c.dim,
+        kind: last ? 'logits' : 'hidden',
+        ...(layers !== undefined ? { layers } : {})
+      }
     }
 
     return {
-      get length () { return length },
+      get length() {
+        return length
+      },
       forward,
-      close () { closed = true; past.clear() }
+      close() {
+        closed = true
+        past.clear()
+      }
     }
   }
 
-  private async part (layer: number, input: HopInput): Promise<HopOutput> {
+  private async part(layer: number, input: HopInput): Promise<HopOutput> {
     const { shard, config: c, Tensor } = this
     const [a, b] = shard.layers
     const last = b === c.nLayers
@@ -160,7 +178,12 @@ export class OrtShardRunner implements ShardRunner {
     const feeds: Record<string, Tensor> = {}
     const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, headDim(c)])
     for (const name of s.inputNames) {
-      if (name === io.POSITION_IDS) feeds[name] = new Tensor('int64', BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)), [1, seq])
+      if (name === io.POSITION_IDS)
+        feeds[name] = new Tensor(
+          'int64',
+          BigInt64Array.from({ length: seq }, (_, i) => BigInt(i)),
+          [1, seq]
+        )
       else if (name === io.INPUT_IDS && 'tokens' in input) feeds[name] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
       else if ((name === io.HIDDEN_IN || name === LAYER_IN) && 'hidden' in input) {
         if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
@@ -169,22 +192,27 @@ export class OrtShardRunner implements ShardRunner {
       else throw new InputError(`part ${layer} of shard [${a},${b}) needs ${name}, which this input does not carry`)
     }
     if ('tokens' in input) {
-      for (const t of input.tokens) if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
+      for (const t of input.tokens)
+        if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
     }
     const out = await this.run(feeds, s)
     const head = layer === b && last
     return { data: out[partOutput(shard.layers, layer, last)].data as Float32Array, seq, width: head ? c.vocabSize : c.dim, kind: head ? 'logits' : 'hidden' }
   }
 
-  private async run (feeds: Record<string, Tensor>, session = this.session): Promise<InferenceSession.OnnxValueMapType> {
+  private async run(feeds: Record<string, Tensor>, session = this.session): Promise<InferenceSession.OnnxValueMapType> {
     const result = this.queue.then(async () => await session.run(feeds))
     this.queue = result.catch(() => {})
     return await result
   }
 
-  async dispose (): Promise<void> {
+  async dispose(): Promise<void> {
     await this.queue
-    for (const p of this.parts.values()) await p.then(async (s) => await s.release(), () => {})
+    for (const p of this.parts.values())
+      await p.then(
+        async (s) => await s.release(),
+        () => {}
+      )
     await this.session.release()
   }
 }
@@ -193,7 +221,10 @@ export class OrtShardRunner implements ShardRunner {
  * A shard's files as onnxruntime-web wants them: the graph's bytes, and its external data by
  * the names the graph refers to. `files` holds bytes already checked against the manifest.
  */
-export function sessionFiles (files: Map<string, Uint8Array>, shard: ShardEntry): { graph: Uint8Array, externalData: Array<{ path: string, data: Uint8Array }> } {
+export function sessionFiles(
+  files: Map<string, Uint8Array>,
+  shard: ShardEntry
+): { graph: Uint8Array; externalData: Array<{ path: string; data: Uint8Array }> } {
   const [graph, ...externalData] = shard.files.map((f) => {
     const data = files.get(f.name)
     if (data === undefined) throw new InputError(`shard ${shard.index}: file ${f.name} was not provided`)

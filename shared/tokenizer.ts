@@ -7,9 +7,9 @@ import { ModelFormatError } from './errors.js'
  */
 export interface Tokenizer {
   /** Token ids of `text`, with BOS as the tokenizer (or `addBos`) wants it. */
-  encode (text: string): number[]
+  encode(text: string): number[]
   /** Text of `ids`; special tokens (BOS, EOS, …) are dropped unless `keepSpecial`. */
-  decode (ids: number[], opts?: { keepSpecial?: boolean }): string
+  decode(ids: number[], opts?: { keepSpecial?: boolean }): string
   readonly bosId?: number
   readonly eosId?: number
 }
@@ -23,13 +23,14 @@ export interface TokenizerOptions {
   addBos?: boolean
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: tokenizer.json as the library reads it; only the fields we use are looked at.
 type Json = Record<string, any>
 
 /** tokenizer_config.json writes special tokens as a string or as an AddedToken object. */
 const tokenText = (t: unknown): string | undefined =>
   typeof t === 'string' ? t : typeof (t as Json | null)?.content === 'string' ? (t as Json).content : undefined
 
-export function loadTokenizer (json: string | object, config: object = {}, opts: TokenizerOptions = {}): Tokenizer {
+export function loadTokenizer(json: string | object, config: object = {}, opts: TokenizerOptions = {}): Tokenizer {
   let spec: Json
   try {
     spec = typeof json === 'string' ? JSON.parse(json) : { ...json }
@@ -46,7 +47,10 @@ export function loadTokenizer (json: string | object, config: object = {}, opts:
     throw new ModelFormatError(`tokenizer.json cannot be loaded: ${(err as Error).message}`)
   }
   const cfg = config as Json
-  const id = (t: unknown): number | undefined => { const s = tokenText(t); return s === undefined ? undefined : tok.token_to_id(s) }
+  const id = (t: unknown): number | undefined => {
+    const s = tokenText(t)
+    return s === undefined ? undefined : tok.token_to_id(s)
+  }
   // BOS: tokenizer_config.json's bos_token, else the special token a template puts first.
   const template = spec.post_processor?.type === 'TemplateProcessing' ? spec.post_processor.single : undefined
   const lead = Array.isArray(template) ? template[0]?.SpecialToken?.id : undefined
@@ -56,12 +60,12 @@ export function loadTokenizer (json: string | object, config: object = {}, opts:
   return {
     bosId,
     eosId,
-    encode (text) {
+    encode(text) {
       const ids = tok.encode(text, { add_special_tokens: opts.addBos !== false }).ids
       if (opts.addBos === true && bosId !== undefined && ids[0] !== bosId) ids.unshift(bosId)
       return ids
     },
-    decode (ids, o = {}) {
+    decode(ids, o = {}) {
       if (ids.length === 0) return '' // the library throws on an empty list
       return tok.decode(ids, { skip_special_tokens: o.keepSpecial !== true })
     }

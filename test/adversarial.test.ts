@@ -32,29 +32,31 @@ afterAll(async () => {
 })
 
 /** Dials the node serving `layers` ('2,4' by default: a middle node). */
-async function open (layers = '2,4'): Promise<Stream> {
+async function open(layers = '2,4'): Promise<Stream> {
   const node = net.nodes.find((n) => n.ready.layers.join(',') === layers)!
   const addrs = node.ready.addrs.map((a: string) => multiaddr(a))
   return await attacker.dialProtocol(addrs, INFER_PROTOCOL)
 }
 
 /** Sends raw frames, returns the node's reply (expects exactly one, then the stream to end). */
-async function exchange (frames: Array<Uint8Array | ClientMsg>, layers = '2,4'): Promise<NodeMsg[]> {
+async function exchange(frames: Array<Uint8Array | ClientMsg>, layers = '2,4'): Promise<NodeMsg[]> {
   const stream = await open(layers)
   const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
   for (const f of frames) await lp.write(f instanceof Uint8Array ? f : encodeMsg(f))
   const replies: NodeMsg[] = []
   try {
     for (;;) replies.push(decodeNodeMsg((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray()))
-  } catch { /* stream ended */ }
+  } catch {
+    /* stream ended */
+  }
   await stream.close().catch(() => {})
   return replies
 }
 
-const errorOf = (replies: NodeMsg[]): { code: string, message: string } => {
+const errorOf = (replies: NodeMsg[]): { code: string; message: string } => {
   const e = replies.find((r) => r.t === 'error')
   expect(e, JSON.stringify(replies)).toBeDefined()
-  return e as { code: string, message: string }
+  return e as { code: string; message: string }
 }
 
 describe('a node under bad input', () => {
@@ -64,21 +66,57 @@ describe('a node under bad input', () => {
     const hidden = (seq: number): Uint8Array => new Uint8Array(seq * 64 * 4)
 
     // Not CBOR at all.
-    expect(errorOf(await exchange([new Uint8Array([0xff, 0xfe, 0x00, 0x13])]))).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/not valid CBOR/) })
+    expect(errorOf(await exchange([new Uint8Array([0xff, 0xfe, 0x00, 0x13])]))).toMatchObject({
+      code: 'MALFORMED',
+      message: expect.stringMatching(/not valid CBOR/)
+    })
     // Valid CBOR, not a message.
-    expect(errorOf(await exchange([encodeMsg({ t: 'launch' } as unknown as ClientMsg)]))).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/unknown message type/) })
+    expect(errorOf(await exchange([encodeMsg({ t: 'launch' } as unknown as ClientMsg)]))).toMatchObject({
+      code: 'MALFORMED',
+      message: expect.stringMatching(/unknown message type/)
+    })
     // Another model's root.
     expect(errorOf(await exchange([{ t: 'open', root: 'ab'.repeat(32), layers: [2, 4], session: 'x' }]))).toMatchObject({ code: 'WRONG_MODEL' })
     // Layers this node does not hold.
-    expect(errorOf(await exchange([{ t: 'open', root, layers: [0, 2], session: 'x' }]))).toMatchObject({ code: 'WRONG_LAYERS', message: expect.stringMatching(/its shards are \[2,4\)/) })
+    expect(errorOf(await exchange([{ t: 'open', root, layers: [0, 2], session: 'x' }]))).toMatchObject({
+      code: 'WRONG_LAYERS',
+      message: expect.stringMatching(/its shards are \[2,4\)/)
+    })
     // Forward before open.
-    expect(errorOf(await exchange([{ t: 'forward', step: 0, start: 0, seq: 1, hidden: hidden(1) }]))).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/forward before open/) })
+    expect(errorOf(await exchange([{ t: 'forward', step: 0, start: 0, seq: 1, hidden: hidden(1) }]))).toMatchObject({
+      code: 'MALFORMED',
+      message: expect.stringMatching(/forward before open/)
+    })
     // A step that does not continue the cache.
-    expect(errorOf(await exchange([{ t: 'open', root, layers: [2, 4], session: 'x' }, { t: 'forward', step: 0, start: 5, seq: 1, hidden: hidden(1) }]))).toMatchObject({ code: 'BAD_STEP' })
+    expect(
+      errorOf(
+        await exchange([
+          { t: 'open', root, layers: [2, 4], session: 'x' },
+          { t: 'forward', step: 0, start: 5, seq: 1, hidden: hidden(1) }
+        ])
+      )
+    ).toMatchObject({ code: 'BAD_STEP' })
     // Hidden states of the wrong size.
-    expect(errorOf(await exchange([{ t: 'open', root, layers: [2, 4], session: 'x' }, { t: 'forward', step: 0, start: 0, seq: 2, hidden: hidden(1) }]))).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/expected 2 × 64/) })
+    expect(
+      errorOf(
+        await exchange([
+          { t: 'open', root, layers: [2, 4], session: 'x' },
+          { t: 'forward', step: 0, start: 0, seq: 2, hidden: hidden(1) }
+        ])
+      )
+    ).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/expected 2 × 64/) })
     // Token ids outside the vocabulary, on the first node.
-    expect(errorOf(await exchange([{ t: 'open', root, layers: [0, 2], session: 'x' }, { t: 'forward', step: 0, start: 0, seq: 1, tokens: new Uint8Array(new Int32Array([9999]).buffer) }], '0,2'))).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/outside the vocabulary/) })
+    expect(
+      errorOf(
+        await exchange(
+          [
+            { t: 'open', root, layers: [0, 2], session: 'x' },
+            { t: 'forward', step: 0, start: 0, seq: 1, tokens: new Uint8Array(new Int32Array([9999]).buffer) }
+          ],
+          '0,2'
+        )
+      )
+    ).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/outside the vocabulary/) })
 
     // Oversized: a length prefix beyond the limit is refused before any payload is read.
     {
@@ -95,7 +133,10 @@ describe('a node under bad input', () => {
       stream.send(varint(1000))
       stream.send(new Uint8Array(10))
       await stream.close()
-      expect(errorOf([decodeNodeMsg((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())])).toMatchObject({ code: 'MALFORMED', message: expect.stringMatching(/truncated/) })
+      expect(errorOf([decodeNodeMsg((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())])).toMatchObject({
+        code: 'MALFORMED',
+        message: expect.stringMatching(/truncated/)
+      })
     }
 
     const r = await generation

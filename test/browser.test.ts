@@ -21,32 +21,41 @@ let relay: Proc
 let http: string
 const procs: Proc[] = []
 
-async function contribute (query: string, expect = 'serving'): Promise<{ page: Page, log: string[] }> {
+async function contribute(query: string, expect = 'serving'): Promise<{ page: Page; log: string[] }> {
   const page = await ctx.newPage()
   const log = consoleOf(page)
   await page.goto(`${http}/contribute.html?${query}&autostart=1`)
-  await page.waitForFunction(() => ['serving', 'refused', 'error'].includes(document.querySelector('#status')?.getAttribute('data-state') ?? ''), undefined, { timeout: 120_000 })
+  await page.waitForFunction(() => ['serving', 'refused', 'error'].includes(document.querySelector('#status')?.getAttribute('data-state') ?? ''), undefined, {
+    timeout: 120_000
+  })
   const state = await page.getAttribute('#status', 'data-state')
   if (state !== expect) throw new Error(`contributor tab ended in state ${state}: ${await page.textContent('#error')}\n${log.join('\n')}`)
   return { page, log }
 }
 
 /** The peer id of the one live peer on `device` serving `layers` (the relay's view refreshes each second). */
-async function peerOf (device: string, layers: string): Promise<string> {
+async function peerOf(device: string, layers: string): Promise<string> {
   let peers: Array<{ peer: string }> = []
   await waitFor(async () => {
-    peers = (await api(http, '/api/network')).peers.filter((p: { device: string, layers: number[] }) => p.device === device && p.layers.join(',') === layers)
+    peers = (await api(http, '/api/network')).peers.filter((p: { device: string; layers: number[] }) => p.device === device && p.layers.join(',') === layers)
     return peers.length === 1
   })
   return peers[0].peer
 }
 
 /** Runs one generation on the playground page; returns its ids and the route's device kinds. */
-async function playground (page: Page, prompt: number[], maxTokens: number): Promise<{ tokens: number[], devices: string[] }> {
+async function playground(page: Page, prompt: number[], maxTokens: number): Promise<{ tokens: number[]; devices: string[] }> {
   await page.fill('#prompt-ids', prompt.join(','))
   await page.fill('#max-tokens', String(maxTokens))
   await page.click('#generate')
-  await page.waitForFunction(() => { const o = document.querySelector('#output'); return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true }, undefined, { timeout: 300_000 })
+  await page.waitForFunction(
+    () => {
+      const o = document.querySelector('#output')
+      return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true
+    },
+    undefined,
+    { timeout: 300_000 }
+  )
   const error = await page.getAttribute('#output', 'data-error')
   if (error !== null) throw new Error(`playground: ${error}`)
   const tokens = JSON.parse((await page.getAttribute('#output', 'data-tokens'))!)
@@ -61,7 +70,19 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     if (!existsSync(join(WEB, 'contribute.html'))) throw new Error('dist/web is missing: npm test builds it (vite build) first')
     model = tempDir('browser-model')
     await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2, 4] })
-    relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--web', WEB, '--ledger-file', join(tempDir('browser-ledger'), 'ledger.sqlite')])
+    relay = await spawnTessera([
+      'relay',
+      '--port',
+      '0',
+      '--p2p-port',
+      '0',
+      '--model',
+      model,
+      '--web',
+      WEB,
+      '--ledger-file',
+      join(tempDir('browser-ledger'), 'ledger.sqlite')
+    ])
     procs.push(relay)
     http = relay.ready.http
     procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', '4-5']))
@@ -84,7 +105,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     const log = consoleOf(playgroundPage)
     await playgroundPage.goto(`${http}/playground.html`)
     for (const c of reference()) {
-      const r = await playground(playgroundPage, c.prompt, c.decisive_prefix).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) })
+      const r = await playground(playgroundPage, c.prompt, c.decisive_prefix).catch((err: Error) => {
+        throw new Error(`${err.message}\n${log.join('\n')}`)
+      })
       expect(r.tokens).toEqual(c.greedy.slice(0, c.decisive_prefix))
       expect(new Set(r.devices)).toEqual(new Set(['webgpu', 'wasm', 'cpu']))
     }
@@ -106,9 +129,20 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     await playgroundPage.fill('#prompt-ids', c.prompt.join(','))
     await playgroundPage.fill('#max-tokens', String(c.decisive_prefix))
     await playgroundPage.click('#generate')
-    await playgroundPage.waitForFunction((peer) => document.querySelectorAll('#output .tok').length >= 8 && document.querySelector(`#route [data-peer="${peer}"]`) !== null, victim, { timeout: 120_000 })
+    await playgroundPage.waitForFunction(
+      (peer) => document.querySelectorAll('#output .tok').length >= 8 && document.querySelector(`#route [data-peer="${peer}"]`) !== null,
+      victim,
+      { timeout: 120_000 }
+    )
     await extra.page.close({ runBeforeUnload: true })
-    await playgroundPage.waitForFunction(() => { const o = document.querySelector('#output'); return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true }, undefined, { timeout: 300_000 })
+    await playgroundPage.waitForFunction(
+      () => {
+        const o = document.querySelector('#output')
+        return o?.getAttribute('data-done') === 'true' || o?.hasAttribute('data-error') === true
+      },
+      undefined,
+      { timeout: 300_000 }
+    )
     expect(await playgroundPage.getAttribute('#output', 'data-error')).toBeNull()
     expect(JSON.parse((await playgroundPage.getAttribute('#output', 'data-tokens'))!)).toEqual(c.greedy.slice(0, c.decisive_prefix))
     const switches = await playgroundPage.$$eval('#switches li', (els) => els.map((e) => e.textContent ?? ''))
@@ -124,7 +158,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     const bytes = Buffer.from(original)
     bytes[bytes.length >> 1] ^= 0x55
     writeFileSync(file, bytes)
-    const tab = await contribute('layers=4-5&backend=wasm', 'refused').finally(() => { writeFileSync(file, original) })
+    const tab = await contribute('layers=4-5&backend=wasm', 'refused').finally(() => {
+      writeFileSync(file, original)
+    })
     const error = await tab.page.textContent('#error')
     expect(error).toContain('shard-2.onnx.data')
     expect(error).toMatch(/corrupt or tampered/)
@@ -139,7 +175,8 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     const c = reference()[1]
     const n = Math.min(12, c.decisive_prefix)
     // A string, as a third-party page's script would be (vitest would rewrite import() in a function).
-    const script = `(async () => {
+    const script =
+      `(async () => {
       const { connect } = await import('/sdk.js')
       const tessera = await connect()
       const ids = []
@@ -152,9 +189,12 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       for await (const t of opt) pending.push(t.status)
       const settlement = await (await opt.result).settlement
       await tessera.close()
-      return { ids, hops: result.route.hops.length, pending, settlement: { status: settlement.status, audits: settlement.audits.length, afterMs: settlement.afterMs } }
+      return { ids, hops: result.route.hops.length, pending, ` +
+      `settlement: { status: settlement.status, audits: settlement.audits.length, afterMs: settlement.afterMs } }
     })()`
-    const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { ids: number[], hops: number, pending: string[], settlement: { status: string, audits: number, afterMs: number } }
+    const out = (await page.evaluate(script).catch((err: Error) => {
+      throw new Error(`${err.message}\n${log.join('\n')}`)
+    })) as { ids: number[]; hops: number; pending: string[]; settlement: { status: string; audits: number; afterMs: number } }
     expect(out.ids).toEqual(c.greedy.slice(0, n))
     expect(out.hops).toBe(3)
     expect(out.pending).toEqual(['pending', 'pending', 'pending', 'pending'])
@@ -182,12 +222,15 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       checks += Number(summary.checks)
       const cl = JSON.parse(summary.closest!)
       closest = { minOverlap: Math.min(closest.minOverlap, cl.minOverlap), maxRelErr: Math.max(closest.maxRelErr, cl.maxRelErr) }
-      for (const hop of JSON.parse(summary.hops!) as Array<{ layers: number[], ranBy: string[], checkedBy: string[] }>) {
+      for (const hop of JSON.parse(summary.hops!) as Array<{ layers: number[]; ranBy: string[]; checkedBy: string[] }>) {
         const k = hop.layers.join(',')
         seen.set(k, new Set([...(seen.get(k) ?? []), ...hop.ranBy, ...hop.checkedBy]))
       }
     }
-    console.log(`redundant over WebGPU/WASM/CPU: ${checks} hop checks, 0 mismatches; closest honest agreement: overlap ${closest.minOverlap.toFixed(3)} (threshold 0.75), rel. error ${closest.maxRelErr.toExponential(2)} (threshold 0.05)`)
+    console.log(
+      `redundant over WebGPU/WASM/CPU: ${checks} hop checks, 0 mismatches; closest honest agreement: overlap ${closest.minOverlap.toFixed(3)}` +
+        ` (threshold 0.75), rel. error ${closest.maxRelErr.toExponential(2)} (threshold 0.05)`
+    )
     expect(checks).toBeGreaterThanOrEqual(1000)
     expect(seen.get('0,2')).toContain(gpuPeer)
     expect(seen.get('2,4')).toContain(wasmPeer)
@@ -195,7 +238,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     const net = await ctx.newPage()
     await net.goto(`${http}/network.html`)
     await net.waitForSelector('#standings tr[data-peer]', { timeout: 20_000 })
-    await net.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('verified from genesis') === true, undefined, { timeout: 20_000 })
+    await net.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('verified from genesis') === true, undefined, {
+      timeout: 20_000
+    })
     await screenshot(net, 'network-ledger')
   }, 900_000)
 
@@ -214,16 +259,28 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     const roles: string[] = []
     for (let g = 0; roles.length < 2 && g < 40; g++) {
       // Blacklisted (slashed as the accused, or as a frivolous watcher of honest peers): back under a new identity.
-      if ((await api(http, '/api/ledger')).standings.some((s: { peer: string, blacklisted: boolean }) => s.peer === accused && s.blacklisted)) await spawnFaulty()
+      if ((await api(http, '/api/ledger')).standings.some((s: { peer: string; blacklisted: boolean }) => s.peer === accused && s.blacklisted))
+        await spawnFaulty()
       const c = reference()[g % reference().length]
       const r = await api(http, '/v1/completions', { prompt: c.prompt, max_tokens: 3, verification: { mode: 'optimistic', window: 20_000 } })
       const v = r.tessera.verification
-      if (!v.hops.some((h: { layers: number[], ranBy: string[] }) => h.layers.join(',') === '2,4' && h.ranBy.includes(accused))) continue
+      if (!v.hops.some((h: { layers: number[]; ranBy: string[] }) => h.layers.join(',') === '2,4' && h.ranBy.includes(accused))) continue
       const events = await (await fetch(`${http}/api/claims/${v.claim}/events`)).text()
-      const s = JSON.parse(events.split('\n').find((l) => l.startsWith('data:'))!.slice(5))
+      const s = JSON.parse(
+        events
+          .split('\n')
+          .find((l) => l.startsWith('data:'))!
+          .slice(5)
+      )
       expect(s.status).toBe('overturned')
       const ch = s.challenges.find((x: { outcome: string }) => x.outcome === 'overturned')
-      expect(ch).toMatchObject({ layers: [2, 4], accused, located: { layer: 3 }, reexecuted: { layers: 1, of: 2, what: 'block 3' }, slashed: { peer: accused } })
+      expect(ch).toMatchObject({
+        layers: [2, 4],
+        accused,
+        located: { layer: 3 },
+        reexecuted: { layers: 1, of: 2, what: 'block 3' },
+        slashed: { peer: accused }
+      })
       expect([ch.challenger, ch.referee]).toContain(wasmPeer)
       roles.push(ch.challenger === wasmPeer ? 'watcher' : 'referee')
     }

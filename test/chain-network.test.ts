@@ -43,7 +43,15 @@ let forger: RunningNode
 const running: RunningNode[] = []
 const stateFile = join(tempDir('chain-state'), 'anvil.json')
 
-const relayOptions = (cfg: EvmLedgerConfig, seed: number) => ({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('chain-claims'), 'claims.sqlite'), evm: cfg, zk: ['tiny'], client: { banMs: 1, random: mulberry32(seed) } })
+const relayOptions = (cfg: EvmLedgerConfig, seed: number) => ({
+  httpPort: 0,
+  p2pPort: 0,
+  models: [model],
+  ledger: join(tempDir('chain-claims'), 'claims.sqlite'),
+  evm: cfg,
+  zk: ['tiny'],
+  client: { banMs: 1, random: mulberry32(seed) }
+})
 
 beforeAll(async () => {
   model = tempDir('chain-model')
@@ -51,10 +59,21 @@ beforeAll(async () => {
   zk = await setupZkModel(seededZkModel('tiny'))
   anvil = await startAnvil({ stateFile })
   deployment = await deployTessera({ rpcUrl: anvil.url, privateKey: anvil.accounts[0], out: null, zk: [{ entry: zk.entry, zkey: zk.keys.zkey }] })
-  config = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: deployment.stakeAddress, privateKey: anvil.accounts[0], fromBlock: deployment.deployBlock }
+  config = {
+    rpcUrl: anvil.url,
+    chainId: anvil.chainId,
+    stakeAddress: deployment.stakeAddress,
+    privateKey: anvil.accounts[0],
+    fromBlock: deployment.deployBlock
+  }
   relay = await startRelay(relayOptions(config, 7))
   honest.push(await startNode({ relay: relay.addr, model, layers: [0, 2], zk: ['tiny'] }))
-  for (const layers of [[0, 2], [2, 5], [2, 5]] as Array<[number, number]>) honest.push(await startNode({ relay: relay.addr, model, layers }))
+  for (const layers of [
+    [0, 2],
+    [2, 5],
+    [2, 5]
+  ] as Array<[number, number]>)
+    honest.push(await startNode({ relay: relay.addr, model, layers }))
   forger = await startNode({ relay: relay.addr, model, layers: [2, 5], zk: ['tiny'], zkForge: true })
   running.push(...honest, forger)
   await waitFor(async () => (await relay.client.network()).peers.length === 5)
@@ -69,19 +88,28 @@ afterAll(async () => {
 })
 
 /** The contract's view of a peer, read directly (not through the ledger under test). */
-async function onChain (peer: string, chain = anvil, d = deployment): Promise<{ stake: bigint, slashed: number, blacklisted: boolean }> {
+async function onChain(peer: string, chain = anvil, d = deployment): Promise<{ stake: bigint; slashed: number; blacklisted: boolean }> {
   const { abi } = await stakeArtifact()
-  const r = await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey(peer)] }) as readonly [bigint, bigint, string, bigint, number, boolean]
+  const r = (await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).readContract({
+    address: d.stakeAddress,
+    abi,
+    functionName: 'peers',
+    args: [peerKey(peer)]
+  })) as readonly [bigint, bigint, string, bigint, number, boolean]
   return { stake: r[0], slashed: r[4], blacklisted: r[5] }
 }
 
-async function events (name: string): Promise<Array<{ args: Record<string, unknown> }>> {
+async function events(name: string): Promise<Array<{ args: Record<string, unknown> }>> {
   const abi: Abi = (await stakeArtifact()).abi
-  const logs = await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getContractEvents({ address: deployment.stakeAddress, abi, fromBlock: BigInt(deployment.deployBlock) }) as unknown as Array<{ eventName: string, args: Record<string, unknown> }>
+  const logs = (await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getContractEvents({
+    address: deployment.stakeAddress,
+    abi,
+    fromBlock: BigInt(deployment.deployBlock)
+  })) as unknown as Array<{ eventName: string; args: Record<string, unknown> }>
   return logs.filter((l) => l.eventName === name)
 }
 
-async function run (req: Parameters<RunningRelay['client']['generate']>[0]): Promise<GenerationResult> {
+async function run(req: Parameters<RunningRelay['client']['generate']>[0]): Promise<GenerationResult> {
   const gen = relay.client.generate(req)
   for (let r = await gen.next(); ; r = await gen.next()) if (r.done === true) return r.value
 }
@@ -120,8 +148,17 @@ describe('the network on the EVM ledger', () => {
     const { libp2pDialer } = await import('../shared/route/directory.js')
     const x = Array.from(quantizeInput(zk.model.quant, randomInputs(zk.entry.shape.layers[0].inputs, 1, 41)[0]))
     const reports: Array<{ receipts: Uint8Array[] }> = []
-    const quiet = { weight: () => 0.5, excluded: () => false, observe: () => {}, report: async (e: { receipts: Uint8Array[] }) => { reports.push(e); return { slashed: false, amount: 0, reason: '' } } }
-    const ask = async (peer: string) => await zkInfer({ dialer: libp2pDialer(relay.libp2p), peers: async () => [relay.registry.find(peer)!], models: () => zk.entry, ledger: quiet }, 'tiny', x)
+    const quiet = {
+      weight: () => 0.5,
+      excluded: () => false,
+      observe: () => {},
+      report: async (e: { receipts: Uint8Array[] }) => {
+        reports.push(e)
+        return { slashed: false, amount: 0, reason: '' }
+      }
+    }
+    const ask = async (peer: string) =>
+      await zkInfer({ dialer: libp2pDialer(relay.libp2p), peers: async () => [relay.registry.find(peer)!], models: () => zk.entry, ledger: quiet }, 'tiny', x)
     await expect(ask(forger.peerId)).rejects.toThrow(/no verified proof/)
     const forged = reports[0].receipts
     const good = await openZkReply((await ask(honest[0].peerId)).reply)
@@ -140,7 +177,10 @@ describe('the network on the EVM ledger', () => {
 
     const slashed = await relay.ledger.slash({ kind: 'proof', accused: forger.peerId, receipts: forged, detail: { counterProof: counter } }, reporter)
     expect(slashed.slashed, slashed.reason).toBe(true)
-    const proofGas = evm.gas().filter((g) => g.op === 'slashByProof').at(-1)!.gas
+    const proofGas = evm
+      .gas()
+      .filter((g) => g.op === 'slashByProof')
+      .at(-1)!.gas
     const after = await onChain(forger.peerId)
     expect(after.slashed).toBe(before.slashed + 1)
     expect(after.stake).toBe(before.stake / 2n)
@@ -153,15 +193,17 @@ describe('the network on the EVM ledger', () => {
     expect(again.reason).toMatch(/already used|EvidenceUsed/)
   }, 300_000)
 
-  it('the contract\'s events are the audit log; honest stakes are whole', async () => {
+  it("the contract's events are the audit log; honest stakes are whole", async () => {
     const l = await api(relay.httpUrl, '/api/ledger')
     expect(l.chainOk).toBe(true)
     const slashes = (await events('Slashed')).map((e) => [e.args.peer as Hex, e.args.amount as bigint])
-    const audited = (l.audit as Array<{ kind: string, peer: string, amount: number }>).filter((e) => e.kind === 'slash').map((e) => [peerKey(e.peer), toWei(e.amount)])
+    const audited = (l.audit as Array<{ kind: string; peer: string; amount: number }>)
+      .filter((e) => e.kind === 'slash')
+      .map((e) => [peerKey(e.peer), toWei(e.amount)])
     expect(audited).toEqual(slashes)
     expect(slashes.length).toBeGreaterThanOrEqual(4)
     const stakes = (await events('Staked')).length
-    expect((l.audit as Array<{ kind: string, amount: number }>).filter((e) => e.kind === 'stake' && e.amount > 0)).toHaveLength(stakes)
+    expect((l.audit as Array<{ kind: string; amount: number }>).filter((e) => e.kind === 'stake' && e.amount > 0)).toHaveLength(stakes)
     for (const n of honest) {
       expect(await onChain(n.peerId)).toEqual({ stake: toWei(100), slashed: 0, blacklisted: false })
       expect(l.standings.find((s: { peer: string }) => s.peer === n.peerId)).toMatchObject({ stake: 100, slashed: 0, blacklisted: false })
@@ -195,7 +237,21 @@ describe('the network on the EVM ledger', () => {
   it('tessera relay --ledger evm --chain <deployment> serves the same ledger; the network page says where it lives', async () => {
     const dir = tempDir('chain-cli')
     await writeFile(join(dir, 'chain.json'), JSON.stringify({ ...deployment, rpcUrl: anvil.url }))
-    const cli = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--web', join(REPO, 'dist', 'web'), '--ledger', 'evm', '--chain', join(dir, 'chain.json'), '--ledger-file', join(dir, 'claims.sqlite')])
+    const cli = await spawnTessera([
+      'relay',
+      '--port',
+      '0',
+      '--p2p-port',
+      '0',
+      '--web',
+      join(REPO, 'dist', 'web'),
+      '--ledger',
+      'evm',
+      '--chain',
+      join(dir, 'chain.json'),
+      '--ledger-file',
+      join(dir, 'claims.sqlite')
+    ])
     try {
       const http = cli.ready.http as string
       const l = await api(http, '/api/ledger')
@@ -206,8 +262,12 @@ describe('the network on the EVM ledger', () => {
       try {
         const page = await (await context(browser, http)).newPage()
         await page.goto(`${http}/network.html`)
-        await page.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('TesseraStake') === true, undefined, { timeout: 30_000 })
-        expect(await page.textContent('#ledger-chain')).toMatch(/TesseraStake contract 0x[0-9a-fA-F]{40} on chain 31337, rebuilt from its events\. Audit chain verified/)
+        await page.waitForFunction(() => document.querySelector('#ledger-chain')?.textContent?.includes('TesseraStake') === true, undefined, {
+          timeout: 30_000
+        })
+        expect(await page.textContent('#ledger-chain')).toMatch(
+          /TesseraStake contract 0x[0-9a-fA-F]{40} on chain 31337, rebuilt from its events\. Audit chain verified/
+        )
         await screenshot(page, 'network-evm')
       } finally {
         await browser.close()

@@ -25,7 +25,27 @@ describe('tessera CLI', () => {
   it('samples reproducibly with a seed, and differently with another', async () => {
     const out = tempDir('cli-sample')
     expect((await tessera(['build-model', '--from', 'random:tiny:2', '--out', out])).code).toBe(0)
-    const run = async (seed: number): Promise<number[]> => JSON.parse((await tessera(['generate', '--model', out, '--prompt-ids', '1', '--max-tokens', '24', '--temperature', '1.5', '--top-p', '0.95', '--seed', String(seed), '--json'])).stdout).tokens
+    const run = async (seed: number): Promise<number[]> =>
+      JSON.parse(
+        (
+          await tessera([
+            'generate',
+            '--model',
+            out,
+            '--prompt-ids',
+            '1',
+            '--max-tokens',
+            '24',
+            '--temperature',
+            '1.5',
+            '--top-p',
+            '0.95',
+            '--seed',
+            String(seed),
+            '--json'
+          ])
+        ).stdout
+      ).tokens
     const [a, b, c] = [await run(7), await run(7), await run(8)]
     expect(a).toEqual(b)
     expect(a).not.toEqual(c)
@@ -66,7 +86,10 @@ describe('tessera CLI', () => {
     await tessera(['build-model', '--from', 'random:tiny:1', '--out', out])
     await bad(['generate', '--model', out, '--prompt', 'hello'], /has no tokenizer: give the prompt as --prompt-ids/)
     await bad(['generate', '--model', out, '--prompt-ids', '1,99999'], /token id 99999 is outside the vocabulary/)
-    await bad(['relay', '--port', '0', '--p2p-port', '0', '--ledger', 'evm', '--chain', join(tempDir('no-chain'), 'chain.json')], /no deployment at .*run `tessera chain deploy` first/)
+    await bad(
+      ['relay', '--port', '0', '--p2p-port', '0', '--ledger', 'evm', '--chain', join(tempDir('no-chain'), 'chain.json')],
+      /no deployment at .*run `tessera chain deploy` first/
+    )
     await bad(['relay', '--ledger', 'paper'], /argument 'paper' is invalid. Allowed choices are sqlite, evm/)
     await bad(['chain', 'deploy', '--rpc', 'http://127.0.0.1:9'], /could not reach an EVM node at http:\/\/127.0.0.1:9|reach http:\/\/127.0.0.1:9/)
   })

@@ -51,7 +51,15 @@ describe('detectHardware', () => {
 
   it('parses nvidia-smi csv defensively: first GPU, counted, [N/A] as unknown', () => {
     const gpu = parseNvidiaSmi('NVIDIA H100 80GB HBM3, 81559, 80000, 550.54.15\nNVIDIA H100 80GB HBM3, 81559, 81000, 550.54.15\n')
-    expect(gpu).toEqual({ present: true, count: 2, name: 'NVIDIA H100 80GB HBM3', vramTotal: 81559 * 2 ** 20, vramFree: 80000 * 2 ** 20, driver: '550.54.15', source: 'nvidia-smi' })
+    expect(gpu).toEqual({
+      present: true,
+      count: 2,
+      name: 'NVIDIA H100 80GB HBM3',
+      vramTotal: 81559 * 2 ** 20,
+      vramFree: 80000 * 2 ** 20,
+      driver: '550.54.15',
+      source: 'nvidia-smi'
+    })
     const odd = parseNvidiaSmi('Tesla T4, [N/A], [Not Supported], 470.82.01')
     expect(odd).toMatchObject({ present: true, count: 1, name: 'Tesla T4', vramTotal: undefined, vramFree: undefined, driver: '470.82.01' })
     expect(parseNvidiaSmi('No devices were found\n').present).toBe(false)
@@ -60,8 +68,12 @@ describe('detectHardware', () => {
 
   it('budgets free VRAM on CUDA, 70% of available RAM on CPU, or the override', () => {
     const hw: Hardware = {
-      cpu: { model: 'x', cores: 4 }, ramTotal: 32 * GiB, ramFree: 10 * GiB, disk: { path: '/', free: 1 },
-      gpu: { present: true, count: 1, vramFree: 20 * GiB, vramTotal: 24 * GiB, source: 'nvidia-smi' }, cudaProvider: true
+      cpu: { model: 'x', cores: 4 },
+      ramTotal: 32 * GiB,
+      ramFree: 10 * GiB,
+      disk: { path: '/', free: 1 },
+      gpu: { present: true, count: 1, vramFree: 20 * GiB, vramTotal: 24 * GiB, source: 'nvidia-smi' },
+      cudaProvider: true
     }
     expect(memoryBudget(hw, 'cuda')).toBe(20 * GiB)
     expect(memoryBudget(hw, 'cpu')).toBe(Math.floor(7 * GiB))
@@ -77,11 +89,20 @@ describe('measureMsPerLayer and tessera doctor on a tiny model', () => {
     await buildModel(randomWeights(preset('tiny'), 1), dir, { source: 'x', shards: 2 })
     runners = (await loadModel(dir, { device: 'cpu' })).runners
   })
-  afterAll(async () => { await Promise.all(runners.map(async (r) => await r.dispose())) })
+  afterAll(async () => {
+    await Promise.all(runners.map(async (r) => await r.dispose()))
+  })
 
   it('times the first shard, a non-first shard and the whole chain', async () => {
-    expect(runners.map((r) => r.shard.layers)).toEqual([[0, 2], [2, 4]])
-    for (const [chain, layers] of [[[runners[0]], 2], [[runners[1]], 2], [runners, 4]] as const) {
+    expect(runners.map((r) => r.shard.layers)).toEqual([
+      [0, 2],
+      [2, 4]
+    ])
+    for (const [chain, layers] of [
+      [[runners[0]], 2],
+      [[runners[1]], 2],
+      [runners, 4]
+    ] as const) {
       const ms = await measureMsPerLayer([...chain], layers, { dim: 64, vocabSize: 512, steps: 4, context: 16 })
       expect(ms).toBeGreaterThan(0)
       expect(Number.isFinite(ms)).toBe(true)
@@ -99,7 +120,8 @@ describe('measureMsPerLayer and tessera doctor on a tiny model', () => {
     expect(r.code, r.stderr).toBe(0)
     const checks = JSON.parse(r.stdout).checks as Check[]
     const by = (name: string): Check | undefined => checks.find((c) => c.name === name)
-    for (const name of ['Node.js', 'onnxruntime-node', 'RAM', 'disk', 'CPU', 'manifest', 'shard hashes', 'plan', 'speed']) expect(by(name)?.status, name).toBe('ok')
+    for (const name of ['Node.js', 'onnxruntime-node', 'RAM', 'disk', 'CPU', 'manifest', 'shard hashes', 'plan', 'speed'])
+      expect(by(name)?.status, name).toBe('ok')
     expect(by('plan')?.value).toMatch(/^4 of 4 layers fit/)
     expect(by('speed')?.value).toMatch(/^\d+\.\d+ ms per layer per token on cpu/)
     expect(checks.every((c) => c.status === 'ok' || c.fix !== undefined)).toBe(true)
@@ -129,7 +151,9 @@ describe('measureMsPerLayer and tessera doctor on a tiny model', () => {
 
 describe('tessera doctor --relay', () => {
   let relay: Libp2p | undefined
-  afterAll(async () => { await relay?.stop() })
+  afterAll(async () => {
+    await relay?.stop()
+  })
 
   it('fails cleanly and quickly when nobody listens, with a fix hint', async () => {
     const peer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))

@@ -15,14 +15,23 @@ beforeAll(async () => {
   await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2, 4] })
   net = await startNetwork(model, ['0-2', '0-2', '2-4', '2-4', '4-5'])
 })
-afterAll(async () => { await net?.stop() })
+afterAll(async () => {
+  await net?.stop()
+})
 
 describe('failover', () => {
   // The middle hop replays hidden states; the first hop replays token ids.
-  for (const [label, layers, range] of [['a middle node', '2,4', '2-4'], ['the first node', '0,2', '0-2']] as const) {
+  for (const [label, layers, range] of [
+    ['a middle node', '2,4', '2-4'],
+    ['the first node', '0,2', '0-2']
+  ] as const) {
     it(`kill -9 of ${label} mid-generation: same ids, route shows the switch`, async () => {
       const c = reference()[0]
-      const res = await fetch(`${net.http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: c.prompt, max_tokens: c.decisive_prefix, stream: true }) })
+      const res = await fetch(`${net.http}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: c.prompt, max_tokens: c.decisive_prefix, stream: true })
+      })
       const ids: number[] = []
       let killed: string | undefined
       const chunks = await readSse(res, (ch) => {

@@ -29,7 +29,7 @@ const ramp = (n: number, scale = 0.37): Float32Array => Float32Array.from({ leng
 const text = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o))
 
 /** Builds `w` into a temp dir, runs greedy generation; returns the ids and the last prompt position's logits. */
-async function run (w: WeightSource, o: Partial<BuildOptions> = {}): Promise<{ ids: number[], logits: Float32Array }> {
+async function run(w: WeightSource, o: Partial<BuildOptions> = {}): Promise<{ ids: number[]; logits: Float32Array }> {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-hf-'))
   try {
     await buildModel(w, dir, { source: 'test', ...o })
@@ -49,7 +49,7 @@ async function run (w: WeightSource, o: Partial<BuildOptions> = {}): Promise<{ i
   }
 }
 
-function maxDiff (a: Float32Array, b: Float32Array): number {
+function maxDiff(a: Float32Array, b: Float32Array): number {
   expect(a.length).toBe(b.length)
   let m = 0
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
@@ -57,7 +57,7 @@ function maxDiff (a: Float32Array, b: Float32Array): number {
 }
 
 /** Counts the bytes read from .safetensors files. */
-function counting (src: BlobSource): BlobSource & { bytes: number } {
+function counting(src: BlobSource): BlobSource & { bytes: number } {
   const c = {
     bytes: 0,
     size: src.size,
@@ -75,12 +75,15 @@ describe('safetensors', () => {
     const a = ramp(6)
     const b = ramp(3) // 3 × 2 bytes: the next tensor starts unaligned
     const c = ramp(10)
-    const file = encodeSafetensors({
-      a: { dtype: 'F32', shape: [2, 3], data: bytesOf(a) },
-      b: { dtype: 'F16', shape: [3], data: bytesOf(toFloat16(b)) },
-      c: { dtype: 'F32', shape: [10], data: bytesOf(c) },
-      d: { dtype: 'BF16', shape: [5, 2], data: bytesOf(toBfloat16(c)) }
-    }, { format: 'pt' })
+    const file = encodeSafetensors(
+      {
+        a: { dtype: 'F32', shape: [2, 3], data: bytesOf(a) },
+        b: { dtype: 'F16', shape: [3], data: bytesOf(toFloat16(b)) },
+        c: { dtype: 'F32', shape: [10], data: bytesOf(c) },
+        d: { dtype: 'BF16', shape: [5, 2], data: bytesOf(toBfloat16(c)) }
+      },
+      { format: 'pt' }
+    )
     const n = Number(new DataView(file.buffer).getBigUint64(0, true))
     expect((8 + n) % 8).toBe(0)
     expect(new TextDecoder().decode(file.subarray(8, 8 + n))).toMatch(/^\{.*\} *$/s)
@@ -105,7 +108,10 @@ describe('safetensors', () => {
     expect(st.tensors.get('y')?.file).toBe('p2.safetensors')
     expect(Array.from(await st.read('x'))).toEqual(Array.from(x))
     expect(Array.from(await st.read('y'))).toEqual(Array.from(fromBfloat16(toBfloat16(y))))
-    const broken = memoryBlobs({ 'p1.safetensors': encodeSafetensors({}), 'model.safetensors.index.json': text({ weight_map: { x: 'p1.safetensors', z: 'gone.safetensors' } }) })
+    const broken = memoryBlobs({
+      'p1.safetensors': encodeSafetensors({}),
+      'model.safetensors.index.json': text({ weight_map: { x: 'p1.safetensors', z: 'gone.safetensors' } })
+    })
     await expect(openSafetensors(broken)).rejects.toThrow(/gone\.safetensors, which is missing/)
   })
 
@@ -132,10 +138,31 @@ describe('safetensors', () => {
 })
 
 describe('HF config', () => {
-  const base = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 176, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 512, max_position_embeddings: 128, rms_norm_eps: 1e-5 }
+  const base = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 64,
+    intermediate_size: 176,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    vocab_size: 512,
+    max_position_embeddings: 128,
+    rms_norm_eps: 1e-5
+  }
   it('maps fields and defaults', () => {
     const c = parseHfConfig({ ...base, bos_token_id: [1, 7], eos_token_id: [2, 3] })
-    expect(c).toMatchObject({ dim: 64, hiddenDim: 176, nLayers: 2, nHeads: 4, nKvHeads: 4, ropeTheta: 10000, ropeLayout: 'half', tiedEmbeddings: false, bosId: 1, eosId: 2 })
+    expect(c).toMatchObject({
+      dim: 64,
+      hiddenDim: 176,
+      nLayers: 2,
+      nHeads: 4,
+      nKvHeads: 4,
+      ropeTheta: 10000,
+      ropeLayout: 'half',
+      tiedEmbeddings: false,
+      bosId: 1,
+      eosId: 2
+    })
     expect(parseHfConfig({ ...base, tessera_rope_layout: 'interleaved' }).ropeLayout).toBe('interleaved')
   })
   it('rejects what the Llama graph cannot compute', () => {
@@ -190,7 +217,12 @@ describe('HF directories end to end', () => {
   it('a 2-file sharded dir (untied lm_head) matches the single-file one', async () => {
     const w = randomWeights(untied, 13)
     const files = await writeHfDir(w, { dtype: 'F32', permute: true, shards: 2 })
-    expect(Object.keys(files).sort()).toEqual(['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json'])
+    expect(Object.keys(files).sort()).toEqual([
+      'config.json',
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+      'model.safetensors.index.json'
+    ])
     const sharded = await openHfDir(memoryBlobs(files))
     expect(sharded.config.tiedEmbeddings).toBe(false)
     const single = await openHfDir(memoryBlobs(await writeHfDir(w, { dtype: 'F32', permute: true })))
@@ -229,7 +261,7 @@ describe('HF directories end to end', () => {
 })
 
 /** GPT-2's byte → printable-character table, as byte-level BPE vocabularies use. */
-function byteChars (): string[] {
+function byteChars(): string[] {
   const bs: number[] = []
   for (let b = 33; b <= 126; b++) bs.push(b)
   for (let b = 161; b <= 172; b++) bs.push(b)
@@ -240,9 +272,11 @@ function byteChars (): string[] {
   return out
 }
 
-function byteLevelBpe (template: boolean): object {
+function byteLevelBpe(template: boolean): object {
   const vocab: Record<string, number> = {}
-  byteChars().forEach((c, i) => { vocab[c] = i })
+  byteChars().forEach((c, i) => {
+    vocab[c] = i
+  })
   const merges = ['h e', 'l l', 'he ll', 'hell o', 'Ġ w', 'o r', 'Ġw or']
   for (const m of merges) vocab[m.replace(' ', '')] = Object.keys(vocab).length
   const special = (content: string, id: number): object => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })
@@ -253,10 +287,25 @@ function byteLevelBpe (template: boolean): object {
     normalizer: null,
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: template
-      ? { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<s>': { id: '<s>', ids: [bos], tokens: ['<s>'] } } }
+      ? {
+          type: 'TemplateProcessing',
+          single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+          pair: [],
+          special_tokens: { '<s>': { id: '<s>', ids: [bos], tokens: ['<s>'] } }
+        }
       : { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
     decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, vocab, merges }
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges
+    }
   }
 }
 

@@ -17,10 +17,10 @@ import { maxAbsDiff } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 
 /** The weights an int4 shard really holds: RTN-quantized matrices, fp16 embedding and classifier. */
-function asInt4Sees (w: WeightSource): WeightSource {
+function asInt4Sees(w: WeightSource): WeightSource {
   return {
     config: w.config,
-    async tensor (name: TensorName) {
+    async tensor(name: TensorName) {
       const t = await w.tensor(name)
       const shape = tensorShape(w.config, name)
       if (shape.length === 1) return t
@@ -30,7 +30,7 @@ function asInt4Sees (w: WeightSource): WeightSource {
   }
 }
 
-async function open (w: WeightSource, dtype: WeightDType, int4Accuracy?: number): Promise<Pipeline> {
+async function open(w: WeightSource, dtype: WeightDType, int4Accuracy?: number): Promise<Pipeline> {
   const dir = tempDir(`int4-${dtype}`)
   await buildModel(w, dir, { source: 'test', dtype, int4Accuracy, shards: 2 })
   const { runners } = await loadModel(dir, { device: 'cpu' })
@@ -67,7 +67,10 @@ describe('int4 shards', () => {
     for (let s = 0; s < steps; s++) {
       let err = 0
       let norm = 0
-      for (let i = 0; i < b.length; i++) { err += (a[i] - b[i]) ** 2; norm += b[i] ** 2 }
+      for (let i = 0; i < b.length; i++) {
+        err += (a[i] - b[i]) ** 2
+        norm += b[i] ** 2
+      }
       expect(Math.sqrt(err / norm), `step ${s}`).toBeLessThan(0.35)
       const next = argmax(b)
       if (topK(a, 5).includes(next)) inTop5++
@@ -78,6 +81,8 @@ describe('int4 shards', () => {
   })
 })
 
-function topK (v: Float32Array, k: number): number[] {
-  return Array.from(v.keys()).sort((x, y) => v[y] - v[x]).slice(0, k)
+function topK(v: Float32Array, k: number): number[] {
+  return Array.from(v.keys())
+    .sort((x, y) => v[y] - v[x])
+    .slice(0, k)
 }

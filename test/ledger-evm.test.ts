@@ -32,12 +32,14 @@ import { seededZkModel, setupZkModel } from '../host/zk/setup.js'
 import { tempDir } from './helpers/paths.js'
 import { evidence, fakeChecker, ledgerContract } from './helpers/ledger-contract.js'
 
-
 const WITHDRAW_DELAY = 3600
 let anvil: Anvil
 const open: EvmLedger[] = []
 
-async function fresh (checker: EvidenceChecker = fakeChecker(), chain: Anvil = anvil): Promise<{ d: Deployment, ledger: EvmLedger, reopen: (c?: EvidenceChecker, key?: string) => Promise<EvmLedger> }> {
+async function fresh(
+  checker: EvidenceChecker = fakeChecker(),
+  chain: Anvil = anvil
+): Promise<{ d: Deployment; ledger: EvmLedger; reopen: (c?: EvidenceChecker, key?: string) => Promise<EvmLedger> }> {
   const d = await deployTessera({ rpcUrl: chain.url, privateKey: chain.accounts[0], out: null, withdrawDelay: WITHDRAW_DELAY })
   const reopen = async (c: EvidenceChecker = checker, key: string = chain.accounts[0]): Promise<EvmLedger> => {
     const l = await openEvmLedger({ rpcUrl: chain.url, chainId: chain.chainId, stakeAddress: d.stakeAddress, privateKey: key, fromBlock: d.deployBlock }, c)
@@ -48,19 +50,29 @@ async function fresh (checker: EvidenceChecker = fakeChecker(), chain: Anvil = a
 }
 
 /** The contract's own events, for comparing with the rebuilt audit log. */
-async function events (chain: Anvil, d: Deployment): Promise<Array<{ eventName: string, args: Record<string, unknown> }>> {
+async function events(chain: Anvil, d: Deployment): Promise<Array<{ eventName: string; args: Record<string, unknown> }>> {
   const abi: Abi = (await stakeArtifact()).abi
-  return await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).getContractEvents({ address: d.stakeAddress, abi, fromBlock: BigInt(d.deployBlock) }) as unknown as Array<{ eventName: string, args: Record<string, unknown> }>
+  return (await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).getContractEvents({
+    address: d.stakeAddress,
+    abi,
+    fromBlock: BigInt(d.deployBlock)
+  })) as unknown as Array<{ eventName: string; args: Record<string, unknown> }>
 }
 
-beforeAll(async () => { anvil = await startAnvil() })
-afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(() => {}) })
-afterAll(async () => { await anvil?.stop() })
+beforeAll(async () => {
+  anvil = await startAnvil()
+})
+afterEach(async () => {
+  for (const l of open.splice(0)) await l.close().catch(() => {})
+})
+afterAll(async () => {
+  await anvil?.stop()
+})
 
 describe('EVM ledger', () => {
   ledgerContract(async (checker) => (await fresh(checker)).ledger)
 
-  it('refuses a wrong chain id, a missing contract and rules that differ from the contract\'s', async () => {
+  it("refuses a wrong chain id, a missing contract and rules that differ from the contract's", async () => {
     const { d } = await fresh()
     const base = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0] }
     await expect(openEvmLedger({ ...base, chainId: 1 }, fakeChecker())).rejects.toThrow(/is on chain 31337, not 1/)
@@ -86,12 +98,17 @@ describe('EVM ledger', () => {
     const before = await c.public.getBalance({ address: d.stakeAddress })
     // 8 were asked for, but the slash left 5: that is all that is paid.
     expect((await l.withdraw('leaver')).stake).toBe(0)
-    expect(before - await c.public.getBalance({ address: d.stakeAddress })).toBe(5n * 10n ** 15n)
+    expect(before - (await c.public.getBalance({ address: d.stakeAddress }))).toBe(5n * 10n ** 15n)
     await expect(l.withdraw('leaver')).rejects.toThrow(/NoPendingWithdrawal/)
-    expect((await l.audit()).filter((e) => e.peer === 'leaver').map((e) => [e.kind, e.amount])).toEqual([['stake', 10], ['stake', undefined], ['slash', 5], ['stake', -5]])
+    expect((await l.audit()).filter((e) => e.peer === 'leaver').map((e) => [e.kind, e.amount])).toEqual([
+      ['stake', 10],
+      ['stake', undefined],
+      ['slash', 5],
+      ['stake', -5]
+    ])
   })
 
-  it('a reporter\'s rewards are not taken over by whoever funds it first; the arbiter assigns its owner', async () => {
+  it("a reporter's rewards are not taken over by whoever funds it first; the arbiter assigns its owner", async () => {
     const { d, ledger: l, reopen } = await fresh()
     await l.stake('cheat', 100)
     await l.slash(evidence(1), 'reporter') // the reporter never staked: 25 in rewards, no owner
@@ -107,21 +124,30 @@ describe('EVM ledger', () => {
     await expect(rightful.requestWithdraw('reporter', 26)).resolves.toMatchObject({ stake: 26 })
   })
 
-  it('the contract\'s storage and events say what the rebuilt log says after three slashes', async () => {
+  it("the contract's storage and events say what the rebuilt log says after three slashes", async () => {
     const { d, ledger: l } = await fresh()
     await l.stake('cheat', 100)
     await l.stake('honest', 10)
     for (const n of [1, 2, 3]) await l.slash(evidence(n), 'honest')
     const abi: Abi = (await stakeArtifact()).abi
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
-    const peer = await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] }) as unknown[]
+    const peer = (await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] })) as unknown[]
     expect([peer[0], peer[4], peer[5]]).toEqual([125n * 10n ** 14n, 3, true])
     expect(await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })).toBe(4375n * 10n ** 13n) // 25 + 12.5 + 6.25 units burned
     const evs = (await events(anvil, d)).filter((e) => e.eventName !== 'Labeled')
-    const kinds: Record<string, LedgerEntry['kind']> = { Staked: 'stake', Slashed: 'slash', Rewarded: 'reward', Observed: 'reputation', Rejected: 'reject', Blacklisted: 'blacklist' }
+    const kinds: Record<string, LedgerEntry['kind']> = {
+      Staked: 'stake',
+      Slashed: 'slash',
+      Rewarded: 'reward',
+      Observed: 'reputation',
+      Rejected: 'reject',
+      Blacklisted: 'blacklist'
+    }
     const audit = await l.audit()
     expect(evs.map((e) => kinds[e.eventName])).toEqual(audit.map((e) => e.kind))
-    expect(evs.map((e) => e.args.amount === undefined ? undefined : Number(e.args.amount as bigint) / 1e15)).toEqual(audit.map((e) => e.kind === 'blacklist' ? undefined : e.amount))
+    expect(evs.map((e) => (e.args.amount === undefined ? undefined : Number(e.args.amount as bigint) / 1e15))).toEqual(
+      audit.map((e) => (e.kind === 'blacklist' ? undefined : e.amount))
+    )
     expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
   })
 
@@ -131,12 +157,18 @@ describe('EVM ledger', () => {
     let dropped = 0
     const proxy = createServer((req, res) => {
       let body = ''
-      req.on('data', (b: Buffer) => { body += b.toString() })
+      req.on('data', (b: Buffer) => {
+        body += b.toString()
+      })
       req.on('end', () => {
         void (async () => {
           const upstream = await fetch(anvil.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
           const text = await upstream.text()
-          if (dropped === 0 && (JSON.parse(body) as { method?: string }).method === 'eth_sendRawTransaction') { dropped++; req.socket.destroy(); return }
+          if (dropped === 0 && (JSON.parse(body) as { method?: string }).method === 'eth_sendRawTransaction') {
+            dropped++
+            req.socket.destroy()
+            return
+          }
           res.writeHead(upstream.status, { 'content-type': 'application/json' }).end(text)
         })()
       })
@@ -144,7 +176,16 @@ describe('EVM ledger', () => {
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
     try {
       const d = await deployTessera({ rpcUrl: anvil.url, privateKey: anvil.accounts[0], out: null })
-      const l = await openEvmLedger({ rpcUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0], fromBlock: d.deployBlock }, fakeChecker())
+      const l = await openEvmLedger(
+        {
+          rpcUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+          chainId: anvil.chainId,
+          stakeAddress: d.stakeAddress,
+          privateKey: anvil.accounts[0],
+          fromBlock: d.deployBlock
+        },
+        fakeChecker()
+      )
       open.push(l)
       expect((await l.stake('p', 10)).stake).toBe(10)
       expect(dropped).toBe(1)
@@ -196,7 +237,10 @@ describe('EVM ledger', () => {
     }
     const second = await startAnvil({ stateFile })
     try {
-      const l = await openEvmLedger({ rpcUrl: second.url, chainId: second.chainId, stakeAddress: d.stakeAddress, privateKey: second.accounts[0], fromBlock: d.deployBlock }, fakeChecker())
+      const l = await openEvmLedger(
+        { rpcUrl: second.url, chainId: second.chainId, stakeAddress: d.stakeAddress, privateKey: second.accounts[0], fromBlock: d.deployBlock },
+        fakeChecker()
+      )
       open.push(l)
       expect(await l.standings()).toEqual(standings)
       expect(await l.audit()).toEqual(audit)
@@ -209,7 +253,9 @@ describe('EVM ledger', () => {
 })
 
 describe('EVM ledger: ZK faults proven on chain', () => {
-  afterAll(async () => { await releaseZkWorkers() })
+  afterAll(async () => {
+    await releaseZkWorkers()
+  })
 
   it('a forged counter-proof is refused by the on-chain verifier; a valid one slashes', async () => {
     const tiny = await setupZkModel(seededZkModel('tiny'))
@@ -220,9 +266,20 @@ describe('EVM ledger: ZK faults proven on chain', () => {
     // The accused signs a reply whose output is not the model's (its proof is the honest one, so it fails for that output).
     const key = await generateKeyPair('Ed25519')
     const accused = peerIdFromPrivateKey(key).toString()
-    const claimed = Int32Array.from(honest.statement.output, (v, i) => i === 0 ? v + 7 : v)
-    const reply = await signZkReply({ peer: accused, model: 'tiny', input: new Uint8Array(x.buffer, x.byteOffset, x.byteLength), output: bytesOfInt32(claimed), proof: encodeProof(honest.proof), publicSignals: honest.publicSignals, ms: 1 }, async (b) => await key.sign(b))
-    const checker = receiptEvidenceChecker({ zkModels: (n) => n === 'tiny' ? tiny.entry : undefined })
+    const claimed = Int32Array.from(honest.statement.output, (v, i) => (i === 0 ? v + 7 : v))
+    const reply = await signZkReply(
+      {
+        peer: accused,
+        model: 'tiny',
+        input: new Uint8Array(x.buffer, x.byteOffset, x.byteLength),
+        output: bytesOfInt32(claimed),
+        proof: encodeProof(honest.proof),
+        publicSignals: honest.publicSignals,
+        ms: 1
+      },
+      async (b) => await key.sign(b)
+    )
+    const checker = receiptEvidenceChecker({ zkModels: (n) => (n === 'tiny' ? tiny.entry : undefined) })
     const { d, ledger: l } = await fresh(checker)
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
     const z = await deployZkVerifier(c, d.stakeAddress, { entry: tiny.entry, zkey: tiny.keys.zkey })
@@ -248,17 +305,43 @@ describe('EVM ledger: ZK faults proven on chain', () => {
     console.log(`valid counter-proof: slashByProof ${l.lastGas} gas`)
     expect(await l.standing(accused)).toMatchObject({ stake: 50, slashed: 1 })
     expect((await l.standing('prover')).stake).toBe(35)
-    expect((await l.audit()).slice(-3).map((e) => [e.kind, e.data.kind])).toEqual([['reject', 'proof'], ['slash', 'proof'], ['reward', undefined]])
+    expect((await l.audit()).slice(-3).map((e) => [e.kind, e.data.kind])).toEqual([
+      ['reject', 'proof'],
+      ['slash', 'proof'],
+      ['reward', undefined]
+    ])
 
     // The same evidence again, straight to the contract (past the ledger's own check): EvidenceUsed.
     const claim = { model: 'tiny', claimedOutput: Array.from(claimed, (v) => toField(v)), claimedInput: Array.from(x, (v) => toField(v)) }
     const evidenceId = `0x${evidenceHash(valid)}` as const
-    expect(await l.slashByProof({ accused, evidenceId, ...claim, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ slashed: false, reason: 'evidence already used' })
+    expect(await l.slashByProof({ accused, evidenceId, ...claim, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject(
+      { slashed: false, reason: 'evidence already used' }
+    )
     // A claim equal to what the proof proves is no fault, and a proof about another input proves nothing about this one.
     const other = `0x${'11'.repeat(32)}` as const
     const honestOutput = Array.from(honest.statement.output, (v) => toField(v))
-    expect(await l.slashByProof({ accused, evidenceId: other, ...claim, claimedOutput: honestOutput, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ slashed: false, reason: 'counter-proof refused on chain: NoFault' })
-    expect(await l.slashByProof({ accused, evidenceId: other, ...claim, claimedInput: claim.claimedInput.map((v, i) => i === 0 ? v + 1n : v), proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'prover' })).toMatchObject({ reason: 'counter-proof refused on chain: WrongInput' })
+    expect(
+      await l.slashByProof({
+        accused,
+        evidenceId: other,
+        ...claim,
+        claimedOutput: honestOutput,
+        proof: honest.proof,
+        publicSignals: honest.publicSignals,
+        reporter: 'prover'
+      })
+    ).toMatchObject({ slashed: false, reason: 'counter-proof refused on chain: NoFault' })
+    expect(
+      await l.slashByProof({
+        accused,
+        evidenceId: other,
+        ...claim,
+        claimedInput: claim.claimedInput.map((v, i) => (i === 0 ? v + 1n : v)),
+        proof: honest.proof,
+        publicSignals: honest.publicSignals,
+        reporter: 'prover'
+      })
+    ).toMatchObject({ reason: 'counter-proof refused on chain: WrongInput' })
     expect((await l.standing(accused)).stake).toBe(50)
     expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
   }, 300_000)

@@ -2,7 +2,18 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { openSqliteLedger } from '../relay/ledger-sqlite.js'
-import { applySlash, applyStake, emaReputation, entryHash, evidenceHash, GENESIS_HASH, initialStanding, makeEntry, shouldBlacklist, verifyChain } from '../shared/ledger/rules.js'
+import {
+  applySlash,
+  applyStake,
+  emaReputation,
+  entryHash,
+  evidenceHash,
+  GENESIS_HASH,
+  initialStanding,
+  makeEntry,
+  shouldBlacklist,
+  verifyChain
+} from '../shared/ledger/rules.js'
 import { DEFAULT_RULES, type EvidenceChecker, type Ledger, type LedgerEntry } from '../shared/ledger/types.js'
 import { InputError } from '../shared/errors.js'
 import type { Generator } from '../shared/client/types.js'
@@ -11,7 +22,6 @@ import { tempDir } from './helpers/paths.js'
 import { evidence, fakeChecker, ledgerContract } from './helpers/ledger-contract.js'
 
 const R = DEFAULT_RULES
-
 
 describe('ledger rules (pure)', () => {
   it('moves reputation as an EMA and blacklists on reputation, slash count, and for good', () => {
@@ -49,7 +59,7 @@ describe('ledger rules (pure)', () => {
     // Key order does not change the hash (cborg sorts map keys).
     expect(entryHash({ ...chain[1], data: { a: [1], b: 1 } })).toBe(chain[1].hash)
     expect(verifyChain(chain)).toEqual({ ok: true, badSeq: null })
-    expect(verifyChain(chain.map((e) => e.seq === 3 ? { ...e, amount: 99 } : e))).toEqual({ ok: false, badSeq: 3 })
+    expect(verifyChain(chain.map((e) => (e.seq === 3 ? { ...e, amount: 99 } : e)))).toEqual({ ok: false, badSeq: 3 })
     expect(verifyChain(chain.filter((e) => e.seq !== 2))).toEqual({ ok: false, badSeq: 2 })
   })
 })
@@ -61,7 +71,9 @@ describe('SQLite ledger', () => {
     open.push(l)
     return l
   }
-  afterEach(async () => { for (const l of open.splice(0)) await l.close().catch(() => {}) })
+  afterEach(async () => {
+    for (const l of open.splice(0)) await l.close().catch(() => {})
+  })
 
   ledgerContract(async (checker) => await ledgerAt(join(tempDir('ledger'), 'l.db'), checker))
 

@@ -10,7 +10,7 @@ import { checkManifest, verifyShard } from '../shared/manifest.js'
 import { ShardHashError, ModelFormatError } from '../shared/errors.js'
 import { tempDir } from './helpers/paths.js'
 
-async function built (): Promise<string> {
+async function built(): Promise<string> {
   const dir = tempDir('manifest')
   await buildModel(randomWeights(preset('tiny'), 5), dir, { source: 'random:tiny:5', shards: 2 })
   return dir
@@ -20,7 +20,10 @@ describe('manifest', () => {
   it('lists every shard with its layers, bytes and hashes, under one root', async () => {
     const dir = await built()
     const m = await readManifest(dir)
-    expect(m.shards.map((s) => s.layers)).toEqual([[0, 2], [2, 4]])
+    expect(m.shards.map((s) => s.layers)).toEqual([
+      [0, 2],
+      [2, 4]
+    ])
     for (const s of m.shards) {
       expect(s.files.map((f) => f.name)).toEqual([`shard-${s.index}.onnx`, `shard-${s.index}.onnx.data`])
       for (const f of s.files) expect((await readFile(join(dir, f.name))).byteLength).toBe(f.bytes)

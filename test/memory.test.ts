@@ -21,11 +21,18 @@ describe('building one shard of the medium preset', () => {
       await writeFile(join(hf, name), bytes)
       checkpointBytes += bytes.byteLength
     }
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO, 'test/helpers/build-shard-child.ts'), hf, tempDir('medium-out'), '8', '3'], { cwd: REPO, maxBuffer: 1 << 20 })
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', join(REPO, 'test/helpers/build-shard-child.ts'), hf, tempDir('medium-out'), '8', '3'],
+      { cwd: REPO, maxBuffer: 1 << 20 }
+    )
     const { maxRssBytes, shard } = JSON.parse(stdout.trim().split('\n').pop()!)
     expect(shard.layers).toEqual([6, 8])
     const ratio = maxRssBytes / checkpointBytes
-    console.log(`medium: checkpoint ${(checkpointBytes / 2 ** 20).toFixed(0)} MiB (fp16), building shard [6,8) peaked at ${(maxRssBytes / 2 ** 20).toFixed(0)} MiB RSS (${(ratio * 100).toFixed(0)}%)`)
+    console.log(
+      `medium: checkpoint ${(checkpointBytes / 2 ** 20).toFixed(0)} MiB (fp16), building shard [6,8)` +
+        ` peaked at ${(maxRssBytes / 2 ** 20).toFixed(0)} MiB RSS (${(ratio * 100).toFixed(0)}%)`
+    )
     expect(ratio).toBeLessThan(0.5)
   }, 300_000)
 })

@@ -17,7 +17,9 @@ beforeAll(async () => {
   await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2, 4] })
   net = await startNetwork(model, ['0-2', '2-4', '4-5'])
 })
-afterAll(async () => { await net?.stop() })
+afterAll(async () => {
+  await net?.stop()
+})
 
 describe('routed generation through 3 native nodes', () => {
   it('returns the reference ids for every reference prompt (POST /v1/completions)', async () => {
@@ -26,17 +28,27 @@ describe('routed generation through 3 native nodes', () => {
       expect(r.tessera.tokens).toEqual(c.greedy.slice(0, c.decisive_prefix))
       expect(r.usage.completion_tokens).toBe(c.decisive_prefix)
       const hops = r.tessera.route.hops
-      expect(hops.map((h: { layers: number[] }) => h.layers)).toEqual([[0, 2], [2, 4], [4, 5]])
+      expect(hops.map((h: { layers: number[] }) => h.layers)).toEqual([
+        [0, 2],
+        [2, 4],
+        [4, 5]
+      ])
       expect(new Set(hops.map((h: { peer: string }) => h.peer)).size).toBe(3)
     }
   })
 
   it('streams tokens over SSE with the route of each step', async () => {
     const c = cases[2]
-    const res = await fetch(`${net.http}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: c.prompt, max_tokens: 12, stream: true }) })
+    const res = await fetch(`${net.http}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: c.prompt, max_tokens: 12, stream: true })
+    })
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/)
     const ids: number[] = []
-    const chunks = await readSse(res, (ch) => { if (ch.tessera?.token !== undefined) ids.push(ch.tessera.token) })
+    const chunks = await readSse(res, (ch) => {
+      if (ch.tessera?.token !== undefined) ids.push(ch.tessera.token)
+    })
     expect(ids).toEqual(c.greedy.slice(0, 12))
     expect(chunks.at(-1).tessera.tokens).toEqual(ids)
   })
@@ -50,7 +62,9 @@ describe('routed generation through 3 native nodes', () => {
   it('completes 20 concurrent generations, all with the reference ids', async () => {
     const jobs = Array.from({ length: 20 }, (_, i) => cases[i % cases.length])
     const n = 24
-    const results = await Promise.all(jobs.map(async (c) => await api(net.http, '/v1/completions', { prompt: c.prompt, max_tokens: Math.min(n, c.decisive_prefix) })))
-    results.forEach((r, i) => expect(r.tessera.tokens).toEqual(jobs[i].greedy.slice(0, Math.min(n, jobs[i].decisive_prefix))))
+    const results = await Promise.all(
+      jobs.map(async (c) => await api(net.http, '/v1/completions', { prompt: c.prompt, max_tokens: Math.min(n, c.decisive_prefix) }))
+    )
+    for (const [i, r] of results.entries()) expect(r.tessera.tokens).toEqual(jobs[i].greedy.slice(0, Math.min(n, jobs[i].decisive_prefix)))
   })
 })

@@ -24,7 +24,7 @@ import { frameStream } from '../shared/node/frames.js'
 import { startPeerService, type PeerService } from '../shared/node/service.js'
 import { openRemoteHop } from '../shared/client/remote-hop.js'
 import { libp2pDialer, relayDirectory } from '../shared/route/directory.js'
-import { HopError, TesseraError } from '../shared/errors.js'
+import { type HopError, TesseraError } from '../shared/errors.js'
 import { VERSION } from '../shared/version.js'
 import { tempDir } from './helpers/paths.js'
 
@@ -43,13 +43,16 @@ beforeAll(async () => {
   relayAddr = relay.getMultiaddrs()[0].toString()
   client = await createPeer({ listen: [] })
 })
-afterAll(async () => { await client?.stop(); await relay?.stop() })
+afterAll(async () => {
+  await client?.stop()
+  await relay?.stop()
+})
 
 /** A budget that holds shard 0's weights (its blocks and the embedding) and `tokens` tokens of KV cache beside them. */
-function budgetFor (tokens: number): number {
+function budgetFor(tokens: number): number {
   const plan = planMemory(manifest.config, { dtype: manifest.dtype, budget: 0 })
   const [a, b] = manifest.shards[0].layers
-  return (b - a) * (plan.weightsPerLayer + tokens * plan.kvPerLayer / manifest.config.maxSeqLen) + plan.embedding
+  return (b - a) * (plan.weightsPerLayer + (tokens * plan.kvPerLayer) / manifest.config.maxSeqLen) + plan.embedding
 }
 
 describe('rebalanceMove', () => {
@@ -65,14 +68,20 @@ describe('the peer service', () => {
   beforeAll(async () => {
     const key = await generateKeyPair('Ed25519')
     service = await startPeerService({
-      libp2p: await createPeer({ privateKey: key }), key, relay: relayAddr, manifest, shards: [manifest.shards[0]],
+      libp2p: await createPeer({ privateKey: key }),
+      key,
+      relay: relayAddr,
+      manifest,
+      shards: [manifest.shards[0]],
       load: async (shards) => await Promise.all(shards.map(async (s) => await loadShard(dir, manifest, s.index, { device: 'cpu' }))),
       memory: { bytes: budgetFor(10) }
     })
   })
-  afterAll(async () => { await service?.stop() })
+  afterAll(async () => {
+    await service?.stop()
+  })
 
-  it('announces a record with this build\'s version and the kvRoom its handler enforces', async () => {
+  it("announces a record with this build's version and the kvRoom its handler enforces", async () => {
     const listed = (await relayDirectory(client, relayAddr, 0).list()).find((p) => p.peer === service.capability().peer)
     expect(listed?.version).toBe(VERSION)
     expect(listed?.layers).toEqual(service.layers)
@@ -102,7 +111,15 @@ describe('announce', () => {
     const node = await createPeer({ listen: [] })
     try {
       // Signed by another key than the peer it names: the registry refuses it.
-      const cap = { peer: node.peerId.toString(), addrs: [], layers: [0, 2], shardBounds: [0, 2], root: manifest.root, msPerLayer: 1, expires: Date.now() + 30_000 }
+      const cap = {
+        peer: node.peerId.toString(),
+        addrs: [],
+        layers: [0, 2],
+        shardBounds: [0, 2],
+        root: manifest.root,
+        msPerLayer: 1,
+        expires: Date.now() + 30_000
+      }
       const err = await announce(node, relayAddr, cap as unknown as Capability, await generateKeyPair('Ed25519'), { attempts: 3 }).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(TesseraError)
       expect((err as TesseraError).code).toBe('ANNOUNCE_REFUSED')
@@ -131,7 +148,9 @@ describe('a session stream', () => {
     const server = await createPeer()
     const seen: unknown[] = []
     let done!: () => void
-    const finished = new Promise<void>((resolve) => { done = resolve })
+    const finished = new Promise<void>((resolve) => {
+      done = resolve
+    })
     await server.handle(`${INFER_PROTOCOL}-frames`, async (stream: Stream) => {
       const frames = frameStream(stream, 1000)
       for (;;) {
@@ -153,7 +172,9 @@ describe('a session stream', () => {
 
       // A prefix promising 5 bytes, 2 of them, then a close.
       seen.length = 0
-      const again = new Promise<void>((resolve) => { done = resolve })
+      const again = new Promise<void>((resolve) => {
+        done = resolve
+      })
       s = await open()
       s.send(Uint8Array.of(5, 1, 2))
       await s.close()

@@ -19,7 +19,9 @@ beforeAll(async () => {
   await buildModel(randomWeights(preset('tiny'), 4), model, { source: 'random:tiny:4', shards: 2 })
   net = await startNetwork(model, [])
 })
-afterAll(async () => { await net?.stop() })
+afterAll(async () => {
+  await net?.stop()
+})
 
 const layersOf = async (peer: string): Promise<number[] | undefined> =>
   (await api(net.http, '/api/network')).peers.find((p: { peer: string }) => p.peer === peer)?.layers

@@ -12,31 +12,49 @@ import { createHttpApp, serveHttp, type HttpDeps } from '../relay/http.js'
 import { createMetricsRegistry } from '../relay/metrics.js'
 import { tempDir } from './helpers/paths.js'
 
-const HOPS = [{ peer: 'peerA', device: 'cpu', layers: [0, 2] as [number, number], ms: 1 }, { peer: 'peerB', device: 'webgpu', layers: [2, 4] as [number, number], ms: 2 }]
+const HOPS = [
+  { peer: 'peerA', device: 'cpu', layers: [0, 2] as [number, number], ms: 1 },
+  { peer: 'peerB', device: 'webgpu', layers: [2, 4] as [number, number], ms: 2 }
+]
 
 /**
  * A unit-test fake: tokens are the prompt reversed (cut to maxTokens), so the test checks the
  * plumbing, not a model. Special first prompt ids make it fail or run until aborted.
  */
-function fakeGenerator (): Generator & { calls: Array<{ req: GenerationRequest, signal?: AbortSignal }> } {
-  const calls: Array<{ req: GenerationRequest, signal?: AbortSignal }> = []
+function fakeGenerator(): Generator & { calls: Array<{ req: GenerationRequest; signal?: AbortSignal }> } {
+  const calls: Array<{ req: GenerationRequest; signal?: AbortSignal }> = []
   return {
     calls,
-    async * generate (req, signal): AsyncGenerator<TokenEvent, GenerationResult> {
+    async *generate(req, signal): AsyncGenerator<TokenEvent, GenerationResult> {
       calls.push({ req, signal })
       if (req.prompt[0] === 900) throw new NoRouteError('no peers serve layers 2-4')
       if (req.prompt[0] === 901) throw new InputError('token 9999 is outside the vocabulary')
       if (req.prompt[0] === 902) throw new HopError('peerA', 'TIMEOUT', 'timed out')
       if (req.prompt[0] === 903) throw new Error('boom')
-      if (req.prompt[0] === 905) { yield { id: 1, index: 0, hops: HOPS }; throw new HopError('peerB', 'RESET', 'stream reset') }
+      if (req.prompt[0] === 905) {
+        yield { id: 1, index: 0, hops: HOPS }
+        throw new HopError('peerB', 'RESET', 'stream reset')
+      }
       const endless = req.prompt[0] === 904
       const tokens = endless ? [] : [...req.prompt].reverse().slice(0, req.maxTokens)
       for (let i = 0; endless || i < tokens.length; i++) {
         if (signal?.aborted === true) throw signal.reason
-        if (endless) { await new Promise((resolve) => setTimeout(resolve, 10)); tokens.push(7) }
+        if (endless) {
+          await new Promise((resolve) => setTimeout(resolve, 10))
+          tokens.push(7)
+        }
         yield { id: tokens[i], index: i, hops: HOPS }
       }
-      return { model: 'tiny', root: 'r00t', prompt: req.prompt, tokens, finishReason: 'length', route: { hops: HOPS, switches: [] }, verification: { mode: req.verification?.mode ?? 'none', checks: 0, mismatches: 0, closest: { minOverlap: 1, maxRelErr: 0 }, hops: [], faults: [] }, timings: { firstTokenMs: 5, totalMs: 20 } }
+      return {
+        model: 'tiny',
+        root: 'r00t',
+        prompt: req.prompt,
+        tokens,
+        finishReason: 'length',
+        route: { hops: HOPS, switches: [] },
+        verification: { mode: req.verification?.mode ?? 'none', checks: 0, mismatches: 0, closest: { minOverlap: 1, maxRelErr: 0 }, hops: [], faults: [] },
+        timings: { firstTokenMs: 5, totalMs: 20 }
+      }
     }
   }
 }
@@ -53,13 +71,22 @@ let dir: string
 let manifest: Manifest
 let webRoot: string
 const post = (path: string, body: unknown, init: RequestInit = {}): Request =>
-  new Request(`http://relay${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init })
-function app (over: Partial<HttpDeps> = {}): { app: ReturnType<typeof createHttpApp>, gen: ReturnType<typeof fakeGenerator> } {
+  new Request(`http://relay${path}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...init
+  })
+function app(over: Partial<HttpDeps> = {}): { app: ReturnType<typeof createHttpApp>; gen: ReturnType<typeof fakeGenerator> } {
   const gen = fakeGenerator()
   return { gen, app: createHttpApp({ generator: gen, network: () => NETWORK, models: [{ dir, manifest }], webRoot, ...over }) }
 }
 /** The `data:` payloads of an SSE body, in order. */
-const sseData = (text: string): string[] => text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6))
+const sseData = (text: string): string[] =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith('data: '))
+    .map((l) => l.slice(6))
 
 beforeAll(async () => {
   dir = tempDir('relay-http')
@@ -96,21 +123,34 @@ describe('OpenAI completions', () => {
     const data = sseData(await res.text())
     expect(data.at(-1)).toBe('[DONE]')
     const chunks = data.slice(0, -1).map((d) => JSON.parse(d))
-    expect(chunks.slice(0, 3).map((c) => c.choices[0].text).join('')).toBe('2 3 4')
+    expect(
+      chunks
+        .slice(0, 3)
+        .map((c) => c.choices[0].text)
+        .join('')
+    ).toBe('2 3 4')
     expect(chunks.slice(0, 3).map((c) => c.tessera)).toEqual([2, 3, 4].map((token, index) => ({ token, index, hops: HOPS })))
     expect(chunks[0]).toMatchObject({ object: 'text_completion', choices: [{ finish_reason: null }] })
-    expect(chunks[3]).toMatchObject({ choices: [{ text: '', finish_reason: 'length' }], tessera: { tokens: [2, 3, 4], route: { hops: HOPS }, timings: { totalMs: 20 } } })
+    expect(chunks[3]).toMatchObject({
+      choices: [{ text: '', finish_reason: 'length' }],
+      tessera: { tokens: [2, 3, 4], route: { hops: HOPS }, timings: { totalMs: 20 } }
+    })
   })
 
   it('uses a tokenizer for text prompts and chat, and streams chat deltas', async () => {
     const tok = { encode: (t: string) => [...t].map((ch) => ch.charCodeAt(0)), decode: (ids: number[]) => String.fromCharCode(...ids) }
-    const { app: a, gen } = app({ tokenizer: (m) => m === 'tiny' ? tok : undefined })
+    const { app: a, gen } = app({ tokenizer: (m) => (m === 'tiny' ? tok : undefined) })
     const text = await (await a.request(post('/v1/completions', { prompt: 'abc' }))).json()
     expect(text.choices[0].text).toBe('cba')
     const chat = await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 50 }))
     expect(gen.calls[1].req.prompt).toEqual(tok.encode('user: hi\nassistant:'))
-    expect(await chat.json()).toMatchObject({ object: 'chat.completion', choices: [{ message: { role: 'assistant', content: ':tnatsissa\nih :resu' }, finish_reason: 'length' }] })
-    const streamed = sseData(await (await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'yo' }], stream: true, max_tokens: 2 }))).text())
+    expect(await chat.json()).toMatchObject({
+      object: 'chat.completion',
+      choices: [{ message: { role: 'assistant', content: ':tnatsissa\nih :resu' }, finish_reason: 'length' }]
+    })
+    const streamed = sseData(
+      await (await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'yo' }], stream: true, max_tokens: 2 }))).text()
+    )
     const chunks = streamed.slice(0, -1).map((d) => JSON.parse(d))
     expect(chunks.map((c) => c.object)).toEqual(['chat.completion.chunk', 'chat.completion.chunk', 'chat.completion.chunk'])
     expect(chunks[0].choices[0].delta).toEqual({ role: 'assistant', content: ':' })
@@ -148,7 +188,12 @@ describe('OpenAI completions', () => {
 
   it('maps generator errors to 503, 400, 502 and 500, also when streaming', async () => {
     const a = app().app
-    for (const [first, status, code] of [[900, 503, 'NO_ROUTE'], [901, 400, 'INPUT'], [902, 502, 'TIMEOUT'], [903, 500, 'internal_error']] as const) {
+    for (const [first, status, code] of [
+      [900, 503, 'NO_ROUTE'],
+      [901, 400, 'INPUT'],
+      [902, 502, 'TIMEOUT'],
+      [903, 500, 'internal_error']
+    ] as const) {
       for (const stream of [false, true]) {
         const res = await a.request(post('/v1/completions', { prompt: [first], stream }))
         expect(res.status).toBe(status)
@@ -172,19 +217,23 @@ describe('OpenAI completions', () => {
       expect(new TextDecoder().decode((await reader.read()).value)).toMatch(/^data: /)
       const signal = gen.calls[0].signal!
       expect(signal.aborted).toBe(false)
-      if (how === 'signal') ac.abort(); else await reader.cancel()
+      if (how === 'signal') ac.abort()
+      else await reader.cancel()
       await expect.poll(() => signal.aborted).toBe(true)
     }
   })
 
-  it('lists the network\'s models', async () => {
+  it("lists the network's models", async () => {
     const body = await (await app().app.request('/v1/models')).json()
-    expect(body).toEqual({ object: 'list', data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'tessera', tessera: { root: 'r00t', layers: 4, coverage: [1, 1, 1, 1] } }] })
+    expect(body).toEqual({
+      object: 'list',
+      data: [{ id: 'tiny', object: 'model', created: 0, owned_by: 'tessera', tessera: { root: 'r00t', layers: 4, coverage: [1, 1, 1, 1] } }]
+    })
   })
 })
 
 describe('model files', () => {
-  const file = (): { sha256: string, name: string, bytes: number } => manifest.shards[1].files[1]
+  const file = (): { sha256: string; name: string; bytes: number } => manifest.shards[1].files[1]
 
   it('serves a manifest by root and a shard file by hash, whole', async () => {
     const a = app().app
@@ -204,7 +253,12 @@ describe('model files', () => {
     const a = app().app
     const disk = await readFile(join(dir, file().name))
     const size = disk.byteLength
-    for (const [range, start, end] of [['bytes=0-99', 0, 99], ['bytes=100-', 100, size - 1], ['bytes=-50', size - 50, size - 1], [`bytes=10-${size + 100}`, 10, size - 1]] as const) {
+    for (const [range, start, end] of [
+      ['bytes=0-99', 0, 99],
+      ['bytes=100-', 100, size - 1],
+      ['bytes=-50', size - 50, size - 1],
+      [`bytes=10-${size + 100}`, 10, size - 1]
+    ] as const) {
       const res = await a.request(`/shards/${file().sha256}`, { headers: { Range: range } })
       expect(res.status, range).toBe(206)
       expect(res.headers.get('content-range')).toBe(`bytes ${start}-${end}/${size}`)
@@ -274,7 +328,10 @@ describe('the rest', () => {
     expect(index.status).toBe(200)
     expect(await index.text()).toMatch(/<title>tessera/)
     expect(index.headers.get('access-control-allow-origin')).toBeNull()
-    const pre = await a.request('/v1/chat/completions', { method: 'OPTIONS', headers: { Origin: 'https://elsewhere.example', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' } })
+    const pre = await a.request('/v1/chat/completions', {
+      method: 'OPTIONS',
+      headers: { Origin: 'https://elsewhere.example', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'content-type' }
+    })
     expect(pre.status).toBe(204)
     expect(pre.headers.get('access-control-allow-origin')).toBe('*')
     expect(pre.headers.get('access-control-allow-headers')).toMatch(/content-type/i)
@@ -295,7 +352,11 @@ describe('the rest', () => {
       expect(sseData(await sse.text()).at(-1)).toBe('[DONE]')
       // A real socket closing must abort the generation too.
       const ac = new AbortController()
-      const endless = await fetch(`${base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: [904], stream: true, max_tokens: 1000 }), signal: ac.signal })
+      const endless = await fetch(`${base}/v1/completions`, {
+        method: 'POST',
+        body: JSON.stringify({ prompt: [904], stream: true, max_tokens: 1000 }),
+        signal: ac.signal
+      })
       await endless.body!.getReader().read()
       const signal = gen.calls.at(-1)!.signal!
       ac.abort()

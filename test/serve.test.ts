@@ -34,10 +34,13 @@ beforeAll(async () => {
   server = await createPeer({ privateKey: key })
   client = await createPeer({ listen: [] })
 })
-afterAll(async () => { await client?.stop(); await server?.stop() })
+afterAll(async () => {
+  await client?.stop()
+  await server?.stop()
+})
 
 /** Serves the handler under a fresh protocol id so each test has its own limits. */
-async function serve (limits: Partial<Parameters<typeof createInferHandler>[0]>): Promise<{ peer: Capability, protocol: string }> {
+async function serve(limits: Partial<Parameters<typeof createInferHandler>[0]>): Promise<{ peer: Capability; protocol: string }> {
   const opts = { root, runners, peer: server.peerId.toString(), sign: async (b: Uint8Array) => await key.sign(b), ...limits }
   const protocol = `${INFER_PROTOCOL}-test${protocols.length}`
   protocols.push(protocol)

@@ -64,7 +64,7 @@ describe('verification over the HTTP API, with a faulty node in the network', ()
     const l = await api(net.http, '/api/ledger')
     expect(l.chainOk).toBe(true)
     expect(l.standings.find((s: { peer: string }) => s.peer === peer)).toMatchObject({ stake: 50, slashed: 1 })
-    const slash = l.audit.find((e: { kind: string, peer: string }) => e.kind === 'slash' && e.peer === peer)
+    const slash = l.audit.find((e: { kind: string; peer: string }) => e.kind === 'slash' && e.peer === peer)
     expect(slash.data.reason).toMatch(/2 peers agree on layers \[0,2\)/)
     expect(slash.data.detail.witnesses).toEqual(caught.witnesses)
     for (const n of net.nodes.filter((x) => x !== faulty)) {

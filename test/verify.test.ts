@@ -29,10 +29,19 @@ describe('receipts', () => {
   const output = { data: fillNormal(new Float32Array(3 * 64), mulberry32(1), 1), seq: 3, width: 64 }
   const input = new Uint8Array(new Int32Array([1, 2, 3]).buffer)
 
-  async function signed () {
+  async function signed() {
     const key = await generateKeyPair('Ed25519')
     const peer = peerIdFromPrivateKey(key).toString()
-    const body = { peer, session: 's1', step: 4, root: 'ab'.repeat(32), layers: [0, 2] as [number, number], start: 0, input: chainRows(EMPTY_CHAIN, input, 3), output: encodeFingerprint(fingerprint(output.data, output.seq, output.width)) }
+    const body = {
+      peer,
+      session: 's1',
+      step: 4,
+      root: 'ab'.repeat(32),
+      layers: [0, 2] as [number, number],
+      start: 0,
+      input: chainRows(EMPTY_CHAIN, input, 3),
+      output: encodeFingerprint(fingerprint(output.data, output.seq, output.width))
+    }
     const expected: Expected = { peer, session: 's1', step: 4, root: body.root, layers: [0, 2], start: 0, input: chainRows(EMPTY_CHAIN, input, 3), output }
     return { key, peer, body, expected, bytes: await signReceipt(body, async (b) => await key.sign(b)) }
   }
@@ -45,12 +54,12 @@ describe('receipts', () => {
   it('rejects a missing receipt, a forged signature, another input, another output, another step', async () => {
     const r = await signed()
     await expect(verifyReceipt(undefined, r.expected)).rejects.toThrow(/carries no receipt/)
-    const forged = decode(r.bytes) as { body: Uint8Array, signature: Uint8Array }
+    const forged = decode(r.bytes) as { body: Uint8Array; signature: Uint8Array }
     forged.signature[3] ^= 1
     await expect(verifyReceipt(encode(forged), r.expected)).rejects.toThrow(/signature does not verify/)
     await expect(verifyReceipt(r.bytes, { ...r.expected, input: chainRows(EMPTY_CHAIN, new Uint8Array(4), 1) })).rejects.toThrow(/another input/)
     await expect(verifyReceipt(r.bytes, { ...r.expected, start: 1 })).rejects.toThrow(/another input/)
-    const other = { ...output, data: output.data.map((x, i) => i === 5 ? x + 1 : x) }
+    const other = { ...output, data: output.data.map((x, i) => (i === 5 ? x + 1 : x)) }
     await expect(verifyReceipt(r.bytes, { ...r.expected, output: other })).rejects.toThrow(/not of the output/)
     await expect(verifyReceipt(r.bytes, { ...r.expected, step: 5 })).rejects.toThrow(/not s1 step 5/)
   })
@@ -90,14 +99,17 @@ describe('fingerprints', () => {
   })
 
   /** Every hop's outputs for `prompts` on a chain of runners: a prefill, then decode steps feeding `decode` ids one by one. */
-  async function hopOutputs (runners: ShardRunner[], prompts: number[][], decode: number[][]): Promise<HopOutput[]> {
+  async function hopOutputs(runners: ShardRunner[], prompts: number[][], decode: number[][]): Promise<HopOutput[]> {
     const outs: HopOutput[] = []
     for (const [i, prompt] of prompts.entries()) {
       const sessions = runners.map((r) => r.open())
       for (const tokens of [prompt, ...decode[i].map((t) => [t])]) {
         let out = await sessions[0].forward({ tokens })
         outs.push(out)
-        for (const s of sessions.slice(1)) { out = await s.forward({ hidden: out.data, seq: out.seq }); outs.push(out) }
+        for (const s of sessions.slice(1)) {
+          out = await s.forward({ hidden: out.data, seq: out.seq })
+          outs.push(out)
+        }
       }
       for (const s of sessions) s.close()
     }
@@ -139,7 +151,7 @@ describe('fingerprints', () => {
     const rand = mulberry32(7)
     const ids = (n: number): number[] => Array.from({ length: n }, () => 1 + Math.floor(rand() * 500))
     // 20 varied prompts, each with 16 decode steps, through 3 shards: 1020 hop outputs.
-    const prompts = Array.from({ length: 20 }, (_, i) => ids(1 + (i * 7) % 60))
+    const prompts = Array.from({ length: 20 }, (_, i) => ids(1 + ((i * 7) % 60)))
     const decode = prompts.map(() => ids(16))
     const a = await hopOutputs(runners, prompts, decode)
     const b = await hopOutputs(wasm, prompts, decode)
@@ -152,14 +164,19 @@ describe('fingerprints', () => {
       worstErr = Math.max(worstErr, c.maxRelErr)
       expect(c.verdict, `hop output ${i}`).toBe('match')
     }
-    console.log(`honest ort-node vs ort-web WASM over ${a.length} hop outputs: worst overlap ${worstOverlap.toFixed(3)} (threshold ${THRESHOLDS.minOverlap}), worst rel. error ${worstErr.toExponential(2)} (threshold ${THRESHOLDS.maxRelErr})`)
+    console.log(
+      `honest ort-node vs ort-web WASM over ${a.length} hop outputs: worst overlap ${worstOverlap.toFixed(3)} (threshold ${THRESHOLDS.minOverlap})` +
+        `, worst rel. error ${worstErr.toExponential(2)} (threshold ${THRESHOLDS.maxRelErr})`
+    )
 
     // The same shards built from other weights (a peer running the wrong model) never match.
     const other = tempDir('fp-other')
     await buildModel(randomWeights({ ...preset('tiny'), ...manifest.config }, 99), other, { source: 'other', cuts: [2, 4] })
     const wrong = await hopOutputs((await loadModel(other, { device: 'cpu' })).runners, prompts, decode)
     for (let i = 0; i < a.length; i++) {
-      expect(compareFingerprints(fingerprint(a[i].data, a[i].seq, a[i].width), fingerprint(wrong[i].data, wrong[i].seq, wrong[i].width)).verdict).toBe('mismatch')
+      expect(compareFingerprints(fingerprint(a[i].data, a[i].seq, a[i].width), fingerprint(wrong[i].data, wrong[i].seq, wrong[i].width)).verdict).toBe(
+        'mismatch'
+      )
     }
   })
 })
@@ -174,18 +191,34 @@ describe('evidence (what a ledger checks before it slashes)', () => {
   const wrong = fillNormal(new Float32Array(2 * width), mulberry32(12), 1)
 
   /** A receipt for rows [start, start + rows) of the session's input, with `out` as those rows' output. */
-  async function receipt (out: Float32Array, o: { start?: number, input?: Uint8Array, key?: Awaited<ReturnType<typeof generateKeyPair>> } = {}) {
-    const key = o.key ?? await generateKeyPair('Ed25519')
+  async function receipt(out: Float32Array, o: { start?: number; input?: Uint8Array; key?: Awaited<ReturnType<typeof generateKeyPair>> } = {}) {
+    const key = o.key ?? (await generateKeyPair('Ed25519'))
     const peer = peerIdFromPrivateKey(key).toString()
     const rows = out.length / width
-    const bytes = await signReceipt({ peer, session: 's', step: 0, root, layers: [0, 2], start: o.start ?? 3, input: o.input ?? chain, output: encodeFingerprint(fingerprint(out, rows, width)) }, async (b) => await key.sign(b))
+    const bytes = await signReceipt(
+      {
+        peer,
+        session: 's',
+        step: 0,
+        root,
+        layers: [0, 2],
+        start: o.start ?? 3,
+        input: o.input ?? chain,
+        output: encodeFingerprint(fingerprint(out, rows, width))
+      },
+      async (b) => await key.sign(b)
+    )
     return { peer, bytes, key }
   }
-  const evidence = (accused: { peer: string, bytes: Uint8Array }, ...witnesses: Array<{ bytes: Uint8Array }>): Evidence =>
-    ({ kind: 'redundant', accused: accused.peer, receipts: [accused.bytes, ...witnesses.map((w) => w.bytes)], detail: {} })
+  const evidence = (accused: { peer: string; bytes: Uint8Array }, ...witnesses: Array<{ bytes: Uint8Array }>): Evidence => ({
+    kind: 'redundant',
+    accused: accused.peer,
+    receipts: [accused.bytes, ...witnesses.map((w) => w.bytes)],
+    detail: {}
+  })
   const check = receiptEvidenceChecker()
 
-  it('accepts two agreeing witnesses against the accused, a referee\'s whole-history replay included', async () => {
+  it("accepts two agreeing witnesses against the accused, a referee's whole-history replay included", async () => {
     const cheat = await receipt(wrong)
     const a = await receipt(honest.map((x) => x + 1e-5)) // another backend's rounding
     // The referee replayed all 5 rows in one prefill: its receipt covers positions [0, 5).
@@ -214,7 +247,7 @@ describe('evidence (what a ledger checks before it slashes)', () => {
     await no(evidence(cheat, a, await receipt(honest, { start: 2 })), /do not end at the same position/)
     await no(evidence(cheat, a, await receipt(honest, { key: a.key })), /not from distinct peers/)
     await no({ ...evidence(cheat, a, b), accused: a.peer }, /not the accused's/)
-    const forged = decode(b.bytes) as { body: Uint8Array, signature: Uint8Array }
+    const forged = decode(b.bytes) as { body: Uint8Array; signature: Uint8Array }
     forged.signature[0] ^= 1
     await no(evidence(cheat, a, { bytes: encode(forged) }), /signature does not verify/)
     await no({ ...evidence(cheat, a, b), kind: 'signature' }, /not checked from receipts/)
@@ -237,28 +270,42 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
   const input = chainRows(EMPTY_CHAIN, new Uint8Array(new Int32Array([1, 2, 3, 4, 5]).buffer), 5)
   const fp = (x: Float32Array): Uint8Array => encodeFingerprint(fingerprint(x, x.length / width, width))
 
-  async function party (perLayer: Float32Array[], start: number) {
+  async function party(perLayer: Float32Array[], start: number) {
     const key = await generateKeyPair('Ed25519')
     const peer = peerIdFromPrivateKey(key).toString()
     const fps = perLayer.map(fp)
     const leaves = fps.map((f, i) => layerLeaf(i, f))
-    const receipt = await signReceipt({ peer, session: 's', step: 0, root, layers: hop, start, input, output: fps[2], trace: merkleRoot(leaves) }, async (b) => await key.sign(b))
+    const receipt = await signReceipt(
+      { peer, session: 's', step: 0, root, layers: hop, start, input, output: fps[2], trace: merkleRoot(leaves) },
+      async (b) => await key.sign(b)
+    )
     const opening = (layer: number): Opening => ({ peer, layer, fp: fps[layer], proof: merkleProof(leaves, layer) })
     return { peer, receipt, opening }
   }
-  async function referee (o: { input?: Float32Array, output?: Float32Array, layer?: number } = {}) {
+  async function referee(o: { input?: Float32Array; output?: Float32Array; layer?: number } = {}) {
     const key = await generateKeyPair('Ed25519')
     const peer = peerIdFromPrivateKey(key).toString()
     const state = o.input ?? honest[0]
-    return { peer, statement: await signPart({ peer, root, hop, layer: o.layer ?? 1, input: chainRows(EMPTY_CHAIN, bytesOf(state), 5), inputFp: fp(state), output: fp(o.output ?? honest[1]) }, async (b) => await key.sign(b)) }
+    return {
+      peer,
+      statement: await signPart(
+        { peer, root, hop, layer: o.layer ?? 1, input: chainRows(EMPTY_CHAIN, bytesOf(state), 5), inputFp: fp(state), output: fp(o.output ?? honest[1]) },
+        async (b) => await key.sign(b)
+      )
+    }
   }
   const setup = async () => ({
     accused: await party([rows(honest[0], 3, 5), ...wrong], 3),
     watcher: await party(honest, 0),
     ref: await referee()
   })
-  const evidence = (loser: { peer: string, receipt: Uint8Array }, winner: { receipt: Uint8Array }, part: Uint8Array, openings: Opening[], layer = 1): Evidence =>
-    disputeEvidence(loser, winner, part, { layer, openings, detail: {} })
+  const evidence = (
+    loser: { peer: string; receipt: Uint8Array },
+    winner: { receipt: Uint8Array },
+    part: Uint8Array,
+    openings: Opening[],
+    layer = 1
+  ): Evidence => disputeEvidence(loser, winner, part, { layer, openings, detail: {} })
   const check = receiptEvidenceChecker()
 
   it('convicts the party the referee disagrees with, given both agreed on what entered the block', async () => {
@@ -280,13 +327,19 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
       expect(v.reason).toMatch(why)
     }
     const forged = { ...accused.opening(1), fp: fp(rows(honest[1], 3, 5)) } // claims it had committed to the honest value
-    await no(evidence(accused, watcher, ref.statement, [accused.opening(0), forged, watcher.opening(0), watcher.opening(1)]), /block 1 is missing or does not prove/)
+    await no(
+      evidence(accused, watcher, ref.statement, [accused.opening(0), forged, watcher.opening(0), watcher.opening(1)]),
+      /block 1 is missing or does not prove/
+    )
     await no(evidence(accused, watcher, ref.statement, openings.slice(1)), /block 0 is missing or does not prove/)
     const elsewhere = await referee({ input: fillNormal(new Float32Array(5 * width), mulberry32(30), 1) })
     await no(evidence(accused, watcher, elsewhere.statement, openings), /the referee's input is not the block 0 output both parties committed to/)
     await no(evidence(accused, watcher, (await referee({ layer: 2 })).statement, openings), /re-executed block 2, the dispute is about 1/)
     await no(evidence(accused, watcher, ref.statement, openings, 2), /block 2 is missing or does not prove|re-executed block 1/)
-    await no({ ...evidence(accused, watcher, ref.statement, openings), receipts: [accused.receipt, watcher.receipt, ref.statement] }, /two hop receipts, a part statement and the openings/)
+    await no(
+      { ...evidence(accused, watcher, ref.statement, openings), receipts: [accused.receipt, watcher.receipt, ref.statement] },
+      /two hop receipts, a part statement and the openings/
+    )
     // A referee's statement is never a hop receipt, in any kind of evidence.
     await no({ kind: 'redundant', accused: accused.peer, receipts: [accused.receipt, watcher.receipt, ref.statement], detail: {} }, /not all hop receipts/)
     const strict = receiptEvidenceChecker({ mayWitness: async (p) => p !== ref.peer })
@@ -297,13 +350,32 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
 describe('the vote', () => {
   const fp = (seed: number): Fingerprint => fingerprint(fillNormal(new Float32Array(64), mulberry32(seed), 1), 1, 64)
   it('groups matching outputs; the heavier group wins; a tie decides nothing', () => {
-    const t = tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(2), weight: 0.5 }, { peer: 'c', fp: fp(1), weight: 0.5 }])
+    const t = tally([
+      { peer: 'a', fp: fp(1), weight: 0.5 },
+      { peer: 'b', fp: fp(2), weight: 0.5 },
+      { peer: 'c', fp: fp(1), weight: 0.5 }
+    ])
     expect(t.winner.map((c) => c.peer)).toEqual(['a', 'c'])
     expect(t.losers.map((c) => c.peer)).toEqual(['b'])
-    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(1), weight: 0.9 }]).unanimous).toBe(true)
-    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.5 }, { peer: 'b', fp: fp(2), weight: 0.5 }]).winner).toEqual([])
+    expect(
+      tally([
+        { peer: 'a', fp: fp(1), weight: 0.5 },
+        { peer: 'b', fp: fp(1), weight: 0.9 }
+      ]).unanimous
+    ).toBe(true)
+    expect(
+      tally([
+        { peer: 'a', fp: fp(1), weight: 0.5 },
+        { peer: 'b', fp: fp(2), weight: 0.5 }
+      ]).winner
+    ).toEqual([])
     // Reputation weighs: one trusted peer outweighs one newcomer.
-    expect(tally([{ peer: 'a', fp: fp(1), weight: 0.9 }, { peer: 'b', fp: fp(2), weight: 0.2 }]).winner.map((c) => c.peer)).toEqual(['a'])
+    expect(
+      tally([
+        { peer: 'a', fp: fp(1), weight: 0.9 },
+        { peer: 'b', fp: fp(2), weight: 0.2 }
+      ]).winner.map((c) => c.peer)
+    ).toEqual(['a'])
   })
 })
 

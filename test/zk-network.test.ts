@@ -35,7 +35,15 @@ beforeAll(async () => {
   const model = tempDir('zk-llm')
   await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
   // proveSampling: the argmax circuit for stories260K's 512 logits, set up after 'small' (same 2^15 powers of tau).
-  relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], webRoot: join(REPO, 'dist', 'web'), ledger: join(tempDir('zk-ledger'), 'ledger.sqlite'), zk: ['small'], proveSampling: true })
+  relay = await startRelay({
+    httpPort: 0,
+    p2pPort: 0,
+    models: [model],
+    webRoot: join(REPO, 'dist', 'web'),
+    ledger: join(tempDir('zk-ledger'), 'ledger.sqlite'),
+    zk: ['small'],
+    proveSampling: true
+  })
   honest = await startNode({ relay: relay.addr, model, layers: [0, 2], zk: ['small'] })
   forger = await startNode({ relay: relay.addr, model, layers: [2, 5], zk: ['small'], zkForge: true })
   // An honest twin of the forger's layers without ZK: the LLM route stays served once the forger is blacklisted.
@@ -57,7 +65,7 @@ describe('zk over the network', () => {
     expect(JSON.stringify(models[0])).not.toMatch(/weights"/)
   })
 
-  it('a relay publishes a model owner\'s manifest entry as it is, without the weights; refuses a file that is not one', async () => {
+  it("a relay publishes a model owner's manifest entry as it is, without the weights; refuses a file that is not one", async () => {
     const dir = tempDir('zk-entry')
     await writeFile(join(dir, 'small.json'), JSON.stringify(setup.entry))
     await writeFile(join(dir, 'bad.json'), JSON.stringify({ name: 'small' }))
@@ -67,7 +75,9 @@ describe('zk over the network', () => {
     } finally {
       await other.stop()
     }
-    await expect(startRelay({ httpPort: 0, p2pPort: 0, ledger: join(dir, 'ledger2.sqlite'), zk: [join(dir, 'bad.json')] })).rejects.toThrow(/not a ZK manifest entry/)
+    await expect(startRelay({ httpPort: 0, p2pPort: 0, ledger: join(dir, 'ledger2.sqlite'), zk: [join(dir, 'bad.json')] })).rejects.toThrow(
+      /not a ZK manifest entry/
+    )
   }, 60_000)
 
   it('a native node proves, the relay verifies, the output is the int8 reference; a forged answer is refused and slashed', async () => {
@@ -90,11 +100,21 @@ describe('zk over the network', () => {
     // Ask the forger directly, as a client that picked it would have.
     const q = Array.from(quantizeInput(setup.model.quant, randomInputs(64, 1, 77)[0]))
     const { zkInfer } = await import('../shared/client/zk.js')
-    const reports: Array<{ accused: string, receipts: Uint8Array[] }> = []
-    const ledger = { weight: () => 0.5, excluded: () => false, observe: () => {}, report: async (e: { accused: string, receipts: Uint8Array[] }) => { reports.push(e); return { slashed: false, amount: 0, reason: '' } } }
+    const reports: Array<{ accused: string; receipts: Uint8Array[] }> = []
+    const ledger = {
+      weight: () => 0.5,
+      excluded: () => false,
+      observe: () => {},
+      report: async (e: { accused: string; receipts: Uint8Array[] }) => {
+        reports.push(e)
+        return { slashed: false, amount: 0, reason: '' }
+      }
+    }
     // find(), not list(): the forger may be blacklisted by now, and listings leave it out.
     const peers = async (): Promise<any[]> => [relay.registry.find(forger.peerId)]
-    await expect(zkInfer({ dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers, models: () => setup.entry, ledger }, 'small', q)).rejects.toThrow(/no verified proof for small: .*ZK_INVALID_PROOF|does not verify/)
+    await expect(
+      zkInfer({ dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers, models: () => setup.entry, ledger }, 'small', q)
+    ).rejects.toThrow(/no verified proof for small: .*ZK_INVALID_PROOF|does not verify/)
     expect(reports).toHaveLength(1)
     const before = (await relay.ledger.standing(forger.peerId)).slashed
     const v = await relay.ledger.slash({ kind: 'proof', accused: forger.peerId, receipts: reports[0].receipts, detail: {} }, relay.libp2p.peerId.toString())
@@ -102,7 +122,11 @@ describe('zk over the network', () => {
     expect((await relay.ledger.standing(forger.peerId)).slashed).toBe(before + 1)
     // An honest reply is no evidence.
     const honestPeers = async (): Promise<any[]> => [relay.registry.find(honest.peerId)]
-    const ok = await zkInfer({ dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers: honestPeers, models: () => setup.entry, ledger }, 'small', q)
+    const ok = await zkInfer(
+      { dialer: (await import('../shared/route/directory.js')).libp2pDialer(relay.libp2p), peers: honestPeers, models: () => setup.entry, ledger },
+      'small',
+      q
+    )
     const no = await relay.ledger.slash({ kind: 'proof', accused: honest.peerId, receipts: [ok.reply], detail: {} }, relay.libp2p.peerId.toString())
     expect(no.slashed).toBe(false)
     expect(no.reason).toMatch(/the proof verifies: nothing to slash/)
@@ -122,7 +146,10 @@ describe('zk over the network', () => {
     expect([forger.peerId, tail.peerId]).toContain(proofs[0].peer)
     expect(new Set(proofs.map((p) => p.peer)).size).toBe(1)
     const { ms } = await verifySampledTokens(entries, r.tessera.tokens, proofs)
-    console.log(`sampling proofs for stories260K (vocab 512): ${entries[0].constraints} constraints, 2^${entries[0].power}; ${n} tokens verified in Node in ${ms.toFixed(0)} ms`)
+    console.log(
+      `sampling proofs for stories260K (vocab 512): ${entries[0].constraints} constraints, 2^${entries[0].power}` +
+        `; ${n} tokens verified in Node in ${ms.toFixed(0)} ms`
+    )
     // Another token in the answer than the one proven; a proof moved to another position; too few proofs.
     const other = [...r.tessera.tokens]
     other[1] = (other[1] + 1) % 512
@@ -130,16 +157,24 @@ describe('zk over the network', () => {
     await expect(verifySampledTokens(entries, r.tessera.tokens, [proofs[1], proofs[0], proofs[2]])).rejects.toMatchObject({ code: 'ZK_MALFORMED' })
     await expect(verifySampledTokens(entries, r.tessera.tokens, proofs.slice(1))).rejects.toMatchObject({ code: 'ZK_MALFORMED' })
     // The receipt of step 0 with the proof of step 1: the commitment is of other logits.
-    await expect(verifySampledTokens(entries, r.tessera.tokens, [proofs[0], { ...proofs[1], receipt: proofs[0].receipt }, proofs[2]])).rejects.toMatchObject({ code: 'ZK_WRONG_COMMITMENT' })
+    await expect(verifySampledTokens(entries, r.tessera.tokens, [proofs[0], { ...proofs[1], receipt: proofs[0].receipt }, proofs[2]])).rejects.toMatchObject({
+      code: 'ZK_WRONG_COMMITMENT'
+    })
     // Sampling at a temperature is not what the circuit proves.
-    const hot = await fetch(`${relay.httpUrl}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: c.prompt, max_tokens: 1, temperature: 0.8, tessera_prove_sampling: true }) })
+    const hot = await fetch(`${relay.httpUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: c.prompt, max_tokens: 1, temperature: 0.8, tessera_prove_sampling: true })
+    })
     expect(hot.status).toBe(400)
     expect(JSON.stringify(await hot.json())).toMatch(/greedy decoding only/)
   }, 600_000)
 
   describe.skipIf(!hasChromium() && process.env.CI !== 'true')('in Chromium', () => {
     let browser: Browser
-    afterAll(async () => { await browser?.close() })
+    afterAll(async () => {
+      await browser?.close()
+    })
 
     it('the SDK gets a proven inference and verifies it in the tab', async () => {
       browser = await launch()
@@ -154,21 +189,25 @@ describe('zk over the network', () => {
         await tessera.close()
         return { peer: r.peer, output: r.output, verifyMs: r.proof.verifyMs }
       })()`
-      const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { peer: string, output: number[], verifyMs: number }
+      const out = (await page.evaluate(script).catch((err: Error) => {
+        throw new Error(`${err.message}\n${log.join('\n')}`)
+      })) as { peer: string; output: number[]; verifyMs: number }
       expect(out.output).toEqual(Array.from(forwardInt(setup.model.quant, Int8Array.from(q))))
       expect(out.peer).toBe(honest.peerId)
       console.log(`zk small verified in Chromium in ${out.verifyMs.toFixed(0)} ms (first proof of the page, snarkjs loading included)`)
     }, 300_000)
 
-    it('the SDK checks the relay\'s proven greedy tokens in the tab, and refuses an altered answer', async () => {
+    it("the SDK checks the relay's proven greedy tokens in the tab, and refuses an altered answer", async () => {
       const page = await (await context(browser, relay.httpUrl)).newPage()
       const log = consoleOf(page)
       await page.goto(`${relay.httpUrl}/index.html`)
       const c = reference()[1]
-      const script = `(async () => {
+      const script =
+        `(async () => {
         const { connect } = await import('/sdk.js')
         const tessera = await connect()
-        const res = await fetch('/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: ${JSON.stringify(c.prompt)}, max_tokens: 2, tessera_prove_sampling: true }) })
+        const res = await fetch('/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, ` +
+        `body: JSON.stringify({ prompt: ${JSON.stringify(c.prompt)}, max_tokens: 2, tessera_prove_sampling: true }) })
         const { tessera: answer } = await res.json()
         const ok = await tessera.verifySampling(answer)
         const altered = { ...answer, tokens: [answer.tokens[0], (answer.tokens[1] + 7) % 512] }
@@ -176,20 +215,29 @@ describe('zk over the network', () => {
         await tessera.close()
         return { tokens: answer.tokens, ok, refused }
       })()`
-      const out = await page.evaluate(script).catch((err: Error) => { throw new Error(`${err.message}\n${log.join('\n')}`) }) as { tokens: number[], ok: { tokens: number, ms: number }, refused: string }
+      const out = (await page.evaluate(script).catch((err: Error) => {
+        throw new Error(`${err.message}\n${log.join('\n')}`)
+      })) as { tokens: number[]; ok: { tokens: number; ms: number }; refused: string }
       expect(out.tokens).toEqual(c.greedy.slice(0, 2))
       expect(out.ok.tokens).toBe(2)
       expect(out.refused).toMatch(/^ZK_WRONG_OUTPUT/)
       console.log(`2 sampling proofs verified in Chromium in ${out.ok.ms.toFixed(0)} ms`)
     }, 300_000)
 
-    it('the playground proves a random input and shows the proof\'s size, proving and verification time', async () => {
+    it("the playground proves a random input and shows the proof's size, proving and verification time", async () => {
       const page = await (await context(browser, relay.httpUrl)).newPage()
       await page.goto(`${relay.httpUrl}/playground.html`)
       await page.waitForSelector('#zk-prove:not([disabled])', { timeout: 60_000 })
       await page.click('#zk-prove')
-      await page.waitForFunction(() => { const r = document.querySelector('#zk-result'); return r?.hasAttribute('data-output') === true || r?.hasAttribute('data-error') === true }, undefined, { timeout: 120_000 })
-      const d = await page.$eval('#zk-result', (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent ?? '' })) as Record<string, string | undefined>
+      await page.waitForFunction(
+        () => {
+          const r = document.querySelector('#zk-result')
+          return r?.hasAttribute('data-output') === true || r?.hasAttribute('data-error') === true
+        },
+        undefined,
+        { timeout: 120_000 }
+      )
+      const d = (await page.$eval('#zk-result', (e) => ({ ...(e as HTMLElement).dataset, text: e.textContent ?? '' }))) as Record<string, string | undefined>
       expect(d.error, d.text ?? '').toBeUndefined()
       expect(JSON.parse(d.output!)).toHaveLength(16)
       expect(Number(d.proofBytes)).toBe(256)

@@ -28,22 +28,41 @@ beforeAll(async () => {
   key = await generateKeyPair('Ed25519')
   peer = peerIdFromPrivateKey(key).toString()
 }, 600_000)
-afterAll(async () => { await releaseZkWorkers() })
+afterAll(async () => {
+  await releaseZkWorkers()
+})
 
-const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'resolved', (e: unknown) => e instanceof ProtocolError ? e.code : String(e))
+const code = async (p: Promise<unknown>): Promise<string> =>
+  await p.then(
+    () => 'resolved',
+    (e: unknown) => (e instanceof ProtocolError ? e.code : String(e))
+  )
 
-function logits (seed: number): Float32Array {
+function logits(seed: number): Float32Array {
   const r = mulberry32(seed)
   return Float32Array.from({ length: VOCAB }, () => (r() - 0.5) * 20)
 }
 
 /** A last hop's receipt committing to `q` (the fields other than `logits` do not matter here). */
-async function receipt (q: Int32Array, by: Key = key): Promise<Uint8Array> {
-  return await signReceipt({ peer: peerIdFromPrivateKey(by).toString(), session: 's', step: 0, root: '0'.repeat(64), layers: [0, 5], start: 0, input: new Uint8Array(32), output: new Uint8Array(4), logits: logitsCommitment(q) }, async (b) => await by.sign(b))
+async function receipt(q: Int32Array, by: Key = key): Promise<Uint8Array> {
+  return await signReceipt(
+    {
+      peer: peerIdFromPrivateKey(by).toString(),
+      session: 's',
+      step: 0,
+      root: '0'.repeat(64),
+      layers: [0, 5],
+      start: 0,
+      input: new Uint8Array(32),
+      output: new Uint8Array(4),
+      logits: logitsCommitment(q)
+    },
+    async (b) => await by.sign(b)
+  )
 }
 
 describe('logits quantization', () => {
-  it('keeps llama2.c\'s greedy token on every reference prompt', () => {
+  it("keeps llama2.c's greedy token on every reference prompt", () => {
     // Only a near-tie closer than 2^-16 could change it; the reference's margins are far larger.
     for (const c of reference()) {
       const row = Float32Array.from(c.last_prompt_logits)
@@ -65,7 +84,9 @@ describe(`sampling proof (vocabulary ${VOCAB})`, () => {
       const p = await s.prover.prove(q, token)
       expect(p.proof.length).toBe(PROOF_BYTES)
       expect(p.publicSignals).toEqual([logitsCommitment(q), String(token)])
-      await expect(verifySamplingProof(s.entry, { token, peer, receipt: await receipt(q), ...p }, { token, peer })).resolves.toEqual({ commitment: logitsCommitment(q) })
+      await expect(verifySamplingProof(s.entry, { token, peer, receipt: await receipt(q), ...p }, { token, peer })).resolves.toEqual({
+        commitment: logitsCommitment(q)
+      })
     }
   }, 120_000)
 

@@ -18,7 +18,11 @@ import { parseProgress } from '../host/zk/progress.js'
 import type { ProveResult, ZkProver } from '../host/zk/prove.js'
 import { seededZkModel, setupZkModel, type ZkSetup } from '../host/zk/setup.js'
 
-const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'resolved', (e: unknown) => e instanceof ProtocolError ? e.code : String(e))
+const code = async (p: Promise<unknown>): Promise<string> =>
+  await p.then(
+    () => 'resolved',
+    (e: unknown) => (e instanceof ProtocolError ? e.code : String(e))
+  )
 
 describe('quantization', () => {
   it('keeps the int8 model within 5% of the float one, argmax flips only on near-ties', () => {
@@ -30,7 +34,10 @@ describe('quantization', () => {
       const m = seededZkModel(name)
       const inputs = randomInputs(m.shape.layers[0].inputs, 500, 99)
       const e = quantizationError(m.float, m.quant, inputs)
-      console.log(`${name}: max |error| ${e.maxAbsError.toFixed(4)} (${(100 * e.maxRelError).toFixed(2)}% of the largest output), argmax agrees on ${(100 * e.argmaxAgreement).toFixed(1)}% of ${e.inputs} inputs`)
+      console.log(
+        `${name}: max |error| ${e.maxAbsError.toFixed(4)} (${(100 * e.maxRelError).toFixed(2)}% of the largest output)` +
+          `, argmax agrees on ${(100 * e.argmaxAgreement).toFixed(1)}% of ${e.inputs} inputs`
+      )
       expect(e.maxRelError).toBeLessThan(0.05)
       expect(e.argmaxAgreement).toBeGreaterThan(0.9)
       for (const x of inputs) {
@@ -55,8 +62,21 @@ describe('quantization', () => {
     const acc = accumulate(layer, x)
     // Σ_j P_j · x_j + B for group 0, as the circuit computes it, unpacks into the accumulators.
     const rows = Array.from({ length: L.slots }, (_, i) => i)
-    let sum = toField(pack(rows.map((o) => layer.bias[o]), L.k))
-    for (let j = 0; j < layer.inputs; j++) sum = toField(sum + pack(rows.map((o) => layer.weights[o * layer.inputs + j]), L.k) * toField(x[j]))
+    let sum = toField(
+      pack(
+        rows.map((o) => layer.bias[o]),
+        L.k
+      )
+    )
+    for (let j = 0; j < layer.inputs; j++)
+      sum = toField(
+        sum +
+          pack(
+            rows.map((o) => layer.weights[o * layer.inputs + j]),
+            L.k
+          ) *
+            toField(x[j])
+      )
     let v = fromField(sum)
     for (const o of rows) {
       const slot = BigInt.asIntN(L.k, v)
@@ -68,11 +88,17 @@ describe('quantization', () => {
 
 describe('setup progress', () => {
   it('reads snarkjs log lines as monotone fractions of a stage', () => {
-    const lines = ['tauG1: fft 3 mix start: 0/1', 'tauG1: fft 11 mix end: 1/2', 'tauG1: fft 12 join  12/12  1/1 0/1', 'tauG2: fft 0 mix start: 0/1', 'betaTauG1: fft 12 join  12/12  1/1 0/1']
+    const lines = [
+      'tauG1: fft 3 mix start: 0/1',
+      'tauG1: fft 11 mix end: 1/2',
+      'tauG1: fft 12 join  12/12  1/1 0/1',
+      'tauG2: fft 0 mix start: 0/1',
+      'betaTauG1: fft 12 join  12/12  1/1 0/1'
+    ]
     const f = lines.map((l) => parseProgress('ptau-prepare', l, 12) ?? -1)
     expect(f.every((v, i) => v > 0 && (i === 0 || v >= f[i - 1]))).toBe(true)
     expect(f[4]).toBeCloseTo(1, 3)
-    expect(parseProgress('zkey-new', 'Writing points start B2: 866/2764', 12)).toBeCloseTo(0.5 + 0.5 * 866 / 2764, 5)
+    expect(parseProgress('zkey-new', 'Writing points start B2: 866/2764', 12)).toBeCloseTo(0.5 + (0.5 * 866) / 2764, 5)
     expect(parseProgress('zkey-new', 'Reading r1cs', 12)).toBeUndefined()
   })
 })
@@ -86,10 +112,15 @@ describe('circuit', () => {
     const started = performance.now()
     tiny = await setupZkModel(seededZkModel('tiny'))
     prover = await tiny.prover()
-    console.log(`tiny: ${tiny.circuit.constraints} constraints, 2^${tiny.keys.power}; setup ${((performance.now() - started) / 1000).toFixed(1)} s here (${tiny.keys.reused ? 'cached' : `ptau ${(tiny.keys.ptauMs / 1000).toFixed(1)} s, keys ${(tiny.keys.zkeyMs / 1000).toFixed(1)} s`})`)
+    console.log(
+      `tiny: ${tiny.circuit.constraints} constraints, 2^${tiny.keys.power}; setup ${((performance.now() - started) / 1000).toFixed(1)}` +
+        ` s here (${tiny.keys.reused ? 'cached' : `ptau ${(tiny.keys.ptauMs / 1000).toFixed(1)} s, keys ${(tiny.keys.zkeyMs / 1000).toFixed(1)} s`})`
+    )
   }, 1_200_000)
 
-  afterAll(async () => { await releaseZkWorkers() })
+  afterAll(async () => {
+    await releaseZkWorkers()
+  })
 
   it('outputs exactly the integer reference, and the proofs verify', async () => {
     for (const x of inputs(tiny.model.quant, 3, 5)) {
@@ -113,7 +144,7 @@ describe('circuit', () => {
     const width = (): number => tiny.entry.shape.layers[tiny.entry.shape.layers.length - 1].outputs
 
     it('a proof about another input', async () => {
-      const other = Int8Array.from(x, (v, i) => i === 0 ? (v === 5 ? 6 : 5) : v)
+      const other = Int8Array.from(x, (v, i) => (i === 0 ? (v === 5 ? 6 : 5) : v))
       expect(await code(verifyZkProof(tiny.entry, r, { input: other }))).toBe('ZK_WRONG_INPUT')
       // …and the same proof with the input signal swapped for it.
       const signals = [...r.publicSignals]
@@ -125,14 +156,17 @@ describe('circuit', () => {
       const signals = [...r.publicSignals]
       signals[0] = toField(fromField(BigInt(signals[0])) + 1n).toString()
       expect(await code(verifyZkProof(tiny.entry, { proof: r.proof, publicSignals: signals }))).toBe('ZK_INVALID_PROOF')
-      const claimed = Int32Array.from(r.statement.output, (v, i) => i === 0 ? v + 1 : v)
+      const claimed = Int32Array.from(r.statement.output, (v, i) => (i === 0 ? v + 1 : v))
       expect(await code(verifyZkProof(tiny.entry, r, { output: claimed }))).toBe('ZK_WRONG_OUTPUT')
     })
 
     it('other weights (the commitment does not match)', async () => {
       // Same shape, so the same circuit and keys: the proof is valid, but for other weights.
       const q = tiny.model.quant
-      const tampered: QuantModel = { ...q, layers: q.layers.map((l, i) => i === 0 ? { ...l, weights: Int8Array.from(l.weights, (w, j) => j === 0 ? -w || 1 : w) } : l) }
+      const tampered: QuantModel = {
+        ...q,
+        layers: q.layers.map((l, i) => (i === 0 ? { ...l, weights: Int8Array.from(l.weights, (w, j) => (j === 0 ? -w || 1 : w)) } : l))
+      }
       const cheat = await (await setupZkModel({ ...tiny.model, quant: tampered })).prover()
       const forged = await cheat.prove(x)
       expect(await code(verifyZkProof(tiny.entry, forged, { input: x }))).toBe('ZK_WRONG_MODEL')

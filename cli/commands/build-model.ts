@@ -11,8 +11,9 @@ import { int, intList } from './options.js'
 
 const log = logger('tessera:node:build')
 
-export function registerBuildModel (program: Command): void {
-  program.command('build-model')
+export function registerBuildModel(program: Command): void {
+  program
+    .command('build-model')
     .description('cut a checkpoint into ONNX shards (runs of transformer blocks) with a manifest')
     .requiredOption('--from <source>', 'llama2.c .bin file, Hugging Face directory, or random:PRESET[:SEED] (tiny, small, medium)')
     .requiredOption('--out <dir>', 'directory to write the shards and manifest.json into')
@@ -21,7 +22,7 @@ export function registerBuildModel (program: Command): void {
     .option('--cuts <list>', 'explicit layer boundaries, e.g. 2,3 cuts 5 layers into [0,2) [2,3) [3,5)', intList)
     .addOption(new Option('--dtype <dtype>', 'weight precision').choices(WEIGHT_DTYPES).default('fp32'))
     .option('--name <name>', 'model name in the manifest')
-    .action(async (o: { from: string, out: string, shards?: number, layersPerShard?: number, cuts?: number[], dtype: WeightDType, name?: string }) => {
+    .action(async (o: { from: string; out: string; shards?: number; layersPerShard?: number; cuts?: number[]; dtype: WeightDType; name?: string }) => {
       const given = [o.shards, o.layersPerShard, o.cuts].filter((v) => v !== undefined).length
       if (given > 1) throw new ConfigError('give only one of --shards, --layers-per-shard and --cuts')
       const src = await openSource(o.from)
@@ -33,7 +34,11 @@ export function registerBuildModel (program: Command): void {
       const perShard = ranges.map(([a, b]) => (b - a) * 9 + (a === 0 ? 1 : 0) + (b === c.nLayers ? 2 : 0))
       const format = 'building {bar} {percentage}% | {value}/{total} tensors | {tensor}'
       const bar = new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
-      bar.start(perShard.reduce((a, b) => a + b, 0), 0, { tensor: '' })
+      bar.start(
+        perShard.reduce((a, b) => a + b, 0),
+        0,
+        { tensor: '' }
+      )
       const started = performance.now()
       const manifest = await buildModel(src.weights, o.out, {
         ...o,

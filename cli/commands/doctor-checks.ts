@@ -8,13 +8,18 @@ import { createRequire } from 'node:module'
 import type { Manifest } from '../../shared/manifest.js'
 import type { Hardware } from '../../native-node/hardware.js'
 
-export interface Check { name: string, status: 'ok' | 'warn' | 'fail', value: string, fix?: string }
+export interface Check {
+  name: string
+  status: 'ok' | 'warn' | 'fail'
+  value: string
+  fix?: string
+}
 
 export const GiB = 2 ** 30
 export const fmt = (n: number): string => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 1 }) ?? String(n)
 
 /** For display only. Transports reject with Errors, AggregateErrors with an empty message, or bare error events. */
-export function msg (err: unknown): string {
+export function msg(err: unknown): string {
   if (err instanceof AggregateError && err.message === '') return err.errors.map(msg).join('; ')
   const m = (err as { message?: unknown } | null)?.message
   return typeof m === 'string' && m !== '' ? m : String(err)
@@ -23,16 +28,22 @@ export function msg (err: unknown): string {
 const CUDA_INSTALL = 'ONNXRUNTIME_NODE_INSTALL=cuda12 npm install onnxruntime-node --onnxruntime-node-install=cuda12 (README "CUDA")'
 
 const ortVersion = (): string => {
-  try { return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version } catch { return '?' }
+  try {
+    return (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version
+  } catch {
+    return '?'
+  }
 }
 
-export function systemChecks (hw: Hardware, manifest?: Manifest): Check[] {
+export function systemChecks(hw: Hardware, manifest?: Manifest): Check[] {
   const checks: Check[] = []
   const [major, minor] = process.versions.node.split('.').map(Number)
   const nodeOk = major > 20 || (major === 20 && minor >= 19)
-  checks.push(nodeOk
-    ? { name: 'Node.js', status: 'ok', value: `v${process.versions.node}${major >= 22 ? '' : ' (libp2p runs through the Node 20 shim; 22+ needs none)'}` }
-    : { name: 'Node.js', status: 'fail', value: `v${process.versions.node}`, fix: 'install Node 20.19+ (22+ needs no shim)' })
+  checks.push(
+    nodeOk
+      ? { name: 'Node.js', status: 'ok', value: `v${process.versions.node}${major >= 22 ? '' : ' (libp2p runs through the Node 20 shim; 22+ needs none)'}` }
+      : { name: 'Node.js', status: 'fail', value: `v${process.versions.node}`, fix: 'install Node 20.19+ (22+ needs no shim)' }
+  )
   // ort.ts loaded already (doctor-model.ts imports it), so reaching here means it loads.
   checks.push({ name: 'onnxruntime-node', status: 'ok', value: `${ortVersion()} loads` })
   if (hw.cudaProvider) {
@@ -69,26 +80,30 @@ export function systemChecks (hw: Hardware, manifest?: Manifest): Check[] {
   return checks
 }
 
-function gpuChecks ({ gpu: g }: Hardware): Check[] {
+function gpuChecks({ gpu: g }: Hardware): Check[] {
   if (!g.present) {
-    return [{
-      name: 'GPU',
-      status: 'warn',
-      value: 'no NVIDIA GPU found (nvidia-smi absent or failing): this node runs on the CPU',
-      fix: 'if this machine has an NVIDIA GPU, install its driver so that nvidia-smi works'
-    }]
+    return [
+      {
+        name: 'GPU',
+        status: 'warn',
+        value: 'no NVIDIA GPU found (nvidia-smi absent or failing): this node runs on the CPU',
+        fix: 'if this machine has an NVIDIA GPU, install its driver so that nvidia-smi works'
+      }
+    ]
   }
   const checks: Check[] = [{ name: 'GPU', status: 'ok', value: `${g.name ?? 'NVIDIA GPU'}${g.count > 1 ? ` (first of ${g.count}; a node uses one)` : ''}` }]
   const driverMajor = Number(g.driver?.split('.')[0])
   // CUDA 12 (what onnxruntime-node's provider is built for) needs driver 525.60+ on Linux.
-  checks.push(Number.isFinite(driverMajor) && driverMajor >= 525
-    ? { name: 'NVIDIA driver', status: 'ok', value: `${g.driver}${g.cudaVersion !== undefined ? `, CUDA ${g.cudaVersion}` : ''}` }
-    : {
-        name: 'NVIDIA driver',
-        status: 'warn',
-        value: g.driver ?? 'unknown version',
-        fix: 'the CUDA 12 provider needs driver 525.60 or newer: update the NVIDIA driver'
-      })
+  checks.push(
+    Number.isFinite(driverMajor) && driverMajor >= 525
+      ? { name: 'NVIDIA driver', status: 'ok', value: `${g.driver}${g.cudaVersion !== undefined ? `, CUDA ${g.cudaVersion}` : ''}` }
+      : {
+          name: 'NVIDIA driver',
+          status: 'warn',
+          value: g.driver ?? 'unknown version',
+          fix: 'the CUDA 12 provider needs driver 525.60 or newer: update the NVIDIA driver'
+        }
+  )
   if (g.vramFree === undefined) {
     checks.push({ name: 'VRAM', status: 'warn', value: 'nvidia-smi did not report memory', fix: 'give the budget with --memory' })
   } else {

@@ -14,7 +14,7 @@ import { loadShardNode } from '../../native-node/ort.js'
 import { verifyShardFiles } from '../../host/model-store.js'
 import { fmt, msg, type Check } from './doctor-checks.js'
 
-export async function modelChecks (dir: string, m: Manifest, hw: Hardware, override?: number): Promise<Check[]> {
+export async function modelChecks(dir: string, m: Manifest, hw: Hardware, override?: number): Promise<Check[]> {
   const c = m.config
   const summary = `${m.name}: ${c.nLayers} layers in ${m.shards.length} shard(s), ${m.dtype}, root ${m.root.slice(0, 16)}…`
   const checks: Check[] = [{ name: 'manifest', status: 'ok', value: summary }]
@@ -24,7 +24,10 @@ export async function modelChecks (dir: string, m: Manifest, hw: Hardware, overr
       await verifyShardFiles(dir, s)
     } catch (err) {
       const file = err instanceof ShardHashError ? err.file : join(dir, s.files[0].name)
-      const missing = !await stat(file).then(() => true, () => false)
+      const missing = !(await stat(file).then(
+        () => true,
+        () => false
+      ))
       bad.push({
         name: `shard ${s.index} hash`,
         status: 'fail',
@@ -44,7 +47,8 @@ export async function modelChecks (dir: string, m: Manifest, hw: Hardware, overr
   checks.push({
     name: 'plan',
     status: plan.layers > 0 ? 'ok' : 'fail',
-    value: `${plan.layers} of ${c.nLayers} layers fit in ${fmt(budget)} (${source}, ${device}) at ${fmt(plan.perLayer)} per layer; ` +
+    value:
+      `${plan.layers} of ${c.nLayers} layers fit in ${fmt(budget)} (${source}, ${device}) at ${fmt(plan.perLayer)} per layer; ` +
       `the whole model needs ${fmt(plan.wholeModel)}`,
     fix: plan.layers > 0 ? undefined : 'free memory, give --memory if the detected budget is wrong, or build the model with --dtype int4'
   })
@@ -54,7 +58,7 @@ export async function modelChecks (dir: string, m: Manifest, hw: Hardware, overr
 }
 
 /** Times decode on as much of the model as fits: all of it, else the first shard alone. */
-async function speedCheck (dir: string, m: Manifest, budget: number, want: 'cuda' | 'cpu'): Promise<Check> {
+async function speedCheck(dir: string, m: Manifest, budget: number, want: 'cuda' | 'cpu'): Promise<Check> {
   const total = m.shards.reduce((a, s) => a + s.bytes, 0)
   const shards = total <= budget ? m.shards : m.shards[0].bytes <= budget ? [m.shards[0]] : []
   if (shards.length === 0) return { name: 'speed', status: 'warn', value: 'not measured: no shard fits in the memory budget' }
@@ -80,4 +84,3 @@ async function speedCheck (dir: string, m: Manifest, budget: number, want: 'cuda
     await Promise.all(runners.map(async (r) => await r.dispose()))
   }
 }
-

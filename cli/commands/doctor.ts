@@ -15,12 +15,17 @@ import { probeRelay } from './doctor-relay.js'
 
 export type { Check } from './doctor-checks.js'
 
-export interface DoctorOptions { relay?: string, model?: string, memory?: number }
+export interface DoctorOptions {
+  relay?: string
+  model?: string
+  memory?: number
+}
 
 const SYMBOL = { ok: '✓', warn: '!', fail: '✗' } as const
 
-export function registerDoctor (program: Command): void {
-  program.command('doctor')
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
     .description('check this machine before running a node: runtime, GPU, memory, disk, a model, the relay')
     .option('--relay <addr>', 'relay multiaddr to measure latency to, e.g. /ip4/203.0.113.7/tcp/9090/ws/p2p/12D3Koo…')
     .option('--model <dir>', 'a built model directory: verify it, plan it and time it on this machine')
@@ -45,19 +50,23 @@ export function registerDoctor (program: Command): void {
     })
 }
 
-export async function runDoctor (o: DoctorOptions): Promise<Check[]> {
+export async function runDoctor(o: DoctorOptions): Promise<Check[]> {
   const hw = await detectHardware(o.model)
   let manifest: Manifest | undefined
   let manifestError: unknown
-  if (o.model !== undefined) manifest = await readManifest(o.model).catch((err) => { manifestError = err; return undefined })
+  if (o.model !== undefined)
+    manifest = await readManifest(o.model).catch((err) => {
+      manifestError = err
+      return undefined
+    })
   const checks = systemChecks(hw, manifest)
   if (o.model !== undefined) {
     if (manifest === undefined) {
       checks.push({ name: 'manifest', status: 'fail', value: msg(manifestError), fix: 'point --model at a directory written by tessera build-model' })
     } else {
-      checks.push(...await modelChecks(o.model, manifest, hw, o.memory))
+      checks.push(...(await modelChecks(o.model, manifest, hw, o.memory)))
     }
   }
-  if (o.relay !== undefined) checks.push(...await probeRelay(o.relay))
+  if (o.relay !== undefined) checks.push(...(await probeRelay(o.relay)))
   return checks
 }

@@ -43,12 +43,13 @@ interface GenerateFlags {
   ledgerApi?: string
 }
 
-export function registerGenerate (program: Command): void {
-  program.command('generate')
+export function registerGenerate(program: Command): void {
+  program
+    .command('generate')
     .description('generate tokens with every shard of a model in this process')
     .option('--model <dir|name>', 'a built model directory; with --relay, a model name or root on the network (default: the one fully served)')
     .option('--relay <multiaddr>', 'run through the network instead of in this process')
-    .option('--prompt <text>', 'prompt text (needs the model\'s tokenizer.json)')
+    .option('--prompt <text>', "prompt text (needs the model's tokenizer.json)")
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
     .option('--max-tokens <n>', 'tokens to generate', int(1), GENERATE_DEFAULTS.maxTokens)
     .option('--temperature <t>', '0 = greedy', float, GENERATE_DEFAULTS.temperature)
@@ -57,17 +58,26 @@ export function registerGenerate (program: Command): void {
     .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
     .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
-    .addOption(new Option('--verification <mode>', 'with --relay: how peers\' results are checked (optimistic needs --ledger-api)')
-      .choices(['none', 'redundant', 'spot', 'optimistic']).default('none'))
+    .addOption(
+      new Option('--verification <mode>', "with --relay: how peers' results are checked (optimistic needs --ledger-api)")
+        .choices(['none', 'redundant', 'spot', 'optimistic'])
+        .default('none')
+    )
     .option('--window <ms>', 'optimistic: how long the result may be challenged', int(100))
     .option('--k <n>', 'redundant: peers per hop', int(2))
     .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
-    .option('--ledger-api <url>', 'with --relay: the relay\'s HTTP address, for reputations, to report cheaters and to post optimistic claims ' +
-      `(e.g. http://127.0.0.1:${RELAY_PORTS.http})`)
+    .option(
+      '--ledger-api <url>',
+      "with --relay: the relay's HTTP address, for reputations, to report cheaters and to post optimistic claims " +
+        `(e.g. http://127.0.0.1:${RELAY_PORTS.http})`
+    )
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
-      if (o.relay !== undefined) { await generateRemote(o); return }
+      if (o.relay !== undefined) {
+        await generateRemote(o)
+        return
+      }
       if (o.verification !== 'none') throw new InputError('--verification checks peers: it needs --relay (a local generation has nobody to check)')
       if (o.model === undefined) throw new InputError('give --model DIR (or --relay ADDR to use the network)')
       const model = o.model
@@ -97,7 +107,10 @@ export function registerGenerate (program: Command): void {
           // Decode the whole text so far and print what is new: tokens alone lose the spaces
           // and split multi-byte characters.
           const text = tokenizer.decode(tokens)
-          if (!text.endsWith('\uFFFD')) { process.stdout.write(text.slice(shown.length)); shown = text }
+          if (!text.endsWith('\uFFFD')) {
+            process.stdout.write(text.slice(shown.length))
+            shown = text
+          }
         }
       }
       const totalMs = performance.now() - genStart
@@ -105,12 +118,17 @@ export function registerGenerate (program: Command): void {
       await Promise.all(runners.map(async (r) => await r.dispose()))
       const decodeRate = tokens.length > 1 ? (tokens.length - 1) / ((totalMs - firstTokenMs) / 1000) : 0
       if (o.json === true) {
-        console.log(JSON.stringify({
-          model: manifest.name, root: manifest.root, prompt, tokens,
-          text: tokenizer?.decode(tokens),
-          device: runners[0].device,
-          timings: { loadMs: round(loadMs), prefillMs: round(firstTokenMs), totalMs: round(totalMs), decodeTokensPerSecond: round(decodeRate) }
-        }))
+        console.log(
+          JSON.stringify({
+            model: manifest.name,
+            root: manifest.root,
+            prompt,
+            tokens,
+            text: tokenizer?.decode(tokens),
+            device: runners[0].device,
+            timings: { loadMs: round(loadMs), prefillMs: round(firstTokenMs), totalMs: round(totalMs), decodeTokensPerSecond: round(decodeRate) }
+          })
+        )
       } else {
         process.stdout.write('\n')
         log.info(`${tokens.length} tokens, prefill ${firstTokenMs.toFixed(1)} ms, ${decodeRate.toFixed(1)} tokens/s on ${runners[0].device}`)
@@ -121,8 +139,8 @@ export function registerGenerate (program: Command): void {
 const round = (v: number): number => Math.round(v * 100) / 100
 
 /** The same generation through the network: this process is a client of the relay's peers. */
-async function generateRemote (o: GenerateFlags): Promise<void> {
-  if (o.promptIds === undefined) throw new InputError('through --relay, give the prompt as --prompt-ids (text needs the model\'s tokenizer locally)')
+async function generateRemote(o: GenerateFlags): Promise<void> {
+  if (o.promptIds === undefined) throw new InputError("through --relay, give the prompt as --prompt-ids (text needs the model's tokenizer locally)")
   const node = await createPeer({ listen: [] })
   try {
     const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
@@ -133,7 +151,13 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
     // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? [2] : undefined
     const gen = client.generate({
-      prompt: o.promptIds, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds, model: o.model
+      prompt: o.promptIds,
+      maxTokens: o.maxTokens,
+      temperature: o.temperature,
+      topP: o.topP,
+      seed: o.seed,
+      stopIds,
+      model: o.model
     })
     let r = await gen.next()
     while (r.done !== true) {
@@ -148,7 +172,8 @@ async function generateRemote (o: GenerateFlags): Promise<void> {
       log.info(`${result.tokens.length} tokens via ${route}; first token ${firstTokenMs.toFixed(0)} ms, total ${totalMs.toFixed(0)} ms`)
       const v = result.verification
       if (v.mode !== 'none' && v.mode !== 'optimistic') {
-        const caught = v.faults.map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`)
+        const caught = v.faults
+          .map((f) => `; ${f.accused.slice(-8)} caught on [${f.layers.join(',')}) (${f.slashed ? `slashed ${f.amount}` : f.reason})`)
           .join('')
         log.info(`verification ${v.mode}: ${v.checks} hop-steps compared, ${v.mismatches} disagreed${caught}`)
       }

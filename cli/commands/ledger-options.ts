@@ -7,15 +7,23 @@ import { InputError } from '../../shared/errors.js'
 import { CHAIN_DEFAULTS, RELAY_DEFAULTS } from '../../relay/config.js'
 import type { EvmLedgerConfig } from '../../relay/ledger-evm.js'
 
-export interface LedgerFlags { ledger: 'sqlite' | 'evm', ledgerFile: string, chain?: string, chainKey?: string }
+export interface LedgerFlags {
+  ledger: 'sqlite' | 'evm'
+  ledgerFile: string
+  chain?: string
+  chainKey?: string
+}
 
-export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Command {
+export function ledgerOptions(cmd: Command, o: { deployment: boolean }): Command {
   cmd
-    .addOption(new Option('--ledger <kind>', 'where stakes, slashes and the audit log are kept: sqlite (a file) or evm (a chain)')
-      .choices(['sqlite', 'evm']).default('sqlite'))
+    .addOption(
+      new Option('--ledger <kind>', 'where stakes, slashes and the audit log are kept: sqlite (a file) or evm (a chain)')
+        .choices(['sqlite', 'evm'])
+        .default('sqlite')
+    )
     .option('--ledger-file <file>', 'SQLite file of the ledger (sqlite) and of pending optimistic claims (both kinds)', RELAY_DEFAULTS.ledger)
   if (o.deployment) {
-    const keyHelp = 'evm: the arbiter\'s private key, or the environment variable holding it (on a local anvil, its dev key 0 if unset)'
+    const keyHelp = "evm: the arbiter's private key, or the environment variable holding it (on a local anvil, its dev key 0 if unset)"
     cmd
       .option('--chain <file>', 'evm: the deployment written by tessera chain deploy', CHAIN_DEFAULTS.deploymentFile)
       .option('--chain-key <hex|ENV>', keyHelp, CHAIN_DEFAULTS.keySource)
@@ -24,7 +32,7 @@ export function ledgerOptions (cmd: Command, o: { deployment: boolean }): Comman
 }
 
 /** The EVM ledger's configuration from a deployment file and a key source. */
-export async function evmConfig (f: LedgerFlags): Promise<EvmLedgerConfig> {
+export async function evmConfig(f: LedgerFlags): Promise<EvmLedgerConfig> {
   const [{ readDeployment }, { chainKey }] = await Promise.all([import('../../relay/chain/deploy.js'), import('../../relay/chain/anvil.js')])
   if (f.chain === undefined) throw new InputError('--ledger evm needs --chain <deployment file>')
   const d = await readDeployment(f.chain)

@@ -3,7 +3,7 @@ import { logger } from '../../shared/log.js'
 const log = logger('tessera:lifecycle')
 
 /** Resolves on the first SIGINT or SIGTERM, so long-running commands can shut down cleanly. */
-export async function untilSignal (): Promise<NodeJS.Signals> {
+export async function untilSignal(): Promise<NodeJS.Signals> {
   return await new Promise((resolve) => {
     const done = (sig: NodeJS.Signals): void => {
       log.info(`${sig}: shutting down`)

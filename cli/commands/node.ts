@@ -26,22 +26,27 @@ interface NodeFlags {
   zkForge?: boolean
 }
 
-function layerRange (v: string): [number, number] {
+function layerRange(v: string): [number, number] {
   const m = /^(\d+)-(\d+)$/.exec(v)
   if (m === null || Number(m[1]) >= Number(m[2])) throw new InvalidArgumentError('expected START-END with START < END, e.g. 0-16 (END exclusive)')
   return [Number(m[1]), Number(m[2])]
 }
 
 /** A bad --fault is a usage error, reported by commander like any other. */
-function fault (v: string): Fault {
-  try { return parseFault(v) } catch (err) { throw new InvalidArgumentError((err as Error).message) }
+function fault(v: string): Fault {
+  try {
+    return parseFault(v)
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message)
+  }
 }
 
-const faultHelp = FAULT_KINDS.map((k) => k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k).join(', ')
+const faultHelp = FAULT_KINDS.map((k) => (k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k)).join(', ')
 
-export function registerNode (program: Command): void {
-  program.command('node')
-    .description('serve a run of a model\'s layers to the network')
+export function registerNode(program: Command): void {
+  program
+    .command('node')
+    .description("serve a run of a model's layers to the network")
     .requiredOption('--relay <multiaddr>', 'the relay to join, e.g. /ip4/127.0.0.1/tcp/9090/ws/p2p/12D3…')
     .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
@@ -50,15 +55,26 @@ export function registerNode (program: Command): void {
     .option('--rebalance <seconds>', 'without --layers: how often to check whether moving to other layers would help the network', int(1), REBALANCE_S)
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
-    .option('--key <file>', 'keep the node\'s identity in this file (created if missing)')
-    .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)',
-      (v: string) => v.split(','))
+    .option('--key <file>', "keep the node's identity in this file (created if missing)")
+    .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)', (v: string) =>
+      v.split(',')
+    )
     .option('--zk-forge', 'a drill: answer ZK requests with a changed output (the proof no longer verifies; the client should reject it)')
     .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${faultHelp}`, fault)
     .action(async (o: NodeFlags) => {
       const node = await startNode({
-        relay: o.relay, model: o.model, layers: o.layers, memory: o.memory, maxLayers: o.maxLayers, rebalanceMs: o.rebalance * 1000,
-        device: o.device, listen: o.listen, keyFile: o.key, fault: o.fault, zk: o.zk, zkForge: o.zkForge
+        relay: o.relay,
+        model: o.model,
+        layers: o.layers,
+        memory: o.memory,
+        maxLayers: o.maxLayers,
+        rebalanceMs: o.rebalance * 1000,
+        device: o.device,
+        listen: o.listen,
+        keyFile: o.key,
+        fault: o.fault,
+        zk: o.zk,
+        zkForge: o.zkForge
       })
       // One line on stdout that scripts (tessera up, tests) can wait for.
       console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))

@@ -10,19 +10,23 @@ import { int, memory } from './options.js'
 
 const fmt = (n: number): string => bytes.format(n, { unitSeparator: ' ', decimalPlaces: 2 }) ?? String(n)
 
-export function registerPlan (program: Command): void {
-  program.command('plan')
+export function registerPlan(program: Command): void {
+  program
+    .command('plan')
     .description('say how many layers of a model fit in a memory budget')
     .requiredOption('--model <dir|preset>', `a built model directory or a preset (${Object.keys(PRESETS).join(', ')})`)
     .requiredOption('--memory <size>', 'VRAM (CUDA) or RAM (CPU) this node may use, e.g. 24GB', memory)
-    .addOption(new Option('--dtype <dtype>', 'weight precision (default: the model\'s, or int4 for a preset)').choices(WEIGHT_DTYPES))
-    .option('--context <tokens>', 'context length each session may reach (default: the model\'s)', int(1))
+    .addOption(new Option('--dtype <dtype>', "weight precision (default: the model's, or int4 for a preset)").choices(WEIGHT_DTYPES))
+    .option('--context <tokens>', "context length each session may reach (default: the model's)", int(1))
     .option('--sessions <n>', 'concurrent sessions whose KV cache must fit', int(1), 1)
     .option('--json', 'print the plan as JSON')
-    .action(async (o: { model: string, memory: number, dtype?: WeightDType, context?: number, sessions: number, json?: boolean }) => {
+    .action(async (o: { model: string; memory: number; dtype?: WeightDType; context?: number; sessions: number; json?: boolean }) => {
       let config: LlamaConfig
       let dtype: WeightDType
-      const isDir = await stat(o.model).then((s) => s.isDirectory(), () => false)
+      const isDir = await stat(o.model).then(
+        (s) => s.isDirectory(),
+        () => false
+      )
       if (isDir) {
         const m = await readManifest(o.model)
         config = m.config
@@ -38,9 +42,16 @@ export function registerPlan (program: Command): void {
 }
 
 /** What a plan was made for. */
-export interface PlanInput { name: string, config: LlamaConfig, dtype: WeightDType, budget: number, context: number, sessions: number }
+export interface PlanInput {
+  name: string
+  config: LlamaConfig
+  dtype: WeightDType
+  budget: number
+  context: number
+  sessions: number
+}
 
-export function describePlan ({ name, config: c, dtype, budget, context, sessions }: PlanInput, p: MemoryPlan): string {
+export function describePlan({ name, config: c, dtype, budget, context, sessions }: PlanInput, p: MemoryPlan): string {
   const params = paramCount(c)
   const nodes = Number.isFinite(p.shardsForModel) ? `${p.shardsForModel} node(s) like this one` : 'not even one layer fits here'
   return [

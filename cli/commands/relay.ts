@@ -21,8 +21,9 @@ interface RelayFlags extends LedgerFlags {
   proveSampling?: boolean
 }
 
-export function registerRelay (program: Command): void {
-  const cmd = program.command('relay')
+export function registerRelay(program: Command): void {
+  const cmd = program
+    .command('relay')
     .description('run the relay: libp2p bootstrap and circuit relay, peer registry, HTTP API and pages')
     .option('--port <n>', 'HTTP port (0 = any free port)', int(0), RELAY_PORTS.http)
     .option('--p2p-port <n>', 'libp2p WebSocket port (0 = any free port)', int(0), RELAY_PORTS.p2p)
@@ -30,18 +31,29 @@ export function registerRelay (program: Command): void {
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
     .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), RELAY_DEFAULTS.joinStake)
-    .option('--zk <models>', 'publish these ZK models and verify their proofs: seeded model names set up here (e.g. small), ' +
-      'or manifest entries (.json, from tessera zk setup --out); comma-separated', (v: string) => v.split(','))
+    .option(
+      '--zk <models>',
+      'publish these ZK models and verify their proofs: seeded model names set up here (e.g. small), ' +
+        'or manifest entries (.json, from tessera zk setup --out); comma-separated',
+      (v: string) => v.split(',')
+    )
     .option('--prove-sampling', 'set up the argmax circuit so requests may ask for tessera_prove_sampling (minutes the first time, then cached)')
-  ledgerOptions(cmd, { deployment: true })
-    .action(async (o: RelayFlags) => {
-      const evm = o.ledger === 'evm' ? await evmConfig(o) : undefined
-      const relay = await startRelay({
-        httpPort: o.port, p2pPort: o.p2pPort, host: o.host, models: o.model, webRoot: o.web, ledger: o.ledgerFile, evm,
-        joinStake: o.joinStake, zk: o.zk, proveSampling: o.proveSampling
-      })
-      console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
-      await untilSignal()
-      await relay.stop()
+  ledgerOptions(cmd, { deployment: true }).action(async (o: RelayFlags) => {
+    const evm = o.ledger === 'evm' ? await evmConfig(o) : undefined
+    const relay = await startRelay({
+      httpPort: o.port,
+      p2pPort: o.p2pPort,
+      host: o.host,
+      models: o.model,
+      webRoot: o.web,
+      ledger: o.ledgerFile,
+      evm,
+      joinStake: o.joinStake,
+      zk: o.zk,
+      proveSampling: o.proveSampling
     })
+    console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
+    await untilSignal()
+    await relay.stop()
+  })
 }

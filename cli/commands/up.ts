@@ -26,8 +26,9 @@ const log = logger('tessera:up')
 export const DEFAULT_MODEL = UP_DEFAULTS.model
 const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'tessera.js')
 
-export function registerUp (program: Command): void {
-  const cmd = program.command('up')
+export function registerUp(program: Command): void {
+  const cmd = program
+    .command('up')
     .description('run a whole network here: relay, native nodes, pages and a demo generation')
     .option('--model <dir>', 'model directory (the default model is built there if missing)', DEFAULT_MODEL.dir)
     .option('--nodes <n>', 'native nodes to start', int(1), UP_DEFAULTS.nodes)
@@ -35,9 +36,14 @@ export function registerUp (program: Command): void {
     .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), RELAY_PORTS.p2p)
     .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), UP_DEFAULTS.demoTokens)
   // --ledger evm: a local anvil (state kept in .tessera/anvil-state.json) with TesseraStake deployed once.
-  ledgerOptions(cmd, { deployment: false })
-    .action(async (o: LedgerFlags & { model: string, nodes: number, port: number, p2pPort: number, demoTokens: number }) => {
-      if (!await access(join(o.model, MANIFEST_FILE)).then(() => true, () => false)) {
+  ledgerOptions(cmd, { deployment: false }).action(
+    async (o: LedgerFlags & { model: string; nodes: number; port: number; p2pPort: number; demoTokens: number }) => {
+      if (
+        !(await access(join(o.model, MANIFEST_FILE)).then(
+          () => true,
+          () => false
+        ))
+      ) {
         if (o.model !== DEFAULT_MODEL.dir) throw new ModelFormatError(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
         const src = await openSource(DEFAULT_MODEL.from)
@@ -45,8 +51,17 @@ export function registerUp (program: Command): void {
       }
       const manifest = await readManifest(o.model)
       const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
-      const relay = await startRelay({ httpPort: o.port, p2pPort: o.p2pPort, models: [o.model], webRoot: WEB_ROOT, ledger: o.ledgerFile, evm: chain?.config })
-        .catch(async (err: Error) => { await chain?.anvil.stop(); throw err })
+      const relay = await startRelay({
+        httpPort: o.port,
+        p2pPort: o.p2pPort,
+        models: [o.model],
+        webRoot: WEB_ROOT,
+        ledger: o.ledgerFile,
+        evm: chain?.config
+      }).catch(async (err: Error) => {
+        await chain?.anvil.stop()
+        throw err
+      })
       if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
@@ -57,7 +72,11 @@ export function registerUp (program: Command): void {
       }
       try {
         const groups = assignLayers(manifest, o.nodes)
-        await Promise.all(groups.map(async (layers) => { children.push(await spawnNode(relay.addr, o.model, layers)) }))
+        await Promise.all(
+          groups.map(async (layers) => {
+            children.push(await spawnNode(relay.addr, o.model, layers))
+          })
+        )
         console.log(`\nTessera is up: ${relay.httpUrl}  (relay ${relay.addr})`)
         console.log(`  try: curl ${relay.httpUrl}/v1/completions -H 'content-type: application/json' -d '{"prompt":[1],"max_tokens":16}'\n`)
         if (o.demoTokens > 0) await demo(relay.client, manifest, o.demoTokens)
@@ -66,15 +85,16 @@ export function registerUp (program: Command): void {
       } finally {
         await stopAll()
       }
-    })
+    }
+  )
 }
 
 /** Contiguous runs of shards, one per node; nodes beyond the shard count choose for themselves. */
-export function assignLayers (m: Manifest, nodes: number): Array<[number, number] | undefined> {
+export function assignLayers(m: Manifest, nodes: number): Array<[number, number] | undefined> {
   const n = Math.min(nodes, m.shards.length)
   const out: Array<[number, number] | undefined> = []
   for (let i = 0; i < n; i++) {
-    const group = m.shards.slice(Math.round(i * m.shards.length / n), Math.round((i + 1) * m.shards.length / n))
+    const group = m.shards.slice(Math.round((i * m.shards.length) / n), Math.round(((i + 1) * m.shards.length) / n))
     out.push([group[0].layers[0], group[group.length - 1].layers[1]])
   }
   for (let i = n; i < nodes; i++) out.push(undefined)
@@ -82,29 +102,34 @@ export function assignLayers (m: Manifest, nodes: number): Array<[number, number
 }
 
 /** Resolves once `c` has exited (at once if it has already). */
-async function exited (c: ChildProcess): Promise<void> {
+async function exited(c: ChildProcess): Promise<void> {
   if (c.exitCode !== null || c.signalCode !== null) return
   await new Promise((resolve) => c.once('exit', resolve))
 }
 
 /** Starts `tessera node` and resolves once it prints its ready line. */
-async function spawnNode (relay: string, model: string, layers?: [number, number]): Promise<ChildProcess> {
+async function spawnNode(relay: string, model: string, layers?: [number, number]): Promise<ChildProcess> {
   const args = [BIN, 'node', '--relay', relay, '--model', model, ...(layers !== undefined ? ['--layers', `${layers[0]}-${layers[1]}`] : [])]
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   return await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
-    lines.on('line', (line) => { if (line.startsWith('{"ready":true')) resolve(child) })
+    lines.on('line', (line) => {
+      if (line.startsWith('{"ready":true')) resolve(child)
+    })
     // Its stderr is this process's: the reason is printed above.
     child.once('exit', (code) => reject(new TesseraError('INTERNAL', `tessera node exited with code ${code} before it was ready: see its error above`)))
   })
 }
 
-async function demo (client: Awaited<ReturnType<typeof startRelay>>['client'], m: Manifest, maxTokens: number): Promise<void> {
+async function demo(client: Awaited<ReturnType<typeof startRelay>>['client'], m: Manifest, maxTokens: number): Promise<void> {
   const prompt = [m.config.bosId ?? 1]
   process.stdout.write(`demo: ${m.name}, prompt ids [${prompt.join(',')}] → `)
   const gen = client.generate({ prompt, maxTokens })
   let r = await gen.next()
-  while (r.done !== true) { process.stdout.write(`${r.value.id} `); r = await gen.next() }
+  while (r.done !== true) {
+    process.stdout.write(`${r.value.id} `)
+    r = await gen.next()
+  }
   const route = r.value.route.hops.map((h) => `${h.peer.slice(-8)} [${h.layers.join(',')}) ${h.device}`).join(' → ')
   console.log(`\n      route: ${route}; first token ${r.value.timings.firstTokenMs.toFixed(0)} ms, total ${r.value.timings.totalMs.toFixed(0)} ms\n`)
 }

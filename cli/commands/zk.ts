@@ -19,22 +19,28 @@ import { int } from './options.js'
 
 const log = logger('tessera:node:zk')
 
-interface ModelOptions { model: string, seed: number, committed?: boolean, cache?: string, ptau?: string }
+interface ModelOptions {
+  model: string
+  seed: number
+  committed?: boolean
+  cache?: string
+  ptau?: string
+}
 
-function modelOptions (cmd: Command): Command {
+function modelOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--model <name>', 'seeded model').choices(Object.keys(ZK_MODELS)).default('small'))
-    .option('--seed <n>', 'seed of the model\'s weights', int(0), 0)
+    .option('--seed <n>', "seed of the model's weights", int(0), 0)
     .option('--committed', 'make only a Poseidon hash of the input public, not the input')
     .option('--cache <dir>', 'cache folder inside the checkout (default .cache/zk)')
     .option('--ptau <file>', 'a prepared powers-of-tau file to use instead of a local ceremony')
 }
 
-export function registerZk (program: Command): void {
+export function registerZk(program: Command): void {
   const zk = program.command('zk').description('zero-knowledge proofs of small quantized models (circom + Groth16)')
 
   modelOptions(zk.command('setup'))
-    .description('compile the model\'s circuit and run (or reuse) its trusted setup')
+    .description("compile the model's circuit and run (or reuse) its trusted setup")
     .option('--out <file>', 'write the manifest entry (ZkModelEntry JSON) here')
     .action(async (o: ModelOptions & { out?: string }) => {
       try {
@@ -60,7 +66,7 @@ export function registerZk (program: Command): void {
     .option('--input <values>', 'comma-separated float input (default: a seeded random one)', floats)
     .option('--input-seed <n>', 'seed of the random input', int(0), 1)
     .option('--proof-out <file>', 'write { proof, publicSignals } here')
-    .action(async (o: ModelOptions & { input?: number[], inputSeed: number, proofOut?: string }) => {
+    .action(async (o: ModelOptions & { input?: number[]; inputSeed: number; proofOut?: string }) => {
       try {
         const s = await setup(o)
         const width = s.entry.shape.layers[0].inputs
@@ -85,13 +91,16 @@ export function registerZk (program: Command): void {
 }
 
 /** Setup with one progress bar per stage on stderr (each finished stage stays as a line). */
-async function setup (o: ModelOptions): Promise<ZkSetup> {
+async function setup(o: ModelOptions): Promise<ZkSetup> {
   const options = { format: '{label} {bar} {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true }
   const bar = new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic)
   const progress: ProgressFn = (p) => {
     if (p.fraction === 0) bar.start(1000, 0, { label: p.label })
     else bar.update(Math.round(p.fraction * 1000))
-    if (p.ms !== undefined) { bar.stop(); log.info(`${p.label}: ${secs(p.ms)}`) }
+    if (p.ms !== undefined) {
+      bar.stop()
+      log.info(`${p.label}: ${secs(p.ms)}`)
+    }
   }
   try {
     const model = seededZkModel(o.model, { seed: o.seed, input: o.committed === true ? 'committed' : 'public' })
@@ -103,7 +112,7 @@ async function setup (o: ModelOptions): Promise<ZkSetup> {
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 
-function floats (v: string): number[] {
+function floats(v: string): number[] {
   const xs = v.split(',').map((s) => Number(s.trim()))
   if (xs.length === 0 || xs.some((n) => !Number.isFinite(n))) throw new InvalidArgumentError('expected comma-separated numbers, e.g. 0.5,-1,2')
   return xs

@@ -23,7 +23,7 @@ export const DEFAULT_CACHE = join(resolve(dirname(fileURLToPath(import.meta.url)
 export const tempPath = (path: string): string => `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`
 
 /** Moves a finished temporary file or folder into place; if another run got there first, keeps theirs. */
-export async function publish (temp: string, path: string): Promise<void> {
+export async function publish(temp: string, path: string): Promise<void> {
   try {
     await rename(temp, path)
   } catch (err) {

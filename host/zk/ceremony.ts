@@ -23,8 +23,7 @@ import { runStage, type ProgressFn } from './progress.js'
 export type { SetupProgress, ProgressFn } from './progress.js'
 
 /** The powers-of-tau size snarkjs needs: 2^power > constraints + public signals (zkey_new's rule). */
-export const requiredPower = (c: Pick<CompiledCircuit, 'constraints' | 'publicSignals'>): number =>
-  Math.floor(Math.log2(c.constraints + c.publicSignals)) + 1
+export const requiredPower = (c: Pick<CompiledCircuit, 'constraints' | 'publicSignals'>): number => Math.floor(Math.log2(c.constraints + c.publicSignals)) + 1
 
 export interface SetupOptions {
   cacheDir?: string
@@ -34,18 +33,27 @@ export interface SetupOptions {
 }
 
 /** `ms`: how long making it took (also when reused: as recorded then). */
-export interface Ptau { file: string, power: number, ms: number, reused: boolean }
+export interface Ptau {
+  file: string
+  power: number
+  ms: number
+  reused: boolean
+}
 
 /** The smallest cached prepared ptau with at least `power`, or a new one of exactly `power`. */
-export async function ensurePtau (power: number, opts: SetupOptions = {}): Promise<Ptau> {
+export async function ensurePtau(power: number, opts: SetupOptions = {}): Promise<Ptau> {
   const dir = join(opts.cacheDir ?? DEFAULT_CACHE, 'ptau')
   await mkdir(dir, { recursive: true })
-  const cached = (await readdir(dir)).map((f) => /^pot(\d+)\.ptau$/.exec(f)).filter((m) => m !== null).map((m) => Number(m[1]))
-    .filter((p) => p >= power).sort((a, b) => a - b)
+  const cached = (await readdir(dir))
+    .map((f) => /^pot(\d+)\.ptau$/.exec(f))
+    .filter((m) => m !== null)
+    .map((m) => Number(m[1]))
+    .filter((p) => p >= power)
+    .sort((a, b) => a - b)
   if (cached.length > 0) {
     // Report how long the cached ceremony took when it was made (pot<power>.json), for the record.
     const info = join(dir, `pot${cached[0]}.json`)
-    const ms = existsSync(info) ? (JSON.parse(await readFile(info, 'utf8')) as { ms?: number }).ms ?? 0 : 0
+    const ms = existsSync(info) ? ((JSON.parse(await readFile(info, 'utf8')) as { ms?: number }).ms ?? 0) : 0
     return { file: join(dir, `pot${cached[0]}.ptau`), power: cached[0], ms, reused: true }
   }
 
@@ -55,9 +63,15 @@ export async function ensurePtau (power: number, opts: SetupOptions = {}): Promi
   const curve = await curves.getCurveFromName('bn128')
   try {
     await runStage(opts.progress, 'ptau-new', power, async (log) => await powersOfTau.newAccumulator(curve, power, `${tmp}.0`, log))
-    await runStage(opts.progress, 'ptau-contribute', power, async (log) =>
-      await powersOfTau.contribute(`${tmp}.0`, `${tmp}.1`, 'tessera local', entropy(), log))
-    await runStage(opts.progress, 'ptau-prepare', power, async (log) => { await powersOfTau.preparePhase2(`${tmp}.1`, tmp, log) })
+    await runStage(
+      opts.progress,
+      'ptau-contribute',
+      power,
+      async (log) => await powersOfTau.contribute(`${tmp}.0`, `${tmp}.1`, 'tessera local', entropy(), log)
+    )
+    await runStage(opts.progress, 'ptau-prepare', power, async (log) => {
+      await powersOfTau.preparePhase2(`${tmp}.1`, tmp, log)
+    })
     await publish(tmp, file)
   } finally {
     await Promise.all([`${tmp}.0`, `${tmp}.1`, tmp].map(async (f) => await rm(f, { force: true })))
@@ -78,7 +92,7 @@ export interface Groth16Setup {
 }
 
 /** Proving and verification keys for a compiled circuit: cached beside it, made once. */
-export async function ensureSetup (circuit: CompiledCircuit, opts: SetupOptions = {}): Promise<Groth16Setup> {
+export async function ensureSetup(circuit: CompiledCircuit, opts: SetupOptions = {}): Promise<Groth16Setup> {
   const zkey = join(circuit.dir, 'model.zkey')
   const info = join(circuit.dir, 'setup.json')
   if (existsSync(info) && existsSync(zkey)) {
@@ -104,4 +118,3 @@ export async function ensureSetup (circuit: CompiledCircuit, opts: SetupOptions 
 }
 
 const entropy = (): string => randomBytes(32).toString('hex')
-

@@ -31,14 +31,18 @@ export interface CompiledCircuit {
   reused: boolean
 }
 
-interface CircuitInfo { constraints: number, publicSignals: number, compileMs: number }
+interface CircuitInfo {
+  constraints: number
+  publicSignals: number
+  compileMs: number
+}
 
-export async function compileCircuit (shape: ZkShape, opts: { cacheDir?: string, progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
+export async function compileCircuit(shape: ZkShape, opts: { cacheDir?: string; progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
   return await compileSource(circuitSource(shape), opts)
 }
 
 /** Any generated circom source (a model's, or the sampling circuit's), cached by its hash. */
-export async function compileSource (source: string, opts: { cacheDir?: string, progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
+export async function compileSource(source: string, opts: { cacheDir?: string; progress?: ProgressFn } = {}): Promise<CompiledCircuit> {
   const hash = circuitHash(source)
   const dir = join(opts.cacheDir ?? DEFAULT_CACHE, hash)
   const files = { dir, r1cs: join(dir, 'model.r1cs'), wasm: join(dir, 'model_js', 'model.wasm') }
@@ -52,8 +56,12 @@ export async function compileSource (source: string, opts: { cacheDir?: string, 
   await mkdir(join(PACKAGE_ROOT, out), { recursive: true })
   await writeFile(join(PACKAGE_ROOT, out, 'model.circom'), source)
   const started = performance.now()
-  const log = await runStage(opts.progress, 'compile', 0, async () =>
-    await run(process.execPath, [circom2Cli(), join(out, 'model.circom'), '--r1cs', '--wasm', '--O2', '-l', 'node_modules', '-o', out]))
+  const log = await runStage(
+    opts.progress,
+    'compile',
+    0,
+    async () => await run(process.execPath, [circom2Cli(), join(out, 'model.circom'), '--r1cs', '--wasm', '--O2', '-l', 'node_modules', '-o', out])
+  )
   const info: CircuitInfo = {
     constraints: count(log, 'non-linear constraints') + count(log, 'linear constraints'),
     publicSignals: count(log, 'public inputs') + count(log, 'public outputs'),
@@ -69,18 +77,22 @@ const circom2Cli = (): string => createRequire(import.meta.url).resolve('circom2
 const ANSI_COLOUR = new RegExp(String.fromCharCode(27) + '\\[[0-9;]*m', 'g')
 
 /** A figure from circom's summary ("non-linear constraints: 2737"), colours stripped. */
-function count (log: string, label: string): number {
+function count(log: string, label: string): number {
   const m = new RegExp(`(?:^|\\n)${label}: (\\d+)`).exec(log.replace(ANSI_COLOUR, ''))
   if (m === null) throw new ConfigError(`circom's output has no "${label}" line:\n${log.slice(-2000)}`)
   return Number(m[1])
 }
 
-async function run (cmd: string, args: string[]): Promise<string> {
+async function run(cmd: string, args: string[]): Promise<string> {
   return await new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: PACKAGE_ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
     let log = ''
-    child.stdout.on('data', (b: Buffer) => { log += b.toString() })
-    child.stderr.on('data', (b: Buffer) => { log += b.toString() })
+    child.stdout.on('data', (b: Buffer) => {
+      log += b.toString()
+    })
+    child.stderr.on('data', (b: Buffer) => {
+      log += b.toString()
+    })
     child.on('error', reject)
     child.on('close', (code) => {
       if (code === 0) resolve(log)

@@ -28,7 +28,7 @@ export interface SetupProgress {
 export type ProgressFn = (p: SetupProgress) => void
 
 /** Sections in the order snarkjs processes them, with each one's share of the stage. */
-const SECTIONS: Partial<Record<SetupStage, { pattern: RegExp, shares: Record<string, number> }>> = {
+const SECTIONS: Partial<Record<SetupStage, { pattern: RegExp; shares: Record<string, number> }>> = {
   'ptau-contribute': { pattern: /processing: (\w+): (\d+)\/(\d+)/, shares: { tauG1: 0.25, tauG2: 0.25, alphaTauG1: 0.25, betaTauG1: 0.25 } },
   'ptau-prepare': { pattern: /^(\w+): fft +(\d+) +(mix start|mix end|join)/, shares: { tauG1: 0.25, tauG2: 0.44, alphaTauG1: 0.155, betaTauG1: 0.155 } },
   'zkey-new': { pattern: /Writing points \w+ (\w+): (\d+)\/(\d+)/, shares: { IC: 0.01, C: 0.25, A: 0.1, B1: 0.14, B2: 0.5 } },
@@ -36,7 +36,7 @@ const SECTIONS: Partial<Record<SetupStage, { pattern: RegExp, shares: Record<str
 }
 
 /** Where a log line puts the stage, or undefined if it says nothing about progress. */
-export function parseProgress (stage: SetupStage, msg: string, power: number): number | undefined {
+export function parseProgress(stage: SetupStage, msg: string, power: number): number | undefined {
   const spec = SECTIONS[stage]
   if (spec === undefined) return undefined
   const m = spec.pattern.exec(msg)
@@ -47,9 +47,10 @@ export function parseProgress (stage: SetupStage, msg: string, power: number): n
   const before = names.slice(0, at).reduce((a, n) => a + spec.shares[n], 0)
   // Phase-2 preparation runs an FFT per level 0…power, each a mix then a join; level L's work is
   // ~2^L, so levels below L are ~2^L - 1 of the 2^(power+1) - 1 in all.
-  const within = stage === 'ptau-prepare'
-    ? (2 ** Number(m[2]) * (m[3] === 'mix start' ? 1 : m[3] === 'mix end' ? 1.5 : 2) - 1) / (2 ** (power + 1) - 1)
-    : Number(m[2]) / Number(m[3])
+  const within =
+    stage === 'ptau-prepare'
+      ? (2 ** Number(m[2]) * (m[3] === 'mix start' ? 1 : m[3] === 'mix end' ? 1.5 : 2) - 1) / (2 ** (power + 1) - 1)
+      : Number(m[2]) / Number(m[3])
   return before + spec.shares[m[1]] * within
 }
 
@@ -57,14 +58,17 @@ export function parseProgress (stage: SetupStage, msg: string, power: number): n
  * Runs one stage: reports 0, the fractions its log lines imply (never going back), then 1 with
  * the time taken. `run` receives the logger to hand to snarkjs.
  */
-export async function runStage<T> (progress: ProgressFn | undefined, stage: SetupStage, power: number, run: (logger: SnarkLogger) => Promise<T>): Promise<T> {
+export async function runStage<T>(progress: ProgressFn | undefined, stage: SetupStage, power: number, run: (logger: SnarkLogger) => Promise<T>): Promise<T> {
   const label = STAGE_LABELS[stage]
   const started = performance.now()
   let last = 0
-  progress?.(({ stage, label, fraction: 0 }))
+  progress?.({ stage, label, fraction: 0 })
   const debug = (msg: string): void => {
     const f = parseProgress(stage, msg, power)
-    if (f !== undefined && f > last) { last = Math.min(f, 0.999); progress?.({ stage, label, fraction: last }) }
+    if (f !== undefined && f > last) {
+      last = Math.min(f, 0.999)
+      progress?.({ stage, label, fraction: last })
+    }
   }
   const quiet = (): void => {}
   const result = await run({ debug, info: quiet, warn: quiet, error: quiet })

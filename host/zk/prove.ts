@@ -20,15 +20,17 @@ export interface ProveResult extends ZkProof {
   proveMs: number
 }
 
-export interface ZkProver { prove (x: Int8Array): Promise<ProveResult> }
+export interface ZkProver {
+  prove(x: Int8Array): Promise<ProveResult>
+}
 
 /** A prover for quantized model `q` with the circuit files of its shape (see setup.ts). */
-export async function openProver (q: QuantModel, shape: ZkShape, files: { wasm: string, zkey: string }, name = 'model'): Promise<ZkProver> {
+export async function openProver(q: QuantModel, shape: ZkShape, files: { wasm: string; zkey: string }, name = 'model'): Promise<ZkProver> {
   const [wasm, zkey] = await Promise.all([readFile(files.wasm), readFile(files.zkey)])
   const signals = witnessBuilder(q, shape)
   const entry: Pick<ZkModelEntry, 'shape' | 'name'> = { shape, name }
   return {
-    async prove (x) {
+    async prove(x) {
       const input = signals(x)
       let t = performance.now()
       const witness: MemFile = { type: 'mem' }
@@ -43,8 +45,10 @@ export async function openProver (q: QuantModel, shape: ZkShape, files: { wasm: 
         statement = decodePublicSignals(entry, publicSignals)
       } catch (err) {
         const why = err instanceof Error ? err.message : String(err)
-        throw new TesseraError('ZK_SETUP',
-          `the circuit produced undecodable public signals (${why}), a bug or stale cached files: delete .cache/zk and set the model up again`)
+        throw new TesseraError(
+          'ZK_SETUP',
+          `the circuit produced undecodable public signals (${why}), a bug or stale cached files: delete .cache/zk and set the model up again`
+        )
       }
       return { proof, publicSignals, statement, witnessMs, proveMs }
     }
@@ -52,11 +56,11 @@ export async function openProver (q: QuantModel, shape: ZkShape, files: { wasm: 
 }
 
 /** Proves "token is the argmax of q" with the sampling circuit's files (setup.ts setupSampling). */
-export async function openSamplingProver (entry: SamplingEntry, files: { wasm: string, zkey: string }): Promise<SamplingProver> {
+export async function openSamplingProver(entry: SamplingEntry, files: { wasm: string; zkey: string }): Promise<SamplingProver> {
   const [wasm, zkey] = await Promise.all([readFile(files.wasm), readFile(files.zkey)])
   return {
     entry,
-    async prove (q, token) {
+    async prove(q, token) {
       if (q.length !== entry.vocab) throw new InputError(`the sampling circuit takes ${entry.vocab} logits, got ${q.length}`)
       const t = performance.now()
       const witness: MemFile = { type: 'mem' }

@@ -23,7 +23,7 @@ export interface ZkModel {
 }
 
 /** A seeded model (see ZK_MODELS), quantized with scales calibrated on seeded inputs. */
-export function seededZkModel (name: string, opts: { seed?: number, input?: InputMode } = {}): ZkModel {
+export function seededZkModel(name: string, opts: { seed?: number; input?: InputMode } = {}): ZkModel {
   const sizes = zkModelSizes(name)
   const seed = opts.seed ?? 0
   const float = randomMlp(sizes, seed)
@@ -41,7 +41,7 @@ export interface ZkSetup {
 }
 
 /** Compiles, runs (or reuses) the setup, and builds the manifest entry. */
-export async function setupZkModel (model: ZkModel, opts: SetupOptions = {}): Promise<ZkSetup> {
+export async function setupZkModel(model: ZkModel, opts: SetupOptions = {}): Promise<ZkSetup> {
   const circuit = await compileCircuit(model.shape, opts)
   const keys = await ensureSetup(circuit, opts)
   const q = model.quant
@@ -66,12 +66,17 @@ export interface SamplingSetup {
 }
 
 /** The argmax circuit for a vocabulary (zk/argmax.ts): compiled, set up (or reused), with its entry and a prover. */
-export async function setupSampling (vocab: number, opts: SetupOptions = {}): Promise<SamplingSetup> {
+export async function setupSampling(vocab: number, opts: SetupOptions = {}): Promise<SamplingSetup> {
   const circuit = await compileSource(samplingCircuitSource(vocab), opts)
   const keys = await ensureSetup(circuit, opts)
   const entry: SamplingEntry = {
-    vocab, logitExp: LOGIT_EXP, logitBits: LOGIT_BITS, verificationKey: keys.verificationKey,
-    constraints: circuit.constraints, power: keys.power, circuitHash: circuit.hash
+    vocab,
+    logitExp: LOGIT_EXP,
+    logitBits: LOGIT_BITS,
+    verificationKey: keys.verificationKey,
+    constraints: circuit.constraints,
+    power: keys.power,
+    circuitHash: circuit.hash
   }
   return { circuit, keys, entry, prover: await openSamplingProver(entry, { wasm: circuit.wasm, zkey: keys.zkey }) }
 }

@@ -3,9 +3,28 @@
  * went wrong: a revert by its custom error's name, missing funds, a wrong chain, no node.
  */
 import {
-  BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, defineChain, encodeFunctionData, HttpRequestError,
-  InsufficientFundsError, keccak256, NonceTooLowError, SocketClosedError, TimeoutError, toBytes, http,
-  type Abi, type Address, type Chain, type Hex, type PublicClient, type TransactionReceipt, type WalletClient, type Account
+  BaseError,
+  ContractFunctionRevertedError,
+  createPublicClient,
+  createWalletClient,
+  defineChain,
+  encodeFunctionData,
+  HttpRequestError,
+  InsufficientFundsError,
+  keccak256,
+  NonceTooLowError,
+  SocketClosedError,
+  TimeoutError,
+  toBytes,
+  http,
+  type Abi,
+  type Address,
+  type Chain,
+  type Hex,
+  type PublicClient,
+  type TransactionReceipt,
+  type WalletClient,
+  type Account
 } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { InputError, TesseraError } from '../../shared/errors.js'
@@ -34,7 +53,7 @@ export const peerKey = (peer: string): Hex => keccak256(toBytes(peer))
 /** keccak256 of a ZK model's name: its id in the contract's registry. */
 export const zkModelId = (name: string): Hex => keccak256(toBytes(name))
 
-export function resolveKey (source: string): Hex {
+export function resolveKey(source: string): Hex {
   if (/^0x[0-9a-fA-F]{64}$/.test(source)) return source as Hex
   const name = source.replace(/^env:/, '')
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
@@ -47,7 +66,7 @@ export function resolveKey (source: string): Hex {
 }
 
 /** Clients for `rpcUrl`; refuses a node whose chain id is not the expected one. */
-export async function connect (c: ChainConfig): Promise<Clients> {
+export async function connect(c: ChainConfig): Promise<Clients> {
   const nativeCurrency = { name: 'Ether', symbol: 'ETH', decimals: 18 }
   const chain = defineChain({ id: c.chainId, name: `tessera-${c.chainId}`, nativeCurrency, rpcUrls: { default: { http: [c.rpcUrl] } } })
   // retryCount 0: a revert is final, and viem would otherwise retry it for ~1 s.
@@ -57,20 +76,24 @@ export async function connect (c: ChainConfig): Promise<Clients> {
   const pub = createPublicClient({ chain, transport, pollingInterval })
   const wallet = createWalletClient({ chain, transport, account, pollingInterval })
   let id: number
-  try { id = await pub.getChainId() } catch (err) { throw chainError(err, `reach ${c.rpcUrl}`) }
+  try {
+    id = await pub.getChainId()
+  } catch (err) {
+    throw chainError(err, `reach ${c.rpcUrl}`)
+  }
   if (id !== c.chainId) throw new InputError(`the node at ${c.rpcUrl} is on chain ${id}, not ${c.chainId}: check the RPC URL or the chain id`)
   return { chain, account, public: pub, wallet, confirmations: Math.max(1, c.confirmations ?? CHAIN_DEFAULTS.confirmations) }
 }
 
 /** The custom error a call reverted with (e.g. 'EvidenceUsed'), if that is what happened. */
-export function revertName (err: unknown): string | undefined {
+export function revertName(err: unknown): string | undefined {
   if (!(err instanceof BaseError)) return undefined
   const r = err.walk((e) => e instanceof ContractFunctionRevertedError)
-  return r instanceof ContractFunctionRevertedError ? r.data?.errorName ?? r.reason ?? 'reverted' : undefined
+  return r instanceof ContractFunctionRevertedError ? (r.data?.errorName ?? r.reason ?? 'reverted') : undefined
 }
 
 /** A TesseraError for a failed chain operation; `what` says what was being done. */
-export function chainError (err: unknown, what: string): TesseraError {
+export function chainError(err: unknown, what: string): TesseraError {
   if (err instanceof TesseraError) return err
   if (err instanceof BaseError) {
     const name = revertName(err)
@@ -90,7 +113,14 @@ export function chainError (err: unknown, what: string): TesseraError {
   return new TesseraError('CHAIN', `${what} failed: ${(err as Error)?.message ?? String(err)}`)
 }
 
-export interface Write { address: Address, abi: Abi, functionName: string, args?: readonly unknown[], value?: bigint, gas?: bigint }
+export interface Write {
+  address: Address
+  abi: Abi
+  functionName: string
+  args?: readonly unknown[]
+  value?: bigint
+  gas?: bigint
+}
 
 /** No answer from the node (a dropped connection, a time-out): the request may or may not have arrived. */
 const transient = (err: unknown): boolean =>
@@ -112,7 +142,7 @@ const alreadySent = (err: unknown): boolean =>
  * the node does not answer, the same bytes are sent again (a transaction that did arrive is then
  * "already known" or its nonce used), so a lost answer never sends a stake or a slash twice.
  */
-export async function write (c: Clients, w: Write): Promise<TransactionReceipt> {
+export async function write(c: Clients, w: Write): Promise<TransactionReceipt> {
   const call = { account: c.account, address: w.address, abi: w.abi, functionName: w.functionName, args: w.args, value: w.value }
   let signed: Hex
   try {
@@ -140,9 +170,11 @@ export async function write (c: Clients, w: Write): Promise<TransactionReceipt> 
   return receipt
 }
 
-export async function deployContract (
-  c: Clients, a: { abi: Abi, bytecode: Hex }, args: readonly unknown[] = []
-): Promise<{ address: Address, receipt: TransactionReceipt }> {
+export async function deployContract(
+  c: Clients,
+  a: { abi: Abi; bytecode: Hex },
+  args: readonly unknown[] = []
+): Promise<{ address: Address; receipt: TransactionReceipt }> {
   let hash: Hex
   try {
     hash = await c.wallet.deployContract({ chain: c.chain, account: c.account, abi: a.abi, bytecode: a.bytecode, args })

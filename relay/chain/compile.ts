@@ -24,18 +24,23 @@ export const CONTRACTS_DIR = join(ROOT, 'relay', 'contracts')
 export const DEFAULT_CHAIN_CACHE = join(ROOT, CHAIN_DEFAULTS.cacheDir)
 export const EVM_VERSION = 'cancun'
 
-export interface Artifact { abi: Abi, bytecode: Hex }
+export interface Artifact {
+  abi: Abi
+  bytecode: Hex
+}
 
 interface SolcOutput {
-  errors?: Array<{ severity: string, formattedMessage: string }>
-  contracts?: Record<string, Record<string, { abi: Abi, evm: { bytecode: { object: string } } }>>
+  errors?: Array<{ severity: string; formattedMessage: string }>
+  contracts?: Record<string, Record<string, { abi: Abi; evm: { bytecode: { object: string } } }>>
 }
 
 /** Compiles `sources` (file name → Solidity); returns every contract by name. Cached by content. */
-export async function compileSolidity (sources: Record<string, string>, opts: { cacheDir?: string } = {}): Promise<Record<string, Artifact>> {
+export async function compileSolidity(sources: Record<string, string>, opts: { cacheDir?: string } = {}): Promise<Record<string, Artifact>> {
   const settings = { evmVersion: EVM_VERSION, optimizer: { enabled: true, runs: 200 }, outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object'] } } }
-  const sorted = Object.entries(sources).sort(([a], [b]) => a < b ? -1 : 1)
-  const key = createHash('sha256').update(JSON.stringify({ solc: solc.version() as string, settings, sources: sorted })).digest('hex')
+  const sorted = Object.entries(sources).sort(([a], [b]) => (a < b ? -1 : 1))
+  const key = createHash('sha256')
+    .update(JSON.stringify({ solc: solc.version() as string, settings, sources: sorted }))
+    .digest('hex')
   const dir = opts.cacheDir ?? DEFAULT_CHAIN_CACHE
   const file = join(dir, `${key}.json`)
   if (existsSync(file)) return (JSON.parse(await readFile(file, 'utf8')) as { contracts: Record<string, Artifact> }).contracts
@@ -56,21 +61,21 @@ export async function compileSolidity (sources: Record<string, string>, opts: { 
 }
 
 /** Every contract in relay/contracts/*.sol. */
-export async function compileContracts (opts: { cacheDir?: string, dir?: string } = {}): Promise<Record<string, Artifact>> {
+export async function compileContracts(opts: { cacheDir?: string; dir?: string } = {}): Promise<Record<string, Artifact>> {
   const dir = opts.dir ?? CONTRACTS_DIR
   const files = (await readdir(dir)).filter((f) => f.endsWith('.sol')).sort()
   const sources = Object.fromEntries(await Promise.all(files.map(async (f) => [f, await readFile(join(dir, f), 'utf8')] as const)))
   return await compileSolidity(sources, opts)
 }
 
-export async function stakeArtifact (opts: { cacheDir?: string } = {}): Promise<Artifact> {
+export async function stakeArtifact(opts: { cacheDir?: string } = {}): Promise<Artifact> {
   const a = (await compileContracts(opts)).TesseraStake
   if (a === undefined) throw new TesseraError('SOLC', `relay/contracts/TesseraStake.sol defines no TesseraStake contract`)
   return a
 }
 
 /** The Solidity source of the Groth16 verifier for a proving key (snarkjs's own template). */
-export async function exportVerifierSource (zkeyPath: string): Promise<string> {
+export async function exportVerifierSource(zkeyPath: string): Promise<string> {
   // snarkjs's exports map hides package.json: walk up from its entry point to the folder holding templates/.
   let root = dirname(createRequire(import.meta.url).resolve('snarkjs'))
   while (!existsSync(join(root, 'templates')) && dirname(root) !== root) root = dirname(root)
@@ -82,7 +87,7 @@ export async function exportVerifierSource (zkeyPath: string): Promise<string> {
 }
 
 /** The compiled verifier (contract Groth16Verifier) for a proving key. */
-export async function verifierArtifact (zkeyPath: string, opts: { cacheDir?: string } = {}): Promise<Artifact> {
+export async function verifierArtifact(zkeyPath: string, opts: { cacheDir?: string } = {}): Promise<Artifact> {
   const a = (await compileSolidity({ 'Groth16Verifier.sol': await exportVerifierSource(zkeyPath) }, opts)).Groth16Verifier
   if (a === undefined) throw new TesseraError('SOLC', `snarkjs exported no Groth16Verifier for ${zkeyPath}`)
   return a

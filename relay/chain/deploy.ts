@@ -21,7 +21,15 @@ export const DEFAULT_DEPLOYMENT = join(resolve(dirname(fileURLToPath(import.meta
 
 export const DEFAULT_WITHDRAW_DELAY = CHAIN_DEFAULTS.withdrawDelayS
 
-export interface ZkVerifierDeployment { name: string, model: Hex, verifier: Address, weightCommitment: string, outputs: number, signals: number, gas: number }
+export interface ZkVerifierDeployment {
+  name: string
+  model: Hex
+  verifier: Address
+  weightCommitment: string
+  outputs: number
+  signals: number
+  gas: number
+}
 
 export interface Deployment {
   rpcUrl: string
@@ -45,7 +53,7 @@ export interface DeployOptions extends Omit<ChainConfig, 'chainId'> {
   rules?: LedgerRules
   withdrawDelay?: number
   /** ZK models whose verifiers to deploy and register: the manifest entry and the proving key. */
-  zk?: Array<{ entry: ZkModelEntry, zkey: string }>
+  zk?: Array<{ entry: ZkModelEntry; zkey: string }>
   /** Where to write the deployment JSON; null: nowhere. Default .tessera/chain.json. */
   out?: string | null
   cacheDir?: string
@@ -56,8 +64,8 @@ const bps = (f: number, what: string): number => {
   return Math.round(f * 10_000)
 }
 
-export async function deployTessera (o: DeployOptions): Promise<Deployment> {
-  const chainId = o.chainId ?? await probeChainId(o.rpcUrl)
+export async function deployTessera(o: DeployOptions): Promise<Deployment> {
+  const chainId = o.chainId ?? (await probeChainId(o.rpcUrl))
   const c = await connect({ ...o, chainId })
   const rules = o.rules ?? DEFAULT_RULES
   const arbiter = o.arbiter ?? c.account.address
@@ -72,7 +80,14 @@ export async function deployTessera (o: DeployOptions): Promise<Deployment> {
   const zkModels: ZkVerifierDeployment[] = []
   for (const z of o.zk ?? []) zkModels.push(await deployZkVerifier(c, address, z, o))
   const d: Deployment = {
-    rpcUrl: o.rpcUrl, chainId, stakeAddress: address, arbiter, deployBlock: Number(receipt.blockNumber), withdrawDelay, ...params, zkModels,
+    rpcUrl: o.rpcUrl,
+    chainId,
+    stakeAddress: address,
+    arbiter,
+    deployBlock: Number(receipt.blockNumber),
+    withdrawDelay,
+    ...params,
+    zkModels,
     gas: Number(receipt.gasUsed) + zkModels.reduce((s, z) => s + z.gas, 0)
   }
   const out = o.out === undefined ? DEFAULT_DEPLOYMENT : o.out
@@ -84,8 +99,11 @@ export async function deployTessera (o: DeployOptions): Promise<Deployment> {
 }
 
 /** Deploys the model's verifier and registers it (the account must be the arbiter). */
-export async function deployZkVerifier (
-  c: Clients, stakeAddress: Address, z: { entry: ZkModelEntry, zkey: string }, o: { cacheDir?: string } = {}
+export async function deployZkVerifier(
+  c: Clients,
+  stakeAddress: Address,
+  z: { entry: ZkModelEntry; zkey: string },
+  o: { cacheDir?: string } = {}
 ): Promise<ZkVerifierDeployment> {
   const verifier = await deployContract(c, await verifierArtifact(z.zkey, o))
   const outputs = z.entry.shape.layers[z.entry.shape.layers.length - 1].outputs
@@ -98,7 +116,7 @@ export async function deployZkVerifier (
   return { name: z.entry.name, model, verifier: verifier.address, weightCommitment: z.entry.weightCommitment, outputs, signals, gas }
 }
 
-export async function readDeployment (path = DEFAULT_DEPLOYMENT): Promise<Deployment> {
+export async function readDeployment(path = DEFAULT_DEPLOYMENT): Promise<Deployment> {
   try {
     return JSON.parse(await readFile(path, 'utf8')) as Deployment
   } catch (err) {
@@ -106,7 +124,7 @@ export async function readDeployment (path = DEFAULT_DEPLOYMENT): Promise<Deploy
   }
 }
 
-async function probeChainId (rpcUrl: string): Promise<number> {
+async function probeChainId(rpcUrl: string): Promise<number> {
   const { createPublicClient, http } = await import('viem')
   try {
     return await createPublicClient({ transport: http(rpcUrl, { retryCount: 0 }) }).getChainId()

@@ -16,9 +16,13 @@ const log = logger('tessera:chain')
 export const LOCAL_STATE = CHAIN_DEFAULTS.localState
 export const LOCAL_DEPLOYMENT = CHAIN_DEFAULTS.localDeployment
 
-export interface LocalChain { anvil: Anvil, deployment: Deployment, config: EvmLedgerConfig }
+export interface LocalChain {
+  anvil: Anvil
+  deployment: Deployment
+  config: EvmLedgerConfig
+}
 
-export async function startLocalChain (o: { stateFile?: string, deploymentFile?: string } = {}): Promise<LocalChain> {
+export async function startLocalChain(o: { stateFile?: string; deploymentFile?: string } = {}): Promise<LocalChain> {
   const stateFile = o.stateFile ?? LOCAL_STATE
   const file = o.deploymentFile ?? LOCAL_DEPLOYMENT
   const anvil = await startAnvil({ stateFile })

@@ -28,31 +28,41 @@ export const DEFAULT_BREAKER: BreakerOptions = CLIENT_DEFAULTS.breaker
 export type BreakerState = 'closed' | 'open' | 'half-open'
 
 export class CircuitBreaker {
-  private events: Array<{ at: number, ok: boolean }> = []
+  private events: Array<{ at: number; ok: boolean }> = []
   private openedAt = 0
   private why = ''
   state: BreakerState = 'closed'
 
-  constructor (private readonly o: BreakerOptions = DEFAULT_BREAKER, private readonly now = () => Date.now()) {}
+  constructor(
+    private readonly o: BreakerOptions = DEFAULT_BREAKER,
+    private readonly now = () => Date.now()
+  ) {}
 
   /** Throws CircuitOpenError unless a request may go ahead now; `health` is asked once the cool-down is over. */
-  async admit (health: () => Promise<{ ok: boolean, reason: string }>): Promise<void> {
+  async admit(health: () => Promise<{ ok: boolean; reason: string }>): Promise<void> {
     if (this.state !== 'open') return
     const wait = this.openedAt + this.o.cooldownMs - this.now()
     if (wait > 0) throw new CircuitOpenError(`requests are paused: ${this.why}; a health check runs in ${Math.ceil(wait / 1000)} s`, wait)
     const h = await health()
     if (!h.ok) {
       this.openedAt = this.now()
-      throw new CircuitOpenError(`requests are paused: ${this.why}; the health check failed (${h.reason}); next one in ${Math.ceil(this.o.cooldownMs / 1000)} s`, this.o.cooldownMs)
+      throw new CircuitOpenError(
+        `requests are paused: ${this.why}; the health check failed (${h.reason}); next one in ${Math.ceil(this.o.cooldownMs / 1000)} s`,
+        this.o.cooldownMs
+      )
     }
     this.state = 'half-open'
   }
 
   /** One generation's outcome: `verified` false when it ended without a result anyone could vouch for. */
-  record (verified: boolean): void {
+  record(verified: boolean): void {
     const t = this.now()
     if (this.state === 'half-open') {
-      if (verified) { this.state = 'closed'; this.events = []; return }
+      if (verified) {
+        this.state = 'closed'
+        this.events = []
+        return
+      }
       this.trip('the probe after a pause could not be verified either')
       return
     }
@@ -63,7 +73,7 @@ export class CircuitBreaker {
     }
   }
 
-  private trip (why: string): void {
+  private trip(why: string): void {
     this.state = 'open'
     this.openedAt = this.now()
     this.why = why

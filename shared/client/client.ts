@@ -51,12 +51,12 @@ export interface ClientConfig {
 }
 
 export interface Client extends Generator {
-  network (): Promise<NetworkView>
+  network(): Promise<NetworkView>
   /** The verification circuit breaker's state. */
   readonly breaker: CircuitBreaker
 }
 
-export function createClient (cfg: ClientConfig): Client {
+export function createClient(cfg: ClientConfig): Client {
   const costs = { ...CLIENT_DEFAULTS.costs, ...cfg.costs }
   const maxRetries = cfg.maxRetries ?? CLIENT_DEFAULTS.maxRetries
   const bans = new BanList(cfg.banMs ?? CLIENT_DEFAULTS.banMs)
@@ -66,42 +66,59 @@ export function createClient (cfg: ClientConfig): Client {
   const random = cfg.random ?? Math.random
   const env: SessionEnv = { dialer: cfg.dialer, bans, ledger, timeouts, maxRetries, random }
 
-  async function network (): Promise<NetworkView> {
+  async function network(): Promise<NetworkView> {
     const peers = await cfg.directory.list()
     const byRoot = new Map<string, Capability[]>()
     for (const p of peers) byRoot.set(p.root, [...(byRoot.get(p.root) ?? []), p])
     return {
       models: [...byRoot.entries()].map(([root, ps]) => ({ name: ps[0].model, root, layers: ps[0].modelLayers, coverage: coverage(ps, ps[0].modelLayers) })),
       peers: peers.map((p) => ({
-        peer: p.peer, device: p.device, model: p.model, root: p.root, layers: p.layers, msPerLayer: p.msPerLayer,
-        memory: p.memory, kvRoom: p.kvRoom, sessions: p.sessions, addrs: p.addrs, expires: p.expires
+        peer: p.peer,
+        device: p.device,
+        model: p.model,
+        root: p.root,
+        layers: p.layers,
+        msPerLayer: p.msPerLayer,
+        memory: p.memory,
+        kvRoom: p.kvRoom,
+        sessions: p.sessions,
+        addrs: p.addrs,
+        expires: p.expires
       }))
     }
   }
 
-  async function pickModel (want?: string): Promise<{ name: string, root: string, layers: number, peers: Capability[] }> {
+  async function pickModel(want?: string): Promise<{ name: string; root: string; layers: number; peers: Capability[] }> {
     const m = chooseModel((await network()).models, want)
     return { ...m, peers: (await cfg.directory.list()).filter((p) => p.root === m.root) }
   }
 
   /** Refuses what cannot be run before anything is dialled. */
-  function check (req: GenerationRequest): Verification {
+  function check(req: GenerationRequest): Verification {
     if (req.prompt.length === 0) throw new InputError('the prompt is empty: give at least one token (BOS)')
     if (!(req.maxTokens >= 1)) throw new InputError('maxTokens must be at least 1')
     const v = normalizeVerification(req.verification ?? cfg.verification)
-    if (v.mode === 'optimistic' && cfg.board === undefined) throw new InputError('optimistic verification needs a claim board to post to: ask the relay\'s API, or give the client a board')
+    if (v.mode === 'optimistic' && cfg.board === undefined)
+      throw new InputError("optimistic verification needs a claim board to post to: ask the relay's API, or give the client a board")
     if (req.proveSampling === true && (req.temperature ?? 0) !== 0) throw new InputError('a sampling proof covers greedy decoding only: use temperature 0')
-    if (req.proveSampling === true && cfg.sampling === undefined) throw new InputError('this client cannot prove sampling: ask the relay\'s API of a relay started with --prove-sampling')
+    if (req.proveSampling === true && cfg.sampling === undefined)
+      throw new InputError("this client cannot prove sampling: ask the relay's API of a relay started with --prove-sampling")
     return v
   }
 
-  async function * generate (req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult> {
+  async function* generate(req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult> {
     const verification = check(req)
     // Health: the model is still covered by peers that are not blacklisted, k deep where redundant asks for it.
     await breaker.admit(async () => {
       try {
         const m = await pickModel(req.model)
-        findRoute(m.peers.filter((p) => !ledger.excluded(p.peer)), 0, m.layers, costs, verification.mode === 'redundant' ? verification.k : 1)
+        findRoute(
+          m.peers.filter((p) => !ledger.excluded(p.peer)),
+          0,
+          m.layers,
+          costs,
+          verification.mode === 'redundant' ? verification.k : 1
+        )
         return { ok: true, reason: '' }
       } catch (err) {
         return { ok: false, reason: (err as Error).message }
@@ -139,7 +156,10 @@ export function createClient (cfg: ClientConfig): Client {
         if (tokens.length === 0) firstTokenMs = performance.now() - started
         tokens.push(id)
         yield { id, index: tokens.length - 1, hops, ...(verification.mode === 'optimistic' ? { status: 'pending' as const } : {}) }
-        if (req.stopIds?.includes(id) === true) { finishReason = 'stop'; break }
+        if (req.stopIds?.includes(id) === true) {
+          finishReason = 'stop'
+          break
+        }
         next = [id]
       }
     } catch (err) {
@@ -167,7 +187,11 @@ export function createClient (cfg: ClientConfig): Client {
       settlement.catch(() => {}) // a caller that never looks must not crash the process
     }
     return {
-      model: model.name, root: model.root, prompt: req.prompt, tokens, finishReason,
+      model: model.name,
+      root: model.root,
+      prompt: req.prompt,
+      tokens,
+      finishReason,
       route: { hops, switches: seen.switches },
       verification: {
         mode: verification.mode,
@@ -185,14 +209,14 @@ export function createClient (cfg: ClientConfig): Client {
 }
 
 /** Greedy over the quantized logits the last hop committed to; each token proved beside the generation, awaited at the end. */
-async function samplingProver (provers: (vocab: number) => SamplingProver | undefined): Promise<{
-  next: (logits: Float32Array, at: { index: number, peer: string, receipt: Uint8Array }) => number
+async function samplingProver(provers: (vocab: number) => SamplingProver | undefined): Promise<{
+  next: (logits: Float32Array, at: { index: number; peer: string; receipt: Uint8Array }) => number
   proofs: () => Promise<SamplingProof[]>
 }> {
   const zk = await import('../zk/argmax.js')
   const pending: Array<Promise<SamplingProof>> = []
   return {
-    next (logits, { index, peer, receipt }) {
+    next(logits, { index, peer, receipt }) {
       const q = zk.quantizeLogits(logits)
       const token = zk.provedArgmax(q)
       const prover = provers(q.length)
@@ -206,7 +230,7 @@ async function samplingProver (provers: (vocab: number) => SamplingProver | unde
   }
 }
 
-async function tokensOf (gen: AsyncGenerator<TokenEvent, GenerationResult>): Promise<number[]> {
+async function tokensOf(gen: AsyncGenerator<TokenEvent, GenerationResult>): Promise<number[]> {
   let r = await gen.next()
   while (r.done !== true) r = await gen.next()
   return r.value.tokens

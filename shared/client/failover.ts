@@ -27,16 +27,20 @@ export interface FailoverDeps {
 }
 
 /** A job's start: the hop it runs on first (none: draw one), peers never to draw, who hears of each failure. */
-export interface Attempt { hop?: RemoteHop, skip?: string[], onFail?: (err: HopError) => void }
+export interface Attempt {
+  hop?: RemoteHop
+  skip?: string[]
+  onFail?: (err: HopError) => void
+}
 
 export class Failover {
-  constructor (private readonly o: FailoverDeps) {}
+  constructor(private readonly o: FailoverDeps) {}
 
   /**
    * Runs `job` on `hop`, or once that failed on a replacement (`fresh`: it has seen nothing of
    * this session yet); `onFail` hears of each failure. `skip`: peers never to draw.
    */
-  async run<T> (slot: Slot, o: Attempt, job: (hop: RemoteHop, fresh: boolean) => Promise<T>): Promise<{ hop: RemoteHop, value: T }> {
+  async run<T>(slot: Slot, o: Attempt, job: (hop: RemoteHop, fresh: boolean) => Promise<T>): Promise<{ hop: RemoteHop; value: T }> {
     const failures = new Map<string, number>()
     const skip = o.skip ?? []
     let hop = o.hop
@@ -58,7 +62,7 @@ export class Failover {
   }
 
   /** A replacement: not a peer that failed this job while someone else serves the layers, never one that failed it twice. */
-  private async draw (slot: Slot, skip: string[], failures: Map<string, number>): Promise<RemoteHop> {
+  private async draw(slot: Slot, skip: string[], failures: Map<string, number>): Promise<RemoteHop> {
     try {
       return await this.o.pick.exact(slot, [...skip, ...failures.keys()])
     } catch (err) {
@@ -68,7 +72,7 @@ export class Failover {
   }
 
   /** A failed peer: banned, and a bad receipt counted against it. A caller's fault goes up as the caller's. */
-  failed (err: HopError, layers: [number, number]): void {
+  failed(err: HopError, layers: [number, number]): void {
     // The peer says our input is wrong: another peer would say the same.
     if (CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
     log.info(`peer ${err.peer.slice(-8)} failed (${err.message}); re-routing`)

@@ -11,17 +11,21 @@ import { bytesToBase64 } from '../base64.js'
 
 const log = logger('tessera:client:ledger')
 
-export interface SlashOutcome { slashed: boolean, amount: number, reason: string }
+export interface SlashOutcome {
+  slashed: boolean
+  amount: number
+  reason: string
+}
 
 export interface LedgerLink {
   /** The peer's reputation, 0..1: its vote's weight. */
-  weight (peer: string): number
+  weight(peer: string): number
   /** Blacklisted peers get no work. */
-  excluded (peer: string): boolean
+  excluded(peer: string): boolean
   /** Hands evidence to the ledger, which checks it before slashing anyone. */
-  report (e: Evidence): Promise<SlashOutcome>
+  report(e: Evidence): Promise<SlashOutcome>
   /** A verified good or failed result, for reputation (a link that is not trusted with this ignores it). */
-  observe (peer: string, ok: boolean): void
+  observe(peer: string, ok: boolean): void
 }
 
 /** No ledger: everyone weighs the same, nobody is excluded, evidence goes nowhere. */
@@ -36,7 +40,7 @@ export const NO_LEDGER: LedgerLink = {
  * A link from standings kept fresh by `refresh` (sync reads for routing and votes; the
  * backend is async). `slash` and `observe` go to whatever ledger or API backs it.
  */
-export function cachedLedgerLink (o: {
+export function cachedLedgerLink(o: {
   standings: () => Promise<PeerStanding[]>
   slash: (e: Evidence) => Promise<SlashOutcome>
   observe?: (peer: string, ok: boolean) => Promise<unknown>
@@ -53,14 +57,16 @@ export function cachedLedgerLink (o: {
     refresh,
     weight: (peer) => byPeer.get(peer)?.reputation ?? DEFAULT_RULES.initialReputation,
     excluded: (peer) => byPeer.get(peer)?.blacklisted === true,
-    async report (e) {
+    async report(e) {
       const r = await o.slash(e)
       await refresh()
       return r
     },
-    observe (peer, ok) {
+    observe(peer, ok) {
       if (o.observe === undefined) return
-      void o.observe(peer, ok).then(refresh, (err: Error) => { log.debug(`observe failed: ${err.message}`) })
+      void o.observe(peer, ok).then(refresh, (err: Error) => {
+        log.debug(`observe failed: ${err.message}`)
+      })
     }
   }
 }
@@ -69,7 +75,7 @@ export function cachedLedgerLink (o: {
  * A link over the relay's HTTP API (`GET /api/ledger`, `POST /api/evidence`): for the SDK and the
  * CLI. `reporter` (the client's peer id) is credited with the reward when its evidence slashes.
  */
-export function httpLedgerLink (base: string, reporter?: string, fetchFn: typeof fetch = fetch): LedgerLink & { refresh: () => Promise<void> } {
+export function httpLedgerLink(base: string, reporter?: string, fetchFn: typeof fetch = fetch): LedgerLink & { refresh: () => Promise<void> } {
   return cachedLedgerLink({
     standings: async () => {
       const r = await fetchFn(new URL('/api/ledger', base))
@@ -82,7 +88,7 @@ export function httpLedgerLink (base: string, reporter?: string, fetchFn: typeof
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ ...e, receipts: e.receipts.map(bytesToBase64), reporter })
       })
-      const body = await r.json() as SlashOutcome & { error?: { message: string } }
+      const body = (await r.json()) as SlashOutcome & { error?: { message: string } }
       if (!r.ok) return { slashed: false, amount: 0, reason: body.error?.message ?? `HTTP ${r.status}` }
       return body
     }

@@ -29,16 +29,18 @@ export interface PickerDeps {
 }
 
 export class PeerPicker {
-  constructor (private readonly d: PickerDeps) {}
+  constructor(private readonly d: PickerDeps) {}
 
   /** `ok` skips banned peers, `fallback` does not; neither holds blacklisted, avoided or `skip` peers. */
-  async candidates (skip: ReadonlySet<string> = new Set()): Promise<{ ok: Capability[], fallback: Capability[] }> {
-    const fallback = (await this.d.peers()).filter((p) => p.root === this.d.root && !skip.has(p.peer) && !this.d.ledger.excluded(p.peer) && this.d.avoid?.has(p.peer) !== true)
+  async candidates(skip: ReadonlySet<string> = new Set()): Promise<{ ok: Capability[]; fallback: Capability[] }> {
+    const fallback = (await this.d.peers()).filter(
+      (p) => p.root === this.d.root && !skip.has(p.peer) && !this.d.ledger.excluded(p.peer) && this.d.avoid?.has(p.peer) !== true
+    )
     return { ok: fallback.filter((p) => !this.d.bans.isBanned(p.peer)), fallback }
   }
 
   /** The cheapest route over [from, to), k deep; banned peers only if there is no route without them. */
-  async route (from: number, to: number, o: { k?: number, skip?: ReadonlySet<string> } = {}): Promise<RouteHop[]> {
+  async route(from: number, to: number, o: { k?: number; skip?: ReadonlySet<string> } = {}): Promise<RouteHop[]> {
     const { ok, fallback } = await this.candidates(o.skip)
     try {
       return findRoute(ok, from, to, this.d.costs, o.k)
@@ -52,12 +54,13 @@ export class PeerPicker {
    * A hop on a peer that serves exactly the slot's layers and is not in it already (nor in
    * `skip`). Drawn at random among the cheaper ones, so a cheater cannot tell who checks it.
    */
-  async exact (slot: Slot, skip: Iterable<string> = []): Promise<RemoteHop> {
+  async exact(slot: Slot, skip: Iterable<string> = []): Promise<RemoteHop> {
     const busy = new Set([...skip, ...slot.lanes.map((h) => h.peer.peer), ...(slot.checker === undefined ? [] : [slot.checker.hop.peer.peer])])
     const { ok, fallback } = await this.candidates(busy)
     let servers = serversOf(ok, slot.layers, this.d.costs)
     if (servers.length === 0) servers = serversOf(fallback, slot.layers, this.d.costs)
-    if (servers.length === 0) throw new NoRouteError(`no other live peer serves exactly layers [${slot.layers.join(',')}) (${busy.size} already in use or excluded)`)
+    if (servers.length === 0)
+      throw new NoRouteError(`no other live peer serves exactly layers [${slot.layers.join(',')}) (${busy.size} already in use or excluded)`)
     // Self-measured speeds are noisy on a loaded machine: "near" is generous, so draws stay unpredictable.
     const best = hopCost(servers[0], slot.layers, this.d.costs)
     const limit = Math.max(2 * best, best + 50)
@@ -65,7 +68,7 @@ export class PeerPicker {
     return await this.open(near[Math.floor(this.d.random() * near.length)], slot.layers)
   }
 
-  async open (peer: Capability, layers: [number, number]): Promise<RemoteHop> {
+  async open(peer: Capability, layers: [number, number]): Promise<RemoteHop> {
     return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, this.d.session, this.d.timeouts, { commit: this.d.commitLogits })
   }
 }

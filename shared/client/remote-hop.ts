@@ -15,7 +15,7 @@ import type { Fingerprint } from '../verify/fingerprint.js'
 
 /** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
 export interface Dialer {
-  dial (peer: Capability, protocol: string, signal: AbortSignal): Promise<Stream>
+  dial(peer: Capability, protocol: string, signal: AbortSignal): Promise<Stream>
 }
 
 export interface RemoteHop {
@@ -23,8 +23,8 @@ export interface RemoteHop {
   readonly layers: [number, number]
   readonly device: string
   /** Runs one step; the result's receipt has been checked (HopError 'BAD_RECEIPT' otherwise); `fp` is the output's fingerprint. */
-  forward (input: HopInput, start: number): Promise<HopOutput & { ms: number, nodeMs: number, receipt: Uint8Array, fp: Fingerprint }>
-  close (): void
+  forward(input: HopInput, start: number): Promise<HopOutput & { ms: number; nodeMs: number; receipt: Uint8Array; fp: Fingerprint }>
+  close(): void
 }
 
 export interface HopTimeouts {
@@ -46,7 +46,15 @@ export interface HopTimeouts {
  * `commit`: ask the last hop to sign a commitment to each step's last row of logits (a sampling proof),
  * checked here against the logits it sent.
  */
-export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [number, number], root: string, session: string, t: HopTimeouts, o: { keep?: boolean, commit?: boolean } = {}): Promise<RemoteHop> {
+export async function openRemoteHop(
+  dialer: Dialer,
+  peer: Capability,
+  layers: [number, number],
+  root: string,
+  session: string,
+  t: HopTimeouts,
+  o: { keep?: boolean; commit?: boolean } = {}
+): Promise<RemoteHop> {
   const fail = (code: ErrorCode, message: string): HopError => new HopError(peer.peer, code, message)
   let stream: Stream
   try {
@@ -69,12 +77,21 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       throw fail('TIMEOUT', `no reply: ${(err as Error).message}`)
     }
     let m: NodeMsg
-    try { m = decodeNodeMsg(bytes) } catch (err) { stream.abort(err as Error); throw fail('BAD_REPLY', (err as Error).message) }
+    try {
+      m = decodeNodeMsg(bytes)
+    } catch (err) {
+      stream.abort(err as Error)
+      throw fail('BAD_REPLY', (err as Error).message)
+    }
     if (m.t === 'error') throw fail(asErrorCode(m.code), m.message)
     return m
   }
   const write = async (bytes: Uint8Array): Promise<void> => {
-    try { await lp.write(bytes) } catch (err) { throw fail('RESET', `send failed: ${(err as Error).message}`) }
+    try {
+      await lp.write(bytes)
+    } catch (err) {
+      throw fail('RESET', `send failed: ${(err as Error).message}`)
+    }
   }
 
   await write(encodeMsg({ t: 'open', root, layers, session, ...(o.keep === true ? { keep: true } : {}), ...(o.commit === true ? { commit: true } : {}) }))
@@ -86,21 +103,30 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
     peer,
     layers,
     device: opened.device,
-    async forward (input, start) {
+    async forward(input, start) {
       const id = step++
       const sent = performance.now()
-      const body = 'tokens' in input
-        ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) }
-        : { seq: input.seq, hidden: bytesOf(input.hidden) }
+      const body =
+        'tokens' in input ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) } : { seq: input.seq, hidden: bytesOf(input.hidden) }
       const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
       const expected = peer.msPerLayer * (layers[1] - layers[0]) * body.seq
-      const m = await reply(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected)))
+      // Whole ms: AbortSignal.timeout refuses a fraction (a slow peer's prediction is one).
+      const m = await reply(Math.ceil(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected))))
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       const data = f32(m.data)
       let fp: Fingerprint
       try {
-        const body = await verifyReceipt(m.receipt, { peer: peer.peer, session, step: id, root, layers, start, input: chain, output: { data, seq: m.seq, width: m.width } })
+        const body = await verifyReceipt(m.receipt, {
+          peer: peer.peer,
+          session,
+          step: id,
+          root,
+          layers,
+          start,
+          input: chain,
+          output: { data, seq: m.seq, width: m.width }
+        })
         fp = body.fingerprint
         if (o.commit === true && m.kind === 'logits') await checkLogitsCommitment(body.logits, data.subarray((m.seq - 1) * m.width, m.seq * m.width))
       } catch (err) {
@@ -110,15 +136,23 @@ export async function openRemoteHop (dialer: Dialer, peer: Capability, layers: [
       inputs = chain
       return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt!, fp }
     },
-    close () {
-      void lp.write(encodeMsg({ t: 'close' })).then(async () => { await stream.close() }).catch(() => { stream.abort(new TesseraError('RESET', 'closed')) })
+    close() {
+      void lp
+        .write(encodeMsg({ t: 'close' }))
+        .then(async () => {
+          await stream.close()
+        })
+        .catch(() => {
+          stream.abort(new TesseraError('RESET', 'closed'))
+        })
     }
   }
 }
 
 /** The commitment must be to the very logits that came with it, or a sampling proof would be about other ones. */
-async function checkLogitsCommitment (signed: string | undefined, row: Float32Array): Promise<void> {
+async function checkLogitsCommitment(signed: string | undefined, row: Float32Array): Promise<void> {
   const { logitsCommitment, quantizeLogits } = await import('../zk/argmax.js')
   if (signed === undefined) throw new ProtocolError('BAD_RECEIPT', 'receipt rejected: it commits to no logits, though the session asked for it')
-  if (signed !== logitsCommitment(quantizeLogits(row))) throw new ProtocolError('BAD_RECEIPT', 'receipt rejected: its logits commitment is not of the logits it came with')
+  if (signed !== logitsCommitment(quantizeLogits(row)))
+    throw new ProtocolError('BAD_RECEIPT', 'receipt rejected: its logits commitment is not of the logits it came with')
 }

@@ -18,24 +18,24 @@ export class SessionReport {
   readonly closest = { minOverlap: 1, maxRelErr: 0 }
   private readonly summary = new Map<string, HopSummary>()
 
-  vouch (peer: string, margin: { minOverlap: number, maxRelErr: number }): void {
+  vouch(peer: string, margin: { minOverlap: number; maxRelErr: number }): void {
     this.vouched.add(peer)
     this.closest.minOverlap = Math.min(this.closest.minOverlap, margin.minOverlap)
     this.closest.maxRelErr = Math.max(this.closest.maxRelErr, margin.maxRelErr)
   }
 
   /** One finished step's hop: who ran it, who checked it, its verdict. */
-  hop (h: HopTrace): void {
+  hop(h: HopTrace): void {
     const key = h.layers.join('-')
-    let s = this.summary.get(key)
-    if (s === undefined) this.summary.set(key, s = { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0, pending: 0 } })
+    const s = this.summary.get(key) ?? { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0, pending: 0 } }
+    this.summary.set(key, s)
     if (!s.ranBy.includes(h.peer)) s.ranBy.push(h.peer)
     for (const p of h.checkedBy ?? []) if (!s.checkedBy.includes(p)) s.checkedBy.push(p)
     s.verdicts[h.verdict ?? 'unchecked']++
   }
 
   /** The verification part of a generation's result (the caller adds mode, k or p, and a claim). */
-  verification (): Pick<VerificationReport, 'checks' | 'mismatches' | 'closest' | 'hops' | 'faults'> {
+  verification(): Pick<VerificationReport, 'checks' | 'mismatches' | 'closest' | 'hops' | 'faults'> {
     return { checks: this.checks, mismatches: this.mismatches, closest: { ...this.closest }, hops: [...this.summary.values()], faults: this.faults }
   }
 }

@@ -8,8 +8,14 @@ import type { Capability } from '../protocol/capability.js'
 import type { Dialer } from './remote-hop.js'
 import { asErrorCode, ProtocolError, TesseraError } from '../errors.js'
 
-export async function request (dialer: Dialer, peer: Capability, protocol: string, message: Record<string, unknown> | Uint8Array, o: { ms: number, maxBytes: number }): Promise<Record<string, unknown>> {
-  const signal = AbortSignal.timeout(o.ms)
+export async function request(
+  dialer: Dialer,
+  peer: Capability,
+  protocol: string,
+  message: Record<string, unknown> | Uint8Array,
+  o: { ms: number; maxBytes: number }
+): Promise<Record<string, unknown>> {
+  const signal = AbortSignal.timeout(Math.ceil(o.ms))
   const stream = await dialer.dial(peer, protocol, signal)
   try {
     const lp = lpStream(stream, { maxDataLength: o.maxBytes })

@@ -52,7 +52,11 @@ export interface SessionPlan {
 
 type SessionDeps = SessionEnv & SessionPlan
 
-export interface StepResult { out: HopOutput, trace: HopTrace[], receipt: Uint8Array }
+export interface StepResult {
+  out: HopOutput
+  trace: HopTrace[]
+  receipt: Uint8Array
+}
 
 let sessionCounter = 0
 
@@ -68,14 +72,15 @@ export class RoutedSession {
 
   private readonly d: SessionDeps
 
-  constructor (env: SessionEnv, plan: SessionPlan) {
-    const d = this.d = { ...env, ...plan }
+  constructor(env: SessionEnv, plan: SessionPlan) {
+    const d = { ...env, ...plan }
+    this.d = d
     this.pick = new PeerPicker({ ...d, session: this.id })
     this.retry = new Failover({ pick: this.pick, bans: d.bans, ledger: d.ledger, report: this.report, maxRetries: d.maxRetries, step: () => this.steps })
   }
 
   /** Routes the whole model (k deep for redundant) and opens every slot's lanes. */
-  async start (): Promise<void> {
+  async start(): Promise<void> {
     for (const r of await this.pick.route(0, this.d.nLayers, { k: this.d.verifier.lanes })) {
       const slot = newSlot(r.layers)
       this.slots.push(slot)
@@ -84,7 +89,7 @@ export class RoutedSession {
   }
 
   /** Feeds tokens through every slot; returns the logits, who computed (and checked) what, and the last hop's receipt. */
-  async step (tokens: number[]): Promise<StepResult> {
+  async step(tokens: number[]): Promise<StepResult> {
     let input: HopInput = { tokens }
     let last: Answer | undefined
     const trace: HopTrace[] = []
@@ -106,14 +111,16 @@ export class RoutedSession {
   }
 
   /** What the session saw: switches, faults, checks, vouched peers, per-hop summaries. */
-  get seen (): SessionReport { return this.report }
+  get seen(): SessionReport {
+    return this.report
+  }
 
   /** Each slot's layers and every row it was fed (what an optimistic claim audits). */
-  fed (): Array<{ layers: [number, number], inputs: HopInput }> {
+  fed(): Array<{ layers: [number, number]; inputs: HopInput }> {
     return this.slots.map((s) => ({ layers: s.layers, inputs: concatInputs(s.history) }))
   }
 
-  close (): void {
+  close(): void {
     for (const s of this.slots) {
       for (const h of s.lanes) h.close()
       s.checker?.hop.close()
@@ -121,7 +128,7 @@ export class RoutedSession {
   }
 
   /** One slot, one step: its lanes (and a sampled checker, beside them), the verifier's decision, the lanes rearranged. */
-  private async runSlot (slot: Slot, input: HopInput): Promise<{ used: Answer, hops: HopTrace[], slots: Slot[] }> {
+  private async runSlot(slot: Slot, input: HopInput): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[] }> {
     const v = this.d.verifier
     await this.fill(slot)
     // A sampled spot check runs beside the lanes, not after them: it costs compute, not latency.
@@ -130,8 +137,15 @@ export class RoutedSession {
     let answers: Answer[]
     let checker: Answer | undefined
     try {
-      [answers, checker] = await Promise.all([
-        Promise.all(slot.lanes.map(async (_, j) => await this.runLane(slot, j, input, (err) => { cause = err }))),
+      ;[answers, checker] = await Promise.all([
+        Promise.all(
+          slot.lanes.map(
+            async (_, j) =>
+              await this.runLane(slot, j, input, (err) => {
+                cause = err
+              })
+          )
+        ),
         sampled ? this.runChecker(slot, input) : undefined
       ])
     } catch (err) {
@@ -146,23 +160,38 @@ export class RoutedSession {
     return { used: d.used, hops: [{ ...traceOf(d.used.hop, d.used.out), checkedBy: d.checkedBy, verdict: d.verdict, ...accused }], slots: [slot] }
   }
 
-  private context (slot: Slot, input: HopInput): StepContext {
+  private context(slot: Slot, input: HopInput): StepContext {
     return {
-      layers: slot.layers, step: this.steps, session: this.id, position: this.length,
+      layers: slot.layers,
+      step: this.steps,
+      session: this.id,
+      position: this.length,
       referee: async (involved) => await this.runReferee(slot, input, involved),
-      ban: (peer) => { this.d.bans.ban(peer) },
+      ban: (peer) => {
+        this.d.bans.ban(peer)
+      },
       ledger: this.d.ledger,
       report: this.report
     }
   }
 
   /** Lane j's answer for this step; a failed peer is replaced (and the replacement fed the history). */
-  private async runLane (slot: Slot, j: number, input: HopInput, onFail: (err: HopError) => void): Promise<Answer> {
+  private async runLane(slot: Slot, j: number, input: HopInput, onFail: (err: HopError) => void): Promise<Answer> {
     let first: HopError | undefined
-    const { hop, value } = await this.retry.run(slot, { hop: slot.lanes[j], onFail: (err) => { first ??= err; onFail(err) } }, async (hop, fresh) => {
-      if (!fresh) return await this.answer(hop, input, this.length)
-      return await this.feed(hop, [...slot.history, input])
-    })
+    const { hop, value } = await this.retry.run(
+      slot,
+      {
+        hop: slot.lanes[j],
+        onFail: (err) => {
+          first ??= err
+          onFail(err)
+        }
+      },
+      async (hop, fresh) => {
+        if (!fresh) return await this.answer(hop, input, this.length)
+        return await this.feed(hop, [...slot.history, input])
+      }
+    )
     if (first !== undefined) {
       slot.lanes[j] = hop
       this.report.switches.push({ step: this.steps, failed: first.peer, layers: slot.layers, reason: first.message, replacement: [traceOf(hop, value.out)] })
@@ -171,15 +200,26 @@ export class RoutedSession {
   }
 
   /** spot: the checker brought up to date (what it has not seen, in one prefill) and run; undefined if none can. */
-  private async runChecker (slot: Slot, input: HopInput): Promise<Answer | undefined> {
+  private async runChecker(slot: Slot, input: HopInput): Promise<Answer | undefined> {
     try {
-      return (await this.retry.run(slot, { hop: slot.checker?.hop, onFail: () => { slot.checker = undefined } }, async (hop, fresh) => {
-        if (fresh) slot.checker = { hop, fed: 0 }
-        const c = slot.checker!
-        const a = await this.feed(hop, [...slot.history.slice(c.fed), input], positionOf(slot.history, c.fed))
-        c.fed = slot.history.length + 1
-        return a
-      })).value
+      return (
+        await this.retry.run(
+          slot,
+          {
+            hop: slot.checker?.hop,
+            onFail: () => {
+              slot.checker = undefined
+            }
+          },
+          async (hop, fresh) => {
+            if (fresh) slot.checker = { hop, fed: 0 }
+            const c = slot.checker!
+            const a = await this.feed(hop, [...slot.history.slice(c.fed), input], positionOf(slot.history, c.fed))
+            c.fed = slot.history.length + 1
+            return a
+          }
+        )
+      ).value
     } catch (err) {
       if (err instanceof HopError || err instanceof NoRouteError) return undefined // nobody else serves these layers now: unchecked
       throw err
@@ -187,7 +227,7 @@ export class RoutedSession {
   }
 
   /** A peer outside the dispute replays the slot's history and this input; undefined if none can. */
-  private async runReferee (slot: Slot, input: HopInput, involved: string[]): Promise<Answer | undefined> {
+  private async runReferee(slot: Slot, input: HopInput, involved: string[]): Promise<Answer | undefined> {
     try {
       return (await this.retry.run(slot, { skip: involved }, async (hop) => await this.feed(hop, [...slot.history, input]))).value
     } catch (err) {
@@ -197,20 +237,23 @@ export class RoutedSession {
   }
 
   /** Tops a slot up to the verifier's number of lanes, feeding each newcomer the history. */
-  private async fill (slot: Slot): Promise<void> {
+  private async fill(slot: Slot): Promise<void> {
     while (slot.lanes.length < this.d.verifier.lanes) {
-      const { hop } = await this.retry.run(slot, {}, async (hop) => { if (slot.history.length > 0) await this.feed(hop, slot.history) })
+      const { hop } = await this.retry.run(slot, {}, async (hop) => {
+        if (slot.history.length > 0) await this.feed(hop, slot.history)
+      })
       slot.lanes.push(hop)
     }
   }
 
   /** `none`: no peer serves exactly the slot's layers any more; route them again (maybe over several peers) and replay. */
-  private async recut (slot: Slot, input: HopInput, cause: HopError): Promise<{ used: Answer, hops: HopTrace[], slots: Slot[] }> {
+  private async recut(slot: Slot, input: HopInput, cause: HopError): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[] }> {
     const failed = new Set([cause.peer])
     for (let attempt = 0; ; attempt++) {
       const fresh: Slot[] = []
       try {
-        for (const r of await this.pick.route(slot.layers[0], slot.layers[1], { skip: failed })) fresh.push(newSlot(r.layers, [await this.pick.open(r.peer, r.layers)]))
+        for (const r of await this.pick.route(slot.layers[0], slot.layers[1], { skip: failed }))
+          fresh.push(newSlot(r.layers, [await this.pick.open(r.peer, r.layers)]))
         let replay = concatInputs([...slot.history, input])
         const hops: HopTrace[] = []
         let out: Awaited<ReturnType<RemoteHop['forward']>> | undefined
@@ -235,7 +278,7 @@ export class RoutedSession {
   }
 
   /** After a decision: losers' hops close; a winning checker or referee takes a free lane, else a referee closes. */
-  private rearrange (slot: Slot, losers: Answer[], spares: Array<Answer | undefined>): void {
+  private rearrange(slot: Slot, losers: Answer[], spares: Array<Answer | undefined>): void {
     const lost = new Set(losers.map((a) => a.hop))
     for (const h of lost) h.close()
     slot.lanes = slot.lanes.filter((h) => !lost.has(h))
@@ -252,12 +295,12 @@ export class RoutedSession {
   }
 
   /** One step on a hop already in sync: its answer for `input`'s rows. */
-  private async answer (hop: RemoteHop, input: HopInput, start: number): Promise<Answer> {
+  private async answer(hop: RemoteHop, input: HopInput, start: number): Promise<Answer> {
     return answerOf(hop, await hop.forward(input, start), seqOf(input), this.d.ledger.weight(hop.peer.peer))
   }
 
   /** Sends `inputs` as one step starting at `start` (0: a replay); the answer covers the last input's rows. */
-  private async feed (hop: RemoteHop, inputs: HopInput[], start = 0): Promise<Answer> {
+  private async feed(hop: RemoteHop, inputs: HopInput[], start = 0): Promise<Answer> {
     return answerOf(hop, await hop.forward(concatInputs(inputs), start), seqOf(inputs[inputs.length - 1]), this.d.ledger.weight(hop.peer.peer))
   }
 }

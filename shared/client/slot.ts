@@ -16,7 +16,7 @@ export interface Slot {
   lanes: RemoteHop[]
   history: HopInput[]
   /** spot: a peer kept for re-runs, fed the first `fed` entries of the history so far. */
-  checker?: { hop: RemoteHop, fed: number }
+  checker?: { hop: RemoteHop; fed: number }
 }
 
 export const newSlot = (layers: [number, number], lanes: RemoteHop[] = []): Slot => ({ layers, lanes, history: [] })
@@ -25,29 +25,37 @@ export const newSlot = (layers: [number, number], lanes: RemoteHop[] = []): Slot
 export const positionOf = (history: HopInput[], n: number): number => history.slice(0, n).reduce((s, x) => s + seqOf(x), 0)
 
 /** Several inputs as one (a replay is one prefill). */
-export function concatInputs (inputs: HopInput[]): HopInput {
+export function concatInputs(inputs: HopInput[]): HopInput {
   if (inputs.length === 1) return inputs[0]
   if ('tokens' in inputs[0]) return { tokens: inputs.flatMap((x) => Array.from((x as { tokens: ArrayLike<number> }).tokens)) }
-  const hidden = inputs as Array<{ hidden: Float32Array, seq: number }>
+  const hidden = inputs as Array<{ hidden: Float32Array; seq: number }>
   const data = new Float32Array(hidden.reduce((n, x) => n + x.hidden.length, 0))
   let at = 0
-  for (const x of hidden) { data.set(x.hidden, at); at += x.hidden.length }
+  for (const x of hidden) {
+    data.set(x.hidden, at)
+    at += x.hidden.length
+  }
   return { hidden: data, seq: hidden.reduce((n, x) => n + x.seq, 0) }
 }
 
 /** The last `seq` rows of an output (a replay's output ends with the current step's rows). */
-export function tailRows<O extends HopOutput> (out: O, seq: number): O {
+export function tailRows<O extends HopOutput>(out: O, seq: number): O {
   return out.seq === seq ? out : { ...out, data: out.data.subarray((out.seq - seq) * out.width), seq }
 }
 
 type Forwarded = Awaited<ReturnType<RemoteHop['forward']>>
 
 /** A hop's result for a step's `seq` rows, as the verifiers see it. */
-export function answerOf (hop: RemoteHop, out: Forwarded, seq: number, weight: number): Answer {
+export function answerOf(hop: RemoteHop, out: Forwarded, seq: number, weight: number): Answer {
   // The fingerprint was computed to check the receipt; it is per position, so its tail is this step's.
   const fp: Fingerprint = tailFingerprint(out.fp, seq)
   return { hop, out: tailRows(out, seq), receipt: out.receipt, fp, peer: hop.peer.peer, weight }
 }
 
-export const traceOf = (hop: RemoteHop, out: { ms: number, nodeMs: number }): HopTrace =>
-  ({ peer: hop.peer.peer, device: hop.device, layers: hop.layers, ms: out.ms, nodeMs: out.nodeMs })
+export const traceOf = (hop: RemoteHop, out: { ms: number; nodeMs: number }): HopTrace => ({
+  peer: hop.peer.peer,
+  device: hop.device,
+  layers: hop.layers,
+  ms: out.ms,
+  nodeMs: out.nodeMs
+})

@@ -34,7 +34,12 @@ export interface GenerationRequest extends SamplingOptions {
  *   hops within `window` ms and a proven fault overturns the result (see client/board.ts).
  */
 export type VerificationMode = 'none' | 'redundant' | 'spot' | 'optimistic'
-export interface VerificationOptions { mode: VerificationMode, k?: number, p?: number, window?: number }
+export interface VerificationOptions {
+  mode: VerificationMode
+  k?: number
+  p?: number
+  window?: number
+}
 
 /**
  * unchecked: nobody else ran it (mode none, or spot did not sample it); agreed: every re-run
@@ -72,7 +77,12 @@ export interface FaultReport {
 }
 
 /** Per hop (layer range) over the whole generation: who ran it, who checked it, the verdicts. */
-export interface HopSummary { layers: [number, number], ranBy: string[], checkedBy: string[], verdicts: Record<Verdict, number> }
+export interface HopSummary {
+  layers: [number, number]
+  ranBy: string[]
+  checkedBy: string[]
+  verdicts: Record<Verdict, number>
+}
 
 export interface VerificationReport {
   mode: VerificationMode
@@ -83,7 +93,7 @@ export interface VerificationReport {
   /** Of those, how many disagreed (plus receipts that did not hold up). */
   mismatches: number
   /** Among results that agreed, the lowest top-k overlap and the largest relative error: the honest margin to the thresholds. */
-  closest: { minOverlap: number, maxRelErr: number }
+  closest: { minOverlap: number; maxRelErr: number }
   hops: HopSummary[]
   faults: FaultReport[]
   /** optimistic: the claim watchers audit, its window, and its state when the tokens were returned. */
@@ -101,19 +111,19 @@ export interface ChallengeReport {
   /** overturned: the accused was wrong; frivolous: the challenger was; undecided: no two agreed. */
   outcome: 'overturned' | 'frivolous' | 'undecided'
   /** Who lost stake, and how much. */
-  slashed?: { peer: string, amount: number }
+  slashed?: { peer: string; amount: number }
   reason: string
   /**
    * Where the two parted ways, found by bisection over the per-layer commitments: the first
    * block whose committed fingerprints differ (`layer`; the hop's end when every block agrees and
    * only the head is left), or why none was found (`note`: a party did not answer in time, …).
    */
-  located?: { layer?: number, reveals: number, note: string, timedOut?: string }
+  located?: { layer?: number; reveals: number; note: string; timedOut?: string }
   /**
    * What the referee re-executed: one block (or the head, `what`) of the hop's `of` blocks, or,
    * where no block could be singled out, the whole hop.
    */
-  reexecuted?: { layers: number, of: number, what: string }
+  reexecuted?: { layers: number; of: number; what: string }
 }
 
 /** How an optimistic claim ended. `tokens` are the corrected ones when it was overturned. */
@@ -123,13 +133,19 @@ export interface Settlement {
   /** ms from submission to settlement. */
   afterMs: number
   /** Per hop: who audited it; ok false when a step did not match or the audit could not run (see note). */
-  audits: Array<{ layers: [number, number], watcher?: string, ok: boolean, note: string }>
+  audits: Array<{ layers: [number, number]; watcher?: string; ok: boolean; note: string }>
   challenges: ChallengeReport[]
   tokens?: number[]
 }
 
 /** A hop that failed and what replaced it. */
-export interface RouteSwitch { step: number, failed: string, layers: [number, number], reason: string, replacement: HopTrace[] }
+export interface RouteSwitch {
+  step: number
+  failed: string
+  layers: [number, number]
+  reason: string
+  replacement: HopTrace[]
+}
 
 export interface RouteTrace {
   /** The route of the last step (after any switch). */
@@ -138,7 +154,12 @@ export interface RouteTrace {
 }
 
 /** `status: 'pending'` under optimistic verification: the token may still be overturned. */
-export interface TokenEvent { id: number, index: number, hops: HopTrace[], status?: 'pending' }
+export interface TokenEvent {
+  id: number
+  index: number
+  hops: HopTrace[]
+  status?: 'pending'
+}
 
 export interface GenerationResult {
   model: string
@@ -148,7 +169,7 @@ export interface GenerationResult {
   finishReason: 'length' | 'stop'
   route: RouteTrace
   verification: VerificationReport
-  timings: { firstTokenMs: number, totalMs: number }
+  timings: { firstTokenMs: number; totalMs: number }
   /** optimistic only: resolves when the claim is final or overturned (with corrected tokens). */
   settlement?: Promise<Settlement>
   /** proveSampling only: one proof per token, in order (verify with verify/sampling.ts). */
@@ -157,11 +178,23 @@ export interface GenerationResult {
 
 /** Runs generations over the network. `generate` yields tokens and returns the result. */
 export interface Generator {
-  generate (req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult>
+  generate(req: GenerationRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent, GenerationResult>
 }
 
 /** What `GET /api/network` shows: every live peer, what it serves, and coverage per layer. */
 export interface NetworkView {
-  models: Array<{ name: string, root: string, layers: number, coverage: number[] }>
-  peers: Array<{ peer: string, device: string, model: string, root: string, layers: [number, number], msPerLayer: number, memory: number, kvRoom: number, sessions: number, addrs: string[], expires: number }>
+  models: Array<{ name: string; root: string; layers: number; coverage: number[] }>
+  peers: Array<{
+    peer: string
+    device: string
+    model: string
+    root: string
+    layers: [number, number]
+    msPerLayer: number
+    memory: number
+    kvRoom: number
+    sessions: number
+    addrs: string[]
+    expires: number
+  }>
 }

@@ -22,7 +22,7 @@ export interface ZkResult {
   output: number[]
   /** Dequantized (× 2^-outputExp). */
   values: number[]
-  proof: { bytes: number, proveMs: number, verifyMs: number }
+  proof: { bytes: number; proveMs: number; verifyMs: number }
   /** The signed reply, for anyone who wants to check the proof again. */
   reply: Uint8Array
 }
@@ -39,17 +39,18 @@ export interface ZkClientOptions {
 }
 
 /** Proves `input` (int8) on `model` with the first peer whose proof verifies; throws when none does. */
-export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLike<number>): Promise<ZkResult> {
+export async function zkInfer(o: ZkClientOptions, model: string, input: ArrayLike<number>): Promise<ZkResult> {
   const entry = o.models(model)
   if (entry === undefined) throw new InputError(`unknown ZK model ${model}`)
   const width = entry.shape.layers[0].inputs
-  if (input.length !== width || !Array.from(input).every((v) => Number.isInteger(v) && v >= -128 && v <= 127)) throw new InputError(`${model} takes ${width} int8 inputs (integers from -128 to 127)`)
+  if (input.length !== width || !Array.from(input).every((v) => Number.isInteger(v) && v >= -128 && v <= 127))
+    throw new InputError(`${model} takes ${width} int8 inputs (integers from -128 to 127)`)
   const x = Int8Array.from(input)
   const peers = (await o.peers()).filter((p) => p.zk?.includes(model) === true && !o.ledger.excluded(p.peer))
   if (peers.length === 0) throw new NoRouteError(`no live peer proves ${model}`)
   const failures: string[] = []
   // Signed replies whose proof failed: evidence, reported once we know whether an honest proof follows.
-  const forged: Array<{ peer: string, bytes: Uint8Array, reason: string }> = []
+  const forged: Array<{ peer: string; bytes: Uint8Array; reason: string }> = []
   for (const peer of peers.sort(() => Math.random() - 0.5)) {
     let bytes: Uint8Array
     try {
@@ -69,8 +70,12 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
       // The honest proof for the same input goes with the evidence: a chain's verifier contract can check it (relay/ledger-evm.ts).
       await report(o, model, forged, { proof, publicSignals: reply.publicSignals })
       return {
-        model, peer: peer.peer, output: Array.from(output), values: Array.from(output, (v) => v * 2 ** -entry.scale.outputExp),
-        proof: { bytes: PROOF_BYTES, proveMs: reply.ms, verifyMs: performance.now() - t }, reply: bytes
+        model,
+        peer: peer.peer,
+        output: Array.from(output),
+        values: Array.from(output, (v) => v * 2 ** -entry.scale.outputExp),
+        proof: { bytes: PROOF_BYTES, proveMs: reply.ms, verifyMs: performance.now() - t },
+        reply: bytes
       }
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err
@@ -84,14 +89,26 @@ export async function zkInfer (o: ZkClientOptions, model: string, input: ArrayLi
   throw new TesseraError('VERIFICATION_FAILED', `no verified proof for ${model}: ${failures.join('; ')}`)
 }
 
-async function ask (o: ZkClientOptions, peer: Capability, model: string, x: Int8Array): Promise<Uint8Array> {
+async function ask(o: ZkClientOptions, peer: Capability, model: string, x: Int8Array): Promise<Uint8Array> {
   const m = await request(o.dialer, peer, ZK_PROTOCOL, encodeZkRequest(model, x), { ms: o.timeoutMs ?? 60_000, maxBytes: MAX_RECORD_BYTES })
   if (m.t !== 'proved' || !(m.reply instanceof Uint8Array)) throw new ProtocolError('BAD_REPLY', 'malformed reply')
   return m.reply
 }
 
-async function report (o: ZkClientOptions, model: string, forged: Array<{ peer: string, bytes: Uint8Array, reason: string }>, counterProof?: { proof: Groth16Proof, publicSignals: string[] }): Promise<void> {
+async function report(
+  o: ZkClientOptions,
+  model: string,
+  forged: Array<{ peer: string; bytes: Uint8Array; reason: string }>,
+  counterProof?: { proof: Groth16Proof; publicSignals: string[] }
+): Promise<void> {
   for (const f of forged) {
-    await o.ledger.report({ kind: 'proof', accused: f.peer, receipts: [f.bytes], detail: { model, reason: f.reason, ...(counterProof !== undefined ? { counterProof } : {}) } }).catch(() => {})
+    await o.ledger
+      .report({
+        kind: 'proof',
+        accused: f.peer,
+        receipts: [f.bytes],
+        detail: { model, reason: f.reason, ...(counterProof !== undefined ? { counterProof } : {}) }
+      })
+      .catch(() => {})
   }
 }

@@ -19,7 +19,9 @@ export interface Evidence {
 }
 
 /** Injected: re-checks evidence before any slash, so a ledger never trusts the reporter's word. */
-export interface EvidenceChecker { check (e: Evidence): Promise<{ valid: boolean, reason: string }> }
+export interface EvidenceChecker {
+  check(e: Evidence): Promise<{ valid: boolean; reason: string }>
+}
 
 export type LedgerEntryKind = 'stake' | 'slash' | 'reward' | 'reputation' | 'blacklist' | 'reject'
 
@@ -50,18 +52,21 @@ export interface PeerStanding {
 }
 
 export interface Ledger {
-  stake (peer: string, amount: number): Promise<PeerStanding>
-  /** Re-checks the evidence; valid → slash `slashFraction` of the accused's stake, reward `rewardFraction` of that to `reporter`, reputation down, blacklist past the threshold; invalid → a 'reject' audit entry and nothing else changes. */
-  slash (evidence: Evidence, reporter: string): Promise<{ slashed: boolean, amount: number, reason: string }>
+  stake(peer: string, amount: number): Promise<PeerStanding>
+  /**
+   * Re-checks the evidence; valid → slash `slashFraction` of the accused's stake, reward `rewardFraction` of that to `reporter`,
+   * reputation down, blacklist past the threshold; invalid → a 'reject' audit entry and nothing else changes.
+   */
+  slash(evidence: Evidence, reporter: string): Promise<{ slashed: boolean; amount: number; reason: string }>
   /** A verified good result (reputation up) or a failed one (down), as a moving average. */
-  observe (peer: string, ok: boolean): Promise<PeerStanding>
-  standing (peer: string): Promise<PeerStanding>
-  standings (): Promise<PeerStanding[]>
-  isBlacklisted (peer: string): Promise<boolean>
-  audit (fromSeq?: number): Promise<LedgerEntry[]>
+  observe(peer: string, ok: boolean): Promise<PeerStanding>
+  standing(peer: string): Promise<PeerStanding>
+  standings(): Promise<PeerStanding[]>
+  isBlacklisted(peer: string): Promise<boolean>
+  audit(fromSeq?: number): Promise<LedgerEntry[]>
   /** Recomputes the hash chain from genesis; returns the first bad seq or null. */
-  verifyAudit (): Promise<{ ok: boolean, badSeq: number | null }>
-  close (): Promise<void>
+  verifyAudit(): Promise<{ ok: boolean; badSeq: number | null }>
+  close(): Promise<void>
 }
 
 export interface LedgerRules {

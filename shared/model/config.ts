@@ -9,15 +9,15 @@ export type RopeLayout =
 
 /** What a Llama-family model is. Everything the shard builder needs, nothing it does not. */
 export interface LlamaConfig {
-  dim: number          // width of the residual stream
-  hiddenDim: number    // width of the feed-forward layer
-  nLayers: number      // transformer blocks
-  nHeads: number       // query heads
-  nKvHeads: number     // key/value heads (GQA when < nHeads)
+  dim: number // width of the residual stream
+  hiddenDim: number // width of the feed-forward layer
+  nLayers: number // transformer blocks
+  nHeads: number // query heads
+  nKvHeads: number // key/value heads (GQA when < nHeads)
   vocabSize: number
-  maxSeqLen: number    // longest context the RoPE tables cover
-  normEps: number      // RMSNorm epsilon
-  ropeTheta: number    // RoPE base
+  maxSeqLen: number // longest context the RoPE tables cover
+  normEps: number // RMSNorm epsilon
+  ropeTheta: number // RoPE base
   ropeLayout: RopeLayout
   tiedEmbeddings: boolean // classifier shares the token embedding
   bosId?: number
@@ -28,8 +28,10 @@ export const headDim = (c: LlamaConfig): number => c.dim / c.nHeads
 export const kvDim = (c: LlamaConfig): number => headDim(c) * c.nKvHeads
 
 /** Throws ConfigError when the shapes cannot make a model. */
-export function checkConfig (c: LlamaConfig): LlamaConfig {
-  const bad = (m: string): never => { throw new ConfigError(`invalid model config: ${m}`) }
+export function checkConfig(c: LlamaConfig): LlamaConfig {
+  const bad = (m: string): never => {
+    throw new ConfigError(`invalid model config: ${m}`)
+  }
   for (const k of ['dim', 'hiddenDim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize', 'maxSeqLen'] as const) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) bad(`${k} must be a positive integer, got ${c[k]}`)
   }
@@ -40,13 +42,13 @@ export function checkConfig (c: LlamaConfig): LlamaConfig {
 }
 
 /** Parameters held by one transformer block (norms included). */
-export function paramsPerLayer (c: LlamaConfig): number {
+export function paramsPerLayer(c: LlamaConfig): number {
   const attn = c.dim * c.dim * 2 + c.dim * kvDim(c) * 2 // wq, wo, wk, wv
-  const ffn = c.dim * c.hiddenDim * 3                    // w1, w2, w3
-  return attn + ffn + c.dim * 2                          // + two RMSNorm weights
+  const ffn = c.dim * c.hiddenDim * 3 // w1, w2, w3
+  return attn + ffn + c.dim * 2 // + two RMSNorm weights
 }
 
-export function paramCount (c: LlamaConfig): number {
+export function paramCount(c: LlamaConfig): number {
   const embed = c.vocabSize * c.dim
   return embed + c.nLayers * paramsPerLayer(c) + c.dim + (c.tiedEmbeddings ? 0 : embed)
 }
@@ -66,7 +68,7 @@ export const PRESETS: Record<string, LlamaConfig> = {
   'llama-2-70b': { ...base, dim: 8192, hiddenDim: 28672, nLayers: 80, nHeads: 64, nKvHeads: 8, vocabSize: 32000, maxSeqLen: 4096 }
 }
 
-export function preset (name: string): LlamaConfig {
+export function preset(name: string): LlamaConfig {
   const c = PRESETS[name]
   if (c === undefined) throw new ConfigError(`unknown preset "${name}"; known presets: ${Object.keys(PRESETS).join(', ')}`)
   return { ...c }

@@ -19,12 +19,19 @@ const ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM']
 const MODEL_TYPES = ['llama', 'mistral']
 
 const HF_LAYER: Record<LayerTensor, string> = {
-  attention_norm: 'input_layernorm', wq: 'self_attn.q_proj', wk: 'self_attn.k_proj', wv: 'self_attn.v_proj', wo: 'self_attn.o_proj',
-  ffn_norm: 'post_attention_layernorm', w1: 'mlp.gate_proj', w2: 'mlp.down_proj', w3: 'mlp.up_proj'
+  attention_norm: 'input_layernorm',
+  wq: 'self_attn.q_proj',
+  wk: 'self_attn.k_proj',
+  wv: 'self_attn.v_proj',
+  wo: 'self_attn.o_proj',
+  ffn_norm: 'post_attention_layernorm',
+  w1: 'mlp.gate_proj',
+  w2: 'mlp.down_proj',
+  w3: 'mlp.up_proj'
 }
 
 /** The HF tensor name of a llama2.c-named tensor (`output` → lm_head; the caller handles tying). */
-export function hfTensorName (name: TensorName): string {
+export function hfTensorName(name: TensorName): string {
   if (name === 'tok_embeddings') return 'model.embed_tokens.weight'
   if (name === 'norm') return 'model.norm.weight'
   if (name === 'output') return 'lm_head.weight'
@@ -38,10 +45,14 @@ const first = (v: unknown): number | undefined => {
 }
 
 /** config.json → LlamaConfig; throws ConfigError for anything the Llama graph would compute differently. */
-export function parseHfConfig (j: Record<string, any>): LlamaConfig {
-  const no = (m: string): never => { throw new ConfigError(`config.json: ${m}`) }
+// biome-ignore lint/suspicious/noExplicitAny: config.json is whatever a checkpoint's authors wrote; every field read is checked below.
+export function parseHfConfig(j: Record<string, any>): LlamaConfig {
+  const no = (m: string): never => {
+    throw new ConfigError(`config.json: ${m}`)
+  }
   const archs: string[] = j.architectures ?? []
-  if (j.model_type !== undefined && !MODEL_TYPES.includes(j.model_type)) no(`model_type "${j.model_type}" is not supported; only ${MODEL_TYPES.join(', ')} models can be imported`)
+  if (j.model_type !== undefined && !MODEL_TYPES.includes(j.model_type))
+    no(`model_type "${j.model_type}" is not supported; only ${MODEL_TYPES.join(', ')} models can be imported`)
   if (archs.some((a) => !ARCHITECTURES.includes(a)) || (archs.length === 0 && j.model_type === undefined)) {
     no(`architectures ${JSON.stringify(archs)} are not supported; only ${ARCHITECTURES.join(', ')} can be imported`)
   }
@@ -81,10 +92,15 @@ export interface HfOpenOptions {
 }
 
 /** Opens a HF directory as a lazy WeightSource: reads config.json and the safetensors headers only. */
-export async function openHfDir (src: BlobSource, opts: HfOpenOptions = {}): Promise<WeightSource> {
-  if (!await src.has('config.json')) throw new ModelFormatError('no config.json found: is this a Hugging Face model directory?')
+export async function openHfDir(src: BlobSource, opts: HfOpenOptions = {}): Promise<WeightSource> {
+  if (!(await src.has('config.json'))) throw new ModelFormatError('no config.json found: is this a Hugging Face model directory?')
+  // biome-ignore lint/suspicious/noExplicitAny: parsed JSON, handed to parseHfConfig which checks each field.
   let json: Record<string, any>
-  try { json = JSON.parse(await readText(src, 'config.json')) } catch (err) { throw new ModelFormatError(`config.json: not valid JSON (${(err as Error).message})`) }
+  try {
+    json = JSON.parse(await readText(src, 'config.json'))
+  } catch (err) {
+    throw new ModelFormatError(`config.json: not valid JSON (${(err as Error).message})`)
+  }
   const st = await openSafetensors(src)
   const parsed = parseHfConfig(json)
   // A checkpoint without lm_head is tied whatever config.json says: the embedding is the classifier.
@@ -122,7 +138,7 @@ export interface HfWriteOptions {
  * Meta → HF row order of wq/wk, [heads·hd, dim]: HF row h·hd + p·hd/2 + j = Meta row
  * h·hd + 2j + p (torch: w.view(heads, hd/2, 2, dim).transpose(1, 2).reshape(heads·hd, dim)).
  */
-export function permuteToHalf (w: Float32Array, heads: number, hd: number, dim: number): Float32Array {
+export function permuteToHalf(w: Float32Array, heads: number, hd: number, dim: number): Float32Array {
   const out = new Float32Array(w.length)
   const half = hd / 2
   for (let h = 0; h < heads; h++) {
@@ -137,16 +153,28 @@ export function permuteToHalf (w: Float32Array, heads: number, hd: number, dim: 
 }
 
 /** Serializes a WeightSource as a HF directory (file name → bytes); for tests and exports, all in memory. */
-export async function writeHfDir (w: WeightSource, opts: HfWriteOptions): Promise<Record<string, Uint8Array>> {
+export async function writeHfDir(w: WeightSource, opts: HfWriteOptions): Promise<Record<string, Uint8Array>> {
   const c = w.config
   const permute = opts.permute && c.ropeLayout === 'interleaved'
   const layout: RopeLayout = permute ? 'half' : c.ropeLayout
   const config: Record<string, unknown> = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu',
-    hidden_size: c.dim, intermediate_size: c.hiddenDim, num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads, num_key_value_heads: c.nKvHeads, vocab_size: c.vocabSize,
-    max_position_embeddings: c.maxSeqLen, rms_norm_eps: c.normEps, rope_theta: c.ropeTheta, rope_scaling: null,
-    tie_word_embeddings: c.tiedEmbeddings, attention_bias: false, bos_token_id: c.bosId ?? null, eos_token_id: c.eosId ?? null,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_act: 'silu',
+    hidden_size: c.dim,
+    intermediate_size: c.hiddenDim,
+    num_hidden_layers: c.nLayers,
+    num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads,
+    vocab_size: c.vocabSize,
+    max_position_embeddings: c.maxSeqLen,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: null,
+    tie_word_embeddings: c.tiedEmbeddings,
+    attention_bias: false,
+    bos_token_id: c.bosId ?? null,
+    eos_token_id: c.eosId ?? null,
     torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[opts.dtype]
   }
   if (layout === 'interleaved') config.tessera_rope_layout = 'interleaved'
@@ -155,7 +183,7 @@ export async function writeHfDir (w: WeightSource, opts: HfWriteOptions): Promis
   for (let l = 0; l < c.nLayers; l++) for (const t of LAYER_TENSORS) names.push(`layers.${l}.${t}`)
   names.push('norm')
   if (!c.tiedEmbeddings) names.push('output')
-  const tensors: Array<[string, { dtype: SafeDType, shape: number[], data: Uint8Array }]> = []
+  const tensors: Array<[string, { dtype: SafeDType; shape: number[]; data: Uint8Array }]> = []
   for (const n of names) {
     let t = await w.tensor(n)
     const kind = n.split('.')[2]
@@ -174,7 +202,7 @@ export async function writeHfDir (w: WeightSource, opts: HfWriteOptions): Promis
   const groups: Array<typeof tensors> = Array.from({ length: n }, () => [])
   let done = 0
   for (const entry of tensors) {
-    groups[Math.min(n - 1, Math.floor(done * n / total))].push(entry)
+    groups[Math.min(n - 1, Math.floor((done * n) / total))].push(entry)
     done += entry[1].data.byteLength
   }
   const weightMap: Record<string, string> = {}
@@ -187,7 +215,7 @@ export async function writeHfDir (w: WeightSource, opts: HfWriteOptions): Promis
   return files
 }
 
-function encode (t: Float32Array, dtype: SafeDType): Uint8Array {
+function encode(t: Float32Array, dtype: SafeDType): Uint8Array {
   const a = dtype === 'F32' ? t : dtype === 'F16' ? toFloat16(t) : toBfloat16(t)
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength).slice()
 }

@@ -10,11 +10,11 @@ import { tensorShape, type TensorName, type WeightSource } from './weights.js'
  * Scales keep activations near unit size (projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1),
  * norms ~ 1 ± 0.1) so logits have clear margins and greedy decoding is stable across runtimes.
  */
-export function randomWeights (config: LlamaConfig, seed = 0): WeightSource {
+export function randomWeights(config: LlamaConfig, seed = 0): WeightSource {
   checkConfig(config)
   return {
     config,
-    async tensor (name: TensorName) {
+    async tensor(name: TensorName) {
       const shape = tensorShape(config, name)
       const source = name === 'output' && config.tiedEmbeddings ? 'tok_embeddings' : name
       const rand = mulberry32(hash32(`${seed}:${source}`))

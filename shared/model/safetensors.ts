@@ -13,21 +13,41 @@ import { toFloat32 } from './llama2c.js'
 
 /** Element sizes of every dtype the format defines: lets us check byte counts even for tensors we cannot convert. */
 const ELEMENT_BYTES: Record<string, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+  F8_E4M3: 1,
+  F8_E5M2: 1
 }
 
 /** The dtypes we can widen to fp32. */
 export type SafeDType = 'F32' | 'F16' | 'BF16'
 
 /** Where one tensor lives. `begin`/`end` are absolute byte offsets in `file`. */
-export interface TensorInfo { file: string, dtype: string, shape: number[], begin: number, end: number }
+export interface TensorInfo {
+  file: string
+  dtype: string
+  shape: number[]
+  begin: number
+  end: number
+}
 
 /** The tensors of one checkpoint, single-file or sharded. */
 export interface Safetensors {
   readonly tensors: ReadonlyMap<string, TensorInfo>
   readonly metadata: Record<string, string>
   /** Reads one tensor's bytes (and nothing else) and widens them to fp32. */
-  read (name: string): Promise<Float32Array>
+  read(name: string): Promise<Float32Array>
 }
 
 export const SINGLE_FILE = 'model.safetensors'
@@ -36,9 +56,11 @@ export const INDEX_FILE = 'model.safetensors.index.json'
 const MAX_HEADER = 100_000_000
 
 /** Parses `name`'s header; reads 8 bytes plus the header, never the data. */
-export async function readSafetensorsHeader (src: BlobSource, name: string): Promise<{ tensors: Map<string, TensorInfo>, metadata: Record<string, string> }> {
+export async function readSafetensorsHeader(src: BlobSource, name: string): Promise<{ tensors: Map<string, TensorInfo>; metadata: Record<string, string> }> {
   const size = await src.size(name)
-  const bad = (m: string): never => { throw new ModelFormatError(`${name}: ${m}`) }
+  const bad = (m: string): never => {
+    throw new ModelFormatError(`${name}: ${m}`)
+  }
   if (size < 8) bad(`${size} bytes is shorter than the 8-byte safetensors header length; the file is truncated or not safetensors`)
   const len8 = await src.read(name, 0, 8)
   const n = new DataView(len8.buffer, len8.byteOffset, 8).getBigUint64(0, true)
@@ -56,8 +78,11 @@ export async function readSafetensorsHeader (src: BlobSource, name: string): Pro
   const tensors = new Map<string, TensorInfo>()
   let metadata: Record<string, string> = {}
   for (const [key, v] of Object.entries(header as Record<string, unknown>)) {
-    if (key === '__metadata__') { metadata = (v ?? {}) as Record<string, string>; continue }
-    const e = v as { dtype?: unknown, shape?: unknown, data_offsets?: unknown } | null
+    if (key === '__metadata__') {
+      metadata = (v ?? {}) as Record<string, string>
+      continue
+    }
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown } | null
     const shape = e?.shape
     const offs = e?.data_offsets
     if (typeof e?.dtype !== 'string') bad(`tensor ${key} has no dtype`)
@@ -69,7 +94,7 @@ export async function readSafetensorsHeader (src: BlobSource, name: string): Pro
     const [b, end] = offs as [number, number]
     const elementBytes = ELEMENT_BYTES[dtype]
     const count = (shape as number[]).reduce((a, d) => a * d, 1)
-    if (elementBytes !== undefined && (end - b) !== count * elementBytes) {
+    if (elementBytes !== undefined && end - b !== count * elementBytes) {
       bad(`tensor ${key} (${dtype} ${JSON.stringify(shape)}) needs ${count * elementBytes} bytes but data_offsets span ${end - b}`)
     }
     if (dataStart + end > size) bad(`tensor ${key} ends at byte ${dataStart + end} but the file has ${size}; the file is truncated`)
@@ -82,17 +107,21 @@ export async function readSafetensorsHeader (src: BlobSource, name: string): Pro
  * Opens the checkpoint in `src`: `model.safetensors.index.json` (whose `weight_map` names the
  * file of every tensor) when present, else `model.safetensors`. Reads headers only.
  */
-export async function openSafetensors (src: BlobSource): Promise<Safetensors> {
+export async function openSafetensors(src: BlobSource): Promise<Safetensors> {
   const tensors = new Map<string, TensorInfo>()
   let metadata: Record<string, string> = {}
   if (await src.has(INDEX_FILE)) {
-    let index: { weight_map?: Record<string, string>, metadata?: Record<string, string> }
-    try { index = JSON.parse(await readText(src, INDEX_FILE)) } catch (err) { throw new ModelFormatError(`${INDEX_FILE}: not valid JSON (${(err as Error).message})`) }
+    let index: { weight_map?: Record<string, string>; metadata?: Record<string, string> }
+    try {
+      index = JSON.parse(await readText(src, INDEX_FILE))
+    } catch (err) {
+      throw new ModelFormatError(`${INDEX_FILE}: not valid JSON (${(err as Error).message})`)
+    }
     const map = index.weight_map
     if (map === null || typeof map !== 'object') throw new ModelFormatError(`${INDEX_FILE} has no weight_map`)
     const files = new Map<string, Map<string, TensorInfo>>()
     for (const file of new Set(Object.values(map))) {
-      if (!await src.has(file)) throw new ModelFormatError(`${INDEX_FILE} names ${file}, which is missing; download every shard of the checkpoint`)
+      if (!(await src.has(file))) throw new ModelFormatError(`${INDEX_FILE} names ${file}, which is missing; download every shard of the checkpoint`)
       files.set(file, (await readSafetensorsHeader(src, file)).tensors)
     }
     for (const [name, file] of Object.entries(map)) {
@@ -111,7 +140,7 @@ export async function openSafetensors (src: BlobSource): Promise<Safetensors> {
   return {
     tensors,
     metadata,
-    async read (name) {
+    async read(name) {
       const t = tensors.get(name)
       if (t === undefined) throw new ModelFormatError(`the checkpoint has no tensor ${name}`)
       return decode(await src.read(t.file, t.begin, t.end - t.begin), t.dtype, `${t.file}: tensor ${name}`)
@@ -120,23 +149,30 @@ export async function openSafetensors (src: BlobSource): Promise<Safetensors> {
 }
 
 /** Raw little-endian bytes of `dtype` → fp32. */
-export function decode (bytes: Uint8Array, dtype: string, what = 'tensor'): Float32Array {
+export function decode(bytes: Uint8Array, dtype: string, what = 'tensor'): Float32Array {
   switch (dtype) {
-    case 'F32': return toFloat32(bytes)
-    case 'F16': return fromFloat16(u16(bytes))
-    case 'BF16': return fromBfloat16(u16(bytes))
-    default: throw new ModelFormatError(`${what} has dtype ${dtype}; only F32, F16 and BF16 are supported`)
+    case 'F32':
+      return toFloat32(bytes)
+    case 'F16':
+      return fromFloat16(u16(bytes))
+    case 'BF16':
+      return fromBfloat16(u16(bytes))
+    default:
+      throw new ModelFormatError(`${what} has dtype ${dtype}; only F32, F16 and BF16 are supported`)
   }
 }
 
 /** Uint16 view (copy when the range is unaligned, as a Uint16Array cannot start at an odd byte). */
-function u16 (b: Uint8Array): Uint16Array {
+function u16(b: Uint8Array): Uint16Array {
   if (b.byteOffset % 2 === 0) return new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2)
   return new Uint16Array(b.slice().buffer)
 }
 
 /** Serializes tensors (already encoded as `dtype`, little-endian) as one safetensors file. */
-export function encodeSafetensors (tensors: Record<string, { dtype: SafeDType, shape: number[], data: Uint8Array }>, metadata?: Record<string, string>): Uint8Array {
+export function encodeSafetensors(
+  tensors: Record<string, { dtype: SafeDType; shape: number[]; data: Uint8Array }>,
+  metadata?: Record<string, string>
+): Uint8Array {
   const header: Record<string, unknown> = {}
   if (metadata !== undefined) header.__metadata__ = metadata
   let offset = 0
@@ -156,6 +192,9 @@ export function encodeSafetensors (tensors: Record<string, { dtype: SafeDType, s
   new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true)
   out.set(json, 8)
   let at = 8 + json.byteLength
-  for (const t of Object.values(tensors)) { out.set(t.data, at); at += t.data.byteLength }
+  for (const t of Object.values(tensors)) {
+    out.set(t.data, at)
+    at += t.data.byteLength
+  }
   return out
 }

@@ -27,25 +27,33 @@ export type TensorName = 'tok_embeddings' | 'norm' | 'output' | `layers.${number
 export interface WeightSource {
   readonly config: LlamaConfig
   /** The tensor as fp32, in the layout above. */
-  tensor (name: TensorName): Promise<Float32Array>
+  tensor(name: TensorName): Promise<Float32Array>
 }
 
-export function tensorShape (c: LlamaConfig, name: TensorName): [number] | [number, number] {
+export function tensorShape(c: LlamaConfig, name: TensorName): [number] | [number, number] {
   const hd = c.dim / c.nHeads
   if (name === 'tok_embeddings' || name === 'output') return [c.vocabSize, c.dim]
   if (name === 'norm') return [c.dim]
   const kind = name.split('.')[2] as LayerTensor
   switch (kind) {
-    case 'attention_norm': case 'ffn_norm': return [c.dim]
-    case 'wq': return [c.nHeads * hd, c.dim]
-    case 'wk': case 'wv': return [c.nKvHeads * hd, c.dim]
-    case 'wo': return [c.dim, c.nHeads * hd]
-    case 'w1': case 'w3': return [c.hiddenDim, c.dim]
-    case 'w2': return [c.dim, c.hiddenDim]
+    case 'attention_norm':
+    case 'ffn_norm':
+      return [c.dim]
+    case 'wq':
+      return [c.nHeads * hd, c.dim]
+    case 'wk':
+    case 'wv':
+      return [c.nKvHeads * hd, c.dim]
+    case 'wo':
+      return [c.dim, c.nHeads * hd]
+    case 'w1':
+    case 'w3':
+      return [c.hiddenDim, c.dim]
+    case 'w2':
+      return [c.dim, c.hiddenDim]
   }
 }
 
-export const tensorSize = (c: LlamaConfig, name: TensorName): number =>
-  tensorShape(c, name).reduce((a, b) => a * b, 1)
+export const tensorSize = (c: LlamaConfig, name: TensorName): number => tensorShape(c, name).reduce((a, b) => a * b, 1)
 
 export const layerTensor = (layer: number, t: LayerTensor): TensorName => `layers.${layer}.${t}`

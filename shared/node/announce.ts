@@ -20,7 +20,7 @@ export interface AnnounceOptions {
  * while a busy relay or tab starts up). Throws ANNOUNCE_REFUSED at once if the relay refuses the
  * record (trying again would not change its mind), TIMEOUT or UNREACHABLE after the last try.
  */
-export async function announce (node: Libp2p, relay: string, cap: Capability, key: PrivateKey, o: AnnounceOptions = {}): Promise<void> {
+export async function announce(node: Libp2p, relay: string, cap: Capability, key: PrivateKey, o: AnnounceOptions = {}): Promise<void> {
   const { timeoutMs, attempts, backoffMs } = { ...PEER_DEFAULTS.announce, ...o }
   const record = encode(await signCapability(cap, key))
   for (let i = 1; ; i++) {
@@ -37,16 +37,16 @@ export async function announce (node: Libp2p, relay: string, cap: Capability, ke
 }
 
 /** Tells the relay we are leaving, so clients stop routing to us before the record expires (one short try, best effort). */
-export async function withdraw (node: Libp2p, relay: string, cap: Capability, key: PrivateKey, timeoutMs?: number): Promise<void> {
+export async function withdraw(node: Libp2p, relay: string, cap: Capability, key: PrivateKey, timeoutMs?: number): Promise<void> {
   timeoutMs ??= PEER_DEFAULTS.announce.withdrawTimeoutMs
   await announce(node, relay, { ...cap, withdrawn: true }, key, { timeoutMs, attempts: 1 }).catch(() => {})
 }
 
-async function announceOnce (node: Libp2p, relay: string, record: Uint8Array, timeoutMs: number): Promise<void> {
+async function announceOnce(node: Libp2p, relay: string, record: Uint8Array, timeoutMs: number): Promise<void> {
   const stream = await node.dialProtocol(multiaddr(relay), ANNOUNCE_PROTOCOL, { signal: AbortSignal.timeout(timeoutMs), runOnLimitedConnection: true })
   const lp = lpStream(stream)
   await lp.write(record)
-  const reply = decode((await lp.read({ signal: AbortSignal.timeout(timeoutMs) })).subarray()) as { ok: boolean, error?: string }
+  const reply = decode((await lp.read({ signal: AbortSignal.timeout(timeoutMs) })).subarray()) as { ok: boolean; error?: string }
   await stream.close().catch(() => {})
   if (!reply.ok) {
     const why = reply.error ?? 'no reason given'
@@ -55,9 +55,11 @@ async function announceOnce (node: Libp2p, relay: string, record: Uint8Array, ti
 }
 
 /** The last try's failure, as a TesseraError that says what to check. */
-function unreachable (err: unknown, relay: string, attempts: number): TesseraError {
+function unreachable(err: unknown, relay: string, attempts: number): TesseraError {
   const e = err as Error
   const code = e.name === 'TimeoutError' || e.name === 'AbortError' ? 'TIMEOUT' : 'UNREACHABLE'
-  return new TesseraError(code, `announcing to the relay failed after ${attempts} tries (${e.message}); ` +
-    `check that the relay at ${relay} is running and reachable`)
+  return new TesseraError(
+    code,
+    `announcing to the relay failed after ${attempts} tries (${e.message}); ` + `check that the relay at ${relay} is running and reachable`
+  )
 }

@@ -48,7 +48,7 @@ export type PeerConfig = typeof PEER_DEFAULTS
 export type PeerOverrides = { [K in keyof PeerConfig]?: PeerConfig[K] extends object ? Partial<PeerConfig[K]> : PeerConfig[K] }
 
 /** The defaults with `o` laid over them (one level deep for grouped knobs); an undefined field keeps its default. */
-export function resolvePeerConfig (o: PeerOverrides = {}): PeerConfig {
+export function resolvePeerConfig(o: PeerOverrides = {}): PeerConfig {
   const given = <T extends object>(x: T | undefined): Partial<T> => Object.fromEntries(Object.entries(x ?? {}).filter(([, v]) => v !== undefined)) as Partial<T>
   return {
     ...PEER_DEFAULTS,

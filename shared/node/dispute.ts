@@ -22,7 +22,13 @@ export const TRACE_KEEP = 4096
 export const STATE_KEEP = 16
 export const STATE_KEEP_BYTES = 256 * 2 ** 20
 
-interface Trace { layers: [number, number], seq: number, fps: Uint8Array[], leaves: Uint8Array[], states?: Float32Array[] }
+interface Trace {
+  layers: [number, number]
+  seq: number
+  fps: Uint8Array[]
+  leaves: Uint8Array[]
+  states?: Float32Array[]
+}
 
 /** Per-layer fingerprints of recent steps, the commitment each receipt signed, and kept states. */
 export class TraceStore {
@@ -31,7 +37,7 @@ export class TraceStore {
   private keptBytes = 0
 
   /** Commits to each block's output; `keep` holds the outputs themselves for a later dispute. Returns the Merkle root. */
-  commit (session: string, step: number, layers: [number, number], perLayer: Float32Array[], seq: number, keep = false): Uint8Array {
+  commit(session: string, step: number, layers: [number, number], perLayer: Float32Array[], seq: number, keep = false): Uint8Array {
     const fps = perLayer.map((data) => encodeFingerprint(fingerprint(data, seq, data.length / seq)))
     const leaves = fps.map((f, i) => layerLeaf(layers[0] + i, f))
     const key = `${session}\n${step}`
@@ -47,20 +53,20 @@ export class TraceStore {
     return merkleRoot(leaves)
   }
 
-  reveal (session: string, step: number, layer: number): { fp: Uint8Array, proof: Uint8Array[] } | undefined {
+  reveal(session: string, step: number, layer: number): { fp: Uint8Array; proof: Uint8Array[] } | undefined {
     const s = this.steps.get(`${session}\n${step}`)
     if (s === undefined || layer < s.layers[0] || layer >= s.layers[1]) return undefined
     const i = layer - s.layers[0]
     return { fp: s.fps[i], proof: merkleProof(s.leaves, i) }
   }
 
-  state (session: string, step: number, layer: number): { data: Float32Array, seq: number } | undefined {
+  state(session: string, step: number, layer: number): { data: Float32Array; seq: number } | undefined {
     const s = this.steps.get(`${session}\n${step}`)
     if (s?.states === undefined || layer < s.layers[0] || layer >= s.layers[1]) return undefined
     return { data: s.states[layer - s.layers[0]], seq: s.seq }
   }
 
-  private unkeep (key: string): void {
+  private unkeep(key: string): void {
     const s = this.steps.get(key)
     if (s?.states === undefined) return
     this.keptBytes -= s.states.reduce((n, x) => n + x.byteLength, 0)
@@ -79,19 +85,19 @@ export interface DisputeOptions {
 }
 
 type Request =
-  | { t: 'reveal', session: string, step: number, layer: number }
-  | { t: 'state', session: string, step: number, layer: number }
-  | { t: 'execute', root: string, hop: [number, number], layer: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
+  | { t: 'reveal'; session: string; step: number; layer: number }
+  | { t: 'state'; session: string; step: number; layer: number }
+  | { t: 'execute'; root: string; hop: [number, number]; layer: number; seq: number; tokens?: Uint8Array; hidden?: Uint8Array }
 
 /** One request per stream; a bad one gets an error reply and nothing else changes. */
-export function createDisputeHandler (o: DisputeOptions): (stream: Stream) => Promise<void> {
+export function createDisputeHandler(o: DisputeOptions): (stream: Stream) => Promise<void> {
   return async (stream) => {
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     try {
       const m = parse((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
       if (o.mute === true) return
       const notKept = (what: string): never => {
-        const { session, step } = m as { session: string, step: number }
+        const { session, step } = m as { session: string; step: number }
         const kept = `kept ${TRACE_KEEP} steps, states of ${STATE_KEEP} replays`
         throw new ProtocolError('NOT_FOUND', `no ${what} for layer ${m.layer} of ${session} step ${step} (${kept})`)
       }
@@ -113,7 +119,7 @@ export function createDisputeHandler (o: DisputeOptions): (stream: Stream) => Pr
 }
 
 /** Re-executes one block (or the head) of hop `m.hop` over the rows given, and signs the result. */
-async function execute (o: DisputeOptions, m: Extract<Request, { t: 'execute' }>): Promise<Uint8Array> {
+async function execute(o: DisputeOptions, m: Extract<Request, { t: 'execute' }>): Promise<Uint8Array> {
   if (m.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${m.root.slice(0, 16)}…`)
   const [a, b] = m.hop
   const input: HopInput = m.tokens !== undefined ? { tokens: i32(m.tokens) } : { hidden: f32(m.hidden!), seq: m.seq }
@@ -127,8 +133,7 @@ async function execute (o: DisputeOptions, m: Extract<Request, { t: 'execute' }>
     if (tail?.runPart !== undefined) out = await run(tail, b, input)
     else if (runners.some((r) => r.shard.layers[0] < b && b < r.shard.layers[1]) && 'hidden' in input) {
       out = { data: input.hidden, seq: input.seq, width: input.hidden.length / input.seq, kind: 'hidden' }
-    }
-    else throw new ProtocolError('WRONG_LAYERS', `this node cannot re-execute the head of [${a},${b})`)
+    } else throw new ProtocolError('WRONG_LAYERS', `this node cannot re-execute the head of [${a},${b})`)
   } else {
     const r = runners.find((x) => x.shard.layers[0] <= m.layer && m.layer < x.shard.layers[1])
     if (r === undefined) throw new ProtocolError('WRONG_LAYERS', `this node does not hold block ${m.layer}`)
@@ -136,18 +141,21 @@ async function execute (o: DisputeOptions, m: Extract<Request, { t: 'execute' }>
     out = await run(r, m.layer, input)
   }
   const bytes = m.tokens ?? m.hidden!
-  return await signPart({
-    peer: o.peer,
-    root: o.root,
-    hop: m.hop,
-    layer: m.layer,
-    input: chainRows(EMPTY_CHAIN, bytes, m.seq),
-    ...('hidden' in input ? { inputFp: encodeFingerprint(fingerprint(input.hidden, input.seq, input.hidden.length / input.seq)) } : {}),
-    output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
-  }, o.sign)
+  return await signPart(
+    {
+      peer: o.peer,
+      root: o.root,
+      hop: m.hop,
+      layer: m.layer,
+      input: chainRows(EMPTY_CHAIN, bytes, m.seq),
+      ...('hidden' in input ? { inputFp: encodeFingerprint(fingerprint(input.hidden, input.seq, input.hidden.length / input.seq)) } : {}),
+      output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
+    },
+    o.sign
+  )
 }
 
-async function run (r: ShardRunner, layer: number, input: HopInput): Promise<HopOutput> {
+async function run(r: ShardRunner, layer: number, input: HopInput): Promise<HopOutput> {
   try {
     return await r.runPart!(layer, input)
   } catch (err) {
@@ -156,15 +164,32 @@ async function run (r: ShardRunner, layer: number, input: HopInput): Promise<Hop
   }
 }
 
-function parse (bytes: Uint8Array): Request {
+function parse(bytes: Uint8Array): Request {
   let m: Record<string, unknown>
-  try { m = decode(bytes) } catch { throw new ProtocolError('MALFORMED', 'not valid CBOR') }
+  try {
+    m = decode(bytes)
+  } catch {
+    throw new ProtocolError('MALFORMED', 'not valid CBOR')
+  }
   const uint = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0
   if ((m?.t === 'reveal' || m?.t === 'state') && typeof m.session === 'string' && uint(m.step) && uint(m.layer)) return m as Request
-  if (m?.t === 'execute' && typeof m.root === 'string' &&
-    Array.isArray(m.hop) && m.hop.length === 2 && m.hop.every(uint) && (m.hop[0] as number) < (m.hop[1] as number) &&
-    uint(m.layer) && (m.layer as number) >= (m.hop[0] as number) && (m.layer as number) <= (m.hop[1] as number) && uint(m.seq) && (m.seq as number) > 0 &&
-    ((m.tokens instanceof Uint8Array) !== (m.hidden instanceof Uint8Array))) return m as Request
-  throw new ProtocolError('MALFORMED', 'expected { t: "reveal" | "state", session, step, layer } or ' +
-    '{ t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), seq, tokens | hidden }')
+  if (
+    m?.t === 'execute' &&
+    typeof m.root === 'string' &&
+    Array.isArray(m.hop) &&
+    m.hop.length === 2 &&
+    m.hop.every(uint) &&
+    (m.hop[0] as number) < (m.hop[1] as number) &&
+    uint(m.layer) &&
+    (m.layer as number) >= (m.hop[0] as number) &&
+    (m.layer as number) <= (m.hop[1] as number) &&
+    uint(m.seq) &&
+    (m.seq as number) > 0 &&
+    m.tokens instanceof Uint8Array !== m.hidden instanceof Uint8Array
+  )
+    return m as Request
+  throw new ProtocolError(
+    'MALFORMED',
+    'expected { t: "reveal" | "state", session, step, layer } or ' + '{ t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), seq, tokens | hidden }'
+  )
 }

@@ -20,9 +20,9 @@ import type { HopOutput } from '../runner.js'
 import type { Signer } from '../verify/receipt.js'
 
 export type Fault = (
-  | { kind: 'wrong-weights', seed: number }
-  | { kind: 'perturb', eps: number }
-  | { kind: 'skip-layer', layer: number }
+  | { kind: 'wrong-weights'; seed: number }
+  | { kind: 'perturb'; eps: number }
+  | { kind: 'skip-layer'; layer: number }
   | { kind: 'random-output' }
   | { kind: 'replay' }
   | { kind: 'copy-receipt' }
@@ -30,7 +30,7 @@ export type Fault = (
 
 export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt'] as const
 
-export function parseFault (spec: string): Fault {
+export function parseFault(spec: string): Fault {
   if (spec.endsWith('+mute')) return { ...parseFault(spec.slice(0, -'+mute'.length)), mute: true }
   const [kind, arg] = spec.split('=', 2)
   const num = (what: string, ok: (n: number) => boolean): number => {
@@ -39,10 +39,15 @@ export function parseFault (spec: string): Fault {
     return n
   }
   switch (kind) {
-    case 'wrong-weights': return { kind, seed: arg === undefined ? 1 : num('an integer seed', Number.isSafeInteger) }
-    case 'perturb': return { kind, eps: num('a positive noise scale', (n) => n > 0 && Number.isFinite(n)) }
-    case 'skip-layer': return { kind, layer: num('a layer number', (n) => Number.isSafeInteger(n) && n >= 0) }
-    case 'random-output': case 'replay': case 'copy-receipt':
+    case 'wrong-weights':
+      return { kind, seed: arg === undefined ? 1 : num('an integer seed', Number.isSafeInteger) }
+    case 'perturb':
+      return { kind, eps: num('a positive noise scale', (n) => n > 0 && Number.isFinite(n)) }
+    case 'skip-layer':
+      return { kind, layer: num('a layer number', (n) => Number.isSafeInteger(n) && n >= 0) }
+    case 'random-output':
+    case 'replay':
+    case 'copy-receipt':
       if (arg !== undefined) throw new InputError(`--fault ${kind} takes no value`)
       return { kind }
     default:
@@ -56,18 +61,18 @@ export const isWeightFault = (f: Fault): f is Extract<Fault, { kind: 'wrong-weig
 /** What serve.ts applies to each step: a changed output, and/or a receipt in another peer's name. */
 export interface StepFault {
   output?: (layers: [number, number], out: HopOutput) => HopOutput
-  receiptBy?: { peer: string, sign: Signer }
+  receiptBy?: { peer: string; sign: Signer }
   /** Never answers a dispute's reveal requests. */
   mute?: boolean
 }
 
 /** The serve-time part of a fault; `other` (another identity) is needed for copy-receipt. */
-export function stepFault (f: Fault, other?: { peer: string, sign: Signer }): StepFault | undefined {
+export function stepFault(f: Fault, other?: { peer: string; sign: Signer }): StepFault | undefined {
   const s = baseFault(f, other)
   return f.mute === true ? { ...s, mute: true } : s
 }
 
-function baseFault (f: Fault, other?: { peer: string, sign: Signer }): StepFault | undefined {
+function baseFault(f: Fault, other?: { peer: string; sign: Signer }): StepFault | undefined {
   switch (f.kind) {
     case 'random-output': {
       const rand = mulberry32(0x5eed)

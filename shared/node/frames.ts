@@ -13,20 +13,22 @@ const log = logger('tessera:node:frames')
 
 export interface FrameStream {
   /** The next frame, or undefined when the stream ended between frames or was reset. */
-  read (): Promise<Uint8Array | undefined>
-  write (frame: Uint8Array): Promise<void>
+  read(): Promise<Uint8Array | undefined>
+  write(frame: Uint8Array): Promise<void>
 }
 
-export function frameStream (stream: Stream, maxBytes: number): FrameStream {
+export function frameStream(stream: Stream, maxBytes: number): FrameStream {
   // Bytes the client sent vs. bytes of the whole frames read so far: when the stream ends, any
   // difference is the start of a frame that never finished. Listening before lpStream does
   // sees every byte (the stream hands buffered data to all 'message' listeners).
   let received = 0
   let consumed = 0
-  stream.addEventListener('message', (evt) => { received += evt.data.byteLength })
+  stream.addEventListener('message', (evt) => {
+    received += evt.data.byteLength
+  })
   const lp = lpStream(stream, { maxDataLength: maxBytes })
   return {
-    async read () {
+    async read() {
       try {
         const frame = (await lp.read()).subarray()
         // Assumes the minimal varint prefix (what lpStream writes); a padded one would make a
@@ -45,13 +47,18 @@ export function frameStream (stream: Stream, maxBytes: number): FrameStream {
         return undefined
       }
     },
-    async write (frame) { await lp.write(frame) }
+    async write(frame) {
+      await lp.write(frame)
+    }
   }
 }
 
 /** Bytes of the unsigned varint (LEB128) prefix for a length of `n`. */
-function varintLength (n: number): number {
+function varintLength(n: number): number {
   let bytes = 1
-  while (n >= 128) { n = Math.floor(n / 128); bytes++ }
+  while (n >= 128) {
+    n = Math.floor(n / 128)
+    bytes++
+  }
   return bytes
 }

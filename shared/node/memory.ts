@@ -17,7 +17,7 @@ export interface MemoryBudget {
 const planFor = (m: Manifest, mem: MemoryBudget): MemoryPlan => planMemory(m.config, { dtype: m.dtype, budget: mem.bytes, reserve: mem.reserve })
 
 /** Layers to take: as many as fit with room for one session at full context, at least one, at most `max`. */
-export function layersThatFit (m: Manifest, mem: MemoryBudget, max = Infinity): number {
+export function layersThatFit(m: Manifest, mem: MemoryBudget, max = Infinity): number {
   return Math.min(max, Math.max(1, planFor(m, mem).layers))
 }
 
@@ -26,12 +26,12 @@ export function layersThatFit (m: Manifest, mem: MemoryBudget, max = Infinity): 
  * (their blocks, and the embedding or classifier when they hold the model's ends). The reserve
  * only sizes block selection, so a budget under the runtime's reserve still serves.
  */
-export function cacheCap (m: Manifest, shards: ShardEntry[], mem: MemoryBudget): number {
+export function cacheCap(m: Manifest, shards: ShardEntry[], mem: MemoryBudget): number {
   const plan = planFor(m, mem)
   const [a, b] = [shards[0].layers[0], shards[shards.length - 1].layers[1]]
   const n = b - a
   const weights = n * plan.weightsPerLayer + (a === 0 ? plan.embedding : 0) + (b === m.config.nLayers ? plan.classifier : 0)
   // planMemory sizes kvPerLayer for one session at full context (maxSeqLen tokens).
-  const perToken = n * plan.kvPerLayer / m.config.maxSeqLen
+  const perToken = (n * plan.kvPerLayer) / m.config.maxSeqLen
   return Math.max(0, Math.floor((mem.bytes - weights) / perToken))
 }

@@ -9,7 +9,7 @@ import { relayDirectory } from '../route/directory.js'
  * The live records of the other peers serving `m`'s model, read fresh from the relay's registry
  * (signatures checked). Throws UNREACHABLE if the relay does not answer.
  */
-export async function otherPeers (node: Libp2p, relay: string, m: Manifest): Promise<Capability[]> {
+export async function otherPeers(node: Libp2p, relay: string, m: Manifest): Promise<Capability[]> {
   let peers: Capability[]
   try {
     peers = await relayDirectory(node, relay, 0).list()

@@ -16,7 +16,7 @@ export interface Move {
  * Where to move from `span` given `others` (each layer's coverage by the other peers), or
  * undefined to stay: staying wins unless moving strictly raises the least-covered layer.
  */
-export function rebalanceMove (m: Manifest, span: [number, number], others: number[], fit: number): Move | undefined {
+export function rebalanceMove(m: Manifest, span: [number, number], others: number[], fit: number): Move | undefined {
   const next = chooseShards(m, [], fit, others)
   const [a, b] = span
   const [c, d] = [next[0].layers[0], next[next.length - 1].layers[1]]

@@ -5,12 +5,19 @@
  * end of the last, so a slow run (a relay that takes 10 s to answer) never overlaps the next.
  * `task` must not throw: report failures inside it.
  */
-export function repeat (ms: number, task: () => Promise<void>): () => void {
+export function repeat(ms: number, task: () => Promise<void>): () => void {
   let stopped = false
   let timer: ReturnType<typeof setTimeout> | undefined
   const schedule = (): void => {
-    timer = setTimeout(() => { void task().finally(() => { if (!stopped) schedule() }) }, ms)
+    timer = setTimeout(() => {
+      void task().finally(() => {
+        if (!stopped) schedule()
+      })
+    }, ms)
   }
   schedule()
-  return () => { stopped = true; clearTimeout(timer) }
+  return () => {
+    stopped = true
+    clearTimeout(timer)
+  }
 }

@@ -12,7 +12,7 @@ import { ConfigError } from '../errors.js'
  * shard), whose least-covered layer is covered least by the other peers; ties go to the
  * longer window, then the earlier one.
  */
-export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov = coverage(peers, m.config.nLayers)): ShardEntry[] {
+export function chooseShards(m: Manifest, peers: Capability[], fit: number, cov = coverage(peers, m.config.nLayers)): ShardEntry[] {
   let best: ShardEntry[] = [m.shards[0]]
   let bestScore = Infinity
   for (let i = 0; i < m.shards.length; i++) {
@@ -21,7 +21,10 @@ export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov
       const [a, b] = [run[0].layers[0], run[run.length - 1].layers[1]]
       if (b - a > fit && j > i) break
       const score = Math.min(...cov.slice(a, b)) * 1e6 - (b - a)
-      if (score < bestScore) { bestScore = score; best = run }
+      if (score < bestScore) {
+        bestScore = score
+        best = run
+      }
       if (b - a > fit) break
     }
   }
@@ -29,7 +32,7 @@ export function chooseShards (m: Manifest, peers: Capability[], fit: number, cov
 }
 
 /** The shards that exactly make up `layers`; refuses ranges that cut a shard. */
-export function shardsFor (m: Manifest, [a, b]: [number, number]): ShardEntry[] {
+export function shardsFor(m: Manifest, [a, b]: [number, number]): ShardEntry[] {
   const inside = m.shards.filter((s) => s.layers[0] >= a && s.layers[1] <= b)
   if (inside.length === 0 || inside[0].layers[0] !== a || inside[inside.length - 1].layers[1] !== b) {
     const bounds = [0, ...m.shards.map((s) => s.layers[1])].join(', ')
@@ -37,4 +40,3 @@ export function shardsFor (m: Manifest, [a, b]: [number, number]): ShardEntry[] 
   }
   return inside
 }
-

@@ -35,13 +35,13 @@ export interface ServeOptions {
 }
 
 export interface ServeStats {
-  sessions: number      // open now
-  opened: number        // ever opened (requests served)
+  sessions: number // open now
+  opened: number // ever opened (requests served)
   steps: number
   tokens: number
   errors: number
   cachedTokens: number
-  busyMs: number        // time spent computing steps
+  busyMs: number // time spent computing steps
 }
 
 export interface InferHandler {
@@ -55,17 +55,19 @@ export interface InferHandler {
 }
 
 /** Creates the stream handler. */
-export function createInferHandler (o: ServeOptions): InferHandler {
+export function createInferHandler(o: ServeOptions): InferHandler {
   let runners = o.runners
   const traces = new TraceStore()
   const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0 }
-  const maxCache = (): number => typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : o.maxCacheTokens ?? Infinity
+  const maxCache = (): number => (typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : (o.maxCacheTokens ?? Infinity))
   const maxSessions = o.maxSessions ?? PEER_DEFAULTS.maxSessions
   const ttl = o.sessionTtlMs ?? PEER_DEFAULTS.sessionTtlMs
 
-  async function handle (stream: Stream): Promise<void> {
+  async function handle(stream: Stream): Promise<void> {
     const frames = frameStream(stream, o.maxMessageBytes ?? MAX_MESSAGE_BYTES)
-    const send = async (m: NodeMsg): Promise<void> => { await frames.write(encodeMsg(m)) }
+    const send = async (m: NodeMsg): Promise<void> => {
+      await frames.write(encodeMsg(m))
+    }
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
     let session = ''
@@ -77,12 +79,16 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     let timer: ReturnType<typeof setTimeout> | undefined
     const touch = (): void => {
       clearTimeout(timer)
-      timer = setTimeout(() => { void fail('EXPIRED', `session idle for ${ttl} ms`) }, ttl)
+      timer = setTimeout(() => {
+        void fail('EXPIRED', `session idle for ${ttl} ms`)
+      }, ttl)
     }
     const fail = async (code: ErrorCode, message: string): Promise<void> => {
       stats.errors++
       log.debug(`session error ${code}: ${message}`)
-      await send({ t: 'error', code, message }).catch((e: Error) => { log.debug(`could not send the error reply: ${e.message}`) })
+      await send({ t: 'error', code, message }).catch((e: Error) => {
+        log.debug(`could not send the error reply: ${e.message}`)
+      })
       await stream.close().catch(() => stream.abort(new ProtocolError(code, message)))
     }
     log.debug(`stream ${stream.id} opened`)
@@ -94,7 +100,10 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         if (bytes === undefined) return
         touch()
         const msg = decodeClientMsg(bytes)
-        if (msg.t === 'close') { await stream.close(); return }
+        if (msg.t === 'close') {
+          await stream.close()
+          return
+        }
         if (msg.t === 'open') {
           if (chain !== undefined) throw new ProtocolError('MALFORMED', 'session is already open')
           if (msg.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${msg.root.slice(0, 16)}…`)
@@ -117,9 +126,10 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
         if (stats.cachedTokens + msg.seq > maxCache()) throw new ProtocolError('BUSY', `KV cache full: ${stats.cachedTokens} of ${maxCache()} tokens in use`)
         const started = performance.now()
-        let out = msg.tokens !== undefined
-          ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
-          : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
+        let out =
+          msg.tokens !== undefined
+            ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
+            : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
         const perLayer = [...(out.layers ?? [])]
         for (const s of chain.slice(1)) {
           out = await s.forward({ hidden: out.data, seq: out.seq })
@@ -137,12 +147,21 @@ export function createInferHandler (o: ServeOptions): InferHandler {
         stats.busyMs += ms
         // Poseidon (~0.8 MB of constants) loads only for a session that asks for the commitment.
         const logits = commit && out.kind === 'logits' ? await commitLastRow(out) : undefined
-        const receipt = await signReceipt({
-          peer: o.fault?.receiptBy?.peer ?? o.peer, session, step: msg.step, root: o.root, layers, start: msg.start, input: inputs,
-          output: encodeFingerprint(fingerprint(out.data, out.seq, out.width)),
-          ...(trace !== undefined ? { trace } : {}),
-          ...(logits !== undefined ? { logits } : {})
-        }, o.fault?.receiptBy?.sign ?? o.sign)
+        const receipt = await signReceipt(
+          {
+            peer: o.fault?.receiptBy?.peer ?? o.peer,
+            session,
+            step: msg.step,
+            root: o.root,
+            layers,
+            start: msg.start,
+            input: inputs,
+            output: encodeFingerprint(fingerprint(out.data, out.seq, out.width)),
+            ...(trace !== undefined ? { trace } : {}),
+            ...(logits !== undefined ? { logits } : {})
+          },
+          o.fault?.receiptBy?.sign ?? o.sign
+        )
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
     } catch (err) {
@@ -158,11 +177,18 @@ export function createInferHandler (o: ServeOptions): InferHandler {
     }
   }
   const handleDispute = createDisputeHandler({ root: o.root, peer: o.peer, sign: o.sign, traces, runners: () => runners, mute: o.fault?.mute })
-  return { handle, handleDispute, stats, setRunners: (r) => { runners = r } }
+  return {
+    handle,
+    handleDispute,
+    stats,
+    setRunners: (r) => {
+      runners = r
+    }
+  }
 }
 
 /** Opens sessions on the node's shards that exactly cover `layers`. */
-function openChain (runners: ShardRunner[], [a, b]: [number, number]): ShardSession[] {
+function openChain(runners: ShardRunner[], [a, b]: [number, number]): ShardSession[] {
   const start = runners.findIndex((r) => r.shard.layers[0] === a)
   const end = runners.findIndex((r) => r.shard.layers[1] === b)
   if (start < 0 || end < start) {
@@ -172,7 +198,7 @@ function openChain (runners: ShardRunner[], [a, b]: [number, number]): ShardSess
   return runners.slice(start, end + 1).map((r) => r.open())
 }
 
-async function forwardChecked (s: ShardSession, input: Parameters<ShardSession['forward']>[0], seq: number): Promise<HopOutput> {
+async function forwardChecked(s: ShardSession, input: Parameters<ShardSession['forward']>[0], seq: number): Promise<HopOutput> {
   if ('tokens' in input && input.tokens.length !== seq) throw new ProtocolError('MALFORMED', `tokens hold ${input.tokens.length} ids but seq is ${seq}`)
   try {
     return await s.forward(input)
@@ -183,7 +209,7 @@ async function forwardChecked (s: ShardSession, input: Parameters<ShardSession['
 }
 
 /** The commitment a sampling proof refers to: the step's last row of logits, quantized (zk/argmax.ts). */
-async function commitLastRow (out: HopOutput): Promise<string> {
+async function commitLastRow(out: HopOutput): Promise<string> {
   const { logitsCommitment, quantizeLogits } = await import('../zk/argmax.js')
   return logitsCommitment(quantizeLogits(out.data.subarray((out.seq - 1) * out.width, out.seq * out.width)))
 }

@@ -52,7 +52,7 @@ export interface PeerServiceOptions {
   /** A fault to commit in each step's reply, for drills (node/fault.ts); undefined = honest. */
   fault?: StepFault
   /** ZK models to prove inferences of; `forge` is a drill (answers no longer verify). */
-  zk?: { models: Map<string, ZkServed>, forge?: boolean }
+  zk?: { models: Map<string, ZkServed>; forge?: boolean }
   /** For a peer that chose its own layers: move when that helps, taking at most `fit` layers. */
   rebalance?: { fit: number }
   limits?: PeerOverrides
@@ -74,7 +74,7 @@ export interface PeerService {
   stop: () => Promise<void>
 }
 
-export async function startPeerService (o: PeerServiceOptions): Promise<PeerService> {
+export async function startPeerService(o: PeerServiceOptions): Promise<PeerService> {
   const cfg = resolvePeerConfig(o.limits)
   const log = o.log ?? logger('tessera:node')
   let runners: ShardRunner[] = []
@@ -90,7 +90,7 @@ export async function startPeerService (o: PeerServiceOptions): Promise<PeerServ
 
 const spanOf = (shards: ShardEntry[]): [number, number] => [shards[0].layers[0], shards[shards.length - 1].layers[1]]
 
-async function serve (o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first: ShardRunner[]): Promise<PeerService> {
+async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first: ShardRunner[]): Promise<PeerService> {
   const { libp2p: node, manifest: m } = o
   const peer = node.peerId.toString()
   const sign: Signer = async (b) => await o.key.sign(b)
@@ -108,7 +108,14 @@ async function serve (o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first
   // One cap: what the handler enforces is what the record advertises as kvRoom.
   const maxCacheTokens = (): number => cacheCap(m, shards, memory)
   const handler = createInferHandler({
-    root: m.root, peer, sign, runners, fault: o.fault, maxSessions: cfg.maxSessions, sessionTtlMs: cfg.sessionTtlMs, maxCacheTokens
+    root: m.root,
+    peer,
+    sign,
+    runners,
+    fault: o.fault,
+    maxSessions: cfg.maxSessions,
+    sessionTtlMs: cfg.sessionTtlMs,
+    maxCacheTokens
   })
   const { stats } = handler
   await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: cfg.streams.infer })
@@ -124,19 +131,35 @@ async function serve (o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first
     const now = Date.now()
     const layers = spanOf(shards)
     return {
-      peer, addrs: node.getMultiaddrs().map(String), device, memory: memory.bytes, msPerLayer,
-      model: m.name, root: m.root, modelLayers: m.config.nLayers, layers, shardBounds: [layers[0], ...shards.map((s) => s.layers[1])],
+      peer,
+      addrs: node.getMultiaddrs().map(String),
+      device,
+      memory: memory.bytes,
+      msPerLayer,
+      model: m.name,
+      root: m.root,
+      modelLayers: m.config.nLayers,
+      layers,
+      shardBounds: [layers[0], ...shards.map((s) => s.layers[1])],
       kvRoom: Math.max(0, maxCacheTokens() - stats.cachedTokens),
-      sessions: stats.sessions, version: o.version ?? VERSION, issued: now, expires: now + cfg.recordTtlMs,
+      sessions: stats.sessions,
+      version: o.version ?? VERSION,
+      issued: now,
+      expires: now + cfg.recordTtlMs,
       ...(zk.size > 0 ? { zk: [...zk.keys()] } : {})
     }
   }
-  const publish = async (): Promise<void> => { await announce(node, o.relay, capability(), o.key, cfg.announce) }
+  const publish = async (): Promise<void> => {
+    await announce(node, o.relay, capability(), o.key, cfg.announce)
+  }
 
   // Shards left by a move, kept until the sessions opened on them have had time to close.
   const retired = new Map<ReturnType<typeof setTimeout>, ShardRunner[]>()
   const retire = (old: ShardRunner[]): void => {
-    const timer = setTimeout(() => { retired.delete(timer); for (const r of old) void r.dispose() }, cfg.sessionTtlMs)
+    const timer = setTimeout(() => {
+      retired.delete(timer)
+      for (const r of old) void r.dispose()
+    }, cfg.sessionTtlMs)
     retired.set(timer, old)
   }
   let stopped = false
@@ -145,10 +168,15 @@ async function serve (o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first
     const others = coverage(await otherPeers(node, o.relay, m), m.config.nLayers)
     const move = rebalanceMove(m, spanOf(shards), others, fit)
     if (move === undefined) return
-    log.info(`moving from layers [${spanOf(shards).join(',')}) to [${spanOf(move.to).join(',')}): ` +
-      `the network's least-covered layer goes from ${move.minBefore} to ${move.minAfter} peers`)
+    log.info(
+      `moving from layers [${spanOf(shards).join(',')}) to [${spanOf(move.to).join(',')}): ` +
+        `the network's least-covered layer goes from ${move.minBefore} to ${move.minAfter} peers`
+    )
     const fresh = await o.load(move.to)
-    if (stopped) { for (const r of fresh) await r.dispose(); return }
+    if (stopped) {
+      for (const r of fresh) await r.dispose()
+      return
+    }
     const old = runners
     handler.setRunners(fresh)
     runners = fresh
@@ -159,24 +187,36 @@ async function serve (o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first
   }
 
   await publish()
-  const stops = [repeat(cfg.announceEveryMs, async () => {
-    await publish().catch((err: Error) => { log.warn(`announce failed: ${err.message}`) })
-  })]
+  const stops = [
+    repeat(cfg.announceEveryMs, async () => {
+      await publish().catch((err: Error) => {
+        log.warn(`announce failed: ${err.message}`)
+      })
+    })
+  ]
   const { rebalance: moves } = o
   if (moves !== undefined) {
-    stops.push(repeat(cfg.rebalanceEveryMs, async () => {
-      await rebalance(moves.fit).catch((err: Error) => { log.warn(`rebalancing failed: ${err.message}`) })
-    }))
+    stops.push(
+      repeat(cfg.rebalanceEveryMs, async () => {
+        await rebalance(moves.fit).catch((err: Error) => {
+          log.warn(`rebalancing failed: ${err.message}`)
+        })
+      })
+    )
   }
   log.info(`peer ${peer} announced to the relay; ${cfg.maxSessions} sessions at most`)
 
   return {
-    get layers () { return spanOf(shards) },
-    get msPerLayer () { return msPerLayer },
+    get layers() {
+      return spanOf(shards)
+    },
+    get msPerLayer() {
+      return msPerLayer
+    },
     device,
     capability,
     stats,
-    async stop () {
+    async stop() {
       if (stopped) return
       stopped = true
       for (const s of stops) s()

@@ -22,7 +22,7 @@ export interface SpeedOptions {
  * divided by `nLayers`, the number of layers the chain covers. A chain starting past layer 0
  * is fed random hidden states of width `dim`.
  */
-export async function measureMsPerLayer (runners: ShardRunner[], nLayers: number, opts: SpeedOptions = {}): Promise<number> {
+export async function measureMsPerLayer(runners: ShardRunner[], nLayers: number, opts: SpeedOptions = {}): Promise<number> {
   const steps = opts.steps ?? 8
   const context = opts.context ?? 32
   if (runners.length === 0) throw new InputError('measureMsPerLayer needs at least one shard')
@@ -66,7 +66,7 @@ export async function measureMsPerLayer (runners: ShardRunner[], nLayers: number
   }
 }
 
-function median (xs: number[]): number {
+function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const mid = s.length >> 1
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2

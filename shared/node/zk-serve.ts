@@ -20,7 +20,7 @@ const log = logger('tessera:node:zk')
 /** A loaded ZK model: its input width and a prover (host/zk/prove.ts). */
 export interface ZkServed {
   inputs: number
-  prove (x: Int8Array): Promise<{ proof: Groth16Proof, publicSignals: string[], statement: ZkStatement }>
+  prove(x: Int8Array): Promise<{ proof: Groth16Proof; publicSignals: string[]; statement: ZkStatement }>
 }
 
 export interface ZkServeOptions {
@@ -33,7 +33,7 @@ export interface ZkServeOptions {
   forge?: boolean
 }
 
-export function createZkHandler (o: ZkServeOptions): { handle: (stream: Stream) => Promise<void>, stats: { proofs: number, errors: number } } {
+export function createZkHandler(o: ZkServeOptions): { handle: (stream: Stream) => Promise<void>; stats: { proofs: number; errors: number } } {
   const stats = { proofs: 0, errors: 0 }
   let queue: Promise<unknown> = Promise.resolve()
   let waiting = 0
@@ -50,18 +50,29 @@ export function createZkHandler (o: ZkServeOptions): { handle: (stream: Stream) 
       const started = performance.now()
       const run = queue.then(async () => await model.prove(input))
       queue = run.catch(() => {})
-      const r = await run.finally(() => { waiting-- })
+      const r = await run.finally(() => {
+        waiting--
+      })
       let output = r.statement.output
       let publicSignals = r.publicSignals
       if (o.forge === true) {
         // The output signals come first (verify.ts decodes them so): claim one more on the first.
-        output = Int32Array.from(output, (v, i) => i === 0 ? v + 1 : v)
-        publicSignals = publicSignals.map((s, i) => i === 0 ? (BigInt(s) + 1n).toString() : s)
+        output = Int32Array.from(output, (v, i) => (i === 0 ? v + 1 : v))
+        publicSignals = publicSignals.map((s, i) => (i === 0 ? (BigInt(s) + 1n).toString() : s))
       }
       stats.proofs++
-      const reply = await signZkReply({
-        peer: o.peer, model: m.model, input: m.input, output: bytesOfInt32(output), proof: encodeProof(r.proof), publicSignals, ms: performance.now() - started
-      }, o.sign)
+      const reply = await signZkReply(
+        {
+          peer: o.peer,
+          model: m.model,
+          input: m.input,
+          output: bytesOfInt32(output),
+          proof: encodeProof(r.proof),
+          publicSignals,
+          ms: performance.now() - started
+        },
+        o.sign
+      )
       await lp.write(encode({ t: 'proved', reply }))
     } catch (err) {
       stats.errors++

@@ -21,7 +21,7 @@ export interface AuditOf {
 }
 
 /** Audits one hop; returns the challenge a mismatch led to, if any. */
-export async function auditHop (ctx: BoardContext, a: AuditOf): Promise<ChallengeReport | undefined> {
+export async function auditHop(ctx: BoardContext, a: AuditOf): Promise<ChallengeReport | undefined> {
   const hop = a.claim.hops[a.index]
   const bodies = await Promise.all(hop.entries.map(async (e) => await openReceipt(e.receipt)))
   checkInputs(hop, bodies)
@@ -29,11 +29,14 @@ export async function auditHop (ctx: BoardContext, a: AuditOf): Promise<Challeng
   let watchers = await holders(ctx, hop.layers, involved)
   // After a restart peers re-announce over a few seconds: wait for a watcher and a referee (or
   // as long as waitMs), so a dispute does not end undecided for want of one.
-  for (const until = Date.now() + a.waitMs; watchers.length < 2 && Date.now() < until;) {
+  for (const until = Date.now() + a.waitMs; watchers.length < 2 && Date.now() < until; ) {
     await ctx.sleep(500)
     watchers = await holders(ctx, hop.layers, involved)
   }
-  if (watchers.length === 0) { a.audits.push({ layers: hop.layers, ok: true, note: 'no watcher holds these layers' }); return }
+  if (watchers.length === 0) {
+    a.audits.push({ layers: hop.layers, ok: true, note: 'no watcher holds these layers' })
+    return
+  }
   const watcher = watchers[Math.floor(ctx.random() * watchers.length)]
   const full = await prefill(ctx, watcher, { root: a.claim.root, session: `audit-${a.claim.id}-${a.index}`, layers: hop.layers, input: hop.inputs })
   for (const [j, e] of hop.entries.entries()) {

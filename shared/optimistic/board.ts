@@ -55,7 +55,7 @@ export class ClaimBoard implements ClaimSink {
   private readonly ctx: BoardContext
   private readonly o: BoardOptions & BoardDefaults
 
-  constructor (options: BoardOptions) {
+  constructor(options: BoardOptions) {
     // Each default resolved once; an option given as undefined keeps its default.
     const d = BOARD_DEFAULTS
     this.o = {
@@ -68,15 +68,21 @@ export class ClaimBoard implements ClaimSink {
     }
     const { dialer, peers, ledger, timeouts, revealMs } = this.o
     this.ctx = {
-      dialer, peers, ledger, timeouts, revealMs,
+      dialer,
+      peers,
+      ledger,
+      timeouts,
+      revealMs,
       find: options.find ?? (async (peer) => (await peers()).find((p) => p.peer === peer)),
       random: options.random ?? Math.random,
-      sleep: async (ms) => { await this.sleep(ms) }
+      sleep: async (ms) => {
+        await this.sleep(ms)
+      }
     }
   }
 
   /** Posts a claim; resolves when it is overturned (as soon as proven, after `correct` made the corrected tokens) or final. */
-  async submit (claim: Claim, correct?: Correct): Promise<Settlement> {
+  async submit(claim: Claim, correct?: Correct): Promise<Settlement> {
     if (this.claims.has(claim.id) || this.o.store?.get(claim.id) !== undefined) throw new InputError(`claim ${claim.id} was already posted`)
     const submittedAt = Date.now()
     this.o.store?.put(claim, submittedAt)
@@ -89,19 +95,21 @@ export class ClaimBoard implements ClaimSink {
    * meanwhile settles when its audit ends, not before: it was never audited. Corrected tokens
    * are not regenerated for them (the client that could is gone); webhooks are sent.
    */
-  resume (): number {
+  resume(): number {
     const pending = this.o.store?.pending() ?? []
     for (const p of pending) {
       if (this.claims.has(p.claim.id)) continue
       if (p.webhook !== undefined) this.hooks.set(p.claim.id, p.webhook)
-      this.run(p.claim, { submittedAt: p.submittedAt, resumed: true }).catch((err: Error) => { log.warn(`claim ${p.claim.id}: ${err.message}`) })
+      this.run(p.claim, { submittedAt: p.submittedAt, resumed: true }).catch((err: Error) => {
+        log.warn(`claim ${p.claim.id}: ${err.message}`)
+      })
     }
     if (pending.length > 0) log.info(`resumed ${pending.length} pending claim(s)`)
     return pending.length
   }
 
   /** POST the claim's settlement to `url` once it settles (at once if it has). */
-  notify (id: string, url: string): void {
+  notify(id: string, url: string): void {
     const c = this.get(id)
     if (c === undefined) throw new InputError(`no claim ${id} on this board`)
     this.o.store?.webhook(id, url)
@@ -109,24 +117,40 @@ export class ClaimBoard implements ClaimSink {
     else this.hooks.set(id, url)
   }
 
-  get (id: string): ClaimStatus | undefined {
+  get(id: string): ClaimStatus | undefined {
     const c = this.claims.get(id)
     if (c !== undefined) return c
     const stored = this.o.store?.get(id)
     if (stored === undefined) return undefined
-    return { claim: id, status: stored.status, window: stored.claim.window, submittedAt: stored.submittedAt, ...(stored.settlement !== undefined ? { settlement: stored.settlement } : {}) }
+    return {
+      claim: id,
+      status: stored.status,
+      window: stored.claim.window,
+      submittedAt: stored.submittedAt,
+      ...(stored.settlement !== undefined ? { settlement: stored.settlement } : {})
+    }
   }
 
   /** Resolves when the claim settles (at once if it has). */
-  async settled (id: string): Promise<Settlement> {
+  async settled(id: string): Promise<Settlement> {
     const c = this.get(id)
     if (c === undefined) throw new InputError(`no claim ${id} on this board`)
     if (c.settlement !== undefined) return c.settlement
-    return await new Promise((resolve) => { this.waiters.set(id, [...(this.waiters.get(id) ?? []), resolve]) })
+    return await new Promise((resolve) => {
+      this.waiters.set(id, [...(this.waiters.get(id) ?? []), resolve])
+    })
   }
 
   /** Counts for the pages: claims by state, challenges by outcome, mean time to settle, referees' work. */
-  stats (): { pending: number, final: number, overturned: number, challenges: number, frivolous: number, meanFinalMs: number, refereeBlocks: { ran: number, of: number } } {
+  stats(): {
+    pending: number
+    final: number
+    overturned: number
+    challenges: number
+    frivolous: number
+    meanFinalMs: number
+    refereeBlocks: { ran: number; of: number }
+  } {
     const all = [...this.claims.values()]
     const settled = all.filter((c) => c.settlement !== undefined)
     const finals = settled.filter((c) => c.status === 'final')
@@ -144,9 +168,11 @@ export class ClaimBoard implements ClaimSink {
   }
 
   /** Stops settling claims (the relay is stopping); those pending stay pending in the store. */
-  close (): void { this.closing.abort() }
+  close(): void {
+    this.closing.abort()
+  }
 
-  private async run (claim: Claim, r: { submittedAt: number, resumed: boolean, correct?: Correct }): Promise<Settlement> {
+  private async run(claim: Claim, r: { submittedAt: number; resumed: boolean; correct?: Correct }): Promise<Settlement> {
     this.claims.set(claim.id, { claim: claim.id, status: 'pending', window: claim.window, submittedAt: r.submittedAt })
     this.trim()
     const audits: Settlement['audits'] = []
@@ -166,15 +192,22 @@ export class ClaimBoard implements ClaimSink {
     if (this.closing.signal.aborted) return await new Promise<never>(() => {})
     const s: Settlement = { claim: claim.id, status: first === 'overturned' ? 'overturned' : 'final', afterMs: elapsed(), audits, challenges }
     if (s.status === 'overturned' && r.correct !== undefined) {
-      try { s.tokens = await r.correct(challenges) } catch (err) { log.warn(`claim ${claim.id}: could not regenerate the corrected tokens: ${(err as Error).message}`) }
+      try {
+        s.tokens = await r.correct(challenges)
+      } catch (err) {
+        log.warn(`claim ${claim.id}: could not regenerate the corrected tokens: ${(err as Error).message}`)
+      }
     }
     return this.settle(s)
   }
 
   /** Audits the claim's hops in turn (as the audit policy samples them); the first overturned one ends it. */
-  private async audit (claim: Claim, a: { resumed: boolean, audits: Settlement['audits'], challenges: ChallengeReport[] }): Promise<'overturned' | 'clean'> {
+  private async audit(claim: Claim, a: { resumed: boolean; audits: Settlement['audits']; challenges: ChallengeReport[] }): Promise<'overturned' | 'clean'> {
     for (const [index, hop] of claim.hops.entries()) {
-      if (this.ctx.random() >= this.o.auditRate) { a.audits.push({ layers: hop.layers, ok: true, note: 'not sampled by the audit policy' }); continue }
+      if (this.ctx.random() >= this.o.auditRate) {
+        a.audits.push({ layers: hop.layers, ok: true, note: 'not sampled by the audit policy' })
+        continue
+      }
       try {
         const challenge = await auditHop(this.ctx, { claim, index, waitMs: a.resumed ? this.o.resumeWaitMs : 0, audits: a.audits })
         if (challenge !== undefined) a.challenges.push(challenge)
@@ -187,7 +220,7 @@ export class ClaimBoard implements ClaimSink {
   }
 
   /** Records how the claim ended (once), and tells the store, the waiters and the webhook. */
-  private settle (s: Settlement): Settlement {
+  private settle(s: Settlement): Settlement {
     const entry = this.claims.get(s.claim)
     if (entry === undefined || entry.status !== 'pending') return entry?.settlement ?? s
     entry.status = s.status
@@ -201,16 +234,20 @@ export class ClaimBoard implements ClaimSink {
     return s
   }
 
-  private async sleep (ms: number): Promise<void> {
+  private async sleep(ms: number): Promise<void> {
     const signal = this.closing.signal
     await new Promise<void>((resolve) => {
-      const done = (): void => { clearTimeout(t); signal.removeEventListener('abort', done); resolve() }
+      const done = (): void => {
+        clearTimeout(t)
+        signal.removeEventListener('abort', done)
+        resolve()
+      }
       const t = setTimeout(done, ms)
       signal.addEventListener('abort', done)
     })
   }
 
-  private trim (): void {
+  private trim(): void {
     for (const [id, c] of this.claims) {
       if (this.claims.size <= this.o.keep) break
       if (c.status !== 'pending') this.claims.delete(id)

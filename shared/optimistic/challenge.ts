@@ -50,41 +50,60 @@ export class Challenge {
   private positions = 0
   private openings: Opening[] = []
 
-  constructor (private readonly ctx: BoardContext, private readonly d: Disputed) {
+  constructor(
+    private readonly ctx: BoardContext,
+    private readonly d: Disputed
+  ) {
     this.hop = d.claim.hops[d.index]
     this.prefix = prefixRows(this.hop.inputs, d.entry.end)
     this.report = { layers: this.hop.layers, accused: d.entry.peer, challenger: d.watcher.peer, outcome: 'undecided', reason: '' }
   }
 
-  async settle (): Promise<ChallengeReport> {
+  async settle(): Promise<ChallengeReport> {
     const { ctx, d } = this
-    this.replay = await prefill(ctx, d.watcher, { root: d.claim.root, session: `challenge-${d.claim.id}-${d.index}`, layers: this.hop.layers, input: this.prefix, keep: true })
+    this.replay = await prefill(ctx, d.watcher, {
+      root: d.claim.root,
+      session: `challenge-${d.claim.id}-${d.index}`,
+      layers: this.hop.layers,
+      input: this.prefix,
+      keep: true
+    })
     const acc = await openReceipt(d.entry.receipt)
     this.accused = { who: 'accused', cap: await ctx.find(d.entry.peer), body: acc }
     this.challenger = { who: 'watcher', cap: d.watcher, body: await openReceipt(this.replay.receipt) }
     this.positions = decodeFingerprint(acc.output).positions
-    const located = await locate(ctx.dialer, { layers: this.hop.layers, accused: this.accused, watcher: this.challenger, positions: this.positions, revealMs: ctx.revealMs })
+    const located = await locate(ctx.dialer, {
+      layers: this.hop.layers,
+      accused: this.accused,
+      watcher: this.challenger,
+      positions: this.positions,
+      revealMs: ctx.revealMs
+    })
     const { openings, ...shown } = located
     this.openings = openings
     this.report.located = shown
     if (located.timedOut !== undefined) ctx.ledger.observe(located.timedOut, false)
-    if (located.layer !== undefined && located.timedOut === undefined && await this.refereeBlock(located.layer)) return this.report
+    if (located.layer !== undefined && located.timedOut === undefined && (await this.refereeBlock(located.layer))) return this.report
     await this.refereeHop()
     return this.report
   }
 
   /** Anyone holding the two receipts computes the same referee order. */
-  private get draw (): number {
+  private get draw(): number {
     const seed = newSha256().update(new TextEncoder().encode(this.d.claim.id)).update(this.d.entry.receipt).update(this.replay.receipt).digest()
     return new DataView(seed.buffer, seed.byteOffset).getUint32(0)
   }
 
-  private get exclude (): Set<string> { return new Set([...this.d.involved, this.d.watcher.peer]) }
+  private get exclude(): Set<string> {
+    return new Set([...this.d.involved, this.d.watcher.peer])
+  }
 
-  private note (more: string): void { this.report.located = { ...this.report.located!, note: `${this.report.located!.note}; ${more}` } }
+  private note(more: string): void {
+    this.report.located = { ...this.report.located!, note: `${this.report.located!.note}; ${more}` }
+  }
 
   /** A party's opening of `layer`, revealed once. */
-  private async opened (p: Party, layer: number): Promise<Opening> {
+  private async opened(p: Party, layer: number): Promise<Opening> {
     const have = this.openings.find((o) => o.peer === p.body.peer && o.layer === layer)
     if (have !== undefined) return have
     const o = await reveal(this.ctx.dialer, p.cap!, { body: p.body, layer, first: this.hop.layers[0], ms: this.ctx.revealMs })
@@ -98,12 +117,12 @@ export class Challenge {
    * kept it (checked against the watcher's commitment, which the accused's agrees with).
    * Returns false when no referee could do it, so the whole hop is replayed instead.
    */
-  private async refereeBlock (layer: number): Promise<boolean> {
+  private async refereeBlock(layer: number): Promise<boolean> {
     const [a, b] = this.hop.layers
     const { ctx, accused, challenger } = this
     // What entered the block, and what each party committed it put out (over the disputed step's rows).
     let input = this.prefix
-    let claimed: { accused: Fingerprint, watcher: Fingerprint }
+    let claimed: { accused: Fingerprint; watcher: Fingerprint }
     try {
       const out = async (p: Party, full: Fingerprint): Promise<Fingerprint> =>
         tailFingerprint(layer === b ? full : decodeFingerprint((await this.opened(p, layer)).fp), this.positions)
@@ -121,7 +140,7 @@ export class Challenge {
     const block = Math.min(layer, b - 1)
     const pool = (await ctx.peers())
       .filter((p) => p.layers[0] <= block && block < p.layers[1] && !this.exclude.has(p.peer) && !ctx.ledger.excluded(p.peer))
-      .sort((x, y) => x.peer < y.peer ? -1 : 1)
+      .sort((x, y) => (x.peer < y.peer ? -1 : 1))
     for (let t = 0; t < Math.min(2, pool.length); t++) {
       const referee = pool[(this.draw + t) % pool.length]
       let part: Awaited<ReturnType<typeof execute>>
@@ -149,11 +168,14 @@ export class Challenge {
   }
 
   /** The fallback: a referee replays the whole hop up to the disputed step. */
-  private async refereeHop (): Promise<void> {
+  private async refereeHop(): Promise<void> {
     const { ctx, d } = this
     const pool = await holders(ctx, this.hop.layers, this.exclude)
-    if (pool.length === 0) { this.report.reason = 'no referee holds these layers'; return }
-    pool.sort((a, b) => a.peer < b.peer ? -1 : 1)
+    if (pool.length === 0) {
+      this.report.reason = 'no referee holds these layers'
+      return
+    }
+    pool.sort((a, b) => (a.peer < b.peer ? -1 : 1))
     const referee = pool[this.draw % pool.length]
     const n = this.hop.layers[1] - this.hop.layers[0]
     this.report.referee = referee.peer
@@ -161,21 +183,27 @@ export class Challenge {
     const r = await prefill(ctx, referee, { root: d.claim.root, session: `referee-${d.claim.id}-${d.index}`, layers: this.hop.layers, input: this.prefix })
     const claimed = decodeFingerprint(this.accused.body.output)
     const detail = { claim: d.claim.id, layers: this.hop.layers, end: d.entry.end, challenger: d.watcher.peer, referee: referee.peer }
-    await this.vote([
-      this.ballot(d.entry.peer, claimed, d.entry.receipt),
-      this.ballot(d.watcher.peer, tailFingerprint(this.replay.fp, claimed.positions), this.replay.receipt),
-      this.ballot(referee.peer, tailFingerprint(r.fp, claimed.positions), r.receipt)
-    ], (loser, _winner, all) => mismatchEvidence('optimistic', loser, all, detail))
+    await this.vote(
+      [
+        this.ballot(d.entry.peer, claimed, d.entry.receipt),
+        this.ballot(d.watcher.peer, tailFingerprint(this.replay.fp, claimed.positions), this.replay.receipt),
+        this.ballot(referee.peer, tailFingerprint(r.fp, claimed.positions), r.receipt)
+      ],
+      (loser, _winner, all) => mismatchEvidence('optimistic', loser, all, detail)
+    )
   }
 
-  private ballot (peer: string, fp: Fingerprint, receipt: Uint8Array): Ballot {
+  private ballot(peer: string, fp: Fingerprint, receipt: Uint8Array): Ballot {
     return { peer, fp, weight: this.ctx.ledger.weight(peer), receipt }
   }
 
   /** The reputation-weighted vote of accused, watcher and referee (in that order); the minority's evidence goes to the ledger. */
-  private async vote (votes: Ballot[], evidence: (loser: Ballot, winner: Ballot, winners: Ballot[]) => Evidence): Promise<void> {
+  private async vote(votes: Ballot[], evidence: (loser: Ballot, winner: Ballot, winners: Ballot[]) => Evidence): Promise<void> {
     const t = tally(votes)
-    if (t.winner.length < MIN_WITNESSES) { this.report.reason = 'accused, challenger and referee all disagree'; return }
+    if (t.winner.length < MIN_WITNESSES) {
+      this.report.reason = 'accused, challenger and referee all disagree'
+      return
+    }
     const loser = t.losers[0]
     const referee = votes[2].peer
     this.report.outcome = loser.peer === this.d.entry.peer ? 'overturned' : 'frivolous'
@@ -184,6 +212,8 @@ export class Challenge {
     if (outcome.slashed) this.report.slashed = { peer: loser.peer, amount: outcome.amount }
     const what = this.report.reexecuted?.what ?? 'nothing'
     const slash = outcome.slashed ? `slashed ${outcome.amount}` : `not slashed: ${outcome.reason}`
-    log.info(`claim ${this.d.claim.id} hop [${this.hop.layers.join(',')}): ${this.report.outcome}, the referee re-executed ${what} (${loser.peer.slice(-8)} ${slash})`)
+    log.info(
+      `claim ${this.d.claim.id} hop [${this.hop.layers.join(',')}): ${this.report.outcome}, the referee re-executed ${what} (${loser.peer.slice(-8)} ${slash})`
+    )
   }
 }

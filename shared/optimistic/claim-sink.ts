@@ -10,15 +10,15 @@ import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import type { Claim, ClaimSink } from './claim.js'
 import type { Settlement } from '../client/types.js'
 
-type JsonInput = { tokens: number[] } | { hidden: string, seq: number }
+type JsonInput = { tokens: number[] } | { hidden: string; seq: number }
 export interface ClaimJson {
   id: string
   root: string
   window: number
-  hops: Array<{ layers: [number, number], entries: Array<{ peer: string, receipt: string, end: number }>, inputs: JsonInput }>
+  hops: Array<{ layers: [number, number]; entries: Array<{ peer: string; receipt: string; end: number }>; inputs: JsonInput }>
 }
 
-export function claimToJson (c: Claim): ClaimJson {
+export function claimToJson(c: Claim): ClaimJson {
   return {
     id: c.id,
     root: c.root,
@@ -26,16 +26,16 @@ export function claimToJson (c: Claim): ClaimJson {
     hops: c.hops.map((h) => ({
       layers: h.layers,
       entries: h.entries.map((e) => ({ peer: e.peer, receipt: bytesToBase64(e.receipt), end: e.end })),
-      inputs: 'tokens' in h.inputs
-        ? { tokens: Array.from(h.inputs.tokens) }
-        : { hidden: bytesToBase64(bytesOf(h.inputs.hidden)), seq: h.inputs.seq }
+      inputs: 'tokens' in h.inputs ? { tokens: Array.from(h.inputs.tokens) } : { hidden: bytesToBase64(bytesOf(h.inputs.hidden)), seq: h.inputs.seq }
     }))
   }
 }
 
 /** Parses and validates a posted claim; throws InputError naming what is wrong. */
-export function claimFromJson (j: unknown): Claim {
-  const bad = (why: string): never => { throw new InputError(`claim: ${why}`) }
+export function claimFromJson(j: unknown): Claim {
+  const bad = (why: string): never => {
+    throw new InputError(`claim: ${why}`)
+  }
   const o = j as Partial<ClaimJson>
   if (typeof o !== 'object' || o === null) return bad('must be a JSON object')
   if (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > 128) bad('id must be a string of 1 to 128 characters')
@@ -48,14 +48,15 @@ export function claimFromJson (j: unknown): Claim {
     root: o.root!,
     window: o.window!,
     hops: o.hops!.map((h, i) => {
-      if (!Array.isArray(h?.layers) || h.layers.length !== 2 || !int(h.layers[0]) || !int(h.layers[1]) || h.layers[0] >= h.layers[1]) bad(`hops[${i}].layers must be [start, end)`)
+      if (!Array.isArray(h?.layers) || h.layers.length !== 2 || !int(h.layers[0]) || !int(h.layers[1]) || h.layers[0] >= h.layers[1])
+        bad(`hops[${i}].layers must be [start, end)`)
       if (!Array.isArray(h.entries) || h.entries.length === 0) bad(`hops[${i}].entries must be a non-empty array`)
       const entries = h.entries.map((e, k) => {
         if (typeof e?.peer !== 'string' || typeof e.receipt !== 'string' || !int(e.end)) bad(`hops[${i}].entries[${k}] needs peer, receipt (base64) and end`)
         return { peer: e.peer, receipt: base64ToBytes(e.receipt), end: e.end }
       })
       let inputs: HopInput
-      const x = h.inputs as Partial<{ tokens: number[], hidden: string, seq: number }>
+      const x = h.inputs as Partial<{ tokens: number[]; hidden: string; seq: number }>
       if (Array.isArray(x?.tokens) && x.tokens.every(int)) inputs = { tokens: x.tokens }
       else if (typeof x?.hidden === 'string' && int(x.seq) && x.seq! > 0) {
         const bytes = base64ToBytes(x.hidden)
@@ -68,11 +69,16 @@ export function claimFromJson (j: unknown): Claim {
 }
 
 /** Posts claims to a relay's board over HTTP; corrected tokens are generated here by `rerun`. */
-export function httpClaimSink (base: string, fetchFn: typeof fetch = fetch): ClaimSink {
+export function httpClaimSink(base: string, fetchFn: typeof fetch = fetch): ClaimSink {
   return {
-    async submit (claim, rerun) {
-      const posted = await fetchFn(new URL('/api/claims', base), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(claimToJson(claim)) })
-      if (!posted.ok) throw new TesseraError(posted.status === 400 ? 'BAD_CLAIM' : 'UNREACHABLE', `POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`)
+    async submit(claim, rerun) {
+      const posted = await fetchFn(new URL('/api/claims', base), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(claimToJson(claim))
+      })
+      if (!posted.ok)
+        throw new TesseraError(posted.status === 400 ? 'BAD_CLAIM' : 'UNREACHABLE', `POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`)
       const events = await (await fetchFn(new URL(`/api/claims/${encodeURIComponent(claim.id)}/events`, base))).text()
       const line = events.split('\n').find((l) => l.startsWith('data:'))
       if (line === undefined) throw new TesseraError('BAD_REPLY', `the relay sent no settlement for claim ${claim.id}`)

@@ -13,7 +13,7 @@ import type { ChallengeReport, Settlement } from '../client/types.js'
 /** One hop of a claim: who computed which steps (each receipt's output ends at row `end`), and every row it was fed. */
 export interface HopClaim {
   layers: [number, number]
-  entries: Array<{ peer: string, receipt: Uint8Array, end: number }>
+  entries: Array<{ peer: string; receipt: Uint8Array; end: number }>
   inputs: HopInput
 }
 
@@ -25,19 +25,31 @@ export interface Claim {
   hops: HopClaim[]
 }
 
-export interface ClaimStatus { claim: string, status: 'pending' | 'final' | 'overturned', window: number, submittedAt: number, settlement?: Settlement }
+export interface ClaimStatus {
+  claim: string
+  status: 'pending' | 'final' | 'overturned'
+  window: number
+  submittedAt: number
+  settlement?: Settlement
+}
 
 /** A claim as a store keeps it. */
-export interface StoredClaim { claim: Claim, submittedAt: number, status: ClaimStatus['status'], settlement?: Settlement, webhook?: string }
+export interface StoredClaim {
+  claim: Claim
+  submittedAt: number
+  status: ClaimStatus['status']
+  settlement?: Settlement
+  webhook?: string
+}
 
 /** Where claims outlive a restart (relay/claims-sqlite.ts). */
 export interface ClaimStore {
-  put (claim: Claim, submittedAt: number): void
-  settle (s: Settlement): void
-  webhook (id: string, url: string): void
-  get (id: string): StoredClaim | undefined
+  put(claim: Claim, submittedAt: number): void
+  settle(s: Settlement): void
+  webhook(id: string, url: string): void
+  get(id: string): StoredClaim | undefined
   /** Claims posted and never settled: a restart cut their audits short. */
-  pending (): StoredClaim[]
+  pending(): StoredClaim[]
 }
 
 /**
@@ -45,35 +57,39 @@ export interface ClaimStore {
  * (claim-sink.ts). `correct`, when given, produces the corrected tokens of an overturned claim.
  */
 export interface ClaimSink {
-  submit (claim: Claim, correct?: (challenges: ChallengeReport[]) => Promise<number[]>): Promise<Settlement>
+  submit(claim: Claim, correct?: (challenges: ChallengeReport[]) => Promise<number[]>): Promise<Settlement>
 }
 
 /** The claim's inputs must be what the peers signed for (each receipt's input chain): a client cannot frame a peer. */
-export function checkInputs (hop: HopClaim, bodies: ReceiptBody[]): void {
+export function checkInputs(hop: HopClaim, bodies: ReceiptBody[]): void {
   let chain: Uint8Array = EMPTY_CHAIN
   let at = 0
   for (const [j, e] of hop.entries.entries()) {
     if (e.end < at) throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): receipts out of order`)
-    if (e.end > at) { chain = chainRows(chain, rowBytes(hop.inputs, at, e.end), e.end - at); at = e.end }
-    if (bytesToHex(chain) !== bytesToHex(bodies[j].input)) throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): the inputs do not match ${e.peer.slice(-8)}'s receipt`)
+    if (e.end > at) {
+      chain = chainRows(chain, rowBytes(hop.inputs, at, e.end), e.end - at)
+      at = e.end
+    }
+    if (bytesToHex(chain) !== bytesToHex(bodies[j].input))
+      throw new TesseraError('BAD_CLAIM', `hop [${hop.layers.join(',')}): the inputs do not match ${e.peer.slice(-8)}'s receipt`)
   }
 }
 
 /** The first `n` rows of a hop's input. */
-export function prefixRows (x: HopInput, n: number): HopInput {
+export function prefixRows(x: HopInput, n: number): HopInput {
   if (n > seqOf(x)) throw new TesseraError('BAD_CLAIM', `a receipt ends at row ${n} but the claim holds ${seqOf(x)} rows`)
   if ('tokens' in x) return { tokens: Array.from(x.tokens).slice(0, n) }
   return { hidden: x.hidden.subarray(0, n * (x.hidden.length / x.seq)), seq: n }
 }
 
 /** The bytes of rows [from, to), as the receipts' input chains hash them. */
-function rowBytes (x: HopInput, from: number, to: number): Uint8Array {
+function rowBytes(x: HopInput, from: number, to: number): Uint8Array {
   if (to > seqOf(x)) throw new TesseraError('BAD_CLAIM', `a receipt ends at row ${to} but the claim holds ${seqOf(x)} rows`)
   if ('tokens' in x) return new Uint8Array(Int32Array.from(Array.from(x.tokens).slice(from, to)).buffer)
   const w = x.hidden.length / x.seq
   return bytesOf(x.hidden.subarray(from * w, to * w))
 }
 
-export function sliceRows (out: HopOutput, from: number, to: number): HopOutput {
+export function sliceRows(out: HopOutput, from: number, to: number): HopOutput {
   return { ...out, data: out.data.subarray(from * out.width, to * out.width), seq: to - from }
 }

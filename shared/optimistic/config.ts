@@ -1,5 +1,11 @@
 /** The claim board's knobs, each with why it has its value; resolved once when a board is made. */
-export interface BoardDefaults { revealMs: number, webhookMs: number, resumeWaitMs: number, keep: number, auditRate: number }
+export interface BoardDefaults {
+  revealMs: number
+  webhookMs: number
+  resumeWaitMs: number
+  keep: number
+  auditRate: number
+}
 
 export const BOARD_DEFAULTS: Readonly<BoardDefaults> = {
   /** How long a party has to answer each reveal of a dispute: a reveal is a table look-up, so 5 s is generous. */

@@ -25,15 +25,23 @@ export interface BoardContext {
 }
 
 /** Peers holding exactly `layers`, not in `exclude` and not blacklisted, cheapest first. */
-export async function holders (ctx: BoardContext, layers: [number, number], exclude: Set<string>): Promise<Capability[]> {
+export async function holders(ctx: BoardContext, layers: [number, number], exclude: Set<string>): Promise<Capability[]> {
   const peers = (await ctx.peers()).filter((p) => !exclude.has(p.peer) && !ctx.ledger.excluded(p.peer))
   return serversOf(peers, layers, DEFAULT_COSTS)
 }
 
-export interface Prefilled { out: HopOutput, receipt: Uint8Array, fp: Fingerprint }
+export interface Prefilled {
+  out: HopOutput
+  receipt: Uint8Array
+  fp: Fingerprint
+}
 
 /** One prefill of `input` on `peer` (`keep`: it keeps each block's output for a dispute): output, receipt (checked), fingerprint. */
-export async function prefill (ctx: BoardContext, peer: Capability, run: { root: string, session: string, layers: [number, number], input: HopInput, keep?: boolean }): Promise<Prefilled> {
+export async function prefill(
+  ctx: BoardContext,
+  peer: Capability,
+  run: { root: string; session: string; layers: [number, number]; input: HopInput; keep?: boolean }
+): Promise<Prefilled> {
   const hop = await openRemoteHop(ctx.dialer, peer, run.layers, run.root, run.session, ctx.timeouts, { keep: run.keep === true })
   try {
     const out = await hop.forward(run.input, 0)

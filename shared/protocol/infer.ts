@@ -27,22 +27,57 @@ export const INFER_PROTOCOL = '/tessera/infer/1.0.0'
  */
 export const DISPUTE_PROTOCOL = '/tessera/dispute/1.0.0'
 
-export interface OpenMsg { t: 'open', root: string, layers: [number, number], session: string, keep?: boolean, commit?: boolean }
-export interface ForwardMsg { t: 'forward', step: number, start: number, seq: number, tokens?: Uint8Array, hidden?: Uint8Array }
-export interface CloseMsg { t: 'close' }
-export interface OpenedMsg { t: 'opened', layers: [number, number], device: string }
-export interface ResultMsg { t: 'result', step: number, seq: number, width: number, kind: 'hidden' | 'logits', data: Uint8Array, ms: number, receipt?: Uint8Array }
-export interface ErrorMsg { t: 'error', code: ErrorCode, message: string }
+export interface OpenMsg {
+  t: 'open'
+  root: string
+  layers: [number, number]
+  session: string
+  keep?: boolean
+  commit?: boolean
+}
+export interface ForwardMsg {
+  t: 'forward'
+  step: number
+  start: number
+  seq: number
+  tokens?: Uint8Array
+  hidden?: Uint8Array
+}
+export interface CloseMsg {
+  t: 'close'
+}
+export interface OpenedMsg {
+  t: 'opened'
+  layers: [number, number]
+  device: string
+}
+export interface ResultMsg {
+  t: 'result'
+  step: number
+  seq: number
+  width: number
+  kind: 'hidden' | 'logits'
+  data: Uint8Array
+  ms: number
+  receipt?: Uint8Array
+}
+export interface ErrorMsg {
+  t: 'error'
+  code: ErrorCode
+  message: string
+}
 
 export type ClientMsg = OpenMsg | ForwardMsg | CloseMsg
 export type NodeMsg = OpenedMsg | ResultMsg | ErrorMsg
 
 export type ErrorCode = WireCode
 
-export function encodeMsg (m: ClientMsg | NodeMsg): Uint8Array { return encode(m) }
+export function encodeMsg(m: ClientMsg | NodeMsg): Uint8Array {
+  return encode(m)
+}
 
 /** Decodes and validates a client message; throws ProtocolError('MALFORMED', …) on anything off. */
-export function decodeClientMsg (bytes: Uint8Array): ClientMsg {
+export function decodeClientMsg(bytes: Uint8Array): ClientMsg {
   const m = decodeObject(bytes)
   switch (m.t) {
     case 'open':
@@ -68,7 +103,7 @@ export function decodeClientMsg (bytes: Uint8Array): ClientMsg {
 }
 
 /** Decodes and validates a node message (the client checks what it receives too). */
-export function decodeNodeMsg (bytes: Uint8Array): NodeMsg {
+export function decodeNodeMsg(bytes: Uint8Array): NodeMsg {
   const m = decodeObject(bytes)
   switch (m.t) {
     case 'opened':
@@ -87,7 +122,7 @@ export function decodeNodeMsg (bytes: Uint8Array): NodeMsg {
   }
 }
 
-function decodeObject (bytes: Uint8Array): Record<string, unknown> {
+function decodeObject(bytes: Uint8Array): Record<string, unknown> {
   let m: unknown
   try {
     m = decode(bytes)
@@ -98,7 +133,7 @@ function decodeObject (bytes: Uint8Array): Record<string, unknown> {
   return m as Record<string, unknown>
 }
 
-function need (ok: boolean, message: string): void {
+function need(ok: boolean, message: string): void {
   if (!ok) throw new ProtocolError('MALFORMED', message)
 }
 
@@ -106,6 +141,8 @@ const isUint = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number)
 const isRange = (v: unknown): boolean => Array.isArray(v) && v.length === 2 && isUint(v[0]) && isUint(v[1]) && v[0] < v[1]
 
 /** Views over tensor bytes (copied when unaligned, as CBOR byte strings often are). */
-export const f32 = (b: Uint8Array): Float32Array => b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Float32Array(b.slice().buffer)
-export const i32 = (b: Uint8Array): Int32Array => b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Int32Array(b.slice().buffer)
+export const f32 = (b: Uint8Array): Float32Array =>
+  b.byteOffset % 4 === 0 ? new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Float32Array(b.slice().buffer)
+export const i32 = (b: Uint8Array): Int32Array =>
+  b.byteOffset % 4 === 0 ? new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4) : new Int32Array(b.slice().buffer)
 export const bytesOf = (a: Float32Array | Int32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)

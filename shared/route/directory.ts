@@ -14,25 +14,34 @@ const log = logger('tessera:client:directory')
 /** Streams per connection we may open at once: every concurrent session is one stream. */
 const MAX_STREAMS = 1024
 
-export function libp2pDialer (node: Libp2p): Dialer {
+export function libp2pDialer(node: Libp2p): Dialer {
   return {
-    async dial (peer, protocol, signal) {
-      return await node.dialProtocol(peer.addrs.map((a) => multiaddr(a)), protocol, { signal, runOnLimitedConnection: true, maxOutboundStreams: MAX_STREAMS })
+    async dial(peer, protocol, signal) {
+      return await node.dialProtocol(
+        peer.addrs.map((a) => multiaddr(a)),
+        protocol,
+        { signal, runOnLimitedConnection: true, maxOutboundStreams: MAX_STREAMS }
+      )
     }
   }
 }
 
-export interface PeerDirectory { list (): Promise<Capability[]> }
+export interface PeerDirectory {
+  list(): Promise<Capability[]>
+}
 
 /**
  * Reads the relay's registry over /tessera/peers/1.0.0 and checks every record's signature
  * itself (the relay is not trusted to vouch for peers). Cached for `cacheMs`.
  */
-export function relayDirectory (node: Libp2p, relay: string | Multiaddr, cacheMs = CLIENT_DEFAULTS.directoryCacheMs): PeerDirectory {
+export function relayDirectory(node: Libp2p, relay: string | Multiaddr, cacheMs = CLIENT_DEFAULTS.directoryCacheMs): PeerDirectory {
   const addr = typeof relay === 'string' ? multiaddr(relay) : relay
-  let cached: { at: number, peers: Promise<Capability[]> } | undefined
+  let cached: { at: number; peers: Promise<Capability[]> } | undefined
   const fetchPeers = async (): Promise<Capability[]> => {
-    const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, { signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs), runOnLimitedConnection: true })
+    const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, {
+      signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
+      runOnLimitedConnection: true
+    })
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     await lp.write(encode({ t: 'list' }))
     const reply = decode((await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })).subarray()) as { records: SignedCapability[] }
@@ -42,15 +51,19 @@ export function relayDirectory (node: Libp2p, relay: string | Multiaddr, cacheMs
       try {
         const c = await verifyCapability(r)
         if (c.withdrawn !== true) out.push(c)
-      } catch (err) { log.warn(`dropping a peer record: ${(err as Error).message}`) }
+      } catch (err) {
+        log.warn(`dropping a peer record: ${(err as Error).message}`)
+      }
     }
     return out
   }
   return {
-    async list () {
+    async list() {
       if (cached === undefined || Date.now() - cached.at > cacheMs) {
         cached = { at: Date.now(), peers: fetchPeers() }
-        cached.peers.catch(() => { cached = undefined })
+        cached.peers.catch(() => {
+          cached = undefined
+        })
       }
       return await cached.peers
     }

@@ -7,10 +7,9 @@ import type { NetworkView } from '../client/types.js'
 
 export type ModelView = NetworkView['models'][number]
 
-export function chooseModel (models: ModelView[], want?: string): ModelView {
-  const chosen = want === undefined
-    ? models.find((m) => m.coverage.length > 0 && m.coverage.every((c) => c > 0))
-    : models.find((m) => m.name === want || m.root === want)
+export function chooseModel(models: ModelView[], want?: string): ModelView {
+  const chosen =
+    want === undefined ? models.find((m) => m.coverage.length > 0 && m.coverage.every((c) => c > 0)) : models.find((m) => m.name === want || m.root === want)
   if (chosen !== undefined) return chosen
   const known = models.map((m) => `${m.name} (${m.root.slice(0, 12)}…)`).join(', ') || 'none'
   throw want === undefined

@@ -6,7 +6,10 @@
 import type { Capability } from '../protocol/capability.js'
 import { NoRouteError } from '../errors.js'
 
-export interface RouteHop { peer: Capability, layers: [number, number] }
+export interface RouteHop {
+  peer: Capability
+  layers: [number, number]
+}
 
 export interface RouteCosts {
   /** Round-trip estimate per peer in ms (unknown peers get `defaultRttMs`). */
@@ -21,12 +24,12 @@ export interface RouteCosts {
 export const DEFAULT_COSTS: RouteCosts = { defaultRttMs: 20, fullPenaltyMs: 10_000, tokensNeeded: 0 }
 
 /** What serving [a, b) on `p` is expected to cost: its round trip plus its compute, and a penalty when its KV cache is too full. */
-export function hopCost (p: Capability, [a, b]: [number, number], costs: RouteCosts): number {
+export function hopCost(p: Capability, [a, b]: [number, number], costs: RouteCosts): number {
   return (costs.rttMs?.(p.peer) ?? costs.defaultRttMs) + (b - a) * p.msPerLayer + (p.kvRoom < costs.tokensNeeded ? costs.fullPenaltyMs : 0)
 }
 
 /** Peers whose shards start at a and end at b, so they can serve exactly [a, b), cheapest first. */
-export function serversOf (peers: Capability[], layers: [number, number], costs: RouteCosts = DEFAULT_COSTS): Capability[] {
+export function serversOf(peers: Capability[], layers: [number, number], costs: RouteCosts = DEFAULT_COSTS): Capability[] {
   return peers
     .filter((p) => p.shardBounds.includes(layers[0]) && p.shardBounds.includes(layers[1]))
     .sort((x, y) => hopCost(x, layers, costs) - hopCost(y, layers, costs))
@@ -37,18 +40,22 @@ export function serversOf (peers: Capability[], layers: [number, number], costs:
  * distinct peers (k > 1 for redundant execution; a hop then costs what its k-th cheapest
  * server costs, since the step waits for all k). Throws NoRouteError naming the uncovered layers.
  */
-export function findRoute (peers: Capability[], from: number, to: number, costs: RouteCosts = DEFAULT_COSTS, k = 1): RouteHop[] {
+export function findRoute(peers: Capability[], from: number, to: number, costs: RouteCosts = DEFAULT_COSTS, k = 1): RouteHop[] {
   const dist = new Map<number, number>([[from, 0]])
   const prev = new Map<number, RouteHop>()
   const done = new Set<number>()
   for (;;) {
     let at = -1
     let best = Infinity
-    for (const [b, d] of dist) if (!done.has(b) && d < best) { best = d; at = b }
+    for (const [b, d] of dist)
+      if (!done.has(b) && d < best) {
+        best = d
+        at = b
+      }
     if (at < 0) break
     if (at === to) break
     done.add(at)
-    const ends = new Set(peers.flatMap((p) => p.shardBounds.includes(at) ? p.shardBounds.filter((e) => e > at && e <= to) : []))
+    const ends = new Set(peers.flatMap((p) => (p.shardBounds.includes(at) ? p.shardBounds.filter((e) => e > at && e <= to) : [])))
     for (const end of ends) {
       const layers: [number, number] = [at, end]
       const servers = serversOf(peers, layers, costs)
@@ -66,7 +73,7 @@ export function findRoute (peers: Capability[], from: number, to: number, costs:
     throw new NoRouteError(`${who} layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known`)
   }
   const route: RouteHop[] = []
-  for (let b = to; b !== from;) {
+  for (let b = to; b !== from; ) {
     const hop = prev.get(b)!
     route.unshift(hop)
     b = hop.layers[0]
@@ -75,7 +82,7 @@ export function findRoute (peers: Capability[], from: number, to: number, costs:
 }
 
 /** How many live peers serve each layer (for the network view and block selection). */
-export function coverage (peers: Capability[], nLayers: number): number[] {
+export function coverage(peers: Capability[], nLayers: number): number[] {
   const c = new Array<number>(nLayers).fill(0)
   for (const p of peers) for (let l = p.layers[0]; l < Math.min(p.layers[1], nLayers); l++) c[l]++
   return c

@@ -9,8 +9,8 @@ export type WeightDType = 'fp32' | 'fp16' | 'int4'
 export const WEIGHT_DTYPES: readonly WeightDType[] = ['fp32', 'fp16', 'int4']
 
 export interface ShardSpec {
-  start: number   // first layer (inclusive)
-  end: number     // last layer (exclusive)
+  start: number // first layer (inclusive)
+  end: number // last layer (exclusive)
   dtype: WeightDType
   /** MatMulNBits accuracy level for int4: 0 = fp32 math on dequantized weights, 4 = int8 math (faster). */
   int4Accuracy?: number
@@ -27,7 +27,7 @@ const INT4_BLOCK = 32
  * the classifier. Large weights go to `sink` (the shard's external data file); the returned
  * bytes are the .onnx file.
  */
-export async function buildShard (weights: WeightSource, spec: ShardSpec, sink: DataSink, progress?: BuildProgress): Promise<Uint8Array> {
+export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: DataSink, progress?: BuildProgress): Promise<Uint8Array> {
   const c = weights.config
   const first = spec.start === 0
   const last = spec.end === c.nLayers
@@ -43,9 +43,7 @@ export async function buildShard (weights: WeightSource, spec: ShardSpec, sink: 
   const I = DType.INT64
 
   // Inputs.
-  let x = first
-    ? await b.embed(g.input(io.INPUT_IDS, I, ['batch', 'seq']))
-    : g.input(io.HIDDEN_IN, F, ['batch', 'seq', c.dim])
+  let x = first ? await b.embed(g.input(io.INPUT_IDS, I, ['batch', 'seq'])) : g.input(io.HIDDEN_IN, F, ['batch', 'seq', c.dim])
   const pos = g.input(io.POSITION_IDS, I, ['batch', 'seq'])
   for (let l = spec.start; l < spec.end; l++) {
     g.input(io.pastKey(l), F, ['batch', c.nKvHeads, 'past', headDim(c)])
@@ -80,11 +78,14 @@ export async function buildShard (weights: WeightSource, spec: ShardSpec, sink: 
   return g.encode(`tessera_layers_${spec.start}_${spec.end}`, doc)
 }
 
-interface Rope { cos: string, sin: string }
+interface Rope {
+  cos: string
+  sin: string
+}
 
 /** The forward pass, one method per step, in the order llama2.c's forward() takes them. */
 class Builder {
-  constructor (
+  constructor(
     readonly g: Graph,
     private readonly c: LlamaConfig,
     private readonly spec: ShardSpec,
@@ -92,7 +93,7 @@ class Builder {
   ) {}
 
   /** Token embedding lookup: [B,S] ids → [B,S,dim]. Stored fp16 unless the shard is fp32. */
-  async embed (ids: string): Promise<string> {
+  async embed(ids: string): Promise<string> {
     const w = await this.read('tok_embeddings')
     const dims = [this.c.vocabSize, this.c.dim]
     if (this.spec.dtype === 'fp32') return this.g.op('Gather', [await this.g.weight('tok_embeddings', DType.FLOAT, dims, bytes(w)), ids])
@@ -100,12 +101,12 @@ class Builder {
     return this.g.op('Cast', [this.g.op('Gather', [table, ids])], { to: DType.FLOAT })
   }
 
-  async norm (name: TensorName): Promise<string> {
+  async norm(name: TensorName): Promise<string> {
     return await this.g.weight(name, DType.FLOAT, [this.c.dim], bytes(await this.read(name)))
   }
 
   /** RMSNorm as llama2.c: w * (x / sqrt(mean(x²) + eps)). */
-  rmsnorm (x: string, w: string): string {
+  rmsnorm(x: string, w: string): string {
     const g = this.g
     const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 })
     const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [ms, g.scalar(this.c.normEps)])])])
@@ -113,7 +114,7 @@ class Builder {
   }
 
   /** y = x · Wᵀ for a weight stored [out, in]; fp32/fp16 as a MatMul, int4 as MatMulNBits. */
-  async linear (x: string, name: TensorName): Promise<string> {
+  async linear(x: string, name: TensorName): Promise<string> {
     const g = this.g
     const [n, k] = tensorShape(this.c, name) as [number, number]
     const w = await this.read(name)
@@ -126,7 +127,13 @@ class Builder {
         await g.weight(`${name}.scales`, DType.FLOAT, [n * nBlocks], bytes(q.scales)),
         await g.weight(`${name}.zero_points`, DType.UINT8, [n * Math.ceil(nBlocks / 2)], q.zeroPoints)
       ]
-      return g.op('MatMulNBits', inputs, { K: k, N: n, bits: 4, block_size: INT4_BLOCK, accuracy_level: this.spec.int4Accuracy ?? 4 }, 'MatMulNBits', 'com.microsoft')
+      return g.op(
+        'MatMulNBits',
+        inputs,
+        { K: k, N: n, bits: 4, block_size: INT4_BLOCK, accuracy_level: this.spec.int4Accuracy ?? 4 },
+        'MatMulNBits',
+        'com.microsoft'
+      )
     }
     const wt = transpose(w, n, k)
     if (this.spec.dtype !== 'fp32') {
@@ -137,7 +144,7 @@ class Builder {
   }
 
   /** cos/sin of each position's angles, [B,S,1,hd/2], gathered from tables llama2.c would compute. */
-  async ropeTables (pos: string): Promise<Rope> {
+  async ropeTables(pos: string): Promise<Rope> {
     const { maxSeqLen, ropeTheta } = this.c
     const half = headDim(this.c) / 2
     const cos = new Float32Array(maxSeqLen * half)
@@ -146,7 +153,7 @@ class Builder {
     for (let p = 0; p < maxSeqLen; p++) {
       for (let i = 0; i < half; i++) {
         // fp32 at each step, as llama2.c's powf/cosf/sinf see it
-        const freq = f(1 / f(Math.pow(ropeTheta, f(f(2 * i) / headDim(this.c)))))
+        const freq = f(1 / f(ropeTheta ** f(f(2 * i) / headDim(this.c))))
         const angle = f(p * freq)
         cos[p * half + i] = Math.cos(angle)
         sin[p * half + i] = Math.sin(angle)
@@ -160,7 +167,7 @@ class Builder {
   }
 
   /** Rotates x [B,S,heads,hd] by its positions' angles, pairing dimensions per the config's layout. */
-  rope (x: string, heads: number, r: Rope): string {
+  rope(x: string, heads: number, r: Rope): string {
     const g = this.g
     const hd = headDim(this.c)
     const rotate = (a: string, b: string): [string, string] => [
@@ -186,22 +193,22 @@ class Builder {
    * j ≤ p. Built from the real position ids, so a replayed history lines up with the cache.
    * Repeated G times because queries are grouped per kv head (see attention).
    */
-  causalMask (pos: string, firstPastKey: string): string {
+  causalMask(pos: string, firstPastKey: string): string {
     const g = this.g
     const I = DType.INT64
     const past = g.op('Shape', [firstPastKey], { start: 2, end: 3 })
     const seq = g.op('Shape', [pos], { start: 1, end: 2 })
     const total = g.op('Squeeze', [g.op('Add', [past, seq]), g.const([0])])
-    const keys = g.op('Range', [g.const([0], I, []), total, g.const([1], I, [])])        // [T]
-    const queries = g.op('Unsqueeze', [pos, g.const([1, 3])])                        // [B,1,S,1]
-    const hidden = g.op('Greater', [keys, queries])                                 // [B,1,S,T]
+    const keys = g.op('Range', [g.const([0], I, []), total, g.const([1], I, [])]) // [T]
+    const queries = g.op('Unsqueeze', [pos, g.const([1, 3])]) // [B,1,S,1]
+    const hidden = g.op('Greater', [keys, queries]) // [B,1,S,T]
     const mask = g.op('Where', [hidden, g.scalar(-Infinity), g.scalar(0)])
     const groups = this.c.nHeads / this.c.nKvHeads
     return groups === 1 ? mask : g.op('Tile', [mask, g.const([1, 1, groups, 1])])
   }
 
   /** Grouped-query attention with the KV cache; returns [B,S,dim] before the output projection. */
-  async attention (l: number, x: string, r: Rope, mask: string): Promise<string> {
+  async attention(l: number, x: string, r: Rope, mask: string): Promise<string> {
     const g = this.g
     const { nHeads, nKvHeads, dim } = this.c
     const hd = headDim(this.c)
@@ -210,7 +217,7 @@ class Builder {
     const v = g.op('Reshape', [await this.linear(x, layerTensor(l, 'wv')), g.const([0, 0, nKvHeads, hd])])
     const heads = (t: string): string => g.op('Transpose', [t], { perm: [0, 2, 1, 3] })
 
-    const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 })             // [B,nKv,T,hd]
+    const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 }) // [B,nKv,T,hd]
     const values = g.op('Concat', [io.pastValue(l), heads(v)], { axis: 2 })
     g.alias(keys, io.presentKey(l))
     g.alias(values, io.presentValue(l))
@@ -225,7 +232,7 @@ class Builder {
   }
 
   /** SwiGLU feed-forward: w2(silu(w1·x) * w3·x). */
-  async ffn (l: number, x: string): Promise<string> {
+  async ffn(l: number, x: string): Promise<string> {
     const g = this.g
     const a = await this.linear(x, layerTensor(l, 'w1'))
     const b = await this.linear(x, layerTensor(l, 'w3'))
@@ -234,7 +241,7 @@ class Builder {
   }
 
   /** One transformer block with residual connections. */
-  async block (l: number, x: string, r: Rope, mask: string): Promise<string> {
+  async block(l: number, x: string, r: Rope, mask: string): Promise<string> {
     const g = this.g
     const attn = await this.attention(l, this.rmsnorm(x, await this.norm(layerTensor(l, 'attention_norm'))), r, mask)
     const h = g.op('Add', [x, await this.linear(attn, layerTensor(l, 'wo'))])
@@ -243,13 +250,12 @@ class Builder {
   }
 }
 
-function transpose (w: Float32Array, rows: number, cols: number): Float32Array {
+function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(w.length)
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c]
   return out
 }
 
-function bytes (a: Float32Array | Uint16Array): Uint8Array {
+function bytes(a: Float32Array | Uint16Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
 }
-

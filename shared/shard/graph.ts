@@ -13,7 +13,7 @@ export type Attr = number | number[] | string | Float32Array | { float: number }
  */
 export interface DataSink {
   readonly fileName: string
-  append (bytes: Uint8Array): Promise<number>
+  append(bytes: Uint8Array): Promise<number>
 }
 
 /** Initializers smaller than this stay inside the .onnx file. */
@@ -34,36 +34,36 @@ export class Graph {
   private count = 0
   private dataBytes = 0
 
-  constructor (private readonly sink: DataSink) {}
+  constructor(private readonly sink: DataSink) {}
 
   /** Adds `op` and returns its first output's name (more outputs: pass `nOut`). */
-  op (op: string, inputs: string[], attrs: Record<string, Attr> = {}, name = op, domain = ''): string {
+  op(op: string, inputs: string[], attrs: Record<string, Attr> = {}, name = op, domain = ''): string {
     return this.opN(op, inputs, 1, attrs, name, domain)[0]
   }
 
-  opN (op: string, inputs: string[], nOut: number, attrs: Record<string, Attr> = {}, name = op, domain = ''): string[] {
+  opN(op: string, inputs: string[], nOut: number, attrs: Record<string, Attr> = {}, name = op, domain = ''): string[] {
     const id = `${name}_${this.count++}`
-    const outputs = Array.from({ length: nOut }, (_, i) => nOut === 1 ? id : `${id}:${i}`)
+    const outputs = Array.from({ length: nOut }, (_, i) => (nOut === 1 ? id : `${id}:${i}`))
     this.nodes.push({ opType: op, domain, name: id, input: inputs, output: outputs, attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)) })
     return outputs
   }
 
   /** Renames the value `from` to `to` (for graph outputs) with an Identity node. */
-  alias (from: string, to: string): void {
+  alias(from: string, to: string): void {
     this.nodes.push({ opType: 'Identity', name: `${to}_identity`, input: [from], output: [to] })
   }
 
-  input (name: string, elemType: number, dims: Array<number | string>): string {
+  input(name: string, elemType: number, dims: Array<number | string>): string {
     this.inputs.push(valueInfo(name, elemType, dims))
     return name
   }
 
-  output (name: string, elemType: number, dims: Array<number | string>): void {
+  output(name: string, elemType: number, dims: Array<number | string>): void {
     this.outputs.push(valueInfo(name, elemType, dims))
   }
 
   /** A weight: small ones inline, large ones appended to the external data file. */
-  async weight (name: string, dataType: number, dims: number[], bytes: Uint8Array): Promise<string> {
+  async weight(name: string, dataType: number, dims: number[], bytes: Uint8Array): Promise<string> {
     if (bytes.byteLength < INLINE_LIMIT) {
       this.initializers.push({ name, dataType, dims, rawData: bytes.slice() })
       return name
@@ -73,7 +73,9 @@ export class Graph {
     const offset = await this.sink.append(bytes)
     this.dataBytes = offset + bytes.byteLength
     this.initializers.push({
-      name, dataType, dims,
+      name,
+      dataType,
+      dims,
       dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
       externalData: [
         { key: 'location', value: this.sink.fileName },
@@ -85,7 +87,7 @@ export class Graph {
   }
 
   /** A small constant tensor, deduplicated. */
-  const (values: number[] | Float32Array, dataType: number = DType.INT64, dims: number[] = [values.length]): string {
+  const(values: number[] | Float32Array, dataType: number = DType.INT64, dims: number[] = [values.length]): string {
     const key = `${dataType}:${dims.join('x')}:${Array.from(values).join(',')}`
     const existing = this.consts.get(key)
     if (existing !== undefined) return existing
@@ -96,34 +98,39 @@ export class Graph {
   }
 
   /** A scalar float constant. */
-  scalar (v: number): string { return this.const([v], DType.FLOAT, []) }
+  scalar(v: number): string {
+    return this.const([v], DType.FLOAT, [])
+  }
 
-  encode (graphName: string, docString: string): Uint8Array {
+  encode(graphName: string, docString: string): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'tessera',
       docString,
-      opsetImport: [{ domain: '', version: 17 }, { domain: 'com.microsoft', version: 1 }],
+      opsetImport: [
+        { domain: '', version: 17 },
+        { domain: 'com.microsoft', version: 1 }
+      ],
       graph: { name: graphName, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs }
     })
     return onnx.ModelProto.encode(model).finish()
   }
 }
 
-function constBytes (values: number[] | Float32Array, dataType: number): Uint8Array {
+function constBytes(values: number[] | Float32Array, dataType: number): Uint8Array {
   if (dataType === DType.INT64) return new Uint8Array(BigInt64Array.from(Array.from(values), (v) => BigInt(v)).buffer)
   if (dataType === DType.FLOAT) return new Uint8Array(Float32Array.from(values).buffer)
   throw new TesseraError('INTERNAL', `unsupported constant type ${dataType}`)
 }
 
-function valueInfo (name: string, elemType: number, dims: Array<number | string>): onnxProto.onnx.IValueInfoProto {
+function valueInfo(name: string, elemType: number, dims: Array<number | string>): onnxProto.onnx.IValueInfoProto {
   return {
     name,
-    type: { tensorType: { elemType, shape: { dim: dims.map((d) => typeof d === 'number' ? { dimValue: d } : { dimParam: d }) } } }
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } }
   }
 }
 
-function attribute (name: string, v: Attr): onnxProto.onnx.IAttributeProto {
+function attribute(name: string, v: Attr): onnxProto.onnx.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType
   if (typeof v === 'number') return { name, type: T.INT, i: v }
   if (typeof v === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(v) }

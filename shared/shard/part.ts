@@ -26,7 +26,7 @@ export const partOutput = (layers: [number, number], layer: number, last: boolea
  * Cuts block `layer` (or the head, `layer` = layers[1]) out of a shard's ONNX bytes. `last`:
  * whether the shard ends the model (its head is the LM head).
  */
-export function cutPart (graphBytes: Uint8Array, layers: [number, number], layer: number, last: boolean): Uint8Array {
+export function cutPart(graphBytes: Uint8Array, layers: [number, number], layer: number, last: boolean): Uint8Array {
   const [a, b] = layers
   if (!Number.isInteger(layer) || layer < a || layer > b) throw new InputError(`layer ${layer} is not in shard [${a},${b}) (nor its head, ${b})`)
   const model = onnx.ModelProto.decode(graphBytes)
@@ -42,7 +42,9 @@ export function cutPart (graphBytes: Uint8Array, layers: [number, number], layer
     cut = alias.input[0]
   }
   const producer = new Map<string, number>()
-  nodes.forEach((n, i) => { for (const o of n.output ?? []) producer.set(o, i) })
+  nodes.forEach((n, i) => {
+    for (const o of n.output ?? []) producer.set(o, i)
+  })
   const initializers = new Set((g.initializer ?? []).map((t) => t.name!))
   const graphInputs = new Set((g.input ?? []).map((v) => v.name!))
 
@@ -61,10 +63,14 @@ export function cutPart (graphBytes: Uint8Array, layers: [number, number], layer
     keep.add(i)
     stack.push(...(nodes[i].input ?? []))
   }
-  const rename = (v: string): string => v === cut ? LAYER_IN : v
+  const rename = (v: string): string => (v === cut ? LAYER_IN : v)
   const part = nodes.filter((_, i) => keep.has(i)).map((n) => ({ ...n, input: (n.input ?? []).map(rename) }))
   const inputs = (g.input ?? []).filter((v) => used.has(v.name!))
-  if (cut !== undefined) inputs.unshift({ name: LAYER_IN, type: { tensorType: { elemType: DType.FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimParam: 'seq' }, { dimParam: 'dim' }] } } } })
+  if (cut !== undefined)
+    inputs.unshift({
+      name: LAYER_IN,
+      type: { tensorType: { elemType: DType.FLOAT, shape: { dim: [{ dimParam: 'batch' }, { dimParam: 'seq' }, { dimParam: 'dim' }] } } }
+    })
   const output = (g.output ?? []).filter((v) => v.name === target)
   model.graph = onnx.GraphProto.create({
     name: `${g.name ?? 'shard'}_part_${layer}`,

@@ -19,7 +19,7 @@ export interface Int4Weight {
   zeroPoints: Uint8Array
 }
 
-export function quantizeInt4 (w: Float32Array, n: number, k: number, blockSize = 32): Int4Weight {
+export function quantizeInt4(w: Float32Array, n: number, k: number, blockSize = 32): Int4Weight {
   const nBlocks = Math.ceil(k / blockSize)
   const blockBytes = blockSize / 2
   const zpRow = Math.ceil(nBlocks / 2)
@@ -45,7 +45,7 @@ export function quantizeInt4 (w: Float32Array, n: number, k: number, blockSize =
 }
 
 /** The fp32 weight an Int4Weight stands for (for tests and error measurement). */
-export function dequantizeInt4 (q: Int4Weight): Float32Array {
+export function dequantizeInt4(q: Int4Weight): Float32Array {
   const { n, k, blockSize } = q
   const nBlocks = Math.ceil(k / blockSize)
   const zpRow = Math.ceil(nBlocks / 2)
@@ -66,22 +66,28 @@ export function dequantizeInt4 (q: Int4Weight): Float32Array {
 const CLIP = [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6]
 
 /** Scale and zero point of one block: the clipped min/max range with the least squared error. */
-function blockRange (w: Float32Array, start: number, end: number): [number, number] {
+function blockRange(w: Float32Array, start: number, end: number): [number, number] {
   let lo = 0
   let hi = 0
-  for (let i = start; i < end; i++) { lo = Math.min(lo, w[i]); hi = Math.max(hi, w[i]) }
+  for (let i = start; i < end; i++) {
+    lo = Math.min(lo, w[i])
+    hi = Math.max(hi, w[i])
+  }
   if (hi === lo) return [1, 0]
   let best: [number, number] = [1, 0]
   let bestErr = Infinity
   for (const f of CLIP) {
-    const scale = (hi - lo) * f / 15
-    const zp = Math.min(15, Math.max(0, Math.round(-lo * f / scale)))
+    const scale = ((hi - lo) * f) / 15
+    const zp = Math.min(15, Math.max(0, Math.round((-lo * f) / scale)))
     let err = 0
     for (let i = start; i < end; i++) {
       const q = Math.min(15, Math.max(0, Math.round(w[i] / scale) + zp))
       err += ((q - zp) * scale - w[i]) ** 2
     }
-    if (err < bestErr) { bestErr = err; best = [scale, zp] }
+    if (err < bestErr) {
+      bestErr = err
+      best = [scale, zp]
+    }
   }
   return best
 }

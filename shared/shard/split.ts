@@ -10,7 +10,7 @@ export interface SplitOptions {
 }
 
 /** Layer ranges [start, end) covering 0..nLayers, in order. Default: one shard. */
-export function splitLayers (nLayers: number, o: SplitOptions = {}): Array<[number, number]> {
+export function splitLayers(nLayers: number, o: SplitOptions = {}): Array<[number, number]> {
   let cuts: number[]
   if (o.cuts !== undefined) {
     cuts = [...o.cuts]
@@ -22,11 +22,12 @@ export function splitLayers (nLayers: number, o: SplitOptions = {}): Array<[numb
   } else {
     const n = o.shards ?? 1
     if (!Number.isInteger(n) || n < 1 || n > nLayers) throw new ConfigError(`cannot cut ${nLayers} layers into ${n} shards`)
-    cuts = Array.from({ length: n - 1 }, (_, i) => Math.round((i + 1) * nLayers / n))
+    cuts = Array.from({ length: n - 1 }, (_, i) => Math.round(((i + 1) * nLayers) / n))
   }
   const bounds = [0, ...cuts, nLayers]
   for (let i = 1; i < bounds.length; i++) {
-    if (!Number.isInteger(bounds[i]) || bounds[i] <= bounds[i - 1]) throw new ConfigError(`shard boundaries ${JSON.stringify(cuts)} must be increasing integers inside (0, ${nLayers})`)
+    if (!Number.isInteger(bounds[i]) || bounds[i] <= bounds[i - 1])
+      throw new ConfigError(`shard boundaries ${JSON.stringify(cuts)} must be increasing integers inside (0, ${nLayers})`)
   }
   return bounds.slice(1).map((end, i) => [bounds[i], end])
 }

@@ -14,7 +14,12 @@ import { openReceipt, type ReceiptBody } from './receipt.js'
 /** Peers that must agree against the accused: a majority of three when k = 2 and a referee. */
 export const MIN_WITNESSES = 2
 
-export function mismatchEvidence (kind: 'redundant' | 'spot' | 'optimistic', accused: { peer: string, receipt: Uint8Array }, witnesses: Array<{ receipt: Uint8Array }>, detail: Record<string, unknown>): Evidence {
+export function mismatchEvidence(
+  kind: 'redundant' | 'spot' | 'optimistic',
+  accused: { peer: string; receipt: Uint8Array },
+  witnesses: Array<{ receipt: Uint8Array }>,
+  detail: Record<string, unknown>
+): Evidence {
   return { kind, accused: accused.peer, receipts: [accused.receipt, ...witnesses.map((w) => w.receipt)], detail }
 }
 
@@ -25,10 +30,10 @@ export interface CheckerOptions {
   zkModels?: (name: string) => ZkModelEntry | undefined
 }
 
-export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker {
+export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker {
   return {
-    async check (e) {
-      const no = (reason: string): { valid: false, reason: string } => ({ valid: false, reason })
+    async check(e) {
+      const no = (reason: string): { valid: false; reason: string } => ({ valid: false, reason })
       if (e.kind === 'dispute') return await checkDisputeEvidence(e, o.mayWitness)
       // snarkjs loads only when a proof is to be judged (it is large, and most pages never need it).
       if (e.kind === 'proof') return await (await import('./proof.js')).checkProofEvidence(e.receipts, e.accused, o.zkModels ?? (() => undefined))
@@ -57,7 +62,8 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
         return no((err as Error).message)
       }
       const end = accused.start + fa.positions
-      if (witnesses.some((w, i) => w.start + fw[i].positions !== end || fw[i].positions < fa.positions)) return no('the receipts do not end at the same position')
+      if (witnesses.some((w, i) => w.start + fw[i].positions !== end || fw[i].positions < fa.positions))
+        return no('the receipts do not end at the same position')
       const tails = fw.map((f) => tailFingerprint(f, fa.positions))
       for (let i = 1; i < tails.length; i++) {
         if (compareFingerprints(tails[0], tails[i]).verdict !== 'match') return no('the witnesses disagree among themselves')
@@ -66,12 +72,15 @@ export function receiptEvidenceChecker (o: CheckerOptions = {}): EvidenceChecker
       const agreeing = against.findIndex((c) => c.verdict === 'match')
       if (agreeing >= 0) return no(`the accused agrees with ${witnesses[agreeing].peer}`)
       for (const w of witnesses) {
-        if (o.mayWitness !== undefined && !await o.mayWitness(w.peer)) return no(`${w.peer} may not witness (blacklisted)`)
+        if (o.mayWitness !== undefined && !(await o.mayWitness(w.peer))) return no(`${w.peer} may not witness (blacklisted)`)
       }
-      const worst = against.reduce((a, b) => a.distance < b.distance ? a : b)
+      const worst = against.reduce((a, b) => (a.distance < b.distance ? a : b))
       return {
         valid: true,
-        reason: `${witnesses.length} peers agree on layers [${accused.layers.join(',')}) at positions [${accused.start},${end}) and the accused does not (overlap ${worst.minOverlap.toFixed(2)}, rel. error ${worst.maxRelErr.toPrecision(2)})`
+        reason:
+          `${witnesses.length} peers agree on layers [${accused.layers.join(',')})` +
+          ` at positions [${accused.start},${end})` +
+          ` and the accused does not (overlap ${worst.minOverlap.toFixed(2)}, rel. error ${worst.maxRelErr.toPrecision(2)})`
       }
     }
   }

@@ -19,7 +19,7 @@ export interface Fingerprint {
 }
 
 /** The top-k entries by magnitude of each row of `data` [seq, width]. */
-export function fingerprint (data: Float32Array, seq: number, width: number, k = FINGERPRINT_K): Fingerprint {
+export function fingerprint(data: Float32Array, seq: number, width: number, k = FINGERPRINT_K): Fingerprint {
   const kk = Math.min(k, width)
   const idx = new Uint32Array(seq * kk)
   const val = new Uint16Array(seq * kk)
@@ -32,11 +32,17 @@ export function fingerprint (data: Float32Array, seq: number, width: number, k =
       const m = Math.abs(row[i])
       if (n === kk && m <= Math.abs(row[top[kk - 1]])) continue
       let j = n < kk ? n++ : kk - 1
-      while (j > 0 && Math.abs(row[top[j - 1]]) < m) { top[j] = top[j - 1]; j-- }
+      while (j > 0 && Math.abs(row[top[j - 1]]) < m) {
+        top[j] = top[j - 1]
+        j--
+      }
       top[j] = i
     }
     const chosen = Array.from(top.subarray(0, kk)).sort((a, b) => a - b)
-    chosen.forEach((i, j) => { idx[p * kk + j] = i; val[p * kk + j] = toHalfBits(row[i]) })
+    chosen.forEach((i, j) => {
+      idx[p * kk + j] = i
+      val[p * kk + j] = toHalfBits(row[i])
+    })
   }
   return { k: kk, positions: seq, idx, val }
 }
@@ -57,7 +63,7 @@ export interface Comparison {
  */
 export const THRESHOLDS = { minOverlap: 0.75, maxRelErr: 0.05, valueFloor: 1e-2 }
 
-export function compareFingerprints (a: Fingerprint, b: Fingerprint, t = THRESHOLDS): Comparison {
+export function compareFingerprints(a: Fingerprint, b: Fingerprint, t = THRESHOLDS): Comparison {
   if (a.k !== b.k || a.positions !== b.positions) return { minOverlap: 0, maxRelErr: Infinity, distance: Infinity, verdict: 'mismatch' }
   let minOverlap = 1
   let maxRelErr = 0
@@ -72,7 +78,9 @@ export function compareFingerprints (a: Fingerprint, b: Fingerprint, t = THRESHO
         const x = fromHalfBits(a.val[i])
         const y = fromHalfBits(b.val[j])
         maxRelErr = Math.max(maxRelErr, Math.abs(x - y) / Math.max(Math.abs(x), Math.abs(y), t.valueFloor))
-        shared++; i++; j++
+        shared++
+        i++
+        j++
       } else if (a.idx[i] < b.idx[j]) i++
       else j++
     }
@@ -83,18 +91,18 @@ export function compareFingerprints (a: Fingerprint, b: Fingerprint, t = THRESHO
 }
 
 /** Bytes: k (u8), positions (u32), then idx (u32 each), then val (u16 each), little-endian. */
-export function encodeFingerprint (f: Fingerprint): Uint8Array {
+export function encodeFingerprint(f: Fingerprint): Uint8Array {
   const out = new Uint8Array(5 + f.idx.length * 6)
   const v = new DataView(out.buffer)
   v.setUint8(0, f.k)
   v.setUint32(1, f.positions, true)
-  f.idx.forEach((x, i) => v.setUint32(5 + i * 4, x, true))
+  for (const [i, x] of f.idx.entries()) v.setUint32(5 + i * 4, x, true)
   const base = 5 + f.idx.length * 4
-  f.val.forEach((x, i) => v.setUint16(base + i * 2, x, true))
+  for (const [i, x] of f.val.entries()) v.setUint16(base + i * 2, x, true)
   return out
 }
 
-export function decodeFingerprint (b: Uint8Array): Fingerprint {
+export function decodeFingerprint(b: Uint8Array): Fingerprint {
   if (b.byteLength < 5) throw new ProtocolError('MALFORMED', 'fingerprint too short')
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength)
   const k = v.getUint8(0)
@@ -109,7 +117,7 @@ export function decodeFingerprint (b: Uint8Array): Fingerprint {
 }
 
 /** The last `positions` rows of a fingerprint (a referee's replay covers the whole history). */
-export function tailFingerprint (f: Fingerprint, positions: number): Fingerprint {
+export function tailFingerprint(f: Fingerprint, positions: number): Fingerprint {
   if (positions >= f.positions) return f
   const from = (f.positions - positions) * f.k
   return { k: f.k, positions, idx: f.idx.slice(from), val: f.val.slice(from) }

@@ -8,7 +8,7 @@ import { encodeFingerprint, type Fingerprint } from './fingerprint.js'
 import { TesseraError } from '../errors.js'
 
 /** Leaf of layer L: sha256(0x00 ‖ L as u32 BE ‖ the encoded fingerprint). */
-export function layerLeaf (layer: number, fp: Fingerprint | Uint8Array): Uint8Array {
+export function layerLeaf(layer: number, fp: Fingerprint | Uint8Array): Uint8Array {
   const body = fp instanceof Uint8Array ? fp : encodeFingerprint(fp)
   const buf = new Uint8Array(5 + body.byteLength)
   new DataView(buf.buffer).setUint32(1, layer)
@@ -24,7 +24,7 @@ const node = (a: Uint8Array, b: Uint8Array): Uint8Array => {
   return sha256(buf)
 }
 
-export function merkleRoot (leaves: Uint8Array[]): Uint8Array {
+export function merkleRoot(leaves: Uint8Array[]): Uint8Array {
   if (leaves.length === 0) throw new TesseraError('INTERNAL', 'a Merkle tree needs at least one leaf')
   let level = leaves
   while (level.length > 1) level = Array.from({ length: Math.ceil(level.length / 2) }, (_, i) => node(level[2 * i], level[2 * i + 1] ?? level[2 * i]))
@@ -32,7 +32,7 @@ export function merkleRoot (leaves: Uint8Array[]): Uint8Array {
 }
 
 /** The sibling hashes from leaf i up to the root. */
-export function merkleProof (leaves: Uint8Array[], i: number): Uint8Array[] {
+export function merkleProof(leaves: Uint8Array[], i: number): Uint8Array[] {
   const proof: Uint8Array[] = []
   let level = leaves
   let at = i
@@ -44,7 +44,7 @@ export function merkleProof (leaves: Uint8Array[], i: number): Uint8Array[] {
   return proof
 }
 
-export function verifyMerkleProof (leaf: Uint8Array, i: number, proof: Uint8Array[], root: Uint8Array): boolean {
+export function verifyMerkleProof(leaf: Uint8Array, i: number, proof: Uint8Array[], root: Uint8Array): boolean {
   let h = leaf
   let at = i
   for (const sibling of proof) {

@@ -34,7 +34,10 @@ export interface ReceiptBody {
   logits?: string
 }
 
-export interface Receipt { body: Uint8Array, signature: Uint8Array }
+export interface Receipt {
+  body: Uint8Array
+  signature: Uint8Array
+}
 
 export type Signer = (bytes: Uint8Array) => Promise<Uint8Array>
 
@@ -45,7 +48,7 @@ export const EMPTY_CHAIN = new Uint8Array(32)
  * Extends an input chain by `rows` equal rows of `bytes` (token ids as int32, or hidden states
  * as fp32): c ← sha256(c ‖ row) per row.
  */
-export function chainRows (prev: Uint8Array, bytes: Uint8Array, rows: number): Uint8Array {
+export function chainRows(prev: Uint8Array, bytes: Uint8Array, rows: number): Uint8Array {
   if (rows <= 0 || bytes.byteLength % rows !== 0) throw new ProtocolError('MALFORMED', `${bytes.byteLength} input bytes do not split into ${rows} rows`)
   const size = bytes.byteLength / rows
   let c = prev
@@ -58,7 +61,7 @@ export function chainRows (prev: Uint8Array, bytes: Uint8Array, rows: number): U
   return c
 }
 
-export async function signReceipt (body: ReceiptBody, sign: Signer): Promise<Uint8Array> {
+export async function signReceipt(body: ReceiptBody, sign: Signer): Promise<Uint8Array> {
   const b = encode(body)
   return encode({ body: b, signature: await sign(b) })
 }
@@ -66,15 +69,17 @@ export async function signReceipt (body: ReceiptBody, sign: Signer): Promise<Uin
 /** What the client sent and received: the receipt must say exactly this. */
 export interface Expected extends Omit<ReceiptBody, 'output'> {
   /** The output the receipt came with, [seq, width]. */
-  output: { data: Float32Array, seq: number, width: number }
+  output: { data: Float32Array; seq: number; width: number }
 }
 
 /**
  * Decodes a signed record ({ body, signature }, body naming its `peer`) and checks the signature
  * against that peer's key and the body's shape; throws ProtocolError('BAD_RECEIPT').
  */
-export async function openSigned<T extends { peer: string }> (bytes: Uint8Array | undefined, shaped: (b: Record<string, unknown>) => boolean): Promise<T> {
-  const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
+export async function openSigned<T extends { peer: string }>(bytes: Uint8Array | undefined, shaped: (b: Record<string, unknown>) => boolean): Promise<T> {
+  const bad = (why: string): never => {
+    throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`)
+  }
   if (!(bytes instanceof Uint8Array)) return bad('the result carries no receipt')
   let r: Receipt
   let body: Record<string, unknown>
@@ -86,13 +91,17 @@ export async function openSigned<T extends { peer: string }> (bytes: Uint8Array 
   }
   if (!(r.signature instanceof Uint8Array) || typeof body?.peer !== 'string' || !shaped(body)) return bad('malformed')
   let key
-  try { key = peerIdFromString(body.peer as string).publicKey } catch { return bad(`${body.peer as string} is not a peer id`) }
-  if (key === undefined || !await key.verify(r.body, r.signature)) bad('the signature does not verify with the peer\'s key')
+  try {
+    key = peerIdFromString(body.peer as string).publicKey
+  } catch {
+    return bad(`${body.peer as string} is not a peer id`)
+  }
+  if (key === undefined || !(await key.verify(r.body, r.signature))) bad("the signature does not verify with the peer's key")
   return body as unknown as T
 }
 
 /** Decodes a hop receipt and checks its signature against the key of the peer it names. */
-export async function openReceipt (bytes: Uint8Array | undefined): Promise<ReceiptBody> {
+export async function openReceipt(bytes: Uint8Array | undefined): Promise<ReceiptBody> {
   return await openSigned<ReceiptBody>(bytes, (b) => b.output instanceof Uint8Array)
 }
 
@@ -100,14 +109,17 @@ export async function openReceipt (bytes: Uint8Array | undefined): Promise<Recei
  * Checks a receipt against what the client sent and received; returns the body and the output's
  * fingerprint (computed here to compare; callers reuse it), or throws ProtocolError('BAD_RECEIPT').
  */
-export async function verifyReceipt (bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody & { fingerprint: Fingerprint }> {
-  const bad = (why: string): never => { throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`) }
+export async function verifyReceipt(bytes: Uint8Array | undefined, e: Expected): Promise<ReceiptBody & { fingerprint: Fingerprint }> {
+  const bad = (why: string): never => {
+    throw new ProtocolError('BAD_RECEIPT', `receipt rejected: ${why}`)
+  }
   const body = await openReceipt(bytes)
   if (body.peer !== e.peer) bad(`signed for ${body.peer}, but ${e.peer} served the hop`)
   if (body.session !== e.session || body.step !== e.step) bad(`it is for session ${body.session} step ${body.step}, not ${e.session} step ${e.step}`)
   if (body.root !== e.root || body.layers?.[0] !== e.layers[0] || body.layers?.[1] !== e.layers[1]) bad('it names another model or other layers')
   if (body.start !== e.start || !(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) bad('it is for another input')
   const fp = fingerprint(e.output.data, e.output.seq, e.output.width)
-  if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(encodeFingerprint(fp))) bad('its fingerprint is not of the output it came with')
+  if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(encodeFingerprint(fp)))
+    bad('its fingerprint is not of the output it came with')
   return { ...body, fingerprint: fp }
 }

@@ -25,7 +25,7 @@ export interface Tally<C extends Claim> {
 /** A peer the ledger never saw still counts a little: otherwise two newcomers could never outvote anyone. */
 const MIN_WEIGHT = 0.05
 
-export function tally<C extends Claim> (claims: C[]): Tally<C> {
+export function tally<C extends Claim>(claims: C[]): Tally<C> {
   const groups: C[][] = []
   for (const c of claims) {
     const g = groups.find((g) => compareFingerprints(g[0].fp, c.fp).verdict === 'match')

@@ -33,7 +33,7 @@ export const LOGIT_SLOTS = 10
 const HALF = 2 ** (LOGIT_BITS - 1)
 
 /** The integers the commitment and the proof are about. Throws on a NaN (no argmax to prove). */
-export function quantizeLogits (row: ArrayLike<number>): Int32Array {
+export function quantizeLogits(row: ArrayLike<number>): Int32Array {
   const q = new Int32Array(row.length)
   for (let i = 0; i < row.length; i++) {
     const v = row[i]
@@ -44,28 +44,33 @@ export function quantizeLogits (row: ArrayLike<number>): Int32Array {
 }
 
 /** The greedy token under proof: argmax of q, the lowest id on ties. */
-export function provedArgmax (q: ArrayLike<number>): number {
+export function provedArgmax(q: ArrayLike<number>): number {
   let best = 0
   for (let i = 1; i < q.length; i++) if (q[i] > q[best]) best = i
   return best
 }
 
 /** q + 2^23 in 24-bit slots, ten to an element: what the hop hashes and the circuit unpacks. */
-export function packLogits (q: ArrayLike<number>): bigint[] {
+export function packLogits(q: ArrayLike<number>): bigint[] {
   const out: bigint[] = []
   for (let at = 0; at < q.length; at += LOGIT_SLOTS) {
-    out.push(pack(Array.from({ length: Math.min(LOGIT_SLOTS, q.length - at) }, (_, i) => q[at + i] + HALF), LOGIT_BITS))
+    out.push(
+      pack(
+        Array.from({ length: Math.min(LOGIT_SLOTS, q.length - at) }, (_, i) => q[at + i] + HALF),
+        LOGIT_BITS
+      )
+    )
   }
   return out
 }
 
 /** What the last hop signs in its receipt (decimal): Poseidon chain over the packed logits. */
-export function logitsCommitment (q: ArrayLike<number>): string {
+export function logitsCommitment(q: ArrayLike<number>): string {
   return chainHash(packLogits(q)).toString()
 }
 
 /** The circuit's inputs for proving that `token` is the argmax of `q`. */
-export function samplingInput (q: ArrayLike<number>, token: number): Record<string, string | string[]> {
+export function samplingInput(q: ArrayLike<number>, token: number): Record<string, string | string[]> {
   if (!Number.isInteger(token) || token < 0 || token >= q.length) throw new InputError(`token ${token} is outside the vocabulary of ${q.length}`)
   return { packed: packLogits(q).map(String), token: String(token) }
 }
@@ -85,7 +90,7 @@ export interface SamplingEntry {
 export interface SamplingProver {
   entry: SamplingEntry
   /** Throws InputError when `token` is not the argmax of `q`. */
-  prove (q: Int32Array, token: number): Promise<{ proof: Uint8Array, publicSignals: string[], ms: number }>
+  prove(q: Int32Array, token: number): Promise<{ proof: Uint8Array; publicSignals: string[]; ms: number }>
 }
 
 /** One proven token: the last hop's signed receipt (with its logits commitment) and the proof. */
@@ -105,17 +110,17 @@ export interface SamplingProof {
 }
 
 /** Public signals: [commitment, token]. Throws ZK_MALFORMED if they cannot be. */
-export function decodeSamplingSignals (signals: unknown, vocab: number): { commitment: bigint, token: number } {
+export function decodeSamplingSignals(signals: unknown, vocab: number): { commitment: bigint; token: number } {
   const bad = (why: string): ProtocolError => new ProtocolError('ZK_MALFORMED', `sampling proof has malformed public signals: ${why}`)
   if (!Array.isArray(signals) || signals.length !== 2) throw bad('expected [commitment, token]')
-  const [c, t] = signals.map((s) => typeof s === 'string' ? parseSignal(s) : undefined)
+  const [c, t] = signals.map((s) => (typeof s === 'string' ? parseSignal(s) : undefined))
   if (c === undefined || t === undefined) throw bad('not field elements')
   if (t >= BigInt(vocab)) throw bad(`token ${t} is outside the vocabulary of ${vocab}`)
   return { commitment: c, token: Number(t) }
 }
 
 /** circom source of the argmax circuit for a vocabulary of `vocab`. Deterministic. */
-export function samplingCircuitSource (vocab: number): string {
+export function samplingCircuitSource(vocab: number): string {
   if (!Number.isInteger(vocab) || vocab < 2) throw new InputError(`a vocabulary needs at least 2 tokens, not ${vocab}`)
   const groups = Math.ceil(vocab / LOGIT_SLOTS)
   const B = LOGIT_BITS
@@ -181,19 +186,44 @@ component main {public [token]} = Argmax();
 }
 
 /** A sampling proof in JSON (the relay's API): receipt and proof as base64. */
-export interface SamplingProofJson { index: number, token: number, vocab: number, peer: string, receipt: string, proof: string, publicSignals: string[] }
+export interface SamplingProofJson {
+  index: number
+  token: number
+  vocab: number
+  peer: string
+  receipt: string
+  proof: string
+  publicSignals: string[]
+}
 
 export const samplingToJson = (p: SamplingProof): SamplingProofJson => ({ ...p, receipt: bytesToBase64(p.receipt), proof: bytesToBase64(p.proof) })
 
 /** Throws ZK_MALFORMED on anything that is not one. */
-export function samplingFromJson (j: unknown): SamplingProof {
+export function samplingFromJson(j: unknown): SamplingProof {
   const o = j as Partial<SamplingProofJson> | null
-  const ok = typeof o === 'object' && o !== null && Number.isInteger(o.index) && Number.isInteger(o.token) && Number.isInteger(o.vocab) && typeof o.peer === 'string' &&
-    typeof o.receipt === 'string' && typeof o.proof === 'string' && Array.isArray(o.publicSignals) && o.publicSignals.every((s) => typeof s === 'string')
+  const ok =
+    typeof o === 'object' &&
+    o !== null &&
+    Number.isInteger(o.index) &&
+    Number.isInteger(o.token) &&
+    Number.isInteger(o.vocab) &&
+    typeof o.peer === 'string' &&
+    typeof o.receipt === 'string' &&
+    typeof o.proof === 'string' &&
+    Array.isArray(o.publicSignals) &&
+    o.publicSignals.every((s) => typeof s === 'string')
   if (!ok) throw new ProtocolError('ZK_MALFORMED', 'a sampling proof needs index, token, vocab, peer, receipt, proof (base64) and publicSignals')
   try {
-    return { index: o.index!, token: o.token!, vocab: o.vocab!, peer: o.peer!, receipt: base64ToBytes(o.receipt!), proof: base64ToBytes(o.proof!), publicSignals: o.publicSignals! }
+    return {
+      index: o.index!,
+      token: o.token!,
+      vocab: o.vocab!,
+      peer: o.peer!,
+      receipt: base64ToBytes(o.receipt!),
+      proof: base64ToBytes(o.proof!),
+      publicSignals: o.publicSignals!
+    }
   } catch {
-    throw new ProtocolError('ZK_MALFORMED', 'a sampling proof\'s receipt or proof is not base64')
+    throw new ProtocolError('ZK_MALFORMED', "a sampling proof's receipt or proof is not base64")
   }
 }

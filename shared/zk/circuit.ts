@@ -116,7 +116,7 @@ template Signed(k) {
 `
 
 /** The circom source for `shape`. Deterministic: the same shape always gives the same text. */
-export function circuitSource (shape: ZkShape): string {
+export function circuitSource(shape: ZkShape): string {
   const lay = layout(shape)
   const nIn = lay[0].inputs
   const committed = shape.input === 'committed'
@@ -146,7 +146,7 @@ export function circuitSource (shape: ZkShape): string {
     'include "circomlib/circuits/comparators.circom";',
     TEMPLATES,
     'template Model() {',
-    ...[...decls, '', ...body].map((line) => line === '' ? '' : `    ${line}`),
+    ...[...decls, '', ...body].map((line) => (line === '' ? '' : `    ${line}`)),
     '}',
     '',
     `component main${committed ? '' : ' {public [x]}'} = Model();`,
@@ -155,10 +155,11 @@ export function circuitSource (shape: ZkShape): string {
 }
 
 /** Layer l: packed products, then per group the bit decomposition and one neuron per slot. */
-function denseLayer (L: LayerLayout, l: number, relu: boolean, input: string, out: string): string[] {
+function denseLayer(L: LayerLayout, l: number, relu: boolean, input: string, out: string): string[] {
   const hidden = L.shift !== undefined
   const lines = [
-    `// Layer ${l}: ${L.inputs} → ${L.outputs}${relu ? ', ReLU' : ''}; ${L.groups} group(s) of ≤ ${L.slots} slots of ${L.k} bits${hidden ? `; shift ${L.shift}, clamp to [${-L.lo}, ${2 ** L.width - 1 - L.lo}]` : ''}.`,
+    `// Layer ${l}: ${L.inputs} → ${L.outputs}${relu ? ', ReLU' : ''}; ${L.groups}` +
+      ` group(s) of ≤ ${L.slots} slots of ${L.k} bits${hidden ? `; shift ${L.shift}, clamp to [${-L.lo}, ${2 ** L.width - 1 - L.lo}]` : ''}.`,
     `component dense${l} = PackedDense(${L.inputs}, ${L.groups});`,
     `for (var j = 0; j < ${L.inputs}; j++) { dense${l}.x[j] <== ${input}[j]; for (var g = 0; g < ${L.groups}; g++) dense${l}.w[j][g] <== w${l}[j][g]; }`,
     `for (var g = 0; g < ${L.groups}; g++) dense${l}.b[g] <== b${l}[g];`,
@@ -182,12 +183,9 @@ function denseLayer (L: LayerLayout, l: number, relu: boolean, input: string, ou
 }
 
 /** ChainHash over every layer's packed w (row-major), then b: the order of commitmentElements. */
-function weightCommitment (lay: LayerLayout[]): string[] {
+function weightCommitment(lay: LayerLayout[]): string[] {
   const elements = lay.reduce((a, l) => a + l.inputs * l.groups + l.groups, 0)
-  const lines = [
-    `// The weight commitment: ${elements} packed elements, layer by layer (w row-major, then b).`,
-    `component commit = ChainHash(${elements});`
-  ]
+  const lines = [`// The weight commitment: ${elements} packed elements, layer by layer (w row-major, then b).`, `component commit = ChainHash(${elements});`]
   let at = 0
   lay.forEach((L, l) => {
     lines.push(`for (var j = 0; j < ${L.inputs}; j++) { for (var g = 0; g < ${L.groups}; g++) commit.in[${at} + j * ${L.groups} + g] <== w${l}[j][g]; }`)
@@ -200,7 +198,7 @@ function weightCommitment (lay: LayerLayout[]): string[] {
 }
 
 /** ChainHash over the input as bytes x + 128, 31 to an element: the order of packInput. */
-function inputCommitment (nIn: number): string[] {
+function inputCommitment(nIn: number): string[] {
   const chunks = Math.ceil(nIn / 31)
   return [
     `// The input commitment: x + 128 as bytes, 31 to an element (${chunks} element(s)), little-endian.`,

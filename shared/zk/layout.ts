@@ -24,7 +24,7 @@ import { accBound, type QuantModel } from './quantize.js'
 
 /** The public shape of a quantized model: all the circuit depends on (no weights). */
 export interface ZkShape {
-  layers: Array<{ inputs: number, outputs: number, relu: boolean, shift?: number }>
+  layers: Array<{ inputs: number; outputs: number; relu: boolean; shift?: number }>
   /** 'public': the int8 input is a public signal; 'committed': only a Poseidon hash of it is. */
   input: InputMode
 }
@@ -48,15 +48,16 @@ export interface LayerLayout {
   slotOffset: bigint
 }
 
-export function shapeOf (q: QuantModel, input: InputMode): ZkShape {
+export function shapeOf(q: QuantModel, input: InputMode): ZkShape {
   return { layers: q.layers.map((l) => ({ inputs: l.inputs, outputs: l.outputs, relu: l.relu, ...(l.shift !== undefined ? { shift: l.shift } : {}) })), input }
 }
 
 /** Slot widths and offsets for every layer. Throws if a hidden layer lacks a shift or the last has one. */
-export function layout (shape: ZkShape): LayerLayout[] {
+export function layout(shape: ZkShape): LayerLayout[] {
   return shape.layers.map((l, i) => {
     const hidden = i + 1 < shape.layers.length
-    if (hidden !== (l.shift !== undefined)) throw new ConfigError(`layer ${i}: ${hidden ? 'a hidden layer needs a shift' : 'the last layer outputs its accumulator and takes no shift'}`)
+    if (hidden !== (l.shift !== undefined))
+      throw new ConfigError(`layer ${i}: ${hidden ? 'a hidden layer needs a shift' : 'the last layer outputs its accumulator and takes no shift'}`)
     const lo = l.relu ? 0 : 128
     const width = l.relu ? 7 : 8
     const s = l.shift ?? 0
@@ -75,7 +76,7 @@ export function layout (shape: ZkShape): LayerLayout[] {
 export const groupSize = (l: LayerLayout, g: number): number => Math.min(l.slots, l.outputs - g * l.slots)
 
 /** Σ_i values[i] · 2^(k·i), as a field element (values may be negative). */
-export function pack (values: ArrayLike<number>, k: number): bigint {
+export function pack(values: ArrayLike<number>, k: number): bigint {
   let v = 0n
   for (let i = values.length - 1; i >= 0; i--) v = (v << BigInt(k)) + BigInt(values[i])
   return toField(v)
@@ -89,25 +90,36 @@ export interface PackedLayer {
 }
 
 /** The packed weights and biases of every layer, as the circuit takes them. */
-export function packModel (q: QuantModel, lay: LayerLayout[]): PackedLayer[] {
+export function packModel(q: QuantModel, lay: LayerLayout[]): PackedLayer[] {
   return q.layers.map((layer, l) => {
     const L = lay[l]
     const rows = (g: number): number[] => Array.from({ length: groupSize(L, g) }, (_, i) => g * L.slots + i)
     const w = Array.from({ length: layer.inputs }, (_, j) =>
-      Array.from({ length: L.groups }, (_, g) => pack(rows(g).map((o) => layer.weights[o * layer.inputs + j]), L.k)))
-    const b = Array.from({ length: L.groups }, (_, g) => pack(rows(g).map((o) => layer.bias[o]), L.k))
+      Array.from({ length: L.groups }, (_, g) =>
+        pack(
+          rows(g).map((o) => layer.weights[o * layer.inputs + j]),
+          L.k
+        )
+      )
+    )
+    const b = Array.from({ length: L.groups }, (_, g) =>
+      pack(
+        rows(g).map((o) => layer.bias[o]),
+        L.k
+      )
+    )
     return { w, b }
   })
 }
 
 /** The order the commitment hashes packed elements in: layer by layer, w[j][g] row-major, then b. */
-export function commitmentElements (packed: PackedLayer[]): bigint[] {
+export function commitmentElements(packed: PackedLayer[]): bigint[] {
   return packed.flatMap((p) => [...p.w.flat(), ...p.b])
 }
 
 /** int8 inputs as bytes (x + 128), 31 to a field element, little-endian: what the input hash covers. */
 export const INPUT_BYTES_PER_ELEMENT = 31
-export function packInput (x: ArrayLike<number>): bigint[] {
+export function packInput(x: ArrayLike<number>): bigint[] {
   const out: bigint[] = []
   for (let start = 0; start < x.length; start += INPUT_BYTES_PER_ELEMENT) {
     let v = 0n

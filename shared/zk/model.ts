@@ -16,7 +16,9 @@ export interface FloatLayer {
   relu: boolean
 }
 
-export interface FloatModel { layers: FloatLayer[] }
+export interface FloatModel {
+  layers: FloatLayer[]
+}
 
 /** Widths of the seeded models: [input, hidden…, output]. Every layer but the last has ReLU. */
 export const ZK_MODELS: Record<string, number[]> = {
@@ -26,7 +28,7 @@ export const ZK_MODELS: Record<string, number[]> = {
   small: [64, 64, 16]
 }
 
-export function zkModelSizes (name: string): number[] {
+export function zkModelSizes(name: string): number[] {
   const sizes = ZK_MODELS[name]
   if (sizes === undefined) throw new ConfigError(`unknown ZK model "${name}"; choose one of ${Object.keys(ZK_MODELS).join(', ')}`)
   return sizes
@@ -36,8 +38,9 @@ export function zkModelSizes (name: string): number[] {
  * A model from a seed, the same in Node and browsers. Weights ~ N(0, 2/fan_in) (He, so ReLU
  * activations keep unit size), biases ~ N(0, 0.1²), each tensor from its own stream.
  */
-export function randomMlp (sizes: number[], seed = 0): FloatModel {
-  if (sizes.length < 2 || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new ConfigError(`model widths must be ≥ 2 positive integers, got [${sizes.join(', ')}]`)
+export function randomMlp(sizes: number[], seed = 0): FloatModel {
+  if (sizes.length < 2 || sizes.some((n) => !Number.isInteger(n) || n < 1))
+    throw new ConfigError(`model widths must be ≥ 2 positive integers, got [${sizes.join(', ')}]`)
   const layers: FloatLayer[] = []
   for (let l = 0; l + 1 < sizes.length; l++) {
     const [inputs, outputs] = [sizes[l], sizes[l + 1]]
@@ -49,12 +52,12 @@ export function randomMlp (sizes: number[], seed = 0): FloatModel {
 }
 
 /** Seeded N(0, 1) input vectors, for calibration and tests. */
-export function randomInputs (width: number, count: number, seed = 0): Float32Array[] {
+export function randomInputs(width: number, count: number, seed = 0): Float32Array[] {
   return Array.from({ length: count }, (_, i) => fillNormal(new Float32Array(width), mulberry32(hash32(`${seed}:zk:input:${i}`)), 1))
 }
 
 /** The float forward pass: the model before quantization. */
-export function forwardFloat (model: FloatModel, x: Float32Array): Float32Array {
+export function forwardFloat(model: FloatModel, x: Float32Array): Float32Array {
   let h = x
   for (const layer of model.layers) {
     if (h.length !== layer.inputs) throw new ConfigError(`layer expects ${layer.inputs} inputs, got ${h.length}`)

@@ -49,16 +49,20 @@ export const biasBound = (inputs: number): number => inputs * WEIGHT_MAX * -INT8
 /** Largest |acc| any int8 input can produce; the circuit sizes its slots from this. */
 export const accBound = (inputs: number): number => 2 * biasBound(inputs)
 
-const maxAbs = (xs: ArrayLike<number>): number => { let m = 0; for (let i = 0; i < xs.length; i++) m = Math.max(m, Math.abs(xs[i])); return m }
+const maxAbs = (xs: ArrayLike<number>): number => {
+  let m = 0
+  for (let i = 0; i < xs.length; i++) m = Math.max(m, Math.abs(xs[i]))
+  return m
+}
 /** The largest exp with max · 2^exp ≤ limit. */
-const expFor = (max: number, limit: number): number => max === 0 ? 0 : Math.floor(Math.log2(limit / max))
+const expFor = (max: number, limit: number): number => (max === 0 ? 0 : Math.floor(Math.log2(limit / max)))
 const clamp = (v: number, lo: number, hi: number): number => Math.min(hi, Math.max(lo, v))
 
 /**
  * Quantizes with scales calibrated on `calibration` inputs (the input scale and each hidden
  * layer's output scale cover the largest value seen; larger values at run time clamp).
  */
-export function quantize (model: FloatModel, calibration: Float32Array[]): QuantModel {
+export function quantize(model: FloatModel, calibration: Float32Array[]): QuantModel {
   if (calibration.length === 0) throw new ConfigError('quantize needs at least one calibration input')
   // Largest |activation| entering each layer (index 0: the input), measured on the float model.
   const peaks = model.layers.map(() => 0)
@@ -98,18 +102,18 @@ export function quantize (model: FloatModel, calibration: Float32Array[]): Quant
 }
 
 /** A float input to int8 at the model's input scale (values beyond the calibrated range clamp). */
-export function quantizeInput (q: QuantModel, x: Float32Array): Int8Array {
+export function quantizeInput(q: QuantModel, x: Float32Array): Int8Array {
   if (x.length !== q.layers[0].inputs) throw new InputError(`the model takes ${q.layers[0].inputs} inputs, got ${x.length}`)
   return Int8Array.from(x, (v) => clamp(Math.round(v * 2 ** q.inputExp), INT8_MIN, INT8_MAX))
 }
 
 /** Round half up, shift, clamp to int8 (to [0, 127] after ReLU): the circuit's Requant. */
-export function requantize (acc: number, shift: number, relu: boolean): number {
+export function requantize(acc: number, shift: number, relu: boolean): number {
   return clamp((acc + 2 ** (shift - 1)) >> shift, relu ? 0 : INT8_MIN, INT8_MAX)
 }
 
 /** One layer's int32 accumulators W_q · x + b_q. */
-export function accumulate (layer: QuantLayer, x: ArrayLike<number>): Int32Array {
+export function accumulate(layer: QuantLayer, x: ArrayLike<number>): Int32Array {
   const acc = new Int32Array(layer.outputs)
   for (let o = 0; o < layer.outputs; o++) {
     let s = layer.bias[o]
@@ -120,7 +124,7 @@ export function accumulate (layer: QuantLayer, x: ArrayLike<number>): Int32Array
 }
 
 /** The exact integer forward pass: what the circuit outputs for int8 input `x`. */
-export function forwardInt (q: QuantModel, x: Int8Array): Int32Array {
+export function forwardInt(q: QuantModel, x: Int8Array): Int32Array {
   if (x.length !== q.layers[0].inputs) throw new InputError(`the model takes ${q.layers[0].inputs} inputs, got ${x.length}`)
   let h: ArrayLike<number> = x
   let acc: Int32Array = new Int32Array(0)
@@ -148,7 +152,7 @@ export interface QuantizationError {
 }
 
 /** How far the integer model drifts from the float one over `inputs`. */
-export function quantizationError (model: FloatModel, q: QuantModel, inputs: Float32Array[]): QuantizationError {
+export function quantizationError(model: FloatModel, q: QuantModel, inputs: Float32Array[]): QuantizationError {
   let maxAbsError = 0
   let peak = 0
   let agree = 0
@@ -159,10 +163,15 @@ export function quantizationError (model: FloatModel, q: QuantModel, inputs: Flo
     peak = Math.max(peak, maxAbs(want))
     if (argmax(want) === argmax(got)) agree++
   }
-  return { inputs: inputs.length, maxAbsError, maxRelError: peak === 0 ? 0 : maxAbsError / peak, argmaxAgreement: inputs.length === 0 ? 1 : agree / inputs.length }
+  return {
+    inputs: inputs.length,
+    maxAbsError,
+    maxRelError: peak === 0 ? 0 : maxAbsError / peak,
+    argmaxAgreement: inputs.length === 0 ? 1 : agree / inputs.length
+  }
 }
 
-function argmax (xs: ArrayLike<number>): number {
+function argmax(xs: ArrayLike<number>): number {
   let best = 0
   for (let i = 1; i < xs.length; i++) if (xs[i] > xs[best]) best = i
   return best

@@ -17,7 +17,7 @@ export interface ZkModelEntry {
   /** Layer widths, ReLU flags, requantization shifts and input mode: all the circuit depends on. */
   shape: ZkShape
   /** Fixed-point scales (powers of two): x ≈ x_q · 2^-inputExp, y ≈ y_q · 2^-outputExp. */
-  scale: { inputExp: number, outputExp: number, weightExps: number[] }
+  scale: { inputExp: number; outputExp: number; weightExps: number[] }
   /** Poseidon commitment to the packed weights (decimal field element): see commit.ts. */
   weightCommitment: string
   verificationKey: VerificationKey

@@ -12,15 +12,16 @@ import { INT8_MAX, INT8_MIN } from './quantize.js'
 import type { ZkModelEntry, ZkProof, ZkStatement } from './types.js'
 
 /** Number of public signals a model's proofs carry: y…, weights, [inputHash], [x…]. */
-export function publicSignalCount (entry: Pick<ZkModelEntry, 'shape'>): number {
+export function publicSignalCount(entry: Pick<ZkModelEntry, 'shape'>): number {
   const { layers, input } = entry.shape
   return layers[layers.length - 1].outputs + 1 + (input === 'committed' ? 1 : layers[0].inputs)
 }
 
 /** The public signals as a statement; ProtocolError if they cannot come from this model's circuit. */
-export function decodePublicSignals (entry: Pick<ZkModelEntry, 'shape' | 'name'>, signals: string[]): ZkStatement {
+export function decodePublicSignals(entry: Pick<ZkModelEntry, 'shape' | 'name'>, signals: string[]): ZkStatement {
   const malformed = (why: string): ProtocolError => new ProtocolError('ZK_MALFORMED', `proof for ${entry.name} has malformed public signals: ${why}`)
-  if (!Array.isArray(signals) || signals.length !== publicSignalCount(entry)) throw malformed(`expected ${publicSignalCount(entry)} signals, got ${Array.isArray(signals) ? signals.length : typeof signals}`)
+  if (!Array.isArray(signals) || signals.length !== publicSignalCount(entry))
+    throw malformed(`expected ${publicSignalCount(entry)} signals, got ${Array.isArray(signals) ? signals.length : typeof signals}`)
   const values = signals.map((s, i) => {
     const v = typeof s === 'string' ? parseSignal(s) : undefined
     if (v === undefined) throw malformed(`signal ${i} is not a field element`)
@@ -55,18 +56,20 @@ export interface ZkExpectation {
  * Verifies `proof` for the model `entry`. Returns the proven statement; throws ProtocolError
  * (ZK_MALFORMED, ZK_WRONG_MODEL, ZK_WRONG_INPUT, ZK_WRONG_OUTPUT, ZK_INVALID_PROOF) otherwise.
  */
-export async function verifyZkProof (entry: ZkModelEntry, proof: ZkProof, expect: ZkExpectation = {}): Promise<ZkStatement> {
+export async function verifyZkProof(entry: ZkModelEntry, proof: ZkProof, expect: ZkExpectation = {}): Promise<ZkStatement> {
   const s = decodePublicSignals(entry, proof.publicSignals)
   if (s.weightCommitment.toString() !== entry.weightCommitment) {
-    throw new ProtocolError('ZK_WRONG_MODEL', `the proof is for weights committed as ${short(s.weightCommitment)}, not ${entry.name}'s ${short(entry.weightCommitment)}: the prover ran other weights`)
+    throw new ProtocolError(
+      'ZK_WRONG_MODEL',
+      `the proof is for weights committed as ${short(s.weightCommitment)}, not ${entry.name}'s ${short(entry.weightCommitment)}: the prover ran other weights`
+    )
   }
   if (expect.input !== undefined) {
     const width = entry.shape.layers[0].inputs
     if (expect.input.length !== width) throw new InputError(`${entry.name} takes ${width} inputs; the expected input has ${expect.input.length}`)
     // Poseidon's constants (~0.8 MB of source) load only when an input hash must be checked.
-    const same = s.input !== undefined
-      ? s.input.every((v, i) => v === expect.input?.[i])
-      : s.inputHash === (await import('./commit.js')).inputCommitment(expect.input)
+    const same =
+      s.input !== undefined ? s.input.every((v, i) => v === expect.input?.[i]) : s.inputHash === (await import('./commit.js')).inputCommitment(expect.input)
     if (!same) throw new ProtocolError('ZK_WRONG_INPUT', `the proof for ${entry.name} is about another input than the one sent`)
   }
   if (expect.output !== undefined) {
@@ -78,8 +81,14 @@ export async function verifyZkProof (entry: ZkModelEntry, proof: ZkProof, expect
   let valid = false
   try {
     valid = await groth16.verify(entry.verificationKey, proof.publicSignals, proof.proof)
-  } catch { /* a proof whose points are garbage: as invalid as a wrong one */ }
-  if (!valid) throw new ProtocolError('ZK_INVALID_PROOF', `the Groth16 proof does not verify against ${entry.name}'s verification key: the proof or its public signals were altered`)
+  } catch {
+    /* a proof whose points are garbage: as invalid as a wrong one */
+  }
+  if (!valid)
+    throw new ProtocolError(
+      'ZK_INVALID_PROOF',
+      `the Groth16 proof does not verify against ${entry.name}'s verification key: the proof or its public signals were altered`
+    )
   return s
 }
 
@@ -89,7 +98,7 @@ const short = (v: bigint | string): string => `${v.toString().slice(0, 12)}…`
  * snarkjs keeps a multi-threaded curve (worker threads in Node, Web Workers in a tab) alive
  * after its first use, which keeps a Node process from exiting. Call when done with ZK.
  */
-export async function releaseZkWorkers (): Promise<void> {
+export async function releaseZkWorkers(): Promise<void> {
   const g = globalThis as { curve_bn128?: { terminate: () => Promise<void> } | null }
   const curve = g.curve_bn128
   g.curve_bn128 = null

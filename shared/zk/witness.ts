@@ -10,7 +10,7 @@ import { INT8_MAX, INT8_MIN, type QuantModel } from './quantize.js'
 export type CircuitInput = Record<string, string[] | string[][]>
 
 /** Packs once; `input(x)` then builds the signals for each proof. */
-export function witnessBuilder (q: QuantModel, shape: ZkShape): (x: Int8Array) => CircuitInput {
+export function witnessBuilder(q: QuantModel, shape: ZkShape): (x: Int8Array) => CircuitInput {
   const packed: PackedLayer[] = packModel(q, layout(shape))
   const weights: CircuitInput = {}
   packed.forEach((p, l) => {

@@ -13,7 +13,7 @@ import { REPO, tempDir } from '../helpers/paths.js'
 import { api, spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { context, hasChromium, launch } from '../helpers/browser.js'
 
-export async function benchBrowser (cacheDir: string): Promise<Record<string, unknown>> {
+export async function benchBrowser(cacheDir: string): Promise<Record<string, unknown>> {
   if (!hasChromium()) return { skipped: 'no Chromium at /usr/bin/chromium (apt-get install chromium)' }
   const dir = join(cacheDir, 'small-fp32-cut2')
   const manifest = await buildModel(randomWeights(preset('small'), 1), dir, { source: 'random:small:1', cuts: [2] })
@@ -25,7 +25,19 @@ export async function benchBrowser (cacheDir: string): Promise<Record<string, un
   for (const r of runners) await r.dispose()
 
   const procs: Proc[] = []
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', dir, '--web', join(REPO, 'dist', 'web'), '--ledger-file', join(tempDir('bench-ledger'), 'ledger.sqlite')])
+  const relay = await spawnTessera([
+    'relay',
+    '--port',
+    '0',
+    '--p2p-port',
+    '0',
+    '--model',
+    dir,
+    '--web',
+    join(REPO, 'dist', 'web'),
+    '--ledger-file',
+    join(tempDir('bench-ledger'), 'ledger.sqlite')
+  ])
   procs.push(relay)
   procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
   const http = relay.ready.http
@@ -42,14 +54,21 @@ export async function benchBrowser (cacheDir: string): Promise<Record<string, un
       await page.waitForFunction(() => document.querySelector('#status')?.getAttribute('data-state') === 'serving', undefined, { timeout: 600_000 })
       const servingMs = Date.now() - clicked
       let peer: { msPerLayer: number } | undefined
-      await waitFor(async () => (peer = (await api(http, '/api/network')).peers.find((p: { device: string }) => p.device === backend)) !== undefined)
+      await waitFor(async () => {
+        peer = (await api(http, '/api/network')).peers.find((p: { device: string }) => p.device === backend)
+        return peer !== undefined
+      })
       if (peer === undefined) throw new Error('the tab never appeared in the network view')
       // The first request: a generation through the tab as soon as it serves.
       await api(http, '/v1/completions', { prompt: [1, 2, 3], max_tokens: 1 })
       await waitFor(async () => Number(await page.getAttribute('#stats', 'data-requests')) >= 1, 60_000)
       const firstRequestMs = Date.now() - clicked
       rows[backend] = { msPerLayer: peer.msPerLayer, ratioToNode: peer.msPerLayer / nodeMs, clickToServingMs: servingMs, clickToFirstRequestMs: firstRequestMs }
-      console.log(`${backend} in Chromium: ${peer.msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)} → ${(peer.msPerLayer / nodeMs).toFixed(1)}×; click → serving ${servingMs} ms, → first request ${firstRequestMs} ms`)
+      console.log(
+        `${backend} in Chromium: ${peer.msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)}` +
+          ` → ${(peer.msPerLayer / nodeMs).toFixed(1)}×` +
+          `; click → serving ${servingMs} ms, → first request ${firstRequestMs} ms`
+      )
       await page.close({ runBeforeUnload: true })
       await ctx.close()
       await waitFor(async () => !(await api(http, '/api/network')).peers.some((p: { device: string }) => p.device === backend), 30_000)

@@ -19,15 +19,22 @@ import { releaseZkWorkers } from '../../shared/zk/verify.js'
 import { seededZkModel, setupZkModel } from '../../host/zk/setup.js'
 import { median } from './median.js'
 
-export interface ChainBenchRow { op: string, gas: number, medianMs: number, runs: number }
+export interface ChainBenchRow {
+  op: string
+  gas: number
+  medianMs: number
+  runs: number
+}
 
-
-export async function benchChain (runs = 7): Promise<{ rows: ChainBenchRow[], deployGas: number, verifierDeployGas: number }> {
+export async function benchChain(runs = 7): Promise<{ rows: ChainBenchRow[]; deployGas: number; verifierDeployGas: number }> {
   const anvil = await startAnvil()
   try {
     const d = await deployTessera({ rpcUrl: anvil.url, privateKey: anvil.accounts[0], out: null })
     const trusting = { check: async () => ({ valid: true, reason: 'bench' }) }
-    const l = await openEvmLedger({ rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0], fromBlock: d.deployBlock }, trusting)
+    const l = await openEvmLedger(
+      { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0], fromBlock: d.deployBlock },
+      trusting
+    )
     const rows: ChainBenchRow[] = []
     const measure = async (op: string, fn: (i: number) => Promise<unknown>): Promise<void> => {
       const ms: number[] = []
@@ -53,14 +60,25 @@ export async function benchChain (runs = 7): Promise<{ rows: ChainBenchRow[], de
     const z = await deployZkVerifier(c, d.stakeAddress, { entry: tiny.entry, zkey: tiny.keys.zkey })
     const x = quantizeInput(tiny.model.quant, randomInputs(tiny.entry.shape.layers[0].inputs, 1, 5)[0])
     const honest = await (await tiny.prover()).prove(x)
-    const claim = { model: 'tiny', claimedOutput: Array.from(honest.statement.output, (v, i) => toField(i === 0 ? v + 1 : v)), claimedInput: Array.from(x, (v) => toField(v)) }
+    const claim = {
+      model: 'tiny',
+      claimedOutput: Array.from(honest.statement.output, (v, i) => toField(i === 0 ? v + 1 : v)),
+      claimedInput: Array.from(x, (v) => toField(v))
+    }
     await measure('slashByProof (valid counter-proof)', async (i) => {
-      const r = await l.slashByProof({ accused: 'accused', evidenceId: `0x${(i + 1).toString(16).padStart(64, '0')}`, ...claim, proof: honest.proof, publicSignals: honest.publicSignals, reporter: 'reporter' })
+      const r = await l.slashByProof({
+        accused: 'accused',
+        evidenceId: `0x${(i + 1).toString(16).padStart(64, '0')}`,
+        ...claim,
+        proof: honest.proof,
+        publicSignals: honest.publicSignals,
+        reporter: 'reporter'
+      })
       if (!r.slashed) throw new Error(`the bench's counter-proof was refused: ${r.reason}`)
     })
 
     // A bare verifyProof transaction, with the gas set: anvil's estimate for it is too low (the pairing fails and it returns false).
-    const { abi } = await verifierArtifact(tiny.keys.zkey) as { abi: Abi }
+    const { abi } = (await verifierArtifact(tiny.keys.zkey)) as { abi: Abi }
     const { a, b, c: cc } = proofCallArgs(honest.proof)
     const data: Hex = encodeFunctionData({ abi, functionName: 'verifyProof', args: [a, b, cc, honest.publicSignals.map(BigInt)] })
     const ms: number[] = []

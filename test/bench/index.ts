@@ -26,18 +26,21 @@ const CACHE = join(REPO, '.cache', 'bench')
 const OUT = join(REPO, 'bench-results')
 
 const sections: Record<string, () => Promise<Record<string, unknown>>> = {
-  async spine () {
+  async spine() {
     const rows = []
     for (const dtype of ['fp32', 'int4'] as const) {
       const r = await benchDecode(CACHE, 'small', dtype)
       r.params = paramCount(preset('small'))
       rows.push(r)
-      console.log(`small ${dtype}: ${r.tokensPerSecond.toFixed(1)} tokens/s decode, ${r.msPerLayerPerToken.toFixed(3)} ms/layer/token, prefill ${r.promptTokens} tokens ${r.prefillMs.toFixed(1)} ms, load ${r.loadMs.toFixed(0)} ms (${r.device})`)
+      console.log(
+        `small ${dtype}: ${r.tokensPerSecond.toFixed(1)} tokens/s decode, ${r.msPerLayerPerToken.toFixed(3)} ms/layer/token` +
+          `, prefill ${r.promptTokens} tokens ${r.prefillMs.toFixed(1)} ms, load ${r.loadMs.toFixed(0)} ms (${r.device})`
+      )
     }
     return { decode: rows }
   },
 
-  async int4 () {
+  async int4() {
     const models: Array<[string, () => Promise<import('../../shared/model/weights.js').WeightSource>]> = [
       ['tiny', async () => randomWeights(preset('tiny'), 3)],
       ['small', async () => randomWeights(preset('small'), 3)]
@@ -47,28 +50,31 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
     for (const [name, open] of models) {
       const r = await int4Accuracy(name, await open())
       rows.push(r)
-      console.log(`${name}: int4 logits relative RMS error max ${r.relRmsMax.toFixed(3)} mean ${r.relRmsMean.toFixed(3)}; top-1 agrees ${r.top1Agree}/${r.steps}; fp32 top-1 in int4 top-5 ${r.fp32Top1InInt4Top5}/${r.steps}`)
+      console.log(
+        `${name}: int4 logits relative RMS error max ${r.relRmsMax.toFixed(3)} mean ${r.relRmsMean.toFixed(3)}` +
+          `; top-1 agrees ${r.top1Agree}/${r.steps}; fp32 top-1 in int4 top-5 ${r.fp32Top1InInt4Top5}/${r.steps}`
+      )
     }
     return { accuracy: rows }
   },
 
-  async network () {
+  async network() {
     return await benchNetwork(CACHE)
   },
 
-  async browser () {
+  async browser() {
     return await benchBrowser(CACHE)
   },
 
-  async verify () {
+  async verify() {
     return await benchVerify(CACHE)
   },
 
-  async zk () {
+  async zk() {
     return await benchZk()
   },
 
-  async chain () {
+  async chain() {
     return await benchChain()
   }
 }

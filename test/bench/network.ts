@@ -17,30 +17,39 @@ import { ensureModel } from './spine.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
 
-async function localTokensPerSecond (dir: string, tokens: number): Promise<number> {
+async function localTokensPerSecond(dir: string, tokens: number): Promise<number> {
   const { runners } = await loadModel(dir, { device: 'cpu' })
   const p = new Pipeline(runners.map((r) => r.open()))
-  for await (const _ of generate(p, { prompt: PROMPT, maxTokens: 4 })) { /* warm */ }
+  for await (const _ of generate(p, { prompt: PROMPT, maxTokens: 4 })) {
+    /* warm */
+  }
   p.close()
   const q = new Pipeline(runners.map((r) => r.open()))
   let t0 = 0
   let n = 0
-  for await (const _ of generate(q, { prompt: PROMPT, maxTokens: tokens + 1 })) { if (n++ === 0) t0 = performance.now() }
+  for await (const _ of generate(q, { prompt: PROMPT, maxTokens: tokens + 1 })) {
+    if (n++ === 0) t0 = performance.now()
+  }
   const tps = tokens / ((performance.now() - t0) / 1000)
   q.close()
   for (const r of runners) await r.dispose()
   return tps
 }
 
-async function remoteDecode (client: Client, tokens: number): Promise<{ tps: number, overheadMs: number }> {
+async function remoteDecode(client: Client, tokens: number): Promise<{ tps: number; overheadMs: number }> {
   const warm = client.generate({ prompt: PROMPT, maxTokens: 4 })
-  while ((await warm.next()).done !== true) { /* warm */ }
+  while ((await warm.next()).done !== true) {
+    /* warm */
+  }
   const gen = client.generate({ prompt: PROMPT, maxTokens: tokens + 1 })
   let t0 = 0
   let n = 0
   const overhead: number[] = []
   for (let r = await gen.next(); r.done !== true; r = await gen.next()) {
-    if (n++ === 0) { t0 = performance.now(); continue }
+    if (n++ === 0) {
+      t0 = performance.now()
+      continue
+    }
     for (const h of r.value.hops) overhead.push(h.ms - (h.nodeMs ?? 0))
   }
   overhead.sort((a, b) => a - b)
@@ -48,24 +57,26 @@ async function remoteDecode (client: Client, tokens: number): Promise<{ tps: num
 }
 
 /** Relay in this process, `groups` nodes as child processes; returns a stop function. */
-async function network (dir: string, groups: string[]): Promise<{ client: Client, stop: () => Promise<void> }> {
+async function network(dir: string, groups: string[]): Promise<{ client: Client; stop: () => Promise<void> }> {
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
-  const nodes: Proc[] = await Promise.all(groups.map(async (l) => await spawnTessera(['node', '--relay', relay.addr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000)))
+  const nodes: Proc[] = await Promise.all(
+    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.addr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
+  )
   await waitFor(async () => (await relay.client.network()).peers.length === groups.length)
   return {
     client: relay.client,
-    async stop () {
+    async stop() {
       for (const n of nodes) n.proc.kill('SIGTERM')
       await relay.stop()
     }
   }
 }
 
-function groupsOf (c: LlamaConfig, nodes: number): string[] {
-  return Array.from({ length: nodes }, (_, i) => `${Math.round(i * c.nLayers / nodes)}-${Math.round((i + 1) * c.nLayers / nodes)}`)
+function groupsOf(c: LlamaConfig, nodes: number): string[] {
+  return Array.from({ length: nodes }, (_, i) => `${Math.round((i * c.nLayers) / nodes)}-${Math.round(((i + 1) * c.nLayers) / nodes)}`)
 }
 
-export async function benchNetwork (cacheDir: string, presets = ['small', 'medium'], tokens = 64): Promise<Record<string, unknown>> {
+export async function benchNetwork(cacheDir: string, presets = ['small', 'medium'], tokens = 64): Promise<Record<string, unknown>> {
   const rows = []
   for (const name of presets) {
     const dir = await ensureModel(cacheDir, name, 'fp32', 4)
@@ -76,7 +87,10 @@ export async function benchNetwork (cacheDir: string, presets = ['small', 'mediu
       try {
         const r = await remoteDecode(net.client, tokens)
         rows.push({ preset: name, nodes, localTokensPerSecond: local, networkTokensPerSecond: r.tps, ratio: r.tps / local, medianHopOverheadMs: r.overheadMs })
-        console.log(`${name}: ${nodes} nodes ${r.tps.toFixed(1)} tokens/s vs one process ${local.toFixed(1)} → ratio ${(r.tps / local).toFixed(2)}; median per-hop overhead ${r.overheadMs.toFixed(2)} ms`)
+        console.log(
+          `${name}: ${nodes} nodes ${r.tps.toFixed(1)} tokens/s vs one process ${local.toFixed(1)} → ratio ${(r.tps / local).toFixed(2)}` +
+            `; median per-hop overhead ${r.overheadMs.toFixed(2)} ms`
+        )
       } finally {
         await net.stop()
       }
@@ -92,7 +106,10 @@ export async function benchNetwork (cacheDir: string, presets = ['small', 'mediu
   let hop
   try {
     hop = await remoteDecode(net.client, tokens)
-    console.log(`hidden 4096: median per-hop overhead ${hop.overheadMs.toFixed(2)} ms (round trip minus node compute, ${(4096 * 4 / 1024).toFixed(0)} KiB of activations per token)`)
+    console.log(
+      `hidden 4096: median per-hop overhead ${hop.overheadMs.toFixed(2)} ms` +
+        ` (round trip minus node compute, ${((4096 * 4) / 1024).toFixed(0)} KiB of activations per token)`
+    )
   } finally {
     await net.stop()
   }

@@ -27,25 +27,32 @@ export interface DecodeResult {
 }
 
 /** Builds random:PRESET:1 into `cacheDir` once, then reuses it. */
-export async function ensureModel (cacheDir: string, name: string, dtype: WeightDType, shards = 1): Promise<string> {
+export async function ensureModel(cacheDir: string, name: string, dtype: WeightDType, shards = 1): Promise<string> {
   const dir = join(cacheDir, `${name}-${dtype}-${shards}`)
-  if (!await access(join(dir, MANIFEST_FILE)).then(() => true, () => false)) {
+  if (
+    !(await access(join(dir, MANIFEST_FILE)).then(
+      () => true,
+      () => false
+    ))
+  ) {
     console.error(`building ${name} (${dtype}, ${shards} shard(s)) into ${dir} …`)
     await buildModel(randomWeights(preset(name), 1), dir, { source: `random:${name}:1`, dtype, shards })
   }
   return dir
 }
 
-export async function benchDecode (cacheDir: string, name: string, dtype: WeightDType, decodeTokens = 128, promptTokens = 16): Promise<DecodeResult> {
+export async function benchDecode(cacheDir: string, name: string, dtype: WeightDType, decodeTokens = 128, promptTokens = 16): Promise<DecodeResult> {
   const dir = await ensureModel(cacheDir, name, dtype)
   const t0 = performance.now()
   const { manifest, runners } = await loadModel(dir, { device: 'auto' })
   const loadMs = performance.now() - t0
-  const prompt = Array.from({ length: promptTokens }, (_, i) => 1 + (i * 7) % (manifest.config.vocabSize - 1))
+  const prompt = Array.from({ length: promptTokens }, (_, i) => 1 + ((i * 7) % (manifest.config.vocabSize - 1)))
 
   // One warm-up generation so first-run allocations are not counted.
   const warm = new Pipeline(runners.map((r) => r.open()))
-  for await (const _ of generate(warm, { prompt, maxTokens: 4 })) { /* warm */ }
+  for await (const _ of generate(warm, { prompt, maxTokens: 4 })) {
+    /* warm */
+  }
   warm.close()
 
   const p = new Pipeline(runners.map((r) => r.open()))
@@ -60,8 +67,16 @@ export async function benchDecode (cacheDir: string, name: string, dtype: Weight
   await Promise.all(runners.map(async (r) => await r.dispose()))
   const msPerToken = decodeMs / decodeTokens
   return {
-    preset: name, dtype, params: 0, loadMs, prefillMs, promptTokens, decodeTokens,
-    tokensPerSecond: 1000 / msPerToken, msPerToken, msPerLayerPerToken: msPerToken / manifest.config.nLayers,
+    preset: name,
+    dtype,
+    params: 0,
+    loadMs,
+    prefillMs,
+    promptTokens,
+    decodeTokens,
+    tokensPerSecond: 1000 / msPerToken,
+    msPerToken,
+    msPerLayerPerToken: msPerToken / manifest.config.nLayers,
     device: runners[0].device
   }
 }

@@ -49,11 +49,21 @@ export interface ZkBenchRow {
  * the tab verifies (the time from the reply to a verified result). The first proof, which loads
  * snarkjs and starts its workers, is reported apart.
  */
-async function browserVerify (model: string, proofs: number): Promise<{ model: string, firstMs: number, verifyMs: number } | undefined> {
-  if (!hasChromium()) { console.log('browser verification: no Chromium here, skipped'); return undefined }
+async function browserVerify(model: string, proofs: number): Promise<{ model: string; firstMs: number; verifyMs: number } | undefined> {
+  if (!hasChromium()) {
+    console.log('browser verification: no Chromium here, skipped')
+    return undefined
+  }
   const dir = tempDir('bench-zk-llm')
   await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2] })
-  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [dir], webRoot: join(REPO, 'dist', 'web'), ledger: join(tempDir('bench-zk-ledger'), 'ledger.sqlite'), zk: [model] })
+  const relay = await startRelay({
+    httpPort: 0,
+    p2pPort: 0,
+    models: [dir],
+    webRoot: join(REPO, 'dist', 'web'),
+    ledger: join(tempDir('bench-zk-ledger'), 'ledger.sqlite'),
+    zk: [model]
+  })
   const node = await startNode({ relay: relay.addr, model: dir, layers: [0, 5], zk: [model] })
   const browser = await launch()
   try {
@@ -61,16 +71,21 @@ async function browserVerify (model: string, proofs: number): Promise<{ model: s
     await page.goto(`${relay.httpUrl}/index.html`)
     const width = seededZkModel(model).shape.layers[0].inputs
     // A string, as a third-party page's script would be.
-    const times = await page.evaluate(`(async () => {
+    const times = (await page.evaluate(
+      `(async () => {
       const { connect } = await import('/sdk.js')
       const tessera = await connect()
       const times = []
-      for (let i = 0; i < ${proofs + 1}; i++) times.push((await tessera.zk(${JSON.stringify(model)}, Array.from({ length: ${width} }, (_, j) => ((i * 31 + j * 7) % 255) - 127))).proof.verifyMs)
+      for (let i = 0; i < ${proofs + 1}; i++) times.push((await tessera.zk(${JSON.stringify(model)}, ` +
+        `Array.from({ length: ${width} }, (_, j) => ((i * 31 + j * 7) % 255) - 127))).proof.verifyMs)
       await tessera.close()
       return times
-    })()`) as number[]
+    })()`
+    )) as number[]
     const r = { model, firstMs: times[0], verifyMs: median(times.slice(1)) }
-    console.log(`${model}: verified in Chromium in ${r.verifyMs.toFixed(1)} ms (median of ${proofs}; the page's first proof ${r.firstMs.toFixed(0)} ms, loading snarkjs)`)
+    console.log(
+      `${model}: verified in Chromium in ${r.verifyMs.toFixed(1)} ms (median of ${proofs}; the page's first proof ${r.firstMs.toFixed(0)} ms, loading snarkjs)`
+    )
     return r
   } finally {
     await browser.close()
@@ -98,10 +113,14 @@ export interface SamplingBenchRow {
  * what the last hop pays per step to commit, what the sampler pays per token to prove, what the
  * requester pays to verify.
  */
-async function samplingCost (): Promise<SamplingBenchRow> {
+async function samplingCost(): Promise<SamplingBenchRow> {
   const rows = reference().map((c) => Float32Array.from(c.last_prompt_logits))
   const vocab = rows[0].length
-  const s = await setupSampling(vocab, { progress: (p) => { if (p.ms !== undefined) console.log(`  sampling ${vocab}: ${p.label} ${(p.ms / 1000).toFixed(1)} s`) } })
+  const s = await setupSampling(vocab, {
+    progress: (p) => {
+      if (p.ms !== undefined) console.log(`  sampling ${vocab}: ${p.label} ${(p.ms / 1000).toFixed(1)} s`)
+    }
+  })
   const key = await generateKeyPair('Ed25519')
   const peer = peerIdFromPrivateKey(key).toString()
   const commit: number[] = []
@@ -113,7 +132,20 @@ async function samplingCost (): Promise<SamplingBenchRow> {
     const q = quantizeLogits(row)
     const commitment = logitsCommitment(q)
     const commitMs = performance.now() - t
-    const receipt = await signReceipt({ peer, session: 'bench', step: 0, root: '0'.repeat(64), layers: [0, 5], start: 0, input: new Uint8Array(32), output: new Uint8Array(4), logits: commitment }, async (b) => await key.sign(b))
+    const receipt = await signReceipt(
+      {
+        peer,
+        session: 'bench',
+        step: 0,
+        root: '0'.repeat(64),
+        layers: [0, 5],
+        start: 0,
+        input: new Uint8Array(32),
+        output: new Uint8Array(4),
+        logits: commitment
+      },
+      async (b) => await key.sign(b)
+    )
     const token = provedArgmax(q)
     const p = await s.prover.prove(q, token)
     t = performance.now()
@@ -125,18 +157,40 @@ async function samplingCost (): Promise<SamplingBenchRow> {
     prove.push(p.ms)
     verify.push(verifyMs)
   }
-  const r: SamplingBenchRow = { vocab, constraints: s.entry.constraints, power: s.entry.power, setupCached: s.keys.reused, compileMs: s.circuit.compileMs, zkeyMs: s.keys.zkeyMs, commitMs: median(commit), proveMs: median(prove), verifyMs: median(verify), proofBytes }
-  console.log(`sampling step (argmax of ${vocab} logits): ${r.constraints} constraints, 2^${r.power}; setup${r.setupCached ? ' (cached)' : ''} compile ${(r.compileMs / 1000).toFixed(1)} s, keys ${(r.zkeyMs / 1000).toFixed(1)} s; commit ${r.commitMs.toFixed(1)} ms per step on the last hop, prove ${r.proveMs.toFixed(0)} ms per token, verify ${r.verifyMs.toFixed(1)} ms; proof ${r.proofBytes} B (median of ${prove.length} reference prompts)`)
+  const r: SamplingBenchRow = {
+    vocab,
+    constraints: s.entry.constraints,
+    power: s.entry.power,
+    setupCached: s.keys.reused,
+    compileMs: s.circuit.compileMs,
+    zkeyMs: s.keys.zkeyMs,
+    commitMs: median(commit),
+    proveMs: median(prove),
+    verifyMs: median(verify),
+    proofBytes
+  }
+  console.log(
+    `sampling step (argmax of ${vocab} logits): ${r.constraints} constraints, 2^${r.power}; setup${r.setupCached ? ' (cached)' : ''}` +
+      ` compile ${(r.compileMs / 1000).toFixed(1)} s, keys ${(r.zkeyMs / 1000).toFixed(1)} s; commit ${r.commitMs.toFixed(1)} ms per step on the last hop` +
+      `, prove ${r.proveMs.toFixed(0)} ms per token, verify ${r.verifyMs.toFixed(1)} ms; proof ${r.proofBytes} B (median of ${prove.length} reference prompts)`
+  )
   return r
 }
 
-export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<{ models: ZkBenchRow[], sampling?: SamplingBenchRow, browser?: Awaited<ReturnType<typeof browserVerify>> }> {
+export async function benchZk(
+  models = ['tiny', 'small'],
+  proofs = 5
+): Promise<{ models: ZkBenchRow[]; sampling?: SamplingBenchRow; browser?: Awaited<ReturnType<typeof browserVerify>> }> {
   const rows: ZkBenchRow[] = []
   let sampling: SamplingBenchRow | undefined
   try {
     for (const name of models) {
       const m = seededZkModel(name)
-      const s = await setupZkModel(m, { progress: (p) => { if (p.ms !== undefined) console.log(`  ${name}: ${p.label} ${(p.ms / 1000).toFixed(1)} s`) } })
+      const s = await setupZkModel(m, {
+        progress: (p) => {
+          if (p.ms !== undefined) console.log(`  ${name}: ${p.label} ${(p.ms / 1000).toFixed(1)} s`)
+        }
+      })
       const prover = await s.prover()
       const witness: number[] = []
       const prove: number[] = []
@@ -178,7 +232,14 @@ export async function benchZk (models = ['tiny', 'small'], proofs = 5): Promise<
         argmaxAgreement: e.argmaxAgreement
       }
       rows.push(row)
-      console.log(`${name} (${row.widths.join('→')}): ${row.constraints} constraints, 2^${row.power}; setup${row.setupCached ? ' (cached)' : ''} compile ${(row.compileMs / 1000).toFixed(1)} s, ptau ${(row.ptauMs / 1000).toFixed(1)} s, keys ${(row.zkeyMs / 1000).toFixed(1)} s; witness ${row.witnessMs.toFixed(0)} ms, prove ${row.proveMs.toFixed(0)} ms, verify ${row.verifyMs.toFixed(1)} ms; proof ${row.proofBytes} B (${row.proofJsonBytes} B JSON), vk ${row.verificationKeyJsonBytes} B JSON; int8 error ${(100 * row.maxRelError).toFixed(2)}%, argmax ${(100 * row.argmaxAgreement).toFixed(1)}%`)
+      console.log(
+        `${name} (${row.widths.join('→')}): ${row.constraints} constraints, 2^${row.power}; setup${row.setupCached ? ' (cached)' : ''}` +
+          ` compile ${(row.compileMs / 1000).toFixed(1)} s, ptau ${(row.ptauMs / 1000).toFixed(1)} s,` +
+          ` keys ${(row.zkeyMs / 1000).toFixed(1)} s; witness ${row.witnessMs.toFixed(0)} ms, prove ${row.proveMs.toFixed(0)} ms,` +
+          ` verify ${row.verifyMs.toFixed(1)} ms; proof ${row.proofBytes} B (${row.proofJsonBytes} B JSON),` +
+          ` vk ${row.verificationKeyJsonBytes} B JSON; int8 error ${(100 * row.maxRelError).toFixed(2)}%,` +
+          ` argmax ${(100 * row.argmaxAgreement).toFixed(1)}%`
+      )
     }
     sampling = await samplingCost()
   } finally {

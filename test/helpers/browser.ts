@@ -12,26 +12,33 @@ export const ARTIFACTS = join(REPO, 'test-artifacts')
 
 export const hasChromium = (): boolean => existsSync(CHROMIUM)
 
-export async function launch (): Promise<Browser> {
+export async function launch(): Promise<Browser> {
   return await chromium.launch({
     executablePath: CHROMIUM,
     args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-      '--enable-unsafe-webgpu', '--allow-loopback-in-peer-connection'
+      '--headless=new',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+      '--enable-unsafe-webgpu',
+      '--allow-loopback-in-peer-connection'
     ]
   })
 }
 
 /** A context whose pages may use WebRTC host candidates on loopback (needs the media permissions). */
-export async function context (browser: Browser, origin: string): Promise<BrowserContext> {
+export async function context(browser: Browser, origin: string): Promise<BrowserContext> {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } })
   await ctx.grantPermissions(['camera', 'microphone'], { origin })
   return ctx
 }
 
 /** Saves a full-page screenshot under test-artifacts/ (kept by CI for people to look at). */
-export async function screenshot (page: Page, name: string): Promise<string> {
+export async function screenshot(page: Page, name: string): Promise<string> {
   mkdirSync(ARTIFACTS, { recursive: true })
   const path = join(ARTIFACTS, `${name}.png`)
   await page.screenshot({ path, fullPage: true })
@@ -39,7 +46,7 @@ export async function screenshot (page: Page, name: string): Promise<string> {
 }
 
 /** Collects a page's console for failure messages. */
-export function consoleOf (page: Page): string[] {
+export function consoleOf(page: Page): string[] {
   const lines: string[] = []
   page.on('console', (m) => lines.push(`[${m.type()}] ${m.text()}`))
   page.on('pageerror', (e) => lines.push(`[pageerror] ${e.message}`))

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs'
  * Peak RSS of this process. VmHWM belongs to this process's own memory map; getrusage's maxRSS
  * would carry over the parent's peak across fork+exec on Linux.
  */
-function peakRss (): number {
+function peakRss(): number {
   const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))
   return hwm !== null ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024
 }

@@ -8,12 +8,19 @@ import { InputError } from '../../shared/errors.js'
 import type { Evidence, EvidenceChecker, Ledger } from '../../shared/ledger/types.js'
 
 const bytes = (...b: number[]): Uint8Array => new Uint8Array(b)
-export const evidence = (n: number, accused = 'cheat', valid = true): Evidence =>
-  ({ kind: 'redundant', accused, receipts: [bytes(n, 1), bytes(n, 2)], detail: { valid, note: `case ${n}` } })
+export const evidence = (n: number, accused = 'cheat', valid = true): Evidence => ({
+  kind: 'redundant',
+  accused,
+  receipts: [bytes(n, 1), bytes(n, 2)],
+  detail: { valid, note: `case ${n}` }
+})
 
-export const fakeChecker = () => ({ check: vi.fn(async (e: Evidence) => e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }) }) satisfies EvidenceChecker
+export const fakeChecker = () =>
+  ({
+    check: vi.fn(async (e: Evidence) => (e.detail.valid === true ? { valid: true, reason: 'receipts disagree' } : { valid: false, reason: 'receipts agree' }))
+  }) satisfies EvidenceChecker
 
-export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Ledger>): void {
+export function ledgerContract(open: (checker?: EvidenceChecker) => Promise<Ledger>): void {
   it('stakes and observes, and knows unseen peers', async () => {
     const l = await open()
     expect(await l.standing('new')).toEqual({ peer: 'new', stake: 0, reputation: 0.5, slashed: 0, blacklisted: false })
@@ -23,7 +30,12 @@ export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Led
     expect((await l.observe('a', true)).reputation).toBeCloseTo(0.55)
     expect((await l.observe('a', false)).reputation).toBeCloseTo(0.495)
     expect(await l.standings()).toEqual([await l.standing('a')])
-    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([[1, 'stake', 10], [2, 'stake', 5], [3, 'reputation', undefined], [4, 'reputation', undefined]])
+    expect((await l.audit()).map((e) => [e.seq, e.kind, e.amount])).toEqual([
+      [1, 'stake', 10],
+      [2, 'stake', 5],
+      [3, 'reputation', undefined],
+      [4, 'reputation', undefined]
+    ])
     expect((await l.audit(3)).map((e) => e.seq)).toEqual([3, 4])
   })
 
@@ -47,7 +59,10 @@ export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Led
     expect([cheat.stake, cheat.slashed, cheat.blacklisted]).toEqual([50, 1, false])
     expect(cheat.reputation).toBeCloseTo(0.45)
     expect((await l.standing('honest')).stake).toBe(35)
-    expect((await l.audit(4)).map((e) => [e.kind, e.peer, e.amount])).toEqual([['slash', 'cheat', 50], ['reward', 'honest', 25]])
+    expect((await l.audit(4)).map((e) => [e.kind, e.peer, e.amount])).toEqual([
+      ['slash', 'cheat', 50],
+      ['reward', 'honest', 25]
+    ])
 
     await l.slash(evidence(2), 'honest')
     expect(await l.isBlacklisted('cheat')).toBe(false)
@@ -80,7 +95,12 @@ export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Led
   })
 
   it('the same evidence sent twice at once slashes once', async () => {
-    const slow: EvidenceChecker = { check: async () => { await new Promise((resolve) => setTimeout(resolve, 20)); return { valid: true, reason: 'ok' } } }
+    const slow: EvidenceChecker = {
+      check: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        return { valid: true, reason: 'ok' }
+      }
+    }
     const l = await open(slow)
     await l.stake('cheat', 100)
     const results = await Promise.all([l.slash(evidence(1), 'a'), l.slash(evidence(1), 'b')])
@@ -90,7 +110,11 @@ export function ledgerContract (open: (checker?: EvidenceChecker) => Promise<Led
   })
 
   it('a throwing checker rejects instead of slashing', async () => {
-    const l = await open({ check: async () => { throw new Error('rpc down') } })
+    const l = await open({
+      check: async () => {
+        throw new Error('rpc down')
+      }
+    })
     await l.stake('cheat', 10)
     expect(await l.slash(evidence(1), 'honest')).toMatchObject({ slashed: false, reason: 'checker failed: rpc down' })
     expect((await l.standing('cheat')).stake).toBe(10)

@@ -7,20 +7,30 @@ import { createInterface } from 'node:readline'
 import { join } from 'node:path'
 import { REPO, tempDir } from './paths.js'
 
-export interface Proc { proc: ChildProcess, ready: Record<string, any>, log: string[] }
+export interface Proc {
+  proc: ChildProcess
+  ready: Record<string, any>
+  log: string[]
+}
 
-export async function spawnTessera (args: string[], timeoutMs = 60_000): Promise<Proc> {
+export async function spawnTessera(args: string[], timeoutMs = 60_000): Promise<Proc> {
   const proc = spawn(process.execPath, [join(REPO, 'bin', 'tessera.js'), ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
   const log: string[] = []
   createInterface({ input: proc.stderr! }).on('line', (l) => log.push(l))
   return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`tessera ${args[0]} not ready in ${timeoutMs} ms:\n${log.join('\n')}`)) }, timeoutMs)
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`tessera ${args[0]} not ready in ${timeoutMs} ms:\n${log.join('\n')}`))
+    }, timeoutMs)
     createInterface({ input: proc.stdout! }).on('line', (line) => {
       if (!line.startsWith('{"ready":true')) return
       clearTimeout(timer)
       resolve({ proc, ready: JSON.parse(line), log })
     })
-    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`tessera ${args[0]} exited (${code}) before ready:\n${log.join('\n')}`)) })
+    proc.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`tessera ${args[0]} exited (${code}) before ready:\n${log.join('\n')}`))
+    })
   })
 }
 
@@ -29,25 +39,35 @@ export interface TestNetwork {
   relayAddr: string
   http: string
   nodes: Proc[]
-  addNode (layers: string, extra?: string[]): Promise<Proc>
-  stop (): Promise<void>
+  addNode(layers: string, extra?: string[]): Promise<Proc>
+  stop(): Promise<void>
 }
 
 /** Starts a relay serving `model` (its ledger in a fresh temp dir unless given) and one node per layer range; resolves when all are listed. */
-export async function startNetwork (model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
-  const relay = await spawnTessera(['relay', '--port', '0', '--p2p-port', '0', '--model', model, '--ledger-file', o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')])
+export async function startNetwork(model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
+  const relay = await spawnTessera([
+    'relay',
+    '--port',
+    '0',
+    '--p2p-port',
+    '0',
+    '--model',
+    model,
+    '--ledger-file',
+    o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')
+  ])
   const net: TestNetwork = {
     relay,
     relayAddr: relay.ready.relay,
     http: relay.ready.http,
     nodes: [],
-    async addNode (range, extra = []) {
+    async addNode(range, extra = []) {
       const n = await spawnTessera(['node', '--relay', relay.ready.relay, '--model', model, '--layers', range, ...extra])
       net.nodes.push(n)
       await waitFor(async () => (await api(net.http, '/api/network')).peers.some((p: { peer: string }) => p.peer === n.ready.peer))
       return n
     },
-    async stop () {
+    async stop() {
       for (const p of [...net.nodes, relay]) if (p.proc.exitCode === null) p.proc.kill('SIGKILL')
     }
   }
@@ -60,30 +80,32 @@ export async function startNetwork (model: string, layers: string[], o: { ledger
   return net
 }
 
-export async function api (http: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(http + path, body === undefined ? undefined : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+export async function api(http: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(
+    http + path,
+    body === undefined ? undefined : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }
+  )
   const json = await res.json()
   if (!res.ok) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`)
   return json
 }
 
-export async function waitFor (check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+export async function waitFor(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const until = Date.now() + timeoutMs
-  while (!await check().catch(() => false)) {
+  while (!(await check().catch(() => false))) {
     if (Date.now() > until) throw new Error('timed out waiting for a condition')
     await new Promise((resolve) => setTimeout(resolve, 200))
   }
 }
 
 /** Reads an SSE response as parsed `data:` objects, calling `onChunk` for each as it arrives. */
-export async function readSse (res: Response, onChunk: (chunk: any) => void): Promise<any[]> {
+export async function readSse(res: Response, onChunk: (chunk: any) => void): Promise<any[]> {
   const chunks: any[] = []
   const decoder = new TextDecoder()
   let buffer = ''
   for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
     buffer += decoder.decode(part, { stream: true })
-    let nl: number
-    while ((nl = buffer.indexOf('\n')) >= 0) {
+    for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
       const line = buffer.slice(0, nl).trim()
       buffer = buffer.slice(nl + 1)
       if (!line.startsWith('data:')) continue

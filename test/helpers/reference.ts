@@ -14,7 +14,7 @@ export interface ReferenceCase {
   prompt: number[]
   greedy: number[]
   decisive_prefix: number
-  steps: Array<{ margin: number, top5: Array<[number, number]> }>
+  steps: Array<{ margin: number; top5: Array<[number, number]> }>
   last_prompt_logits: number[]
 }
 
@@ -24,7 +24,7 @@ export const stories = async (): Promise<WeightSource> => await openLlama2c(file
 
 export const TOLERANCE = 1e-4
 
-export function maxAbsDiff (a: ArrayLike<number>, b: ArrayLike<number>): number {
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length)
   let m = 0
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
@@ -32,7 +32,7 @@ export function maxAbsDiff (a: ArrayLike<number>, b: ArrayLike<number>): number 
 }
 
 /** Greedy ids, free-running, through a fresh pipeline over `runners`. */
-export async function greedyIds (runners: ShardRunner[], prompt: number[], n: number): Promise<number[]> {
+export async function greedyIds(runners: ShardRunner[], prompt: number[], n: number): Promise<number[]> {
   const p = new Pipeline(runners.map((r) => r.open()))
   const ids: number[] = []
   for await (const t of generate(p, { prompt, maxTokens: n })) ids.push(t.id)
@@ -41,7 +41,7 @@ export async function greedyIds (runners: ShardRunner[], prompt: number[], n: nu
 }
 
 /** Checks one reference case on a chain of runners: prompt logits, greedy ids, teacher forcing. */
-export async function checkCase (runners: ShardRunner[], c: ReferenceCase): Promise<{ worst: number }> {
+export async function checkCase(runners: ShardRunner[], c: ReferenceCase): Promise<{ worst: number }> {
   let worst = 0
   const p = new Pipeline(runners.map((r) => r.open()))
   let logits = lastRow(await p.step(c.prompt))

@@ -6,7 +6,7 @@ import type { Manifest } from '../../shared/manifest.js'
 import type { ShardRunner } from '../../shared/runner.js'
 
 /** Every shard of a built model on onnxruntime-web's WASM backend (in Node), hash-checked first. */
-export async function loadWasmRunners (dir: string, manifest: Manifest): Promise<ShardRunner[]> {
+export async function loadWasmRunners(dir: string, manifest: Manifest): Promise<ShardRunner[]> {
   const runners: ShardRunner[] = []
   for (const shard of manifest.shards) {
     await verifyShardFiles(dir, shard)

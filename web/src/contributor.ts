@@ -21,20 +21,27 @@ import { fetchShard } from './shard-cache.js'
 
 export type { Backend }
 
-export interface ContributorOptions { relay?: string, backend?: Backend | 'auto', layers?: [number, number], memoryBytes?: number }
+export interface ContributorOptions {
+  relay?: string
+  backend?: Backend | 'auto'
+  layers?: [number, number]
+  memoryBytes?: number
+}
 
 export type ContributorEvent =
-  | { type: 'backend', backend: Backend, adapter?: AdapterInfo, reason?: string }
-  | { type: 'plan', layers: [number, number], model: string, root: string, files: number, bytes: number }
-  | { type: 'download', file: string, loaded: number, total: number, cached: boolean }
-  | { type: 'refused', file: string, reason: string }
+  | { type: 'backend'; backend: Backend; adapter?: AdapterInfo; reason?: string }
+  | { type: 'plan'; layers: [number, number]; model: string; root: string; files: number; bytes: number }
+  | { type: 'download'; file: string; loaded: number; total: number; cached: boolean }
+  | { type: 'refused'; file: string; reason: string }
   | { type: 'loading' }
-  | { type: 'ready', peer: string, layers: [number, number], backend: Backend, msPerLayer: number }
-  | { type: 'stats', requests: number, steps: number, tokens: number, msPerStep: number, sessions: number, uptimeMs: number, reputation: number | null }
+  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number }
+  | { type: 'stats'; requests: number; steps: number; tokens: number; msPerStep: number; sessions: number; uptimeMs: number; reputation: number | null }
   | { type: 'stopped' }
-  | { type: 'error', message: string }
+  | { type: 'error'; message: string }
 
-export interface Contributor { stop (): Promise<void> }
+export interface Contributor {
+  stop(): Promise<void>
+}
 
 /** What a tab may use unless the visitor says otherwise: enough for a small model's few layers. */
 const DEFAULT_MEMORY = 512 * 2 ** 20
@@ -43,7 +50,7 @@ const RESERVE_SHARE = 0.1
 /** How often the page hears the counters. */
 const STATS_EVERY_MS = 1000
 
-export async function startContributor (o: ContributorOptions, onEvent: (e: ContributorEvent) => void): Promise<Contributor> {
+export async function startContributor(o: ContributorOptions, onEvent: (e: ContributorEvent) => void): Promise<Contributor> {
   const relay = o.relay ?? location.origin
   const bytes = o.memoryBytes ?? DEFAULT_MEMORY
   const memory: MemoryBudget = { bytes, reserve: bytes * RESERVE_SHARE }
@@ -60,9 +67,10 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
     const { node, relay: relayAddr } = await createTabPeer({ relayAddrs: addrs, privateKey: key, listen: true })
     let shards: ShardEntry[]
     try {
-      shards = o.layers !== undefined
-        ? shardsFor(manifest, o.layers)
-        : chooseShards(manifest, await otherPeers(node, relayAddr, manifest), layersThatFit(manifest, memory))
+      shards =
+        o.layers !== undefined
+          ? shardsFor(manifest, o.layers)
+          : chooseShards(manifest, await otherPeers(node, relayAddr, manifest), layersThatFit(manifest, memory))
     } catch (err) {
       await node.stop()
       throw err
@@ -86,17 +94,35 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
       }
     }
     const service = await startPeerService({
-      libp2p: node, key, relay: relayAddr, manifest, shards, load, memory, device: chosen.backend, log: pageLog(onEvent)
+      libp2p: node,
+      key,
+      relay: relayAddr,
+      manifest,
+      shards,
+      load,
+      memory,
+      device: chosen.backend,
+      log: pageLog(onEvent)
     })
     const peer = node.peerId.toString()
     onEvent({ type: 'ready', peer, layers: service.layers, backend: chosen.backend, msPerLayer: service.msPerLayer })
 
     const started = Date.now()
     const { stats } = service
-    const ticker = setInterval(() => onEvent({
-      type: 'stats', requests: stats.opened, steps: stats.steps, tokens: stats.tokens, msPerStep: stats.steps > 0 ? stats.busyMs / stats.steps : 0,
-      sessions: stats.sessions, uptimeMs: Date.now() - started, reputation: null
-    }), STATS_EVERY_MS)
+    const ticker = setInterval(
+      () =>
+        onEvent({
+          type: 'stats',
+          requests: stats.opened,
+          steps: stats.steps,
+          tokens: stats.tokens,
+          msPerStep: stats.steps > 0 ? stats.busyMs / stats.steps : 0,
+          sessions: stats.sessions,
+          uptimeMs: Date.now() - started,
+          reputation: null
+        }),
+      STATS_EVERY_MS
+    )
     let stopped = false
     const stop = async (): Promise<void> => {
       if (stopped) return
@@ -106,7 +132,9 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
       onEvent({ type: 'stopped' })
     }
     // Closing the tab: tell the relay (best effort); clients' streams reset and they fail over.
-    addEventListener('pagehide', () => { void stop() })
+    addEventListener('pagehide', () => {
+      void stop()
+    })
     return { stop }
   } catch (err) {
     if (err instanceof ShardHashError) onEvent({ type: 'refused', file: err.file, reason: err.message })
@@ -116,26 +144,26 @@ export async function startContributor (o: ContributorOptions, onEvent: (e: Cont
 }
 
 /** The service's progress goes to the console; its warnings (a failed announce) to the page. */
-function pageLog (onEvent: (e: ContributorEvent) => void): Logger {
+function pageLog(onEvent: (e: ContributorEvent) => void): Logger {
   const base = logger('tessera:tab')
   return { ...base, warn: (message) => onEvent({ type: 'error', message }) }
 }
 
-async function getJson<T> (url: string): Promise<T> {
+async function getJson<T>(url: string): Promise<T> {
   const res = await fetch(url)
   if (!res.ok) throw new TesseraError(res.status === 404 ? 'NOT_FOUND' : 'UNREACHABLE', `${url}: HTTP ${res.status}; check that the relay is running`)
-  return await res.json() as T
+  return (await res.json()) as T
 }
 
 /** The model to serve: the relay's first (tabs download what the relay hosts). */
-async function pickModel (relay: string): Promise<Manifest> {
+async function pickModel(relay: string): Promise<Manifest> {
   const { models } = await getJson<{ models: Array<{ root: string }> }>(`${relay}/api/models`)
   if (models.length === 0) throw new TesseraError('NOT_FOUND', 'the relay hosts no model files to contribute to; start it with --model DIR')
-  return checkManifest(await getJson(`${relay}/models/${models[0].root}/manifest.json`), 'the relay\'s manifest')
+  return checkManifest(await getJson(`${relay}/models/${models[0].root}/manifest.json`), "the relay's manifest")
 }
 
 /** One identity per tab (sessionStorage): two tabs of one browser are two peers. */
-async function tabKey (): Promise<PrivateKey> {
+async function tabKey(): Promise<PrivateKey> {
   const saved = sessionStorage.getItem('tessera-key')
   if (saved !== null) return privateKeyFromProtobuf(Uint8Array.from(atob(saved), (ch) => ch.charCodeAt(0)))
   const key = await generateKeyPair('Ed25519')

@@ -12,7 +12,7 @@ export interface AdapterInfo {
   maxStorageBufferBindingSize: number
 }
 
-export async function detectBackend (want: Backend | 'auto', biggestBuffer: number): Promise<{ backend: Backend, adapter?: AdapterInfo, reason?: string }> {
+export async function detectBackend(want: Backend | 'auto', biggestBuffer: number): Promise<{ backend: Backend; adapter?: AdapterInfo; reason?: string }> {
   if (want === 'wasm') return { backend: 'wasm', reason: 'asked for WASM' }
   const adapter = await navigator.gpu?.requestAdapter().catch(() => null)
   if (adapter === undefined || adapter === null) {
@@ -21,7 +21,9 @@ export async function detectBackend (want: Backend | 'auto', biggestBuffer: numb
   }
   const info = adapter.info
   const a: AdapterInfo = {
-    vendor: info.vendor, architecture: info.architecture, description: info.description,
+    vendor: info.vendor,
+    architecture: info.architecture,
+    description: info.description,
     isFallbackAdapter: (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
     maxBufferSize: adapter.limits.maxBufferSize,
     maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize

@@ -28,18 +28,13 @@ export interface TabPeerNetOptions {
   iceServers?: RTCIceServer[]
 }
 
-export async function createTabPeer (o: TabPeerNetOptions): Promise<{ node: Libp2p, relay: string }> {
+export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2p; relay: string }> {
   const relay = o.relayAddrs.find((a) => a.includes('/ws/')) ?? o.relayAddrs[0]
   if (relay === undefined) throw new TesseraError('CONFIG', 'the relay offers no address a browser can dial; start it with a WebSocket (/ws) listener')
   const node = await createLibp2p({
     privateKey: o.privateKey,
     addresses: { listen: o.listen ? ['/p2p-circuit', '/webrtc'] : [] },
-    transports: [
-      webSockets(),
-      webRTC({ rtcConfiguration: { iceServers: o.iceServers ?? [] } }),
-      webTransport(),
-      circuitRelayTransport()
-    ],
+    transports: [webSockets(), webRTC({ rtcConfiguration: { iceServers: o.iceServers ?? [] } }), webTransport(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     // Browsers refuse private addresses by default; our relay and peers may be on loopback/LAN.

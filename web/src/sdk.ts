@@ -42,51 +42,62 @@ export interface Generation extends AsyncIterable<TokenEvent> {
 
 export interface Tessera {
   peerId: string
-  generate (req: GenerationRequest, signal?: AbortSignal): Generation
-  network (): Promise<NetworkView>
+  generate(req: GenerationRequest, signal?: AbortSignal): Generation
+  network(): Promise<NetworkView>
   /**
    * `verification: "zk"`: a peer proves one inference of a small ZK model (GET /api/zk/models
    * lists them); this tab verifies the Groth16 proof itself against the published verification
    * key and weight commitment, and returns the output only if it holds.
    */
-  zk (model: string, input: ArrayLike<number>): Promise<ZkResult>
+  zk(model: string, input: ArrayLike<number>): Promise<ZkResult>
   /**
    * For an answer of the relay's HTTP API asked with `tessera_prove_sampling: true` (its `tessera`
    * field): checks here that each token is the argmax of the logits its last hop signed. That is
    * the sampling step only, not the layers. Throws on the first proof that does not hold.
    */
-  verifySampling (answer: { tokens: number[], sampling?: SamplingProofJson[] }): Promise<{ tokens: number, ms: number }>
-  close (): Promise<void>
+  verifySampling(answer: { tokens: number[]; sampling?: SamplingProofJson[] }): Promise<{ tokens: number; ms: number }>
+  close(): Promise<void>
 }
 
-export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
+export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
   const origin = o.relay ?? new URL(import.meta.url).origin
   const res = await fetch(`${origin}/api/relay`).catch((err: Error) => {
     throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
   })
   if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
-  const { addrs } = await res.json() as { addrs: string[] }
+  const { addrs } = (await res.json()) as { addrs: string[] }
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
-  const refresh = setInterval(() => { void ledger.refresh() }, 5000)
+  const refresh = setInterval(() => {
+    void ledger.refresh()
+  }, 5000)
   // Optimistic claims go to the relay's board; corrected tokens, if any, are generated here.
   const client: Client = createClient({
-    dialer: libp2pDialer(node), directory: relayDirectory(node, relay), ledger, board: httpClaimSink(origin), verification: o.verification
+    dialer: libp2pDialer(node),
+    directory: relayDirectory(node, relay),
+    ledger,
+    board: httpClaimSink(origin),
+    verification: o.verification
   })
   return {
     peerId: node.peerId.toString(),
-    generate (req, signal) {
+    generate(req, signal) {
       const gen = client.generate(req, signal)
-      let settle!: { resolve: (r: GenerationResult) => void, reject: (e: unknown) => void }
-      const result = new Promise<GenerationResult>((resolve, reject) => { settle = { resolve, reject } })
+      let settle!: { resolve: (r: GenerationResult) => void; reject: (e: unknown) => void }
+      const result = new Promise<GenerationResult>((resolve, reject) => {
+        settle = { resolve, reject }
+      })
       result.catch(() => {}) // the iterator reports the same error
       return {
         result,
-        async * [Symbol.asyncIterator] () {
+        async *[Symbol.asyncIterator]() {
           try {
             for (let r = await gen.next(); ; r = await gen.next()) {
-              if (r.done === true) { settle.resolve(r.value); return }
+              if (r.done === true) {
+                settle.resolve(r.value)
+                return
+              }
               yield r.value
             }
           } catch (err) {
@@ -97,10 +108,10 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
       }
     },
     network: async () => await client.network(),
-    async zk (model, input) {
+    async zk(model, input) {
       const res = await fetch(`${origin}/api/zk/models`)
       if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
-      const { models } = await res.json() as { models: ZkModelEntry[] }
+      const { models } = (await res.json()) as { models: ZkModelEntry[] }
       // snarkjs (~1 MB) loads with the first proof, not with the SDK.
       const { zkInfer } = await import('../../shared/client/zk.js')
       // A directory of its own (its own cache), as the zk path always had.
@@ -108,16 +119,20 @@ export async function connect (o: ConnectOptions = {}): Promise<Tessera> {
       const deps = { dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n: string) => models.find((m) => m.name === n), ledger }
       return await zkInfer(deps, model, input)
     },
-    async verifySampling (answer) {
+    async verifySampling(answer) {
       const res = await fetch(`${origin}/api/zk/models`)
       if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
-      const { sampling } = await res.json() as { sampling: SamplingEntry[] }
+      const { sampling } = (await res.json()) as { sampling: SamplingEntry[] }
       const [{ verifySampledTokens }, { samplingFromJson }] = await Promise.all([
-        import('../../shared/verify/sampling.js'), import('../../shared/zk/argmax.js')
+        import('../../shared/verify/sampling.js'),
+        import('../../shared/zk/argmax.js')
       ])
       const { ms } = await verifySampledTokens(sampling, answer.tokens, answer.sampling?.map(samplingFromJson))
       return { tokens: answer.tokens.length, ms }
     },
-    close: async () => { clearInterval(refresh); await node.stop() }
+    close: async () => {
+      clearInterval(refresh)
+      await node.stop()
+    }
   }
 }

@@ -9,10 +9,15 @@ import { bytesToHex } from '../../shared/hash.js'
 /** The Cache API bucket; bump the suffix if what is stored under a URL ever changes meaning. */
 const CACHE = 'tessera-shards-v1'
 
-export interface Progress { file: string, loaded: number, total: number, cached: boolean }
+export interface Progress {
+  file: string
+  loaded: number
+  total: number
+  cached: boolean
+}
 
 /** Downloads (or reads from the cache) and checks every file of a shard; throws ShardHashError on a mismatch. */
-export async function fetchShard (relay: string, shard: ShardEntry, progress: (p: Progress) => void): Promise<Map<string, Uint8Array>> {
+export async function fetchShard(relay: string, shard: ShardEntry, progress: (p: Progress) => void): Promise<Map<string, Uint8Array>> {
   const cache = await caches.open(CACHE)
   const files = new Map<string, Uint8Array>()
   for (const f of shard.files) {
@@ -21,7 +26,10 @@ export async function fetchShard (relay: string, shard: ShardEntry, progress: (p
     if (hit !== undefined) {
       const bytes = new Uint8Array(await hit.arrayBuffer())
       progress({ file: f.name, loaded: bytes.byteLength, total: f.bytes, cached: true })
-      if (await sha256(bytes) === f.sha256) { files.set(f.name, bytes); continue }
+      if ((await sha256(bytes)) === f.sha256) {
+        files.set(f.name, bytes)
+        continue
+      }
       await cache.delete(url) // a damaged cache entry: fetch it again
     }
     const bytes = await download(url, f.bytes, (loaded) => progress({ file: f.name, loaded, total: f.bytes, cached: false }))
@@ -33,7 +41,7 @@ export async function fetchShard (relay: string, shard: ShardEntry, progress: (p
   return files
 }
 
-async function download (url: string, total: number, progress: (loaded: number) => void): Promise<Uint8Array<ArrayBuffer>> {
+async function download(url: string, total: number, progress: (loaded: number) => void): Promise<Uint8Array<ArrayBuffer>> {
   const res = await fetch(url)
   if (!res.ok || res.body === null) {
     throw new TesseraError(res.status === 404 ? 'NOT_FOUND' : 'UNREACHABLE', `${url}: HTTP ${res.status}; check that the relay still hosts this model`)
@@ -50,6 +58,6 @@ async function download (url: string, total: number, progress: (loaded: number) 
   return out.subarray(0, loaded)
 }
 
-async function sha256 (bytes: Uint8Array): Promise<string> {
+async function sha256(bytes: Uint8Array): Promise<string> {
   return bytesToHex(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>)))
 }

@@ -13,10 +13,15 @@ export type { OptimisticVerifier } from './optimistic.js'
 
 const MODES: VerificationMode[] = ['none', 'redundant', 'spot', 'optimistic']
 
-export interface Verification { mode: VerificationMode, k: number, p: number, window: number }
+export interface Verification {
+  mode: VerificationMode
+  k: number
+  p: number
+  window: number
+}
 
 /** Fills in k, p and the window, and refuses what cannot be run. */
-export function normalizeVerification (v: VerificationOptions | undefined): Verification {
+export function normalizeVerification(v: VerificationOptions | undefined): Verification {
   const mode = v?.mode ?? 'none'
   if (!MODES.includes(mode)) throw new InputError(`verification mode must be one of ${MODES.join(', ')}, not ${JSON.stringify(mode)}`)
   const k = v?.k ?? CLIENT_DEFAULTS.k
@@ -24,15 +29,20 @@ export function normalizeVerification (v: VerificationOptions | undefined): Veri
   const window = v?.window ?? CLIENT_DEFAULTS.windowMs
   if (!Number.isInteger(k) || k < 2 || k > 5) throw new InputError(`verification k must be an integer from 2 to 5, not ${k}`)
   if (!(p > 0 && p <= 1)) throw new InputError(`verification p must be in (0, 1], not ${p}`)
-  if (!Number.isInteger(window) || window < 100 || window > 3_600_000) throw new InputError(`verification window must be whole ms from 100 to 3600000 (an hour), not ${window}`)
+  if (!Number.isInteger(window) || window < 100 || window > 3_600_000)
+    throw new InputError(`verification window must be whole ms from 100 to 3600000 (an hour), not ${window}`)
   return { mode, k, p, window }
 }
 
-export function verifierFor (v: Verification, random: () => number): Verifier {
+export function verifierFor(v: Verification, random: () => number): Verifier {
   switch (v.mode) {
-    case 'redundant': return redundantVerifier(v.k)
-    case 'spot': return spotVerifier(v.p, random)
-    case 'optimistic': return optimisticVerifier()
-    default: return noneVerifier()
+    case 'redundant':
+      return redundantVerifier(v.k)
+    case 'spot':
+      return spotVerifier(v.p, random)
+    case 'optimistic':
+      return optimisticVerifier()
+    default:
+      return noneVerifier()
   }
 }

@@ -2,6 +2,6 @@
 import type { Verifier } from './verifier.js'
 import { unchecked } from './verifier.js'
 
-export function noneVerifier (): Verifier {
+export function noneVerifier(): Verifier {
   return { mode: 'none', lanes: 1, recut: true, sample: () => false, decide: async (answers) => unchecked(answers[0]) }
 }

@@ -2,6 +2,6 @@
 import { vote } from './vote.js'
 import type { Verifier } from './verifier.js'
 
-export function redundantVerifier (k: number): Verifier {
+export function redundantVerifier(k: number): Verifier {
   return { mode: 'redundant', lanes: k, recut: false, sample: () => false, decide: async (answers, ctx) => await vote(answers, ctx, 'redundant') }
 }

@@ -6,13 +6,13 @@
 import { vote } from './vote.js'
 import { unchecked, type Verifier } from './verifier.js'
 
-export function spotVerifier (p: number, random: () => number): Verifier {
+export function spotVerifier(p: number, random: () => number): Verifier {
   return {
     mode: 'spot',
     lanes: 1,
     recut: false,
     sample: () => random() < p,
     // A sampled step whose checker could not run (nobody else serves the layers) stays unchecked.
-    decide: async (answers, ctx) => answers.length < 2 ? unchecked(answers[0]) : await vote(answers, ctx, 'spot')
+    decide: async (answers, ctx) => (answers.length < 2 ? unchecked(answers[0]) : await vote(answers, ctx, 'spot'))
   }
 }

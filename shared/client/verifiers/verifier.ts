@@ -13,7 +13,7 @@ import type { Verdict, VerificationMode } from '../types.js'
 /** One peer's answer for one slot and step (its rows for this step only). */
 export interface Answer {
   hop: RemoteHop
-  out: HopOutput & { ms: number, nodeMs: number }
+  out: HopOutput & { ms: number; nodeMs: number }
   receipt: Uint8Array
   fp: Fingerprint
   peer: string

@@ -15,7 +15,7 @@ import type { Answer, Decision, StepContext } from './verifier.js'
 
 const log = logger('tessera:client:vote')
 
-export async function vote (pool: Answer[], ctx: StepContext, kind: 'redundant' | 'spot'): Promise<Decision> {
+export async function vote(pool: Answer[], ctx: StepContext, kind: 'redundant' | 'spot'): Promise<Decision> {
   ctx.report.checks++
   let verdict: Verdict = 'agreed'
   let t = tally(pool)
@@ -41,7 +41,7 @@ export async function vote (pool: Answer[], ctx: StepContext, kind: 'redundant' 
 }
 
 /** Sends a loser's receipt, with the winners' as witnesses, to the ledger; bans the loser. */
-async function convict (ctx: StepContext, kind: 'redundant' | 'spot', loser: Answer, winners: Answer[]): Promise<void> {
+async function convict(ctx: StepContext, kind: 'redundant' | 'spot', loser: Answer, winners: Answer[]): Promise<void> {
   ctx.ban(loser.peer)
   const witnesses = winners.map((w) => w.peer)
   const evidence = mismatchEvidence(kind, loser, winners, { layers: ctx.layers, step: ctx.step, session: ctx.session, witnesses })
@@ -52,6 +52,8 @@ async function convict (ctx: StepContext, kind: 'redundant' | 'spot', loser: Ans
     fault.reason = `could not report: ${(err as Error).message}`
   }
   const outcome = fault.slashed ? `slashed ${fault.amount}` : fault.reason
-  log.info(`layers [${ctx.layers.join(',')}) step ${ctx.step}: ${loser.peer.slice(-8)} disagrees with ${witnesses.map((w) => w.slice(-8)).join(', ')}: ${outcome}`)
+  log.info(
+    `layers [${ctx.layers.join(',')}) step ${ctx.step}: ${loser.peer.slice(-8)} disagrees with ${witnesses.map((w) => w.slice(-8)).join(', ')}: ${outcome}`
+  )
   ctx.report.faults.push(fault)
 }

@@ -37,8 +37,8 @@ let contributor: Contributor | undefined
 let running = false // between Contribute and the 'stopped' event (or a failed start)
 let stopRequested = false
 let state: State = 'idle'
-const files = new Map<string, { bar: HTMLProgressElement, size: HTMLElement }>()
-let uptime: { ms: number, at: number } | undefined
+const files = new Map<string, { bar: HTMLProgressElement; size: HTMLElement }>()
+let uptime: { ms: number; at: number } | undefined
 
 // URL parameters prefill the form.
 const backendParam = params.get('backend')
@@ -47,14 +47,20 @@ const memoryParam = parseBytes(params.get('memory'))
 if (memoryParam !== undefined) ui.memory.value = String(Math.round(memoryParam / MB))
 if (layers !== undefined) ui.layersChoice.textContent = `Layers: ${layerRange(layers)} (from the URL).`
 
-ui.start.addEventListener('click', () => { void start() })
-ui.stop.addEventListener('click', () => { void stop() })
-addEventListener('pagehide', () => { void contributor?.stop() }) // withdraws our record at once
+ui.start.addEventListener('click', () => {
+  void start()
+})
+ui.stop.addEventListener('click', () => {
+  void stop()
+})
+addEventListener('pagehide', () => {
+  void contributor?.stop()
+}) // withdraws our record at once
 setInterval(renderUptime, 1000)
 void checkRelay()
 if (params.get('autostart') === '1') void start()
 
-async function start (): Promise<void> {
+async function start(): Promise<void> {
   if (running) return
   running = true
   stopRequested = false
@@ -76,12 +82,15 @@ async function start (): Promise<void> {
     if (stopRequested) await stop()
   } catch (err) {
     running = false
-    if (state !== 'refused') { setState('error', 'error'); showError(messageOf(err)) }
+    if (state !== 'refused') {
+      setState('error', 'error')
+      showError(messageOf(err))
+    }
   }
   syncButtons()
 }
 
-async function stop (): Promise<void> {
+async function stop(): Promise<void> {
   stopRequested = true
   ui.stop.disabled = true
   ui.status.textContent = 'stopping…'
@@ -97,22 +106,25 @@ async function stop (): Promise<void> {
   syncButtons()
 }
 
-function onEvent (e: ContributorEvent): void {
+function onEvent(e: ContributorEvent): void {
   switch (e.type) {
-    case 'backend': return showBackend(e.backend, e.adapter, e.reason)
+    case 'backend':
+      return showBackend(e.backend, e.adapter, e.reason)
     case 'plan':
       ui.downloadsCard.hidden = false
       ui.plan.textContent = `Layers ${layerRange(e.layers)} of ${e.model} (root ${e.root.slice(0, 12)}…): ${e.files} file(s), ${formatBytes(e.bytes)}.`
       stat('model').textContent = e.model
       stat('layers').textContent = layerRange(e.layers)
       return setState('downloading', `downloading layers ${layerRange(e.layers)}`)
-    case 'download': return showDownload(e.file, e.loaded, e.total, e.cached)
+    case 'download':
+      return showDownload(e.file, e.loaded, e.total, e.cached)
     case 'refused':
       setState('refused', 'refused')
       ui.error.classList.add('refused')
       files.get(e.file)?.size.replaceChildren(h('span', { class: 'error', text: 'refused' }))
       return showError(`Refused ${e.file}\n${e.reason}\nNothing from this tab is served.`)
-    case 'loading': return setState('loading', 'loading the shard…')
+    case 'loading':
+      return setState('loading', 'loading the shard…')
     case 'ready':
       stat('peer').textContent = e.peer
       stat('peer').title = e.peer
@@ -141,23 +153,25 @@ function onEvent (e: ContributorEvent): void {
   }
 }
 
-function showBackend (backend: Backend, adapter: Extract<ContributorEvent, { type: 'backend' }>['adapter'], reason?: string): void {
-  ui.backend.textContent = adapter !== undefined
-    ? `${backend}: ${[adapter.vendor, adapter.architecture].filter((s) => s !== '').join(' ') || 'unnamed adapter'}`
-    : `${backend}${reason !== undefined ? `: ${reason}` : ''}`
+function showBackend(backend: Backend, adapter: Extract<ContributorEvent, { type: 'backend' }>['adapter'], reason?: string): void {
+  ui.backend.textContent =
+    adapter !== undefined
+      ? `${backend}: ${[adapter.vendor, adapter.architecture].filter((s) => s !== '').join(' ') || 'unnamed adapter'}`
+      : `${backend}${reason !== undefined ? `: ${reason}` : ''}`
   stat('backend').textContent = backend
-  const rows: Array<[string, string]> = adapter === undefined
-    ? []
-    : [
-        ['Description', adapter.description || '—'],
-        ['Fallback adapter', adapter.isFallbackAdapter ? 'yes (software)' : 'no'],
-        ['Max buffer', formatBytes(adapter.maxBufferSize)],
-        ['Max storage binding', formatBytes(adapter.maxStorageBufferBindingSize)]
-      ]
+  const rows: Array<[string, string]> =
+    adapter === undefined
+      ? []
+      : [
+          ['Description', adapter.description || '—'],
+          ['Fallback adapter', adapter.isFallbackAdapter ? 'yes (software)' : 'no'],
+          ['Max buffer', formatBytes(adapter.maxBufferSize)],
+          ['Max storage binding', formatBytes(adapter.maxStorageBufferBindingSize)]
+        ]
   ui.adapter.replaceChildren(...rows.flatMap(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })]))
 }
 
-function showDownload (file: string, loaded: number, total: number, cached: boolean): void {
+function showDownload(file: string, loaded: number, total: number, cached: boolean): void {
   ui.downloadsCard.hidden = false
   let row = files.get(file)
   if (row === undefined) {
@@ -170,31 +184,31 @@ function showDownload (file: string, loaded: number, total: number, cached: bool
   row.size.textContent = cached ? `${formatBytes(total)} (cached)` : `${formatBytes(loaded)} / ${formatBytes(total)}`
 }
 
-function setState (s: State, label: string): void {
+function setState(s: State, label: string): void {
   state = s
   ui.status.dataset.state = s
   ui.status.textContent = label
   if (s !== 'refused') ui.error.classList.remove('refused')
 }
 
-function showError (message: string | undefined): void {
+function showError(message: string | undefined): void {
   ui.error.textContent = message ?? ''
 }
 
-function syncButtons (): void {
+function syncButtons(): void {
   ui.start.disabled = running
   ui.stop.disabled = !running
 }
 
-function renderUptime (): void {
+function renderUptime(): void {
   stat('uptime').textContent = uptime === undefined ? '—' : formatDuration(uptime.ms + Date.now() - uptime.at)
 }
 
-async function checkRelay (): Promise<void> {
+async function checkRelay(): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/network`)
     if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
-    const view = await res.json() as { peers: unknown[], models: Array<{ name: string, layers: number }> }
+    const view = (await res.json()) as { peers: unknown[]; models: Array<{ name: string; layers: number }> }
     setRelayBanner(ui.banner, undefined)
     const models = view.models.map((m) => `${m.name} (${m.layers} layers)`).join(', ') || 'no model yet'
     ui.relayInfo.textContent = `Relay ${location.host}: ${view.peers.length} peer(s) serving ${models}.`
@@ -205,7 +219,7 @@ async function checkRelay (): Promise<void> {
 }
 
 /** "A-B" → [A, B]; anything else → undefined (the contributor picks). */
-function parseLayers (s: string | null): [number, number] | undefined {
+function parseLayers(s: string | null): [number, number] | undefined {
   const m = /^(\d+)\s*[-–]\s*(\d+)$/.exec(s ?? '')
   if (m === null) return undefined
   const [a, b] = [Number(m[1]), Number(m[2])]
@@ -213,7 +227,7 @@ function parseLayers (s: string | null): [number, number] | undefined {
 }
 
 /** "512MB", "2GB", "1.5 GiB", "800" (MB) → bytes, binary units as the CLI reads them. */
-function parseBytes (s: string | null): number | undefined {
+function parseBytes(s: string | null): number | undefined {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?$/i.exec((s ?? '').trim())
   if (m === null) return undefined
   const unit = (m[2] ?? 'mb').toLowerCase().replace('i', '')

@@ -41,16 +41,24 @@ let tessera: Tessera | undefined
 let running: AbortController | undefined
 let shownModels = '' // the model list as last drawn, so a poll that changes nothing leaves the select alone
 
-ui.generate.addEventListener('click', () => { void generate() })
+ui.generate.addEventListener('click', () => {
+  void generate()
+})
 // The standard abort reason; its message is what the page shows.
-ui.cancel.addEventListener('click', () => { running?.abort(new DOMException('cancelled', 'AbortError')) })
-addEventListener('pagehide', () => { void tessera?.close() })
+ui.cancel.addEventListener('click', () => {
+  running?.abort(new DOMException('cancelled', 'AbortError'))
+})
+addEventListener('pagehide', () => {
+  void tessera?.close()
+})
 void join()
 mountZkCard(() => tessera)
-setInterval(() => { if (tessera !== undefined && running === undefined) void loadModels() }, RETRY_MS)
+setInterval(() => {
+  if (tessera !== undefined && running === undefined) void loadModels()
+}, RETRY_MS)
 
 /** Joins the network through the relay; retries until it answers. */
-async function join (): Promise<void> {
+async function join(): Promise<void> {
   try {
     // connect() would fail on a relay without /api/relay with a less helpful message; ask first.
     const res = await fetch(`${relayOrigin()}/api/relay`)
@@ -64,12 +72,14 @@ async function join (): Promise<void> {
     ui.model.replaceChildren(h('option', { text: 'relay unreachable' }))
     ui.model.disabled = true
     syncButtons()
-    setTimeout(() => { void join() }, RETRY_MS)
+    setTimeout(() => {
+      void join()
+    }, RETRY_MS)
   }
 }
 
 /** Fills the model list from the network view; keeps the current choice when it is still there. */
-async function loadModels (): Promise<void> {
+async function loadModels(): Promise<void> {
   if (tessera === undefined) return
   let view: NetworkView
   try {
@@ -84,10 +94,12 @@ async function loadModels (): Promise<void> {
   shownModels = key
   const full = (m: NetworkView['models'][number]): boolean => m.coverage.length > 0 && m.coverage.every((c) => c > 0)
   const previous = ui.model.value
-  const options = view.models.map((m) => h('option', {
-    text: `${m.name} · ${m.layers} layers · ${full(m) ? `≥ ${Math.min(...m.coverage)} peer(s) per layer` : 'not fully covered'}`,
-    attrs: { value: m.root }
-  }))
+  const options = view.models.map((m) =>
+    h('option', {
+      text: `${m.name} · ${m.layers} layers · ${full(m) ? `≥ ${Math.min(...m.coverage)} peer(s) per layer` : 'not fully covered'}`,
+      attrs: { value: m.root }
+    })
+  )
   ui.model.replaceChildren(...(options.length > 0 ? options : [h('option', { text: 'no model on the network yet', attrs: { value: '' } })]))
   ui.model.disabled = options.length === 0
   const keep = view.models.find((m) => m.root === previous) ?? view.models.find(full) ?? view.models[0]
@@ -95,7 +107,7 @@ async function loadModels (): Promise<void> {
   syncButtons()
 }
 
-async function generate (): Promise<void> {
+async function generate(): Promise<void> {
   if (tessera === undefined || running !== undefined) return
   let req: GenerationRequest
   try {
@@ -139,8 +151,11 @@ async function generate (): Promise<void> {
 }
 
 /** The request the form describes, or an error that says which field is wrong. */
-function readRequest (): GenerationRequest {
-  const prompt = ui.prompt.value.split(/[\s,]+/).filter((s) => s !== '').map(Number)
+function readRequest(): GenerationRequest {
+  const prompt = ui.prompt.value
+    .split(/[\s,]+/)
+    .filter((s) => s !== '')
+    .map(Number)
   if (prompt.length === 0 || !prompt.every((n) => Number.isInteger(n) && n >= 0)) {
     throw new InputError('the prompt must be token ids: non-negative integers separated by commas')
   }
@@ -157,7 +172,7 @@ function readRequest (): GenerationRequest {
   return { prompt, maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...model }
 }
 
-function resetOutput (): void {
+function resetOutput(): void {
   ui.output.replaceChildren()
   for (const k of ['done', 'tokens', 'error']) delete ui.output.dataset[k]
   ui.error.textContent = ''
@@ -172,53 +187,60 @@ function resetOutput (): void {
 }
 
 /** Time to first token, and decode speed: the tokens after the first over the time after it. */
-function showSpeed (n: number, firstMs: number, totalMs: number): void {
+function showSpeed(n: number, firstMs: number, totalMs: number): void {
   ui.count.textContent = String(n)
   ui.ttft.textContent = formatMs(firstMs)
   ui.tps.textContent = n > 1 && totalMs > firstMs ? ((n - 1) / ((totalMs - firstMs) / 1000)).toFixed(1) : '—'
 }
 
 /** One box per hop, in order: peer, device, layers and round-trip time, and who checked it. */
-function drawRoute (hops: Hop[]): void {
+function drawRoute(hops: Hop[]): void {
   const boxes = hops.map((hop, i) => {
     const ms = hop.nodeMs !== undefined ? `${formatMs(hop.ms)} (node ${formatMs(hop.nodeMs)})` : formatMs(hop.ms)
     const checked = hop.checkedBy !== undefined && hop.checkedBy.length > 0 ? ` · checked by ${hop.checkedBy.map(shortPeer).join(', ')}` : ''
     const attrs = { 'data-device': hop.device, 'data-peer': hop.peer, 'data-verdict': hop.verdict ?? 'unchecked', title: hop.peer }
-    const box = h('div', { class: 'hop', attrs },
+    const box = h(
+      'div',
+      { class: 'hop', attrs },
       h('div', {}, h('span', { class: 'peer', text: shortPeer(hop.peer) }), ' ', deviceBadge(hop.device)),
       h('div', { class: 'meta', text: `layers ${layerRange(hop.layers)} · ${ms}` }),
-      h('div', { class: `meta verdict-${hop.verdict ?? 'unchecked'}`, text: `${hop.verdict ?? 'unchecked'}${checked}` }))
+      h('div', { class: `meta verdict-${hop.verdict ?? 'unchecked'}`, text: `${hop.verdict ?? 'unchecked'}${checked}` })
+    )
     return i === 0 ? [box] : [h('span', { class: 'arrow', text: '→', attrs: { 'aria-hidden': 'true' } }), box]
   })
   ui.route.replaceChildren(...boxes.flat())
 }
 
-function drawSwitches (switches: Switch[]): void {
-  ui.switches.replaceChildren(...switches.map((s) => {
-    const to = s.replacement.map((r) => shortPeer(r.peer)).join(' + ') || 'nobody'
-    return h('li', { text: `layers ${layerRange(s.layers)}: peer ${shortPeer(s.failed)} failed (${s.reason}) → ${to}, at step ${s.step}` })
-  }))
+function drawSwitches(switches: Switch[]): void {
+  ui.switches.replaceChildren(
+    ...switches.map((s) => {
+      const to = s.replacement.map((r) => shortPeer(r.peer)).join(' + ') || 'nobody'
+      return h('li', { text: `layers ${layerRange(s.layers)}: peer ${shortPeer(s.failed)} failed (${s.reason}) → ${to}, at step ${s.step}` })
+    })
+  )
 }
 
 /** Optimistic: pending until the window closes, then final, or overturned with the corrected tokens. */
-async function showSettlement (windowMs: number, settlement: NonNullable<GenerationResult['settlement']>): Promise<void> {
+async function showSettlement(windowMs: number, settlement: NonNullable<GenerationResult['settlement']>): Promise<void> {
   ui.settlement.dataset.status = 'pending'
   ui.settlement.textContent = `Pending: watchers may challenge these tokens for ${formatMs(windowMs)}…`
   try {
     const s = await settlement
     ui.settlement.dataset.status = s.status
-    const audited = (a: (typeof s.audits)[number]): string => a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited'
-    const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${audited(a)} (${a.note})`)
+    const audited = (a: (typeof s.audits)[number]): string => (a.watcher !== undefined ? `audited by ${shortPeer(a.watcher)}` : 'not audited')
+    const audits = s.audits.map((a) => `layers ${layerRange(a.layers)}: ${audited(a)} (${a.note})`).join('; ')
+    const challenges = s.challenges
+      .map((c) => {
+        const referee = c.referee !== undefined ? shortPeer(c.referee) : 'none'
+        const reran = c.reexecuted !== undefined ? ` re-executed ${c.reexecuted.what} (${c.reexecuted.layers} of ${c.reexecuted.of} blocks)` : ''
+        const slashed = c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''
+        return `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${referee}${reran}${slashed}`
+      })
       .join('; ')
-    const challenges = s.challenges.map((c) => {
-      const referee = c.referee !== undefined ? shortPeer(c.referee) : 'none'
-      const reran = c.reexecuted !== undefined ? ` re-executed ${c.reexecuted.what} (${c.reexecuted.layers} of ${c.reexecuted.of} blocks)` : ''
-      const slashed = c.slashed !== undefined ? `, ${shortPeer(c.slashed.peer)} slashed ${c.slashed.amount}` : ''
-      return `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${referee}${reran}${slashed}`
-    }).join('; ')
-    ui.settlement.textContent = s.status === 'final'
-      ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
-      : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
+    ui.settlement.textContent =
+      s.status === 'final'
+        ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
+        : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
     ui.settlement.className = s.status === 'final' ? 'muted' : 'error'
   } catch (err) {
     ui.settlement.textContent = `The claim could not be settled: ${messageOf(err)}`
@@ -226,25 +248,35 @@ async function showSettlement (windowMs: number, settlement: NonNullable<Generat
 }
 
 /** What was checked, how close honest peers came to the thresholds, and who was caught. */
-function drawVerification (v: GenerationResult['verification']): void {
+function drawVerification(v: GenerationResult['verification']): void {
   // For scripts and tests: the numbers behind the sentence.
   Object.assign(ui.verificationSummary.dataset, {
-    checks: String(v.checks), mismatches: String(v.mismatches), hops: JSON.stringify(v.hops), closest: JSON.stringify(v.closest)
+    checks: String(v.checks),
+    mismatches: String(v.mismatches),
+    hops: JSON.stringify(v.hops),
+    closest: JSON.stringify(v.closest)
   })
   if (v.mode === 'none') return
-  const per = v.hops.map(({ layers, verdicts: n }) => `layers ${layerRange(layers)}: ${n.agreed} agreed, ${n.overruled} overruled, ${n.unchecked} unchecked`)
+  const per = v.hops
+    .map(({ layers, verdicts: n }) => `layers ${layerRange(layers)}: ${n.agreed} agreed, ${n.overruled} overruled, ${n.unchecked} unchecked`)
     .join('; ')
   const { minOverlap, maxRelErr } = v.closest
   const margin = v.checks > 0 ? ` Closest honest agreement: top-k overlap ${minOverlap.toFixed(2)}, relative error ${maxRelErr.toExponential(1)}.` : ''
   ui.verificationSummary.textContent = `${v.mode}: ${v.checks} hop-steps re-run and compared, ${v.mismatches} disagreed. ${per}.${margin}`
-  ui.faults.replaceChildren(...v.faults.map((f) => h('li', {
-    class: 'error',
-    attrs: { 'data-accused': f.accused },
-    text: `step ${f.step}, layers ${layerRange(f.layers)}: peer ${shortPeer(f.accused)} ${f.slashed ? `was slashed ${f.amount}` : 'was caught'} (${f.reason})`
-  })))
+  ui.faults.replaceChildren(
+    ...v.faults.map((f) =>
+      h('li', {
+        class: 'error',
+        attrs: { 'data-accused': f.accused },
+        text:
+          `step ${f.step}, layers ${layerRange(f.layers)}: peer ${shortPeer(f.accused)}` +
+          ` ${f.slashed ? `was slashed ${f.amount}` : 'was caught'} (${f.reason})`
+      })
+    )
+  )
 }
 
-function syncButtons (): void {
+function syncButtons(): void {
   ui.generate.disabled = tessera === undefined || running !== undefined || ui.model.disabled
   ui.cancel.disabled = running === undefined
 }

@@ -6,9 +6,14 @@
 import type { Tessera } from '../sdk.js'
 import { byId, formatMs, messageOf, relayOrigin, shortPeer } from './nav.js'
 
-interface Entry { name: string, constraints: number, power: number, shape: { layers: Array<{ inputs: number, outputs: number }> } }
+interface Entry {
+  name: string
+  constraints: number
+  power: number
+  shape: { layers: Array<{ inputs: number; outputs: number }> }
+}
 
-export function mountZkCard (tessera: () => Tessera | undefined): void {
+export function mountZkCard(tessera: () => Tessera | undefined): void {
   const ui = {
     model: byId('zk-model', HTMLSelectElement),
     prove: byId('zk-prove', HTMLButtonElement),
@@ -18,8 +23,10 @@ export function mountZkCard (tessera: () => Tessera | undefined): void {
   const load = async (): Promise<void> => {
     try {
       const res = await fetch(`${relayOrigin()}/api/zk/models`)
-      models = res.ok ? (await res.json() as { models: Entry[] }).models : []
-    } catch { models = [] }
+      models = res.ok ? ((await res.json()) as { models: Entry[] }).models : []
+    } catch {
+      models = []
+    }
     const label = (m: Entry): string =>
       `${m.name}: ${m.shape.layers.map((l) => `${l.inputs}×${l.outputs}`).join(', ')} (${m.constraints.toLocaleString()} constraints)`
     ui.model.replaceChildren(...models.map((m) => new Option(label(m), m.name)))
@@ -39,7 +46,8 @@ export function mountZkCard (tessera: () => Tessera | undefined): void {
         const r = await t.zk(m.name, input)
         const { bytes, proveMs, verifyMs } = r.proof
         Object.assign(ui.result.dataset, { output: JSON.stringify(r.output), proofBytes: String(bytes), proveMs: String(proveMs), verifyMs: String(verifyMs) })
-        ui.result.textContent = `Verified in this tab in ${formatMs(verifyMs)}: proof of ${bytes} bytes, ` +
+        ui.result.textContent =
+          `Verified in this tab in ${formatMs(verifyMs)}: proof of ${bytes} bytes, ` +
           `proven by ${shortPeer(r.peer)} in ${formatMs(proveMs)}. ` +
           `Output: ${r.values.map((v) => v.toFixed(3)).join(' ')}`
       } catch (err) {

@@ -19,7 +19,13 @@ export interface BrowserRuntimeOptions {
 let configured = false
 
 /** Opens a shard whose files the caller already checked against the manifest. */
-export async function loadShardBrowser (files: Map<string, Uint8Array>, shard: ShardEntry, config: LlamaConfig, backend: Backend, o: BrowserRuntimeOptions): Promise<ShardRunner> {
+export async function loadShardBrowser(
+  files: Map<string, Uint8Array>,
+  shard: ShardEntry,
+  config: LlamaConfig,
+  backend: Backend,
+  o: BrowserRuntimeOptions
+): Promise<ShardRunner> {
   if (!configured) {
     ort.env.wasm.wasmPaths = o.wasmPaths
     // Threads need crossOriginIsolated (the relay sends COOP/COEP); one keeps a lent tab light.
@@ -29,5 +35,8 @@ export async function loadShardBrowser (files: Map<string, Uint8Array>, shard: S
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' as const }
   const session = await ort.InferenceSession.create(graph, options)
-  return new OrtShardRunner(ort.Tensor, session, shard, config, backend, { graph: async () => graph, load: async (part) => await ort.InferenceSession.create(part, options) })
+  return new OrtShardRunner(ort.Tensor, session, shard, config, backend, {
+    graph: async () => graph,
+    load: async (part) => await ort.InferenceSession.create(part, options)
+  })
 }

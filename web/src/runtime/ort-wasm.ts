@@ -19,11 +19,14 @@ export interface WasmOptions {
  * Opens a shard from bytes the caller has already checked against the manifest
  * (verifyShard in shared/manifest.ts): `files` maps each of the shard's file names to its bytes.
  */
-export async function loadShardWasm (files: Map<string, Uint8Array>, shard: ShardEntry, config: LlamaConfig, opts: WasmOptions = {}): Promise<ShardRunner> {
+export async function loadShardWasm(files: Map<string, Uint8Array>, shard: ShardEntry, config: LlamaConfig, opts: WasmOptions = {}): Promise<ShardRunner> {
   if (opts.threads !== undefined) ort.env.wasm.numThreads = opts.threads
   if (opts.wasmPaths !== undefined) ort.env.wasm.wasmPaths = opts.wasmPaths
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: ['wasm'], externalData, graphOptimizationLevel: 'all' as const }
   const session = await ort.InferenceSession.create(graph, options)
-  return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm', { graph: async () => graph, load: async (part) => await ort.InferenceSession.create(part, options) })
+  return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm', {
+    graph: async () => graph,
+    load: async (part) => await ort.InferenceSession.create(part, options)
+  })
 }
