@@ -4,6 +4,9 @@
  * layers; it is asked once more only when nobody else can (busy is not gone); after maxRetries
  * failovers the job gives up and its error goes up. A peer that blames the request (MALFORMED,
  * TOO_LARGE, BAD_STEP) is not failed over: another would say the same.
+ *
+ * The policy's one fallback, `recut`: where nothing compares or audits a slot's past (verification
+ * `none`) and no peer serves exactly its layers any more, the layers are routed again.
  */
 import { CALLER_FAULTS, HopError, InputError, NoRouteError } from '../errors.js'
 import { logger } from '../log.js'
@@ -12,7 +15,10 @@ import type { LedgerLink } from './ledger-link.js'
 import type { PeerPicker } from './picker.js'
 import type { RemoteHop } from './remote-hop.js'
 import type { SessionReport } from './report.js'
-import type { Slot } from './slot.js'
+import { seqOf, type HopInput } from '../runner.js'
+import { answerOf, concatInputs, newSlot, traceOf, type Slot } from './slot.js'
+import type { HopTrace } from './types.js'
+import type { Answer } from './verifiers/verifier.js'
 
 const log = logger('tessera:client:session')
 
@@ -82,5 +88,36 @@ export class Failover {
     this.o.report.mismatches++
     this.o.ledger.observe(err.peer, false)
     this.o.report.faults.push({ step: this.o.step(), layers, accused: err.peer, witnesses: [], reason: err.message, slashed: false, amount: 0 })
+  }
+
+  /** `none`: no peer serves exactly the slot's layers any more; route them again (maybe over several peers) and replay. */
+  async recut(slot: Slot, input: HopInput, cause: HopError): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[] }> {
+    const failed = new Set([cause.peer])
+    for (let attempt = 0; ; attempt++) {
+      const fresh: Slot[] = []
+      try {
+        for (const r of await this.o.pick.route(slot.layers[0], slot.layers[1], { skip: failed }))
+          fresh.push(newSlot(r.layers, [await this.o.pick.open(r.peer, r.layers)]))
+        let replay = concatInputs([...slot.history, input])
+        const hops: HopTrace[] = []
+        let out: Awaited<ReturnType<RemoteHop['forward']>> | undefined
+        for (const s of fresh) {
+          out = await s.lanes[0].forward(replay, 0)
+          s.history.push(replay)
+          hops.push({ ...traceOf(s.lanes[0], out), checkedBy: [], verdict: 'unchecked' })
+          replay = { hidden: out.data, seq: out.seq }
+        }
+        this.o.report.switches.push({ step: this.o.step(), failed: cause.peer, layers: slot.layers, reason: cause.message, replacement: hops })
+        // Only the current input's rows are the step's output; the rest rebuilt the cache.
+        const last = fresh[fresh.length - 1].lanes[0]
+        return { used: answerOf(last, out!, seqOf(input), this.o.ledger.weight(last.peer.peer)), hops, slots: fresh }
+      } catch (err) {
+        for (const s of fresh) s.lanes[0].close()
+        if (!(err instanceof HopError)) throw err
+        this.failed(err, slot.layers)
+        failed.add(err.peer)
+        if (attempt >= this.o.maxRetries) throw err
+      }
+    }
   }
 }

@@ -20,7 +20,7 @@ import { Failover } from './failover.js'
 import { PeerPicker } from './picker.js'
 import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
-import { answerOf, concatInputs, newSlot, positionOf, traceOf, type Slot } from './slot.js'
+import { answerOf, concatInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 
@@ -150,11 +150,11 @@ export class RoutedSession {
       ])
     } catch (err) {
       if (!(err instanceof NoRouteError) || !v.recut || cause === undefined) throw err
-      return await this.recut(slot, input, cause)
+      return await this.retry.recut(slot, input, cause)
     }
     const pool = checker === undefined ? answers : [...answers, checker]
     const d = await v.decide(pool, this.context(slot, input))
-    this.rearrange(slot, d.losers, [checker, d.referee])
+    rearrange(slot, { lanes: v.lanes, losers: d.losers, spares: [checker, d.referee] })
     slot.history.push(input)
     const accused = d.losers.length > 0 ? { accused: d.losers.map((a) => a.peer) } : {}
     return { used: d.used, hops: [{ ...traceOf(d.used.hop, d.used.out), checkedBy: d.checkedBy, verdict: d.verdict, ...accused }], slots: [slot] }
@@ -243,54 +243,6 @@ export class RoutedSession {
         if (slot.history.length > 0) await this.feed(hop, slot.history)
       })
       slot.lanes.push(hop)
-    }
-  }
-
-  /** `none`: no peer serves exactly the slot's layers any more; route them again (maybe over several peers) and replay. */
-  private async recut(slot: Slot, input: HopInput, cause: HopError): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[] }> {
-    const failed = new Set([cause.peer])
-    for (let attempt = 0; ; attempt++) {
-      const fresh: Slot[] = []
-      try {
-        for (const r of await this.pick.route(slot.layers[0], slot.layers[1], { skip: failed }))
-          fresh.push(newSlot(r.layers, [await this.pick.open(r.peer, r.layers)]))
-        let replay = concatInputs([...slot.history, input])
-        const hops: HopTrace[] = []
-        let out: Awaited<ReturnType<RemoteHop['forward']>> | undefined
-        for (const s of fresh) {
-          out = await s.lanes[0].forward(replay, 0)
-          s.history.push(replay)
-          hops.push({ ...traceOf(s.lanes[0], out), checkedBy: [], verdict: 'unchecked' })
-          replay = { hidden: out.data, seq: out.seq }
-        }
-        this.report.switches.push({ step: this.steps, failed: cause.peer, layers: slot.layers, reason: cause.message, replacement: hops })
-        // Only the current input's rows are the step's output; the rest rebuilt the cache.
-        const last = fresh[fresh.length - 1].lanes[0]
-        return { used: answerOf(last, out!, seqOf(input), this.d.ledger.weight(last.peer.peer)), hops, slots: fresh }
-      } catch (err) {
-        for (const s of fresh) s.lanes[0].close()
-        if (!(err instanceof HopError)) throw err
-        this.retry.failed(err, slot.layers)
-        failed.add(err.peer)
-        if (attempt >= this.d.maxRetries) throw err
-      }
-    }
-  }
-
-  /** After a decision: losers' hops close; a winning checker or referee takes a free lane, else a referee closes. */
-  private rearrange(slot: Slot, losers: Answer[], spares: Array<Answer | undefined>): void {
-    const lost = new Set(losers.map((a) => a.hop))
-    for (const h of lost) h.close()
-    slot.lanes = slot.lanes.filter((h) => !lost.has(h))
-    if (slot.checker !== undefined && lost.has(slot.checker.hop)) slot.checker = undefined
-    for (const spare of spares) {
-      if (spare === undefined || lost.has(spare.hop)) continue
-      if (slot.lanes.length < this.d.verifier.lanes) {
-        slot.lanes.push(spare.hop)
-        if (slot.checker?.hop === spare.hop) slot.checker = undefined
-      } else if (spare.hop !== slot.checker?.hop) {
-        spare.hop.close()
-      }
     }
   }
 

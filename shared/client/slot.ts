@@ -59,3 +59,20 @@ export const traceOf = (hop: RemoteHop, out: { ms: number; nodeMs: number }): Ho
   ms: out.ms,
   nodeMs: out.nodeMs
 })
+
+/** After a decision: losers' hops close; a winning checker or referee takes a free lane (up to `lanes`), else a referee closes. */
+export function rearrange(slot: Slot, { lanes, losers, spares }: { lanes: number; losers: Answer[]; spares: Array<Answer | undefined> }): void {
+  const lost = new Set(losers.map((a) => a.hop))
+  for (const h of lost) h.close()
+  slot.lanes = slot.lanes.filter((h) => !lost.has(h))
+  if (slot.checker !== undefined && lost.has(slot.checker.hop)) slot.checker = undefined
+  for (const spare of spares) {
+    if (spare === undefined || lost.has(spare.hop)) continue
+    if (slot.lanes.length < lanes) {
+      slot.lanes.push(spare.hop)
+      if (slot.checker?.hop === spare.hop) slot.checker = undefined
+    } else if (spare.hop !== slot.checker?.hop) {
+      spare.hop.close()
+    }
+  }
+}
