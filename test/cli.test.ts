@@ -76,6 +76,8 @@ describe('tessera CLI', () => {
       const r = await tessera(args)
       expect(r.code).not.toBe(0)
       expect(r.stderr).toMatch(message)
+      // An expected failure is one line of advice, never a stack trace.
+      expect(r.stderr).not.toMatch(/^\s+at /m)
     }
     await bad(['build-model', '--from', 'random:huge', '--out', tempDir('x')], /unknown preset "huge"; known presets: tiny, small/)
     await bad(['build-model', '--from', '/nonexistent/model.bin', '--out', tempDir('x')], /no such file or directory/)

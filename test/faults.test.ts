@@ -1,7 +1,9 @@
 /**
- * Fault drills: a relay with its SQLite ledger, honest native nodes and one faulty node (each
- * `--fault` kind in turn), all real (libp2p on loopback, onnxruntime, receipts, evidence
- * re-checked by the ledger) in this one process so that hundreds of generations stay cheap.
+ * Fault drills: honest peers and one faulty peer (each `--fault` kind in turn) on the in-process
+ * network (test/helpers/memory-net.ts: real handlers, onnxruntime, receipts signed by each peer's
+ * own key), the client wired as the relay wires its own: the SQLite ledger re-checking the
+ * evidence, a cached link to it, blacklisted peers left out of listings. No sockets, so a new
+ * incarnation of the faulty peer costs a key, not a node start, and hundreds of generations stay cheap.
  *
  * stories260K in two shards: [0,2) is served by two honest nodes and the faulty one, [2,5) by
  * two honest nodes. A trial is a generation in which the faulty peer ran or checked a hop (lanes
@@ -10,41 +12,76 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { buildModel } from '../host/model-store.js'
-import { startRelay, type RunningRelay } from '../relay/relay.js'
-import { startNode, type RunningNode } from '../native-node/node.js'
+import { startRelay } from '../relay/relay.js'
+import { startNode } from '../native-node/node.js'
 import { parseFault } from '../shared/node/fault.js'
 import { mulberry32 } from '../shared/rng.js'
 import type { GenerationRequest, GenerationResult } from '../shared/client/types.js'
-import type { Client } from '../shared/client/client.js'
+import type { Client, ClientConfig } from '../shared/client/client.js'
+import type { Ledger } from '../shared/ledger/types.js'
 import { CircuitBreaker } from '../shared/client/breaker.js'
 import { CircuitOpenError } from '../shared/errors.js'
-import { reference, stories } from './helpers/reference.js'
+import { reference } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { waitFor } from './helpers/network.js'
+import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
+import { memoryNet, type MemoryNet, type MemoryPeer } from './helpers/memory-net.js'
+import { memoryClient } from './helpers/memory-client.js'
+import { memoryBoard } from './helpers/memory-board.js'
 
-let model: string
+let model: ModelRunners
 
-async function run (client: Client, req: GenerationRequest): Promise<GenerationResult> {
+async function run(client: Client, req: GenerationRequest): Promise<GenerationResult> {
   const gen = client.generate(req)
   for (let r = await gen.next(); ; r = await gen.next()) if (r.done === true) return r.value
 }
 
-/** A relay (fast bans, seeded draws) and honest nodes; `faulty` restarts the faulty node under a fresh identity. */
-async function drillNetwork (honestLayers: Array<[number, number]>, seed: number): Promise<{ relay: RunningRelay, honest: RunningNode[], stop: () => Promise<void> }> {
-  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('drill-ledger'), 'ledger.sqlite'), client: { banMs: 1, random: mulberry32(seed) } })
-  const honest: RunningNode[] = []
-  for (const layers of honestLayers) honest.push(await startNode({ relay: relay.addr, model, layers }))
-  return { relay, honest, stop: async () => { for (const n of honest) await n.stop(); await relay.stop() } }
+interface Drill {
+  add: MemoryNet['add']
+  client: Client
+  ledger: Ledger
+  honest: MemoryPeer[]
+  stop: () => Promise<void>
 }
 
-async function listed (relay: RunningRelay, peer: string): Promise<void> {
-  await waitFor(async () => (await relay.client.network()).peers.some((p) => p.peer === peer), 10_000)
+/**
+ * Honest peers and a client as the relay's: its ledger link and claim board, fast bans, and one
+ * seeded draw shared by client and board, as relay.ts shares `client.random`.
+ */
+async function drillNetwork(honestLayers: Array<[number, number]>, seed: number | undefined, cfg: Partial<ClientConfig> = {}): Promise<Drill> {
+  const net = memoryNet(model)
+  const honest: MemoryPeer[] = []
+  for (const layers of honestLayers) honest.push(await net.add({ layers }))
+  const random = seed === undefined ? undefined : mulberry32(seed)
+  const rig = await memoryBoard(net, random === undefined ? {} : { random })
+  const client = memoryClient(net, { ledger: rig.link, board: rig.board, banMs: 1, ...(random === undefined ? {} : { random }), ...cfg })
+  return {
+    add: net.add,
+    client,
+    ledger: rig.ledger,
+    honest,
+    stop: async () => {
+      await rig.close()
+      net.stop()
+    }
+  }
+}
+
+async function listed(client: Client, peer: string): Promise<void> {
+  await waitFor(async () => (await client.network()).peers.some((p) => p.peer === peer), 10_000)
+}
+
+/** Blacklisted: the directory no longer lists it, so no route can use it. Then it goes, as a stopped node withdraws. */
+async function retire(d: Drill, p: MemoryPeer): Promise<void> {
+  await waitFor(async () => !(await d.client.network()).peers.some((x) => x.peer === p.id), 5_000)
+  p.kill({ withdraw: true })
 }
 
 beforeAll(async () => {
-  model = tempDir('drill-model')
-  await buildModel(await stories(), model, { source: 'stories260K.bin', cuts: [2] })
+  model = await modelRunners(await buildStories([2]))
+})
+afterAll(async () => {
+  await model?.dispose()
 })
 
 describe('--fault', () => {
@@ -61,10 +98,12 @@ describe('--fault', () => {
     expect(() => parseFault('lie')).toThrow(/unknown fault "lie"; one of: wrong-weights, perturb, skip-layer, random-output, replay, copy-receipt/)
   })
 
+  // native-node/node.ts's own check, so a real relay and node.
   it('a node refuses to skip a layer it does not serve', async () => {
-    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('skip-ledger'), 'ledger.sqlite') })
+    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model.dir], ledger: join(tempDir('skip-ledger'), 'ledger.sqlite') })
     try {
-      await expect(startNode({ relay: relay.addr, model, layers: [2, 5], fault: parseFault('skip-layer=1') })).rejects.toThrow(/skip-layer=1, but this node serves layers \[2,5\)/)
+      const node = startNode({ relay: relay.addr, model: model.dir, layers: [2, 5], fault: parseFault('skip-layer=1') })
+      await expect(node).rejects.toThrow(/skip-layer=1, but this node serves layers \[2,5\)/)
     } finally {
       await relay.stop()
     }
@@ -75,13 +114,21 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
   const kinds = ['wrong-weights', 'perturb=0.05', 'skip-layer=1', 'random-output', 'replay', 'copy-receipt']
   for (const [i, spec] of kinds.entries()) {
     it(`--fault ${spec}`, async () => {
-      const net = await drillNetwork([[0, 2], [0, 2], [2, 5], [2, 5]], 100 + i)
+      const net = await drillNetwork(
+        [
+          [0, 2],
+          [0, 2],
+          [2, 5],
+          [2, 5]
+        ],
+        100 + i
+      )
       const cases = reference()
       const identities: string[] = []
-      const incarnate = async (): Promise<RunningNode> => {
-        const n = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault(spec) })
-        identities.push(n.peerId)
-        await listed(net.relay, n.peerId)
+      const incarnate = async (): Promise<MemoryPeer> => {
+        const n = await net.add({ layers: [0, 2], fault: spec })
+        identities.push(n.id)
+        await listed(net.client, n.id)
         return n
       }
       let faulty = await incarnate()
@@ -92,13 +139,16 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
           const c = cases[g % cases.length]
           // Short generations keep 50 trials cheap; every tenth runs the whole decisive prefix.
           const n = g % 10 === 0 ? c.decisive_prefix : Math.min(4, c.decisive_prefix)
-          const r = await run(net.relay.client, { prompt: c.prompt, maxTokens: n, verification: { mode: 'redundant', k: 2 } })
+          const r = await run(net.client, { prompt: c.prompt, maxTokens: n, verification: { mode: 'redundant', k: 2 } })
           // The network still answers right, whoever cheated.
           expect(r.tokens, `generation ${g}`).toEqual(c.greedy.slice(0, n))
           const v = r.verification
-          const caught = v.faults.filter((f) => f.accused === faulty.peerId)
-          const involved = caught.length > 0 || v.hops.some((h) => h.ranBy.includes(faulty.peerId) || h.checkedBy.includes(faulty.peerId))
-          expect(v.faults.every((f) => f.accused === faulty.peerId), 'only the faulty peer is ever accused').toBe(true)
+          const caught = v.faults.filter((f) => f.accused === faulty.id)
+          const involved = caught.length > 0 || v.hops.some((h) => h.ranBy.includes(faulty.id) || h.checkedBy.includes(faulty.id))
+          expect(
+            v.faults.every((f) => f.accused === faulty.id),
+            'only the faulty peer is ever accused'
+          ).toBe(true)
           if (!involved) continue
           trials++
           if (caught.length > 0) detected++
@@ -114,10 +164,9 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
               expect(f.reason).toMatch(/2 peers agree on layers \[0,2\)/)
             }
           }
-          if ((await net.relay.ledger.standing(faulty.peerId)).blacklisted) {
-            // Blacklisted: the registry no longer lists it, so no route can use it. A new identity.
-            await waitFor(async () => !(await net.relay.client.network()).peers.some((p) => p.peer === faulty.peerId), 5_000)
-            await faulty.stop()
+          if ((await net.ledger.standing(faulty.id)).blacklisted) {
+            // Blacklisted: the directory no longer lists it, so no route can use it. A new identity.
+            await retire(net, faulty)
             faulty = await incarnate()
           }
         }
@@ -125,17 +174,19 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
         expect(trials).toBe(50)
         expect(detected).toBe(50)
 
-        const ledger = net.relay.ledger
+        const ledger = net.ledger
         for (const id of identities.slice(0, -1)) {
           const s = await ledger.standing(id)
           expect(s.blacklisted, `retired identity ${id}`).toBe(true)
           if (spec === 'copy-receipt') expect(s.reputation).toBeLessThan(0.3)
-          else { expect(s.slashed).toBe(3); expect(s.stake).toBeCloseTo(100 / 8) }
+          else {
+            expect(s.slashed).toBe(3)
+            expect(s.stake).toBeCloseTo(100 / 8)
+          }
         }
-        for (const h of net.honest) expect(await ledger.standing(h.peerId)).toMatchObject({ slashed: 0, blacklisted: false, stake: 100 })
+        for (const h of net.honest) expect(await ledger.standing(h.id)).toMatchObject({ slashed: 0, blacklisted: false, stake: 100 })
         expect(await ledger.verifyAudit()).toEqual({ ok: true, badSeq: null })
       } finally {
-        await faulty.stop()
         await net.stop()
       }
     }, 300_000)
@@ -144,42 +195,48 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
 
 describe('spot checks with p = 0.2', () => {
   it('catch a faulty peer at about the rate 1 − (1 − p)^steps predicts', async () => {
-    const net = await drillNetwork([[0, 2], [0, 2], [2, 5]], 7)
+    const net = await drillNetwork(
+      [
+        [0, 2],
+        [0, 2],
+        [2, 5]
+      ],
+      7
+    )
     const p = 0.2
     const steps = 8
-    let faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('random-output') })
-    await listed(net.relay, faulty.peerId)
+    let faulty = await net.add({ layers: [0, 2], fault: 'random-output' })
+    await listed(net.client, faulty.id)
     const cases = reference()
     let trials = 0
     let detected = 0
     try {
       for (let g = 0; trials < 60 && g < 1500; g++) {
         const c = cases[g % cases.length]
-        const r = await run(net.relay.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } })
+        const r = await run(net.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } })
         const v = r.verification
         // A trial: the faulty peer computed the hop from the first step (it was drawn as the primary).
-        const primaryAtStart = v.hops.find((h) => h.layers[0] === 0)?.ranBy[0] === faulty.peerId
+        const primaryAtStart = v.hops.find((h) => h.layers[0] === 0)?.ranBy[0] === faulty.id
         if (primaryAtStart) {
           trials++
-          if (v.faults.some((f) => f.accused === faulty.peerId && f.slashed)) detected++
+          if (v.faults.some((f) => f.accused === faulty.id && f.slashed)) detected++
         }
         // (caught as a checker too: a checker's work is checked in turn)
-        if ((await net.relay.ledger.standing(faulty.peerId)).blacklisted) {
-          await waitFor(async () => !(await net.relay.client.network()).peers.some((x) => x.peer === faulty.peerId), 5_000)
-          await faulty.stop()
-          faulty = await startNode({ relay: net.relay.addr, model, layers: [0, 2], fault: parseFault('random-output') })
-          await listed(net.relay, faulty.peerId)
+        if ((await net.ledger.standing(faulty.id)).blacklisted) {
+          await retire(net, faulty)
+          faulty = await net.add({ layers: [0, 2], fault: 'random-output' })
+          await listed(net.client, faulty.id)
         }
       }
       const expected = 1 - (1 - p) ** steps
       const rate = detected / trials
-      const sd = Math.sqrt(expected * (1 - expected) / trials)
-      console.log(`spot p=${p}, ${steps} steps: detected in ${detected} of ${trials} generations (${rate.toFixed(3)}); expected ${expected.toFixed(3)} ± ${sd.toFixed(3)}`)
+      const sd = Math.sqrt((expected * (1 - expected)) / trials)
+      const seen = `detected in ${detected} of ${trials} generations (${rate.toFixed(3)})`
+      console.log(`spot p=${p}, ${steps} steps: ${seen}; expected ${expected.toFixed(3)} ± ${sd.toFixed(3)}`)
       expect(trials).toBe(60)
       // Four standard deviations: a miss here means sampling is not doing what p says.
       expect(Math.abs(rate - expected)).toBeLessThan(4 * sd)
     } finally {
-      await faulty.stop()
       await net.stop()
     }
   }, 300_000)
@@ -189,7 +246,7 @@ describe('circuit breaker', () => {
   it('opens after repeated unverifiable generations, refuses with a clear error, and closes once a health check and a probe pass', async () => {
     let t = 0
     const b = new CircuitBreaker({ windowMs: 1000, minFailures: 3, maxFailureRate: 0.5, cooldownMs: 500 }, () => t)
-    const healthy = async (): Promise<{ ok: boolean, reason: string }> => ({ ok: true, reason: '' })
+    const healthy = async (): Promise<{ ok: boolean; reason: string }> => ({ ok: true, reason: '' })
     for (const ok of [true, true, false, true, false]) b.record(ok)
     expect(b.state).toBe('closed') // 2 of 5
     b.record(false)
@@ -207,37 +264,36 @@ describe('circuit breaker', () => {
     b.record(true)
     expect(b.state).toBe('closed')
     // Old failures leave the window.
-    b.record(false); b.record(false); t = 3000; b.record(false)
+    b.record(false)
+    b.record(false)
+    t = 3000
+    b.record(false)
     expect(b.state).toBe('closed')
   })
 
   it('on the network: two disagreeing peers and no referee pause requests until an honest peer joins', async () => {
-    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger: join(tempDir('breaker-ledger'), 'ledger.sqlite'), client: { banMs: 1, breaker: { minFailures: 3, cooldownMs: 1000 } } })
-    const nodes = [
-      await startNode({ relay: relay.addr, model, layers: [0, 2] }),
-      await startNode({ relay: relay.addr, model, layers: [0, 2], fault: parseFault('random-output') }),
-      await startNode({ relay: relay.addr, model, layers: [2, 5] }),
-      await startNode({ relay: relay.addr, model, layers: [2, 5] })
-    ]
+    // No seed: the relay drew with Math.random here.
+    const d = await drillNetwork([[0, 2]], undefined, { breaker: { minFailures: 3, cooldownMs: 1000 } })
+    await d.add({ layers: [0, 2], fault: 'random-output' })
+    for (let i = 0; i < 2; i++) await d.add({ layers: [2, 5] })
     const c = reference()[0]
     const req: GenerationRequest = { prompt: c.prompt, maxTokens: 3, verification: { mode: 'redundant', k: 2 } }
     try {
-      await waitFor(async () => (await relay.client.network()).peers.length === 4)
-      for (let i = 0; i < 3; i++) await expect(run(relay.client, req)).rejects.toThrow(/disagree on layers \[0,2\).*no referee is available: no result is returned/)
-      expect(relay.client.breaker.state).toBe('open')
-      const paused = await run(relay.client, req).catch((e: unknown) => e)
+      await waitFor(async () => (await d.client.network()).peers.length === 4)
+      for (let i = 0; i < 3; i++) await expect(run(d.client, req)).rejects.toThrow(/disagree on layers \[0,2\).*no referee is available: no result is returned/)
+      expect(d.client.breaker.state).toBe('open')
+      const paused = await run(d.client, req).catch((e: unknown) => e)
       expect(paused).toBeInstanceOf(CircuitOpenError)
       expect((paused as Error).message).toMatch(/requests are paused: 3 of the last 3 generations could not be verified/)
       // An honest peer joins: after the cool-down the health check passes, the probe verifies, and requests flow again.
-      nodes.push(await startNode({ relay: relay.addr, model, layers: [0, 2] }))
-      await listed(relay, nodes[4].peerId)
+      const joined = await d.add({ layers: [0, 2] })
+      await listed(d.client, joined.id)
       await new Promise((resolve) => setTimeout(resolve, 1100))
-      const r = await run(relay.client, req)
+      const r = await run(d.client, req)
       expect(r.tokens).toEqual(c.greedy.slice(0, 3))
-      expect(relay.client.breaker.state).toBe('closed')
+      expect(d.client.breaker.state).toBe('closed')
     } finally {
-      for (const n of nodes) await n.stop()
-      await relay.stop()
+      await d.stop()
     }
   }, 120_000)
 })

@@ -20,15 +20,23 @@ let rig: BoardRig | undefined
 const c = reference()[0]
 const n = Math.min(6, c.decisive_prefix)
 
-beforeAll(async () => { model = await modelRunners(await buildStories([2])) })
-afterAll(async () => { await model?.dispose() })
-afterEach(async () => { await rig?.close(); rig = undefined; net?.stop() })
+beforeAll(async () => {
+  model = await modelRunners(await buildStories([2]))
+})
+afterAll(async () => {
+  await model?.dispose()
+})
+afterEach(async () => {
+  await rig?.close()
+  rig = undefined
+  net?.stop()
+})
 
 /**
  * Three peers on [0,2), fastest first (`faults[i]` for the i-th), two honest on [2,5); a board
  * over them; a generation in optimistic mode. Returns the peers and the result.
  */
-async function claimThrough (faults: Array<string | undefined>, o: { window: number, revealMs?: number }) {
+async function claimThrough(faults: Array<string | undefined>, o: { window: number; revealMs?: number }) {
   net = memoryNet(model)
   const first: MemoryPeer[] = []
   for (const [i, fault] of faults.entries()) first.push(await net.add({ layers: [0, 2], msPerLayer: i + 1, fault }))
@@ -47,7 +55,11 @@ const untouched = { stake: JOIN_STAKE, slashed: 0 }
 describe('claim board (in-process)', () => {
   it('overturns a claim through a peer that skips layer 1: bisection finds block 1, the referee re-executes it alone, the cheater is slashed', async () => {
     const window = 20_000
-    const { first: [faulty, watcher, referee], second, settlement: s } = await claimThrough(['skip-layer=1', undefined, undefined], { window })
+    const {
+      first: [faulty, watcher, referee],
+      second,
+      settlement: s
+    } = await claimThrough(['skip-layer=1', undefined, undefined], { window })
     expect(s.status).toBe('overturned')
     expect(s.afterMs, 'settled as soon as proven, not at the window').toBeLessThan(window)
     expect(s.challenges).toHaveLength(1)
@@ -74,13 +86,19 @@ describe('claim board (in-process)', () => {
     expect(result.tokens).toEqual(c.greedy.slice(0, n))
     expect(s).toMatchObject({ claim: result.verification.claim, status: 'final', challenges: [] })
     expect(s.afterMs).toBeGreaterThanOrEqual(window)
-    expect(s.audits.map((a) => [a.layers, a.watcher, a.ok])).toEqual([[[0, 2], first[1].id, true], [[2, 5], second[1].id, true]])
+    expect(s.audits.map((a) => [a.layers, a.watcher, a.ok])).toEqual([
+      [[0, 2], first[1].id, true],
+      [[2, 5], second[1].id, true]
+    ])
     expect(rig!.reports).toEqual([])
     for (const p of [...first, ...second]) expect(await standing(p)).toMatchObject(untouched)
   })
 
   it('an accused that does not answer reveals loses the bisection by time-out; the referee replays the whole hop', async () => {
-    const { first: [faulty], settlement: s } = await claimThrough(['skip-layer=1+mute', undefined, undefined], { window: 20_000, revealMs: 500 })
+    const {
+      first: [faulty],
+      settlement: s
+    } = await claimThrough(['skip-layer=1+mute', undefined, undefined], { window: 20_000, revealMs: 500 })
     expect(s.status).toBe('overturned')
     const ch = s.challenges[0]
     expect(ch.located).toMatchObject({ timedOut: faulty.id })
@@ -94,7 +112,11 @@ describe('claim board (in-process)', () => {
   it('a watcher that challenges an honest claim, then does not answer reveals, loses by time-out: frivolous, slashed, the claim final', async () => {
     const window = 3_000
     const run = await claimThrough([undefined, 'skip-layer=1+mute', undefined], { window, revealMs: 500 })
-    const { first: [honest, watcher, referee], result, settlement: s } = run
+    const {
+      first: [honest, watcher, referee],
+      result,
+      settlement: s
+    } = run
     expect(result.tokens).toEqual(c.greedy.slice(0, n))
     expect(s.status).toBe('final')
     expect(s.challenges).toHaveLength(1)

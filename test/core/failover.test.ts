@@ -20,31 +20,63 @@ const c = reference()[0]
 const n = c.decisive_prefix
 const req = { prompt: c.prompt, maxTokens: n }
 
-beforeAll(async () => { model = await modelRunners(await buildStories([1, 2, 3])) })
-afterAll(async () => { await model?.dispose() })
+beforeAll(async () => {
+  model = await modelRunners(await buildStories([1, 2, 3]))
+})
+afterAll(async () => {
+  await model?.dispose()
+})
 
 /** A fresh network per test, so no test sees another's dead peers. */
-const fresh = (): MemoryNet => { net?.stop(); net = memoryNet(model); return net }
+const fresh = (): MemoryNet => {
+  net?.stop()
+  net = memoryNet(model)
+  return net
+}
 const add = async (layers: [number, number], msPerLayer: number, o: Partial<PeerSpec> = {}): Promise<MemoryPeer> => await net.add({ layers, msPerLayer, ...o })
 /**
  * The first of `peers` to start computing its step `step` dies then, before it answers; returns
  * who it was. (Lanes are drawn at random among the cheaper peers, so which one serves is not
  * fixed; for a peer there from the start, its own step count is the generation's.)
  */
-function firstToReach (peers: MemoryPeer[], step = KILL_AT, kill = (p: MemoryPeer) => { p.kill() }): () => MemoryPeer | undefined {
+function firstToReach(
+  peers: MemoryPeer[],
+  step = KILL_AT,
+  kill = (p: MemoryPeer) => {
+    p.kill()
+  }
+): () => MemoryPeer | undefined {
   let victim: MemoryPeer | undefined
-  for (const p of peers) p.onStep = (served) => { if (served === step && victim === undefined) { victim = p; kill(p) } }
+  for (const p of peers)
+    p.onStep = (served) => {
+      if (served === step && victim === undefined) {
+        victim = p
+        kill(p)
+      }
+    }
   return () => victim
 }
-const rejection = async (p: Promise<unknown>): Promise<unknown> => await p.then(() => undefined, (e: unknown) => e)
+const rejection = async (p: Promise<unknown>): Promise<unknown> =>
+  await p.then(
+    () => undefined,
+    (e: unknown) => e
+  )
 const opened = (peers: MemoryPeer[]): MemoryPeer[] => peers.filter((p) => p.handler.stats.opened > 0)
 
 describe('failover (mode none)', () => {
   // The first hop replays token ids, the others hidden states.
-  for (const [label, slot] of [['the first hop', 0], ['a middle hop', 1], ['the last hop', 2]] as const) {
+  for (const [label, slot] of [
+    ['the first hop', 0],
+    ['a middle hop', 1],
+    ['the last hop', 2]
+  ] as const) {
     it(`kill -9 of ${label} mid-step: the other peer takes over with the history, same ids, the switch names both`, async () => {
       fresh()
-      const ranges: Array<[number, number]> = [[0, 1], [1, 3], [3, 5]]
+      const ranges: Array<[number, number]> = [
+        [0, 1],
+        [1, 3],
+        [3, 5]
+      ]
       const pairs = await Promise.all(ranges.map(async (l) => [await add(l, 1), await add(l, 2)]))
       const victim = firstToReach(pairs[slot])
       const r = await generateAll(memoryClient(net), req)
@@ -64,7 +96,12 @@ describe('failover (mode none)', () => {
       expect(dead.handler.stats.steps).toBe(KILL_AT)
       expect(spare.handler.stats).toMatchObject({ opened: 1, steps: n - KILL_AT, tokens: c.prompt.length + n - 1 })
       // The other slots kept their one peer throughout.
-      for (const [i, pair] of pairs.entries()) if (i !== slot) expect(opened(pair).map((p) => p.id), `slot ${i}`).toEqual([r.route.hops[i].peer])
+      for (const [i, pair] of pairs.entries())
+        if (i !== slot)
+          expect(
+            opened(pair).map((p) => p.id),
+            `slot ${i}`
+          ).toEqual([r.route.hops[i].peer])
     })
   }
 
@@ -76,8 +113,16 @@ describe('failover (mode none)', () => {
     firstToReach([b])
     const r = await generateAll(memoryClient(net), req)
     expect(r.tokens).toEqual(c.greedy.slice(0, n))
-    expect(r.route.switches.map((s) => [s.failed, s.layers, s.replacement.map((h) => [h.peer, h.layers])]))
-      .toEqual([[b.id, [1, 3], [[halves[0].id, [1, 2]], [halves[1].id, [2, 3]]]]])
+    expect(r.route.switches.map((s) => [s.failed, s.layers, s.replacement.map((h) => [h.peer, h.layers])])).toEqual([
+      [
+        b.id,
+        [1, 3],
+        [
+          [halves[0].id, [1, 2]],
+          [halves[1].id, [2, 3]]
+        ]
+      ]
+    ])
     expect(r.route.hops.map((h) => h.peer)).toEqual([a.id, halves[0].id, halves[1].id, cc.id])
   })
 
@@ -103,7 +148,9 @@ describe('failover (mode none)', () => {
     await add([1, 3], 1)
     const last = [await add([3, 5], 1), await add([3, 5], 2)]
     // Mid-generation: the last hop's peers leave (their records withdrawn) while one computes step KILL_AT.
-    const victim = firstToReach(last, KILL_AT, () => { for (const p of last) p.kill({ withdraw: true }) })
+    const victim = firstToReach(last, KILL_AT, () => {
+      for (const p of last) p.kill({ withdraw: true })
+    })
     const mid = await rejection(generateAll(memoryClient(net), req))
     expect(victim()).toBeDefined()
     expect(mid).toBeInstanceOf(NoRouteError)
@@ -127,7 +174,7 @@ describe('failover (mode none)', () => {
 })
 
 describe('failover (redundant, k = 2)', () => {
-  it('a lane killed mid-step is replaced by a peer serving exactly the slot\'s layers, not a cheaper split', async () => {
+  it("a lane killed mid-step is replaced by a peer serving exactly the slot's layers, not a cheaper split", async () => {
     fresh()
     const ends = [await add([0, 1], 1), await add([0, 1], 1), await add([3, 5], 1), await add([3, 5], 1)]
     // Two lanes and a slow spare serve [1, 3) whole; two fast peers only its halves. The spare
@@ -144,7 +191,10 @@ describe('failover (redundant, k = 2)', () => {
     const sw = r.route.switches[0]
     expect(sw).toMatchObject({ step: KILL_AT, failed: victim!.id, layers: [1, 3] })
     expect(sw.replacement.map((h) => [h.peer, h.layers])).toEqual([[whole[2].id, [1, 3]]])
-    expect(net.dials.filter((d) => halves.some((h) => h.id === d.peer)), 'the halves were never asked').toEqual([])
+    expect(
+      net.dials.filter((d) => halves.some((h) => h.id === d.peer)),
+      'the halves were never asked'
+    ).toEqual([])
     // Every step of every slot was run twice and agreed; [1, 3) was run by all three whole peers.
     expect(r.verification).toMatchObject({ mode: 'redundant', k: 2, checks: 3 * n, mismatches: 0, faults: [] })
     const mid = r.verification.hops.find((h) => h.layers.join() === '1,3')!

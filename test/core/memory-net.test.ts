@@ -21,21 +21,37 @@ beforeAll(async () => {
   model = await modelRunners(await buildStories([2]))
   net = memoryNet(model)
 })
-afterAll(async () => { net?.stop(); await model?.dispose() })
+afterAll(async () => {
+  net?.stop()
+  await model?.dispose()
+})
 
 let sessions = 0
-const open = async (p: MemoryPeer): Promise<RemoteHop> => await openRemoteHop(net.dialer, p.capability(), p.layers, model.manifest.root, `t${sessions++}`, TEST_TIMEOUTS)
-const failure = async (p: Promise<unknown>): Promise<HopError> => await p.then(() => { throw new Error('expected a HopError') }, (e: HopError) => e)
+const open = async (p: MemoryPeer): Promise<RemoteHop> =>
+  await openRemoteHop(net.dialer, p.capability(), p.layers, model.manifest.root, `t${sessions++}`, TEST_TIMEOUTS)
+const failure = async (p: Promise<unknown>): Promise<HopError> =>
+  await p.then(
+    () => {
+      throw new Error('expected a HopError')
+    },
+    (e: HopError) => e
+  )
 
 describe('memory net', () => {
-  it('serves the real protocol: the reference logits, under a receipt the peer\'s own key signed, and a record shaped like a node\'s', async () => {
+  it("serves the real protocol: the reference logits, under a receipt the peer's own key signed, and a record shaped like a node's", async () => {
     const p = await net.add({ layers: [0, 5], msPerLayer: 4 })
     const hop = await open(p)
     const out = await hop.forward({ tokens: c.prompt }, 0) // openRemoteHop has checked the receipt against p's id
     expect(out.kind).toBe('logits')
     expect(maxAbsDiff(lastRow(out), c.last_prompt_logits)).toBeLessThan(TOLERANCE)
     expect(p.capability()).toMatchObject({
-      peer: p.id, layers: [0, 5], shardBounds: [0, 2, 5], msPerLayer: 4, root: model.manifest.root, modelLayers: 5, sessions: 1
+      peer: p.id,
+      layers: [0, 5],
+      shardBounds: [0, 2, 5],
+      msPerLayer: 4,
+      root: model.manifest.root,
+      modelLayers: 5,
+      sessions: 1
     })
     // Its advertised KV room shrinks by what its sessions hold.
     const room = p.capability().kvRoom
@@ -47,7 +63,10 @@ describe('memory net', () => {
   it('kills like kill -9: an open session is reset mid-step, and dials fail from then on', async () => {
     const p = await net.add({ layers: [0, 2] })
     const seen: number[] = []
-    p.onStep = (served) => { seen.push(served); if (served === 1) p.kill() }
+    p.onStep = (served) => {
+      seen.push(served)
+      if (served === 1) p.kill()
+    }
     const hop = await open(p)
     await hop.forward({ tokens: c.prompt }, 0)
     const err = await failure(hop.forward({ tokens: [c.greedy[0]] }, c.prompt.length))
@@ -56,7 +75,10 @@ describe('memory net', () => {
     expect(seen).toEqual([0, 1])
     expect(p.handler.stats.steps, 'the step it died in was never finished').toBe(1)
     expect((await failure(open(p))).code).toBe('UNREACHABLE')
-    expect((await net.directory.list()).some((r) => r.peer === p.id), 'its record lingers: nobody withdrew it').toBe(true)
+    expect(
+      (await net.directory.list()).some((r) => r.peer === p.id),
+      'its record lingers: nobody withdrew it'
+    ).toBe(true)
   })
 
   it('commits each fault: random-output and skip-layer answer other numbers under valid receipts; copy-receipt is refused', async () => {

@@ -9,21 +9,34 @@ import { InputError, NoRouteError } from '../../shared/errors.js'
 import type { Capability } from '../../shared/protocol/capability.js'
 
 /** A record serving `layers` with shard boundaries `bounds` (default: one shard). */
-function cap (peer: string, layers: [number, number], o: { ms?: number, bounds?: number[], kvRoom?: number, root?: string } = {}): Capability {
+function cap(peer: string, layers: [number, number], o: { ms?: number; bounds?: number[]; kvRoom?: number; root?: string } = {}): Capability {
   return {
-    peer, addrs: [], device: 'cpu', memory: 1 << 30, msPerLayer: o.ms ?? 1, model: 'm', root: o.root ?? 'r', modelLayers: 5,
-    layers, shardBounds: o.bounds ?? layers, kvRoom: o.kvRoom ?? 1000, sessions: 0, version: '0', issued: 0, expires: Infinity
+    peer,
+    addrs: [],
+    device: 'cpu',
+    memory: 1 << 30,
+    msPerLayer: o.ms ?? 1,
+    model: 'm',
+    root: o.root ?? 'r',
+    modelLayers: 5,
+    layers,
+    shardBounds: o.bounds ?? layers,
+    kvRoom: o.kvRoom ?? 1000,
+    sessions: 0,
+    version: '0',
+    issued: 0,
+    expires: Infinity
   }
 }
 
 const costs = (o: Partial<RouteCosts> = {}): RouteCosts => ({ ...DEFAULT_COSTS, ...o })
-const shape = (route: Array<{ peer: Capability, layers: [number, number] }>): string[] => route.map((h) => `${h.peer.peer}@${h.layers.join('-')}`)
+const shape = (route: Array<{ peer: Capability; layers: [number, number] }>): string[] => route.map((h) => `${h.peer.peer}@${h.layers.join('-')}`)
 
 describe('hopCost', () => {
   it('is the round trip plus the compute for the layers, plus the penalty when the KV cache is too full', () => {
     const p = cap('a', [0, 5], { ms: 3, kvRoom: 50 })
     expect(hopCost(p, [0, 2], costs())).toBe(DEFAULT_COSTS.defaultRttMs + 2 * 3)
-    expect(hopCost(p, [0, 2], costs({ rttMs: (id) => id === 'a' ? 7 : undefined }))).toBe(7 + 6)
+    expect(hopCost(p, [0, 2], costs({ rttMs: (id) => (id === 'a' ? 7 : undefined) }))).toBe(7 + 6)
     expect(hopCost(p, [0, 2], costs({ tokensNeeded: 50 }))).toBe(hopCost(p, [0, 2], costs()))
     expect(hopCost(p, [0, 2], costs({ tokensNeeded: 51 })) - hopCost(p, [0, 2], costs())).toBe(DEFAULT_COSTS.fullPenaltyMs)
   })
@@ -49,10 +62,10 @@ describe('findRoute', () => {
     const slowSplit = split.map((p) => ({ ...p, msPerLayer: 10 }))
     expect(shape(findRoute([whole, ...slowSplit], 0, 5))).toEqual(['whole@0-5'])
     // Round trips count: a far whole peer loses to the slow pair.
-    expect(shape(findRoute([whole, ...slowSplit], 0, 5, costs({ rttMs: (p) => p === 'whole' ? 200 : 5 })))).toEqual(['first@0-2', 'second@2-5'])
+    expect(shape(findRoute([whole, ...slowSplit], 0, 5, costs({ rttMs: (p) => (p === 'whole' ? 200 : 5) })))).toEqual(['first@0-2', 'second@2-5'])
   })
 
-  it('starts and ends every hop on one of its peer\'s shard boundaries, for the whole model or a sub-range', () => {
+  it("starts and ends every hop on one of its peer's shard boundaries, for the whole model or a sub-range", () => {
     // `big` holds [0, 5) as one shard: the fastest peer, yet of no use for a range that starts at 2.
     const big = cap('big', [0, 5], { ms: 0 })
     const a = cap('a', [0, 2], { ms: 5 })
@@ -71,17 +84,24 @@ describe('findRoute', () => {
   it('for redundant execution needs k distinct servers per hop, and a hop costs its k-th cheapest', () => {
     // One fast whole peer beside a slow one, or two decent pairs.
     const peers = [
-      cap('w1', [0, 5], { ms: 2 }), cap('w2', [0, 5], { ms: 20 }),
-      cap('p1', [0, 2], { ms: 3 }), cap('p2', [0, 2], { ms: 3 }), cap('q1', [2, 5], { ms: 3 }), cap('q2', [2, 5], { ms: 4 })
+      cap('w1', [0, 5], { ms: 2 }),
+      cap('w2', [0, 5], { ms: 20 }),
+      cap('p1', [0, 2], { ms: 3 }),
+      cap('p2', [0, 2], { ms: 3 }),
+      cap('q1', [2, 5], { ms: 3 }),
+      cap('q2', [2, 5], { ms: 4 })
     ]
     expect(shape(findRoute(peers, 0, 5, DEFAULT_COSTS, 1))).toEqual(['w1@0-5'])
     // k = 2: the whole hop waits for w2 (20 + 100) while the pairs cost (20 + 6) + (20 + 12).
     const route = findRoute(peers, 0, 5, DEFAULT_COSTS, 2)
-    expect(route.map((h) => h.layers)).toEqual([[0, 2], [2, 5]])
+    expect(route.map((h) => h.layers)).toEqual([
+      [0, 2],
+      [2, 5]
+    ])
     expect(route[1].peer.peer, 'a hop names its cheapest server').toBe('q1')
     for (const h of route) expect(serversOf(peers, h.layers).length).toBeGreaterThanOrEqual(2)
     // Slow w2 down less and the whole peers win again: 20 + 5 × 7 = 55 < 58.
-    const faster = peers.map((p) => p.peer === 'w2' ? { ...p, msPerLayer: 7 } : p)
+    const faster = peers.map((p) => (p.peer === 'w2' ? { ...p, msPerLayer: 7 } : p))
     expect(shape(findRoute(faster, 0, 5, DEFAULT_COSTS, 2))).toEqual(['w1@0-5'])
     expect(() => findRoute(peers, 0, 5, DEFAULT_COSTS, 3)).toThrow(/no 3 distinct live peers serve layers from 0 on/)
   })
@@ -96,7 +116,13 @@ describe('findRoute', () => {
 
   it('throws NoRouteError naming where coverage stops, what was needed and how many peers it knew', () => {
     const peers = [cap('a', [0, 2]), cap('b', [3, 5])]
-    const err = (() => { try { findRoute(peers, 0, 5) } catch (e) { return e } })()
+    const err = (() => {
+      try {
+        findRoute(peers, 0, 5)
+      } catch (e) {
+        return e
+      }
+    })()
     expect(err).toBeInstanceOf(NoRouteError)
     expect((err as NoRouteError).code).toBe('NO_ROUTE')
     expect((err as Error).message).toMatch(/no live peer serves layers from 2 on \(needed \[0, 5\)\); 2 peer\(s\) known/)
@@ -122,7 +148,7 @@ describe('chooseModel', () => {
     expect(chooseModel(models, 'cccc').name).toBe('also')
   })
 
-  it('refuses an unknown model as the caller\'s mistake, and a network covering none as no route', () => {
+  it("refuses an unknown model as the caller's mistake, and a network covering none as no route", () => {
     expect(() => chooseModel(models, 'nope')).toThrow(InputError)
     expect(() => chooseModel(models, 'nope')).toThrow(/unknown model "nope"; models on the network: partial \(aaaa…\), full/)
     expect(() => chooseModel([models[0]])).toThrow(NoRouteError)

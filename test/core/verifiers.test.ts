@@ -17,17 +17,31 @@ const SEQ = 2
 const WIDTH = 64
 
 /** Rows of hidden state from a seed: the same seed is the same output. */
-function rows (seed: number): Float32Array { return fillNormal(new Float32Array(SEQ * WIDTH), mulberry32(seed), 1) }
-
-function answer (peer: string, seed: number, weight = 0.5): Answer {
-  const data = rows(seed)
-  const hop = { peer: { peer }, layers: [0, 2], device: 'cpu' } as unknown as RemoteHop
-  return { hop, peer, weight, out: { data, seq: SEQ, width: WIDTH, kind: 'hidden', ms: 1, nodeMs: 1 }, receipt: new TextEncoder().encode(`receipt of ${peer}`), fp: fingerprint(data, SEQ, WIDTH) }
+function rows(seed: number): Float32Array {
+  return fillNormal(new Float32Array(SEQ * WIDTH), mulberry32(seed), 1)
 }
 
-interface Harness { ctx: StepContext, reports: Evidence[], banned: string[], refereeAsked: string[][] }
+function answer(peer: string, seed: number, weight = 0.5): Answer {
+  const data = rows(seed)
+  const hop = { peer: { peer }, layers: [0, 2], device: 'cpu' } as unknown as RemoteHop
+  return {
+    hop,
+    peer,
+    weight,
+    out: { data, seq: SEQ, width: WIDTH, kind: 'hidden', ms: 1, nodeMs: 1 },
+    receipt: new TextEncoder().encode(`receipt of ${peer}`),
+    fp: fingerprint(data, SEQ, WIDTH)
+  }
+}
 
-function harness (referee?: Answer): Harness {
+interface Harness {
+  ctx: StepContext
+  reports: Evidence[]
+  banned: string[]
+  refereeAsked: string[][]
+}
+
+function harness(referee?: Answer): Harness {
   const reports: Evidence[] = []
   const banned: string[] = []
   const refereeAsked: string[][] = []
@@ -35,12 +49,25 @@ function harness (referee?: Answer): Harness {
     weight: () => 0.5,
     excluded: () => false,
     observe: () => {},
-    report: async (e) => { reports.push(e); return { slashed: true, amount: 50, reason: 'slashed' } }
+    report: async (e) => {
+      reports.push(e)
+      return { slashed: true, amount: 50, reason: 'slashed' }
+    }
   }
   const ctx: StepContext = {
-    layers: [0, 2], step: 3, session: 's1', position: 5, ledger, report: new SessionReport(),
-    ban: (p) => { banned.push(p) },
-    referee: async (involved) => { refereeAsked.push(involved); return referee }
+    layers: [0, 2],
+    step: 3,
+    session: 's1',
+    position: 5,
+    ledger,
+    report: new SessionReport(),
+    ban: (p) => {
+      banned.push(p)
+    },
+    referee: async (involved) => {
+      refereeAsked.push(involved)
+      return referee
+    }
   }
   return { ctx, reports, banned, refereeAsked }
 }
@@ -97,7 +124,7 @@ describe('redundant (k = 2): the vote', () => {
     expect([...h.ctx.report.vouched].sort()).toEqual(['A', 'R'])
   })
 
-  it('the primary outvoted: the other lane\'s output goes on', async () => {
+  it("the primary outvoted: the other lane's output goes on", async () => {
     const h = harness(answer('R', 2))
     const d = await v.decide([answer('A', 1), answer('B', 2)], h.ctx)
     expect(d.used.peer).toBe('B')
@@ -158,8 +185,19 @@ describe('optimistic', () => {
     const second = await v.decide([answer('A', 2)], { ...h.ctx, position: 2 })
     expect([first.verdict, second.verdict]).toEqual(['pending', 'pending'])
     expect(h.ctx.report.checks).toBe(0)
-    const claim = v.claim({ id: 'c1', root: 'r', window: 1000, slots: [{ layers: [0, 2], inputs: { tokens: [1, 2, 3, 4] } }, { layers: [2, 5], inputs: { tokens: [] } }] })
-    expect(claim.hops[0].entries.map((e) => [e.peer, e.end])).toEqual([['A', 2], ['A', 4]])
+    const claim = v.claim({
+      id: 'c1',
+      root: 'r',
+      window: 1000,
+      slots: [
+        { layers: [0, 2], inputs: { tokens: [1, 2, 3, 4] } },
+        { layers: [2, 5], inputs: { tokens: [] } }
+      ]
+    })
+    expect(claim.hops[0].entries.map((e) => [e.peer, e.end])).toEqual([
+      ['A', 2],
+      ['A', 4]
+    ])
     expect(claim.hops[1].entries).toEqual([])
     expect(claim).toMatchObject({ id: 'c1', root: 'r', window: 1000 })
   })

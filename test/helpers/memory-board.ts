@@ -32,13 +32,15 @@ export interface BoardRig {
  * a dispute party has to answer each reveal. Every peer on the network now, and each that joins
  * later, is staked; a peer the ledger blacklists drops out of the network's listings.
  */
-export async function memoryBoard (net: MemoryNet, o: { revealMs?: number, random?: () => number } = {}): Promise<BoardRig> {
+export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random?: () => number } = {}): Promise<BoardRig> {
   let ledger: Ledger | undefined
   const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledger!.isBlacklisted(p)) })
   ledger = await openSqliteLedger(join(tempDir('memnet-ledger'), 'ledger.sqlite'), checker)
   const l = ledger
   for (const p of net.peers) await l.stake(p.id, JOIN_STAKE)
-  net.onJoin = async (p) => { await l.stake(p.id, JOIN_STAKE) } // a newcomer, as the relay's registry onJoin stakes it
+  net.onJoin = async (p) => {
+    await l.stake(p.id, JOIN_STAKE)
+  } // a newcomer, as the relay's registry onJoin stakes it
   const cached = cachedLedgerLink({
     standings: async () => await l.standings(),
     slash: async (e) => await l.slash(e, 'test-board'),
@@ -47,14 +49,28 @@ export async function memoryBoard (net: MemoryNet, o: { revealMs?: number, rando
   await cached.refresh()
   net.excluded = (peer) => cached.excluded(peer) // the registry lists no blacklisted peer
   const reports: Evidence[] = []
-  const link: LedgerLink = { ...cached, report: async (e) => { reports.push(e); return await cached.report(e) } }
+  const link: LedgerLink = {
+    ...cached,
+    report: async (e) => {
+      reports.push(e)
+      return await cached.report(e)
+    }
+  }
   const board = new ClaimBoard({
-    dialer: net.dialer, peers: async () => await net.directory.list(), find: async (p) => net.find(p), ledger: link, timeouts: TEST_TIMEOUTS, random: o.random ?? (() => 0),
+    dialer: net.dialer,
+    peers: async () => await net.directory.list(),
+    find: async (p) => net.find(p),
+    ledger: link,
+    timeouts: TEST_TIMEOUTS,
+    random: o.random ?? (() => 0),
     // Left out, not undefined, when not given: the board's own default applies.
     ...(o.revealMs !== undefined ? { revealMs: o.revealMs } : {})
   })
   return {
-    board, ledger: l, link, reports,
+    board,
+    ledger: l,
+    link,
+    reports,
     close: async () => {
       board.close()
       net.onJoin = undefined // the network may outlive its board

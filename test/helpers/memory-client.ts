@@ -10,12 +10,12 @@ import type { MemoryNet } from './memory-net.js'
  */
 export const TEST_TIMEOUTS = { openMs: 5_000, stepMs: 20_000, minStepMs: 5_000, slack: 20 }
 
-export function memoryClient (net: MemoryNet, cfg: Partial<ClientConfig> = {}): Client {
+export function memoryClient(net: MemoryNet, cfg: Partial<ClientConfig> = {}): Client {
   return createClient({ dialer: net.dialer, directory: net.directory, timeouts: TEST_TIMEOUTS, banMs: 600_000, random: mulberry32(1), ...cfg })
 }
 
 /** Runs a generation to its end; returns its result and the ids as they were yielded. */
-export async function generateAll (g: Generator, req: GenerationRequest): Promise<GenerationResult & { yielded: number[] }> {
+export async function generateAll(g: Generator, req: GenerationRequest): Promise<GenerationResult & { yielded: number[] }> {
   const gen = g.generate(req)
   const yielded: number[] = []
   for (;;) {

@@ -21,7 +21,7 @@ import { tempDir } from './paths.js'
 const ORT = { device: 'cpu', threads: 1, spin: false } as const
 
 /** stories260K (5 layers) cut at `cuts`, e.g. [2] gives shards [0,2) [2,5). */
-export async function buildStories (cuts: number[]): Promise<string> {
+export async function buildStories(cuts: number[]): Promise<string> {
   const dir = tempDir('memnet-model')
   await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts })
   return dir
@@ -31,11 +31,11 @@ export interface ModelRunners {
   dir: string
   manifest: Manifest
   /** The runners serving `layers` for a peer committing `fault` (a shared/node/fault.ts spec), and its serve-time part. */
-  forPeer: (layers: [number, number], fault?: string) => Promise<{ shards: ShardEntry[], runners: ShardRunner[], step?: StepFault }>
+  forPeer: (layers: [number, number], fault?: string) => Promise<{ shards: ShardEntry[]; runners: ShardRunner[]; step?: StepFault }>
   dispose: () => Promise<void>
 }
 
-export async function modelRunners (dir: string): Promise<ModelRunners> {
+export async function modelRunners(dir: string): Promise<ModelRunners> {
   const manifest = await readManifest(dir)
   const loaded = new Map<string, Promise<ShardRunner>>()
   const tampered: string[] = []
@@ -44,14 +44,15 @@ export async function modelRunners (dir: string): Promise<ModelRunners> {
     const key = `${s.index}:${weights === undefined ? '' : JSON.stringify(weights)}`
     let r = loaded.get(key)
     if (r === undefined) {
-      r = weights === undefined
-        ? loadShard(dir, manifest, s.index, ORT)
-        : (async () => {
-            const path = await tamperShard(dir, s, weights)
-            tampered.push(dirname(path))
-            const { loadShardNode } = await import('../../native-node/ort.js')
-            return await loadShardNode(path, s, manifest.config, ORT)
-          })()
+      r =
+        weights === undefined
+          ? loadShard(dir, manifest, s.index, ORT)
+          : (async () => {
+              const path = await tamperShard(dir, s, weights)
+              tampered.push(dirname(path))
+              const { loadShardNode } = await import('../../native-node/ort.js')
+              return await loadShardNode(path, s, manifest.config, ORT)
+            })()
       loaded.set(key, r)
     }
     return await r
@@ -59,7 +60,7 @@ export async function modelRunners (dir: string): Promise<ModelRunners> {
   return {
     dir,
     manifest,
-    async forPeer (layers, spec) {
+    async forPeer(layers, spec) {
       const shards = shardsFor(manifest, layers)
       const fault = spec === undefined ? undefined : parseFault(spec)
       if (fault?.kind === 'skip-layer' && (fault.layer < layers[0] || fault.layer >= layers[1])) {
@@ -68,7 +69,7 @@ export async function modelRunners (dir: string): Promise<ModelRunners> {
       const runners = await Promise.all(shards.map(async (s, i) => await runner(s, fault, i === 0)))
       return { shards, runners, step: fault === undefined ? undefined : stepFault(fault, fault.kind === 'copy-receipt' ? await otherIdentity() : undefined) }
     },
-    async dispose () {
+    async dispose() {
       for (const r of loaded.values()) await (await r).dispose()
       for (const d of tampered) await rm(d, { recursive: true, force: true })
     }
@@ -76,14 +77,14 @@ export async function modelRunners (dir: string): Promise<ModelRunners> {
 }
 
 /** Which of a peer's shards a weight fault tampers, as native-node/node.ts decides it: all of them, its first, or the skipped layer's. */
-function touches (f: Extract<Fault, { kind: 'wrong-weights' | 'perturb' | 'skip-layer' }>, s: ShardEntry, first: boolean): boolean {
+function touches(f: Extract<Fault, { kind: 'wrong-weights' | 'perturb' | 'skip-layer' }>, s: ShardEntry, first: boolean): boolean {
   if (f.kind === 'wrong-weights') return true
   if (f.kind === 'perturb') return first
   return f.layer >= s.layers[0] && f.layer < s.layers[1]
 }
 
 /** copy-receipt signs with an identity other than the peer's own. */
-async function otherIdentity (): Promise<{ peer: string, sign: (b: Uint8Array) => Promise<Uint8Array> }> {
+async function otherIdentity(): Promise<{ peer: string; sign: (b: Uint8Array) => Promise<Uint8Array> }> {
   const key = await generateKeyPair('Ed25519')
   return { peer: peerIdFromPrivateKey(key).toString(), sign: async (b) => await key.sign(b) }
 }

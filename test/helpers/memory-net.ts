@@ -65,7 +65,7 @@ export interface MemoryNet {
   peers: MemoryPeer[]
   add: (spec: PeerSpec) => Promise<MemoryPeer>
   /** Every dial, in order: who was asked for which protocol. */
-  dials: Array<{ peer: string, protocol: string }>
+  dials: Array<{ peer: string; protocol: string }>
   /** Kills every peer (the model's runners stay loaded for the next network). */
   stop: () => void
   /** Peers `list()` leaves out, as relay/registry.ts leaves out the ledger's blacklist (memoryBoard sets it). */
@@ -81,12 +81,12 @@ const DEFAULT_CACHE_TOKENS = 1 << 16
 /** The memory a record advertises: routing does not read it, the network view shows it. */
 const MEMORY = 1 << 30
 
-export function memoryNet (model: ModelRunners): MemoryNet {
+export function memoryNet(model: ModelRunners): MemoryNet {
   const byId = new Map<string, PeerState>()
   const peers: MemoryPeer[] = []
   const dials: MemoryNet['dials'] = []
   const dialer: Dialer = {
-    async dial (cap, protocol, signal) {
+    async dial(cap, protocol, signal) {
       signal.throwIfAborted()
       dials.push({ peer: cap.peer, protocol })
       const p = byId.get(cap.peer)
@@ -100,7 +100,9 @@ export function memoryNet (model: ModelRunners): MemoryNet {
     }
   }
   const directory: PeerDirectory = {
-    async list () { return [...byId.values()].filter((p) => !p.withdrawn && net.excluded?.(p.peer.id) !== true).map((p) => p.peer.capability()) }
+    async list() {
+      return [...byId.values()].filter((p) => !p.withdrawn && net.excluded?.(p.peer.id) !== true).map((p) => p.peer.capability())
+    }
   }
   const net: MemoryNet = {
     model,
@@ -108,17 +110,17 @@ export function memoryNet (model: ModelRunners): MemoryNet {
     directory,
     peers,
     dials,
-    async add (spec) {
+    async add(spec) {
       const p = await startPeer(model, spec)
       await net.onJoin?.(p.peer)
       byId.set(p.peer.id, p)
       peers.push(p.peer)
       return p.peer
     },
-    stop () {
+    stop() {
       for (const p of byId.values()) p.peer.kill()
     },
-    find (peer) {
+    find(peer) {
       const p = byId.get(peer)
       return p === undefined || p.withdrawn ? undefined : p.peer.capability()
     }
@@ -126,9 +128,13 @@ export function memoryNet (model: ModelRunners): MemoryNet {
   return net
 }
 
-interface PeerState { peer: MemoryPeer, readonly withdrawn: boolean, open: (s: Stream) => void }
+interface PeerState {
+  peer: MemoryPeer
+  readonly withdrawn: boolean
+  open: (s: Stream) => void
+}
 
-async function startPeer (model: ModelRunners, spec: PeerSpec): Promise<PeerState> {
+async function startPeer(model: ModelRunners, spec: PeerSpec): Promise<PeerState> {
   const key = await generateKeyPair('Ed25519')
   const id = peerIdFromPrivateKey(key).toString()
   const { shards, runners, step } = await model.forPeer(spec.layers, spec.fault)
@@ -137,7 +143,9 @@ async function startPeer (model: ModelRunners, spec: PeerSpec): Promise<PeerStat
   let alive = true
   let withdrawn = false
   let hooked = -1 // the `served` count onStep last saw: a step through several shards is one step
-  const check = (): void => { if (!alive) throw new Error('peer killed') } // a dead process computes nothing more
+  const check = (): void => {
+    if (!alive) throw new Error('peer killed')
+  } // a dead process computes nothing more
   const entering = async (): Promise<void> => {
     const served = handler.stats.steps
     if (alive && peer.onStep !== undefined && hooked !== served) {
@@ -147,22 +155,39 @@ async function startPeer (model: ModelRunners, spec: PeerSpec): Promise<PeerStat
     check()
   }
   const handler = createInferHandler({
-    root: model.manifest.root, peer: id, sign: async (b) => await key.sign(b),
-    runners: runners.map((r) => watched(r, entering, check)), fault: step, maxCacheTokens: cap, ...spec.serve
+    root: model.manifest.root,
+    peer: id,
+    sign: async (b) => await key.sign(b),
+    runners: runners.map((r) => watched(r, entering, check)),
+    fault: step,
+    maxCacheTokens: cap,
+    ...spec.serve
   })
   const peer: MemoryPeer = {
     id,
     layers: spec.layers,
     handler,
-    get alive () { return alive },
+    get alive() {
+      return alive
+    },
     capability: () => {
       const now = Date.now()
       return {
-        peer: id, addrs: [], device: runners[0].device, memory: MEMORY, msPerLayer: spec.msPerLayer ?? 1,
-        model: model.manifest.name, root: model.manifest.root, modelLayers: model.manifest.config.nLayers,
-        layers: spec.layers, shardBounds: [spec.layers[0], ...shards.map((s) => s.layers[1])],
-        kvRoom: spec.kvRoom ?? Math.max(0, cap - handler.stats.cachedTokens), sessions: handler.stats.sessions,
-        version: VERSION, issued: now, expires: now + RECORD_TTL_MS
+        peer: id,
+        addrs: [],
+        device: runners[0].device,
+        memory: MEMORY,
+        msPerLayer: spec.msPerLayer ?? 1,
+        model: model.manifest.name,
+        root: model.manifest.root,
+        modelLayers: model.manifest.config.nLayers,
+        layers: spec.layers,
+        shardBounds: [spec.layers[0], ...shards.map((s) => s.layers[1])],
+        kvRoom: spec.kvRoom ?? Math.max(0, cap - handler.stats.cachedTokens),
+        sessions: handler.stats.sessions,
+        version: VERSION,
+        issued: now,
+        expires: now + RECORD_TTL_MS
       }
     },
     kill: (o = {}) => {
@@ -176,17 +201,30 @@ async function startPeer (model: ModelRunners, spec: PeerSpec): Promise<PeerStat
     streams.add(s)
     s.addEventListener('close', () => streams.delete(s))
   }
-  return { peer, get withdrawn () { return withdrawn }, open }
+  return {
+    peer,
+    get withdrawn() {
+      return withdrawn
+    },
+    open
+  }
 }
 
 /** A view of a shared runner that tells its peer when a step starts; disposing it leaves the shared one alone. */
-function watched (r: ShardRunner, entering: () => Promise<void>, check: () => void): ShardRunner {
+function watched(r: ShardRunner, entering: () => Promise<void>, check: () => void): ShardRunner {
   const open = (): ShardSession => {
     const s = r.open()
     return {
-      get length () { return s.length },
-      forward: async (input) => { await entering(); return await s.forward(input) },
-      close: () => { s.close() }
+      get length() {
+        return s.length
+      },
+      forward: async (input) => {
+        await entering()
+        return await s.forward(input)
+      },
+      close: () => {
+        s.close()
+      }
     }
   }
   const runPart = r.runPart
@@ -194,7 +232,14 @@ function watched (r: ShardRunner, entering: () => Promise<void>, check: () => vo
     shard: r.shard,
     device: r.device,
     open,
-    ...(runPart !== undefined ? { runPart: async (layer: number, input: HopInput) => { check(); return await runPart(layer, input) } } : {}),
+    ...(runPart !== undefined
+      ? {
+          runPart: async (layer: number, input: HopInput) => {
+            check()
+            return await runPart(layer, input)
+          }
+        }
+      : {}),
     dispose: async () => {}
   }
 }
