@@ -188,7 +188,7 @@ export class RoutedSession {
         }
       },
       async (hop, fresh) => {
-        if (!fresh) return await this.answer(hop, input, this.length)
+        if (!fresh) return await this.feed(hop, [input], this.length)
         return await this.feed(hop, [...slot.history, input])
       }
     )
@@ -244,11 +244,6 @@ export class RoutedSession {
       })
       slot.lanes.push(hop)
     }
-  }
-
-  /** One step on a hop already in sync: its answer for `input`'s rows. */
-  private async answer(hop: RemoteHop, input: HopInput, start: number): Promise<Answer> {
-    return answerOf(hop, await hop.forward(input, start), seqOf(input), this.d.ledger.weight(hop.peer.peer))
   }
 
   /** Sends `inputs` as one step starting at `start` (0: a replay); the answer covers the last input's rows. */

@@ -19,6 +19,7 @@ import { auditHop } from './audit.js'
 import type { Claim, ClaimSink, ClaimStatus, ClaimStore } from './claim.js'
 import { BOARD_DEFAULTS, type BoardDefaults } from './config.js'
 import type { BoardContext } from './context.js'
+import { boardStats, type BoardStats } from './stats.js'
 import { postWebhook } from './webhook.js'
 
 export type { Claim, ClaimSink, ClaimStatus, ClaimStore, HopClaim, StoredClaim } from './claim.js'
@@ -141,30 +142,9 @@ export class ClaimBoard implements ClaimSink {
     })
   }
 
-  /** Counts for the pages: claims by state, challenges by outcome, mean time to settle, referees' work. */
-  stats(): {
-    pending: number
-    final: number
-    overturned: number
-    challenges: number
-    frivolous: number
-    meanFinalMs: number
-    refereeBlocks: { ran: number; of: number }
-  } {
-    const all = [...this.claims.values()]
-    const settled = all.filter((c) => c.settlement !== undefined)
-    const finals = settled.filter((c) => c.status === 'final')
-    const ch = settled.flatMap((c) => c.settlement!.challenges)
-    return {
-      pending: all.filter((c) => c.status === 'pending').length,
-      final: finals.length,
-      overturned: settled.length - finals.length,
-      challenges: ch.length,
-      frivolous: ch.filter((c) => c.outcome === 'frivolous').length,
-      meanFinalMs: finals.length === 0 ? 0 : finals.reduce((s, c) => s + c.settlement!.afterMs, 0) / finals.length,
-      // Blocks referees re-executed, against the blocks of the hops they judged (a whole-hop replay runs them all).
-      refereeBlocks: { ran: ch.reduce((n, c) => n + (c.reexecuted?.layers ?? 0), 0), of: ch.reduce((n, c) => n + (c.reexecuted?.of ?? 0), 0) }
-    }
+  /** Counts for the pages (stats.ts). */
+  stats(): BoardStats {
+    return boardStats([...this.claims.values()])
   }
 
   /** Stops settling claims (the relay is stopping); those pending stay pending in the store. */
