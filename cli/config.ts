@@ -12,6 +12,13 @@ export const WEB_ROOT = 'dist/web'
 export const CHAIN_PORT = 8545
 export const CHAIN_RPC = `http://127.0.0.1:${CHAIN_PORT}`
 
+/**
+ * `tessera up`'s relay key, beside the ledger in .tessera/ (git ignores it). A fresh key would give
+ * the relay a new peer id on every run, and its multiaddr names that id: nodes and tabs still
+ * pointed at the old one could not announce. Kept here, `npm start` twice gives the same address.
+ */
+export const UP_RELAY_KEY = join('.tessera', 'relay.key')
+
 /** `tessera up` on a fresh machine. */
 export const UP_DEFAULTS = {
   /** A seeded random model, so nothing has to be downloaded; two shards, so a route has two hops. */

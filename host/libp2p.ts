@@ -13,6 +13,7 @@ import { ping } from '@libp2p/ping'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { ConfigError } from '../shared/errors.js'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 
@@ -56,12 +57,22 @@ export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
 /** A node's identity persists across restarts (its reputation and stake will hang on it). */
 export async function loadOrCreateKey(path?: string): Promise<PrivateKey> {
   if (path === undefined) return await generateKeyPair('Ed25519')
+  let bytes: Uint8Array | undefined
   try {
-    return privateKeyFromProtobuf(await readFile(path))
-  } catch {
-    const key = await generateKeyPair('Ed25519')
-    await mkdir(dirname(path), { recursive: true })
-    await writeFile(path, privateKeyToProtobuf(key), { mode: 0o600 })
-    return key
+    bytes = await readFile(path)
+  } catch (err) {
+    // Only a missing file means "new identity": anything else would silently replace one.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(`cannot read the key file ${path}: ${(err as Error).message}`)
   }
+  if (bytes !== undefined) {
+    try {
+      return privateKeyFromProtobuf(bytes)
+    } catch (err) {
+      throw new ConfigError(`${path} is not a libp2p private key (${(err as Error).message}): restore it, or move it away to start under a new identity`)
+    }
+  }
+  const key = await generateKeyPair('Ed25519')
+  await mkdir(dirname(path), { recursive: true })
+  await writeFile(path, privateKeyToProtobuf(key), { mode: 0o600 })
+  return key
 }

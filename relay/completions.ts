@@ -19,6 +19,7 @@ import {
   newIds,
   parseChat,
   parseCompletion,
+  parseJson,
   textDecoder,
   tokenChunk,
   type Kind,
@@ -37,10 +38,10 @@ export interface CompletionDeps {
 }
 
 export function errorResponse(c: Context, err: unknown): Response {
-  const { status, body } = errorReply(err)
-  // 503 (no route) is the network's state, not a fault of the relay: no warning.
+  const { status, body, retryAfter } = errorReply(err)
+  // 503 (no route, busy, circuit open) is the network's state, not a fault of the relay: no warning, but when to retry.
   if (status >= 500 && status !== 503) log.warn(`${c.req.method} ${c.req.path}: ${body.error.message}`, status === 500 ? err : '')
-  return c.json(body, status as 500)
+  return c.json(body, status as 500, retryAfter !== undefined ? { 'Retry-After': String(retryAfter) } : {})
 }
 
 /** A request ready for the generator, and what answering it needs. */
@@ -112,15 +113,9 @@ export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, k
   }
 
   return async (c: Context): Promise<Response> => {
-    let body: unknown
-    try {
-      body = JSON.parse(await c.req.text())
-    } catch (err) {
-      return errorResponse(c, new BadRequest(`the request body is not valid JSON (${(err as Error).message})`, 'invalid_json'))
-    }
     let prepared: Prepared
     try {
-      prepared = prepare(deps, kind, body)
+      prepared = prepare(deps, kind, parseJson(await c.req.text()))
     } catch (err) {
       return errorResponse(c, err)
     }

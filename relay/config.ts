@@ -6,6 +6,7 @@
  * in shared/optimistic/config.ts.
  */
 import { join } from 'node:path'
+import type { PrivateKey } from '@libp2p/interface'
 import type { ClientConfig } from '../shared/client/client.js'
 import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
 import type { EvmLedgerConfig } from './ledger-evm.js'
@@ -38,6 +39,16 @@ export interface RelayOptions {
   proveSampling?: boolean
   /** How often the relay's view of the network (metrics, /api/network) and of the ledger is refreshed. */
   viewRefreshMs?: number
+  /**
+   * The file the relay's libp2p key is kept in (created, mode 0600, if missing): the same peer id,
+   * and so the same multiaddr, after a restart, so nodes' announces reach it again. Without this
+   * or `privateKey`, a fresh identity on every start.
+   */
+  keyFile?: string
+  /** The relay's libp2p key itself (wins over keyFile). */
+  privateKey?: PrivateKey
+  /** The largest HTTP request body the API accepts, in bytes (HTTP_DEFAULTS.maxBodyBytes says why its default). */
+  maxBodyBytes?: number
 }
 
 /** The ports `tessera relay` and `tessera up` listen on unless told otherwise: what the docs and pages name. */
@@ -63,6 +74,12 @@ export const RELAY_DEFAULTS = {
 
 /** The HTTP API's limits and the OpenAI surface's defaults. */
 export const HTTP_DEFAULTS = {
+  /**
+   * 1 MiB: the largest body a POST to /v1/* or /api/* may have (a claim may be as large as maxClaimChars).
+   * An OpenAI request is a prompt and a few fields: 1 MiB holds a long text prompt, or ten times the
+   * token ids a node takes in one step (MAX_STEP_TOKENS), and bounds what one request makes the relay read.
+   */
+  maxBodyBytes: 1024 * 1024,
   /** Evidence is a handful of receipts: a few KiB at most. */
   maxEvidenceChars: 256 * 1024,
   /** A claim carries every row each hop was fed: as large as a step may be, in base64, plus its receipts. */
@@ -116,7 +133,9 @@ export const CHAIN_DEFAULTS = {
   anvilStopTimeoutMs: 5000
 } as const
 
-export type ResolvedRelayOptions = Required<Omit<RelayOptions, 'webRoot' | 'client' | 'evm'>> & Pick<RelayOptions, 'webRoot' | 'client' | 'evm'>
+/** Options that stay optional once resolved: absent means none (for the keys: a fresh identity). */
+type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey'
+export type ResolvedRelayOptions = Required<Omit<RelayOptions, Unset>> & Pick<RelayOptions, Unset>
 
 /** Every option with its default filled in: startRelay reads only this. */
 export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions {
@@ -132,6 +151,9 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     joinStake: o.joinStake ?? RELAY_DEFAULTS.joinStake,
     zk: o.zk ?? [],
     proveSampling: o.proveSampling ?? false,
-    viewRefreshMs: o.viewRefreshMs ?? RELAY_DEFAULTS.viewRefreshMs
+    viewRefreshMs: o.viewRefreshMs ?? RELAY_DEFAULTS.viewRefreshMs,
+    keyFile: o.keyFile,
+    privateKey: o.privateKey,
+    maxBodyBytes: o.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { Server } from 'node:http'
 import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { routePath } from 'hono/route'
 import { serve } from '@hono/node-server'
@@ -17,7 +18,7 @@ import { fileResponse, indexFiles } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import { BadRequest, jsonError } from './errors.js'
 import { HTTP_DEFAULTS, RELAY_DEFAULTS } from './config.js'
-import type { Tokenizer } from './openai.js'
+import { parseJson, type Tokenizer } from './openai.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
 import type { Claim, ClaimBoard } from '../shared/optimistic/board.js'
@@ -61,6 +62,17 @@ export interface HttpDeps {
   board?: ClaimBoard
   /** ZK models: their published entries, and proven inferences (verified before they are returned). */
   zk?: { models: () => ZkModelEntry[]; infer: (model: string, input: number[]) => Promise<ZkResult>; sampling?: () => SamplingEntry[] }
+  /** The largest body a POST to /v1/* or /api/* may have, in bytes (default HTTP_DEFAULTS.maxBodyBytes); a claim may have maxClaimChars. */
+  maxBodyBytes?: number
+}
+
+/** A body limit whose 413 is the API's JSON error, saying the limit and how to raise it. */
+function limitBody(maxBytes: number, raise: string) {
+  const mib = (maxBytes / 2 ** 20).toFixed(maxBytes % 2 ** 20 === 0 ? 0 : 2)
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => jsonError(413, `the request body is over ${mib} MiB (${maxBytes} bytes): send less, or ${raise}`, 'too_large')
+  })
 }
 
 /** Prefixes third-party pages call, so they get CORS. */
@@ -83,7 +95,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) })
   })
 
-  const publicCors = cors({ origin: '*', exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag'], maxAge: 86400 })
+  const publicCors = cors({ origin: '*', exposeHeaders: ['Content-Length', 'Content-Range', 'Accept-Ranges', 'ETag', 'Retry-After'], maxAge: 86400 })
   for (const prefix of PUBLIC) {
     app.use(prefix, publicCors)
     app.use(prefix, async (c, next) => {
@@ -92,6 +104,15 @@ export function createHttpApp(deps: HttpDeps): Hono {
       c.res.headers.set('Cross-Origin-Resource-Policy', 'cross-origin')
     })
   }
+
+  // Every POST body is bounded before anything reads it; after CORS, so a page can read the 413.
+  // A claim carries every row its hops were fed, so its bound is the claim's.
+  const maxBody = deps.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes
+  const raise = 'start the relay with a larger --max-body'
+  const bodies = limitBody(maxBody, raise)
+  const claimBodies = limitBody(Math.max(maxBody, maxClaimChars), raise)
+  app.use('/v1/*', bodies)
+  app.use('/api/*', async (c, next) => await (c.req.path === '/api/claims' ? claimBodies : bodies)(c, next))
 
   app.get('/api/network', (c) => c.json(deps.network()))
   app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
@@ -117,7 +138,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     let e: Evidence
     let reporter: string
     try {
-      const b = JSON.parse(text) as Record<string, unknown>
+      const b = parseJson(text) as Record<string, unknown>
       if (!Array.isArray(b.receipts) || !b.receipts.every((r) => typeof r === 'string')) throw new InputError('receipts must be an array of base64 strings')
       const detail = (b.detail ?? {}) as Record<string, unknown>
       e = { kind: b.kind as Evidence['kind'], accused: b.accused as string, receipts: b.receipts.map(base64ToBytes), detail }
@@ -142,7 +163,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
     if (text.length > maxClaimChars) return jsonError(413, `a claim over ${maxClaimChars} characters`, 'too_large')
     let claim: Claim
     try {
-      claim = claimFromJson(JSON.parse(text))
+      claim = claimFromJson(parseJson(text))
       if (board.get(claim.id) !== undefined) throw new InputError(`claim ${claim.id} was already posted`)
     } catch (err) {
       return errorResponse(c, new BadRequest(messageOf(err), 'invalid_claim'))
@@ -174,11 +195,11 @@ export function createHttpApp(deps: HttpDeps): Hono {
     if (deps.zk === undefined) return jsonError(404, 'this relay publishes no ZK models', 'zk_not_found')
     let body: { model?: unknown; input?: unknown }
     try {
-      body = JSON.parse(await c.req.text())
+      body = parseJson(await c.req.text()) as typeof body
     } catch (err) {
-      return errorResponse(c, new BadRequest(`the request body is not valid JSON (${messageOf(err)})`, 'invalid_json'))
+      return errorResponse(c, err)
     }
-    if (typeof body.model !== 'string' || !Array.isArray(body.input) || body.input.length > maxZkInput) {
+    if (typeof body !== 'object' || body === null || typeof body.model !== 'string' || !Array.isArray(body.input) || body.input.length > maxZkInput) {
       return errorResponse(c, new BadRequest('expected { model, input: [int8…] }', 'invalid_request'))
     }
     try {

@@ -34,12 +34,52 @@ export interface ChatParams extends CommonParams {
   messages: Array<{ role: string; content: string }>
 }
 
+/** A value as the caller sent it, cut to 60 characters for a message. */
 const show = (v: unknown): string => {
-  const s = JSON.stringify(v) ?? String(v)
+  let s: string
+  try {
+    s = JSON.stringify(v) ?? String(v)
+  } catch {
+    s = Array.isArray(v) ? 'an array' : typeof v // nested too deep to print (parseJson refuses those first)
+  }
   return s.length > 60 ? `${s.slice(0, 57)}…` : s
 }
-const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0)
+/** Largest token id: ids travel packed in an Int32Array, where 2^32 + 1 would silently become 1. */
+const MAX_TOKEN_ID = 2 ** 31 - 1
+const ID_RANGE = `integers from 0 to ${MAX_TOKEN_ID}`
+const isId = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0 && (x as number) <= MAX_TOKEN_ID
+const isIds = (v: unknown): v is number[] => Array.isArray(v) && v.every(isId)
+/** Why `v` is not an array of token ids: the first bad id as sent, or the whole value when it is no array. */
+function notIds(field: string, v: unknown, want = 'an array of token ids'): string {
+  const i = Array.isArray(v) ? v.findIndex((x) => !isId(x)) : -1
+  return `${field} must be ${want} (${ID_RANGE}), ${i < 0 ? `got ${show(v)}` : `but ${field}[${i}] is ${show((v as unknown[])[i])}`}`
+}
 const present = (v: unknown): boolean => v !== undefined && v !== null
+
+/**
+ * Deepest nesting a request body may have. OpenAI's bodies are four levels deep (messages, parts),
+ * a claim or evidence a few more; a body nested 10^5 deep parses, but overflows the stack of
+ * whatever walks it next (JSON.stringify in a message, a ledger writing it down).
+ */
+const MAX_JSON_DEPTH = 64
+
+/** A request body as JSON, refused (400) when it is not JSON or is nested deeper than MAX_JSON_DEPTH. */
+export function parseJson(text: string): unknown {
+  let v: unknown
+  try {
+    v = JSON.parse(text)
+  } catch (err) {
+    throw new BadRequest(`the request body is not valid JSON (${(err as Error).message})`, 'invalid_json')
+  }
+  // Iterative, so the check itself cannot overflow: each array or object with its depth.
+  const stack: Array<[object, number]> = typeof v === 'object' && v !== null ? [[v, 1]] : []
+  while (stack.length > 0) {
+    const [x, depth] = stack.pop()!
+    if (depth > MAX_JSON_DEPTH) throw new BadRequest(`the request body is nested more than ${MAX_JSON_DEPTH} levels deep: send a flatter body`, 'invalid_json')
+    for (const y of Array.isArray(x) ? x : Object.values(x)) if (typeof y === 'object' && y !== null) stack.push([y, depth + 1])
+  }
+  return v
+}
 
 function object(body: unknown): Record<string, unknown> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequest(`the request body must be a JSON object, got ${show(body)}`)
@@ -59,7 +99,7 @@ function common(b: Record<string, unknown>, maxTokensField: unknown): CommonPara
   if (present(b.seed) && !Number.isSafeInteger(b.seed)) bad('seed', 'an integer', b.seed)
   if (present(b.stream) && typeof b.stream !== 'boolean') bad('stream', 'true or false', b.stream)
   if (present(b.n) && b.n !== 1) throw new BadRequest(`n must be 1: one choice per request is supported, got ${show(b.n)}`)
-  if (present(b.tessera_stop_ids) && !isIds(b.tessera_stop_ids)) bad('tessera_stop_ids', 'an array of token ids (integers ≥ 0)', b.tessera_stop_ids)
+  if (present(b.tessera_stop_ids) && !isIds(b.tessera_stop_ids)) throw new BadRequest(notIds('tessera_stop_ids', b.tessera_stop_ids))
   const verification = parseVerification(b.verification)
   if (present(b.tessera_webhook)) {
     let url: URL | undefined
@@ -98,6 +138,14 @@ function parseVerification(v: unknown): VerificationOptions | undefined {
     throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
   }
   const { mode, k, p, window } = o as Record<string, unknown>
+  // normalizeVerification compares numbers: "0.5" would pass its range checks as a string.
+  for (const [field, x] of [
+    ['k', k],
+    ['p', p],
+    ['window', window]
+  ] as const) {
+    if (present(x) && typeof x !== 'number') throw new BadRequest(`verification.${field} must be a number, got ${show(x)}`, 'invalid_verification')
+  }
   try {
     const asked = { mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined, window: window as number | undefined }
     return { ...normalizeVerification(asked) }
@@ -115,9 +163,7 @@ export function parseCompletion(body: unknown): CompletionParams {
   if (Array.isArray(prompt) && prompt.some((p) => typeof p === 'string' || Array.isArray(p))) {
     throw new BadRequest(`batched prompts are not supported: send one prompt per request (got ${prompt.length})`)
   }
-  if (typeof prompt !== 'string' && !isIds(prompt)) {
-    throw new BadRequest(`prompt must be a string or an array of token ids (integers ≥ 0), got ${show(prompt)}`)
-  }
+  if (typeof prompt !== 'string' && !isIds(prompt)) throw new BadRequest(notIds('prompt', prompt, 'a string or an array of token ids'))
   if (prompt.length === 0) throw new BadRequest("prompt is empty: send at least one token (e.g. the model's BOS id)")
   return { ...common(b, b.max_tokens), prompt }
 }

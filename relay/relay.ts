@@ -17,7 +17,7 @@ import { logger } from '../shared/log.js'
 import { cachedLedgerLink } from '../shared/client/ledger-link.js'
 import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
 import type { Ledger } from '../shared/ledger/types.js'
-import { createPeer } from '../host/libp2p.js'
+import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
 import { readManifest } from '../host/model-store.js'
 import { resolveRelayOptions, type RelayOptions } from './config.js'
 import { openSqliteClaims } from './claims-sqlite.js'
@@ -51,13 +51,15 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const { models, tokenizers } = await servedModels(o.models)
   const sampling = o.proveSampling ? await samplingSetups(models.map((m) => m.manifest.config.vocabSize)) : new Map<number, SamplingSetup>()
   const zkEntries = await zkEntriesOf(o.zk)
+  // A kept key keeps the peer id, so the multiaddr nodes announce to still names this relay after a restart.
+  const privateKey = o.privateKey ?? (await loadOrCreateKey(o.keyFile))
   // The checker asks the ledger whether a witness is blacklisted: bound once both exist.
   let ledgerRef: Ledger | undefined
   const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) })
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger
-  const node = await createPeer({ relayServer: true, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`] })
+  const node = await createPeer({ relayServer: true, privateKey, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`] })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
     standings: async () => await ledger.standings(),
@@ -133,7 +135,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       await link.refresh()
     },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
-    tokenizer: (model) => tokenizers.get(model)
+    tokenizer: (model) => tokenizers.get(model),
+    maxBodyBytes: o.maxBodyBytes
   })
   const http = await serveHttp(app, { port: o.httpPort, host: o.host })
   const addrs = node.getMultiaddrs().map((a) => a.toString())

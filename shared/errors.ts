@@ -147,8 +147,8 @@ export class CircuitOpenError extends TesseraError {
 
 /**
  * The HTTP status of each code, for every API that answers with one: the caller's fault is 4xx,
- * the network's state 503, a peer's failure reaching the caller 502. Anything not a
- * TesseraError is a bug: 500.
+ * the network's state 503 (no route, the circuit open, every peer busy: worth retrying later), a
+ * peer's failure reaching the caller 502. Anything not a TesseraError is a bug: 500.
  */
 export function httpStatus(err: unknown): number {
   if (!(err instanceof TesseraError)) return 500
@@ -164,6 +164,8 @@ export function httpStatus(err: unknown): number {
       return 404
     case 'NO_ROUTE':
     case 'CIRCUIT_OPEN':
+    // A BUSY the client's failovers could not get around: every peer that could serve is full.
+    case 'BUSY':
       return 503
     case 'INTERNAL':
       return 500

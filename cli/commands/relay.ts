@@ -1,13 +1,14 @@
 /**
- * `tessera relay` — the relay until Ctrl-C; prints one JSON ready line (relay multiaddr, HTTP URL)
- * that scripts wait for. Defaults are relay/config.ts's.
+ * `tessera relay` — the relay until Ctrl-C; prints one JSON ready line (relay multiaddr, HTTP URL,
+ * peer id) that scripts wait for. Defaults are relay/config.ts's.
  */
 import type { Command } from 'commander'
+import bytes from 'bytes'
 import { startRelay } from '../../relay/relay.js'
-import { RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
+import { HTTP_DEFAULTS, RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
 import { WEB_ROOT } from '../config.js'
 import { evmConfig, ledgerOptions, type LedgerFlags } from './ledger-options.js'
-import { int } from './options.js'
+import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
 interface RelayFlags extends LedgerFlags {
@@ -19,6 +20,8 @@ interface RelayFlags extends LedgerFlags {
   joinStake: number
   zk?: string[]
   proveSampling?: boolean
+  key?: string
+  maxBody?: number
 }
 
 export function registerRelay(program: Command): void {
@@ -37,6 +40,8 @@ export function registerRelay(program: Command): void {
         'or manifest entries (.json, from tessera zk setup --out); comma-separated',
       (v: string) => v.split(',')
     )
+    .option('--key <file>', "keep the relay's libp2p identity in this file (created if missing), so nodes find it again after a restart")
+    .option('--max-body <size>', `the largest HTTP request body accepted, e.g. 4MB (default: ${bytes.format(HTTP_DEFAULTS.maxBodyBytes)})`, memory)
     .option('--prove-sampling', 'set up the argmax circuit so requests may ask for tessera_prove_sampling (minutes the first time, then cached)')
   ledgerOptions(cmd, { deployment: true }).action(async (o: RelayFlags) => {
     const evm = o.ledger === 'evm' ? await evmConfig(o) : undefined
@@ -50,9 +55,11 @@ export function registerRelay(program: Command): void {
       evm,
       joinStake: o.joinStake,
       zk: o.zk,
-      proveSampling: o.proveSampling
+      proveSampling: o.proveSampling,
+      keyFile: o.key,
+      maxBodyBytes: o.maxBody
     })
-    console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl }))
+    console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl, peer: relay.libp2p.peerId.toString() }))
     await untilSignal()
     await relay.stop()
   })

@@ -13,7 +13,7 @@ import { ModelFormatError, TesseraError } from '../../shared/errors.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
 import { startRelay } from '../../relay/relay.js'
 import { RELAY_PORTS } from '../../relay/config.js'
-import { UP_DEFAULTS, WEB_ROOT } from '../config.js'
+import { UP_DEFAULTS, UP_RELAY_KEY, WEB_ROOT } from '../config.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
 import { buildModel, readManifest } from '../../host/model-store.js'
 import { openSource } from '../../host/source.js'
@@ -34,10 +34,11 @@ export function registerUp(program: Command): void {
     .option('--nodes <n>', 'native nodes to start', int(1), UP_DEFAULTS.nodes)
     .option('--port <n>', 'HTTP port of the relay', int(0), RELAY_PORTS.http)
     .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), RELAY_PORTS.p2p)
+    .option('--key <file>', "the relay's libp2p identity (created if missing): the same relay address on every run", UP_RELAY_KEY)
     .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), UP_DEFAULTS.demoTokens)
   // --ledger evm: a local anvil (state kept in .tessera/anvil-state.json) with TesseraStake deployed once.
   ledgerOptions(cmd, { deployment: false }).action(
-    async (o: LedgerFlags & { model: string; nodes: number; port: number; p2pPort: number; demoTokens: number }) => {
+    async (o: LedgerFlags & { model: string; nodes: number; port: number; p2pPort: number; key: string; demoTokens: number }) => {
       if (
         !(await access(join(o.model, MANIFEST_FILE)).then(
           () => true,
@@ -57,7 +58,8 @@ export function registerUp(program: Command): void {
         models: [o.model],
         webRoot: WEB_ROOT,
         ledger: o.ledgerFile,
-        evm: chain?.config
+        evm: chain?.config,
+        keyFile: o.key
       }).catch(async (err: Error) => {
         await chain?.anvil.stop()
         throw err

@@ -7,6 +7,7 @@ import { createSampler } from '../sampler.js'
 import { lastRow } from '../pipeline.js'
 import { InputError, VerificationError } from '../errors.js'
 import type { Capability } from '../protocol/capability.js'
+import { MAX_STEP_TOKENS } from '../protocol/limits.js'
 import type { PeerDirectory } from '../route/directory.js'
 import { chooseModel } from '../route/model.js'
 import { coverage, findRoute, type RouteCosts } from '../route/route.js'
@@ -96,7 +97,15 @@ export function createClient(cfg: ClientConfig): Client {
   /** Refuses what cannot be run before anything is dialled. */
   function check(req: GenerationRequest): Verification {
     if (req.prompt.length === 0) throw new InputError('the prompt is empty: give at least one token (BOS)')
-    if (!(req.maxTokens >= 1)) throw new InputError('maxTokens must be at least 1')
+    // First, before any per-token work: the prefill is one step, and a node refuses a step longer than this.
+    if (req.prompt.length > MAX_STEP_TOKENS) {
+      throw new InputError(`the prompt is ${req.prompt.length} tokens, and a step may carry at most ${MAX_STEP_TOKENS}: send a shorter prompt`)
+    }
+    // Ids travel packed in an Int32Array: a larger one would wrap into another token, not fail.
+    const bad = req.prompt.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id <= 2 ** 31 - 1))
+    if (bad >= 0) throw new InputError(`prompt[${bad}] is ${req.prompt[bad]}: token ids are integers from 0 to ${2 ** 31 - 1}`)
+    // The upper bound is the model's context, which the nodes enforce (they know it); here only a count.
+    if (!Number.isSafeInteger(req.maxTokens) || req.maxTokens < 1) throw new InputError(`maxTokens must be an integer of at least 1, not ${req.maxTokens}`)
     const v = normalizeVerification(req.verification ?? cfg.verification)
     if (v.mode === 'optimistic' && cfg.board === undefined)
       throw new InputError("optimistic verification needs a claim board to post to: ask the relay's API, or give the client a board")
