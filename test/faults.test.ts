@@ -15,19 +15,16 @@ import { join } from 'node:path'
 import { startRelay } from '../relay/relay.js'
 import { startNode } from '../native-node/node.js'
 import { parseFault } from '../shared/node/fault.js'
-import { mulberry32 } from '../shared/rng.js'
 import type { GenerationRequest, GenerationResult } from '../shared/client/types.js'
 import type { Client, ClientConfig } from '../shared/client/client.js'
-import type { Ledger } from '../shared/ledger/types.js'
 import { CircuitBreaker } from '../shared/client/breaker.js'
 import { CircuitOpenError } from '../shared/errors.js'
 import { reference } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { waitFor } from './helpers/network.js'
 import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
-import { memoryNet, type MemoryNet, type MemoryPeer } from './helpers/memory-net.js'
-import { memoryClient } from './helpers/memory-client.js'
-import { memoryBoard } from './helpers/memory-board.js'
+import type { MemoryPeer } from './helpers/memory-net.js'
+import { drillNetwork as drill, type Drill } from './helpers/memory-drill.js'
 
 let model: ModelRunners
 
@@ -36,36 +33,9 @@ async function run(client: Client, req: GenerationRequest): Promise<GenerationRe
   for (let r = await gen.next(); ; r = await gen.next()) if (r.done === true) return r.value
 }
 
-interface Drill {
-  add: MemoryNet['add']
-  client: Client
-  ledger: Ledger
-  honest: MemoryPeer[]
-  stop: () => Promise<void>
-}
-
-/**
- * Honest peers and a client as the relay's: its ledger link and claim board, fast bans, and one
- * seeded draw shared by client and board, as relay.ts shares `client.random`.
- */
-async function drillNetwork(honestLayers: Array<[number, number]>, seed: number | undefined, cfg: Partial<ClientConfig> = {}): Promise<Drill> {
-  const net = memoryNet(model)
-  const honest: MemoryPeer[] = []
-  for (const layers of honestLayers) honest.push(await net.add({ layers }))
-  const random = seed === undefined ? undefined : mulberry32(seed)
-  const rig = await memoryBoard(net, random === undefined ? {} : { random })
-  const client = memoryClient(net, { ledger: rig.link, board: rig.board, banMs: 1, ...(random === undefined ? {} : { random }), ...cfg })
-  return {
-    add: net.add,
-    client,
-    ledger: rig.ledger,
-    honest,
-    stop: async () => {
-      await rig.close()
-      net.stop()
-    }
-  }
-}
+/** Honest peers on these layers and a client as the relay's (helpers/memory-drill.ts). */
+const drillNetwork = async (honest: Array<[number, number]>, seed: number | undefined, client: Partial<ClientConfig> = {}): Promise<Drill> =>
+  await drill(model, { honest, seed, client })
 
 async function listed(client: Client, peer: string): Promise<void> {
   await waitFor(async () => (await client.network()).peers.some((p) => p.peer === peer), 10_000)

@@ -8,16 +8,13 @@
  * relay itself (its HTTP API, its claims file across a restart) is test/optimistic-http.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mulberry32 } from '../shared/rng.js'
 import type { Client } from '../shared/client/client.js'
 import type { GenerationRequest, GenerationResult, Settlement } from '../shared/client/types.js'
-import type { Ledger } from '../shared/ledger/types.js'
 import { reference } from './helpers/reference.js'
 import { waitFor } from './helpers/network.js'
 import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
-import { memoryNet, type MemoryNet, type MemoryPeer } from './helpers/memory-net.js'
-import { memoryClient } from './helpers/memory-client.js'
-import { memoryBoard } from './helpers/memory-board.js'
+import type { MemoryPeer } from './helpers/memory-net.js'
+import { drillNetwork, type Drill } from './helpers/memory-drill.js'
 
 let model: ModelRunners
 
@@ -30,39 +27,19 @@ async function run(client: Client, req: GenerationRequest): Promise<{ result: Ge
   }
 }
 
-interface Drill {
-  add: MemoryNet['add']
-  client: Client
-  ledger: Ledger
-  honest: MemoryPeer[]
-  stop: () => Promise<void>
-}
-
 /** Four honest peers; client and board share one seeded draw and fast bans, as the relay's do. */
 async function network(seed: number): Promise<Drill> {
-  const net = memoryNet(model)
-  const honest: MemoryPeer[] = []
-  for (const layers of [
-    [0, 2],
-    [0, 2],
-    [2, 5],
-    [2, 5]
-  ] as Array<[number, number]>)
-    honest.push(await net.add({ layers }))
-  const random = mulberry32(seed)
-  const rig = await memoryBoard(net, { random })
-  const client = memoryClient(net, { ledger: rig.link, board: rig.board, banMs: 1, random })
-  await waitFor(async () => (await client.network()).peers.length === 4)
-  return {
-    add: net.add,
-    client,
-    ledger: rig.ledger,
-    honest,
-    stop: async () => {
-      await rig.close()
-      net.stop()
-    }
-  }
+  const d = await drillNetwork(model, {
+    honest: [
+      [0, 2],
+      [0, 2],
+      [2, 5],
+      [2, 5]
+    ],
+    seed
+  })
+  await waitFor(async () => (await d.client.network()).peers.length === 4)
+  return d
 }
 
 /** A faulty peer on [0,2), listed. */

@@ -5,6 +5,7 @@
  */
 import type { NetworkView } from '../sdk.js'
 import type { LedgerEntry, PeerStanding } from '../../../shared/ledger/types.js'
+import type { BoardStats } from '../../../shared/optimistic/stats.js'
 import { TesseraError } from '../../../shared/errors.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
 
@@ -165,15 +166,6 @@ interface LedgerReply {
   audit: LedgerEntry[]
   chainOk: boolean
 }
-interface ClaimStats {
-  pending: number
-  final: number
-  overturned: number
-  challenges: number
-  frivolous: number
-  meanFinalMs: number
-  refereeBlocks: { ran: number; of: number }
-}
 
 /** Standings (blacklisted first, then by reputation) and the newest audit entries. */
 async function pollLedger(): Promise<void> {
@@ -235,7 +227,7 @@ async function pollLedger(): Promise<void> {
   try {
     const res = await fetch(`${relayOrigin()}/api/claims`, { cache: 'no-store' })
     if (!res.ok) throw new TesseraError('BAD_REPLY', `HTTP ${res.status}`)
-    const c = (await res.json()) as ClaimStats
+    const c = (await res.json()) as BoardStats
     const settled = c.final + c.overturned
     Object.assign(ui.claims.dataset, { pending: String(c.pending), final: String(c.final), overturned: String(c.overturned) })
     const challenged = settled > 0 ? ((100 * c.challenges) / settled).toFixed(1) : '0'
