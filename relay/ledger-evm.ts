@@ -156,6 +156,8 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
         return { slashed: r.slashed, amount: r.amount, reason: r.reason }
       }
       await labeled(e.accused, reporter)
+      // Unlike SQLite, a reporter without standing is still paid: the contract credits whatever key it is given,
+      // and no key is safe to burn into (the first funder of a fresh key owns it). Burning needs a contract change.
       try {
         const r = await send('slash', [peerKey(e.accused), id, EVIDENCE_KINDS.indexOf(e.kind), peerKey(reporter), reason])
         return { slashed: true, amount: slashedAmount(r), reason }

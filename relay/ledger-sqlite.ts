@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3'
 import { InputError } from '../shared/errors.js'
-import { applyObservation, applySlash, applyStake, evidenceHash, initialStanding, makeEntry, verifyChain } from '../shared/ledger/rules.js'
+import { applyObservation, applySlash, applyStake, evidenceHash, hasStanding, initialStanding, makeEntry, verifyChain } from '../shared/ledger/rules.js'
 import {
   DEFAULT_RULES,
   type Evidence,
@@ -141,6 +141,9 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
         const before = get(e.accused)
         const { standing, amount, reward } = applySlash(before, rules)
         put(standing)
+        // The reward goes only to a reporter with standing (staked, not blacklisted), as of now: an id
+        // anyone can type (an HTTP caller's `reporter`) earns nothing, and that share is burned with the rest.
+        const paid = reward > 0 && hasStanding(get(reporter))
         const data = {
           evidence: id,
           kind: e.kind,
@@ -149,11 +152,12 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
           detail: e.detail,
           stake: standing.stake,
           reputation: standing.reputation,
-          slashed: standing.slashed
+          slashed: standing.slashed,
+          ...(reward > 0 && !paid ? { rewardBurned: true } : {})
         }
         const entry = append({ kind: 'slash', peer: e.accused, amount, data })
         q.use.run(id, e.accused, e.kind, entry.seq)
-        if (reward > 0) {
+        if (paid) {
           const prev = get(reporter)
           const r = { ...prev, stake: prev.stake + reward }
           put(r)

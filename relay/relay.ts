@@ -15,7 +15,6 @@ import type { Manifest } from '../shared/manifest.js'
 import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
 import { logger } from '../shared/log.js'
 import { cachedLedgerLink } from '../shared/client/ledger-link.js'
-import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
 import type { Ledger } from '../shared/ledger/types.js'
 import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
 import { readManifest } from '../host/model-store.js'
@@ -25,6 +24,7 @@ import { createRegistry, handleRegistry, type Registry } from './registry.js'
 import { createHttpApp, serveHttp } from './http.js'
 import { createMetricsRegistry } from './metrics.js'
 import { openSqliteLedger } from './ledger-sqlite.js'
+import { ledgerEvidenceChecker } from './evidence.js'
 import { samplingSetups, zkEntriesOf } from './zk.js'
 
 export type { RelayOptions } from './config.js'
@@ -53,9 +53,9 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const zkEntries = await zkEntriesOf(o.zk)
   // A kept key keeps the peer id, so the multiaddr nodes announce to still names this relay after a restart.
   const privateKey = o.privateKey ?? (await loadOrCreateKey(o.keyFile))
-  // The checker asks the ledger whether a witness is blacklisted: bound once both exist.
+  // The checker asks the ledger for a witness's standing (staked, not blacklisted: relay/evidence.ts): bound once both exist.
   let ledgerRef: Ledger | undefined
-  const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledgerRef!.isBlacklisted(p)), zkModels: (name) => zkEntries.get(name) })
+  const checker = ledgerEvidenceChecker({ standing: async (p) => await ledgerRef!.standing(p), zkModels: (name) => zkEntries.get(name) })
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger

@@ -77,6 +77,32 @@ describe('SQLite ledger', () => {
 
   ledgerContract(async (checker) => await ledgerAt(join(tempDir('ledger'), 'l.db'), checker))
 
+  it('pays the reward only to a reporter with standing; otherwise it is burned, and the slash entry says so', async () => {
+    const l = await ledgerAt(join(tempDir('ledger'), 'l.db'))
+    await l.stake('cheat', 100)
+    await l.stake('honest', 10)
+    await l.stake('outcast', 10)
+    for (let i = 0; i < 5; i++) await l.observe('outcast', false)
+    expect(await l.isBlacklisted('outcast')).toBe(true)
+    for (const [n, reporter] of [
+      [1, 'mallory'],
+      [2, 'outcast']
+    ] as const) {
+      expect((await l.slash(evidence(n), reporter)).slashed).toBe(true)
+      expect((await l.audit()).at(-1)).toMatchObject({ kind: 'slash', peer: 'cheat', data: { reporter, rewardBurned: true } })
+    }
+    expect((await l.standing('mallory')).stake).toBe(0)
+    expect((await l.standing('outcast')).stake).toBe(10)
+    expect((await l.slash(evidence(3), 'honest')).amount).toBe(12.5)
+    expect((await l.audit()).slice(-3).map((e) => [e.kind, e.peer, e.amount, e.data.rewardBurned])).toEqual([
+      ['slash', 'cheat', 12.5, undefined],
+      ['reward', 'honest', 6.25, undefined],
+      ['blacklist', 'cheat', undefined, undefined]
+    ])
+    expect((await l.audit()).filter((e) => e.kind === 'reward')).toHaveLength(1)
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
   it('survives reopening, and the chain verifies from genesis and keeps growing', async () => {
     const path = join(tempDir('ledger'), 'l.db')
     const l = await ledgerAt(path)

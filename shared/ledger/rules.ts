@@ -33,6 +33,20 @@ export function applyObservation(s: PeerStanding, ok: boolean, rules: LedgerRule
   return { ...next, blacklisted: shouldBlacklist(next, rules) }
 }
 
+/**
+ * Standing: what a peer must have for its word to count, as a witness, referee or winner in
+ * evidence, and as a reporter to be paid. The ledger must know it as a staked peer (stake > 0) and
+ * not blacklisted: a key that never joined testifies to nothing and earns nothing, so evidence made
+ * of fresh keys (anyone can mint them) cannot frame an honest peer. Returns why not, or undefined.
+ */
+export function standingRefusal(s: PeerStanding): string | undefined {
+  if (s.blacklisted) return 'blacklisted'
+  if (!(s.stake > 0)) return 'no stake: not a peer that joined'
+  return undefined
+}
+
+export const hasStanding = (s: PeerStanding): boolean => standingRefusal(s) === undefined
+
 /** A valid slash: the accused loses `slashFraction` of its stake and reputation; `reward` goes to the reporter, the rest is burned. */
 export function applySlash(s: PeerStanding, rules: LedgerRules): { standing: PeerStanding; amount: number; reward: number } {
   const amount = s.stake * rules.slashFraction

@@ -54,7 +54,8 @@ export interface PeerStanding {
 export interface Ledger {
   stake(peer: string, amount: number): Promise<PeerStanding>
   /**
-   * Re-checks the evidence; valid → slash `slashFraction` of the accused's stake, reward `rewardFraction` of that to `reporter`,
+   * Re-checks the evidence; valid → slash `slashFraction` of the accused's stake, reward `rewardFraction` of that to `reporter`
+   * if it has standing (staked, not blacklisted: rules.ts `hasStanding`; else that share is burned, `data.rewardBurned` on the slash),
    * reputation down, blacklist past the threshold; invalid → a 'reject' audit entry and nothing else changes.
    */
   slash(evidence: Evidence, reporter: string): Promise<{ slashed: boolean; amount: number; reason: string }>

@@ -84,10 +84,27 @@ export function disputeEvidence(
   return { kind: 'dispute', accused: loser.peer, receipts: [loser.receipt, winner.receipt, part, encodeOpenings(layer, openings)], detail }
 }
 
+/**
+ * Whether a peer may testify: true, or false / a string saying why not (false reads "blacklisted",
+ * what the older callers' predicate meant). The relay passes the ledger's standing rule
+ * (relay/evidence.ts). It is asked when the evidence is reported, never when the log is re-verified.
+ */
+export type MayWitness = (peer: string) => Promise<boolean | string>
+
+/** Why the first of `peers` that may not testify may not, or undefined when all may. */
+export async function witnessRefusal(mayWitness: MayWitness | undefined, peers: string[]): Promise<string | undefined> {
+  if (mayWitness === undefined) return undefined
+  for (const p of peers) {
+    const may = await mayWitness(p)
+    if (may !== true) return `${p} may not witness (${may === false ? 'blacklisted' : may})`
+  }
+  return undefined
+}
+
 const agree = (a: Fingerprint, b: Fingerprint): boolean => compareFingerprints(a, b).verdict === 'match'
 
 /** Re-checks dispute evidence (see the top of this file): valid when the referee and the winner agree on block L and the accused does not. */
-export async function checkDisputeEvidence(e: Evidence, mayWitness?: (peer: string) => Promise<boolean>): Promise<{ valid: boolean; reason: string }> {
+export async function checkDisputeEvidence(e: Evidence, mayWitness?: MayWitness): Promise<{ valid: boolean; reason: string }> {
   const no = (reason: string): { valid: false; reason: string } => ({ valid: false, reason })
   if (e.receipts.length !== 4) return no(`dispute evidence is two hop receipts, a part statement and the openings; got ${e.receipts.length} records`)
   let loser: ReceiptBody, winner: ReceiptBody, part: PartBody
@@ -154,7 +171,9 @@ export async function checkDisputeEvidence(e: Evidence, mayWitness?: (peer: stri
     if (!agree(tailFingerprint(cw, rows), ref)) return no(`the referee does not agree with ${winner.peer} on block ${layer}`)
     const against = compareFingerprints(tailFingerprint(cl, rows), ref)
     if (against.verdict === 'match') return no(`the accused agrees with the referee on block ${layer}`)
-    for (const p of [winner.peer, part.peer]) if (mayWitness !== undefined && !(await mayWitness(p))) return no(`${p} may not witness (blacklisted)`)
+    // The winner and the referee must have standing (staked, not blacklisted): fresh keys cannot convict.
+    const refused = await witnessRefusal(mayWitness, [winner.peer, part.peer])
+    if (refused !== undefined) return no(refused)
     const what = layer === b ? `the head of [${a},${b})` : `block ${layer} of [${a},${b})`
     return {
       valid: true,

@@ -7,7 +7,7 @@
 import { bytesToHex } from '../hash.js'
 import type { Evidence, EvidenceChecker } from '../ledger/types.js'
 import { compareFingerprints, decodeFingerprint, tailFingerprint, type Fingerprint } from './fingerprint.js'
-import { checkDisputeEvidence } from './dispute.js'
+import { checkDisputeEvidence, witnessRefusal, type MayWitness } from './dispute.js'
 import type { ZkModelEntry } from '../zk/types.js'
 import { openReceipt, type ReceiptBody } from './receipt.js'
 
@@ -24,8 +24,8 @@ export function mismatchEvidence(
 }
 
 export interface CheckerOptions {
-  /** Whether a witness may testify (the ledger passes "not blacklisted"). */
-  mayWitness?: (peer: string) => Promise<boolean>
+  /** Whether a witness (a referee, a dispute's winner) may testify; the relay passes the ledger's standing rule (relay/evidence.ts). */
+  mayWitness?: MayWitness
   /** The ZK models' published entries, to re-verify a forged proof (kind 'proof'). */
   zkModels?: (name: string) => ZkModelEntry | undefined
 }
@@ -71,9 +71,12 @@ export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker 
       const against = tails.map((t) => compareFingerprints(fa, t))
       const agreeing = against.findIndex((c) => c.verdict === 'match')
       if (agreeing >= 0) return no(`the accused agrees with ${witnesses[agreeing].peer}`)
-      for (const w of witnesses) {
-        if (o.mayWitness !== undefined && !(await o.mayWitness(w.peer))) return no(`${w.peer} may not witness (blacklisted)`)
-      }
+      // Only witnesses with standing count (staked, not blacklisted: shared/ledger/rules.ts), else fresh keys frame anyone.
+      const refused = await witnessRefusal(
+        o.mayWitness,
+        witnesses.map((w) => w.peer)
+      )
+      if (refused !== undefined) return no(refused)
       const worst = against.reduce((a, b) => (a.distance < b.distance ? a : b))
       return {
         valid: true,

@@ -77,6 +77,8 @@ export function ledgerContract(open: (checker?: EvidenceChecker) => Promise<Ledg
     const checker = fakeChecker()
     const l = await open(checker)
     await l.stake('cheat', 100)
+    // The reporter is a staked peer: only a reporter with standing is paid a reward.
+    await l.stake('honest', 1)
     const before = await l.standings()
     expect(await l.slash(evidence(1, 'cheat', false), 'honest')).toEqual({ slashed: false, amount: 0, reason: 'invalid evidence: receipts agree' })
     expect(await l.standings()).toEqual(before)
@@ -90,7 +92,7 @@ export function ledgerContract(open: (checker?: EvidenceChecker) => Promise<Ledg
     expect(checker.check).toHaveBeenCalledTimes(2)
     expect(await l.slash(evidence(3), 'cheat')).toMatchObject({ slashed: false, reason: 'a peer cannot report itself' })
     expect(await l.standings()).toEqual(after)
-    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
+    expect((await l.audit()).map((e) => e.kind)).toEqual(['stake', 'stake', 'reject', 'slash', 'reward', 'reject', 'reject'])
     await expect(l.slash({ ...evidence(4), receipts: ['x' as unknown as Uint8Array] }, 'honest')).rejects.toThrow(InputError)
   })
 

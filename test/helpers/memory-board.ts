@@ -7,7 +7,7 @@
 import { join } from 'node:path'
 import { ClaimBoard } from '../../shared/optimistic/board.js'
 import { cachedLedgerLink, type LedgerLink } from '../../shared/client/ledger-link.js'
-import { receiptEvidenceChecker } from '../../shared/verify/evidence.js'
+import { ledgerEvidenceChecker } from '../../relay/evidence.js'
 import type { Evidence, Ledger } from '../../shared/ledger/types.js'
 import { openSqliteLedger } from '../../relay/ledger-sqlite.js'
 import { TEST_TIMEOUTS } from './memory-client.js'
@@ -34,7 +34,8 @@ export interface BoardRig {
  */
 export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random?: () => number } = {}): Promise<BoardRig> {
   let ledger: Ledger | undefined
-  const checker = receiptEvidenceChecker({ mayWitness: async (p) => !(await ledger!.isBlacklisted(p)) })
+  // The relay's own rule: a witness counts only when the ledger knows it as a staked peer.
+  const checker = ledgerEvidenceChecker({ standing: async (p) => await ledger!.standing(p) })
   ledger = await openSqliteLedger(join(tempDir('memnet-ledger'), 'ledger.sqlite'), checker)
   const l = ledger
   for (const p of net.peers) await l.stake(p.id, JOIN_STAKE)
