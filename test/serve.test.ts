@@ -88,4 +88,24 @@ describe('serve limits', () => {
     expect(err).toBeInstanceOf(HopError)
     expect((err as HopError).code).toBe('EXPIRED')
   })
+
+  it('refuses non-finite hidden states with MALFORMED rather than signing NaN', async () => {
+    const { peer, protocol } = await serve({})
+    const dim = preset('tiny').dim
+    // The second shard takes hidden states: one row with a NaN in it, one with an Infinity.
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
+      const hidden = new Float32Array(dim).fill(0.1)
+      hidden[3] = bad
+      const hop = await openRemoteHop(dialerFor(protocol), peer, runners[1].shard.layers, root, `nan-${bad}`, T)
+      const err = await hop.forward({ hidden, seq: 1 }, 0).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(HopError)
+      expect((err as HopError).code).toBe('MALFORMED')
+      expect((err as HopError).message).toMatch(new RegExp(`hidden states must be finite: value 3 is ${bad}`))
+    }
+    // A finite row on a fresh session is served as ever.
+    const ok = await openRemoteHop(dialerFor(protocol), peer, runners[1].shard.layers, root, 'finite', T)
+    const out = await ok.forward({ hidden: new Float32Array(dim).fill(0.1), seq: 1 }, 0)
+    expect(out.seq).toBe(1)
+    ok.close()
+  })
 })

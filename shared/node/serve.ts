@@ -200,6 +200,11 @@ function openChain(runners: ShardRunner[], [a, b]: [number, number]): ShardSessi
 
 async function forwardChecked(s: ShardSession, input: Parameters<ShardSession['forward']>[0], seq: number): Promise<HopOutput> {
   if ('tokens' in input && input.tokens.length !== seq) throw new ProtocolError('MALFORMED', `tokens hold ${input.tokens.length} ids but seq is ${seq}`)
+  // A node signs what it computed from what it was fed: NaN or Inf in, NaN out, under our name.
+  if ('hidden' in input) {
+    const at = input.hidden.findIndex((v) => !Number.isFinite(v))
+    if (at >= 0) throw new ProtocolError('MALFORMED', `hidden states must be finite: value ${at} is ${input.hidden[at]}`)
+  }
   try {
     return await s.forward(input)
   } catch (err) {
