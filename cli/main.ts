@@ -13,6 +13,7 @@ import { registerPlan } from './commands/plan.js'
 import { registerUp } from './commands/up.js'
 import { registerNode } from './commands/node.js'
 import { registerRelay } from './commands/relay.js'
+import { registerStake } from './commands/stake.js'
 import { registerZk } from './commands/zk.js'
 
 const program = new Command('tessera')
@@ -28,6 +29,7 @@ registerPlan(program)
 registerUp(program)
 registerNode(program)
 registerRelay(program)
+registerStake(program)
 registerZk(program)
 
 // commander reports its own usage errors (unknown option, bad value) and exits; what reaches the

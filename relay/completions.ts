@@ -7,6 +7,7 @@ import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { GenerationRequest, GenerationResult, Generator, NetworkView, TokenEvent } from '../shared/client/types.js'
 import type { ClaimBoard } from '../shared/optimistic/board.js'
+import type { Manifest } from '../shared/manifest.js'
 import { chooseModel } from '../shared/route/model.js'
 import { TesseraError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
@@ -35,6 +36,8 @@ export interface CompletionDeps {
   tokenizer?: (model: string) => Tokenizer | undefined
   /** Sends optimistic settlements to webhooks, and remembers them across restarts. */
   board?: Pick<ClaimBoard, 'notify'>
+  /** Manifests of the models this relay serves: their context bounds max_tokens. */
+  models?: Array<{ manifest: Manifest }>
 }
 
 export function errorResponse(c: Context, err: unknown): Response {
@@ -58,14 +61,33 @@ interface Prepared {
  * will route to (chooseModel, the client's own rule). When no model is fully served there is none,
  * and `unavailable` says why, for a prompt that cannot be read without one.
  */
-function promptModel(view: NetworkView, want: string | undefined): { name?: string; unavailable?: TesseraError } {
-  if (want !== undefined) return { name: want }
+function promptModel(view: NetworkView, want: string | undefined): { name?: string; root?: string; unavailable?: TesseraError } {
+  if (want !== undefined) return { name: want, root: view.models.find((m) => m.name === want || m.root === want)?.root ?? want }
   try {
-    return { name: chooseModel(view.models).name }
+    const m = chooseModel(view.models)
+    return { name: m.name, root: m.root }
   } catch (err) {
     if (err instanceof TesseraError) return { unavailable: err }
     throw err
   }
+}
+
+/**
+ * OpenAI's length semantics: prompt and completion share the model's context, so a max_tokens
+ * past it stops there (finish_reason "length") instead of computing to the end and failing; a
+ * prompt that leaves no room is refused before anything runs. A model this relay does not serve
+ * has no manifest here: its nodes enforce the context.
+ */
+function boundedMaxTokens(deps: CompletionDeps, root: string | undefined, prompt: number[], asked: number): number {
+  const context = deps.models?.find((m) => m.manifest.root === root)?.manifest.config.maxSeqLen
+  if (context === undefined) return asked
+  if (prompt.length >= context) {
+    throw new BadRequest(
+      `the prompt is ${prompt.length} tokens and the model's context is ${context}: no room for a completion; send a shorter prompt`,
+      'context_length_exceeded'
+    )
+  }
+  return Math.min(asked, context - prompt.length)
 }
 
 /** Validates the body, picks the tokenizer and turns the prompt into ids. */
@@ -93,7 +115,7 @@ function prepare(deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
   if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
   const req: GenerationRequest = {
     prompt,
-    maxTokens: p.maxTokens,
+    maxTokens: boundedMaxTokens(deps, chosen.root, prompt, p.maxTokens),
     temperature: p.temperature,
     topP: p.topP,
     seed: p.seed,

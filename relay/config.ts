@@ -8,8 +8,9 @@
 import { join } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import type { ClientConfig } from '../shared/client/client.js'
-import { MAX_MESSAGE_BYTES } from '../shared/protocol/limits.js'
+import { MAX_MESSAGE_BYTES, RECORD_TTL_MS } from '../shared/protocol/limits.js'
 import type { EvmLedgerConfig } from './ledger-evm.js'
+import type { Reexecute } from '../shared/verify/reexec.js'
 
 export interface RelayOptions {
   /** HTTP port (0 = any free one). */
@@ -28,8 +29,10 @@ export interface RelayOptions {
    * the TesseraStake contract and are rebuilt from its events; the SQLite file keeps only claims.
    */
   evm?: EvmLedgerConfig
-  /** Stake granted to a peer the first time it announces (the embedded ledger has no token to buy stake with). */
+  /** Stake granted to any peer the first time it announces: off by default (RELAY_DEFAULTS.joinStake says why); for open test networks. */
   joinStake?: number
+  /** Stake granted on first announce to these peers only (the operator's allow-list: `--stake-file`), whatever joinStake says. */
+  stakeFor?: ReadonlyMap<string, number>
   /** ZK models whose entries (verification key, weight commitment) the relay publishes and checks proofs against. */
   zk?: string[]
   /**
@@ -49,6 +52,12 @@ export interface RelayOptions {
   privateKey?: PrivateKey
   /** The largest HTTP request body the API accepts, in bytes (HTTP_DEFAULTS.maxBodyBytes says why its default). */
   maxBodyBytes?: number
+  /**
+   * Re-runs a disputed hop over the shards this relay serves, so that evidence carrying the hop's
+   * inputs is judged by recomputation, not by witnesses (shared/verify/reexec.ts). The relay may not
+   * import native-node/: the CLI composes it (native-node/reexec.ts).
+   */
+  reexecute?: Reexecute
 }
 
 /** The ports `tessera relay` and `tessera up` listen on unless told otherwise: what the docs and pages name. */
@@ -66,8 +75,17 @@ export const RELAY_DEFAULTS = {
   host: '127.0.0.1',
   /** In the working directory's .tessera/, beside the chain files; created on first start. */
   ledger: join('.tessera', 'ledger.sqlite'),
-  /** A slash takes half (shared/ledger DEFAULT_RULES): a newcomer still has stake at its third slash, which blacklists it. */
-  joinStake: 100,
+  /**
+   * 0: an identity costs nothing to make, so stake granted on a first announce would make sybils free
+   * (each fresh key a staked witness, voter and reporter). Stake comes from the operator
+   * (`tessera stake`, `--stake-file`, `tessera up` for its own nodes); `--join-stake` opts an open test network in.
+   */
+  joinStake: 0,
+  /**
+   * What `tessera up` stakes each node it starts with. A slash takes half (shared/ledger DEFAULT_RULES):
+   * a peer still has stake at its third slash, which blacklists it.
+   */
+  operatorStake: 100,
   /** 1 s: metrics, /api/network and the blacklist lag an announce or a slash by a second at most, for one registry and one ledger read. */
   viewRefreshMs: 1000
 } as const
@@ -80,10 +98,22 @@ export const HTTP_DEFAULTS = {
    * token ids a node takes in one step (MAX_STEP_TOKENS), and bounds what one request makes the relay read.
    */
   maxBodyBytes: 1024 * 1024,
-  /** Evidence is a handful of receipts: a few KiB at most. */
-  maxEvidenceChars: 256 * 1024,
+  /**
+   * Evidence is a handful of receipts and, for the relay to re-execute the disputed hop, every row
+   * that hop was fed: only the body limit (maxBodyBytes, --max-body) bounds it. Such a report costs
+   * the relay a prefill, so one remote address may POST a burst of 6, then 6 a minute (429 beyond).
+   */
+  reexecBurst: 6,
+  reexecPerMinute: 6,
   /** A claim carries every row each hop was fed: as large as a step may be, in base64, plus its receipts. */
   maxClaimChars: Math.ceil((MAX_MESSAGE_BYTES * 4) / 3) + 1024 * 1024,
+  /**
+   * Claims one remote address may POST to /api/claims: a burst of 20, then 60 a minute. Each claim
+   * is held and audited for up to an hour, so an unbounded poster could fill the board (its bound:
+   * shared/optimistic/config.ts maxPending); a client posts one claim per generation.
+   */
+  claimBurst: 20,
+  claimsPerMinute: 60,
   /** Values in a ZK input: the seeded models take 64 at most; this bounds what one request makes the relay parse. */
   maxZkInput: 4096,
   /** Audit entries `GET /api/ledger` returns (the newest): enough for a page, small enough to poll each second. */
@@ -102,7 +132,18 @@ export const REGISTRY_DEFAULTS = {
   /** A request is one small message: a peer that sends nothing for 10 s is not going to. */
   readTimeoutMs: 10_000,
   /** Every node re-announces and every client lists peers: room for a busy network's bursts. */
-  maxInboundStreams: 256
+  maxInboundStreams: 256,
+  /** The protocol's TTL: peers re-announce every third of it, so a record claiming a later expiry is listed this long at most. */
+  ttlMs: RECORD_TTL_MS,
+  /**
+   * Distinct reporters (remote addresses; the relay's own client is one) whose failed dials drop a
+   * record: one client's bad link drops nothing, and a dropped live peer is back at its next announce.
+   */
+  unreachableReports: 3,
+  /** A report of a failed dial counts this long: two TTLs, long after a live peer has re-announced. */
+  unreachableWindowMs: 2 * RECORD_TTL_MS,
+  /** Weight of the newest measured step in a peer's speed: a few steps settle it, one outlier does not. */
+  speedAlpha: 0.3
 } as const
 
 /** The chain tooling (relay/chain/) and the EVM ledger. */
@@ -134,7 +175,7 @@ export const CHAIN_DEFAULTS = {
 } as const
 
 /** Options that stay optional once resolved: absent means none (for the keys: a fresh identity). */
-type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey'
+type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey' | 'stakeFor' | 'reexecute'
 export type ResolvedRelayOptions = Required<Omit<RelayOptions, Unset>> & Pick<RelayOptions, Unset>
 
 /** Every option with its default filled in: startRelay reads only this. */
@@ -149,11 +190,13 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     ledger: o.ledger ?? RELAY_DEFAULTS.ledger,
     evm: o.evm,
     joinStake: o.joinStake ?? RELAY_DEFAULTS.joinStake,
+    stakeFor: o.stakeFor,
     zk: o.zk ?? [],
     proveSampling: o.proveSampling ?? false,
     viewRefreshMs: o.viewRefreshMs ?? RELAY_DEFAULTS.viewRefreshMs,
     keyFile: o.keyFile,
     privateKey: o.privateKey,
-    maxBodyBytes: o.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes
+    maxBodyBytes: o.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes,
+    reexecute: o.reexecute
   }
 }

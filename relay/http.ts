@@ -4,16 +4,18 @@
  * without a server (tests); `serveHttp` binds it to a port with @hono/node-server.
  */
 import type { Server } from 'node:http'
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { cors } from 'hono/cors'
 import { routePath } from 'hono/route'
 import { serve } from '@hono/node-server'
 import { serveStatic } from '@hono/node-server/serve-static'
+import { getConnInfo } from '@hono/node-server/conninfo'
 import { Registry } from 'prom-client'
 import type { Generator, NetworkView } from '../shared/client/types.js'
 import type { Manifest } from '../shared/manifest.js'
 import { relayMetrics } from './metrics.js'
+import { reporterAddress } from './registry.js'
 import { fileResponse, indexFiles } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import { BadRequest, jsonError } from './errors.js'
@@ -23,7 +25,8 @@ import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
 import type { Claim, ClaimBoard } from '../shared/optimistic/board.js'
 import { claimFromJson } from '../shared/optimistic/claim-sink.js'
-import { InputError } from '../shared/errors.js'
+import { InputError, TesseraError } from '../shared/errors.js'
+import { postLimit } from '../shared/optimistic/rate.js'
 import { logger } from '../shared/log.js'
 import { streamSSE } from 'hono/streaming'
 import type { ZkModelEntry } from '../shared/zk/types.js'
@@ -31,7 +34,7 @@ import type { SamplingEntry } from '../shared/zk/argmax.js'
 import type { ZkResult } from '../shared/client/zk.js'
 import { bytesToBase64 } from '../shared/base64.js'
 
-const { maxEvidenceChars, maxClaimChars, maxZkInput, auditEntries } = HTTP_DEFAULTS
+const { maxClaimChars, maxZkInput, auditEntries } = HTTP_DEFAULTS
 /** The message of anything thrown, for a reply that quotes it. */
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err))
 
@@ -64,6 +67,8 @@ export interface HttpDeps {
   zk?: { models: () => ZkModelEntry[]; infer: (model: string, input: number[]) => Promise<ZkResult>; sampling?: () => SamplingEntry[] }
   /** The largest body a POST to /v1/* or /api/* may have, in bytes (default HTTP_DEFAULTS.maxBodyBytes); a claim may have maxClaimChars. */
   maxBodyBytes?: number
+  /** A client could not reach `peer` (`POST /api/peers/:peer/unreachable`); true when the registry dropped its record. */
+  unreachable?: (peer: string, reporter: string) => boolean
 }
 
 /** A body limit whose 413 is the API's JSON error, saying the limit and how to raise it. */
@@ -123,6 +128,13 @@ export function createHttpApp(deps: HttpDeps): Hono {
     })
   )
 
+  // A client whose dials to a listed peer fail says so; the record goes once enough distinct addresses did (relay/registry.ts).
+  app.post('/api/peers/:peer/unreachable', (c) => {
+    if (deps.unreachable === undefined) return jsonError(404, 'this relay keeps no registry', 'registry_not_found')
+    const dropped = deps.unreachable(c.req.param('peer'), remoteAddress(c))
+    return c.json({ peer: c.req.param('peer'), dropped })
+  })
+
   app.get('/api/ledger', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const [standings, audit, chain] = await Promise.all([deps.ledger.standings(), deps.ledger.audit(), deps.ledger.verifyAudit()])
@@ -130,22 +142,38 @@ export function createHttpApp(deps: HttpDeps): Hono {
   })
 
   // Anyone may hand in evidence (a browser client that caught a peer): the ledger re-checks it,
-  // so a false accusation changes nothing but the log.
+  // so a false accusation changes nothing but the log. Evidence with the hop's inputs may cost a
+  // re-execution (shared/verify/reexec.ts): those reports are limited per remote address (429).
+  // The body limit bounds the inputs.
+  const reexecPosts = postLimit({ perMinute: HTTP_DEFAULTS.reexecPerMinute, burst: HTTP_DEFAULTS.reexecBurst })
   app.post('/api/evidence', async (c) => {
     if (deps.ledger === undefined) return jsonError(404, 'this relay keeps no ledger', 'ledger_not_found')
     const text = await c.req.text()
-    if (text.length > maxEvidenceChars) return jsonError(413, `evidence over ${maxEvidenceChars} characters`, 'too_large')
     let e: Evidence
     let reporter: string
     try {
       const b = parseJson(text) as Record<string, unknown>
       if (!Array.isArray(b.receipts) || !b.receipts.every((r) => typeof r === 'string')) throw new InputError('receipts must be an array of base64 strings')
       const detail = (b.detail ?? {}) as Record<string, unknown>
-      e = { kind: b.kind as Evidence['kind'], accused: b.accused as string, receipts: b.receipts.map(base64ToBytes), detail }
+      const inputs = b.inputs as Evidence['inputs']
+      if (inputs !== undefined && (typeof inputs !== 'object' || inputs === null || Array.isArray(inputs)))
+        throw new InputError('inputs must be an object { tokens | hidden, seq }')
+      e = {
+        kind: b.kind as Evidence['kind'],
+        accused: b.accused as string,
+        receipts: b.receipts.map(base64ToBytes),
+        detail,
+        ...(inputs !== undefined ? { inputs } : {})
+      }
       reporter = typeof b.reporter === 'string' ? b.reporter : 'anonymous'
     } catch (err) {
-      const why = `evidence must be JSON { kind, accused, receipts: [base64…], detail?, reporter? }: ${messageOf(err)}`
+      const why = `evidence must be JSON { kind, accused, receipts: [base64…], detail?, reporter?, inputs? }: ${messageOf(err)}`
       return errorResponse(c, new BadRequest(why, 'invalid_evidence'))
+    }
+    const wait = e.inputs === undefined ? 0 : reexecPosts.take(remoteAddress(c))
+    if (wait > 0) {
+      const headers = new Headers({ 'Retry-After': String(Math.max(1, Math.ceil(wait / 1000))) })
+      return jsonError(429, `too many evidence reports to re-execute from this address: retry in ${Math.ceil(wait / 1000)} s`, 'rate_limited', headers)
     }
     const outcome = await deps.ledger.slash(e, reporter)
     await deps.onLedgerChange?.()
@@ -153,12 +181,18 @@ export function createHttpApp(deps: HttpDeps): Hono {
   })
 
   // Optimistic results: a claim's state, and an SSE stream that sends its settlement once.
-  const noClaims = { pending: 0, final: 0, overturned: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }
+  const noClaims = { pending: 0, final: 0, overturned: 0, unverified: 0, challenges: 0, frivolous: 0, meanFinalMs: 0 }
   app.get('/api/claims', (c) => c.json(deps.board?.stats() ?? noClaims))
-  // A client outside the relay (a tab, the CLI) posts its optimistic claim; the board audits it.
+  // A client outside the relay (a tab, the CLI) posts its optimistic claim; the board checks every
+  // receipt (a forged one is a 400) and audits it. Posts are limited per remote address (429), and
+  // the board's pending claims are bounded (503): each is held until it settles.
+  const claimPosts = postLimit({ perMinute: HTTP_DEFAULTS.claimsPerMinute, burst: HTTP_DEFAULTS.claimBurst })
+  const retryAfter = (ms: number): Headers => new Headers({ 'Retry-After': String(Math.max(1, Math.ceil(ms / 1000))) })
   app.post('/api/claims', async (c) => {
     const board = deps.board
     if (board === undefined) return jsonError(404, 'this relay keeps no claim board', 'board_not_found')
+    const wait = claimPosts.take(remoteAddress(c))
+    if (wait > 0) return jsonError(429, `too many claims from this address: retry in ${Math.ceil(wait / 1000)} s`, 'rate_limited', retryAfter(wait))
     const text = await c.req.text()
     if (text.length > maxClaimChars) return jsonError(413, `a claim over ${maxClaimChars} characters`, 'too_large')
     let claim: Claim
@@ -168,9 +202,15 @@ export function createHttpApp(deps: HttpDeps): Hono {
     } catch (err) {
       return errorResponse(c, new BadRequest(messageOf(err), 'invalid_claim'))
     }
-    board.submit(claim).catch((err: Error) => {
-      log.warn(`claim ${claim.id}: ${err.message}`)
-    })
+    try {
+      const { settled } = await board.post(claim)
+      settled.catch((err: Error) => {
+        log.warn(`claim ${claim.id}: ${err.message}`)
+      })
+    } catch (err) {
+      if (err instanceof TesseraError && err.code === 'BUSY') return jsonError(503, err.message, 'board_full', retryAfter(60_000))
+      return errorResponse(c, err instanceof TesseraError && err.code === 'BAD_CLAIM' ? err : new BadRequest(messageOf(err), 'invalid_claim'))
+    }
     return c.json({ claim: claim.id, status: 'pending' }, 202)
   })
 
@@ -245,6 +285,16 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.notFound((c) => jsonError(404, `nothing at ${c.req.method} ${c.req.path}`, 'not_found'))
   app.onError((err, c) => errorResponse(c, err))
   return app
+}
+
+/** The caller's address, one reporter however many requests it sends; 'local' without a socket (app.fetch in tests). */
+function remoteAddress(c: Context): string {
+  try {
+    const ip = getConnInfo(c).remote.address
+    return ip === undefined ? 'local' : reporterAddress(ip)
+  } catch {
+    return 'local'
+  }
 }
 
 export interface HttpServer {

@@ -3,7 +3,8 @@
  * order and applied through the pure rules of shared/ledger/rules.ts, so every reader of the chain
  * computes the same standings, the same audit entries and the same hashes. `at` of an entry is
  * its block's timestamp in ms. Withdrawals appear as 'stake' entries (a request with
- * `data.withdrawRequested`, a payout with a negative amount).
+ * `data.withdrawRequested`, a payout with a negative amount). A slash whose reward share the
+ * contract burned (the reporter was unbound or had no standing) says `data.rewardBurned`, as in SQLite.
  */
 import type { Abi, Address, Hex } from 'viem'
 import { TesseraError } from '../shared/errors.js'
@@ -35,6 +36,8 @@ export interface ReplayOptions {
 export interface Replay {
   /** Peer id strings by contract key, as the `Labeled` events published them. */
   readonly labels: ReadonlyMap<Hex, string>
+  /** The address each peer's key bound itself to (`Bound` events): the only reporters rewards are paid to. */
+  readonly bound: ReadonlyMap<Hex, Address>
   /** Stake in wei by contract key: exact, where standings hold units. */
   readonly wei: ReadonlyMap<Hex, bigint>
   readonly standings: ReadonlyMap<Hex, PeerStanding>
@@ -50,6 +53,7 @@ export interface Replay {
 export function eventReplay(o: ReplayOptions): Replay {
   const { rules } = o
   const labels = new Map<Hex, string>()
+  const bound = new Map<Hex, Address>()
   const wei = new Map<Hex, bigint>()
   const standings = new Map<Hex, PeerStanding>()
   const entries: LedgerEntry[] = []
@@ -81,6 +85,9 @@ export function eventReplay(o: ReplayOptions): Replay {
       case 'Labeled':
         labels.set(peer, a.id as string)
         break
+      case 'Bound':
+        bound.set(peer, a.owner as Address)
+        break
       case 'Staked': {
         const s = stakeOf(peer, a.total as bigint)
         set(peer, s)
@@ -108,14 +115,18 @@ export function eventReplay(o: ReplayOptions): Replay {
         wei.set(peer, left)
         const s = { ...next, blacklisted: shouldBlacklist(next, rules) }
         set(peer, s)
+        // The contract pays 0 to a reporter it refuses (reporter 0 is the arbiter's own refusal).
+        const burnedReward = (a.reward as bigint) === 0n && amount() * rules.rewardFraction > 0
+        const reporter = a.reporter as Hex
         const data = {
           evidence: evidence(),
           kind: kindOf(a.kind as number),
-          reporter: name(a.reporter as Hex),
+          reporter: BigInt(reporter) === 0n ? null : name(reporter),
           reason: a.reason,
           stake: s.stake,
           reputation: s.reputation,
-          slashed: s.slashed
+          slashed: s.slashed,
+          ...(burnedReward ? { rewardBurned: true } : {})
         }
         append(at, { kind: 'slash', peer: s.peer, amount: amount(), data })
         break
@@ -176,6 +187,7 @@ export function eventReplay(o: ReplayOptions): Replay {
   let syncing: Promise<void> | undefined
   return {
     labels,
+    bound,
     wei,
     standings,
     entries,

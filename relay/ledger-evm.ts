@@ -15,9 +15,15 @@
  * `slashByProof`: the contract verifies it with the model's registered verifier, so the fault is
  * proven on chain; a counter-proof the contract refuses leaves a 'reject' entry. Other evidence
  * goes through `slash`, on the arbiter's word after the checker's re-check.
+ *
+ * Rewards: only a reporter whose libp2p key signed `bindingMessage` (verified here, in `bind`,
+ * before the contract records the binding) can be paid, and only while it has standing; the
+ * contract burns every other reporter's share, so an id anyone can fund or type earns no one
+ * anything. Stake this ledger's account (the arbiter) sends is a grant the contract keeps locked.
  */
-import { parseEventLogs, type Abi, type Address, type Hex, type TransactionReceipt } from 'viem'
-import { InputError } from '../shared/errors.js'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { getAddress, isAddress, parseEventLogs, type Abi, type Address, type Hex, type TransactionReceipt } from 'viem'
+import { ConfigError, InputError } from '../shared/errors.js'
 import { evidenceHash, verifyChain } from '../shared/ledger/rules.js'
 import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerRules, type PeerStanding } from '../shared/ledger/types.js'
 import type { Groth16Proof } from '../shared/zk/types.js'
@@ -50,22 +56,66 @@ export interface EvmLedger extends Ledger {
   gas(): Array<{ op: string; gas: number }>
   /** The on-chain ZK slash, with everything given explicitly; `slash()` calls it for counter-proof evidence. */
   slashByProof(p: ProofSlash): Promise<{ slashed: boolean; amount: number; reason: string; gas: number }>
-  /** The owner (this ledger's account, for the peers it staked) asks to withdraw; paid after the contract's delay. */
+  /**
+   * The owner (this ledger's account: the first non-arbiter funder, or the address the peer bound) asks to
+   * withdraw; paid after the contract's delay. The arbiter's own stake (a join grant) is never withdrawable.
+   */
   requestWithdraw(peer: string, amount: number): Promise<PeerStanding>
   withdraw(peer: string): Promise<PeerStanding>
+  /** The arbiter takes back (part of) the stake it granted `peer`; no one else can withdraw a grant. */
+  reclaimGrant(peer: string, amount: number): Promise<PeerStanding>
+  /**
+   * Records that `peer` owns `owner` (an EVM address), once the peer's own key signed
+   * bindingMessage(peer, owner, chainId, contract): from then on that address may withdraw its
+   * stake and it may be paid rewards. Refuses (InputError) any other signature.
+   */
+  bind(peer: string, owner: Address, signature: Uint8Array): Promise<PeerStanding>
+  /** Whether `peer` is bound, and to which address. */
+  boundTo(peer: string): Promise<Address | undefined>
   /** Reads new events up to the head (less confirmations); reads and writes call it themselves. */
   sync(): Promise<void>
 }
 
-type Outcome = { slashed: boolean; amount: number; reason: string }
+type Outcome = { slashed: boolean; amount: number; reason: string; matches?: string[] }
+
+const NO_REPORTER: Hex = `0x${'00'.repeat(32)}`
+
+/** What a peer's key signs to bind itself to an address on one contract of one chain (no replay elsewhere). */
+export const bindingMessage = (peer: string, owner: Address, chainId: number, contract: Address): Uint8Array =>
+  new TextEncoder().encode(`tessera-bind:${peer}:${getAddress(owner)}:${chainId}:${getAddress(contract)}`)
+
+/** Whether `signature` is `peer`'s own (Ed25519 or other libp2p key embedded in its id) over the binding. */
+export async function verifyBinding(peer: string, owner: Address, chainId: number, contract: Address, signature: Uint8Array): Promise<boolean> {
+  let key
+  try {
+    key = peerIdFromString(peer).publicKey
+  } catch {
+    return false
+  }
+  if (key === undefined) return false
+  try {
+    return await key.verify(bindingMessage(peer, owner, chainId, contract), signature)
+  } catch {
+    return false
+  }
+}
 
 /** The contract at `config.stakeAddress`, checked to run these rules, with its history replayed. */
 export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceChecker, rules: LedgerRules = DEFAULT_RULES): Promise<EvmLedger> {
   const c: Clients = await connect(config)
   const address = config.stakeAddress
   const abi: Abi = (await stakeArtifact()).abi
-  if ((await c.public.getCode({ address }).catch(() => undefined)) === undefined) {
-    throw new InputError(`there is no contract at ${address} on chain ${config.chainId}: deploy one (tessera chain deploy) or fix the address`)
+  const code = await c.public.getCode({ address }).catch(() => undefined)
+  if (code === undefined || code === '0x') {
+    throw new ConfigError(`there is no contract at ${address} on chain ${config.chainId}: deploy one (tessera chain deploy) or fix the address`)
+  }
+  // A chain shorter than the deployment (a reset node that got a new contract at the same address) has lost its history.
+  const head = await c.public.getBlockNumber({ cacheTime: 0 })
+  if (BigInt(config.fromBlock ?? 0) > head) {
+    throw new ConfigError(
+      `the contract at ${address} was deployed in block ${config.fromBlock} but chain ${config.chainId} is at block ${head}: ` +
+        'the chain was reset and its history is gone; restore its state or deploy anew (tessera chain deploy)'
+    )
   }
   const read = async <T>(functionName: string, args: unknown[] = []): Promise<T> => (await c.public.readContract({ address, abi, functionName, args })) as T
   await checkRules(read, address, rules)
@@ -99,6 +149,15 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
     return { ...replay.get(peerKey(peer)), peer }
   }
   const evidenceId = (e: Evidence): Hex => `0x${evidenceHash(e)}`
+  /**
+   * The reporter key the contract is given for a slash. The contract itself refuses unbound,
+   * unstaked and slash-blacklisted reporters; a reputation blacklist is known off-chain only, so
+   * such a reporter is not named at all (0: the reward is burned).
+   */
+  const payee = (reporter: string): Hex => {
+    const k = peerKey(reporter)
+    return replay.get(k).blacklisted ? NO_REPORTER : k
+  }
   const reject = async (e: Evidence, reporter: string, reason: string): Promise<{ slashed: false; amount: 0; reason: string }> => {
     await labeled(e.accused, reporter)
     await send('reject', [peerKey(e.accused), evidenceId(e), EVIDENCE_KINDS.indexOf(e.kind), peerKey(reporter), reason])
@@ -124,7 +183,7 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
         b,
         cc,
         p.publicSignals.map((s) => BigInt(s)),
-        peerKey(p.reporter)
+        payee(p.reporter)
       ]
       const r = await send('slashByProof', args)
       return { slashed: true, amount: slashedAmount(r), reason, gas: Number(r.gasUsed) }
@@ -139,7 +198,8 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
   }
 
   /** Slashes on checked evidence, under the lock: by counter-proof on chain when there is one, else on the arbiter's word. */
-  async function slashChecked(e: Evidence, reporter: string, id: Hex, reason: string): Promise<Outcome> {
+  async function slashChecked(e: Evidence, reporter: string, id: Hex, reason: string, matches?: string[]): Promise<Outcome> {
+    const m = matches !== undefined ? { matches } : {}
     const counter = e.kind === 'proof' ? (e.detail.counterProof as { proof: Groth16Proof; publicSignals: string[] } | undefined) : undefined
     let claim: Awaited<ReturnType<typeof proofClaim>> | undefined
     try {
@@ -153,14 +213,12 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
       if (counter !== undefined && claim !== undefined) {
         const proof = { accused: e.accused, evidenceId: id, ...claim, proof: counter.proof, publicSignals: counter.publicSignals, reporter }
         const r = await proofSlash(proof, `${reason}; counter-proof verified on chain`, e)
-        return { slashed: r.slashed, amount: r.amount, reason: r.reason }
+        return { slashed: r.slashed, amount: r.amount, reason: r.reason, ...(r.slashed ? m : {}) }
       }
       await labeled(e.accused, reporter)
-      // Unlike SQLite, a reporter without standing is still paid: the contract credits whatever key it is given,
-      // and no key is safe to burn into (the first funder of a fresh key owns it). Burning needs a contract change.
       try {
-        const r = await send('slash', [peerKey(e.accused), id, EVIDENCE_KINDS.indexOf(e.kind), peerKey(reporter), reason])
-        return { slashed: true, amount: slashedAmount(r), reason }
+        const r = await send('slash', [peerKey(e.accused), id, EVIDENCE_KINDS.indexOf(e.kind), payee(reporter), reason])
+        return { slashed: true, amount: slashedAmount(r), reason, ...m }
       } catch (err) {
         if (revertName((err as { cause?: unknown }).cause) === 'EvidenceUsed') return await reject(e, reporter, 'evidence already used')
         throw err
@@ -192,14 +250,16 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
       const id = evidenceId(e)
       if (reporter === e.accused) return await locked(async () => await reject(e, reporter, 'a peer cannot report itself'))
       if (await used(id)) return await locked(async () => await reject(e, reporter, 'evidence already used'))
-      let verdict: { valid: boolean; reason: string }
+      let verdict: { valid: boolean; reason: string; matches?: string[] }
       try {
         verdict = await checker.check(e)
       } catch (err) {
         return await locked(async () => await reject(e, reporter, `checker failed: ${(err as Error).message}`))
       }
       if (!verdict.valid) return await locked(async () => await reject(e, reporter, `invalid evidence: ${verdict.reason}`))
-      return await slashChecked(e, reporter, id, verdict.reason)
+      // Read defensively: only an array of peer ids is passed on.
+      const matches = Array.isArray(verdict.matches) ? verdict.matches.filter((p): p is string => typeof p === 'string') : undefined
+      return await slashChecked(e, reporter, id, verdict.reason, matches)
     },
 
     async slashByProof(p) {
@@ -227,6 +287,31 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
         await send('withdraw', [peerKey(peer)])
         return await standingOf(peer)
       })
+    },
+
+    async reclaimGrant(peer, amount) {
+      const value = toWei(amount)
+      return await locked(async () => {
+        await send('reclaimGrant', [peerKey(peer), value])
+        return await standingOf(peer)
+      })
+    },
+
+    async bind(peer, owner, signature) {
+      if (typeof owner !== 'string' || !isAddress(owner) || BigInt(owner) === 0n) throw new InputError(`not an EVM address: ${String(owner)}`)
+      if (!(signature instanceof Uint8Array) || !(await verifyBinding(peer, owner, config.chainId, address, signature))) {
+        throw new InputError(`the binding of ${peer} to ${owner} is not signed by ${peer}'s own key`)
+      }
+      return await locked(async () => {
+        await labeled(peer)
+        await send('bind', [peerKey(peer), getAddress(owner)])
+        return await standingOf(peer)
+      })
+    },
+
+    async boundTo(peer) {
+      await sync()
+      return replay.bound.get(peerKey(peer))
     },
 
     standing: standingOf,

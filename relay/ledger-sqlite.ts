@@ -13,7 +13,9 @@ import {
   type Ledger,
   type LedgerEntry,
   type LedgerRules,
-  type PeerStanding
+  type PeerStanding,
+  type SlashResult,
+  type Verdict
 } from '../shared/ledger/types.js'
 
 const SCHEMA = `
@@ -98,10 +100,15 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
   // IMMEDIATE takes the write lock up front: a second process on the same file waits instead of forking the chain.
   const atomically = <T>(fn: () => T): T => db.transaction(fn).immediate()
 
-  const reject = (e: Evidence, id: string, reporter: string, reason: string) =>
+  // `matches`: the peers whose receipts the checker's re-execution agreed with, kept in the log and passed on.
+  const reject = (e: Evidence, id: string, reporter: string, reason: string, matches?: string[]): SlashResult =>
     atomically(() => {
-      append({ kind: 'reject', peer: e.accused, data: { evidence: id, kind: e.kind, reporter, reason, detail: e.detail } })
-      return { slashed: false, amount: 0, reason }
+      append({
+        kind: 'reject',
+        peer: e.accused,
+        data: { evidence: id, kind: e.kind, reporter, reason, detail: e.detail, ...(matches !== undefined ? { matches } : {}) }
+      })
+      return { slashed: false, amount: 0, reason, ...(matches !== undefined ? { matches } : {}) }
     })
 
   return {
@@ -128,13 +135,13 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
       const id = evidenceHash(e)
       if (reporter === e.accused) return reject(e, id, reporter, 'a peer cannot report itself')
       if (q.used.get(id) !== undefined) return reject(e, id, reporter, 'evidence already used')
-      let verdict: { valid: boolean; reason: string }
+      let verdict: Verdict
       try {
         verdict = await checker.check(e)
       } catch (err) {
         return reject(e, id, reporter, `checker failed: ${(err as Error).message}`)
       }
-      if (!verdict.valid) return reject(e, id, reporter, `invalid evidence: ${verdict.reason}`)
+      if (!verdict.valid) return reject(e, id, reporter, `invalid evidence: ${verdict.reason}`, verdict.matches)
       return atomically(() => {
         // Checked again under the lock: the same evidence may have been slashed while we awaited the checker.
         if (q.used.get(id) !== undefined) return reject(e, id, reporter, 'evidence already used')
@@ -153,7 +160,8 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
           stake: standing.stake,
           reputation: standing.reputation,
           slashed: standing.slashed,
-          ...(reward > 0 && !paid ? { rewardBurned: true } : {})
+          ...(reward > 0 && !paid ? { rewardBurned: true } : {}),
+          ...(verdict.matches !== undefined ? { matches: verdict.matches } : {})
         }
         const entry = append({ kind: 'slash', peer: e.accused, amount, data })
         q.use.run(id, e.accused, e.kind, entry.seq)
@@ -164,7 +172,7 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
           append({ kind: 'reward', peer: reporter, amount: reward, data: { evidence: id, accused: e.accused, stake: r.stake } })
         }
         blacklistIfNew(before, standing)
-        return { slashed: true, amount, reason: verdict.reason }
+        return { slashed: true, amount, reason: verdict.reason, ...(verdict.matches !== undefined ? { matches: verdict.matches } : {}) }
       })
     },
 

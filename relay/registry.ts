@@ -1,7 +1,9 @@
 /**
  * The relay's directory of capability records. Nodes announce over /tessera/announce/1.0.0;
  * clients read over /tessera/peers/1.0.0 and check the signatures themselves. A record is
- * accepted only from the peer it names, and dropped when it expires.
+ * accepted only from the peer it names, and dropped when it expires (the claim, capped at the
+ * relay's TTL), when the peer's connection to the relay closes, or when several distinct clients
+ * could not reach it. The speed a record claims is not trusted: routing uses what clients measured.
  */
 import { lpStream } from '@libp2p/utils'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
@@ -9,6 +11,9 @@ import { decode, encode } from 'cborg'
 import { ANNOUNCE_PROTOCOL, PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../shared/protocol/capability.js'
 import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES } from '../shared/protocol/limits.js'
 import type { PeerDirectory } from '../shared/route/directory.js'
+import type { GenerationResult, Generator } from '../shared/client/types.js'
+import type { Dialer } from '../shared/client/remote-hop.js'
+import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { ProtocolError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 import { REGISTRY_DEFAULTS } from './config.js'
@@ -22,23 +27,93 @@ export interface Registry extends PeerDirectory {
   remove(peer: string): void
   /** Live records as the peers signed them, for clients that check for themselves. */
   signedRecords(): SignedCapability[]
+  /** What the relay makes of each live record: its expiry (capped at the TTL) and the speed routing should assume. */
+  hints(): RecordHint[]
+  /** A client timed a decode step of `layers` layers on `peer`: `ms` for the round trip. */
+  measured(peer: string, ms: number, layers: number): void
+  /**
+   * `reporter` (a remote address; by default 'relay', the relay's own client) could not reach `peer`.
+   * The record goes once `unreachableReports` distinct reporters said so; true when it went.
+   */
+  unreachable(peer: string, reporter?: string): boolean
+}
+
+/** The relay's view of one record, beside what the peer signed: clients route by these, not by the claim. */
+export interface RecordHint {
+  peer: string
+  /** When the relay stops listing it unless re-announced: the claim, capped at the relay's TTL. */
+  expires: number
+  /** ms per layer and decode step: what clients measured, or, unmeasured, a claim no faster than the measured median. */
+  msPerLayer: number
+  measured: boolean
 }
 
 export interface RegistryOptions {
   now?: () => number
   /** Peers to leave out of every listing (the ledger's blacklist): routing never sees them. */
   excluded?: (peer: string) => boolean
-  /** Called when a peer announces for the first time (the relay stakes it). */
+  /** Called when a peer announces for the first time (the relay may stake it). */
   onJoin?: (cap: Capability) => void
+  /** The longest a record is listed without a fresh announce (ms), whatever expiry it claims. */
+  ttlMs?: number
+  /** Distinct reporters of failed dials that drop a record. */
+  unreachableReports?: number
+  /** How long a report of a failed dial counts (ms). */
+  unreachableWindowMs?: number
+}
+
+interface Entry {
+  cap: Capability
+  signed: SignedCapability
+  /** The claimed expiry, capped at accept time + TTL. */
+  until: number
+}
+
+/** The median of `xs` (non-empty). */
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = s.length >> 1
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
 export function createRegistry(o: RegistryOptions = {}): Registry {
   const now = o.now ?? (() => Date.now())
-  const records = new Map<string, { cap: Capability; signed: SignedCapability }>()
-  const live = (): Array<{ cap: Capability; signed: SignedCapability }> => {
+  const ttlMs = o.ttlMs ?? REGISTRY_DEFAULTS.ttlMs
+  const threshold = o.unreachableReports ?? REGISTRY_DEFAULTS.unreachableReports
+  const windowMs = o.unreachableWindowMs ?? REGISTRY_DEFAULTS.unreachableWindowMs
+  const records = new Map<string, Entry>()
+  // Measured speeds outlive a record: a peer that re-joins is still as slow as it was.
+  const speeds = new Map<string, number>()
+  // Per peer, distinct reporters of failed dials and when each reported. They outlive a re-announce
+  // (a peer that announces but does not serve still adds up), and are cleared when the record is dropped.
+  const reports = new Map<string, Map<string, number>>()
+  const live = (): Entry[] => {
     const t = now()
-    for (const [k, r] of records) if (r.cap.expires < t) records.delete(k)
+    for (const [k, r] of records)
+      if (r.until < t) {
+        records.delete(k)
+        reports.delete(k)
+      }
     return [...records.values()].filter((r) => o.excluded?.(r.cap.peer) !== true)
+  }
+  /** The speed to route by: a measurement wins; a claim counts only where it is no faster than what was measured. */
+  const hintsOf = (entries: Entry[]): RecordHint[] => {
+    const known = entries.map((r) => speeds.get(r.cap.peer)).filter((v) => v !== undefined)
+    const floor = known.length > 0 ? median(known) : 0
+    return entries.map((r) => {
+      const m = speeds.get(r.cap.peer)
+      const claim = Number.isFinite(r.cap.msPerLayer) && r.cap.msPerLayer >= 0 ? r.cap.msPerLayer : Infinity
+      return { peer: r.cap.peer, expires: r.until, msPerLayer: m ?? Math.max(claim, floor), measured: m !== undefined }
+    })
+  }
+  /** Live records as routing should see them: the relay's expiry and speed in place of the claimed ones, measured peers first. */
+  const listed = (): Capability[] => {
+    const entries = live()
+    const hints = hintsOf(entries)
+    return entries
+      .map((r, i) => ({ cap: { ...r.cap, expires: hints[i].expires, msPerLayer: hints[i].msPerLayer }, measured: hints[i].measured }))
+      .sort((a, b) => Number(b.measured) - Number(a.measured))
+      .map((x) => x.cap)
   }
   return {
     async accept(signed, from) {
@@ -49,9 +124,9 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
         if (records.delete(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
         return cap
       }
-      const known = records.has(cap.peer)
-      records.set(cap.peer, { cap, signed })
-      if (!known) {
+      const prev = records.get(cap.peer)
+      records.set(cap.peer, { cap, signed, until: Math.min(cap.expires, now() + ttlMs) })
+      if (prev === undefined) {
         log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
         o.onJoin?.(cap)
       }
@@ -62,29 +137,94 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
     },
     find(peer) {
       const r = records.get(peer)
-      return r !== undefined && r.cap.expires >= now() ? r.cap : undefined
+      return r !== undefined && r.until >= now() ? { ...r.cap, expires: r.until } : undefined
     },
     async list() {
-      return live().map((r) => r.cap)
+      return listed()
     },
-    signedRecords: () => live().map((r) => r.signed)
+    signedRecords: () => live().map((r) => r.signed),
+    hints: () => hintsOf(live()),
+    measured(peer, ms, layers) {
+      if (!(Number.isFinite(ms) && ms >= 0 && Number.isInteger(layers) && layers > 0)) return
+      const x = ms / layers
+      const prev = speeds.get(peer)
+      // A moving average: one slow step (a GC pause, a busy moment) moves it, but does not make it.
+      speeds.set(peer, prev === undefined ? x : prev + REGISTRY_DEFAULTS.speedAlpha * (x - prev))
+    },
+    unreachable(peer, reporter = 'relay') {
+      if (!records.has(peer)) return false
+      const t = now()
+      const by = reports.get(peer) ?? new Map<string, number>()
+      reports.set(peer, by)
+      for (const [who, at] of by) if (t - at > windowMs) by.delete(who)
+      by.set(reporter, t)
+      if (by.size < threshold) return false
+      records.delete(peer)
+      reports.delete(peer)
+      log.info(`peer ${peer.slice(-8)} dropped: ${by.size} reporters could not reach it`)
+      return true
+    }
   }
 }
 
+/**
+ * The relay's own dials, reported to the registry: a peer that refuses the protocol it announced,
+ * over a live connection, does not serve what its record says and goes at once; any other failed
+ * dial is one report of it unreachable (the relay is one reporter among the clients).
+ */
+export function reportingDialer(dialer: Dialer, registry: Pick<Registry, 'remove' | 'unreachable'>): Dialer {
+  return {
+    async dial(peer, protocol, signal) {
+      try {
+        return await dialer.dial(peer, protocol, signal)
+      } catch (err) {
+        if ((err as Error).name === 'UnsupportedProtocolError' && protocol === INFER_PROTOCOL) {
+          registry.remove(peer.peer)
+          log.info(`peer ${peer.peer.slice(-8)} dropped: it does not serve ${protocol}`)
+        } else if (signal?.aborted !== true || (signal.reason as Error | undefined)?.name === 'TimeoutError') registry.unreachable(peer.peer)
+        throw err
+      }
+    }
+  }
+}
+
+/** Times each decode step's hops for the registry: the relay's client measures every peer it routes through. */
+export function measuring(gen: Generator, registry: Pick<Registry, 'measured'>): Generator {
+  return {
+    async *generate(req, signal) {
+      const it = gen.generate(req, signal)
+      try {
+        let r = await it.next()
+        while (r.done !== true) {
+          // Step 0 is the prefill (the whole prompt): only single-token steps compare peers fairly.
+          if (r.value.index > 0) for (const h of r.value.hops) registry.measured(h.peer, h.ms, h.layers[1] - h.layers[0])
+          yield r.value
+          r = await it.next()
+        }
+        return r.value
+      } finally {
+        await it.return(undefined as unknown as GenerationResult).catch(() => {})
+      }
+    }
+  }
+}
+
+export interface RegistryServeOptions {
+  /** The stake a peer holds, for the announce reply: an unstaked peer is told that checked modes will pass it over. */
+  stakeOf?: (peer: string) => Promise<number>
+}
+
 /** Serves the registry's two protocols on the relay's libp2p node. */
-export async function handleRegistry(node: Libp2p, registry: Registry): Promise<void> {
+export async function handleRegistry(node: Libp2p, registry: Registry, so: RegistryServeOptions = {}): Promise<void> {
   // The same limits for both protocols; limited (relayed) connections may announce and list too.
   const streams = { runOnLimitedConnection: true, maxInboundStreams: REGISTRY_DEFAULTS.maxInboundStreams }
-  // A peer reachable only through this relay (a tab) is gone when its connection to us closes.
+  // A peer announces over its own connection to us: when the last one closes, it is gone (or cannot
+  // be told apart from gone), whatever expiry its record claims. A live peer is back at its next announce.
   node.addEventListener('peer:disconnect', (evt) => {
     const peer = evt.detail.toString()
-    void registry.list().then((caps) => {
-      const cap = caps.find((c) => c.peer === peer)
-      if (cap?.addrs.every((a) => a.includes('/p2p-circuit'))) {
-        registry.remove(peer)
-        log.info(`peer ${peer.slice(-8)} disconnected`)
-      }
-    })
+    if (registry.find(peer) === undefined) return
+    registry.remove(peer)
+    log.info(`peer ${peer.slice(-8)} disconnected`)
   })
 
   await node.handle(
@@ -93,8 +233,13 @@ export async function handleRegistry(node: Libp2p, registry: Registry): Promise<
       const lp = lpStream(stream, { maxDataLength: MAX_RECORD_BYTES * 2 })
       try {
         const msg = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as SignedCapability
-        await registry.accept(msg, connection.remotePeer.toString())
-        await lp.write(encode({ ok: true }))
+        const known = registry.find(connection.remotePeer.toString()) !== undefined
+        const cap = await registry.accept(msg, connection.remotePeer.toString())
+        const stake = cap.withdrawn === true || so.stakeOf === undefined ? undefined : await so.stakeOf(cap.peer).catch(() => undefined)
+        if (stake === 0 && !known)
+          log.info(`peer ${cap.peer.slice(-8)} is unstaked: checked modes prefer staked peers until its operator stakes it (tessera stake)`)
+        const note = stake === 0 ? 'unstaked: listed, but checked modes prefer staked peers and an unstaked witness proves nothing' : undefined
+        await lp.write(encode({ ok: true, ...(stake !== undefined ? { staked: stake > 0, stake } : {}), ...(note !== undefined ? { note } : {}) }))
       } catch (err) {
         log.debug(`announce refused: ${(err as Error).message}`)
         await lp.write(encode({ ok: false, error: (err as Error).message })).catch(() => {})
@@ -106,12 +251,18 @@ export async function handleRegistry(node: Libp2p, registry: Registry): Promise<
 
   await node.handle(
     PEERS_PROTOCOL,
-    async (stream: Stream) => {
+    async (stream: Stream, connection: Connection) => {
       const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
       try {
-        await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })
-        const records = registry.signedRecords()
-        await lp.write(encode({ records }))
+        const req = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as { t?: string; peer?: unknown }
+        if (req?.t === 'unreachable' && typeof req.peer === 'string') {
+          // Counted per remote address, not per peer id: ids are free, addresses are not.
+          const dropped = registry.unreachable(req.peer, reporterOf(connection))
+          await lp.write(encode({ ok: true, dropped }))
+        } else {
+          // The relay's view beside the signed records: clients check the records, and route by the hints.
+          await lp.write(encode({ records: registry.signedRecords(), hints: registry.hints() }))
+        }
       } catch (err) {
         log.debug(`peers request failed: ${(err as Error).message}`)
       }
@@ -120,3 +271,12 @@ export async function handleRegistry(node: Libp2p, registry: Registry): Promise<
     streams
   )
 }
+
+/** Who reports over libp2p: the connection's remote IP, as the HTTP API names it (reporterAddress), so one host is one reporter. */
+function reporterOf(connection: Connection): string {
+  const parts = connection.remoteAddr.toString().split('/')
+  return ['ip4', 'ip6'].includes(parts[1]) ? reporterAddress(parts[2]) : connection.remotePeer.toString()
+}
+
+/** An IP as one reporter: an IPv4-mapped IPv6 address is the IPv4 one. */
+export const reporterAddress = (ip: string): string => ip.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '')

@@ -20,7 +20,7 @@ import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
 import { readManifest } from '../host/model-store.js'
 import { resolveRelayOptions, type RelayOptions } from './config.js'
 import { openSqliteClaims } from './claims-sqlite.js'
-import { createRegistry, handleRegistry, type Registry } from './registry.js'
+import { createRegistry, handleRegistry, measuring, reportingDialer, type Registry } from './registry.js'
 import { createHttpApp, serveHttp } from './http.js'
 import { createMetricsRegistry } from './metrics.js'
 import { openSqliteLedger } from './ledger-sqlite.js'
@@ -55,7 +55,12 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const privateKey = o.privateKey ?? (await loadOrCreateKey(o.keyFile))
   // The checker asks the ledger for a witness's standing (staked, not blacklisted: relay/evidence.ts): bound once both exist.
   let ledgerRef: Ledger | undefined
-  const checker = ledgerEvidenceChecker({ standing: async (p) => await ledgerRef!.standing(p), zkModels: (name) => zkEntries.get(name) })
+  // With `reexecute`, evidence carrying the disputed hop's inputs is judged by re-running it here instead (shared/verify/reexec.ts).
+  const checker = ledgerEvidenceChecker({
+    standing: async (p) => await ledgerRef!.standing(p),
+    zkModels: (name) => zkEntries.get(name),
+    reexecute: o.reexecute
+  })
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger
@@ -67,19 +72,31 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     observe: async (peer, ok) => await ledger.observe(peer, ok)
   })
   await link.refresh()
+  // Stake on a first announce only for the operator's allow-list, or for anyone where --join-stake opts in (config.ts says why).
+  const joins = new Map<string, Promise<void>>()
   const registry = createRegistry({
     excluded: (peer) => link.excluded(peer),
     onJoin: (cap) => {
-      void (async () => {
+      const grant = o.stakeFor?.get(cap.peer) ?? o.joinStake
+      if (grant <= 0) return
+      const join = (async () => {
         const s = await ledger.standing(cap.peer)
-        if (s.stake === 0 && s.slashed === 0 && o.joinStake > 0) await ledger.stake(cap.peer, o.joinStake)
+        if (s.stake === 0 && s.slashed === 0) await ledger.stake(cap.peer, grant)
       })().catch((err: Error) => {
         log.warn(`could not stake ${cap.peer}: ${err.message}`)
       })
+      joins.set(cap.peer, join)
+      void join.finally(() => joins.delete(cap.peer))
     }
   })
-  await handleRegistry(node, registry)
-  const dialer = libp2pDialer(node)
+  await handleRegistry(node, registry, {
+    stakeOf: async (peer) => {
+      await joins.get(peer)
+      return (await ledger.standing(peer)).stake
+    }
+  })
+  // The relay's own failed dials count against a record (relay/registry.ts reportingDialer).
+  const dialer = reportingDialer(libp2pDialer(node), registry)
   // Optimistic claims are audited from here: the relay dials watchers and referees like any client.
   // Claims are kept beside the ledger, so a restart audits the pending ones instead of forgetting them.
   const claims = openSqliteClaims(o.ledger)
@@ -94,7 +111,9 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   })
   board.resume()
 
-  const client = createClient({ dialer, directory: registry, ledger: link, board, sampling: (vocab) => sampling.get(vocab)?.prover, ...o.client })
+  const bare = createClient({ dialer, directory: registry, ledger: link, board, sampling: (vocab) => sampling.get(vocab)?.prover, ...o.client })
+  // Every generation of the relay's client times its hops: routing ranks peers by that, not by what their records claim.
+  const client: Client = { ...bare, generate: measuring(bare, registry).generate }
   // Views of the registry for synchronous readers (metrics scrape, /api/network).
   let view = await client.network()
   const refresh = setInterval(() => {
@@ -108,6 +127,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   }, o.viewRefreshMs)
   const app = createHttpApp({
     generator: client,
+    unreachable: (peer, reporter) => registry.unreachable(peer, reporter),
     network: () => view,
     models,
     webRoot:

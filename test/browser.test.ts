@@ -81,7 +81,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       '--web',
       WEB,
       '--ledger-file',
-      join(tempDir('browser-ledger'), 'ledger.sqlite')
+      join(tempDir('browser-ledger'), 'ledger.sqlite'),
+      '--join-stake',
+      '100'
     ])
     procs.push(relay)
     http = relay.ready.http

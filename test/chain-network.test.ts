@@ -50,6 +50,7 @@ const relayOptions = (cfg: EvmLedgerConfig, seed: number) => ({
   ledger: join(tempDir('chain-claims'), 'claims.sqlite'),
   evm: cfg,
   zk: ['tiny'],
+  joinStake: 100,
   client: { banMs: 1, random: mulberry32(seed) }
 })
 

@@ -1,9 +1,24 @@
 /** The command line, run as a separate process exactly as an operator would. */
 import { describe, expect, it } from 'vitest'
 import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import { lpStream } from '@libp2p/utils'
+import { decode, encode } from 'cborg'
+import { createPeer } from '../host/libp2p.js'
+import { startRelay } from '../relay/relay.js'
+import { RELAY_DEFAULTS } from '../relay/config.js'
+import { readStakeFile } from '../cli/commands/ledger-options.js'
+import { ANNOUNCE_PROTOCOL, signCapability } from '../shared/protocol/capability.js'
+import { VERSION } from '../shared/version.js'
 import { tessera } from './helpers/cli.js'
 import { reference } from './helpers/reference.js'
-import { STORIES, tempDir } from './helpers/paths.js'
+import { REPO, STORIES, tempDir } from './helpers/paths.js'
 
 describe('tessera CLI', () => {
   it('build-model + generate --json reproduce the reference greedy ids', async () => {
@@ -64,7 +79,7 @@ describe('tessera CLI', () => {
   })
 
   it('has --help on every command', async () => {
-    for (const cmd of ['build-model', 'generate', 'plan', 'up', 'relay', 'chain', 'zk']) {
+    for (const cmd of ['build-model', 'generate', 'plan', 'up', 'relay', 'stake', 'chain', 'zk']) {
       const r = await tessera([cmd, '--help'])
       expect(r.code).toBe(0)
       expect(r.stdout).toContain(`Usage: tessera ${cmd}`)
@@ -95,4 +110,142 @@ describe('tessera CLI', () => {
     await bad(['relay', '--ledger', 'paper'], /argument 'paper' is invalid. Allowed choices are sqlite, evm/)
     await bad(['chain', 'deploy', '--rpc', 'http://127.0.0.1:9'], /could not reach an EVM node at http:\/\/127.0.0.1:9|reach http:\/\/127.0.0.1:9/)
   })
+})
+
+const identity = async (): Promise<{ key: PrivateKey; peer: string }> => {
+  const key = await generateKeyPair('Ed25519')
+  return { key, peer: peerIdFromPrivateKey(key).toString() }
+}
+
+/** Announces a minimal record for `who` to `relay` from a fresh libp2p node; returns the relay's reply. */
+async function announceAs(who: { key: PrivateKey; peer: string }, relay: string): Promise<{ ok: boolean; staked?: boolean; stake?: number; note?: string }> {
+  const node: Libp2p = await createPeer({ privateKey: who.key, listen: [] })
+  try {
+    const now = Date.now()
+    const cap = {
+      ...{ peer: who.peer, addrs: [], device: 'cpu' as const, memory: 1, msPerLayer: 1, model: 'm', root: 'ab'.repeat(32), modelLayers: 2 },
+      ...{ layers: [0, 2] as [number, number], shardBounds: [0, 2], kvRoom: 1, sessions: 0, version: VERSION, issued: now, expires: now + 20_000 }
+    }
+    const stream = await node.dialProtocol(multiaddr(relay), ANNOUNCE_PROTOCOL)
+    const lp = lpStream(stream)
+    await lp.write(encode(await signCapability(cap, who.key)))
+    return decode((await lp.read()).subarray())
+  } finally {
+    await node.stop()
+  }
+}
+
+describe('stake is given by the operator, not by announcing', () => {
+  it('reads a stake file as JSON or as lines, and refuses a bad id or amount', async () => {
+    const dir = tempDir('stake-file')
+    const [a, b] = [await identity(), await identity()]
+    const json = join(dir, 'stakes.json')
+    await writeFile(json, JSON.stringify({ [a.peer]: 100, [b.peer]: 5 }))
+    expect(await readStakeFile(json)).toEqual(
+      new Map([
+        [a.peer, 100],
+        [b.peer, 5]
+      ])
+    )
+    await writeFile(json, JSON.stringify([{ peer: a.peer, amount: 7 }]))
+    expect(await readStakeFile(json)).toEqual(new Map([[a.peer, 7]]))
+    const lines = join(dir, 'stakes.txt')
+    await writeFile(lines, `# operator's nodes\n${a.peer} 100\n\n${b.peer}   20 # the GPU box\n`)
+    expect(await readStakeFile(lines)).toEqual(
+      new Map([
+        [a.peer, 100],
+        [b.peer, 20]
+      ])
+    )
+    await writeFile(lines, `12D3KooWnotapeer 100\n`)
+    await expect(readStakeFile(lines)).rejects.toThrow(/12D3KooWnotapeer is not a libp2p peer id/)
+    await writeFile(lines, `${a.peer} -5\n`)
+    await expect(readStakeFile(lines)).rejects.toThrow(/must be a positive number/)
+    await writeFile(lines, `${a.peer}\n`)
+    await expect(readStakeFile(lines)).rejects.toThrow(/must be a positive number/)
+  })
+
+  it('a fresh key that announces gets no stake; a listed one does; tessera stake reaches the running relay', async () => {
+    const [listed, stranger, later] = [await identity(), await identity(), await identity()]
+    const ledger = join(tempDir('stake-relay'), 'ledger.sqlite')
+    const relay = await startRelay({ httpPort: 0, p2pPort: 0, ledger, stakeFor: new Map([[listed.peer, 60]]) })
+    try {
+      expect(await announceAs(listed, relay.addr)).toMatchObject({ ok: true, staked: true, stake: 60 })
+      const reply = await announceAs(stranger, relay.addr)
+      expect(reply).toMatchObject({ ok: true, staked: false, stake: 0 })
+      expect(reply.note).toMatch(/unstaked/)
+      expect((await relay.ledger.standing(stranger.peer)).stake).toBe(0)
+      // The operator stakes it from another process, on the relay's own file, while the relay runs.
+      const r = await tessera(['stake', stranger.peer, '40', '--ledger-file', ledger])
+      expect(r.code, r.stderr).toBe(0)
+      expect(JSON.parse(r.stdout)).toMatchObject({ peer: stranger.peer, stake: 40 })
+      expect((await relay.ledger.standing(stranger.peer)).stake).toBe(40)
+      expect((await relay.ledger.audit()).filter((e) => e.kind === 'stake').map((e) => [e.peer, e.amount])).toEqual([
+        [listed.peer, 60],
+        [stranger.peer, 40]
+      ])
+      expect(await announceAs(stranger, relay.addr)).toMatchObject({ ok: true, staked: true, stake: 40 })
+      // Mistakes fail loudly and stake nothing.
+      const typo = await tessera(['stake', later.peer.slice(0, -3), '10', '--ledger-file', ledger])
+      expect(typo.code).not.toBe(0)
+      expect(typo.stderr).toMatch(/is not a libp2p peer id/)
+      const zero = await tessera(['stake', later.peer, '0', '--db', ledger])
+      expect(zero.code).not.toBe(0)
+      expect(zero.stderr).toMatch(/expected a positive amount/)
+      expect((await relay.ledger.standing(later.peer)).stake).toBe(0)
+    } finally {
+      await relay.stop()
+    }
+    // --join-stake stays as an explicit opt-in: then any new key is staked on its first announce.
+    const open = await startRelay({ httpPort: 0, p2pPort: 0, ledger: join(tempDir('stake-open'), 'ledger.sqlite'), joinStake: 100 })
+    try {
+      expect(await announceAs(later, open.addr)).toMatchObject({ ok: true, staked: true, stake: 100 })
+    } finally {
+      await open.stop()
+    }
+  }, 60_000)
+
+  it('tessera up stakes the nodes it starts, and nobody else', async () => {
+    const dir = tempDir('up-stake')
+    const model = join(dir, 'model')
+    expect((await tessera(['build-model', '--from', STORIES, '--out', model, '--cuts', '2'])).code).toBe(0)
+    const up = spawn(
+      process.execPath,
+      [join(REPO, 'bin', 'tessera.js'), 'up', '--model', model, '--nodes', '2', '--port', '0', '--p2p-port', '0', '--key', join(dir, 'key')].concat([
+        '--ledger-file',
+        join(dir, 'ledger.sqlite')
+      ]),
+      { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] }
+    )
+    try {
+      const http = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('tessera up was not up in 90 s')), 90_000)
+        createInterface({ input: up.stdout! }).on('line', (line) => {
+          const m = /Tessera is up: (http:\/\/\S+)/.exec(line)
+          if (m !== null) {
+            clearTimeout(timer)
+            resolve(m[1])
+          }
+        })
+        up.once('exit', (code) => reject(new Error(`tessera up exited (${code})`)))
+      })
+      // /api/network is refreshed each second.
+      let peers: string[] = []
+      await expect
+        .poll(async () => {
+          peers = (await (await fetch(`${http}/api/network`)).json()).peers.map((p: { peer: string }) => p.peer)
+          return peers.length
+        })
+        .toBe(2)
+      const stakes = (await (await fetch(`${http}/api/ledger`)).json()).standings as Array<{ peer: string; stake: number }>
+      expect(stakes.map((s) => [s.peer, s.stake]).sort()).toEqual(peers.map((p: string) => [p, RELAY_DEFAULTS.operatorStake]).sort())
+      // A stranger announcing to up's relay is listed, unstaked.
+      const relayAddr = (await (await fetch(`${http}/api/relay`)).json()).addrs.find((a: string) => a.includes('/ws/'))
+      const stranger = await identity()
+      expect(await announceAs(stranger, relayAddr)).toMatchObject({ ok: true, staked: false })
+    } finally {
+      up.kill('SIGINT')
+      await new Promise((resolve) => (up.exitCode !== null ? resolve(null) : up.once('exit', resolve)))
+    }
+  }, 180_000)
 })

@@ -18,7 +18,7 @@ import { parseFault } from '../shared/node/fault.js'
 import type { GenerationRequest, GenerationResult } from '../shared/client/types.js'
 import type { Client, ClientConfig } from '../shared/client/client.js'
 import { CircuitBreaker } from '../shared/client/breaker.js'
-import { CircuitOpenError } from '../shared/errors.js'
+import { CircuitOpenError, VerificationError } from '../shared/errors.js'
 import { reference } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { waitFor } from './helpers/network.js'
@@ -131,7 +131,8 @@ describe('redundant k=2 + referee: every fault kind is caught in 50 of 50 trials
             } else {
               expect(f.slashed, f.reason).toBe(true)
               expect(f.witnesses).toHaveLength(2)
-              expect(f.reason).toMatch(/2 peers agree on layers \[0,2\)/)
+              // The drill's ledger re-executes the hop (as the relay does): its own run convicts, not a count of witnesses.
+              expect(f.reason).toMatch(/the relay re-ran layers \[0,2\)/)
             }
           }
           if ((await net.ledger.standing(faulty.id)).blacklisted) {
@@ -169,6 +170,7 @@ describe('spot checks with p = 0.2', () => {
       [
         [0, 2],
         [0, 2],
+        [2, 5],
         [2, 5]
       ],
       7
@@ -183,13 +185,23 @@ describe('spot checks with p = 0.2', () => {
     try {
       for (let g = 0; trials < 60 && g < 1500; g++) {
         const c = cases[g % cases.length]
-        const r = await run(net.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } })
-        const v = r.verification
-        // A trial: the faulty peer computed the hop from the first step (it was drawn as the primary).
-        const primaryAtStart = v.hops.find((h) => h.layers[0] === 0)?.ranBy[0] === faulty.id
-        if (primaryAtStart) {
+        const slashed = (await net.ledger.standing(faulty.id)).slashed
+        const r = await run(net.client, { prompt: c.prompt, maxTokens: steps, verification: { mode: 'spot', p } }).catch((e: unknown) => e)
+        if (r instanceof VerificationError) {
+          // Caught after its output had gone on: none of the tokens since are returned, the generation is refused.
+          expect(r.message).toMatch(new RegExp(`peer ${faulty.id.slice(-8)} was caught on layers \\[0,2\\).*tokens from step 0 on were computed through it`))
+          expect((await net.ledger.standing(faulty.id)).slashed).toBe(slashed + 1)
           trials++
-          if (v.faults.some((f) => f.accused === faulty.id && f.slashed)) detected++
+          detected++
+        } else {
+          const v = (r as GenerationResult).verification
+          // A trial: the faulty peer computed the hop from the first step (it was drawn as the primary).
+          const primaryAtStart = v.hops.find((h) => h.layers[0] === 0)?.ranBy[0] === faulty.id
+          if (primaryAtStart) {
+            trials++
+            // Caught at the very first step: the checker's output went on, no token came from the cheater.
+            if (v.faults.some((f) => f.accused === faulty.id && f.slashed)) detected++
+          }
         }
         // (caught as a checker too: a checker's work is checked in turn)
         if ((await net.ledger.standing(faulty.id)).blacklisted) {
@@ -241,23 +253,26 @@ describe('circuit breaker', () => {
     expect(b.state).toBe('closed')
   })
 
-  it('on the network: two disagreeing peers and no referee pause requests until an honest peer joins', async () => {
+  it('on the network: two disagreeing cheaters pause requests until honest peers join', async () => {
     // No seed: the relay drew with Math.random here.
-    const d = await drillNetwork([[0, 2]], undefined, { breaker: { minFailures: 3, cooldownMs: 1000 } })
-    await d.add({ layers: [0, 2], fault: 'random-output' })
+    // Two cheaters that disagree with each other and with the relay's own re-execution: nobody is right.
+    const d = await drillNetwork([], undefined, { breaker: { minFailures: 3, cooldownMs: 1000 } })
+    const cheats = [await d.add({ layers: [0, 2], fault: 'random-output' }), await d.add({ layers: [0, 2], fault: 'skip-layer=1' })]
     for (let i = 0; i < 2; i++) await d.add({ layers: [2, 5] })
     const c = reference()[0]
     const req: GenerationRequest = { prompt: c.prompt, maxTokens: 3, verification: { mode: 'redundant', k: 2 } }
     try {
       await waitFor(async () => (await d.client.network()).peers.length === 4)
-      for (let i = 0; i < 3; i++) await expect(run(d.client, req)).rejects.toThrow(/disagree on layers \[0,2\).*no referee is available: no result is returned/)
+      for (let i = 0; i < 3; i++)
+        await expect(run(d.client, req)).rejects.toThrow(/no peer computed layers \[0,2\) at step 0 as the relay's re-execution does: no result is returned/)
       expect(d.client.breaker.state).toBe('open')
       const paused = await run(d.client, req).catch((e: unknown) => e)
       expect(paused).toBeInstanceOf(CircuitOpenError)
       expect((paused as Error).message).toMatch(/requests are paused: 3 of the last 3 generations could not be verified/)
-      // An honest peer joins: after the cool-down the health check passes, the probe verifies, and requests flow again.
-      const joined = await d.add({ layers: [0, 2] })
-      await listed(d.client, joined.id)
+      // Each failure convicted both cheaters on the re-execution's word: three slashes blacklisted them.
+      for (const p of cheats) expect((await d.ledger.standing(p.id)).blacklisted).toBe(true)
+      // Two honest peers join: after the cool-down the health check passes, the probe verifies, and requests flow again.
+      for (let i = 0; i < 2; i++) await listed(d.client, (await d.add({ layers: [0, 2] })).id)
       await new Promise((resolve) => setTimeout(resolve, 1100))
       const r = await run(d.client, req)
       expect(r.tokens).toEqual(c.greedy.slice(0, 3))

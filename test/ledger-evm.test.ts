@@ -6,6 +6,7 @@
  * Each case deploys its own contract (~30 ms) so their logs do not mix.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -17,10 +18,11 @@ import { connect, peerKey, write } from '../relay/chain/clients.js'
 import { privateKeyToAccount } from 'viem/accounts'
 import { stakeArtifact } from '../relay/chain/compile.js'
 import { deployTessera, deployZkVerifier, type Deployment } from '../relay/chain/deploy.js'
-import { openEvmLedger, type EvmLedger } from '../relay/ledger-evm.js'
+import { startLocalChain } from '../relay/chain/local.js'
+import { bindingMessage, openEvmLedger, toWei, type EvmLedger } from '../relay/ledger-evm.js'
 import { evidenceHash } from '../shared/ledger/rules.js'
 import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type LedgerEntry } from '../shared/ledger/types.js'
-import { InputError, TesseraError } from '../shared/errors.js'
+import { ConfigError, InputError, TesseraError } from '../shared/errors.js'
 import { bytesOfInt32, signZkReply } from '../shared/protocol/zk.js'
 import { receiptEvidenceChecker } from '../shared/verify/evidence.js'
 import { encodeProof } from '../shared/zk/proof.js'
@@ -69,8 +71,27 @@ afterAll(async () => {
   await anvil?.stop()
 })
 
+/** Binds `peer` straight through the contract (the arbiter's call, past ledger.bind's signature check): setup for ids that are not libp2p keys. */
+async function bindRaw(d: Deployment, peer: string, owner: `0x${string}`): Promise<void> {
+  const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+  await write(c, { address: d.stakeAddress, abi: (await stakeArtifact()).abi, functionName: 'bind', args: [peerKey(peer), owner] })
+}
+
+const addressOf = (i: number): `0x${string}` => privateKeyToAccount(anvil.accounts[i]).address
+
+async function pastDelay(): Promise<void> {
+  const test = createTestClient({ mode: 'anvil', transport: http(anvil.url, { retryCount: 0 }) })
+  await test.increaseTime({ seconds: WITHDRAW_DELAY + 1 })
+  await test.mine({ blocks: 1 })
+}
+
 describe('EVM ledger', () => {
-  ledgerContract(async (checker) => (await fresh(checker)).ledger)
+  // The shared cases' reporter 'honest' is a bound one (it is not a libp2p key, so bound by the arbiter directly).
+  ledgerContract(async (checker) => {
+    const f = await fresh(checker)
+    await bindRaw(f.d, 'honest', addressOf(3))
+    return f.ledger
+  })
 
   it("refuses a wrong chain id, a missing contract and rules that differ from the contract's", async () => {
     const { d } = await fresh()
@@ -83,23 +104,24 @@ describe('EVM ledger', () => {
 
   it('withdraws only after the delay, and stake under a pending withdrawal can still be slashed', async () => {
     const { d, ledger: l, reopen } = await fresh()
-    await l.stake('leaver', 10)
-    await l.requestWithdraw('leaver', 8)
-    await expect(l.withdraw('leaver')).rejects.toThrow(/WithdrawTooEarly/)
+    // The operator stakes from its own address (the arbiter's stake would be a locked grant).
+    const operator = await reopen(undefined, anvil.accounts[4])
+    await operator.stake('leaver', 10)
+    await operator.requestWithdraw('leaver', 8)
+    await expect(operator.withdraw('leaver')).rejects.toThrow(/WithdrawTooEarly/)
     expect((await l.slash(evidence(1, 'leaver'), 'honest')).amount).toBe(5)
     // Only the owner (the account that staked first) may withdraw; only the arbiter may slash.
     const other = await reopen(undefined, anvil.accounts[1])
     await expect(other.requestWithdraw('leaver', 1)).rejects.toThrow(/NotOwner/)
+    await expect(l.requestWithdraw('leaver', 1)).rejects.toThrow(/NotOwner/)
     await expect(other.slash(evidence(2, 'leaver'), 'honest')).rejects.toThrow(/NotArbiter/)
-    const test = createTestClient({ mode: 'anvil', transport: http(anvil.url, { retryCount: 0 }) })
-    await test.increaseTime({ seconds: WITHDRAW_DELAY + 1 })
-    await test.mine({ blocks: 1 })
+    await pastDelay()
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
     const before = await c.public.getBalance({ address: d.stakeAddress })
     // 8 were asked for, but the slash left 5: that is all that is paid.
-    expect((await l.withdraw('leaver')).stake).toBe(0)
+    expect((await operator.withdraw('leaver')).stake).toBe(0)
     expect(before - (await c.public.getBalance({ address: d.stakeAddress }))).toBe(5n * 10n ** 15n)
-    await expect(l.withdraw('leaver')).rejects.toThrow(/NoPendingWithdrawal/)
+    await expect(operator.withdraw('leaver')).rejects.toThrow(/NoPendingWithdrawal/)
     expect((await l.audit()).filter((e) => e.peer === 'leaver').map((e) => [e.kind, e.amount])).toEqual([
       ['stake', 10],
       ['stake', undefined],
@@ -108,33 +130,172 @@ describe('EVM ledger', () => {
     ])
   })
 
-  it("a reporter's rewards are not taken over by whoever funds it first; the arbiter assigns its owner", async () => {
+  it('a stranger who funds a made-up reporter id and reports through it gets back only what it staked: the reward is burned', async () => {
     const { d, ledger: l, reopen } = await fresh()
     await l.stake('cheat', 100)
-    await l.slash(evidence(1), 'reporter') // the reporter never staked: 25 in rewards, no owner
     const stranger = await reopen(undefined, anvil.accounts[1])
-    await stranger.stake('reporter', 1)
-    await expect(stranger.requestWithdraw('reporter', 1)).rejects.toThrow(/NotOwner/)
+    const me = addressOf(1)
+    await stranger.stake('made-up', 1)
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
     const { abi } = await stakeArtifact()
-    const owner = privateKeyToAccount(anvil.accounts[2]).address
-    await write(c, { address: d.stakeAddress, abi, functionName: 'assignOwner', args: [peerKey('reporter'), owner] })
-    await expect(write(c, { address: d.stakeAddress, abi, functionName: 'assignOwner', args: [peerKey('reporter'), owner] })).rejects.toThrow(/BadParameters/)
-    const rightful = await reopen(undefined, anvil.accounts[2])
-    await expect(rightful.requestWithdraw('reporter', 26)).resolves.toMatchObject({ stake: 26 })
+    const burnedBefore = (await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })) as bigint
+    // Valid evidence naming the made-up id: the cheat is slashed, but no one is paid.
+    expect(await l.slash(evidence(1), 'made-up')).toMatchObject({ slashed: true, amount: 50 })
+    expect((await l.standing('made-up')).stake).toBe(1)
+    expect((await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })) as bigint).toBe(burnedBefore + 50n * 10n ** 15n)
+    expect((await l.audit()).filter((e) => e.kind === 'reward')).toEqual([])
+    expect((await l.audit()).find((e) => e.kind === 'slash')?.data).toMatchObject({ reporter: 'made-up', rewardBurned: true })
+    // It cannot bind the id itself, nor have the arbiter bind it without the id's key (it has none: it is no key at all).
+    await expect(
+      write(await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[1] }), {
+        address: d.stakeAddress,
+        abi,
+        functionName: 'bind',
+        args: [peerKey('made-up'), me]
+      })
+    ).rejects.toThrow(/NotArbiter/)
+    await expect(l.bind('made-up', me, new Uint8Array(64))).rejects.toThrow(InputError)
+    // Out of the contract comes exactly the one unit it put in.
+    await expect(stranger.requestWithdraw('made-up', 2)).rejects.toThrow(/NothingStaked/)
+    await stranger.requestWithdraw('made-up', 1)
+    await pastDelay()
+    const held = await c.public.getBalance({ address: d.stakeAddress })
+    await stranger.withdraw('made-up')
+    expect(held - (await c.public.getBalance({ address: d.stakeAddress }))).toBe(10n ** 15n)
+    await expect(stranger.requestWithdraw('made-up', 1)).rejects.toThrow(/NothingStaked/)
+  })
+
+  it("only a binding signed by the reporter's own peer key makes it payable, and its address then owns it over a first funder", async () => {
+    const { d, ledger: l, reopen } = await fresh()
+    await l.stake('cheat', 100)
+    const key = await generateKeyPair('Ed25519')
+    const reporter = peerIdFromPrivateKey(key).toString()
+    const operator = addressOf(2)
+    // A stranger funds the real peer id first (the old way to own it), then forges bindings.
+    const stranger = await reopen(undefined, anvil.accounts[1])
+    await stranger.stake(reporter, 1)
+    const otherKey = await generateKeyPair('Ed25519')
+    const forged = await otherKey.sign(bindingMessage(reporter, addressOf(1), anvil.chainId, d.stakeAddress))
+    await expect(l.bind(reporter, addressOf(1), forged)).rejects.toThrow(/not signed by/)
+    // The reporter's own signature, but for another contract or chain, or another address, does not bind here.
+    const elsewhere = await key.sign(bindingMessage(reporter, operator, anvil.chainId, '0x000000000000000000000000000000000000dEaD'))
+    await expect(l.bind(reporter, operator, elsewhere)).rejects.toThrow(/not signed by/)
+    const otherChain = await key.sign(bindingMessage(reporter, operator, 1, d.stakeAddress))
+    await expect(l.bind(reporter, operator, otherChain)).rejects.toThrow(/not signed by/)
+    const mine = await key.sign(bindingMessage(reporter, operator, anvil.chainId, d.stakeAddress))
+    await expect(l.bind(reporter, addressOf(1), mine)).rejects.toThrow(/not signed by/)
+    // Unbound, even with stake: the reward is burned.
+    expect(await l.boundTo(reporter)).toBeUndefined()
+    await l.slash(evidence(1), reporter)
+    expect((await l.standing(reporter)).stake).toBe(1)
+
+    await l.bind(reporter, operator, mine)
+    expect(await l.boundTo(reporter)).toBe(operator)
+    expect((await l.slash(evidence(2), reporter)).amount).toBe(25)
+    expect((await l.standing(reporter)).stake).toBe(13.5) // 1 + half of half of 50
+    // The stranger's first funding gives it nothing; the bound operator withdraws the reward.
+    await expect(stranger.requestWithdraw(reporter, 1)).rejects.toThrow(/NotOwner/)
+    const op = await reopen(undefined, anvil.accounts[2])
+    await expect(op.requestWithdraw(reporter, 13.5)).resolves.toMatchObject({ stake: 13.5 })
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it("a bound reporter that is blacklisted is paid nothing, and the arbiter's join stake is a grant no identity can withdraw", async () => {
+    const { d, ledger: l, reopen } = await fresh()
+    await l.stake('cheat', 100)
+    // The arbiter grants 'newcomer' a join stake; its key binds it to an address it controls and asks for the money.
+    await l.stake('newcomer', 100)
+    await bindRaw(d, 'newcomer', addressOf(5))
+    const newcomer = await reopen(undefined, anvil.accounts[5])
+    await expect(newcomer.requestWithdraw('newcomer', 1)).rejects.toThrow(/NothingStaked/)
+    await expect(l.requestWithdraw('newcomer', 1)).rejects.toThrow(/NotOwner/)
+    // Its own stake on top is its to take back; the grant stays, slashable.
+    await newcomer.stake('newcomer', 10)
+    await expect(newcomer.requestWithdraw('newcomer', 10.001)).rejects.toThrow(/NothingStaked/)
+    await expect(newcomer.requestWithdraw('newcomer', 10)).resolves.toMatchObject({ stake: 110 })
+    // Three slashes blacklist it: then, though bound and staked, it reports for nothing.
+    for (const n of [1, 2, 3]) await l.slash(evidence(n, 'newcomer'), 'someone')
+    expect(await l.standing('newcomer')).toMatchObject({ blacklisted: true, stake: 13.75 })
+    const before = (await l.standing('newcomer')).stake
+    await l.slash(evidence(4), 'newcomer')
+    expect((await l.standing('newcomer')).stake).toBe(before)
+    // Slashes ate its own 10 first: nothing of the grant's remainder is withdrawable.
+    await pastDelay()
+    await expect(newcomer.withdraw('newcomer')).rejects.toThrow(/NothingStaked/)
+    // The grant's remainder is the arbiter's to take back, and no one else's.
+    await expect(newcomer.reclaimGrant('newcomer', 1)).rejects.toThrow(/NotArbiter/)
+    const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
+    const held = await c.public.getBalance({ address: d.stakeAddress })
+    await expect(l.reclaimGrant('newcomer', 13.76)).rejects.toThrow(/NothingStaked/)
+    expect((await l.reclaimGrant('newcomer', 13.75)).stake).toBe(0)
+    expect(held - (await c.public.getBalance({ address: d.stakeAddress }))).toBe(toWei(13.75))
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('a bound, staked reporter blacklisted by reputation (off-chain only) is not named to the contract: its share is burned', async () => {
+    const { d, ledger: l } = await fresh()
+    await l.stake('cheat', 100)
+    await l.stake('flaky', 10)
+    await bindRaw(d, 'flaky', addressOf(6))
+    for (let i = 0; i < 5; i++) await l.observe('flaky', false)
+    expect(await l.standing('flaky')).toMatchObject({ blacklisted: true, stake: 10, slashed: 0 })
+    expect((await l.slash(evidence(1), 'flaky')).slashed).toBe(true)
+    expect((await l.standing('flaky')).stake).toBe(10)
+    expect((await l.audit()).findLast((e) => e.kind === 'slash')?.data).toMatchObject({ reporter: null, rewardBurned: true })
+    expect(await l.verifyAudit()).toEqual({ ok: true, badSeq: null })
+  })
+
+  it('a local chain restarted without its state refuses to start instead of deploying an empty contract', async () => {
+    const dir = tempDir('chain-lost')
+    const stateFile = join(dir, 'anvil.json')
+    const deploymentFile = join(dir, 'chain.json')
+    const first = await startLocalChain({ stateFile, deploymentFile })
+    const l = await openEvmLedger(first.config, fakeChecker())
+    await l.stake('cheat', 100)
+    await l.close()
+    await first.anvil.stop()
+    expect(existsSync(stateFile)).toBe(true)
+    // With its state it comes back with its history.
+    const again = await startLocalChain({ stateFile, deploymentFile })
+    expect(again.deployment.stakeAddress).toBe(first.deployment.stakeAddress)
+    const l2 = await openEvmLedger(again.config, fakeChecker())
+    expect((await l2.standing('cheat')).stake).toBe(100)
+    await l2.close()
+    await again.anvil.stop()
+    // Without it: a clear refusal naming both files and what to do.
+    rmSync(stateFile)
+    const refused = startLocalChain({ stateFile, deploymentFile })
+    await expect(refused).rejects.toThrow(ConfigError)
+    await expect(refused).rejects.toThrow(new RegExp(`${deploymentFile}.*does not hold it.*Restore ${stateFile}.*delete ${deploymentFile}`))
+  }, 60_000)
+
+  it('a ledger whose chain is younger than its deployment (reset, history gone) refuses to open', async () => {
+    const { d } = await fresh()
+    const head = Number(await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getBlockNumber())
+    const cfg = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[0], fromBlock: head + 1000 }
+    await expect(openEvmLedger(cfg, fakeChecker())).rejects.toThrow(ConfigError)
+    await expect(openEvmLedger(cfg, fakeChecker())).rejects.toThrow(/history is gone/)
+  })
+
+  it("passes the checker's re-execution matches on with a slash", async () => {
+    const { ledger: l } = await fresh({ check: async () => ({ valid: true, reason: 're-executed', matches: ['peer-a', 'peer-b'] }) })
+    await l.stake('cheat', 10)
+    expect(await l.slash(evidence(1), 'honest')).toEqual({ slashed: true, amount: 5, reason: 're-executed', matches: ['peer-a', 'peer-b'] })
   })
 
   it("the contract's storage and events say what the rebuilt log says after three slashes", async () => {
     const { d, ledger: l } = await fresh()
     await l.stake('cheat', 100)
     await l.stake('honest', 10)
+    await bindRaw(d, 'honest', addressOf(3))
     for (const n of [1, 2, 3]) await l.slash(evidence(n), 'honest')
     const abi: Abi = (await stakeArtifact()).abi
     const c = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[0] })
     const peer = (await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] })) as unknown[]
     expect([peer[0], peer[4], peer[5]]).toEqual([125n * 10n ** 14n, 3, true])
     expect(await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })).toBe(4375n * 10n ** 13n) // 25 + 12.5 + 6.25 units burned
-    const evs = (await events(anvil, d)).filter((e) => e.eventName !== 'Labeled')
+    // Labels and bindings name peers; they are not audit entries.
+    const evs = (await events(anvil, d)).filter((e) => e.eventName !== 'Labeled' && e.eventName !== 'Bound')
     const kinds: Record<string, LedgerEntry['kind']> = {
       Staked: 'stake',
       Slashed: 'slash',
@@ -286,6 +447,7 @@ describe('EVM ledger: ZK faults proven on chain', () => {
     console.log(`tiny verifier deployed and registered: ${z.gas} gas (${z.signals} public signals)`)
     await l.stake(accused, 100)
     await l.stake('prover', 10)
+    await bindRaw(d, 'prover', addressOf(3))
 
     // Forged: an output signal changed after proving, so the pairing fails: ProofRejected, nothing slashed.
     const forgedSignals = [...honest.publicSignals]

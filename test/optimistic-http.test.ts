@@ -27,7 +27,7 @@ let model: string
 
 async function network(seed: number): Promise<{ relay: RunningRelay; honest: RunningNode[]; stop: () => Promise<void> }> {
   const ledger = join(tempDir('opt-ledger'), 'ledger.sqlite')
-  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger, client: { banMs: 1, random: mulberry32(seed) } })
+  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger, joinStake: 100, client: { banMs: 1, random: mulberry32(seed) } })
   const honest: RunningNode[] = []
   for (const layers of [
     [0, 2],
@@ -82,7 +82,7 @@ describe('optimistic: a relay restart', () => {
     const hook = await webhook()
     const ledger = join(tempDir('opt-restart'), 'ledger.sqlite')
     const nodes: RunningNode[] = []
-    let relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
+    let relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger, joinStake: 100 })
     try {
       // Only the faulty node serves [0, 2): no watcher, so its claim waits out the window unaudited…
       const faulty = await startNode({ relay: relay.addr, model, layers: [0, 2], fault: parseFault('wrong-weights') })
@@ -97,7 +97,7 @@ describe('optimistic: a relay restart', () => {
       for (const n of nodes.splice(0)) await n.stop()
       await relay.stop()
 
-      relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger })
+      relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [model], ledger, joinStake: 100 })
       expect((await api(relay.httpUrl, `/api/claims/${id}`)).status).toBe('pending')
       for (const layers of [
         [0, 2],
@@ -192,27 +192,33 @@ describe("optimistic with honest peers, through the relay's HTTP API", () => {
         'every hop audited by a watcher, and matching'
       ).toEqual([])
 
-      // The same receipts with other inputs: the board refuses to audit against them.
+      // The same receipts with other inputs, or a receipt changed: refused at once (400), never audited, never settled.
       const before = await api(net.relay.httpUrl, '/api/ledger')
       type Hop = Claim['hops'][number]
       const shifted = (h: Hop): Hop => ({ ...h, inputs: { tokens: Array.from((h.inputs as { tokens: number[] }).tokens, (t) => (t + 1) % 512) } })
       const forged = claimToJson({ ...posted!, id: `${posted!.id}-forged`, hops: posted!.hops.map((h, i) => (i === 0 ? shifted(h) : h)) })
       const res = await post(`${net.relay.httpUrl}/api/claims`, forged)
-      expect(res.status).toBe(202)
-      const text = await (await fetch(`${net.relay.httpUrl}/api/claims/${forged.id}/events`)).text()
-      const settled = JSON.parse(
-        text
-          .split('\n')
-          .find((l) => l.startsWith('data:'))!
-          .slice(5)
-      )
-      expect(settled.status).toBe('final')
-      expect(settled.challenges).toEqual([])
-      expect(settled.audits[0].note).toMatch(/the inputs do not match/)
+      expect(res.status).toBe(400)
+      expect((await res.json()).error.message).toMatch(/the inputs do not match/)
+      expect((await fetch(`${net.relay.httpUrl}/api/claims/${forged.id}`)).status).toBe(404)
+      const other = claimToJson({ ...posted!, id: `${posted!.id}-other` })
+      other.hops[1].entries[0].peer = other.hops[0].entries[0].peer
+      const named = await post(`${net.relay.httpUrl}/api/claims`, other)
+      expect(named.status).toBe(400)
+      expect((await named.json()).error.message).toMatch(/is signed by .*, not by/)
       expect((await api(net.relay.httpUrl, '/api/ledger')).standings).toEqual(before.standings)
       const junk = await fetch(`${net.relay.httpUrl}/api/claims`, { method: 'POST', body: '{"id": 5}' })
       expect(junk.status).toBe(400)
       expect((await junk.json()).error.message).toMatch(/claim: id must be/)
+      // One address posts at most a burst of claims, then a few a minute: 429 with Retry-After.
+      let limited: Response | undefined
+      for (let i = 0; i < 30 && limited === undefined; i++) {
+        const r = await fetch(`${net.relay.httpUrl}/api/claims`, { method: 'POST', body: '{"id": 5}' })
+        if (r.status === 429) limited = r
+        else expect(r.status).toBe(400)
+      }
+      expect(limited?.status).toBe(429)
+      expect(Number(limited!.headers.get('retry-after'))).toBeGreaterThan(0)
     } finally {
       await node.stop()
     }

@@ -1,4 +1,4 @@
-import { describe, it, expect, beforeAll } from 'vitest'
+import { describe, it, expect, beforeAll, afterAll } from 'vitest'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Registry } from 'prom-client'
@@ -11,6 +11,9 @@ import { NoRouteError, InputError, HopError } from '../shared/errors.js'
 import { createHttpApp, serveHttp, type HttpDeps } from '../relay/http.js'
 import { createMetricsRegistry } from '../relay/metrics.js'
 import { tempDir } from './helpers/paths.js'
+import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
+import { memoryNet } from './helpers/memory-net.js'
+import { generateAll, memoryClient } from './helpers/memory-client.js'
 
 const HOPS = [
   { peer: 'peerA', device: 'cpu', layers: [0, 2] as [number, number], ms: 1 },
@@ -365,4 +368,47 @@ describe('the rest', () => {
       await server.close()
     }
   })
+})
+
+describe('max_tokens past the context (OpenAI length semantics)', () => {
+  let model: ModelRunners
+  beforeAll(async () => {
+    model = await modelRunners(await buildStories([2]))
+  })
+  afterAll(async () => {
+    await model.dispose()
+  })
+
+  it('stops at the context with finish_reason length and returns what was generated; a prompt that fills the context is a 400', async () => {
+    const net = memoryNet(model)
+    await net.add({ layers: [0, 2] })
+    await net.add({ layers: [2, 5] })
+    const client = memoryClient(net)
+    const view = await client.network()
+    const context = model.manifest.config.maxSeqLen
+    const a = createHttpApp({ generator: client, network: () => view, models: [{ dir: model.dir, manifest: model.manifest }] })
+    try {
+      // Without the bound, the client runs until the nodes refuse the step past the context, and the tokens are lost.
+      await expect(generateAll(client, { prompt: [1, 2, 3], maxTokens: context + 50 })).rejects.toThrow(/exceeds the model's/)
+      const res = await a.request(post('/v1/completions', { prompt: [1, 2, 3], max_tokens: context + 50 }))
+      expect(res.status).toBe(200)
+      const body = await res.json()
+      expect(body.choices[0].finish_reason).toBe('length')
+      expect(body.usage).toEqual({ prompt_tokens: 3, completion_tokens: context - 3, total_tokens: context })
+      // The same tokens as a generation asked for exactly that many: nothing was cut or recomputed.
+      expect(body.tessera.tokens).toEqual((await generateAll(client, { prompt: [1, 2, 3], maxTokens: context - 3 })).tokens)
+      // Streamed too: the last chunk says length.
+      const sse = sseData(await (await a.request(post('/v1/completions', { prompt: [1, 2, 3], max_tokens: context + 50, stream: true }))).text())
+      expect(JSON.parse(sse.at(-2)!).choices[0].finish_reason).toBe('length')
+      expect(sse.slice(0, -2)).toHaveLength(context - 3)
+      // A prompt that leaves no room: refused before anything is computed.
+      const dials = net.dials.length
+      const full = await a.request(post('/v1/completions', { prompt: new Array(context).fill(1), max_tokens: 1 }))
+      expect(full.status).toBe(400)
+      expect((await full.json()).error).toMatchObject({ code: 'context_length_exceeded' })
+      expect(net.dials.length).toBe(dials)
+    } finally {
+      net.stop()
+    }
+  }, 120_000)
 })

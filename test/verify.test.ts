@@ -260,7 +260,7 @@ describe('evidence (what a ledger checks before it slashes)', () => {
 
 describe('dispute evidence (one block re-executed by a referee)', () => {
   // Hop [0, 3) over 5 rows: the accused served rows [3, 5) as one step and went wrong from block 1
-  // on; the watcher replayed rows [0, 5); the referee re-executed block 1 on the watcher's block 0.
+  // on; the watcher replayed rows [0, 5); the referee re-executed blocks 0 and 1 from the hop input.
   const root = 'ef'.repeat(32)
   const width = 64
   const hop: [number, number] = [0, 3]
@@ -282,14 +282,23 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
     const opening = (layer: number): Opening => ({ peer, layer, fp: fps[layer], proof: merkleProof(leaves, layer) })
     return { peer, receipt, opening }
   }
-  async function referee(o: { input?: Float32Array; output?: Float32Array; layer?: number } = {}) {
+  async function referee(o: { input?: Float32Array; output?: Float32Array; layer?: number; alone?: boolean } = {}) {
     const key = await generateKeyPair('Ed25519')
     const peer = peerIdFromPrivateKey(key).toString()
     const state = o.input ?? honest[0]
     return {
       peer,
       statement: await signPart(
-        { peer, root, hop, layer: o.layer ?? 1, input: chainRows(EMPTY_CHAIN, bytesOf(state), 5), inputFp: fp(state), output: fp(o.output ?? honest[1]) },
+        {
+          peer,
+          root,
+          hop,
+          layer: o.layer ?? 1,
+          // From the hop's own input (the receipts' chain), every block through `layer`; `alone`: block `layer` on a state handed over.
+          ...(o.alone === true ? { input: chainRows(EMPTY_CHAIN, bytesOf(state), 5) } : { from: hop[0], input }),
+          inputFp: fp(state),
+          output: fp(o.output ?? honest[1])
+        },
         async (b) => await key.sign(b)
       )
     }
@@ -335,6 +344,8 @@ describe('dispute evidence (one block re-executed by a referee)', () => {
     const elsewhere = await referee({ input: fillNormal(new Float32Array(5 * width), mulberry32(30), 1) })
     await no(evidence(accused, watcher, elsewhere.statement, openings), /the referee's input is not the block 0 output both parties committed to/)
     await no(evidence(accused, watcher, (await referee({ layer: 2 })).statement, openings), /re-executed block 2, the dispute is about 1/)
+    // Block 1 alone on a state a party handed over (its top-k fingerprint right, the rest unchecked): refused.
+    await no(evidence(accused, watcher, (await referee({ alone: true })).statement, openings), /did not re-execute from the hop's input/)
     await no(evidence(accused, watcher, ref.statement, openings, 2), /block 2 is missing or does not prove|re-executed block 1/)
     await no(
       { ...evidence(accused, watcher, ref.statement, openings), receipts: [accused.receipt, watcher.receipt, ref.statement] },

@@ -42,6 +42,7 @@ beforeAll(async () => {
     webRoot: join(REPO, 'dist', 'web'),
     ledger: join(tempDir('zk-ledger'), 'ledger.sqlite'),
     zk: ['small'],
+    joinStake: 100,
     proveSampling: true
   })
   honest = await startNode({ relay: relay.addr, model, layers: [0, 2], zk: ['small'] })
@@ -145,7 +146,12 @@ describe('zk over the network', () => {
     expect(proofs.map((p) => [p.index, p.token])).toEqual(c.greedy.slice(0, n).map((t, i) => [i, t]))
     expect([forger.peerId, tail.peerId]).toContain(proofs[0].peer)
     expect(new Set(proofs.map((p) => p.peer)).size).toBe(1)
-    const { ms } = await verifySampledTokens(entries, r.tessera.tokens, proofs)
+    // Bound to what the requester knows: the last hop ends at the model's last layer (5) and is a peer of the route.
+    const known = () => ({ nLayers: 5, layers: [2, 5] as const, peers: [forger.peerId, tail.peerId] })
+    const { ms } = await verifySampledTokens(entries, r.tessera.tokens, proofs, known)
+    // A receipt for other layers than the last hop's, or by a peer the route did not name, is refused.
+    await expect(verifySampledTokens(entries, r.tessera.tokens, proofs, () => ({ nLayers: 6 }))).rejects.toMatchObject({ code: 'BAD_RECEIPT' })
+    await expect(verifySampledTokens(entries, r.tessera.tokens, proofs, () => ({ peers: [honest.peerId] }))).rejects.toMatchObject({ code: 'BAD_RECEIPT' })
     console.log(
       `sampling proofs for stories260K (vocab 512): ${entries[0].constraints} constraints, 2^${entries[0].power}` +
         `; ${n} tokens verified in Node in ${ms.toFixed(0)} ms`

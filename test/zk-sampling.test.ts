@@ -9,10 +9,13 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ProtocolError } from '../shared/errors.js'
 import { argmax } from '../shared/sampler.js'
 import { mulberry32 } from '../shared/rng.js'
-import { signReceipt } from '../shared/verify/receipt.js'
-import { verifySamplingProof } from '../shared/verify/sampling.js'
+import { encodeFingerprint, fingerprint } from '../shared/verify/fingerprint.js'
+import { chainRows, EMPTY_CHAIN, signReceipt, type ReceiptBody } from '../shared/verify/receipt.js'
+import { type SamplingExpect, verifySampledTokens, verifySamplingProof } from '../shared/verify/sampling.js'
 import { logitsCommitment, provedArgmax, quantizeLogits, LOGIT_EXP } from '../shared/zk/argmax.js'
+import { pinnedModel, pinnedSampling, verificationKeyHash } from '../shared/zk/pin.js'
 import { PROOF_BYTES } from '../shared/zk/proof.js'
+import { VerificationError } from '../shared/errors.js'
 import { releaseZkWorkers } from '../shared/zk/verify.js'
 import { setupSampling, type SamplingSetup } from '../host/zk/setup.js'
 import { reference } from './helpers/reference.js'
@@ -43,19 +46,29 @@ function logits(seed: number): Float32Array {
   return Float32Array.from({ length: VOCAB }, () => (r() - 0.5) * 20)
 }
 
-/** A last hop's receipt committing to `q` (the fields other than `logits` do not matter here). */
-async function receipt(q: Int32Array, by: Key = key): Promise<Uint8Array> {
+/** The session the requester ran itself: model root, its 5 layers in one last hop, a 3-row prefill at 0, and the chain it fed. */
+const ROOT = 'a'.repeat(64)
+const N_LAYERS = 5
+const ROWS = 3
+const CONTEXT = chainRows(EMPTY_CHAIN, Uint8Array.from([1, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0]), ROWS)
+
+/** A 1-position-per-row fingerprint of `rows` rows, as the receipt's `output` (its row count is the fingerprint's positions). */
+const output = (rows: number): Uint8Array => encodeFingerprint(fingerprint(new Float32Array(rows * VOCAB).fill(1), rows, VOCAB))
+
+/** A last hop's receipt committing to `q`, honest unless a field is overridden. */
+async function receipt(q: Int32Array, by: Key = key, over: Partial<ReceiptBody> = {}): Promise<Uint8Array> {
   return await signReceipt(
     {
       peer: peerIdFromPrivateKey(by).toString(),
       session: 's',
       step: 0,
-      root: '0'.repeat(64),
-      layers: [0, 5],
+      root: ROOT,
+      layers: [0, N_LAYERS],
       start: 0,
-      input: new Uint8Array(32),
-      output: new Uint8Array(4),
-      logits: logitsCommitment(q)
+      input: CONTEXT,
+      output: output(ROWS),
+      logits: logitsCommitment(q),
+      ...over
     },
     async (b) => await by.sign(b)
   )
@@ -127,4 +140,75 @@ describe(`sampling proof (vocabulary ${VOCAB})`, () => {
     expect(await code(verifySamplingProof(s.entry, { ...good, proof: bent }))).toBe('ZK_INVALID_PROOF')
     expect(await code(verifySamplingProof(s.entry, { ...good, publicSignals: ['x', '1'] }))).toBe('ZK_MALFORMED')
   }, 120_000)
+  it('binds the proof to what the requester knows: a relay cannot pass off a receipt of its own making', async () => {
+    const q = quantizeLogits(logits(6))
+    const token = provedArgmax(q)
+    const p = await s.prover.prove(q, token)
+    const route = [peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString(), peer]
+    // What the client knows from its own session: the route it built, the model, the last hop's layers, the token's position and context.
+    const known: SamplingExpect = { token, peer, peers: route, root: ROOT, nLayers: N_LAYERS, layers: [0, N_LAYERS], position: ROWS - 1, input: CONTEXT }
+    const honest = { token, peer, receipt: await receipt(q), ...p }
+    await expect(verifySamplingProof(s.entry, honest, known)).resolves.toEqual({ commitment: logitsCommitment(q) })
+    const why = async (e: Promise<unknown>): Promise<string> =>
+      await e.then(
+        () => 'resolved',
+        (err: unknown) => (err instanceof ProtocolError ? `${err.code}: ${err.message}` : String(err))
+      )
+    // The relay signs the commitment itself, with a key of its own, and names itself as the peer.
+    const relay = await generateKeyPair('Ed25519')
+    const relayId = peerIdFromPrivateKey(relay).toString()
+    const relaySigned = { ...honest, peer: relayId, receipt: await receipt(q, relay) }
+    expect(await why(verifySamplingProof(s.entry, relaySigned, { ...known, peer: undefined }))).toMatch(/^BAD_RECEIPT: .*did not name/)
+    // The last hop's own key, but a receipt about another model, other layers, another position, another context.
+    const cases: Array<[Partial<ReceiptBody>, RegExp]> = [
+      [{ root: 'b'.repeat(64) }, /model root/],
+      [{ layers: [0, N_LAYERS - 1] }, /last layer/],
+      [{ layers: [1, N_LAYERS] }, /last hop's/],
+      [{ start: 1 }, /position 3, not .* 2/],
+      [{ output: output(ROWS + 1) }, /position 3/],
+      [{ input: chainRows(EMPTY_CHAIN, Uint8Array.from([2, 0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0]), ROWS) }, /another context/]
+    ]
+    for (const [over, msg] of cases) {
+      const r = await receipt(q, key, over)
+      expect(await why(verifySamplingProof(s.entry, { ...honest, receipt: r }, known))).toMatch(new RegExp(`^BAD_RECEIPT: .*${msg.source}`))
+    }
+    // A valid proof for another token (other logits, honestly committed by the hop) does not vouch for the token returned.
+    const q2 = quantizeLogits(logits(7))
+    const t2 = provedArgmax(q2)
+    expect(t2).not.toBe(token)
+    const other = { token: t2, peer, receipt: await receipt(q2), ...(await s.prover.prove(q2, t2)) }
+    expect(await code(verifySamplingProof(s.entry, other, known))).toBe('ZK_WRONG_OUTPUT')
+    // The proof's commitment must be the receipt's: the other proof under the honest receipt.
+    expect(await code(verifySamplingProof(s.entry, { ...other, receipt: honest.receipt }, { ...known, token: t2 }))).toBe('ZK_WRONG_COMMITMENT')
+    // From the token ids alone (the prompt the app sent): position and, for a hop fed token ids, its chain.
+    const ctx = { token, root: ROOT, nLayers: N_LAYERS }
+    await expect(verifySamplingProof(s.entry, honest, { ...ctx, context: [1, 7, 9] })).resolves.toEqual({ commitment: logitsCommitment(q) })
+    expect(await why(verifySamplingProof(s.entry, honest, { ...ctx, context: [2, 7, 9] }))).toMatch(/^BAD_RECEIPT: .*another context/)
+    expect(await why(verifySamplingProof(s.entry, honest, { ...ctx, context: [1, 7, 9, 4] }))).toMatch(/^BAD_RECEIPT: .*position 2, not .* 3/)
+    // Whole answers: the per-token knowledge reaches each proof.
+    await expect(verifySampledTokens([s.entry], [token], [{ ...honest, index: 0, vocab: VOCAB }], () => known)).resolves.toMatchObject({})
+    expect(await code(verifySampledTokens([s.entry], [token], [{ ...honest, index: 0, vocab: VOCAB }], () => ({ ...known, root: 'c'.repeat(64) })))).toBe(
+      'BAD_RECEIPT'
+    )
+  }, 120_000)
+  it('a relay serving a swapped verification key is refused against the pinned hash', async () => {
+    const pins = { sampling: { [VOCAB]: verificationKeyHash(s.entry.verificationKey) } }
+    // Key order on the wire does not change the hash; the honest key passes.
+    const reordered = Object.fromEntries(Object.entries(s.entry.verificationKey).reverse())
+    expect(pinnedSampling([{ ...s.entry, verificationKey: reordered }], pins)).toHaveLength(1)
+    // A key of the relay's own setup: one point changed (it would then hold the trapdoor for it).
+    const vk = structuredClone(s.entry.verificationKey) as { vk_alpha_1: string[] }
+    vk.vk_alpha_1[0] = (BigInt(vk.vk_alpha_1[0]) + 1n).toString()
+    const swapped = { ...s.entry, verificationKey: vk }
+    expect(() => pinnedSampling([swapped], pins)).toThrow(VerificationError)
+    expect(() => pinnedSampling([swapped], pins)).toThrow(/not the pinned/)
+    // An unpinned vocabulary is not taken on the relay's word, and so its proofs find no circuit.
+    expect(pinnedSampling([{ ...s.entry, vocab: VOCAB + 1 }], pins)).toEqual([])
+    // ZK models: a pin per name; a swapped key or a model without a pin is refused.
+    const model = { name: 'm', verificationKey: s.entry.verificationKey } as unknown as Parameters<typeof pinnedModel>[0]
+    const mpins = { models: { m: verificationKeyHash(s.entry.verificationKey) } }
+    expect(pinnedModel(model, mpins)).toBe(model)
+    expect(() => pinnedModel({ ...model, verificationKey: vk }, mpins)).toThrow(/not the pinned/)
+    expect(() => pinnedModel({ ...model, name: 'n' }, mpins)).toThrow(/no pinned verification key/)
+  })
 })

@@ -5,7 +5,11 @@
  * tiny model on a clean clone, ~1–2 min on 2 cores) and is reused by later runs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ProtocolError } from '../shared/errors.js'
+import { bytesOfInt32, signZkReply } from '../shared/protocol/zk.js'
+import { checkProofEvidence } from '../shared/verify/proof.js'
 import { fromField, toField } from '../shared/zk/field.js'
 import { layout, pack } from '../shared/zk/layout.js'
 import { forwardFloat, randomInputs } from '../shared/zk/model.js'
@@ -182,6 +186,49 @@ describe('circuit', () => {
       signals[width() + 1] = '300'
       expect(() => decodePublicSignals(tiny.entry, signals)).toThrow(/input 0 = 300 is outside/)
     })
+  })
+
+  it('proof evidence convicts the forger that signed it, and never an honest prover', async () => {
+    const x = inputs(tiny.model.quant, 1, 21)[0]
+    const r = await prover.prove(x)
+    const [honestKey, forgerKey] = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519')])
+    const [honest, forger] = [honestKey, forgerKey].map((k) => peerIdFromPrivateKey(k).toString())
+    const models = (n: string) => (n === tiny.entry.name ? tiny.entry : undefined)
+    const reply = async (by: typeof honestKey, output: Int32Array, peer = peerIdFromPrivateKey(by).toString()) =>
+      await signZkReply(
+        {
+          peer,
+          model: tiny.entry.name,
+          input: new Uint8Array(x.buffer, x.byteOffset, x.byteLength),
+          output: bytesOfInt32(output),
+          proof: encodeProof(r.proof),
+          publicSignals: r.publicSignals,
+          ms: 1
+        },
+        async (b) => await by.sign(b)
+      )
+    // An honest prover's valid proof is nothing to slash, whoever reports it and whoever is named.
+    const good = await reply(honestKey, r.statement.output)
+    expect(await checkProofEvidence([good], honest, models)).toEqual({ valid: false, reason: 'the proof verifies: nothing to slash' })
+    expect((await checkProofEvidence([good], forger, models)).valid).toBe(false)
+    // A forger claims another output with the honest proof: convicted, but only as itself.
+    const lie = await reply(
+      forgerKey,
+      Int32Array.from(r.statement.output, (v, i) => (i === 0 ? v + 1 : v))
+    )
+    expect(await checkProofEvidence([lie], forger, models)).toMatchObject({ valid: true })
+    expect(await checkProofEvidence([lie], honest, models)).toMatchObject({ valid: false, reason: expect.stringMatching(/not the accused's/) })
+    // Framing: a forged reply that names the honest peer but is signed by another key does not open.
+    const framed = await reply(
+      forgerKey,
+      Int32Array.from(r.statement.output, (v) => v + 1),
+      honest
+    )
+    expect(await checkProofEvidence([framed], honest, models)).toMatchObject({ valid: false, reason: expect.stringMatching(/signature does not verify/) })
+    // Nor does the honest reply with a byte flipped (the signature no longer covers it).
+    const bent = Uint8Array.from(good)
+    bent[bent.length - 100] ^= 1
+    expect((await checkProofEvidence([bent], honest, models)).valid).toBe(false)
   })
 
   it('commits to the input instead of publishing it', async () => {

@@ -7,9 +7,10 @@ import bytes from 'bytes'
 import { startRelay } from '../../relay/relay.js'
 import { HTTP_DEFAULTS, RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
 import { WEB_ROOT } from '../config.js'
-import { evmConfig, ledgerOptions, type LedgerFlags } from './ledger-options.js'
+import { evmConfig, ledgerOptions, readStakeFile, type LedgerFlags } from './ledger-options.js'
 import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
+import { reexecutorFor } from '../../native-node/reexec.js'
 
 interface RelayFlags extends LedgerFlags {
   port: number
@@ -18,6 +19,7 @@ interface RelayFlags extends LedgerFlags {
   model?: string[]
   web: string
   joinStake: number
+  stakeFile?: string
   zk?: string[]
   proveSampling?: boolean
   key?: string
@@ -33,7 +35,8 @@ export function registerRelay(program: Command): void {
     .option('--host <ip>', 'address to listen on', RELAY_DEFAULTS.host)
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
-    .option('--join-stake <n>', 'stake granted to a peer on its first announce', int(0), RELAY_DEFAULTS.joinStake)
+    .option('--join-stake <n>', 'stake every new peer on its first announce (open test networks: keys are free)', int(0), RELAY_DEFAULTS.joinStake)
+    .option('--stake-file <file>', 'stake only these peers on their first announce: JSON { "PEER-ID": AMOUNT } or lines PEER-ID AMOUNT')
     .option(
       '--zk <models>',
       'publish these ZK models and verify their proofs: seeded model names set up here (e.g. small), ' +
@@ -45,6 +48,8 @@ export function registerRelay(program: Command): void {
     .option('--prove-sampling', 'set up the argmax circuit so requests may ask for tessera_prove_sampling (minutes the first time, then cached)')
   ledgerOptions(cmd, { deployment: true }).action(async (o: RelayFlags) => {
     const evm = o.ledger === 'evm' ? await evmConfig(o) : undefined
+    // The arbiter: disputed hops re-run here over the served shards (loaded on the first dispute), so colluders frame no one.
+    const arbiter = await reexecutorFor(o.model ?? [])
     const relay = await startRelay({
       httpPort: o.port,
       p2pPort: o.p2pPort,
@@ -54,13 +59,16 @@ export function registerRelay(program: Command): void {
       ledger: o.ledgerFile,
       evm,
       joinStake: o.joinStake,
+      stakeFor: o.stakeFile === undefined ? undefined : await readStakeFile(o.stakeFile),
       zk: o.zk,
       proveSampling: o.proveSampling,
       keyFile: o.key,
-      maxBodyBytes: o.maxBody
+      maxBodyBytes: o.maxBody,
+      reexecute: arbiter.reexecute
     })
     console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl, peer: relay.libp2p.peerId.toString() }))
     await untilSignal()
     await relay.stop()
+    await arbiter.dispose()
   })
 }

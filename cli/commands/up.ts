@@ -12,13 +12,14 @@ import { logger } from '../../shared/log.js'
 import { ModelFormatError, TesseraError } from '../../shared/errors.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
 import { startRelay } from '../../relay/relay.js'
-import { RELAY_PORTS } from '../../relay/config.js'
+import { RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
 import { UP_DEFAULTS, UP_RELAY_KEY, WEB_ROOT } from '../config.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
 import { buildModel, readManifest } from '../../host/model-store.js'
 import { openSource } from '../../host/source.js'
 import { int } from './options.js'
 import { untilSignal } from './lifecycle.js'
+import { shardReexecutor } from '../../native-node/reexec.js'
 
 const log = logger('tessera:up')
 
@@ -52,6 +53,8 @@ export function registerUp(program: Command): void {
       }
       const manifest = await readManifest(o.model)
       const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
+      // The arbiter: a disputed hop is re-run over the relay's shards before anyone is slashed.
+      const arbiter = shardReexecutor([{ dir: o.model, manifest }])
       const relay = await startRelay({
         httpPort: o.port,
         p2pPort: o.p2pPort,
@@ -59,7 +62,8 @@ export function registerUp(program: Command): void {
         webRoot: WEB_ROOT,
         ledger: o.ledgerFile,
         evm: chain?.config,
-        keyFile: o.key
+        keyFile: o.key,
+        reexecute: arbiter.reexecute
       }).catch(async (err: Error) => {
         await chain?.anvil.stop()
         throw err
@@ -70,13 +74,18 @@ export function registerUp(program: Command): void {
         for (const c of children) c.kill('SIGTERM')
         await Promise.all(children.map(exited))
         await relay.stop()
+        await arbiter.dispose()
         await chain?.anvil.stop()
       }
       try {
         const groups = assignLayers(manifest, o.nodes)
         await Promise.all(
           groups.map(async (layers) => {
-            children.push(await spawnNode(relay.addr, o.model, layers))
+            const { child, peer } = await spawnNode(relay.addr, o.model, layers)
+            children.push(child)
+            // The relay grants no stake by itself; up's operator vouches for the nodes it starts.
+            const s = await relay.ledger.standing(peer)
+            if (s.stake === 0 && s.slashed === 0) await relay.ledger.stake(peer, RELAY_DEFAULTS.operatorStake)
           })
         )
         console.log(`\nTessera is up: ${relay.httpUrl}  (relay ${relay.addr})`)
@@ -109,14 +118,14 @@ async function exited(c: ChildProcess): Promise<void> {
   await new Promise((resolve) => c.once('exit', resolve))
 }
 
-/** Starts `tessera node` and resolves once it prints its ready line. */
-async function spawnNode(relay: string, model: string, layers?: [number, number]): Promise<ChildProcess> {
+/** Starts `tessera node` and resolves once it prints its ready line, with the peer id it names. */
+async function spawnNode(relay: string, model: string, layers?: [number, number]): Promise<{ child: ChildProcess; peer: string }> {
   const args = [BIN, 'node', '--relay', relay, '--model', model, ...(layers !== undefined ? ['--layers', `${layers[0]}-${layers[1]}`] : [])]
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   return await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
     lines.on('line', (line) => {
-      if (line.startsWith('{"ready":true')) resolve(child)
+      if (line.startsWith('{"ready":true')) resolve({ child, peer: (JSON.parse(line) as { peer: string }).peer })
     })
     // Its stderr is this process's: the reason is printed above.
     child.once('exit', (code) => reject(new TesseraError('INTERNAL', `tessera node exited with code ${code} before it was ready: see its error above`)))

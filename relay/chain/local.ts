@@ -1,10 +1,13 @@
 /**
  * The chain `tessera up --ledger evm` runs against: a local anvil whose state is kept in a file
  * (so stakes and slashes survive a restart), with TesseraStake deployed once and reused while
- * its code is on the chain. anvil's dev account 0 is the arbiter: a local chain only.
+ * its code is on the chain. anvil's dev account 0 is the arbiter: a local chain only. A deployment
+ * record whose contract the chain no longer holds (the state file lost or reset) is refused, not
+ * silently replaced by an empty contract at the same address: stakes and history would be gone.
  */
 import { existsSync } from 'node:fs'
 import { createPublicClient, http } from 'viem'
+import { ConfigError } from '../../shared/errors.js'
 import { logger } from '../../shared/log.js'
 import type { EvmLedgerConfig } from '../ledger-evm.js'
 import { startAnvil, type Anvil } from './anvil.js'
@@ -31,10 +34,18 @@ export async function startLocalChain(o: { stateFile?: string; deploymentFile?: 
     let deployment: Deployment | undefined
     if (existsSync(file)) {
       const d = await readDeployment(file)
-      const code = await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getCode({ address: d.stakeAddress })
+      const client = createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) })
+      const code = await client.getCode({ address: d.stakeAddress })
+      const head = await client.getBlockNumber({ cacheTime: 0 })
       // The port is new each run; the contract and its history are what the state file kept.
-      if (d.chainId === anvil.chainId && code !== undefined && code !== '0x') deployment = { ...d, rpcUrl: anvil.url }
-      else log.info(`${file} names a contract this chain does not hold (${stateFile} was reset?): deploying anew`)
+      if (d.chainId !== anvil.chainId || code === undefined || code === '0x' || BigInt(d.deployBlock) > head) {
+        throw new ConfigError(
+          `${file} records TesseraStake at ${d.stakeAddress} (chain ${d.chainId}, block ${d.deployBlock}) but the chain loaded from ${stateFile} ` +
+            `(chain ${anvil.chainId}, at block ${head}) does not hold it: its stakes and history are gone. ` +
+            `Restore ${stateFile}, or to start a new, empty ledger on purpose delete ${file}`
+        )
+      }
+      deployment = { ...d, rpcUrl: anvil.url }
     }
     if (deployment === undefined) {
       deployment = await deployTessera({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: key, out: file })

@@ -17,6 +17,13 @@ pragma solidity 0.8.37;
  * `slashByProof` narrows that trust for ZK models: the fault itself (the true output differs from
  * the claimed one) is proven on chain by a Groth16 counter-proof; only the binding of the claim
  * (input and output hashes) to the accused's signed reply is the arbiter's attestation.
+ *
+ * Rewards go only to a reporter `bound` to an address by its own peer key: the arbiter verifies
+ * the peer's Ed25519 signature of "tessera-bind:<peer id>:<address>:<chain id>:<contract>"
+ * off-chain and calls `bind`, which also makes that address the owner. Anyone may fund a peer
+ * id, but funding one gives no claim on the rewards it earns: an unbound, unstaked or blacklisted
+ * reporter's share is burned, as is the share of `reporter == 0` (the arbiter's "pay no one").
+ * Stake the arbiter sends is a grant: slashable, never withdrawable by the peer's owner.
  */
 contract TesseraStake {
     struct Peer {
@@ -26,6 +33,8 @@ contract TesseraStake {
         uint64 pendingAt; // when the pending withdrawal was requested
         uint32 slashed;
         bool blacklisted;
+        bool bound; // owner set by the arbiter from the peer key's signed binding: only then are rewards paid
+        uint256 granted; // the arbiter's share of `stake`: slashable, not withdrawable
     }
 
     struct ZkModel {
@@ -67,7 +76,7 @@ contract TesseraStake {
     error NoFault();
 
     event Labeled(bytes32 indexed peer, string id);
-    event OwnerAssigned(bytes32 indexed peer, address owner);
+    event Bound(bytes32 indexed peer, address owner);
     event Staked(bytes32 indexed peer, address indexed funder, uint256 amount, uint256 total);
     event WithdrawRequested(bytes32 indexed peer, uint256 amount, uint256 availableAt);
     event Withdrawn(bytes32 indexed peer, address indexed to, uint256 amount, uint256 total);
@@ -101,22 +110,42 @@ contract TesseraStake {
     function stake(bytes32 peer) external payable {
         if (msg.value == 0) revert ZeroAmount();
         Peer storage p = peers[peer];
-        // The first funder of a fresh peer owns it. A peer holding only rewards (a reporter that never
-        // staked) is not taken over by whoever funds it first: the arbiter assigns its owner (assignOwner).
-        if (p.owner == address(0) && p.stake == 0) p.owner = msg.sender;
+        // The arbiter's stake is a grant it keeps locked in. Anyone else funding an ownerless peer owns it
+        // until the peer's key binds another address; that gives back only what they staked (rewards need `bound`).
+        if (msg.sender == arbiter) p.granted += msg.value;
+        else if (p.owner == address(0)) p.owner = msg.sender;
         p.stake += msg.value;
         emit Staked(peer, msg.sender, msg.value, p.stake);
     }
 
     /**
-     * Binds an ownerless peer (one that earned rewards before anyone staked for it) to the address
-     * that may withdraw them; the arbiter checks off-chain that the peer's key asked for it.
+     * Binds a peer to the address its key signed for (the arbiter verified the Ed25519 signature
+     * off-chain): that address owns it from now on, over whoever funded it first, and it may be paid rewards.
      */
-    function assignOwner(bytes32 peer, address owner) external onlyArbiter {
+    function bind(bytes32 peer, address owner) external onlyArbiter {
+        if (owner == address(0)) revert BadParameters();
         Peer storage p = peers[peer];
-        if (p.owner != address(0) || owner == address(0)) revert BadParameters();
         p.owner = owner;
-        emit OwnerAssigned(peer, owner);
+        p.bound = true;
+        emit Bound(peer, owner);
+    }
+
+    /** What the owner may withdraw: the stake less the arbiter's grant. */
+    function withdrawable(bytes32 peer) public view returns (uint256) {
+        Peer storage p = peers[peer];
+        return p.stake > p.granted ? p.stake - p.granted : 0;
+    }
+
+    /** The arbiter takes back what is left of its grant (e.g. a peer that left): at once, it could slash it anyway. */
+    function reclaimGrant(bytes32 peer, uint256 amount) external onlyArbiter {
+        Peer storage p = peers[peer];
+        if (amount == 0) revert ZeroAmount();
+        if (amount > p.granted) revert NothingStaked();
+        p.granted -= amount;
+        p.stake -= amount;
+        emit Withdrawn(peer, msg.sender, amount, p.stake);
+        (bool ok, ) = msg.sender.call{value: amount}("");
+        if (!ok) revert TransferFailed();
     }
 
     /** Starts the delay; a new request replaces the pending one (and restarts the clock). */
@@ -124,7 +153,7 @@ contract TesseraStake {
         Peer storage p = peers[peer];
         if (msg.sender != p.owner) revert NotOwner();
         if (amount == 0) revert ZeroAmount();
-        if (amount > p.stake) revert NothingStaked();
+        if (amount > withdrawable(peer)) revert NothingStaked();
         p.pending = amount;
         p.pendingAt = uint64(block.timestamp);
         emit WithdrawRequested(peer, amount, block.timestamp + withdrawDelay);
@@ -137,7 +166,8 @@ contract TesseraStake {
         if (p.pending == 0) revert NoPendingWithdrawal();
         uint256 availableAt = uint256(p.pendingAt) + withdrawDelay;
         if (block.timestamp < availableAt) revert WithdrawTooEarly(availableAt);
-        uint256 amount = p.pending < p.stake ? p.pending : p.stake;
+        uint256 free = withdrawable(peer);
+        uint256 amount = p.pending < free ? p.pending : free;
         if (amount == 0) revert NothingStaked();
         p.pending = 0;
         p.stake -= amount;
@@ -212,11 +242,14 @@ contract TesseraStake {
         uint256 amount = (p.stake * slashBps) / BPS;
         uint256 reward = (amount * rewardBps) / BPS;
         p.stake -= amount;
+        if (p.granted > p.stake) p.granted = p.stake;
         p.slashed += 1;
+        // Paid only to a bound reporter with standing (staked, not blacklisted); otherwise burned with the rest.
+        Peer storage r = peers[reporter];
+        if (reporter == bytes32(0) || reporter == peer || !r.bound || r.blacklisted || r.stake == 0) reward = 0;
         burned += amount - reward;
         emit Slashed(peer, evidenceId, kind, amount, reward, reporter, reason);
         if (reward > 0) {
-            Peer storage r = peers[reporter];
             r.stake += reward;
             emit Rewarded(reporter, evidenceId, peer, reward, r.stake);
         }

@@ -142,7 +142,8 @@ export function createClient(cfg: ClientConfig): Client {
       verifier,
       costs: { ...costs, tokensNeeded: req.prompt.length + req.maxTokens },
       ...(req.avoid !== undefined ? { avoid: new Set(req.avoid) } : {}),
-      commitLogits: req.proveSampling === true
+      commitLogits: req.proveSampling === true,
+      fallback: req.verification?.fallback === true
     })
     const sample = createSampler(req)
     const started = performance.now()
@@ -164,7 +165,8 @@ export function createClient(cfg: ClientConfig): Client {
         const id = prover === undefined ? sample(logits) : prover.next(logits, { index: tokens.length, peer: trace[trace.length - 1].peer, receipt })
         if (tokens.length === 0) firstTokenMs = performance.now() - started
         tokens.push(id)
-        yield { id, index: tokens.length - 1, hops, ...(verification.mode === 'optimistic' ? { status: 'pending' as const } : {}) }
+        const status = session.unverified ? ('unverified' as const) : verification.mode === 'optimistic' ? ('pending' as const) : undefined
+        yield { id, index: tokens.length - 1, hops, ...(status !== undefined ? { status } : {}) }
         if (req.stopIds?.includes(id) === true) {
           finishReason = 'stop'
           break
@@ -206,7 +208,8 @@ export function createClient(cfg: ClientConfig): Client {
         mode: verification.mode,
         ...(verification.mode === 'redundant' ? { k: verification.k } : verification.mode === 'spot' ? { p: verification.p } : {}),
         ...seen.verification(),
-        ...(claim !== undefined ? { claim, window: verification.window, status: 'pending' as const } : {})
+        ...(claim !== undefined ? { claim, window: verification.window, status: 'pending' as const } : {}),
+        ...(session.unverified ? { status: 'unverified' as const } : {})
       },
       timings: { firstTokenMs, totalMs: performance.now() - started },
       ...(settlement !== undefined ? { settlement } : {}),

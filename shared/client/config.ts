@@ -15,6 +15,7 @@ export interface ClientDefaults {
   breaker: BreakerOptions
   k: number
   p: number
+  audit: number
   windowMs: number
   directoryCacheMs: number
   directoryTimeoutMs: number
@@ -43,6 +44,11 @@ export const CLIENT_DEFAULTS: Readonly<ClientDefaults> = {
   k: 2,
   /** spot: a step of a hop is re-run elsewhere with probability p; a cheater on every step of n escapes with (1 − p)ⁿ. */
   p: 0.2,
+  /**
+   * redundant: the chance a peer outside the k lanes also runs a step. 0 by default (k-fold cost is
+   * already paid); k lanes that all collude escape a generation of n steps with (1 − audit)ⁿ.
+   */
+  audit: 0,
   /** optimistic: how long a claim may be challenged (ms). */
   windowMs: 30_000,
   /** How long a peer directory read over the network is reused (ms): routing asks for it every step. */

@@ -83,6 +83,8 @@ export class Failover {
     if (CALLER_FAULTS.has(err.code)) throw new InputError(err.message)
     log.info(`peer ${err.peer.slice(-8)} failed (${err.message}); re-routing`)
     this.o.bans.ban(err.peer)
+    // A peer too slow for its deadline loses reputation, or stalling would cost it nothing.
+    if (err.code === 'TIMEOUT') this.o.ledger.observe(err.peer, false)
     if (err.code !== 'BAD_RECEIPT') return
     // A receipt that does not hold up is a verification failure, though not one others can check.
     this.o.report.mismatches++

@@ -15,6 +15,8 @@ export interface SlashOutcome {
   slashed: boolean
   amount: number
   reason: string
+  /** When the ledger re-executed the hop itself: the peers whose receipts match its result (verify/reexec.ts). */
+  matches?: string[]
 }
 
 export interface LedgerLink {
@@ -22,6 +24,11 @@ export interface LedgerLink {
   weight(peer: string): number
   /** Blacklisted peers get no work. */
   excluded(peer: string): boolean
+  /**
+   * Whether the peer has standing (stake, not blacklisted): checked modes draw lanes, checkers and
+   * referees among such peers first, since a fresh key costs nothing. Absent: nobody is known, all count.
+   */
+  standing?(peer: string): boolean
   /** Hands evidence to the ledger, which checks it before slashing anyone. */
   report(e: Evidence): Promise<SlashOutcome>
   /** A verified good or failed result, for reputation (a link that is not trusted with this ignores it). */
@@ -57,6 +64,10 @@ export function cachedLedgerLink(o: {
     refresh,
     weight: (peer) => byPeer.get(peer)?.reputation ?? DEFAULT_RULES.initialReputation,
     excluded: (peer) => byPeer.get(peer)?.blacklisted === true,
+    standing: (peer) => {
+      const s = byPeer.get(peer)
+      return s !== undefined && s.stake > 0 && !s.blacklisted
+    },
     async report(e) {
       const r = await o.slash(e)
       await refresh()

@@ -10,6 +10,14 @@ import type { BanList } from './bans.js'
 import type { LedgerLink } from './ledger-link.js'
 import { openRemoteHop, type Dialer, type HopTimeouts, type RemoteHop } from './remote-hop.js'
 import type { Slot } from './slot.js'
+import { bytesToHex } from '../hash.js'
+import { randomBytes } from '@noble/hashes/utils.js'
+
+/**
+ * Every hop gets its own random session id: receipts name it, and lanes of one slot that shared
+ * one could tell when the other lane is a partner (and cheat only then).
+ */
+export const hopSession = (): string => `h${bytesToHex(randomBytes(12))}`
 
 export interface PickerDeps {
   dialer: Dialer
@@ -18,7 +26,8 @@ export interface PickerDeps {
   bans: BanList
   ledger: LedgerLink
   root: string
-  session: string
+  /** Checked modes: peers with standing (stake, not blacklisted) first; a fresh key costs nothing, so it only serves where nobody staked can. */
+  standing: boolean
   timeouts: HopTimeouts
   costs: RouteCosts
   random: () => number
@@ -36,7 +45,9 @@ export class PeerPicker {
     const fallback = (await this.d.peers()).filter(
       (p) => p.root === this.d.root && !skip.has(p.peer) && !this.d.ledger.excluded(p.peer) && this.d.avoid?.has(p.peer) !== true
     )
-    return { ok: fallback.filter((p) => !this.d.bans.isBanned(p.peer)), fallback }
+    const standing = this.d.ledger.standing
+    const ok = fallback.filter((p) => !this.d.bans.isBanned(p.peer) && (!this.d.standing || standing === undefined || standing(p.peer)))
+    return { ok, fallback }
   }
 
   /** The cheapest route over [from, to), k deep; banned peers only if there is no route without them. */
@@ -48,6 +59,12 @@ export class PeerPicker {
       if (!(err instanceof NoRouteError)) throw err
       return findRoute(fallback, from, to, this.d.costs, o.k)
     }
+  }
+
+  /** Whether a peer outside the slot serves exactly its layers (a spot checker could be drawn). */
+  async hasOther(slot: Slot): Promise<boolean> {
+    const busy = new Set(slot.lanes.map((h) => h.peer.peer))
+    return serversOf((await this.candidates(busy)).fallback, slot.layers, this.d.costs).length > 0
   }
 
   /**
@@ -65,10 +82,15 @@ export class PeerPicker {
     const best = hopCost(servers[0], slot.layers, this.d.costs)
     const limit = Math.max(2 * best, best + 50)
     const near = servers.filter((p) => hopCost(p, slot.layers, this.d.costs) <= limit)
-    return await this.open(near[Math.floor(this.d.random() * near.length)], slot.layers)
+    // Weighted by reputation: a fresh identity is drawn, but rarely beside peers with a history.
+    const w = near.map((p) => Math.max(0.05, this.d.ledger.weight(p.peer)))
+    let r = this.d.random() * w.reduce((a, b) => a + b, 0)
+    let i = 0
+    while (i < near.length - 1 && r >= w[i]) r -= w[i++]
+    return await this.open(near[i], slot.layers)
   }
 
   async open(peer: Capability, layers: [number, number]): Promise<RemoteHop> {
-    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, this.d.session, this.d.timeouts, { commit: this.d.commitLogits })
+    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, hopSession(), this.d.timeouts, { commit: this.d.commitLogits })
   }
 }

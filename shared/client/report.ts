@@ -27,7 +27,12 @@ export class SessionReport {
   /** One finished step's hop: who ran it, who checked it, its verdict. */
   hop(h: HopTrace): void {
     const key = h.layers.join('-')
-    const s = this.summary.get(key) ?? { layers: h.layers, ranBy: [], checkedBy: [], verdicts: { unchecked: 0, agreed: 0, overruled: 0, pending: 0 } }
+    const s = this.summary.get(key) ?? {
+      layers: h.layers,
+      ranBy: [],
+      checkedBy: [],
+      verdicts: { unchecked: 0, agreed: 0, overruled: 0, pending: 0, unverified: 0 }
+    }
     this.summary.set(key, s)
     if (!s.ranBy.includes(h.peer)) s.ranBy.push(h.peer)
     for (const p of h.checkedBy ?? []) if (!s.checkedBy.includes(p)) s.checkedBy.push(p)

@@ -11,7 +11,7 @@
  * Every job (a lane's step, a new lane, a checker, a referee) follows one retry rule (failover.ts).
  */
 import { seqOf, type HopInput, type HopOutput } from '../runner.js'
-import { HopError, NoRouteError, TesseraError } from '../errors.js'
+import { HopError, NoRouteError, TesseraError, VerificationError } from '../errors.js'
 import type { RouteCosts } from '../route/route.js'
 import type { Capability } from '../protocol/capability.js'
 import type { BanList } from './bans.js'
@@ -20,7 +20,7 @@ import { Failover } from './failover.js'
 import { PeerPicker } from './picker.js'
 import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
-import { answerOf, concatInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
+import { answerOf, concatInputs, evidenceInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 
@@ -48,6 +48,8 @@ export interface SessionPlan {
   avoid?: ReadonlySet<string>
   /** Ask the last hop to sign a commitment to each step's logits (a sampling proof). */
   commitLogits?: boolean
+  /** Run unchecked where the verifier needs a second peer and none exists (every token then says unverified); else refuse. */
+  fallback?: boolean
 }
 
 type SessionDeps = SessionEnv & SessionPlan
@@ -71,11 +73,15 @@ export class RoutedSession {
   private readonly retry: Failover
 
   private readonly d: SessionDeps
+  /** Some slot could not be checked as the mode asks, and the request allowed it (`fallback`). */
+  unverified = false
+  /** Peers convicted in this session. */
+  private readonly convicted = new Set<string>()
 
   constructor(env: SessionEnv, plan: SessionPlan) {
     const d = { ...env, ...plan }
     this.d = d
-    this.pick = new PeerPicker({ ...d, session: this.id })
+    this.pick = new PeerPicker({ ...d, standing: d.verifier.mode !== 'none' })
     this.retry = new Failover({ pick: this.pick, bans: d.bans, ledger: d.ledger, report: this.report, maxRetries: d.maxRetries, step: () => this.steps })
   }
 
@@ -85,7 +91,22 @@ export class RoutedSession {
       const slot = newSlot(r.layers)
       this.slots.push(slot)
       await this.fill(slot)
+      if (this.d.verifier.checker) await this.needChecker(slot)
     }
+  }
+
+  /** spot re-runs steps on a second peer: with none for a slot the mode cannot run, and saying so beats a silent `checks: 0`. */
+  private async needChecker(slot: Slot): Promise<void> {
+    if (await this.pick.hasOther(slot)) return
+    if (this.d.fallback === true) {
+      this.unverified = true
+      return
+    }
+    const mode = this.d.verifier.mode
+    throw new NoRouteError(
+      `${mode} verification needs a second live peer serving layers [${slot.layers.join(',')}) and there is none: ` +
+        'add one, choose another mode, or allow it to run unverified (verification.fallback)'
+    )
   }
 
   /** Feeds tokens through every slot; returns the logits, who computed (and checked) what, and the last hop's receipt. */
@@ -152,8 +173,20 @@ export class RoutedSession {
       if (!(err instanceof NoRouteError) || !v.recut || cause === undefined) throw err
       return await this.retry.recut(slot, input, cause)
     }
+    if (sampled && checker === undefined && v.checker === true) await this.needChecker(slot)
     const pool = checker === undefined ? answers : [...answers, checker]
     const d = await v.decide(pool, this.context(slot, input))
+    // An earlier step whose output rests only on peers convicted by now tainted every token since: none of them may be returned.
+    for (const a of d.losers) this.convicted.add(a.peer)
+    const tainted = slot.vouched.find((v) => v.peers.every((p) => this.convicted.has(p)))
+    if (tainted !== undefined) {
+      throw new VerificationError(
+        `peer ${d.losers[0].peer.slice(-8)} was caught on layers [${slot.layers.join(',')}) at step ${this.steps}, and tokens from step ` +
+          `${tainted.step} on were computed through it: the generation is refused rather than return them`
+      )
+    }
+    const losers = new Set(d.losers.map((a) => a.peer))
+    slot.vouched.push({ step: this.steps, peers: [d.used.peer, ...d.checkedBy.filter((p) => !losers.has(p) && d.verdict !== 'unchecked')] })
     rearrange(slot, { lanes: v.lanes, losers: d.losers, spares: [checker, d.referee] })
     slot.history.push(input)
     const accused = d.losers.length > 0 ? { accused: d.losers.map((a) => a.peer) } : {}
@@ -170,6 +203,7 @@ export class RoutedSession {
       ban: (peer) => {
         this.d.bans.ban(peer)
       },
+      inputs: () => evidenceInputs(concatInputs([...slot.history, input])),
       ledger: this.d.ledger,
       report: this.report
     }

@@ -4,6 +4,8 @@
  * rebuild the KV cache before the step goes on.
  */
 import { seqOf, type HopInput, type HopOutput } from '../runner.js'
+import { bytesToBase64 } from '../base64.js'
+import type { EvidenceInputs } from '../ledger/types.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 import { tailFingerprint } from '../verify/fingerprint.js'
 import type { HopTrace } from './types.js'
@@ -17,9 +19,14 @@ export interface Slot {
   history: HopInput[]
   /** spot: a peer kept for re-runs, fed the first `fed` entries of the history so far. */
   checker?: { hop: RemoteHop; fed: number }
+  /**
+   * Per step, the peers whose word the output that went on rests on (the one unchecked peer, or
+   * everyone who agreed): once all of them are convicted, every token since that step is tainted.
+   */
+  vouched: Array<{ step: number; peers: string[] }>
 }
 
-export const newSlot = (layers: [number, number], lanes: RemoteHop[] = []): Slot => ({ layers, lanes, history: [] })
+export const newSlot = (layers: [number, number], lanes: RemoteHop[] = []): Slot => ({ layers, lanes, history: [], vouched: [] })
 
 /** Rows held by the first `n` entries of a history. */
 export const positionOf = (history: HopInput[], n: number): number => history.slice(0, n).reduce((s, x) => s + seqOf(x), 0)
@@ -75,4 +82,11 @@ export function rearrange(slot: Slot, { lanes, losers, spares }: { lanes: number
       spare.hop.close()
     }
   }
+}
+
+/** A hop's rows as evidence carries them (JSON-safe): token ids, or little-endian fp32 in base64. */
+export function evidenceInputs(input: HopInput): EvidenceInputs {
+  if ('tokens' in input) return { tokens: Array.from(input.tokens), seq: input.tokens.length }
+  const h = input.hidden
+  return { hidden: bytesToBase64(new Uint8Array(h.buffer, h.byteOffset, h.byteLength)), seq: input.seq }
 }

@@ -37,16 +37,25 @@ export type VerificationMode = 'none' | 'redundant' | 'spot' | 'optimistic'
 export interface VerificationOptions {
   mode: VerificationMode
   k?: number
+  /** spot: the chance each step of each hop is re-run; redundant: see `audit`. */
   p?: number
+  /** redundant: the chance a peer outside the k lanes also runs a step (so k colluding lanes cannot count on agreeing unseen). */
+  audit?: number
   window?: number
+  /**
+   * Accept a generation the mode cannot check (spot with no second peer for a hop): it runs, and
+   * every token says `unverified`. Off by default: the request is refused instead.
+   */
+  fallback?: boolean
 }
 
 /**
  * unchecked: nobody else ran it (mode none, or spot did not sample it); agreed: every re-run
  * matched; overruled: someone disagreed, a referee was asked, and the majority's output was used;
- * pending: optimistic, open to challenge until the window closes.
+ * pending: optimistic, open to challenge until the window closes; unverified: the mode could not
+ * check it and the request allowed that (`fallback`).
  */
-export type Verdict = 'unchecked' | 'agreed' | 'overruled' | 'pending'
+export type Verdict = 'unchecked' | 'agreed' | 'overruled' | 'pending' | 'unverified'
 
 /**
  * One hop of one step: who computed the output that was used, the round trip and the node's own
@@ -99,7 +108,8 @@ export interface VerificationReport {
   /** optimistic: the claim watchers audit, its window, and its state when the tokens were returned. */
   claim?: string
   window?: number
-  status?: 'pending'
+  /** pending: optimistic, open to challenge; unverified: the mode could not run and `fallback` allowed it. */
+  status?: 'pending' | 'unverified'
 }
 
 /** A challenge of an optimistic claim and how it ended. */
@@ -129,7 +139,7 @@ export interface ChallengeReport {
 /** How an optimistic claim ended. `tokens` are the corrected ones when it was overturned. */
 export interface Settlement {
   claim: string
-  status: 'final' | 'overturned'
+  status: 'final' | 'overturned' | 'unverified'
   /** ms from submission to settlement. */
   afterMs: number
   /** Per hop: who audited it; ok false when a step did not match or the audit could not run (see note). */
@@ -158,7 +168,8 @@ export interface TokenEvent {
   id: number
   index: number
   hops: HopTrace[]
-  status?: 'pending'
+  /** unverified: the request's mode could not check this token and `fallback` allowed it anyway. */
+  status?: 'pending' | 'unverified'
 }
 
 export interface GenerationResult {

@@ -16,11 +16,42 @@ export interface Evidence {
   receipts: Uint8Array[]
   /** Free-form detail for the audit log (JSON-safe). Not part of the evidence's identity. */
   detail: Record<string, unknown>
+  /**
+   * Every row the disputed hop was fed, so that a checker able to run the model re-executes it and
+   * convicts only receipts that disagree with its own computation (verify/reexec.ts). Not part of the
+   * evidence's identity either: the receipts' input chain already fixes these rows.
+   */
+  inputs?: EvidenceInputs
+}
+
+/**
+ * A hop's input rows from position 0 through the end of the disputed step, in order: token ids for a
+ * first hop, else `hidden` = base64 (shared/base64.ts) of little-endian fp32 [seq × width]. JSON-safe.
+ */
+export interface EvidenceInputs {
+  tokens?: number[]
+  hidden?: string
+  seq: number
+}
+
+/** A checker's verdict; `matches` (when it re-executed the hop) names the peers whose receipts agree with its computation. */
+export interface Verdict {
+  valid: boolean
+  reason: string
+  matches?: string[]
 }
 
 /** Injected: re-checks evidence before any slash, so a ledger never trusts the reporter's word. */
 export interface EvidenceChecker {
-  check(e: Evidence): Promise<{ valid: boolean; reason: string }>
+  check(e: Evidence): Promise<Verdict>
+}
+
+/** What a slash came to; `matches` passes the checker's on when it re-executed the hop. */
+export interface SlashResult {
+  slashed: boolean
+  amount: number
+  reason: string
+  matches?: string[]
 }
 
 export type LedgerEntryKind = 'stake' | 'slash' | 'reward' | 'reputation' | 'blacklist' | 'reject'
@@ -58,7 +89,7 @@ export interface Ledger {
    * if it has standing (staked, not blacklisted: rules.ts `hasStanding`; else that share is burned, `data.rewardBurned` on the slash),
    * reputation down, blacklist past the threshold; invalid → a 'reject' audit entry and nothing else changes.
    */
-  slash(evidence: Evidence, reporter: string): Promise<{ slashed: boolean; amount: number; reason: string }>
+  slash(evidence: Evidence, reporter: string): Promise<SlashResult>
   /** A verified good result (reputation up) or a failed one (down), as a moving average. */
   observe(peer: string, ok: boolean): Promise<PeerStanding>
   standing(peer: string): Promise<PeerStanding>

@@ -10,6 +10,12 @@ import { RECORD_TTL_MS } from '../protocol/limits.js'
 const MAX_SESSIONS = 64
 /** A session with no message for this long is dropped and its KV cache freed. */
 const SESSION_TTL_MS = 60_000
+/**
+ * Sessions one remote peer may hold at once: an eighth of the node, at least 4. One peer (or a
+ * hog keeping sessions alive with a token now and then) can then take only its share, and the
+ * rest answer everyone else.
+ */
+const SESSIONS_PER_PEER = Math.max(4, MAX_SESSIONS / 8)
 
 export const PEER_DEFAULTS = {
   /**
@@ -21,7 +27,30 @@ export const PEER_DEFAULTS = {
    */
   streams: { infer: 4 * MAX_SESSIONS, dispute: MAX_SESSIONS, zk: 16 },
   maxSessions: MAX_SESSIONS,
+  /**
+   * The per-peer share, counted by the remote libp2p peer id of the stream's connection (noise
+   * authenticates it). Past it that peer alone gets BUSY; others still open sessions.
+   */
+  sessionsPerPeer: SESSIONS_PER_PEER,
+  /**
+   * The relay the node announces to is the one exception: its client opens the sessions of every
+   * HTTP user it serves through its one peer id, so it may hold the whole node (MAX_SESSIONS).
+   * Sharing it out among those users is the relay's job (its HTTP limits), not the node's.
+   */
+  relaySessions: MAX_SESSIONS,
   sessionTtlMs: SESSION_TTL_MS,
+  /**
+   * A stream that has not forwarded yet (no open, or open and no step) is dropped after this.
+   * Above the client's 15 s minimum step deadline (shared/client/config.ts): a route's last hop is
+   * opened with the others and first forwards once every hop before it has run the prefill.
+   */
+  openIdleMs: 20_000,
+  /**
+   * After its last reply (an error, an expiry), how long a stream is left for the client to read
+   * it and hang up before it is reset. A session's TTL: a client coming back to an expired session
+   * within it still reads the EXPIRED reply rather than a bare reset.
+   */
+  lingerMs: SESSION_TTL_MS,
   /** Proofs waiting at most on /tessera/zk/1.0.0 (each takes the cores for a second or more). */
   zkQueue: 4,
   /** A capability record lives this long unless refreshed (the protocol's TTL). */

@@ -2,7 +2,9 @@
  * The node side of /tessera/dispute/1.0.0 (protocol/infer.ts), the same for a native node and a
  * browser tab. A node answers for what it committed to: it reveals a per-layer fingerprint with
  * its Merkle proof, hands over a block's output kept from a challenger's replay, and, drawn as a
- * referee, re-executes one block and signs what it got (verify/dispute.ts).
+ * referee, re-executes a block and signs what it got (verify/dispute.ts): from the hop's own input
+ * (`from`: every block of the hop up to and through the disputed one), so that what it runs on
+ * is bound by the receipts' input chain, not handed over by a party.
  */
 import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
@@ -87,7 +89,7 @@ export interface DisputeOptions {
 type Request =
   | { t: 'reveal'; session: string; step: number; layer: number }
   | { t: 'state'; session: string; step: number; layer: number }
-  | { t: 'execute'; root: string; hop: [number, number]; layer: number; seq: number; tokens?: Uint8Array; hidden?: Uint8Array }
+  | { t: 'execute'; root: string; hop: [number, number]; layer: number; from?: number; seq: number; tokens?: Uint8Array; hidden?: Uint8Array }
 
 /** One request per stream; a bad one gets an error reply and nothing else changes. */
 export function createDisputeHandler(o: DisputeOptions): (stream: Stream) => Promise<void> {
@@ -118,14 +120,29 @@ export function createDisputeHandler(o: DisputeOptions): (stream: Stream) => Pro
   }
 }
 
-/** Re-executes one block (or the head) of hop `m.hop` over the rows given, and signs the result. */
+/**
+ * Re-executes block `m.layer` (or the head) of hop `m.hop` and signs the result: on the rows given
+ * when they entered that block, or, with `from`, on rows that entered block `from`, running every
+ * block from there up to the disputed one first (what entered it is then this node's own work).
+ */
 async function execute(o: DisputeOptions, m: Extract<Request, { t: 'execute' }>): Promise<Uint8Array> {
   if (m.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${m.root.slice(0, 16)}…`)
   const [a, b] = m.hop
-  const input: HopInput = m.tokens !== undefined ? { tokens: i32(m.tokens) } : { hidden: f32(m.hidden!), seq: m.seq }
+  const from = m.from ?? m.layer
+  let input: HopInput = m.tokens !== undefined ? { tokens: i32(m.tokens) } : { hidden: f32(m.hidden!), seq: m.seq }
   if ('tokens' in input && input.tokens.length !== m.seq) throw new ProtocolError('MALFORMED', `tokens hold ${input.tokens.length} ids but seq is ${m.seq}`)
-  if ('tokens' in input && m.layer !== 0) throw new ProtocolError('MALFORMED', 'only block 0 takes token ids')
+  if ('tokens' in input && from !== 0) throw new ProtocolError('MALFORMED', 'only block 0 takes token ids')
   const runners = o.runners()
+  const blockRunner = (layer: number): ShardRunner => {
+    const r = runners.find((x) => x.shard.layers[0] <= layer && layer < x.shard.layers[1])
+    if (r === undefined) throw new ProtocolError('WRONG_LAYERS', `this node does not hold block ${layer}`)
+    if (r.runPart === undefined) throw new ProtocolError('WRONG_LAYERS', `this node's runtime cannot re-execute single blocks`)
+    return r
+  }
+  for (let l = from; l < m.layer; l++) {
+    const x = await run(blockRunner(l), l, input)
+    input = { hidden: x.data, seq: x.seq }
+  }
   let out: HopOutput
   if (m.layer === b) {
     // The head: the model's LM head on the last hop; on another, the hop's output is block b-1's.
@@ -134,12 +151,7 @@ async function execute(o: DisputeOptions, m: Extract<Request, { t: 'execute' }>)
     else if (runners.some((r) => r.shard.layers[0] < b && b < r.shard.layers[1]) && 'hidden' in input) {
       out = { data: input.hidden, seq: input.seq, width: input.hidden.length / input.seq, kind: 'hidden' }
     } else throw new ProtocolError('WRONG_LAYERS', `this node cannot re-execute the head of [${a},${b})`)
-  } else {
-    const r = runners.find((x) => x.shard.layers[0] <= m.layer && m.layer < x.shard.layers[1])
-    if (r === undefined) throw new ProtocolError('WRONG_LAYERS', `this node does not hold block ${m.layer}`)
-    if (r.runPart === undefined) throw new ProtocolError('WRONG_LAYERS', `this node's runtime cannot re-execute single blocks`)
-    out = await run(r, m.layer, input)
-  }
+  } else out = await run(blockRunner(m.layer), m.layer, input)
   const bytes = m.tokens ?? m.hidden!
   return await signPart(
     {
@@ -147,6 +159,7 @@ async function execute(o: DisputeOptions, m: Extract<Request, { t: 'execute' }>)
       root: o.root,
       hop: m.hop,
       layer: m.layer,
+      ...(m.from !== undefined ? { from } : {}),
       input: chainRows(EMPTY_CHAIN, bytes, m.seq),
       ...('hidden' in input ? { inputFp: encodeFingerprint(fingerprint(input.hidden, input.seq, input.hidden.length / input.seq)) } : {}),
       output: encodeFingerprint(fingerprint(out.data, out.seq, out.width))
@@ -183,6 +196,7 @@ function parse(bytes: Uint8Array): Request {
     uint(m.layer) &&
     (m.layer as number) >= (m.hop[0] as number) &&
     (m.layer as number) <= (m.hop[1] as number) &&
+    (m.from === undefined || (uint(m.from) && (m.from as number) >= (m.hop[0] as number) && (m.from as number) <= (m.layer as number))) &&
     uint(m.seq) &&
     (m.seq as number) > 0 &&
     m.tokens instanceof Uint8Array !== m.hidden instanceof Uint8Array
@@ -190,6 +204,7 @@ function parse(bytes: Uint8Array): Request {
     return m as Request
   throw new ProtocolError(
     'MALFORMED',
-    'expected { t: "reveal" | "state", session, step, layer } or ' + '{ t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), seq, tokens | hidden }'
+    'expected { t: "reveal" | "state", session, step, layer } or ' +
+      '{ t: "execute", root, hop: [a, b], layer (a ≤ layer ≤ b), from? (a ≤ from ≤ layer), seq, tokens | hidden }'
   )
 }

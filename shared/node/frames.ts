@@ -12,9 +12,13 @@ import { logger } from '../log.js'
 const log = logger('tessera:node:frames')
 
 export interface FrameStream {
-  /** The next frame, or undefined when the stream ended between frames or was reset. */
-  read(): Promise<Uint8Array | undefined>
-  write(frame: Uint8Array): Promise<void>
+  /**
+   * The next frame, or undefined when the stream ended between frames or was reset. An aborted
+   * `signal` throws its reason (serve.ts aborts with the EXPIRED error of an idle session).
+   */
+  read(signal?: AbortSignal): Promise<Uint8Array | undefined>
+  /** Throws the signal's reason too if the client stops taking data (a full window) until it aborts. */
+  write(frame: Uint8Array, signal?: AbortSignal): Promise<void>
 }
 
 export function frameStream(stream: Stream, maxBytes: number): FrameStream {
@@ -26,16 +30,34 @@ export function frameStream(stream: Stream, maxBytes: number): FrameStream {
   stream.addEventListener('message', (evt) => {
     received += evt.data.byteLength
   })
-  const lp = lpStream(stream, { maxDataLength: maxBytes })
+  // lpStream's own varint reader keeps asking for bytes while every one has its continuation bit
+  // set: endless 0xff would grow the prefix buffer and never get a reply. This one gives up at
+  // the longest prefix a length within the limit needs, and says how long the prefix it read was.
+  const maxPrefix = varintLength(maxBytes)
+  let prefix = 0
+  const lengthDecoder = (buf: { byteLength: number; get: (i: number) => number }): number => {
+    let n = 0
+    for (let i = 0; i < buf.byteLength; i++) {
+      if (i >= maxPrefix) throw new ProtocolError('MALFORMED', `bad length prefix: more than ${maxPrefix} bytes (messages are at most ${maxBytes} bytes)`)
+      const b = buf.get(i)
+      n += (b & 0x7f) * 2 ** (7 * i)
+      if ((b & 0x80) === 0) {
+        prefix = i + 1
+        return n
+      }
+    }
+    throw new RangeError('length prefix incomplete') // lpStream reads one more byte
+  }
+  const lp = lpStream(stream, { maxDataLength: maxBytes, lengthDecoder })
   return {
-    async read() {
+    async read(signal) {
       try {
-        const frame = (await lp.read()).subarray()
-        // Assumes the minimal varint prefix (what lpStream writes); a padded one would make a
-        // clean end look cut short, which only earns that client an error reply it may ignore.
-        consumed += varintLength(frame.byteLength) + frame.byteLength
+        const frame = (await lp.read({ signal })).subarray()
+        consumed += prefix + frame.byteLength
         return frame
       } catch (err) {
+        if (signal?.aborted === true) throw signal.reason
+        if (err instanceof ProtocolError) throw err
         if (err instanceof InvalidDataLengthError) throw new ProtocolError('TOO_LARGE', `message exceeds ${maxBytes} bytes; send the prefill in smaller steps`)
         if (err instanceof InvalidMessageLengthError || err instanceof InvalidDataLengthLengthError) {
           throw new ProtocolError('MALFORMED', `bad length prefix: ${err.message}`)
@@ -47,8 +69,12 @@ export function frameStream(stream: Stream, maxBytes: number): FrameStream {
         return undefined
       }
     },
-    async write(frame) {
-      await lp.write(frame)
+    async write(frame, signal) {
+      try {
+        await lp.write(frame, { signal })
+      } catch (err) {
+        throw signal?.aborted === true ? signal.reason : err
+      }
     }
   }
 }

@@ -1,9 +1,12 @@
 /**
  * The node side of /tessera/infer/1.0.0, the same for a native node and a browser tab: it
  * holds a run of loaded shards and serves sessions over streams, one stream per session.
- * A bad message gets an error reply and ends that stream only; other sessions go on.
+ * A bad message gets an error reply and ends that stream only; other sessions go on. Under abuse:
+ * one remote peer holds at most its share of the sessions, a stream that keeps the node waiting
+ * (no open, no first step, no next step, a reply it does not read) is dropped with EXPIRED, and a
+ * finished stream is reset if its client does not hang up.
  */
-import type { Stream } from '@libp2p/interface'
+import type { Connection, Stream } from '@libp2p/interface'
 import type { ShardRunner, ShardSession, HopOutput } from '../runner.js'
 import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
 import { MAX_MESSAGE_BYTES, MAX_STEP_TOKENS } from '../protocol/limits.js'
@@ -26,9 +29,18 @@ export interface ServeOptions {
   /** The node's shards, consecutive, in layer order. */
   runners: ShardRunner[]
   maxSessions?: number
+  /**
+   * Sessions one remote peer may hold at once, by its peer id: a number, or one per peer
+   * (service.ts gives the relay it announces to more, config.ts says why).
+   */
+  sessionsPerPeer?: number | ((remote: string) => number)
   /** Tokens of KV cache all sessions together may hold (the memory cap); more gets BUSY. */
   maxCacheTokens?: number | (() => number)
   sessionTtlMs?: number
+  /** A stream that has not forwarded yet is dropped after this long (config.ts). */
+  openIdleMs?: number
+  /** How long a finished stream is left for its client to hang up before it is reset (config.ts). */
+  lingerMs?: number
   maxMessageBytes?: number
   /** Faults injected for drills (node/fault.ts); undefined = honest. */
   fault?: StepFault
@@ -44,8 +56,15 @@ export interface ServeStats {
   busyMs: number // time spent computing steps
 }
 
+/** Who is at the other end: libp2p hands a handler the stream's connection, whose remote peer noise authenticated. */
+export type Remote = Pick<Connection, 'remotePeer'>
+
 export interface InferHandler {
-  handle: (stream: Stream) => Promise<void>
+  /**
+   * Serves one session stream. Without a connection (an in-process stream pair in tests) the
+   * remote is unknown and only the node's total limit applies.
+   */
+  handle: (stream: Stream, connection?: Remote) => Promise<void>
   /** Serves /tessera/dispute/1.0.0 (node/dispute.ts): reveals, kept states, referee re-executions. */
   handleDispute: (stream: Stream) => Promise<void>
   /** Live counters. */
@@ -62,11 +81,19 @@ export function createInferHandler(o: ServeOptions): InferHandler {
   const maxCache = (): number => (typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : (o.maxCacheTokens ?? Infinity))
   const maxSessions = o.maxSessions ?? PEER_DEFAULTS.maxSessions
   const ttl = o.sessionTtlMs ?? PEER_DEFAULTS.sessionTtlMs
+  const openIdle = o.openIdleMs ?? PEER_DEFAULTS.openIdleMs
+  const linger = o.lingerMs ?? PEER_DEFAULTS.lingerMs
+  const perPeer = o.sessionsPerPeer ?? PEER_DEFAULTS.sessionsPerPeer
+  const quotaOf = (remote: string): number => (typeof perPeer === 'function' ? perPeer(remote) : perPeer)
+  const byPeer = new Map<string, number>() // sessions open now, by remote peer id
 
-  async function handle(stream: Stream): Promise<void> {
+  async function handle(stream: Stream, connection?: Remote): Promise<void> {
+    const remote = connection?.remotePeer.toString()
     const frames = frameStream(stream, o.maxMessageBytes ?? MAX_MESSAGE_BYTES)
-    const send = async (m: NodeMsg): Promise<void> => {
-      await frames.write(encodeMsg(m))
+    // Aborted with EXPIRED when the client keeps the node waiting too long, reading or writing.
+    const expiry = new AbortController()
+    const send = async (m: NodeMsg, signal: AbortSignal = expiry.signal): Promise<void> => {
+      await frames.write(encodeMsg(m), signal)
     }
     let chain: ShardSession[] | undefined
     let layers: [number, number] = [0, 0]
@@ -76,37 +103,58 @@ export function createInferHandler(o: ServeOptions): InferHandler {
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
     let inputs: Uint8Array = EMPTY_CHAIN // hash chain over every input row, signed in each receipt
+    let forwarded = false
     let timer: ReturnType<typeof setTimeout> | undefined
-    const touch = (): void => {
+    // The clock runs only while the node waits on the client (for a frame, or to take a reply), not while it computes.
+    const waitOnClient = (): void => {
       clearTimeout(timer)
-      timer = setTimeout(() => {
-        void fail('EXPIRED', `session idle for ${ttl} ms`)
-      }, ttl)
+      const ms = forwarded ? ttl : Math.min(openIdle, ttl) // the short clock is never the longer one
+      const why = forwarded
+        ? `session idle for ${ms} ms`
+        : chain === undefined
+          ? `no session opened in ${ms} ms`
+          : `session opened but no step sent in ${ms} ms`
+      timer = setTimeout(() => expiry.abort(new ProtocolError('EXPIRED', `${why}; it was dropped, open a new one`)), ms)
+    }
+    // Frees the session's slot, its share and its KV cache, once, as soon as the node is done with it.
+    const release = (): void => {
+      stats.cachedTokens -= held
+      held = 0
+      for (const s of chain ?? []) s.close()
+      chain = undefined
+      if (!counted) return
+      counted = false
+      stats.sessions--
+      if (remote === undefined) return
+      const n = (byPeer.get(remote) ?? 1) - 1
+      if (n > 0) byPeer.set(remote, n)
+      else byPeer.delete(remote)
     }
     const fail = async (code: ErrorCode, message: string): Promise<void> => {
       stats.errors++
       log.debug(`session error ${code}: ${message}`)
-      await send({ t: 'error', code, message }).catch((e: Error) => {
+      // Its own deadline: the idle signal may be what fired, and a client that reads nothing must not hold the handler.
+      await send({ t: 'error', code, message }, AbortSignal.timeout(linger)).catch((e: Error) => {
         log.debug(`could not send the error reply: ${e.message}`)
       })
-      await stream.close().catch(() => stream.abort(new ProtocolError(code, message)))
     }
     log.debug(`stream ${stream.id} opened`)
     try {
-      touch()
+      waitOnClient()
       for (;;) {
-        // A frame cut short or too large throws (and gets a reply below); the client going away ends quietly.
-        const bytes = await frames.read()
+        // A frame cut short or too large throws (and gets a reply below), so does the idle clock; the client going away ends quietly.
+        const bytes = await frames.read(expiry.signal)
         if (bytes === undefined) return
-        touch()
+        clearTimeout(timer)
         const msg = decodeClientMsg(bytes)
-        if (msg.t === 'close') {
-          await stream.close()
-          return
-        }
+        if (msg.t === 'close') return
         if (msg.t === 'open') {
-          if (chain !== undefined) throw new ProtocolError('MALFORMED', 'session is already open')
+          if (counted) throw new ProtocolError('MALFORMED', 'session is already open')
           if (msg.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${msg.root.slice(0, 16)}…`)
+          const mine = remote === undefined ? 0 : (byPeer.get(remote) ?? 0)
+          if (remote !== undefined && mine >= quotaOf(remote)) {
+            throw new ProtocolError('BUSY', `your peer holds ${mine} sessions on this node, its share; close one or try another node`)
+          }
           if (stats.sessions >= maxSessions) throw new ProtocolError('BUSY', `node is at its limit of ${maxSessions} sessions`)
           chain = openChain(runners, msg.layers)
           layers = msg.layers
@@ -116,6 +164,8 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           stats.sessions++
           stats.opened++
           counted = true
+          if (remote !== undefined) byPeer.set(remote, mine + 1)
+          waitOnClient()
           await send({ t: 'opened', layers, device: runners[0].device })
           continue
         }
@@ -162,18 +212,20 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           },
           o.fault?.receiptBy?.sign ?? o.sign
         )
+        forwarded = true
+        waitOnClient()
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }
     } catch (err) {
       const e = err as TesseraError
       const code = (err instanceof TesseraError ? e.code : 'INTERNAL') as ErrorCode
+      clearTimeout(timer)
+      release()
       await fail(code, e.message)
     } finally {
       clearTimeout(timer)
-      if (stream.writeStatus === 'writable') await stream.close().catch(() => {})
-      stats.cachedTokens -= held
-      for (const s of chain ?? []) s.close()
-      if (counted) stats.sessions--
+      release()
+      await finish(stream, linger)
     }
   }
   const handleDispute = createDisputeHandler({ root: o.root, peer: o.peer, sign: o.sign, traces, runners: () => runners, mute: o.fault?.mute })
@@ -185,6 +237,26 @@ export function createInferHandler(o: ServeOptions): InferHandler {
       runners = r
     }
   }
+}
+
+/**
+ * Ends the node's side of a stream: the last reply flushed (given up on after `lingerMs`), any
+ * further input discarded, and the stream reset if the client has not hung up `lingerMs` later
+ * (until then a client coming back still reads the reply, not a bare reset).
+ */
+async function finish(stream: Stream, lingerMs: number): Promise<void> {
+  try {
+    const signal = AbortSignal.timeout(lingerMs)
+    if (stream.writeStatus === 'writable') await stream.close({ signal })
+    await stream.closeRead({ signal })
+  } catch (err) {
+    stream.abort(err as Error)
+    return
+  }
+  if (stream.status !== 'open' && stream.status !== 'closing') return
+  const timer = setTimeout(() => stream.abort(new ProtocolError('TIMEOUT', `the client did not hang up within ${lingerMs} ms`)), lingerMs)
+  ;(timer as { unref?: () => void }).unref?.() // a lingering stream must not keep a process alive
+  stream.addEventListener('close', () => clearTimeout(timer), { once: true })
 }
 
 /** Opens sessions on the node's shards that exactly cover `layers`. */

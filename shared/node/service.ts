@@ -29,7 +29,7 @@ import { createZkHandler, type ZkServed } from './zk-serve.js'
 import type { StepFault } from './fault.js'
 import { cacheCap, type MemoryBudget } from './memory.js'
 import { measureMsPerLayer } from './speed.js'
-import { otherPeers } from './peers.js'
+import { otherPeers, relayPeerId } from './peers.js'
 import { rebalanceMove } from './rebalance.js'
 import { repeat } from './repeat.js'
 
@@ -107,6 +107,11 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
 
   // One cap: what the handler enforces is what the record advertises as kvRoom.
   const maxCacheTokens = (): number => cacheCap(m, shards, memory)
+  let relayId: string | undefined // known once named in the relay's address or connected to
+  const relayPeer = (): string | undefined => {
+    relayId ??= relayPeerId(node, o.relay)
+    return relayId
+  }
   const handler = createInferHandler({
     root: m.root,
     peer,
@@ -114,7 +119,11 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
     runners,
     fault: o.fault,
     maxSessions: cfg.maxSessions,
+    // Every peer gets its share; the relay we announce to carries all its HTTP users' sessions (config.ts).
+    sessionsPerPeer: (remote) => (remote === relayPeer() ? cfg.relaySessions : cfg.sessionsPerPeer),
     sessionTtlMs: cfg.sessionTtlMs,
+    openIdleMs: cfg.openIdleMs,
+    lingerMs: cfg.lingerMs,
     maxCacheTokens
   })
   const { stats } = handler
@@ -204,7 +213,7 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
       })
     )
   }
-  log.info(`peer ${peer} announced to the relay; ${cfg.maxSessions} sessions at most`)
+  log.info(`peer ${peer} announced to the relay; ${cfg.maxSessions} sessions at most, ${cfg.sessionsPerPeer} per peer (the relay's: ${cfg.relaySessions})`)
 
   return {
     get layers() {

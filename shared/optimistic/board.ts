@@ -2,21 +2,27 @@
  * Optimistic verification's claim board: the lifecycle of claims. A generation served by one peer
  * per hop is accepted at once and posted here as a claim (claim.ts). Until its window closes,
  * watchers audit each hop (audit.ts); a mismatch becomes a challenge (challenge.ts). A proven
- * fault overturns the claim at once; a claim nobody overturns within its window is final. The
- * board keeps claims in a store (so a restart resumes them), tells waiters and webhooks how each
- * settled, and counts for the pages.
+ * fault overturns the claim at once. Otherwise a claim settles when its window has closed and
+ * every audit and challenge of it has ended: final only when every hop was re-executed by a
+ * watcher and every challenge went the accused's way; unverified when a hop went unaudited, a
+ * challenge was left undecided, or the audits outlasted the window by auditMs. Every receipt is
+ * checked when the claim is posted (a forged one is refused), and a board holds at most
+ * maxPending claims. The board keeps claims in a store (so a restart resumes them, audited
+ * before they settle), tells waiters and webhooks how each settled (one frozen settlement, the
+ * same everywhere), and counts for the pages.
  *
  * It needs only a dialer, the peers and a ledger link, so it runs anywhere the client does; in
  * the embedded setup it lives with the relay.
  */
 import type { Capability } from '../protocol/capability.js'
-import { InputError } from '../errors.js'
+import { InputError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
 import type { LedgerLink } from '../client/ledger-link.js'
 import type { Dialer, HopTimeouts } from '../client/remote-hop.js'
 import type { ChallengeReport, Settlement } from '../client/types.js'
+import type { ReceiptBody } from '../verify/receipt.js'
 import { auditHop } from './audit.js'
-import type { Claim, ClaimSink, ClaimStatus, ClaimStore } from './claim.js'
+import { checkClaim, type Claim, type ClaimSink, type ClaimStatus, type ClaimStore } from './claim.js'
 import { BOARD_DEFAULTS, type BoardDefaults } from './config.js'
 import type { BoardContext } from './context.js'
 import { boardStats, type BoardStats } from './stats.js'
@@ -44,13 +50,19 @@ export interface BoardOptions {
   store?: ClaimStore
   /** How long a resumed claim's audit waits for a watcher and a referee to (re)appear (ms). */
   resumeWaitMs?: number
+  /** Watchers drawn for each hop (config.ts). */
+  watchers?: number
+  /** How long after its window a claim's audits may run before it ends unverified (ms). */
+  auditMs?: number
+  /** Claims pending at once; more are refused (BUSY, 503). */
+  maxPending?: number
 }
 
 type Correct = (challenges: ChallengeReport[]) => Promise<number[]>
 
 export class ClaimBoard implements ClaimSink {
   private readonly claims = new Map<string, ClaimStatus>()
-  private readonly waiters = new Map<string, Array<(s: Settlement) => void>>()
+  private readonly waiters = new Map<string, Array<{ resolve: (s: Settlement) => void; reject: (err: Error) => void }>>()
   private readonly hooks = new Map<string, string>()
   private readonly closing = new AbortController()
   private readonly ctx: BoardContext
@@ -65,7 +77,10 @@ export class ClaimBoard implements ClaimSink {
       webhookMs: d.webhookMs,
       resumeWaitMs: options.resumeWaitMs ?? d.resumeWaitMs,
       keep: options.keep ?? d.keep,
-      auditRate: options.auditRate ?? d.auditRate
+      auditRate: options.auditRate ?? d.auditRate,
+      watchers: options.watchers ?? d.watchers,
+      auditMs: options.auditMs ?? d.auditMs,
+      maxPending: options.maxPending ?? d.maxPending
     }
     const { dialer, peers, ledger, timeouts, revealMs } = this.o
     this.ctx = {
@@ -82,28 +97,64 @@ export class ClaimBoard implements ClaimSink {
     }
   }
 
-  /** Posts a claim; resolves when it is overturned (as soon as proven, after `correct` made the corrected tokens) or final. */
+  /** Posts a claim; resolves when it settles: overturned (as soon as proven, after `correct` made the corrected tokens), final or unverified. */
   async submit(claim: Claim, correct?: Correct): Promise<Settlement> {
-    if (this.claims.has(claim.id) || this.o.store?.get(claim.id) !== undefined) throw new InputError(`claim ${claim.id} was already posted`)
+    return await (await this.post(claim, correct)).settled
+  }
+
+  /**
+   * Accepts a claim, or refuses it: already posted (INPUT), a receipt that does not check
+   * (BAD_CLAIM), the board full (BUSY). Once accepted it is stored and audited; `settled` says how it ended.
+   */
+  async post(claim: Claim, correct?: Correct): Promise<{ settled: Promise<Settlement> }> {
+    const known = (): boolean => this.claims.has(claim.id) || this.o.store?.get(claim.id) !== undefined
+    if (known()) throw new InputError(`claim ${claim.id} was already posted`)
+    if (this.pending() >= this.o.maxPending)
+      throw new TesseraError('BUSY', `the claim board holds ${this.o.maxPending} pending claims: try again when some have settled`)
+    // Listed at once (pending) while its receipts are checked, so a webhook asked for right away finds it; dropped if refused.
     const submittedAt = Date.now()
+    this.claims.set(claim.id, { claim: claim.id, status: 'pending', window: claim.window, submittedAt })
+    let bodies: ReceiptBody[][]
+    try {
+      bodies = await checkClaim(claim)
+    } catch (err) {
+      this.claims.delete(claim.id)
+      this.hooks.delete(claim.id)
+      for (const w of this.waiters.get(claim.id) ?? []) w.reject(err as Error)
+      this.waiters.delete(claim.id)
+      throw err
+    }
     this.o.store?.put(claim, submittedAt)
-    return await this.run(claim, { submittedAt, resumed: false, correct })
+    // A webhook asked for while the receipts were checked is stored now, so a restart still sends it.
+    const hook = this.hooks.get(claim.id)
+    if (hook !== undefined) this.o.store?.webhook(claim.id, hook)
+    return { settled: this.run(claim, bodies, { submittedAt, resumed: false, correct }) }
+  }
+
+  /** Claims accepted and not settled. */
+  pending(): number {
+    let n = 0
+    for (const c of this.claims.values()) if (c.status === 'pending') n++
+    return n
   }
 
   /**
    * Takes up the claims a previous run of the board accepted and never settled (the relay
    * restarted): their windows go on from when they were posted, and one whose window passed
-   * meanwhile settles when its audit ends, not before: it was never audited. Corrected tokens
-   * are not regenerated for them (the client that could is gone); webhooks are sent.
+   * meanwhile settles when its audit ends, not before: it was never audited (and one no watcher
+   * can audit ends unverified, never final). Corrected tokens are not regenerated for them (the
+   * client that could is gone); webhooks are sent.
    */
   resume(): number {
     const pending = this.o.store?.pending() ?? []
     for (const p of pending) {
       if (this.claims.has(p.claim.id)) continue
       if (p.webhook !== undefined) this.hooks.set(p.claim.id, p.webhook)
-      this.run(p.claim, { submittedAt: p.submittedAt, resumed: true }).catch((err: Error) => {
-        log.warn(`claim ${p.claim.id}: ${err.message}`)
-      })
+      checkClaim(p.claim)
+        .then(async (bodies) => await this.run(p.claim, bodies, { submittedAt: p.submittedAt, resumed: true }))
+        .catch((err: Error) => {
+          log.warn(`claim ${p.claim.id}: ${err.message}`)
+        })
     }
     if (pending.length > 0) log.info(`resumed ${pending.length} pending claim(s)`)
     return pending.length
@@ -137,8 +188,8 @@ export class ClaimBoard implements ClaimSink {
     const c = this.get(id)
     if (c === undefined) throw new InputError(`no claim ${id} on this board`)
     if (c.settlement !== undefined) return c.settlement
-    return await new Promise((resolve) => {
-      this.waiters.set(id, [...(this.waiters.get(id) ?? []), resolve])
+    return await new Promise((resolve, reject) => {
+      this.waiters.set(id, [...(this.waiters.get(id) ?? []), { resolve, reject }])
     })
   }
 
@@ -152,28 +203,36 @@ export class ClaimBoard implements ClaimSink {
     this.closing.abort()
   }
 
-  private async run(claim: Claim, r: { submittedAt: number; resumed: boolean; correct?: Correct }): Promise<Settlement> {
+  private async run(claim: Claim, bodies: ReceiptBody[][], r: { submittedAt: number; resumed: boolean; correct?: Correct }): Promise<Settlement> {
     this.claims.set(claim.id, { claim: claim.id, status: 'pending', window: claim.window, submittedAt: r.submittedAt })
     this.trim()
     const audits: Settlement['audits'] = []
     const challenges: ChallengeReport[] = []
     const elapsed = (): number => Date.now() - r.submittedAt
-    // Timers may fire a millisecond early by the wall clock: a claim is never final before its window.
-    const windowEnds = (async (): Promise<'window'> => {
-      while (elapsed() < claim.window && !this.closing.signal.aborted) await this.sleep(claim.window - elapsed() + 1)
-      return 'window'
-    })()
-    const audit = this.audit(claim, { resumed: r.resumed, audits, challenges })
-    // A proven fault ends the claim at once; otherwise it is final when the window closes
-    // (an audit still running then came too late: that is the optimistic bargain).
-    const first = r.resumed && elapsed() >= claim.window ? await audit : await Promise.race([audit, windowEnds])
-    if (first === 'clean') await windowEnds
+    // Timers may fire a millisecond early by the wall clock: nothing settles before its time.
+    const until = async <T>(ms: number, v: T): Promise<T> => {
+      while (elapsed() < ms && !this.closing.signal.aborted) await this.sleep(ms - elapsed() + 1)
+      return v
+    }
+    const audit = this.audit(claim, bodies, { resumed: r.resumed, audits, challenges })
+    // A proven fault ends the claim at once. Otherwise it waits for its window and for every audit
+    // and challenge: one still open auditMs after the window leaves the claim unverified (a party
+    // that stalls gains nothing: its claim is never final).
+    const deadline = (r.resumed ? Math.max(claim.window, elapsed()) : claim.window) + this.o.auditMs
+    let verdict = await Promise.race([audit, until(deadline, 'late' as const)])
+    if (verdict !== 'overturned') await until(claim.window, undefined)
     // A board closed meanwhile settles nothing: its store keeps the claim pending for the next run to resume.
     if (this.closing.signal.aborted) return await new Promise<never>(() => {})
-    const s: Settlement = { claim: claim.id, status: first === 'overturned' ? 'overturned' : 'final', afterMs: elapsed(), audits, challenges }
+    if (verdict === 'late') {
+      audits.push({ layers: claim.hops[0].layers, ok: false, note: `the audits did not end within ${this.o.auditMs} ms of the window` })
+      verdict = 'unverified'
+    }
+    const status = verdict === 'overturned' ? 'overturned' : verdict === 'clean' ? 'final' : 'unverified'
+    // Frozen: what the API, the store, the waiters and the webhook see is this one copy, however the audits go on.
+    const s = JSON.parse(JSON.stringify({ claim: claim.id, status, afterMs: elapsed(), audits, challenges })) as Settlement
     if (s.status === 'overturned' && r.correct !== undefined) {
       try {
-        s.tokens = await r.correct(challenges)
+        s.tokens = await r.correct(s.challenges)
       } catch (err) {
         log.warn(`claim ${claim.id}: could not regenerate the corrected tokens: ${(err as Error).message}`)
       }
@@ -181,22 +240,35 @@ export class ClaimBoard implements ClaimSink {
     return this.settle(s)
   }
 
-  /** Audits the claim's hops in turn (as the audit policy samples them); the first overturned one ends it. */
-  private async audit(claim: Claim, a: { resumed: boolean; audits: Settlement['audits']; challenges: ChallengeReport[] }): Promise<'overturned' | 'clean'> {
+  /**
+   * Audits the claim's hops in turn (as the audit policy samples them); the first overturned one
+   * ends it. Clean only when every hop is: one not sampled, not audited or left undecided makes
+   * the claim unverified.
+   */
+  private async audit(
+    claim: Claim,
+    bodies: ReceiptBody[][],
+    a: { resumed: boolean; audits: Settlement['audits']; challenges: ChallengeReport[] }
+  ): Promise<'overturned' | 'clean' | 'unverified'> {
+    let clean = true
     for (const [index, hop] of claim.hops.entries()) {
       if (this.ctx.random() >= this.o.auditRate) {
-        a.audits.push({ layers: hop.layers, ok: true, note: 'not sampled by the audit policy' })
+        a.audits.push({ layers: hop.layers, ok: false, note: 'not sampled by the audit policy: unaudited' })
+        clean = false
         continue
       }
       try {
-        const challenge = await auditHop(this.ctx, { claim, index, waitMs: a.resumed ? this.o.resumeWaitMs : 0, audits: a.audits })
-        if (challenge !== undefined) a.challenges.push(challenge)
-        if (challenge?.outcome === 'overturned') return 'overturned'
+        const waitMs = a.resumed ? this.o.resumeWaitMs : 0
+        const r = await auditHop(this.ctx, { claim, index, bodies: bodies[index], watchers: this.o.watchers, waitMs, audits: a.audits })
+        a.challenges.push(...r.challenges)
+        if (r.verdict === 'overturned') return 'overturned'
+        if (r.verdict !== 'clean') clean = false
       } catch (err) {
         a.audits.push({ layers: hop.layers, ok: false, note: `audit failed: ${(err as Error).message}` })
+        clean = false
       }
     }
-    return 'clean'
+    return clean ? 'clean' : 'unverified'
   }
 
   /** Records how the claim ended (once), and tells the store, the waiters and the webhook. */
@@ -206,7 +278,7 @@ export class ClaimBoard implements ClaimSink {
     entry.status = s.status
     entry.settlement = s
     if (!this.closing.signal.aborted) this.o.store?.settle(s)
-    for (const w of this.waiters.get(s.claim) ?? []) w(s)
+    for (const w of this.waiters.get(s.claim) ?? []) w.resolve(s)
     this.waiters.delete(s.claim)
     const hook = this.hooks.get(s.claim)
     this.hooks.delete(s.claim)

@@ -78,7 +78,10 @@ export function httpClaimSink(base: string, fetchFn: typeof fetch = fetch): Clai
         body: JSON.stringify(claimToJson(claim))
       })
       if (!posted.ok)
-        throw new TesseraError(posted.status === 400 ? 'BAD_CLAIM' : 'UNREACHABLE', `POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`)
+        throw new TesseraError(
+          posted.status === 400 ? 'BAD_CLAIM' : posted.status === 429 || posted.status === 503 ? 'BUSY' : 'UNREACHABLE',
+          `POST /api/claims: HTTP ${posted.status}: ${await posted.text()}`
+        )
       const events = await (await fetchFn(new URL(`/api/claims/${encodeURIComponent(claim.id)}/events`, base))).text()
       const line = events.split('\n').find((l) => l.startsWith('data:'))
       if (line === undefined) throw new TesseraError('BAD_REPLY', `the relay sent no settlement for claim ${claim.id}`)

@@ -7,7 +7,8 @@ import { seqOf, type HopInput, type HopOutput } from '../runner.js'
 import { TesseraError } from '../errors.js'
 import { bytesToHex } from '../hash.js'
 import { bytesOf } from '../protocol/infer.js'
-import { chainRows, EMPTY_CHAIN, type ReceiptBody } from '../verify/receipt.js'
+import { chainRows, EMPTY_CHAIN, openReceipt, type ReceiptBody } from '../verify/receipt.js'
+import { decodeFingerprint } from '../verify/fingerprint.js'
 import type { ChallengeReport, Settlement } from '../client/types.js'
 
 /** One hop of a claim: who computed which steps (each receipt's output ends at row `end`), and every row it was fed. */
@@ -27,7 +28,8 @@ export interface Claim {
 
 export interface ClaimStatus {
   claim: string
-  status: 'pending' | 'final' | 'overturned'
+  /** final: every hop audited and every challenge decided for it; unverified: some part never was (see the settlement's audits). */
+  status: 'pending' | 'final' | 'overturned' | 'unverified'
   window: number
   submittedAt: number
   settlement?: Settlement
@@ -58,6 +60,45 @@ export interface ClaimStore {
  */
 export interface ClaimSink {
   submit(claim: Claim, correct?: (challenges: ChallengeReport[]) => Promise<number[]>): Promise<Settlement>
+}
+
+/**
+ * Checks every receipt of a claim before it is accepted: signed by the peer it names, about the
+ * claim's model and the hop's layers, ending at the row its entry says, over the inputs the claim
+ * carries. A claim that fails is refused (BAD_CLAIM, 400): it is never audited, so it can frame
+ * nobody and cannot settle.
+ */
+export async function checkClaim(claim: Claim): Promise<ReceiptBody[][]> {
+  const all: ReceiptBody[][] = []
+  for (const hop of claim.hops) {
+    const where = `hop [${hop.layers.join(',')})`
+    const bodies: ReceiptBody[] = []
+    for (const [k, e] of hop.entries.entries()) {
+      let b: ReceiptBody
+      try {
+        b = await openReceipt(e.receipt)
+      } catch (err) {
+        throw new TesseraError('BAD_CLAIM', `${where}: receipt ${k} is not a signed receipt: ${(err as Error).message}`)
+      }
+      const bad = (why: string): never => {
+        throw new TesseraError('BAD_CLAIM', `${where}: receipt ${k} ${why}`)
+      }
+      if (b.peer !== e.peer) bad(`is signed by ${b.peer}, not by ${e.peer}`)
+      if (b.root !== claim.root) bad(`is about model ${String(b.root).slice(0, 16)}…, not the claim's`)
+      if (!Array.isArray(b.layers) || b.layers[0] !== hop.layers[0] || b.layers[1] !== hop.layers[1]) bad(`is about layers ${JSON.stringify(b.layers)}`)
+      let positions: number
+      try {
+        positions = decodeFingerprint(b.output).positions
+      } catch (err) {
+        return bad(`has no readable output: ${(err as Error).message}`)
+      }
+      if (!Number.isSafeInteger(b.start) || b.start + positions !== e.end) bad(`covers rows [${b.start},${b.start + positions}), not up to ${e.end}`)
+      bodies.push(b)
+    }
+    checkInputs(hop, bodies)
+    all.push(bodies)
+  }
+  return all
 }
 
 /** The claim's inputs must be what the peers signed for (each receipt's input chain): a client cannot frame a peer. */

@@ -127,15 +127,20 @@ export async function keptState(
   return { hidden, seq }
 }
 
-/** A referee re-executes block `layer` of hop `hop` on `input` (rows from position 0) and signs it; the statement is checked to be about exactly that. */
+/**
+ * A referee re-executes hop `hop` from its input `input` (rows from position 0, entering block
+ * hop[0]) up to and through block `layer`, and signs its output of `layer`; the statement is
+ * checked to be about exactly that.
+ */
 export async function execute(
   dialer: Dialer,
   referee: Capability,
   { root, hop, layer, input, ms }: { root: string; hop: [number, number]; layer: number; input: HopInput; ms: number }
 ): Promise<{ statement: Uint8Array; body: PartBody }> {
   const seq = seqOf(input)
+  const from = hop[0]
   const bytes = 'tokens' in input ? new Uint8Array(Int32Array.from(input.tokens).buffer) : bytesOf(input.hidden)
-  const m = await ask(dialer, referee, { t: 'execute', root, hop, layer, seq, ...('tokens' in input ? { tokens: bytes } : { hidden: bytes }) }, ms)
+  const m = await ask(dialer, referee, { t: 'execute', root, hop, layer, from, seq, ...('tokens' in input ? { tokens: bytes } : { hidden: bytes }) }, ms)
   if (m.t !== 'part' || !(m.statement instanceof Uint8Array)) throw new TesseraError('BAD_REPLY', 'no statement in the reply')
   const body = await openPart(m.statement)
   const chain = chainRows(EMPTY_CHAIN, bytes, seq)
@@ -145,6 +150,7 @@ export async function execute(
     body.hop[0] !== hop[0] ||
     body.hop[1] !== hop[1] ||
     body.layer !== layer ||
+    (body.from ?? body.layer) !== from ||
     bytesToHex(body.input) !== bytesToHex(chain)
   )
     throw new TesseraError('BAD_REPLY', 'its statement is about another computation')

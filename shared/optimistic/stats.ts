@@ -1,10 +1,12 @@
-/** What the pages show of a claim board: claims by state, challenges by outcome, mean time to settle, referees' work. */
+/** What the pages show of a claim board: claims by state (final, overturned, unverified), challenges by outcome, mean time to settle, referees' work. */
 import type { ClaimStatus } from './claim.js'
 
 export interface BoardStats {
   pending: number
   final: number
   overturned: number
+  /** Settled without every part verified: a hop unaudited, a challenge undecided, audits too late. */
+  unverified: number
   challenges: number
   frivolous: number
   meanFinalMs: number
@@ -19,7 +21,8 @@ export function boardStats(all: ClaimStatus[]): BoardStats {
   return {
     pending: all.filter((c) => c.status === 'pending').length,
     final: finals.length,
-    overturned: settled.length - finals.length,
+    overturned: settled.filter((c) => c.status === 'overturned').length,
+    unverified: settled.filter((c) => c.status === 'unverified').length,
     challenges: ch.length,
     frivolous: ch.filter((c) => c.outcome === 'frivolous').length,
     meanFinalMs: finals.length === 0 ? 0 : finals.reduce((s, c) => s + c.settlement!.afterMs, 0) / finals.length,

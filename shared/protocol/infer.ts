@@ -93,6 +93,10 @@ export function decodeClientMsg(bytes: Uint8Array): ClientMsg {
       const hasTokens = m.tokens instanceof Uint8Array
       const hasHidden = m.hidden instanceof Uint8Array
       need(hasTokens !== hasHidden, 'forward needs exactly one of tokens and hidden (byte strings)')
+      // Whole rows of 4-byte values, or the int32/fp32 views below would throw a RangeError (no code, no reply).
+      const seq = m.seq as number
+      if (hasTokens) need((m.tokens as Uint8Array).byteLength === 4 * seq, `forward.tokens must hold seq (${seq}) int32 ids`)
+      else need((m.hidden as Uint8Array).byteLength % (4 * seq) === 0, `forward.hidden must hold seq (${seq}) rows of fp32 values`)
       return m as unknown as ForwardMsg
     }
     case 'close':

@@ -28,13 +28,40 @@ export function libp2pDialer(node: Libp2p): Dialer {
 
 export interface PeerDirectory {
   list(): Promise<Capability[]>
+  /**
+   * Tells the directory's keeper that dials to `peer` failed (best effort): the relay drops a record
+   * that several distinct clients could not reach. A client calls it where a dial or an open fails.
+   */
+  unreachable?(peer: string): void
+}
+
+/** The relay's view of a record beside the signed one (relay/registry.ts RecordHint). */
+interface Hint {
+  peer: string
+  expires: number
+  msPerLayer: number
+}
+
+/**
+ * A record as routing should see it: never faster than the relay measured it nor than it claims,
+ * never listed past the relay's expiry. The relay lists records anyway; its hints only make it stricter.
+ */
+function withHint(c: Capability, h: Hint | undefined): Capability {
+  const num = (x: unknown): x is number => typeof x === 'number' && !Number.isNaN(x)
+  if (h === undefined || !num(h.msPerLayer) || !num(h.expires)) return c
+  return { ...c, msPerLayer: Math.max(c.msPerLayer, h.msPerLayer), expires: Math.min(c.expires, h.expires) }
 }
 
 /**
  * Reads the relay's registry over /tessera/peers/1.0.0 and checks every record's signature
- * itself (the relay is not trusted to vouch for peers). Cached for `cacheMs`.
+ * itself (the relay is not trusted to vouch for peers); the relay's measured speeds and capped
+ * expiries (its hints) only make a record slower or shorter-lived. Cached for `cacheMs`.
  */
-export function relayDirectory(node: Libp2p, relay: string | Multiaddr, cacheMs = CLIENT_DEFAULTS.directoryCacheMs): PeerDirectory {
+export function relayDirectory(
+  node: Libp2p,
+  relay: string | Multiaddr,
+  cacheMs = CLIENT_DEFAULTS.directoryCacheMs
+): PeerDirectory & { unreachable(peer: string): Promise<void> } {
   const addr = typeof relay === 'string' ? multiaddr(relay) : relay
   let cached: { at: number; peers: Promise<Capability[]> } | undefined
   const fetchPeers = async (): Promise<Capability[]> => {
@@ -44,13 +71,19 @@ export function relayDirectory(node: Libp2p, relay: string | Multiaddr, cacheMs 
     })
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     await lp.write(encode({ t: 'list' }))
-    const reply = decode((await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })).subarray()) as { records: SignedCapability[] }
+    const reply = decode((await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })).subarray()) as {
+      records: SignedCapability[]
+      hints?: Hint[]
+    }
     await stream.close().catch(() => {})
+    const hints = new Map((Array.isArray(reply.hints) ? reply.hints : []).filter((h) => typeof h?.peer === 'string').map((h) => [h.peer, h]))
     const out: Capability[] = []
+    const now = Date.now()
     for (const r of reply.records ?? []) {
       try {
-        const c = await verifyCapability(r)
-        if (c.withdrawn !== true) out.push(c)
+        const v = await verifyCapability(r)
+        const c = withHint(v, hints.get(v.peer))
+        if (c.withdrawn !== true && c.expires >= now) out.push(c)
       } catch (err) {
         log.warn(`dropping a peer record: ${(err as Error).message}`)
       }
@@ -66,6 +99,22 @@ export function relayDirectory(node: Libp2p, relay: string | Multiaddr, cacheMs 
         })
       }
       return await cached.peers
+    },
+    /** Resolves once the relay has the report, or it could not be sent (best effort: never throws). */
+    async unreachable(peer) {
+      await (async () => {
+        const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, {
+          signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
+          runOnLimitedConnection: true
+        })
+        const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+        await lp.write(encode({ t: 'unreachable', peer }))
+        await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })
+        await stream.close().catch(() => {})
+        cached = undefined
+      })().catch((err: Error) => {
+        log.debug(`could not report ${peer} unreachable: ${err.message}`)
+      })
     }
   }
 }

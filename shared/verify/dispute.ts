@@ -4,8 +4,9 @@
  *
  * Bisection over the per-layer commitments finds block L: the first whose committed fingerprints
  * differ while both parties agree on what entered it (block L-1's output, or the hop's own input
- * when L is its first block). A referee re-executes block L alone on that input and signs a
- * PartStatement. The evidence is four records, all self-authenticating:
+ * when L is its first block). A referee re-executes the hop from its own input, every block up to
+ * and through L (`from` = the hop's first block), and signs a PartStatement. The evidence is four
+ * records, all self-authenticating:
  *
  *   [the loser's hop receipt, the winner's hop receipt, the referee's part statement,
  *    the openings: each party's committed fingerprints of blocks L-1 and L with Merkle proofs
@@ -14,9 +15,11 @@
  * L = the hop's end stands for its head (final norm + LM head on the model's last hop, nothing on
  * another): there the parties' "block L output" is the hop output their receipts state.
  *
- * What binds the referee's input is the fingerprint of block L-1 (top-k per row), not its every
- * value: a challenger that crafted a state matching those top-k values while differing elsewhere
- * could steer one re-execution. The full-history fingerprint it signed is checked here, row by row.
+ * What binds the referee's input is the hop's input chain, which both receipts signed: the
+ * referee computed block L-1's output itself. (A fingerprint of block L-1 binds only its top-k
+ * values per row: a challenger that handed over a state matching them while differing elsewhere
+ * could steer a re-execution of L alone, so a statement not started at the hop's input is refused.)
+ * The referee's own block L-1 fingerprint must still agree with what the parties committed to.
  */
 import { decode, encode } from 'cborg'
 import { bytesToHex } from '../hash.js'
@@ -35,6 +38,8 @@ export interface PartBody {
   hop: [number, number]
   /** The block re-executed; hop[1] is the head. */
   layer: number
+  /** The block whose input `input` is (the referee ran every block from it up to `layer`); absent: `layer` itself. */
+  from?: number
   /** The chain over the input rows (chainRows), comparable with a hop receipt's `input` when layer = hop[0]. */
   input: Uint8Array
   /** Fingerprint of the input rows (hidden states entering the block). */
@@ -57,6 +62,7 @@ export async function openPart(bytes: Uint8Array | undefined): Promise<PartBody>
       typeof b.root === 'string' &&
       Array.isArray(b.hop) &&
       Number.isInteger(b.layer) &&
+      (b.from === undefined || Number.isInteger(b.from)) &&
       b.input instanceof Uint8Array &&
       b.output instanceof Uint8Array &&
       (b.inputFp === undefined || b.inputFp instanceof Uint8Array)
@@ -152,9 +158,10 @@ export async function checkDisputeEvidence(e: Evidence, mayWitness?: MayWitness)
     return decodeFingerprint(o.fp)
   }
   try {
-    if (layer === a) {
-      if (bytesToHex(part.input) !== bytesToHex(loser.input)) return no("the referee was not fed the hop's input rows")
-    } else {
+    // Started anywhere but the hop's input, the referee would have run on a state a party handed it.
+    if ((part.from ?? part.layer) !== a) return no(`the referee did not re-execute from the hop's input (block ${a})`)
+    if (bytesToHex(part.input) !== bytesToHex(loser.input)) return no("the referee was not fed the hop's input rows")
+    if (layer > a) {
       const [pl, pw, pf] = [committed(loser, layer - 1), committed(winner, layer - 1), committed(full, layer - 1)]
       if (pl === undefined || pw === undefined || pf === undefined)
         return no(`an opening of block ${layer - 1} is missing or does not prove against its receipt`)

@@ -1,7 +1,12 @@
 /**
  * Evidence of a wrong result, and the check a ledger runs before it slashes anyone. Evidence is
- * nothing but signed receipts: the accused's, and those of at least two other peers that were fed
- * the very same input rows (equal input chains), agree with each other, and disagree with it.
+ * signed receipts: the accused's, and those of other peers that were fed the very same input rows
+ * (equal input chains). Two rules, one per kind of checker:
+ * - re-execution (verify/reexec.ts), when the evidence carries the hop's input rows and the checker
+ *   can run the model (`reexecute`): the checker recomputes the hop, and only a receipt that
+ *   disagrees with the recomputation convicts; witnesses need no standing, colluders frame no one;
+ * - otherwise the witness rule: at least two witnesses with standing that agree with each other and
+ *   disagree with the accused.
  * No one's word is taken: every signature, every input chain and every comparison is redone here.
  */
 import { bytesToHex } from '../hash.js'
@@ -10,6 +15,7 @@ import { compareFingerprints, decodeFingerprint, tailFingerprint, type Fingerpri
 import { checkDisputeEvidence, witnessRefusal, type MayWitness } from './dispute.js'
 import type { ZkModelEntry } from '../zk/types.js'
 import { openReceipt, type ReceiptBody } from './receipt.js'
+import { reexecJudge, type Reexecute } from './reexec.js'
 
 /** Peers that must agree against the accused: a majority of three when k = 2 and a referee. */
 export const MIN_WITNESSES = 2
@@ -28,9 +34,18 @@ export interface CheckerOptions {
   mayWitness?: MayWitness
   /** The ZK models' published entries, to re-verify a forged proof (kind 'proof'). */
   zkModels?: (name: string) => ZkModelEntry | undefined
+  /** Runs a disputed hop here, so that evidence carrying its inputs is judged by recomputation (verify/reexec.ts). */
+  reexecute?: Reexecute
+  /**
+   * Hops this checker re-executes (root, layers): evidence about one of them without its inputs is
+   * refused instead of judged by witnesses, whom staked colluders could be. Off unless given, since
+   * evidence from clients that send no inputs would then convict no one.
+   */
+  requireInputs?: (root: string, layers: [number, number]) => boolean
 }
 
 export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker {
+  const judge = o.reexecute === undefined ? undefined : reexecJudge(o.reexecute)
   return {
     async check(e) {
       const no = (reason: string): { valid: false; reason: string } => ({ valid: false, reason })
@@ -38,6 +53,8 @@ export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker 
       // snarkjs loads only when a proof is to be judged (it is large, and most pages never need it).
       if (e.kind === 'proof') return await (await import('./proof.js')).checkProofEvidence(e.receipts, e.accused, o.zkModels ?? (() => undefined))
       if (e.kind !== 'redundant' && e.kind !== 'spot' && e.kind !== 'optimistic') return no(`${e.kind} evidence is not checked from receipts`)
+      const recomputed = judge === undefined || e.inputs === undefined ? undefined : await judge(e)
+      if (recomputed !== undefined) return recomputed
       if (e.receipts.length < 1 + MIN_WITNESSES) return no(`needs the accused's receipt and ${MIN_WITNESSES} witnesses, got ${e.receipts.length} receipts`)
       let bodies: ReceiptBody[]
       try {
@@ -49,6 +66,8 @@ export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker 
       if (bodies.some((b) => (b as { kind?: unknown }).kind !== undefined || !Array.isArray(b.layers))) return no('these are not all hop receipts')
       const [accused, ...witnesses] = bodies
       if (accused.peer !== e.accused) return no(`the first receipt is ${accused.peer}'s, not the accused's`)
+      if (e.inputs === undefined && o.requireInputs?.(accused.root, accused.layers) === true)
+        return no('this relay re-executes that hop: send the rows it was fed (inputs), witnesses alone convict no one here')
       if (new Set(bodies.map((b) => b.peer)).size !== bodies.length) return no('the receipts are not from distinct peers')
       const sameWork = (b: ReceiptBody): boolean =>
         b.root === accused.root && b.layers[0] === accused.layers[0] && b.layers[1] === accused.layers[1] && bytesToHex(b.input) === bytesToHex(accused.input)

@@ -125,7 +125,7 @@ describe('deeply nested bodies', () => {
       ['/v1/completions', `{"prompt":${deepArray}}`],
       ['/v1/chat/completions', `{"messages":${deepArray}}`],
       ['/v1/completions', `{"prompt":[1],"verification":{"mode":${deepObject}}}`],
-      // Evidence has its own, smaller limit (256 KiB): 10^4 levels fit under it.
+      // 10^4 levels fit under the 1 MiB body limit: the depth check refuses them, not the size.
       ['/api/evidence', `{"kind":"mismatch","accused":"x","receipts":[],"detail":${'{"a":'.repeat(10_000)}1${'}'.repeat(10_000)}}`],
       ['/api/claims', deepObject],
       ['/api/zk/infer', `{"model":"m","input":[${deepArray}]}`]

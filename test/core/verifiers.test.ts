@@ -41,7 +41,8 @@ interface Harness {
   refereeAsked: string[][]
 }
 
-function harness(referee?: Answer): Harness {
+/** `matches`: a ledger that re-executes (the relay): it names the peers whose receipts match its own run. */
+function harness(referee?: Answer, matches?: string[]): Harness {
   const reports: Evidence[] = []
   const banned: string[] = []
   const refereeAsked: string[][] = []
@@ -51,7 +52,9 @@ function harness(referee?: Answer): Harness {
     observe: () => {},
     report: async (e) => {
       reports.push(e)
-      return { slashed: true, amount: 50, reason: 'slashed' }
+      if (matches === undefined) return { slashed: true, amount: 50, reason: 'slashed' }
+      const right = matches.includes(e.accused)
+      return { slashed: !right, amount: right ? 0 : 50, reason: right ? 'the re-execution agrees with the accused' : 'slashed', matches }
     }
   }
   const ctx: StepContext = {
@@ -64,6 +67,7 @@ function harness(referee?: Answer): Harness {
     ban: (p) => {
       banned.push(p)
     },
+    inputs: () => ({ tokens: [1, 2, 3, 4, 5, 6, 7], seq: 7 }),
     referee: async (involved) => {
       refereeAsked.push(involved)
       return referee
@@ -132,19 +136,55 @@ describe('redundant (k = 2): the vote', () => {
     expect(h.reports.map((e) => e.accused)).toEqual(['A'])
   })
 
-  it('a disagreement with no referee: VERIFICATION_FAILED, both banned, nobody reported', async () => {
+  it('a disagreement with no referee: VERIFICATION_FAILED, both banned, nobody convicted', async () => {
     const h = harness(undefined)
     const err = await v.decide([answer('A', 1), answer('B', 2)], h.ctx).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(VerificationError)
     expect((err as Error).message).toMatch(/disagree on layers \[0,2\) at step 3, and no referee is available: no result is returned/)
     expect(h.banned.sort()).toEqual(['A', 'B'])
-    expect(h.reports).toEqual([])
+    // The evidence went to the ledger (one that re-executes could have settled it), but nothing came of a 1-against-1.
+    expect(h.ctx.report.faults).toEqual([])
   })
 
   it('a referee that agrees with neither: no majority, VERIFICATION_FAILED', async () => {
     const h = harness(answer('R', 3))
     await expect(v.decide([answer('A', 1), answer('B', 2)], h.ctx)).rejects.toThrow(/no majority formed/)
-    expect(h.reports).toEqual([])
+    expect(h.ctx.report.faults).toEqual([])
+  })
+
+  it('evidence carries every row the slot was fed, so the ledger can re-execute the hop', async () => {
+    const h = harness(answer('R', 1))
+    await v.decide([answer('A', 1), answer('B', 2)], h.ctx)
+    expect(h.reports[0].inputs).toEqual({ tokens: [1, 2, 3, 4, 5, 6, 7], seq: 7 })
+  })
+
+  it('a colluding majority loses to the re-execution: the honest minority goes on, the pair is convicted, the honest peer untouched', async () => {
+    // A is honest; B and the referee R share the same wrong weights (2 against 1).
+    const h = harness(answer('R', 2), ['A'])
+    const d = await v.decide([answer('A', 1), answer('B', 2)], h.ctx)
+    expect(d.used.peer).toBe('A')
+    expect(d.verdict).toBe('overruled')
+    expect(d.losers.map((a) => a.peer).sort()).toEqual(['B', 'R'])
+    expect(h.reports.map((e) => e.accused)).toEqual(['A', 'B', 'R'])
+    expect(h.ctx.report.faults.map((f) => [f.accused, f.slashed])).toEqual([
+      ['B', true],
+      ['R', true]
+    ])
+    expect(h.banned.sort()).toEqual(['B', 'R'])
+    expect([...h.ctx.report.vouched]).toEqual(['A'])
+  })
+
+  it('a 1-against-1 with no referee is settled by the re-execution', async () => {
+    const h = harness(undefined, ['B'])
+    const d = await v.decide([answer('A', 1), answer('B', 2)], h.ctx)
+    expect(d.used.peer).toBe('B')
+    expect(h.banned).toEqual(['A'])
+  })
+
+  it('when the re-execution matches nobody: VERIFICATION_FAILED, everyone banned', async () => {
+    const h = harness(answer('R', 2), [])
+    await expect(v.decide([answer('A', 1), answer('B', 2)], h.ctx)).rejects.toThrow(/as the relay's re-execution does/)
+    expect([...new Set(h.banned)].sort()).toEqual(['A', 'B', 'R'])
   })
 
   it('reputation decides between groups of equal size', async () => {
@@ -205,7 +245,8 @@ describe('optimistic', () => {
 
 describe('normalizeVerification', () => {
   it('fills in the defaults and refuses what cannot run', () => {
-    expect(normalizeVerification(undefined)).toEqual({ mode: 'none', k: 2, p: 0.2, window: 30_000 })
+    expect(normalizeVerification(undefined)).toEqual({ mode: 'none', k: 2, p: 0.2, audit: 0, window: 30_000 })
+    expect(() => normalizeVerification({ mode: 'redundant', audit: 2 })).toThrow(/audit must be a number in \[0, 1\]/)
     expect(() => normalizeVerification({ mode: 'redundant', k: 9 })).toThrow(/k must be an integer from 2 to 5/)
     expect(() => normalizeVerification({ mode: 'spot', p: 0 })).toThrow(/p must be in \(0, 1\]/)
     expect(() => normalizeVerification({ mode: 'vote' as 'none' })).toThrow(/mode must be one of none, redundant, spot, optimistic/)

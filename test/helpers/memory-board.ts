@@ -13,9 +13,35 @@ import { openSqliteLedger } from '../../relay/ledger-sqlite.js'
 import { TEST_TIMEOUTS } from './memory-client.js'
 import type { MemoryNet } from './memory-net.js'
 import { tempDir } from './paths.js'
+import type { ModelRunners } from './memory-model.js'
+import type { HopOutput } from '../../shared/runner.js'
+import type { Reexecute } from '../../shared/verify/reexec.js'
 
-/** What the relay grants a peer when it first announces (relay.ts DEFAULT_JOIN_STAKE). */
+/** What an operator stakes a peer with (relay/config.ts RELAY_DEFAULTS.operatorStake; `tessera up` does it for its nodes). */
 export const JOIN_STAKE = 100
+
+/**
+ * The relay's arbiter over the model's honest runners (native-node/reexec.ts does the same over a
+ * relay's shard files): one fresh session per shard, from position 0. `runs` counts re-executions.
+ */
+export function modelReexecute(model: ModelRunners): Reexecute & { runs: number } {
+  const f = (async ({ root, layers, inputs }) => {
+    if (root !== model.manifest.root) return undefined
+    const peer = await model.forPeer(layers).catch(() => undefined)
+    if (peer === undefined) return undefined // layers off the shard boundaries: no node serves them
+    f.runs++
+    const sessions = peer.runners.map((r) => r.open())
+    try {
+      let out: HopOutput = await sessions[0].forward(inputs)
+      for (const s of sessions.slice(1)) out = await s.forward({ hidden: out.data, seq: out.seq })
+      return out
+    } finally {
+      for (const s of sessions) s.close()
+    }
+  }) as Reexecute & { runs: number }
+  f.runs = 0
+  return f
+}
 
 export interface BoardRig {
   board: ClaimBoard
@@ -34,13 +60,14 @@ export interface BoardRig {
  */
 export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random?: () => number } = {}): Promise<BoardRig> {
   let ledger: Ledger | undefined
-  // The relay's own rule: a witness counts only when the ledger knows it as a staked peer.
-  const checker = ledgerEvidenceChecker({ standing: async (p) => await ledger!.standing(p) })
+  // The relay's own rules: a re-execution decides where the evidence carries the hop's inputs; else a witness counts only when staked.
+  const checker = ledgerEvidenceChecker({ standing: async (p) => await ledger!.standing(p), reexecute: modelReexecute(net.model) })
   ledger = await openSqliteLedger(join(tempDir('memnet-ledger'), 'ledger.sqlite'), checker)
   const l = ledger
   for (const p of net.peers) await l.stake(p.id, JOIN_STAKE)
   net.onJoin = async (p) => {
     await l.stake(p.id, JOIN_STAKE)
+    await cached.refresh() // the relay refreshes its view every second; here at once
   } // a newcomer, as the relay's registry onJoin stakes it
   const cached = cachedLedgerLink({
     standings: async () => await l.standings(),

@@ -54,7 +54,10 @@ export async function startNetwork(model: string, layers: string[], o: { ledger?
     '--model',
     model,
     '--ledger-file',
-    o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite')
+    o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite'),
+    // An open test network: every node is staked on its first announce, so the slashable can be slashed.
+    '--join-stake',
+    '100'
   ])
   const net: TestNetwork = {
     relay,

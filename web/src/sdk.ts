@@ -23,9 +23,11 @@ import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions } from '../../shared/client/types.js'
 import { createTabPeer } from './p2p.js'
 import { TesseraError } from '../../shared/errors.js'
+import { type KeyPins, pinnedModel, pinnedSampling } from '../../shared/zk/pin.js'
 
 export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
-export type { ZkResult, SamplingProofJson }
+export type { ZkResult, SamplingProofJson, KeyPins }
+export { verificationKeyHash } from '../../shared/zk/pin.js'
 
 export interface ConnectOptions {
   /** The relay's HTTP origin. Default: where this module was loaded from. */
@@ -33,6 +35,21 @@ export interface ConnectOptions {
   iceServers?: RTCIceServer[]
   /** Verification for requests that do not choose their own (default none). */
   verification?: VerificationOptions
+  /**
+   * sha256 of each verification key (verificationKeyHash, from the model owner, not the relay):
+   * with pins, zk() and verifySampling() refuse a key the relay serves whose hash differs, or an
+   * unpinned one. Without them the relay's keys are taken as served, so a hostile relay could
+   * serve a key of its own setup and forge proofs.
+   */
+  keys?: KeyPins
+}
+
+/** What the app knows of a sampled answer without the relay: see Tessera.verifySampling. */
+export interface SamplingKnown {
+  prompt?: number[]
+  root?: string
+  nLayers?: number
+  peers?: string[]
 }
 
 export interface Generation extends AsyncIterable<TokenEvent> {
@@ -54,8 +71,11 @@ export interface Tessera {
    * For an answer of the relay's HTTP API asked with `tessera_prove_sampling: true` (its `tessera`
    * field): checks here that each token is the argmax of the logits its last hop signed. That is
    * the sampling step only, not the layers. Throws on the first proof that does not hold.
+   * `known` binds each proof to what this app knows, not to the relay's word: the prompt it sent
+   * (each receipt's position, and its context when one hop ran the whole model), the model's
+   * root and layer count (from the app's own pin), and the peers it accepts as last hops.
    */
-  verifySampling(answer: { tokens: number[]; sampling?: SamplingProofJson[] }): Promise<{ tokens: number; ms: number }>
+  verifySampling(answer: { tokens: number[]; sampling?: SamplingProofJson[] }, known?: SamplingKnown): Promise<{ tokens: number; ms: number }>
   close(): Promise<void>
 }
 
@@ -116,10 +136,18 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
       const { zkInfer } = await import('../../shared/client/zk.js')
       // A directory of its own (its own cache), as the zk path always had.
       const directory = relayDirectory(node, relay)
-      const deps = { dialer: libp2pDialer(node), peers: async () => await directory.list(), models: (n: string) => models.find((m) => m.name === n), ledger }
+      const deps = {
+        dialer: libp2pDialer(node),
+        peers: async () => await directory.list(),
+        models: (n: string) => {
+          const m = models.find((e) => e.name === n)
+          return m === undefined || o.keys === undefined ? m : pinnedModel(m, o.keys)
+        },
+        ledger
+      }
       return await zkInfer(deps, model, input)
     },
-    async verifySampling(answer) {
+    async verifySampling(answer, known) {
       const res = await fetch(`${origin}/api/zk/models`)
       if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
       const { sampling } = (await res.json()) as { sampling: SamplingEntry[] }
@@ -127,7 +155,14 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
         import('../../shared/verify/sampling.js'),
         import('../../shared/zk/argmax.js')
       ])
-      const { ms } = await verifySampledTokens(sampling, answer.tokens, answer.sampling?.map(samplingFromJson))
+      const each = (i: number) => ({
+        root: known?.root,
+        nLayers: known?.nLayers,
+        peers: known?.peers,
+        ...(known?.prompt !== undefined ? { context: [...known.prompt, ...answer.tokens.slice(0, i)] } : {})
+      })
+      const entries = o.keys === undefined ? sampling : pinnedSampling(sampling, o.keys)
+      const { ms } = await verifySampledTokens(entries, answer.tokens, answer.sampling?.map(samplingFromJson), each)
       return { tokens: answer.tokens.length, ms }
     },
     close: async () => {

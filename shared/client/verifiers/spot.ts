@@ -11,8 +11,9 @@ export function spotVerifier(p: number, random: () => number): Verifier {
     mode: 'spot',
     lanes: 1,
     recut: false,
+    checker: true,
     sample: () => random() < p,
-    // A sampled step whose checker could not run (nobody else serves the layers) stays unchecked.
+    // One answer: the step was not sampled, or (only where the request allowed a fallback: session.ts) its checker could not run.
     decide: async (answers, ctx) => (answers.length < 2 ? unchecked(answers[0]) : await vote(answers, ctx, 'spot'))
   }
 }

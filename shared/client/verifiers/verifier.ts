@@ -5,6 +5,7 @@
  */
 import type { HopOutput } from '../../runner.js'
 import type { Fingerprint } from '../../verify/fingerprint.js'
+import type { EvidenceInputs } from '../../ledger/types.js'
 import type { LedgerLink } from '../ledger-link.js'
 import type { RemoteHop } from '../remote-hop.js'
 import type { SessionReport } from '../report.js'
@@ -31,6 +32,8 @@ export interface StepContext {
   /** A peer outside `involved` replays the slot's history and this step; undefined if none can. */
   referee: (involved: string[]) => Promise<Answer | undefined>
   ban: (peer: string) => void
+  /** Every row the slot was fed, through this step: evidence carries them so the ledger can re-execute the hop. */
+  inputs: () => EvidenceInputs
   ledger: LedgerLink
   report: SessionReport
 }
@@ -57,6 +60,8 @@ export interface Verifier {
    * the slot's layers.
    */
   readonly recut: boolean
+  /** Whether the mode needs a second peer per slot to re-run sampled steps (spot): refused without one unless the request allows a fallback. */
+  readonly checker?: boolean
   /** Whether this step of a slot is also run by the slot's checker, beside its lanes (spot sampling). */
   sample: () => boolean
   /** `answers[0]` is lane 0's (the primary's), then the other lanes', then the checker's if sampled. */
