@@ -58,6 +58,11 @@ export interface RelayOptions {
    * import native-node/: the CLI composes it (native-node/reexec.ts).
    */
   reexecute?: Reexecute
+  /**
+   * Hops `reexecute` can run: receipt evidence about them must carry the inputs, so the witness rule
+   * (which staked colluders can win) is never what decides them. The CLI passes the arbiter's `serves`.
+   */
+  requireInputs?: (root: string, layers: [number, number]) => boolean
 }
 
 /** The ports `tessera relay` and `tessera up` listen on unless told otherwise: what the docs and pages name. */
@@ -175,7 +180,7 @@ export const CHAIN_DEFAULTS = {
 } as const
 
 /** Options that stay optional once resolved: absent means none (for the keys: a fresh identity). */
-type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey' | 'stakeFor' | 'reexecute'
+type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey' | 'stakeFor' | 'reexecute' | 'requireInputs'
 export type ResolvedRelayOptions = Required<Omit<RelayOptions, Unset>> & Pick<RelayOptions, Unset>
 
 /** Every option with its default filled in: startRelay reads only this. */
@@ -197,6 +202,7 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     keyFile: o.keyFile,
     privateKey: o.privateKey,
     maxBodyBytes: o.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes,
-    reexecute: o.reexecute
+    reexecute: o.reexecute,
+    requireInputs: o.requireInputs
   }
 }

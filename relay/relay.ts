@@ -59,7 +59,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const checker = ledgerEvidenceChecker({
     standing: async (p) => await ledgerRef!.standing(p),
     zkModels: (name) => zkEntries.get(name),
-    reexecute: o.reexecute
+    reexecute: o.reexecute,
+    requireInputs: o.requireInputs
   })
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)

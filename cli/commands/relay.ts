@@ -64,7 +64,8 @@ export function registerRelay(program: Command): void {
       proveSampling: o.proveSampling,
       keyFile: o.key,
       maxBodyBytes: o.maxBody,
-      reexecute: arbiter.reexecute
+      reexecute: arbiter.reexecute,
+      requireInputs: arbiter.serves
     })
     console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl, peer: relay.libp2p.peerId.toString() }))
     await untilSignal()

@@ -63,7 +63,8 @@ export function registerUp(program: Command): void {
         ledger: o.ledgerFile,
         evm: chain?.config,
         keyFile: o.key,
-        reexecute: arbiter.reexecute
+        reexecute: arbiter.reexecute,
+        requireInputs: arbiter.serves
       }).catch(async (err: Error) => {
         await chain?.anvil.stop()
         throw err

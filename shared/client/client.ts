@@ -65,7 +65,8 @@ export function createClient(cfg: ClientConfig): Client {
   const ledger = cfg.ledger ?? NO_LEDGER
   const breaker = new CircuitBreaker({ ...CLIENT_DEFAULTS.breaker, ...cfg.breaker })
   const random = cfg.random ?? Math.random
-  const env: SessionEnv = { dialer: cfg.dialer, bans, ledger, timeouts, maxRetries, random }
+  const unreachable = cfg.directory.unreachable?.bind(cfg.directory)
+  const env: SessionEnv = { dialer: cfg.dialer, bans, ledger, timeouts, maxRetries, random, ...(unreachable !== undefined ? { unreachable } : {}) }
 
   async function network(): Promise<NetworkView> {
     const peers = await cfg.directory.list()

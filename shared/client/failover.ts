@@ -30,6 +30,7 @@ export interface FailoverDeps {
   maxRetries: number
   /** The session's step now, for fault reports. */
   step: () => number
+  unreachable?: (peer: string) => void
 }
 
 /** A job's start: the hop it runs on first (none: draw one), peers never to draw, who hears of each failure. */
@@ -85,6 +86,7 @@ export class Failover {
     this.o.bans.ban(err.peer)
     // A peer too slow for its deadline loses reputation, or stalling would cost it nothing.
     if (err.code === 'TIMEOUT') this.o.ledger.observe(err.peer, false)
+    if (err.code === 'UNREACHABLE') this.o.unreachable?.(err.peer)
     if (err.code !== 'BAD_RECEIPT') return
     // A receipt that does not hold up is a verification failure, though not one others can check.
     this.o.report.mismatches++

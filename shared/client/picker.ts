@@ -14,8 +14,9 @@ import { bytesToHex } from '../hash.js'
 import { randomBytes } from '@noble/hashes/utils.js'
 
 /**
- * Every hop gets its own random session id: receipts name it, and lanes of one slot that shared
- * one could tell when the other lane is a partner (and cheat only then).
+ * Every hop gets its own random session id (a client's lanes, the board's audits and referees
+ * alike): receipts name it, and lanes that shared one could tell when the other lane is a
+ * partner (and cheat only then); an audit could be told from a client.
  */
 export const hopSession = (): string => `h${bytesToHex(randomBytes(12))}`
 

@@ -20,7 +20,8 @@ import { Failover } from './failover.js'
 import { PeerPicker } from './picker.js'
 import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
-import { answerOf, concatInputs, evidenceInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
+import { encodeInputs } from '../verify/reexec.js'
+import { answerOf, concatInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 
@@ -34,6 +35,8 @@ export interface SessionEnv {
   maxRetries: number
   /** For drawing peers (tests may seed it). */
   random: () => number
+  /** Tells the directory a peer could not be dialled (the relay drops a record several clients cannot reach). */
+  unreachable?: (peer: string) => void
 }
 
 /** What this session is for: a model, its peers, the request's verifier and routing costs. */
@@ -82,7 +85,15 @@ export class RoutedSession {
     const d = { ...env, ...plan }
     this.d = d
     this.pick = new PeerPicker({ ...d, standing: d.verifier.mode !== 'none' })
-    this.retry = new Failover({ pick: this.pick, bans: d.bans, ledger: d.ledger, report: this.report, maxRetries: d.maxRetries, step: () => this.steps })
+    this.retry = new Failover({
+      pick: this.pick,
+      bans: d.bans,
+      ledger: d.ledger,
+      report: this.report,
+      maxRetries: d.maxRetries,
+      step: () => this.steps,
+      ...(d.unreachable !== undefined ? { unreachable: d.unreachable } : {})
+    })
   }
 
   /** Routes the whole model (k deep for redundant) and opens every slot's lanes. */
@@ -203,7 +214,7 @@ export class RoutedSession {
       ban: (peer) => {
         this.d.bans.ban(peer)
       },
-      inputs: () => evidenceInputs(concatInputs([...slot.history, input])),
+      inputs: () => encodeInputs(concatInputs([...slot.history, input])),
       ledger: this.d.ledger,
       report: this.report
     }

@@ -4,8 +4,6 @@
  * rebuild the KV cache before the step goes on.
  */
 import { seqOf, type HopInput, type HopOutput } from '../runner.js'
-import { bytesToBase64 } from '../base64.js'
-import type { EvidenceInputs } from '../ledger/types.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 import { tailFingerprint } from '../verify/fingerprint.js'
 import type { HopTrace } from './types.js'
@@ -82,11 +80,4 @@ export function rearrange(slot: Slot, { lanes, losers, spares }: { lanes: number
       spare.hop.close()
     }
   }
-}
-
-/** A hop's rows as evidence carries them (JSON-safe): token ids, or little-endian fp32 in base64. */
-export function evidenceInputs(input: HopInput): EvidenceInputs {
-  if ('tokens' in input) return { tokens: Array.from(input.tokens), seq: input.tokens.length }
-  const h = input.hidden
-  return { hidden: bytesToBase64(new Uint8Array(h.buffer, h.byteOffset, h.byteLength)), seq: input.seq }
 }

@@ -13,7 +13,8 @@ import type { ReceiptBody } from '../verify/receipt.js'
 import { Challenge } from './challenge.js'
 import { sliceRows, type Claim } from './claim.js'
 import { holders, prefill, type BoardContext, type Prefilled } from './context.js'
-import { sessionId, weightedDraw } from './draw.js'
+import { hopSession } from '../client/picker.js'
+import { weightedDraw } from './draw.js'
 
 export interface AuditOf {
   claim: Claim
@@ -53,7 +54,7 @@ export async function auditHop(ctx: BoardContext, a: AuditOf): Promise<{ verdict
   const runs = await Promise.all(
     drawn.map(async (w) => {
       try {
-        return { w, full: await prefill(ctx, w, { root: a.claim.root, session: sessionId(), layers: hop.layers, input: hop.inputs }) }
+        return { w, full: await prefill(ctx, w, { root: a.claim.root, session: hopSession(), layers: hop.layers, input: hop.inputs }) }
       } catch (err) {
         a.audits.push({ layers: hop.layers, watcher: w.peer, ok: false, note: `audit failed: ${(err as Error).message}` })
         return undefined

@@ -15,30 +15,24 @@
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput } from '../runner.js'
 import { logger } from '../log.js'
-import { bytesToBase64 } from '../base64.js'
-import { bytesOf } from '../protocol/infer.js'
-import type { Evidence, EvidenceInputs } from '../ledger/types.js'
+import type { Evidence } from '../ledger/types.js'
 import type { ChallengeReport } from '../client/types.js'
 import { decodeFingerprint, tailFingerprint, type Fingerprint } from '../verify/fingerprint.js'
 import { disputeEvidence, type Opening } from '../verify/dispute.js'
 import { mismatchEvidence, MIN_WITNESSES } from '../verify/evidence.js'
 import { openReceipt } from '../verify/receipt.js'
+import { encodeInputs } from '../verify/reexec.js'
 import { tally, type Claim as Vote } from '../verify/vote.js'
 import { prefixRows, type Claim, type HopClaim } from './claim.js'
 import { holders, prefill, type BoardContext, type Prefilled } from './context.js'
 import { execute, locate, reveal, type Party } from './dispute.js'
-import { sessionId, weightedDraw } from './draw.js'
+import { hopSession } from '../client/picker.js'
+import { weightedDraw } from './draw.js'
 
 const log = logger('tessera:board')
 
 /** A peer the ledger never saw still counts a little, as in the vote (verify/vote.ts). */
 const MIN_WEIGHT = 0.05
-
-/** A hop's input rows as evidence carries them, for the relay to re-execute (tokens, or base64 LE fp32 [seq × width]). */
-export function evidenceInputs(x: HopInput): EvidenceInputs {
-  if ('tokens' in x) return { tokens: Array.from(x.tokens), seq: x.tokens.length }
-  return { hidden: bytesToBase64(bytesOf(x.hidden)), seq: x.seq }
-}
 
 export interface Disputed {
   claim: Claim
@@ -80,7 +74,7 @@ export class Challenge {
     const { ctx, d } = this
     this.replay = await prefill(ctx, d.watcher, {
       root: d.claim.root,
-      session: sessionId(),
+      session: hopSession(),
       layers: this.hop.layers,
       input: this.prefix
     })
@@ -186,7 +180,7 @@ export class Challenge {
     const n = this.hop.layers[1] - this.hop.layers[0]
     this.report.referee = referee.peer
     this.report.reexecuted = { layers: n, of: n, what: 'the whole hop' }
-    const r = await prefill(ctx, referee, { root: d.claim.root, session: sessionId(), layers: this.hop.layers, input: this.prefix })
+    const r = await prefill(ctx, referee, { root: d.claim.root, session: hopSession(), layers: this.hop.layers, input: this.prefix })
     const claimed = decodeFingerprint(this.accused.body.output)
     const detail = { claim: d.claim.id, layers: this.hop.layers, end: d.entry.end, challenger: d.watcher.peer, referee: referee.peer }
     await this.vote(
@@ -242,7 +236,7 @@ export class Challenge {
       return
     }
     // The hop's rows from position 0 through the disputed step ride along, so that a relay able to re-execute them does so itself before any slash.
-    const e: Evidence = { ...evidence(loser, t.winner.find((v) => v.peer !== referee)!, t.winner), inputs: evidenceInputs(this.prefix) }
+    const e: Evidence = { ...evidence(loser, t.winner.find((v) => v.peer !== referee)!, t.winner), inputs: encodeInputs(this.prefix) }
     const outcome = await this.ctx.ledger.report(e)
     this.report.reason = outcome.reason
     // The ledger re-executed the rows and found the one outvoted right: the vote was captured, nothing is decided.

@@ -5,7 +5,6 @@
  * identity weighs little, so a colluding pair is drawn no more often than its standing earns.
  */
 import type { Capability } from '../protocol/capability.js'
-import { randomBytes } from '@noble/hashes/utils.js'
 import type { BoardContext } from './context.js'
 
 /** A peer with no history still weighs a little, as in the vote (verify/vote.ts). */
@@ -39,13 +38,4 @@ function drawFrom(ctx: Pick<BoardContext, 'ledger' | 'random'>, pool: Capability
     out.push(...left.splice(i, 1))
   }
   return out
-}
-
-/**
- * A session id that names no claim, in the form a client's sessions take (client/session.ts), so
- * that a watched peer cannot tell an audit or a referee's run from a client's session.
- */
-export function sessionId(): string {
-  const n = new DataView(randomBytes(4).buffer).getUint32(0)
-  return `s${Date.now().toString(36)}-${n.toString(36)}`
 }

@@ -11,7 +11,7 @@
  *   stays re-checkable by it.
  * A Reexecute that fails (rows the model refuses, a runtime error) convicts no one: the evidence is refused.
  */
-import { base64ToBytes } from '../base64.js'
+import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import { InputError } from '../errors.js'
 import { bytesToHex } from '../hash.js'
 import type { Evidence, EvidenceInputs, Verdict } from '../ledger/types.js'
@@ -27,6 +27,13 @@ export type Reexecute = (job: { root: string; layers: [number, number]; inputs: 
 export const REEXEC_CACHE = { ttlMs: 60_000, entries: 8 }
 
 /** The rows of `inputs`, checked and bounded, and the bytes the input chain hashes them as. */
+/** A hop's input rows as evidence carries them (JSON-safe): token ids, or little-endian fp32 [seq × width] in base64. decodeInputs undoes it. */
+export function encodeInputs(x: HopInput): EvidenceInputs {
+  if ('tokens' in x) return { tokens: Array.from(x.tokens), seq: x.tokens.length }
+  const h = x.hidden
+  return { hidden: bytesToBase64(new Uint8Array(h.buffer, h.byteOffset, h.byteLength)), seq: x.seq }
+}
+
 export function decodeInputs(x: EvidenceInputs | undefined, firstHop: boolean): { input: HopInput; bytes: Uint8Array; seq: number } {
   if (typeof x !== 'object' || x === null) throw new InputError('inputs must be an object { tokens | hidden, seq }')
   const { seq } = x

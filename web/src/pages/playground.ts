@@ -220,7 +220,7 @@ function drawSwitches(switches: Switch[]): void {
   )
 }
 
-/** Optimistic: pending until the window closes, then final, or overturned with the corrected tokens. */
+/** Optimistic: pending until the window closes, then final, unverified (not every part checked), or overturned with the corrected tokens. */
 async function showSettlement(windowMs: number, settlement: NonNullable<GenerationResult['settlement']>): Promise<void> {
   ui.settlement.dataset.status = 'pending'
   ui.settlement.textContent = `Pending: watchers may challenge these tokens for ${formatMs(windowMs)}…`
@@ -237,11 +237,16 @@ async function showSettlement(windowMs: number, settlement: NonNullable<Generati
         return `${c.outcome}: ${shortPeer(c.accused)} challenged by ${shortPeer(c.challenger)}, referee ${referee}${reran}${slashed}`
       })
       .join('; ')
+    const after = formatMs(s.afterMs)
+    const said = challenges !== '' ? ` ${challenges}.` : ''
     ui.settlement.textContent =
       s.status === 'final'
-        ? `Final after ${formatMs(s.afterMs)}. ${audits}.${challenges !== '' ? ` ${challenges}.` : ''}`
-        : `Overturned after ${formatMs(s.afterMs)}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
-    ui.settlement.className = s.status === 'final' ? 'muted' : 'error'
+        ? `Final after ${after}. ${audits}.${said}`
+        : s.status === 'unverified'
+          ? // Nothing proved these tokens wrong, but not every hop was re-executed or every challenge decided.
+            `Unverified after ${after}: not every part of the claim could be checked. ${audits}.${said}`
+          : `Overturned after ${after}: ${challenges}. Corrected tokens: ${s.tokens?.join(' ') ?? 'could not be regenerated'}.`
+    ui.settlement.className = s.status === 'final' ? 'muted' : s.status === 'unverified' ? 'warning' : 'error'
   } catch (err) {
     ui.settlement.textContent = `The claim could not be settled: ${messageOf(err)}`
   }
