@@ -189,10 +189,10 @@ export class RoutedSession {
     const d = await v.decide(pool, this.context(slot, input))
     // An earlier step whose output rests only on peers convicted by now tainted every token since: none of them may be returned.
     for (const a of d.losers) this.convicted.add(a.peer)
-    const tainted = slot.vouched.find((v) => v.peers.every((p) => this.convicted.has(p)))
+    const tainted = slot.vouched.find((r) => r.peers.every((p) => this.convicted.has(p)))
     if (tainted !== undefined) {
       throw new VerificationError(
-        `peer ${d.losers[0].peer.slice(-8)} was caught on layers [${slot.layers.join(',')}) at step ${this.steps}, and tokens from step ` +
+        `${tainted.peers.length > 1 ? 'peers' : 'peer'} ${tainted.peers.map((p) => p.slice(-8)).join(', ')} ${tainted.peers.length > 1 ? 'were' : 'was'} caught on layers [${slot.layers.join(',')}) at step ${this.steps}, and tokens from step ` +
           `${tainted.step} on were computed through it: the generation is refused rather than return them`
       )
     }
