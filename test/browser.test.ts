@@ -290,7 +290,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       expect([ch.challenger, ch.referee]).toContain(wasmPeer)
       roles.push(ch.challenger === wasmPeer ? 'watcher' : 'referee')
     }
-    console.log(`optimistic with a WASM tab in [2,4): ${roles.length} disputes, the tab as ${roles.join(', ')}; blocks 2–3 re-executed from the hop input each time`)
+    console.log(
+      `optimistic with a WASM tab in [2,4): ${roles.length} disputes, the tab as ${roles.join(', ')}; blocks 2–3 re-executed from the hop input each time`
+    )
     expect(roles).toHaveLength(2)
   }, 300_000)
 })

@@ -8,18 +8,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { bytesToBase64 } from '../shared/base64.js'
 import type { Evidence, EvidenceInputs } from '../shared/ledger/types.js'
 import type { HopInput, HopOutput } from '../shared/runner.js'
 import { mismatchEvidence, receiptEvidenceChecker } from '../shared/verify/evidence.js'
-import { encodeFingerprint, fingerprint } from '../shared/verify/fingerprint.js'
+import { compareFingerprints, encodeFingerprint, fingerprint } from '../shared/verify/fingerprint.js'
 import { chainRows, EMPTY_CHAIN, signReceipt } from '../shared/verify/receipt.js'
+import { encodeInputs } from '../shared/verify/reexec.js'
 import { MAX_STEP_TOKENS } from '../shared/protocol/limits.js'
 import { fillNormal, mulberry32 } from '../shared/rng.js'
 import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
 import { modelReexecute } from './helpers/memory-board.js'
 import { shardReexecutor } from '../native-node/reexec.js'
-import { compareFingerprints } from '../shared/verify/fingerprint.js'
 
 interface Id {
   peer: string
@@ -40,8 +39,6 @@ afterAll(async () => {
 })
 
 const rowBytes = (x: HopInput): Uint8Array => ('tokens' in x ? new Uint8Array(Int32Array.from(x.tokens).buffer) : new Uint8Array(x.hidden.buffer.slice(0)))
-const asEvidenceInputs = (x: HopInput): EvidenceInputs =>
-  'tokens' in x ? { tokens: [...x.tokens], seq: x.tokens.length } : { hidden: bytesToBase64(new Uint8Array(x.hidden.buffer.slice(0))), seq: x.seq }
 
 /** An honest node's hop over `layers`: the history fed in two steps (all but the last row, then the last); its receipt is about the last step. */
 async function honestHop(id: Id, layers: [number, number], rows: HopInput, session = 's'): Promise<{ receipt: Uint8Array; out: HopOutput }> {
@@ -105,14 +102,14 @@ describe('the arbiter re-executes a disputed hop', () => {
     expect((await receiptEvidenceChecker({ mayWitness: async () => true }).check(framed)).valid).toBe(true)
     const reexecute = modelReexecute(model)
     const checker = receiptEvidenceChecker({ mayWitness: async () => true, reexecute })
-    const v = await checker.check({ ...framed, inputs: asEvidenceInputs(rows) })
+    const v = await checker.check({ ...framed, inputs: encodeInputs(rows) })
     expect(v.valid, v.reason).toBe(false)
     expect(v.matches).toEqual([honest.peer])
     expect(v.reason).toMatch(/agrees with it/)
     expect(v.reason).toContain(c1.peer)
     // The other side of the same dispute: a colluder accused, the honest node's receipt beside it, one prefill for both.
     const caught = mismatchEvidence('redundant', { peer: c1.peer, receipt: framed.receipts[1] }, [{ receipt: h.receipt }], {})
-    const w = await checker.check({ ...caught, inputs: asEvidenceInputs(rows) })
+    const w = await checker.check({ ...caught, inputs: encodeInputs(rows) })
     expect(w.valid, w.reason).toBe(true)
     expect(w.matches).toEqual([honest.peer])
     expect(reexecute.runs).toBe(1)
@@ -128,7 +125,7 @@ describe('the arbiter re-executes a disputed hop', () => {
     const h = await honestHop(honest, [2, 5], rows)
     const lie = await sign(cheat, [2, 5], rows.seq - 1, rows, wrong(h.out, 9))
     const checker = receiptEvidenceChecker({ reexecute: modelReexecute(model) })
-    const alone: Evidence = { kind: 'spot', accused: cheat.peer, receipts: [lie], detail: {}, inputs: asEvidenceInputs(rows) }
+    const alone: Evidence = { kind: 'spot', accused: cheat.peer, receipts: [lie], detail: {}, inputs: encodeInputs(rows) }
     const v = await checker.check(alone)
     expect(v, v.reason).toMatchObject({ valid: true, matches: [] })
     expect(v.reason).toMatch(/re-ran layers \[2,5\) over 6 rows/)
@@ -170,7 +167,7 @@ describe('the arbiter re-executes a disputed hop', () => {
     const out: HopOutput = { data: new Float32Array(64), seq: 1, width: 64, kind: 'hidden' }
     const checker = receiptEvidenceChecker({ reexecute: modelReexecute(model) })
     const lie = await sign(cheat, [2, 5], 2, rows, out)
-    const v = await checker.check({ kind: 'spot', accused: cheat.peer, receipts: [lie], detail: {}, inputs: asEvidenceInputs(rows) })
+    const v = await checker.check({ kind: 'spot', accused: cheat.peer, receipts: [lie], detail: {}, inputs: encodeInputs(rows) })
     expect(v.valid).toBe(false)
     expect(v.reason).toMatch(/could not re-execute layers \[2,5\): hidden states hold 96 values; expected 3 × 64/)
     const nan = { hidden: new Float32Array(3 * 64).fill(Number.NaN), seq: 3 }
@@ -179,7 +176,7 @@ describe('the arbiter re-executes a disputed hop', () => {
       accused: cheat.peer,
       receipts: [await sign(cheat, [2, 5], 2, nan, out)],
       detail: {},
-      inputs: asEvidenceInputs(nan)
+      inputs: encodeInputs(nan)
     })
     expect(n.reason).toMatch(/bad inputs: hidden states must be finite/)
     const mixed = await checker.check({
@@ -187,7 +184,7 @@ describe('the arbiter re-executes a disputed hop', () => {
       accused: cheat.peer,
       receipts: [lie, await sign(other, [0, 2], 2, rows, out)],
       detail: {},
-      inputs: asEvidenceInputs(rows)
+      inputs: encodeInputs(rows)
     })
     expect(mixed.reason).toMatch(/different computations/)
   }, 60_000)
@@ -207,7 +204,7 @@ describe('the arbiter re-executes a disputed hop', () => {
         await sign(c2, [0, 2], 5, rows, bad, 's', root)
       ],
       detail: {},
-      inputs: asEvidenceInputs(rows)
+      inputs: encodeInputs(rows)
     }
     const reexecute = modelReexecute(model)
     const refuseAll = receiptEvidenceChecker({ reexecute, mayWitness: async (p) => `${p.slice(0, 8)} is not staked` })

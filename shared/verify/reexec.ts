@@ -15,6 +15,7 @@ import { base64ToBytes, bytesToBase64 } from '../base64.js'
 import { InputError } from '../errors.js'
 import { bytesToHex } from '../hash.js'
 import type { Evidence, EvidenceInputs, Verdict } from '../ledger/types.js'
+import { bytesOf } from '../protocol/infer.js'
 import { MAX_MESSAGE_BYTES, MAX_STEP_TOKENS } from '../protocol/limits.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { compareFingerprints, decodeFingerprint, fingerprint, tailFingerprint, type Fingerprint } from './fingerprint.js'
@@ -30,8 +31,7 @@ export const REEXEC_CACHE = { ttlMs: 60_000, entries: 8 }
 /** A hop's input rows as evidence carries them (JSON-safe): token ids, or little-endian fp32 [seq × width] in base64. decodeInputs undoes it. */
 export function encodeInputs(x: HopInput): EvidenceInputs {
   if ('tokens' in x) return { tokens: Array.from(x.tokens), seq: x.tokens.length }
-  const h = x.hidden
-  return { hidden: bytesToBase64(new Uint8Array(h.buffer, h.byteOffset, h.byteLength)), seq: x.seq }
+  return { hidden: bytesToBase64(bytesOf(x.hidden)), seq: x.seq }
 }
 
 export function decodeInputs(x: EvidenceInputs | undefined, firstHop: boolean): { input: HopInput; bytes: Uint8Array; seq: number } {
