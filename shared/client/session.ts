@@ -189,7 +189,8 @@ export class RoutedSession {
     const d = await v.decide(pool, this.context(slot, input))
     // An earlier step whose output rests only on peers convicted by now tainted every token since: none of them may be returned.
     for (const a of d.losers) this.convicted.add(a.peer)
-    const tainted = slot.vouched.find((r) => r.peers.every((p) => this.convicted.has(p)))
+    // Only a conviction can taint a step: with none in this session (the usual case) there is nothing to scan.
+    const tainted = this.convicted.size === 0 ? undefined : slot.vouched.find((r) => r.peers.every((p) => this.convicted.has(p)))
     if (tainted !== undefined) {
       throw new VerificationError(
         `${tainted.peers.length > 1 ? 'peers' : 'peer'} ${tainted.peers.map((p) => p.slice(-8)).join(', ')} ${tainted.peers.length > 1 ? 'were' : 'was'} caught on layers [${slot.layers.join(',')}) at step ${this.steps}, and tokens from step ` +
