@@ -60,12 +60,14 @@ describe('--fault', () => {
     expect(parseFault('wrong-weights=7')).toEqual({ kind: 'wrong-weights', seed: 7 })
     expect(parseFault('perturb=0.05')).toEqual({ kind: 'perturb', eps: 0.05 })
     expect(parseFault('skip-layer=3')).toEqual({ kind: 'skip-layer', layer: 3 })
+    expect(parseFault('slow=8000')).toEqual({ kind: 'slow', ms: 8000 })
+    expect(() => parseFault('slow=0')).toThrow(/slow needs a delay in ms, e\.g\. slow=8000/)
     for (const k of ['random-output', 'replay', 'copy-receipt']) expect(parseFault(k)).toEqual({ kind: k })
     expect(() => parseFault('perturb')).toThrow(/perturb needs a positive noise scale, e\.g\. perturb=0\.05/)
     expect(() => parseFault('perturb=-1')).toThrow(/positive noise scale/)
     expect(() => parseFault('skip-layer=x')).toThrow(/needs a layer number/)
     expect(() => parseFault('replay=2')).toThrow(/takes no value/)
-    expect(() => parseFault('lie')).toThrow(/unknown fault "lie"; one of: wrong-weights, perturb, skip-layer, random-output, replay, copy-receipt/)
+    expect(() => parseFault('lie')).toThrow(/unknown fault "lie"; one of: wrong-weights, perturb, skip-layer, random-output, replay, copy-receipt, slow/)
   })
 
   // native-node/node.ts's own check, so a real relay and node.

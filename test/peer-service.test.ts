@@ -89,7 +89,7 @@ describe('the peer service', () => {
 
     const peer = service.capability()
     const dialer = libp2pDialer(client)
-    const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
+    const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, minFirstStepMs: 5000, lateMs: 5000, slack: 20 }
     const a = await openRemoteHop(dialer, peer, service.layers, manifest.root, 'a', T)
     await a.forward({ tokens: [1, 2, 3, 4, 5, 6, 7, 8] }, 0)
     expect(service.capability().kvRoom).toBe(2)

@@ -53,7 +53,7 @@ const dialerFor = (protocol: string) => {
   const d = libp2pDialer(client)
   return { dial: async (p: Capability, _proto: string, signal: AbortSignal) => await d.dial(p, protocol, signal) }
 }
-const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
+const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, minFirstStepMs: 5000, lateMs: 5000, slack: 20 }
 
 describe('serve limits', () => {
   it('refuses a step that would overflow the KV cache cap, and frees room when a session ends', async () => {

@@ -41,7 +41,7 @@ function fault(v: string): Fault {
   }
 }
 
-const faultHelp = FAULT_KINDS.map((k) => (k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k)).join(', ')
+const faultHelp = FAULT_KINDS.map((k) => (k === 'perturb' ? 'perturb=EPS' : k === 'skip-layer' ? 'skip-layer=N' : k === 'slow' ? 'slow=MS' : k)).join(', ')
 
 export function registerNode(program: Command): void {
   program

@@ -183,9 +183,9 @@ export function createClient(cfg: ClientConfig): Client {
     }
     const sampling = prover === undefined ? undefined : await prover.proofs()
     const seen = session.seen
-    // Peers whose work was checked and held up all along earn reputation.
-    const accused = new Set(seen.faults.map((f) => f.accused))
-    for (const p of seen.vouched) if (!accused.has(p)) ledger.observe(p, true)
+    // Peers whose work was checked and held up all along earn reputation: not one caught, nor one failed over (a staller).
+    const failed = new Set([...seen.faults.map((f) => f.accused), ...seen.switches.map((s) => s.failed)])
+    for (const p of seen.vouched) if (!failed.has(p)) ledger.observe(p, true)
     let settlement: Promise<Settlement> | undefined
     let claim: string | undefined
     if (verification.mode === 'optimistic') {

@@ -23,11 +23,13 @@ export interface ClientDefaults {
 
 export const CLIENT_DEFAULTS: Readonly<ClientDefaults> = {
   /**
-   * Dial + open, and a step's reply. minStepMs stays well above what a loaded 2-core machine takes
-   * for one small step: a time-out bans the peer, and a ban of an honest peer can leave layers
-   * without a route. A step's own deadline is `slack` × what the peer's advertised speed predicts.
+   * Dial + open, and a step's reply. A step's own deadline is `slack` × what the peer's measured
+   * speed predicts; the floors stay well above what a loaded 2-core machine takes for one small
+   * step (a time-out bans the peer, and a ban of an honest peer can leave layers without a route),
+   * the first step's higher, for the prefill and the peer's warm-up. A peer whose decode steps
+   * stall past 4 s, or twice in a row past 1 s where its speed predicts less, is failed over.
    */
-  timeouts: { openMs: 10_000, stepMs: 60_000, minStepMs: 15_000, slack: 20 },
+  timeouts: { openMs: 10_000, stepMs: 60_000, minFirstStepMs: 15_000, minStepMs: 4_000, lateMs: 1_000, slack: 20 },
   /** First ban of a failed peer; it doubles on each repeat, up to maxBanMs (Petals: 15 s, doubling). */
   banMs: 15_000,
   maxBanMs: 300_000,

@@ -33,12 +33,28 @@ export interface HopTimeouts {
   /** The most one step's reply may take (a replayed prefill can be long). */
   stepMs: number
   /**
-   * A step's own deadline: `slack` × what the peer's advertised speed predicts, at least
-   * `minStepMs`, at most `stepMs`. A peer that vanished without a reset (a closed tab's WebRTC
-   * channel) is then noticed in seconds, not at the cap.
+   * A step's own deadline: `slack` × what the peer's measured speed (its directory record)
+   * predicts, at least `minStepMs`, at most `stepMs`; a hop's first step, which carries the
+   * prefill or a replay and the peer's warm-up, at least `minFirstStepMs`. A peer that vanished
+   * without a reset (a closed tab's WebRTC channel) or stalls is then noticed in seconds.
    */
   minStepMs: number
+  minFirstStepMs: number
   slack: number
+  /**
+   * A reply that came in time but later than both this and `slack` × the prediction is late; a
+   * second late step in a row fails the hop (TIMEOUT), so a peer stalling just under the
+   * deadline is failed over all the same.
+   */
+  lateMs: number
+}
+
+/** How long a step of `seq` rows through `layers` may take on `peer`, and after how long it is late. */
+export function stepDeadline(t: HopTimeouts, peer: Capability, layers: [number, number], seq: number, first: boolean): { deadline: number; late: number } {
+  const predicted = t.slack * peer.msPerLayer * (layers[1] - layers[0]) * seq
+  // Whole ms: AbortSignal.timeout refuses a fraction (a slow peer's prediction is one).
+  const deadline = Math.ceil(Math.min(t.stepMs, Math.max(first ? t.minFirstStepMs : t.minStepMs, predicted)))
+  return { deadline, late: Math.min(deadline, Math.max(t.lateMs, predicted)) }
 }
 
 /**
@@ -98,6 +114,7 @@ export async function openRemoteHop(
   const opened = await reply(t.openMs)
   if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
   let step = 0
+  let lateBefore = false
   let inputs: Uint8Array = EMPTY_CHAIN // the chain of rows sent so far, as the receipts must state it
   return {
     peer,
@@ -110,9 +127,9 @@ export async function openRemoteHop(
         'tokens' in input ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) } : { seq: input.seq, hidden: bytesOf(input.hidden) }
       const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
-      const expected = peer.msPerLayer * (layers[1] - layers[0]) * body.seq
-      // Whole ms: AbortSignal.timeout refuses a fraction (a slow peer's prediction is one).
-      const m = await reply(Math.ceil(Math.min(t.stepMs, Math.max(t.minStepMs, t.slack * expected))))
+      const due = stepDeadline(t, peer, layers, body.seq, id === 0)
+      const m = await reply(due.deadline)
+      const took = performance.now() - sent
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       const data = f32(m.data)
       let fp: Fingerprint
@@ -134,7 +151,16 @@ export async function openRemoteHop(
         throw fail('BAD_RECEIPT', (err as Error).message)
       }
       inputs = chain
-      return { data, seq: m.seq, width: m.width, kind: m.kind, ms: performance.now() - sent, nodeMs: m.ms, receipt: m.receipt!, fp }
+      const late = id > 0 && took > due.late
+      if (late && lateBefore) {
+        stream.abort(new TesseraError('TIMEOUT', 'late'))
+        throw fail(
+          'TIMEOUT',
+          `two steps in a row late: the last took ${Math.round(took)} ms where its measured speed predicts under ${Math.round(due.late)} ms`
+        )
+      }
+      lateBefore = late
+      return { data, seq: m.seq, width: m.width, kind: m.kind, ms: took, nodeMs: m.ms, receipt: m.receipt!, fp }
     },
     close() {
       void lp

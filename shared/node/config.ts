@@ -41,7 +41,7 @@ export const PEER_DEFAULTS = {
   sessionTtlMs: SESSION_TTL_MS,
   /**
    * A stream that has not forwarded yet (no open, or open and no step) is dropped after this.
-   * Above the client's 15 s minimum step deadline (shared/client/config.ts): a route's last hop is
+   * Above the client's 15 s floor for a hop's first step (shared/client/config.ts): a route's last hop is
    * opened with the others and first forwards once every hop before it has run the prefill.
    */
   openIdleMs: 20_000,

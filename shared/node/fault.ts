@@ -11,6 +11,7 @@
  *   random-output         noise shaped like an honest output instead of computing
  *   replay                the previous output of the same shape (a lazy node's cache)
  *   copy-receipt          an honest output, but the receipt another identity signed for it
+ *   slow=MS               an honest output, sent MS ms late (a stalling peer)
  *
  * `+mute` after any kind (e.g. `skip-layer=1+mute`) also makes the node ignore dispute requests.
  */
@@ -26,16 +27,18 @@ export type Fault = (
   | { kind: 'random-output' }
   | { kind: 'replay' }
   | { kind: 'copy-receipt' }
+  | { kind: 'slow'; ms: number }
 ) & { mute?: boolean }
 
-export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt'] as const
+export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt', 'slow'] as const
 
 export function parseFault(spec: string): Fault {
   if (spec.endsWith('+mute')) return { ...parseFault(spec.slice(0, -'+mute'.length)), mute: true }
   const [kind, arg] = spec.split('=', 2)
   const num = (what: string, ok: (n: number) => boolean): number => {
     const n = Number(arg)
-    if (arg === undefined || arg === '' || !ok(n)) throw new InputError(`--fault ${kind} needs ${what}, e.g. ${kind}=${kind === 'perturb' ? '0.05' : '1'}`)
+    const example = kind === 'perturb' ? '0.05' : kind === 'slow' ? '8000' : '1'
+    if (arg === undefined || arg === '' || !ok(n)) throw new InputError(`--fault ${kind} needs ${what}, e.g. ${kind}=${example}`)
     return n
   }
   switch (kind) {
@@ -45,6 +48,8 @@ export function parseFault(spec: string): Fault {
       return { kind, eps: num('a positive noise scale', (n) => n > 0 && Number.isFinite(n)) }
     case 'skip-layer':
       return { kind, layer: num('a layer number', (n) => Number.isSafeInteger(n) && n >= 0) }
+    case 'slow':
+      return { kind, ms: num('a delay in ms', (n) => Number.isSafeInteger(n) && n > 0) }
     case 'random-output':
     case 'replay':
     case 'copy-receipt':
@@ -64,6 +69,8 @@ export interface StepFault {
   receiptBy?: { peer: string; sign: Signer }
   /** Never answers a dispute's reveal requests. */
   mute?: boolean
+  /** Holds each result this long before sending it. */
+  delayMs?: number
 }
 
 /** The serve-time part of a fault; `other` (another identity) is needed for copy-receipt. */
@@ -95,6 +102,8 @@ function baseFault(f: Fault, other?: { peer: string; sign: Signer }): StepFault 
         }
       }
     }
+    case 'slow':
+      return { delayMs: f.ms }
     case 'copy-receipt':
       if (other === undefined) throw new InputError('copy-receipt needs another identity to sign with')
       return { receiptBy: other }

@@ -213,6 +213,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           o.fault?.receiptBy?.sign ?? o.sign
         )
         forwarded = true
+        if (o.fault?.delayMs !== undefined) await new Promise((r) => setTimeout(r, o.fault!.delayMs))
         waitOnClient()
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
       }

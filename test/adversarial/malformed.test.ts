@@ -27,7 +27,7 @@ import { tempDir } from '../helpers/paths.js'
 
 const MAX_BYTES = 1 << 20
 const LINGER_MS = 400
-const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
+const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, minFirstStepMs: 5000, lateMs: 5000, slack: 20 }
 
 let server: Libp2p
 let key: PrivateKey

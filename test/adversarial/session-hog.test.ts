@@ -30,7 +30,7 @@ import { tempDir } from '../helpers/paths.js'
 
 /** Small and short, so a test sees the limits in a second or two rather than in minutes. */
 const LIMITS = { maxSessions: 6, sessionsPerPeer: 2, openIdleMs: 400, sessionTtlMs: 1500, lingerMs: 1000 }
-const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, slack: 20 }
+const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, minFirstStepMs: 5000, lateMs: 5000, slack: 20 }
 const sleep = async (ms: number): Promise<void> => await new Promise((resolve) => setTimeout(resolve, ms))
 
 let dir: string

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildStories, modelRunners, type ModelRunners } from '../helpers/memory-model.js'
 import { memoryNet, type MemoryNet, type MemoryPeer, type PeerSpec } from '../helpers/memory-net.js'
-import { generateAll, memoryClient } from '../helpers/memory-client.js'
+import { generateAll, memoryClient, TEST_TIMEOUTS } from '../helpers/memory-client.js'
 import { reference } from '../helpers/reference.js'
 import { HopError, InputError, NoRouteError } from '../../shared/errors.js'
 
@@ -201,5 +201,30 @@ describe('failover (redundant, k = 2)', () => {
     expect(new Set([...mid.ranBy, ...mid.checkedBy])).toEqual(new Set(whole.map((p) => p.id)))
     expect(mid.verdicts.agreed).toBe(n)
     for (const p of ends) expect(p.handler.stats.steps).toBe(n)
+  })
+})
+
+describe('step deadlines from measured speed', () => {
+  it('a peer late twice in a row where its speed predicts far less is failed over; one late step is forgiven', async () => {
+    fresh()
+    const [first, stall, spare, last] = [await add([0, 1], 1), await add([1, 3], 0.1), await add([1, 3], 5), await add([3, 5], 1)]
+    // Late (over lateMs, under the deadline) on steps 2 and 4 only: never twice in a row, no failover.
+    stall.onStep = async (served) => {
+      if (served === 2 || served === 4) await new Promise((resolve) => setTimeout(resolve, 300))
+    }
+    const timeouts = { ...TEST_TIMEOUTS, minStepMs: 5_000, lateMs: 200 }
+    const once = await generateAll(memoryClient(net, { timeouts }), req)
+    expect(once.tokens).toEqual(c.greedy.slice(0, n))
+    expect(once.route.switches).toEqual([])
+    // Late on every decode step: failed over on the second, the spare takes the history.
+    stall.onStep = async (served) => {
+      if (served > 0) await new Promise((resolve) => setTimeout(resolve, 300))
+    }
+    const r = await generateAll(memoryClient(net, { timeouts }), req)
+    expect(r.tokens).toEqual(c.greedy.slice(0, n))
+    expect(r.route.switches).toHaveLength(1)
+    expect(r.route.switches[0]).toMatchObject({ step: 2, failed: stall.id, layers: [1, 3] })
+    expect(r.route.switches[0].reason).toMatch(/two steps in a row late/)
+    expect(r.route.hops.map((h) => h.peer)).toEqual([first.id, spare.id, last.id])
   })
 })

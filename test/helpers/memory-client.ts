@@ -8,7 +8,7 @@ import type { MemoryNet } from './memory-net.js'
  * Nothing here is slow, so a time-out means a bug; a ban outlasts any test, so a failed peer
  * is never tried twice by one client; the randomness is seeded, so lane draws repeat.
  */
-export const TEST_TIMEOUTS = { openMs: 5_000, stepMs: 20_000, minStepMs: 5_000, slack: 20 }
+export const TEST_TIMEOUTS = { openMs: 5_000, stepMs: 20_000, minStepMs: 5_000, minFirstStepMs: 5_000, lateMs: 5_000, slack: 20 }
 
 export function memoryClient(net: MemoryNet, cfg: Partial<ClientConfig> = {}): Client {
   return createClient({ dialer: net.dialer, directory: net.directory, timeouts: TEST_TIMEOUTS, banMs: 600_000, random: mulberry32(1), ...cfg })
