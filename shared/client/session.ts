@@ -21,7 +21,7 @@ import { PeerPicker } from './picker.js'
 import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
 import { encodeInputs } from '../verify/reexec.js'
-import { answerOf, concatInputs, newSlot, positionOf, rearrange, traceOf, type Slot } from './slot.js'
+import { answerOf, concatInputs, newSlot, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 
@@ -245,24 +245,26 @@ export class RoutedSession {
     return value
   }
 
-  /** spot: the checker brought up to date (what it has not seen, in one prefill) and run; undefined if none can. */
+  /**
+   * spot: a checker drawn afresh for each sampled step, fed the slot's history and this input in
+   * one prefill; undefined if none can run. Keeping one checker would be cheaper, but a primary
+   * whose partner was drawn as its checker would then escape every step of the generation.
+   */
   private async runChecker(slot: Slot, input: HopInput): Promise<Answer | undefined> {
+    slot.checker?.hop.close()
+    slot.checker = undefined
     try {
       return (
         await this.retry.run(
           slot,
           {
-            hop: slot.checker?.hop,
             onFail: () => {
               slot.checker = undefined
             }
           },
-          async (hop, fresh) => {
-            if (fresh) slot.checker = { hop, fed: 0 }
-            const c = slot.checker!
-            const a = await this.feed(hop, [...slot.history.slice(c.fed), input], positionOf(slot.history, c.fed))
-            c.fed = slot.history.length + 1
-            return a
+          async (hop) => {
+            slot.checker = { hop }
+            return await this.feed(hop, [...slot.history, input])
           }
         )
       ).value

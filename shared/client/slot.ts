@@ -15,8 +15,8 @@ export interface Slot {
   /** Peers running this range in step; all have been fed the whole history. */
   lanes: RemoteHop[]
   history: HopInput[]
-  /** spot: a peer kept for re-runs, fed the first `fed` entries of the history so far. */
-  checker?: { hop: RemoteHop; fed: number }
+  /** spot: the peer that re-ran this step (drawn afresh for each sampled step). */
+  checker?: { hop: RemoteHop }
   /**
    * Per step, the peers whose word the output that went on rests on (the one unchecked peer, or
    * everyone who agreed): once all of them are convicted, every token since that step is tainted.
@@ -25,9 +25,6 @@ export interface Slot {
 }
 
 export const newSlot = (layers: [number, number], lanes: RemoteHop[] = []): Slot => ({ layers, lanes, history: [], vouched: [] })
-
-/** Rows held by the first `n` entries of a history. */
-export const positionOf = (history: HopInput[], n: number): number => history.slice(0, n).reduce((s, x) => s + seqOf(x), 0)
 
 /** Several inputs as one (a replay is one prefill). */
 export function concatInputs(inputs: HopInput[]): HopInput {

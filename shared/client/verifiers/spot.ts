@@ -1,7 +1,7 @@
 /**
  * `spot`: one peer per hop; each step of each hop is also run, with probability p, by a checker
- * kept lazily in sync (it is fed what it missed in one prefill, so checking costs prefill, not
- * decode). A step that was sampled is put to a vote like a redundant one.
+ * drawn afresh for that step (fed the slot's history in one prefill, so checking costs prefill,
+ * not decode; session.ts). A step that was sampled is put to a vote like a redundant one.
  */
 import { vote } from './vote.js'
 import { unchecked, type Verifier } from './verifier.js'
