@@ -139,7 +139,8 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       ))
         ? o.webRoot
         : undefined,
-    metrics: createMetricsRegistry(() => view),
+    // Process metrics too: the event loop's lag (tessera_nodejs_eventloop_lag_max_seconds) is how a blocking request shows.
+    metrics: createMetricsRegistry(() => view, { process: true }),
     ledger,
     ledgerBackend: o.evm !== undefined ? { kind: 'evm', chainId: o.evm.chainId, contract: o.evm.stakeAddress } : { kind: 'sqlite' },
     board,
