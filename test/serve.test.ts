@@ -57,7 +57,8 @@ const T = { openMs: 5000, stepMs: 5000, minStepMs: 5000, minFirstStepMs: 5000, l
 
 describe('serve limits', () => {
   it('refuses a step that would overflow the KV cache cap, and frees room when a session ends', async () => {
-    const { peer, protocol } = await serve({ maxCacheTokens: 10 })
+    // One client that may hold every session (as the relay may), so the whole cache is its share.
+    const { peer, protocol } = await serve({ maxCacheTokens: 10, sessionsPerPeer: 64 })
     const a = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'a', T)
     await a.forward({ tokens: [1, 2, 3, 4, 5, 6, 7, 8] }, 0)
     const b = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'b', T)
@@ -70,6 +71,32 @@ describe('serve limits', () => {
     const c = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'c', T)
     expect((await c.forward({ tokens: [1, 2, 3, 4] }, 0)).kind).toBe('logits')
     c.close()
+  })
+
+  it('holds each peer to its share of the KV cache (its share of the sessions), whatever else it does; other peers still get room', async () => {
+    // 8 sessions at most, 2 per peer: a peer may hold a quarter of the 64 tokens.
+    const { peer, protocol } = await serve({ maxCacheTokens: 64, maxSessions: 8, sessionsPerPeer: 2 })
+    const hogs = [await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'h0', T), await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'h1', T)]
+    await hogs[0].forward({ tokens: Array.from({ length: 10 }, (_, i) => i + 1) }, 0)
+    const err = await hogs[1].forward({ tokens: Array.from({ length: 10 }, (_, i) => i + 1) }, 0).catch((e: unknown) => e)
+    expect((err as HopError).code).toBe('BUSY')
+    expect((err as Error).message).toMatch(/your peer's sessions hold 10 of this node's 64 KV cache tokens; its share is 16/)
+    // Another peer is not held to the hog's use.
+    const other = await createPeer({ listen: [] })
+    try {
+      const d = libp2pDialer(other)
+      const o = await openRemoteHop({ dial: async (p, _proto, signal) => await d.dial(p, protocol, signal) }, peer, [0, 4], root, 'o', T)
+      expect((await o.forward({ tokens: Array.from({ length: 16 }, (_, i) => i + 1) }, 0)).seq).toBe(16)
+      o.close()
+    } finally {
+      await other.stop()
+    }
+    // Its share comes back as its sessions end.
+    hogs[0].close()
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const again = await openRemoteHop(dialerFor(protocol), peer, [0, 4], root, 'h2', T)
+    expect((await again.forward({ tokens: Array.from({ length: 16 }, (_, i) => i + 1) }, 0)).seq).toBe(16)
+    again.close()
   })
 
   it('refuses sessions past the limit with BUSY', async () => {

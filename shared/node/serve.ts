@@ -86,6 +86,9 @@ export function createInferHandler(o: ServeOptions): InferHandler {
   const perPeer = o.sessionsPerPeer ?? PEER_DEFAULTS.sessionsPerPeer
   const quotaOf = (remote: string): number => (typeof perPeer === 'function' ? perPeer(remote) : perPeer)
   const byPeer = new Map<string, number>() // sessions open now, by remote peer id
+  const cacheByPeer = new Map<string, number>() // KV cache tokens its sessions hold, by remote peer id
+  // A peer's share of the KV cache goes with its share of the sessions: eight long sessions must not fill it for everyone.
+  const cacheShareOf = (remote: string): number => Math.floor((maxCache() * Math.min(quotaOf(remote), maxSessions)) / maxSessions)
 
   async function handle(stream: Stream, connection?: Remote): Promise<void> {
     const remote = connection?.remotePeer.toString()
@@ -119,6 +122,11 @@ export function createInferHandler(o: ServeOptions): InferHandler {
     // Frees the session's slot, its share and its KV cache, once, as soon as the node is done with it.
     const release = (): void => {
       stats.cachedTokens -= held
+      if (remote !== undefined && held > 0) {
+        const left = (cacheByPeer.get(remote) ?? 0) - held
+        if (left > 0) cacheByPeer.set(remote, left)
+        else cacheByPeer.delete(remote)
+      }
       held = 0
       for (const s of chain ?? []) s.close()
       chain = undefined
@@ -175,6 +183,13 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         }
         if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
         if (stats.cachedTokens + msg.seq > maxCache()) throw new ProtocolError('BUSY', `KV cache full: ${stats.cachedTokens} of ${maxCache()} tokens in use`)
+        const mineCached = remote === undefined ? 0 : (cacheByPeer.get(remote) ?? 0)
+        if (remote !== undefined && mineCached + msg.seq > cacheShareOf(remote)) {
+          throw new ProtocolError(
+            'BUSY',
+            `your peer's sessions hold ${mineCached} of this node's ${maxCache()} KV cache tokens; its share is ${cacheShareOf(remote)}`
+          )
+        }
         const started = performance.now()
         let out =
           msg.tokens !== undefined
@@ -191,6 +206,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         inputs = chainRows(inputs, msg.tokens ?? msg.hidden!, msg.seq)
         held += msg.seq
         stats.cachedTokens += msg.seq
+        if (remote !== undefined) cacheByPeer.set(remote, (cacheByPeer.get(remote) ?? 0) + msg.seq)
         const ms = performance.now() - started
         stats.steps++
         stats.tokens += msg.seq
