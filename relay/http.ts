@@ -76,7 +76,9 @@ function limitBody(maxBytes: number, raise: string) {
   const mib = (maxBytes / 2 ** 20).toFixed(maxBytes % 2 ** 20 === 0 ? 0 : 2)
   return bodyLimit({
     maxSize: maxBytes,
-    onError: () => jsonError(413, `the request body is over ${mib} MiB (${maxBytes} bytes): send less, or ${raise}`, 'too_large')
+    // The rest of the body is never read, so the connection cannot carry another request: say so, or a client reusing it fails.
+    onError: () =>
+      jsonError(413, `the request body is over ${mib} MiB (${maxBytes} bytes): send less, or ${raise}`, 'too_large', new Headers({ Connection: 'close' }))
   })
 }
 

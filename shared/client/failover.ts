@@ -2,7 +2,8 @@
  * The one retry rule, for every job of a session (a lane's step, a new lane, a checker, a
  * referee): a peer that fails is banned and not drawn again for that job while another serves the
  * layers; it is asked once more only when nobody else can (busy is not gone); after maxRetries
- * failovers the job gives up and its error goes up. A peer that blames the request (MALFORMED,
+ * failovers (4× as many for peers that could not be dialled at all) the job gives up and its
+ * error goes up. A peer that blames the request (MALFORMED,
  * TOO_LARGE, BAD_STEP) is not failed over: another would say the same.
  *
  * The policy's one fallback, `recut`: where nothing compares or audits a slot's past (verification
@@ -51,18 +52,26 @@ export class Failover {
     const failures = new Map<string, number>()
     const skip = o.skip ?? []
     let hop = o.hop
-    for (let attempt = 0; ; attempt++) {
+    let retries = 0
+    let dials = 0
+    let last: HopError | undefined
+    for (;;) {
       const fresh = hop === undefined
       try {
         hop ??= await this.draw(slot, skip, failures)
         return { hop, value: await job(hop, fresh) }
       } catch (err) {
+        // Everyone left has failed this job: say what the last one did, beside "no route".
+        if (err instanceof NoRouteError && last !== undefined) throw new NoRouteError(`${err.message}; the last peer tried failed: ${last.message}`)
         if (!(err instanceof HopError)) throw err
+        last = err
         hop?.close()
         this.failed(err, slot.layers)
         o.onFail?.(err)
         failures.set(err.peer, (failures.get(err.peer) ?? 0) + 1)
-        if (attempt >= this.o.maxRetries) throw err
+        // A peer that cannot even be dialled costs a moment, not a step: a flood of dead or fake
+        // records must not use up the retries, so those get a budget of their own (4× as many).
+        if (err.code === 'UNREACHABLE' ? ++dials > 4 * this.o.maxRetries : ++retries > this.o.maxRetries) throw err
         hop = undefined
       }
     }

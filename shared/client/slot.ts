@@ -3,7 +3,7 @@
  * was sent (its history), so that a replacement can be fed the history in one prefill and
  * rebuild the KV cache before the step goes on.
  */
-import { seqOf, type HopInput, type HopOutput } from '../runner.js'
+import type { HopInput, HopOutput } from '../runner.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 import { tailFingerprint } from '../verify/fingerprint.js'
 import type { HopTrace } from './types.js'

@@ -159,6 +159,8 @@ describe('body limits', () => {
         expect(err).toMatchObject({ code: 'too_large', type: 'invalid_request_error' })
         expect(err.message).toBe(`the request body is over 1 MiB (${HTTP_DEFAULTS.maxBodyBytes} bytes): send less, or start the relay with a larger --max-body`)
         expect(res.headers.get('access-control-allow-origin')).toBe('*')
+        // The unread rest of the body leaves the connection unusable: the client is told to drop it.
+        expect(res.headers.get('connection')).toBe('close')
       }
     }
     expect(gen.calls).toHaveLength(0)

@@ -9,7 +9,7 @@ import { buildStories, modelRunners, type ModelRunners } from '../helpers/memory
 import { memoryNet, type MemoryNet, type MemoryPeer, type PeerSpec } from '../helpers/memory-net.js'
 import { generateAll, memoryClient, TEST_TIMEOUTS } from '../helpers/memory-client.js'
 import { reference } from '../helpers/reference.js'
-import { HopError, InputError, NoRouteError } from '../../shared/errors.js'
+import { InputError, NoRouteError } from '../../shared/errors.js'
 
 /** The step (counted from 0, the prompt's prefill) during which the victim dies. */
 const KILL_AT = 3
@@ -160,16 +160,16 @@ describe('failover (mode none)', () => {
     expect((before as Error).message).toMatch(/no model is fully served by the network; models seen: stories260K\.bin/)
   })
 
-  it('with only dead peers still listed for some layers (killed, records not yet expired): fails at once, naming one it could not reach', async () => {
+  it('with only dead peers still listed for some layers (killed, records not yet expired): fails, naming one it could not reach', async () => {
     fresh()
     await add([0, 1], 1)
     await add([1, 3], 1)
     const dead = [await add([3, 5], 1), await add([3, 5], 2)]
     for (const p of dead) p.kill()
     const err = await rejection(generateAll(memoryClient(net), req))
-    expect(err).toBeInstanceOf(HopError)
-    expect((err as HopError).code).toBe('UNREACHABLE')
-    expect(dead.map((p) => p.id)).toContain((err as HopError).peer)
+    expect(err).toBeInstanceOf(NoRouteError)
+    const named = dead.filter((p) => (err as Error).message.includes(`peer ${p.id.slice(-8)}: dial failed twice`))
+    expect(named, (err as Error).message).toHaveLength(1)
   })
 })
 
@@ -226,5 +226,17 @@ describe('step deadlines from measured speed', () => {
     expect(r.route.switches[0]).toMatchObject({ step: 2, failed: stall.id, layers: [1, 3] })
     expect(r.route.switches[0].reason).toMatch(/two steps in a row late/)
     expect(r.route.hops.map((h) => h.peer)).toEqual([first.id, spare.id, last.id])
+  })
+})
+
+describe('a flood of dead records', () => {
+  it('does not use up the retries: twelve listed peers that cannot be dialled, one that can, the generation succeeds', async () => {
+    fresh()
+    const dead = await Promise.all(Array.from({ length: 12 }, async () => await add([1, 3], 0.1)))
+    for (const d of dead) d.kill() // still listed: nobody withdrew them
+    const [first, live, last] = [await add([0, 1], 1), await add([1, 3], 1), await add([3, 5], 1)]
+    const r = await generateAll(memoryClient(net), req)
+    expect(r.tokens).toEqual(c.greedy.slice(0, n))
+    expect(r.route.hops.map((h) => h.peer)).toEqual([first.id, live.id, last.id])
   })
 })
