@@ -191,10 +191,11 @@ export function createClient(cfg: ClientConfig): Client {
     if (verification.mode === 'optimistic') {
       const posted = (verifier as OptimisticVerifier).claim({ id: session.id, root: model.root, window: verification.window, slots: session.fed() })
       claim = posted.id
-      // Overturned: the corrected tokens come from a generation that avoids whoever was caught.
+      // Overturned: the corrected tokens come from a generation that avoids whoever was caught, itself
+      // checked (redundant), or another colluder could serve the correction; none when it cannot run.
       settlement = cfg.board!.submit(posted, async (challenges) => {
         const caught = challenges.filter((ch) => ch.outcome === 'overturned').map((ch) => ch.accused)
-        return await tokensOf(generate({ ...req, proveSampling: false, verification: { mode: 'none' }, avoid: [...(req.avoid ?? []), ...caught] }))
+        return await tokensOf(generate({ ...req, proveSampling: false, verification: { mode: 'redundant', k: 2 }, avoid: [...(req.avoid ?? []), ...caught] }))
       })
       settlement.catch(() => {}) // a caller that never looks must not crash the process
     }

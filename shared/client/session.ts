@@ -24,6 +24,9 @@ import { encodeInputs } from '../verify/reexec.js'
 import { answerOf, concatInputs, newSlot, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
+import { logger } from '../log.js'
+
+const log = logger('tessera:client:session')
 
 /** What every session of a client shares: how it reaches peers, whom it bans and trusts, how long it waits. */
 export interface SessionEnv {
@@ -269,7 +272,11 @@ export class RoutedSession {
         )
       ).value
     } catch (err) {
-      if (err instanceof HopError || err instanceof NoRouteError) return undefined // nobody else serves these layers now: unchecked
+      if (err instanceof HopError || err instanceof NoRouteError) {
+        // Nobody else serves these layers now: the step goes unchecked, and the log says why.
+        log.warn(`layers [${slot.layers.join(',')}) step ${this.steps}: a sampled check could not run: ${err.message}`)
+        return undefined
+      }
       throw err
     }
   }

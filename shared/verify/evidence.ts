@@ -6,7 +6,8 @@
  *   can run the model (`reexecute`): the checker recomputes the hop, and only a receipt that
  *   disagrees with the recomputation convicts; witnesses need no standing, colluders frame no one;
  * - otherwise the witness rule: at least two witnesses with standing that agree with each other and
- *   disagree with the accused.
+ *   disagree with the accused (for a dispute, verify/dispute.ts: the winner and the referee).
+ * Dispute evidence that carries the hop's rows is re-executed as a whole hop, like any other.
  * No one's word is taken: every signature, every input chain and every comparison is redone here.
  */
 import { bytesToHex } from '../hash.js'
@@ -49,7 +50,18 @@ export function receiptEvidenceChecker(o: CheckerOptions = {}): EvidenceChecker 
   return {
     async check(e) {
       const no = (reason: string): { valid: false; reason: string } => ({ valid: false, reason })
-      if (e.kind === 'dispute') return await checkDisputeEvidence(e, o.mayWitness)
+      if (e.kind === 'dispute') {
+        // A dispute's two hop receipts and the rows they were fed: where this checker can run the hop, its own
+        // re-execution is the last word, so a staked referee in league with one side decides nothing.
+        const recomputed = judge === undefined || e.inputs === undefined ? undefined : await judge({ ...e, receipts: e.receipts.slice(0, 2) })
+        if (recomputed !== undefined) return recomputed
+        if (e.inputs === undefined && o.requireInputs !== undefined) {
+          const hop = await openReceipt(e.receipts[0]).catch(() => undefined)
+          if (hop !== undefined && Array.isArray(hop.layers) && o.requireInputs(hop.root, hop.layers))
+            return no("this relay re-executes that hop: send the rows it was fed (inputs), a referee's word convicts no one here")
+        }
+        return await checkDisputeEvidence(e, o.mayWitness)
+      }
       // snarkjs loads only when a proof is to be judged (it is large, and most pages never need it).
       if (e.kind === 'proof') return await (await import('./proof.js')).checkProofEvidence(e.receipts, e.accused, o.zkModels ?? (() => undefined))
       if (e.kind !== 'redundant' && e.kind !== 'spot' && e.kind !== 'optimistic') return no(`${e.kind} evidence is not checked from receipts`)

@@ -254,6 +254,20 @@ describe('framing an honest peer with staked colluders, before a relay that re-e
     expect(await ledger.verifyAudit()).toEqual({ ok: true, badSeq: null })
   }, 60_000)
 
+  it("dispute evidence (an optimistic referee's word) is re-executed too: a referee in league with the challenger frames no one", async () => {
+    const { ledger, honest, colluders, reporter } = await network()
+    const out = await hop()
+    const bad = lie(out)
+    const [rh, r1] = [await signed(honest, out, 'd'), await signed(colluders[0], bad, 'd')]
+    // The referee's part statement and the openings never count once the relay has run the hop: junk stands in for them.
+    const junk = [new Uint8Array([1]), new Uint8Array([2])]
+    const framed = await ledger.slash({ kind: 'dispute', accused: honest.peer, receipts: [rh, r1, ...junk], detail: {}, inputs }, reporter.peer)
+    expect(framed, framed.reason).toMatchObject({ slashed: false, matches: [honest.peer] })
+    expect(await ledger.standing(honest.peer)).toMatchObject({ stake: JOIN_STAKE, slashed: 0 })
+    const caught = await ledger.slash({ kind: 'dispute', accused: colluders[0].peer, receipts: [r1, rh, ...junk], detail: {}, inputs }, reporter.peer)
+    expect(caught, caught.reason).toMatchObject({ slashed: true, matches: [honest.peer] })
+  }, 60_000)
+
   it('evidence whose inputs are not the rows the receipts hash is refused, saying so, and moves nothing', async () => {
     const { ledger, honest, colluders } = await network()
     const out = await hop()

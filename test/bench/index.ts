@@ -76,6 +76,16 @@ const sections: Record<string, () => Promise<Record<string, unknown>>> = {
 
   async chain() {
     return await benchChain()
+  },
+
+  async escape() {
+    const { benchEscape } = await import('./escape.js')
+    return await benchEscape()
+  },
+
+  async chaos() {
+    const { benchChaos } = await import('./chaos.js')
+    return await benchChaos(CACHE)
   }
 }
 
