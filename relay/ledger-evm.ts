@@ -250,13 +250,16 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
       const id = evidenceId(e)
       if (reporter === e.accused) return await locked(async () => await reject(e, reporter, 'a peer cannot report itself'))
       if (await used(id)) return await locked(async () => await reject(e, reporter, 'evidence already used'))
-      let verdict: { valid: boolean; reason: string; matches?: string[] }
+      let verdict: { valid: boolean; reason: string; matches?: string[]; unjudged?: boolean }
       try {
         verdict = await checker.check(e)
       } catch (err) {
-        return await locked(async () => await reject(e, reporter, `checker failed: ${(err as Error).message}`))
+        return { ...(await locked(async () => await reject(e, reporter, `checker failed: ${(err as Error).message}`))), unjudged: true }
       }
-      if (!verdict.valid) return await locked(async () => await reject(e, reporter, `invalid evidence: ${verdict.reason}`))
+      if (!verdict.valid) {
+        const refused = await locked(async () => await reject(e, reporter, `invalid evidence: ${verdict.reason}`))
+        return verdict.unjudged === true ? { ...refused, unjudged: true } : refused
+      }
       // Read defensively: only an array of peer ids is passed on.
       const matches = Array.isArray(verdict.matches) ? verdict.matches.filter((p): p is string => typeof p === 'string') : undefined
       return await slashChecked(e, reporter, id, verdict.reason, matches)

@@ -101,14 +101,14 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
   const atomically = <T>(fn: () => T): T => db.transaction(fn).immediate()
 
   // `matches`: the peers whose receipts the checker's re-execution agreed with, kept in the log and passed on.
-  const reject = (e: Evidence, id: string, reporter: string, reason: string, matches?: string[]): SlashResult =>
+  const reject = (e: Evidence, id: string, reporter: string, reason: string, matches?: string[], unjudged?: boolean): SlashResult =>
     atomically(() => {
       append({
         kind: 'reject',
         peer: e.accused,
         data: { evidence: id, kind: e.kind, reporter, reason, detail: e.detail, ...(matches !== undefined ? { matches } : {}) }
       })
-      return { slashed: false, amount: 0, reason, ...(matches !== undefined ? { matches } : {}) }
+      return { slashed: false, amount: 0, reason, ...(matches !== undefined ? { matches } : {}), ...(unjudged === true ? { unjudged } : {}) }
     })
 
   return {
@@ -139,9 +139,9 @@ export async function openSqliteLedger(path: string, checker: EvidenceChecker, r
       try {
         verdict = await checker.check(e)
       } catch (err) {
-        return reject(e, id, reporter, `checker failed: ${(err as Error).message}`)
+        return reject(e, id, reporter, `checker failed: ${(err as Error).message}`, undefined, true)
       }
-      if (!verdict.valid) return reject(e, id, reporter, `invalid evidence: ${verdict.reason}`, verdict.matches)
+      if (!verdict.valid) return reject(e, id, reporter, `invalid evidence: ${verdict.reason}`, verdict.matches, verdict.unjudged)
       return atomically(() => {
         // Checked again under the lock: the same evidence may have been slashed while we awaited the checker.
         if (q.used.get(id) !== undefined) return reject(e, id, reporter, 'evidence already used')

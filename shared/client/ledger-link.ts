@@ -17,6 +17,8 @@ export interface SlashOutcome {
   reason: string
   /** When the ledger re-executed the hop itself: the peers whose receipts match its result (verify/reexec.ts). */
   matches?: string[]
+  /** The ledger could not judge the evidence now (its re-execution failed, it was busy or rate-limited): no vote may stand on it. */
+  unjudged?: boolean
 }
 
 export interface LedgerLink {
@@ -100,7 +102,9 @@ export function httpLedgerLink(base: string, reporter?: string, fetchFn: typeof 
         body: JSON.stringify({ ...e, receipts: e.receipts.map(bytesToBase64), reporter })
       })
       const body = (await r.json()) as SlashOutcome & { error?: { message: string } }
-      if (!r.ok) return { slashed: false, amount: 0, reason: body.error?.message ?? `HTTP ${r.status}` }
+      // Rate-limited or failing, the relay judged nothing; a 4xx other than 429 is a judgement (the evidence is malformed).
+      const unjudged = r.status === 429 || r.status >= 500
+      if (!r.ok) return { slashed: false, amount: 0, reason: body.error?.message ?? `HTTP ${r.status}`, ...(unjudged ? { unjudged } : {}) }
       return body
     }
   })

@@ -39,6 +39,8 @@ export interface Verdict {
   valid: boolean
   reason: string
   matches?: string[]
+  /** The checker meant to re-execute the hop and could not (busy, failed): nothing was decided, not even by witnesses. */
+  unjudged?: boolean
 }
 
 /** Injected: re-checks evidence before any slash, so a ledger never trusts the reporter's word. */
@@ -52,6 +54,8 @@ export interface SlashResult {
   amount: number
   reason: string
   matches?: string[]
+  /** Passed on from the verdict (or the checker failed): the evidence was not judged, so no vote may stand on it. */
+  unjudged?: boolean
 }
 
 export type LedgerEntryKind = 'stake' | 'slash' | 'reward' | 'reputation' | 'blacklist' | 'reject'

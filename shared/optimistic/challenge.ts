@@ -239,6 +239,11 @@ export class Challenge {
     const e: Evidence = { ...evidence(loser, t.winner.find((v) => v.peer !== referee)!, t.winner), inputs: encodeInputs(this.prefix) }
     const outcome = await this.ctx.ledger.report(e)
     this.report.reason = outcome.reason
+    // The ledger could not judge now: the vote alone proves nothing, nothing is decided.
+    if (!outcome.slashed && outcome.unjudged === true) {
+      this.report.reason = `the ledger could not re-execute the hop, so the vote decides nothing: ${outcome.reason}`
+      return
+    }
     // The ledger re-executed the rows and found the one outvoted right: the vote was captured, nothing is decided.
     if (!outcome.slashed && outcome.matches?.includes(loser.peer) === true) {
       this.report.reason = `the ledger's re-execution agrees with ${loser.peer.slice(-8)}, not with the vote: ${outcome.reason}`

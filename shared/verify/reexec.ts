@@ -129,7 +129,7 @@ export function reexecJudge(reexecute: Reexecute, cache = REEXEC_CACHE): (e: Evi
     try {
       ran = await rerun(accused.root, layers, chain, rows.input)
     } catch (err) {
-      return no(`the relay could not re-execute layers [${layers.join(',')}): ${(err as Error).message}`)
+      return { valid: false, unjudged: true, reason: `the relay could not re-execute layers [${layers.join(',')}): ${(err as Error).message}` }
     }
     if (ran === undefined) return undefined
     const full = ran.fp

@@ -187,6 +187,17 @@ describe('redundant (k = 2): the vote', () => {
     expect([...new Set(h.banned)].sort()).toEqual(['A', 'B', 'R'])
   })
 
+  it('when the ledger could not judge (its re-execution failed or was refused): VERIFICATION_FAILED, not the majority', async () => {
+    const h = harness(answer('R', 1))
+    h.ctx.ledger.report = async (e) => {
+      h.reports.push(e)
+      return { slashed: false, amount: 0, reason: 'the relay could not re-execute layers [0,2): queue full', unjudged: true }
+    }
+    // Two agreeing colluders against one: without the relay's word the two may be wrong.
+    await expect(v.decide([answer('A', 1), answer('B', 2)], h.ctx)).rejects.toThrow(/could not re-execute the hop \(.*queue full\)/)
+    expect([...new Set(h.banned)].sort()).toEqual(['A', 'B', 'R'])
+  })
+
   it('reputation decides between groups of equal size', async () => {
     const h = harness(answer('R', 2, 0.05))
     // A (0.9) against B (0.2) and R (0.05): 0.9 > 0.25, so A's lone output wins, but one peer is no majority.

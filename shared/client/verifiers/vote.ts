@@ -51,6 +51,13 @@ export async function vote(pool: Answer[], ctx: StepContext, kind: Kind): Promis
     }
     return settle(pool, right, wrong, 'overruled', referee, ctx)
   }
+  // The ledger meant to re-execute and could not: a majority is no proof (two colluders are one), so nothing is returned.
+  if (first.some((r) => r.outcome.unjudged === true)) {
+    for (const a of all) ctx.ban(a.peer)
+    throw new VerificationError(
+      `peers disagree on layers [${ctx.layers.join(',')}) at step ${ctx.step} and the relay could not re-execute the hop (${first.find((r) => r.outcome.unjudged === true)!.outcome.reason}): no result is returned`
+    )
+  }
   if (t.winner.length < MIN_WITNESSES) {
     for (const a of all) ctx.ban(a.peer)
     const who = pool.map((a) => a.peer.slice(-8)).join(', ')
@@ -76,7 +83,7 @@ async function report(ctx: StepContext, kind: Kind, accused: Answer, witnesses: 
   try {
     return await ctx.ledger.report(evidence)
   } catch (err) {
-    return { slashed: false, amount: 0, reason: `could not report: ${(err as Error).message}` }
+    return { slashed: false, amount: 0, reason: `could not report: ${(err as Error).message}`, unjudged: true }
   }
 }
 
