@@ -3,8 +3,9 @@
  * multi-process network (`tessera relay` + `tessera node` children on loopback, stories260K in
  * three shards) while honest clients keep asking for completions. Per attack: how many attempts
  * were made and how many were refused, rate-limited or convicted; how many honest peers were
- * slashed; how many tokens came back wrong with an ok status; and the honest requests' p50/p99
- * latency under attack divided by the same load on the idle network, measured just before.
+ * slashed; how many tokens came back wrong with an ok status; the honest requests' p50/p99
+ * latency under attack divided by the same load on the idle network, measured just before; and
+ * the relay's longest event-loop delay during the attack (its /metrics).
  *
  * Network A (`0-2`, `2-4`, `4-5`, one honest node each): session hog, registry flood, malformed
  * frames, HTTP limits, framing, a staller beside the honest [2, 4) node. Network B (`0-2` ×3, `2-5` ×3): a colluding pair with the same
@@ -140,6 +141,16 @@ async function slashes(http: string): Promise<Map<string, { slashed: number; bla
 }
 const slashedOf = (m: Map<string, { slashed: number }>, peers: string[]): number => peers.reduce((a, p) => a + (m.get(p)?.slashed ?? 0), 0)
 
+/**
+ * The relay's longest event-loop delay since the last scrape, in ms (prom-client resets its
+ * histogram on every read): read once before an attack to start the window, once after it.
+ */
+async function eventLoopLagMs(http: string): Promise<number> {
+  const text = await (await fetch(`${http}/metrics`)).text()
+  const line = text.split('\n').find((l) => l.startsWith('tessera_nodejs_eventloop_lag_max_seconds '))
+  return line === undefined ? Number.NaN : Math.round(Number(line.split(' ')[1]) * 1000)
+}
+
 async function capabilities(http: string): Promise<Capability[]> {
   return (await api(http, '/api/network')).peers as Capability[]
 }
@@ -203,6 +214,7 @@ function row(attack: string, m: Measured, o: ReturnType<Attack['outcome']>): Cha
 async function measure(http: string, honest: string[], a: Attack, verification: Verification = 'none'): Promise<ChaosRow> {
   const idle = await honestLoad(http, HONEST_N, verification)
   const before = await slashes(http)
+  await eventLoopLagMs(http)
   await a.start?.()
   let running = true
   let rounds = 0
@@ -228,9 +240,10 @@ async function measure(http: string, honest: string[], a: Attack, verification: 
     await loop
     await a.stop?.()
   }
+  const lag = await eventLoopLagMs(http)
   const after = await slashes(http)
   const o = a.outcome()
-  o.notes = { rounds, ...(roundErrors > 0 ? { roundErrors, lastError } : {}), ...o.notes }
+  o.notes = { rounds, relayLagMaxMs: lag, ...(roundErrors > 0 ? { roundErrors, lastError } : {}), ...o.notes }
   return row(a.name, { idle, during, honestSlashed: slashedOf(after, honest) - slashedOf(before, honest) }, o)
 }
 
@@ -715,6 +728,7 @@ async function collusion(net: TestNetwork, honest: string[], label: string, veri
   const expected = c.greedy.slice(0, Math.min(TOKENS, c.decisive_prefix))
   const idle = await honestLoad(net.http, HONEST_N, verification)
   const before = await slashes(net.http)
+  await eventLoopLagMs(net.http)
   const logFrom = net.relay.log.length
   const spawnPair = async (): Promise<Proc[]> => await Promise.all([0, 1].map(async () => await net.addNode('0-2', ['--fault', 'wrong-weights=7'])))
   const pairs: Proc[][] = []
@@ -770,11 +784,13 @@ async function collusion(net: TestNetwork, honest: string[], label: string, veri
   } finally {
     for (const pair of pairs) for (const p of pair) if (p.proc.exitCode === null) p.proc.kill('SIGKILL')
   }
+  const lag = await eventLoopLagMs(net.http)
   const after = await slashes(net.http)
   const o = {
     tried,
     caught,
     notes: {
+      relayLagMaxMs: lag,
       generations: during.length,
       withColluders: tried,
       pairsUsed: pairs.length,
@@ -810,6 +826,7 @@ const SLOW_MS = 6000
 async function slowPeer(net: TestNetwork, honest: string[]): Promise<ChaosRow> {
   const idle = await honestLoad(net.http, HONEST_N, 'none')
   const before = await slashes(net.http)
+  await eventLoopLagMs(net.http)
   const staller = await net.addNode('2-4', ['--fault', `slow=${SLOW_MS}`])
   const id = staller.ready.peer as string
   const during: Sample[] = []
@@ -829,11 +846,13 @@ async function slowPeer(net: TestNetwork, honest: string[]): Promise<ChaosRow> {
   } finally {
     staller.proc.kill('SIGKILL')
   }
+  const lag = await eventLoopLagMs(net.http)
   const after = await slashes(net.http)
   const o = {
     tried,
     caught,
     notes: {
+      relayLagMaxMs: lag,
       slowMs: SLOW_MS,
       generationsThroughStaller: tried,
       failedOver: caught,
