@@ -17,42 +17,19 @@ import { startNode, type RunningNode } from '../../native-node/node.js'
 import { startRelay, type RunningRelay } from '../../relay/relay.js'
 import { REGISTRY_DEFAULTS } from '../../relay/config.js'
 import { createRegistry, measuring } from '../../relay/registry.js'
-import { signCapability, type Capability } from '../../shared/protocol/capability.js'
+import { signCapability } from '../../shared/protocol/capability.js'
 import { announce } from '../../shared/node/announce.js'
 import { relayDirectory } from '../../shared/route/directory.js'
 import { serversOf } from '../../shared/route/route.js'
-import { VERSION } from '../../shared/version.js'
 import { reference, stories } from '../helpers/reference.js'
 import { tempDir } from '../helpers/paths.js'
 import { api, waitFor } from '../helpers/network.js'
 import { buildStories, modelRunners } from '../helpers/memory-model.js'
 import { memoryNet } from '../helpers/memory-net.js'
 import { generateAll, memoryClient } from '../helpers/memory-client.js'
+import { lyingRecord } from '../helpers/lying-record.js'
 
-const YEAR_3000 = Date.UTC(3000, 0, 1)
 const cases = reference()
-
-/** A record for layers [0, 2) of `root` that claims everything an attacker would: instant, and valid for ever. */
-function lyingRecord(peer: string, addrs: string[], root: string, model: string, o: Partial<Capability> = {}): Capability {
-  return {
-    peer,
-    addrs,
-    device: 'cuda',
-    memory: 2 ** 40,
-    msPerLayer: 0,
-    model,
-    root,
-    modelLayers: 5,
-    layers: [0, 2],
-    shardBounds: [0, 2],
-    kvRoom: 1 << 20,
-    sessions: 0,
-    version: VERSION,
-    issued: Date.now(),
-    expires: YEAR_3000,
-    ...o
-  }
-}
 
 const identity = async (): Promise<{ key: PrivateKey; peer: string }> => {
   const key = await generateKeyPair('Ed25519')

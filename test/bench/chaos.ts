@@ -36,17 +36,16 @@ import { fillNormal, mulberry32 } from '../../shared/rng.js'
 import { libp2pDialer } from '../../shared/route/directory.js'
 import { encodeFingerprint, fingerprint } from '../../shared/verify/fingerprint.js'
 import { openReceipt, signReceipt } from '../../shared/verify/receipt.js'
-import { VERSION } from '../../shared/version.js'
 import { api, startNetwork, waitFor, type Proc, type TestNetwork } from '../helpers/network.js'
 import { STORIES } from '../helpers/paths.js'
 import { reference, stories } from '../helpers/reference.js'
+import { lyingRecord } from '../helpers/lying-record.js'
 
 /** Honest requests per measurement (idle, then under attack), each `TOKENS` greedy tokens of reference case 0. */
 const HONEST_N = 20
 const TOKENS = 6
 /** Under attack the honest load runs at least this long (and at least HONEST_N requests), so the attack has time to bite. */
 const MIN_ATTACK_MS = 6000
-const YEAR_3000 = Date.UTC(3000, 0, 1)
 /** What an attacker's own client waits for (remote-hop.ts); generous, this machine is shared by every process. */
 const T: HopTimeouts = { openMs: 10_000, stepMs: 20_000, minStepMs: 10_000, minFirstStepMs: 20_000, lateMs: 20_000, slack: 20 }
 
@@ -316,26 +315,6 @@ function sessionHog(http: string, honest: string[], width: number): Attack {
 // go nowhere, and stay connected; every fourth record is sent by another peer than the one it
 // names (a forged origin).
 
-function lyingRecord(peer: string, root: string, model: string): Capability {
-  return {
-    peer,
-    addrs: [`/ip4/127.0.0.1/tcp/1/ws/p2p/${peer}`],
-    device: 'cuda',
-    memory: 2 ** 40,
-    msPerLayer: 0,
-    model,
-    root,
-    modelLayers: 5,
-    layers: [0, 2],
-    shardBounds: [0, 2],
-    kvRoom: 1 << 20,
-    sessions: 0,
-    version: VERSION,
-    issued: Date.now(),
-    expires: YEAR_3000
-  }
-}
-
 /** Records announced before the honest load starts. */
 const PREFLOOD = 12
 
@@ -364,7 +343,7 @@ function registryFlood(http: string, relayAddr: string): Attack {
     const via = forged ? attackers[0] : await createPeer({ privateKey: key, listen: [] })
     if (!forged) attackers.push(via)
     try {
-      await announce(via, relayAddr, lyingRecord(peer, root, model), key, { attempts: 1 })
+      await announce(via, relayAddr, lyingRecord(peer, [`/ip4/127.0.0.1/tcp/1/ws/p2p/${peer}`], root, model), key, { attempts: 1 })
       fakes.push(peer)
     } catch (err) {
       refuse(err)
