@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { memoryBlobs, type BlobSource } from '../shared/blob.js'
-import { preset, type LlamaConfig } from '../shared/model/config.js'
+import { checkConfig, preset, type LlamaConfig } from '../shared/model/config.js'
 import { fromBfloat16, fromFloat16, toBfloat16, toFloat16 } from '../shared/model/dtype.js'
 import { openHfDir, parseHfConfig, permuteToHalf, writeHfDir } from '../shared/model/hf.js'
 import { openLlama2c, writeLlama2c } from '../shared/model/llama2c.js'
@@ -161,15 +161,42 @@ describe('HF config', () => {
       ropeLayout: 'half',
       tiedEmbeddings: false,
       bosId: 1,
-      eosId: 2
+      eosId: 2,
+      eosIds: [2, 3]
     })
     expect(parseHfConfig({ ...base, tessera_rope_layout: 'interleaved' }).ropeLayout).toBe('interleaved')
   })
+  it('maps head_dim, llama3 rope_scaling and qwen2 biases (see families.test.ts for them end to end)', () => {
+    expect(parseHfConfig({ ...base, head_dim: 32 }).headDim).toBe(32)
+    // A head_dim that merely restates hidden_size / heads leaves the config as it always was.
+    expect(parseHfConfig({ ...base, head_dim: 16 })).toEqual(parseHfConfig(base))
+    const scaling = { factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 }
+    const want = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 }
+    expect(parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', ...scaling } }).ropeScaling).toEqual(want)
+    expect(parseHfConfig({ ...base, rope_scaling: { type: 'llama3', ...scaling } }).ropeScaling).toEqual(want)
+    expect(parseHfConfig({ ...base, rope_scaling: null }).ropeScaling).toBeUndefined()
+    // transformers v5 folds the base and the scaling into rope_parameters.
+    const v5 = parseHfConfig({ ...base, rope_parameters: { rope_type: 'llama3', rope_theta: 500000, ...scaling } })
+    expect(v5).toMatchObject({ ropeTheta: 500000, ropeScaling: want })
+    const plain = parseHfConfig({ ...base, rope_parameters: { rope_type: 'default', rope_theta: 1e6 } })
+    expect(plain.ropeTheta).toBe(1e6)
+    expect(plain.ropeScaling).toBeUndefined()
+    expect(parseHfConfig({ ...base, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' }).qkvBias).toBe(true)
+    expect(parseHfConfig(base).qkvBias).toBeUndefined()
+  })
+  it('tiny-llama3 is a valid Llama 3.1-shaped preset', () => {
+    const c = checkConfig(preset('tiny-llama3'))
+    expect(c).toMatchObject({ vocabSize: 128256, ropeTheta: 500000, ropeLayout: 'half', bosId: 128000, eosIds: [128001, 128008, 128009] })
+    expect(c.ropeScaling).toEqual({ type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 })
+    // preset() hands out copies: editing one leaves the preset as it was.
+    c.ropeScaling!.factor = 2
+    expect(preset('tiny-llama3').ropeScaling?.factor).toBe(8)
+  })
   it('rejects what the Llama graph cannot compute', () => {
-    expect(() => parseHfConfig({ ...base, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' })).toThrow(ConfigError)
+    expect(() => parseHfConfig({ ...base, architectures: ['GemmaForCausalLM'], model_type: 'gemma' })).toThrow(ConfigError)
     expect(() => parseHfConfig({ ...base, attention_bias: true })).toThrow(/biases/)
-    expect(() => parseHfConfig({ ...base, head_dim: 32 })).toThrow(/head_dim 32/)
-    expect(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } })).toThrow(/not supported yet/)
+    expect(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } })).toThrow(/needs a number low_freq_factor/)
+    expect(() => parseHfConfig({ ...base, rope_scaling: { rope_type: 'yarn', factor: 4 } })).toThrow(/"yarn" is not supported/)
   })
 })
 

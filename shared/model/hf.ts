@@ -1,12 +1,13 @@
 import { readText, type BlobSource } from '../blob.js'
-import { checkConfig, headDim, type LlamaConfig, type RopeLayout } from './config.js'
+import { checkConfig, headDim, type LlamaConfig, type RopeLayout, type RopeScaling } from './config.js'
 import { ConfigError, ModelFormatError } from '../errors.js'
 import { toBfloat16, toFloat16 } from './dtype.js'
 import { encodeSafetensors, openSafetensors, type SafeDType } from './safetensors.js'
-import { LAYER_TENSORS, tensorShape, type LayerTensor, type TensorName, type WeightSource } from './weights.js'
+import { layerTensors, tensorShape, type LayerTensor, type TensorName, type WeightSource } from './weights.js'
 
 /**
- * Hugging Face model directories (config.json + safetensors) of the Llama family.
+ * Hugging Face model directories (config.json + safetensors) of the Llama family: Llama 1/2/3.x,
+ * Mistral and Qwen2/2.5 (the same block with q/k/v biases). Everything else is refused by name.
  *
  * HF stores wq/wk with rows permuted so RoPE pairs dimensions (i, i + headDim/2) ("half"
  * layout); the shard graph rotates that layout natively, so import never permutes. A directory
@@ -15,19 +16,40 @@ import { LAYER_TENSORS, tensorShape, type LayerTensor, type TensorName, type Wei
  * and is imported as such.
  */
 
-const ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM']
-const MODEL_TYPES = ['llama', 'mistral']
+/** The model families import understands, each a dense Llama-shaped decoder. */
+export type HfFamily = 'llama' | 'mistral' | 'qwen2'
+const FAMILIES: Record<HfFamily, { architecture: string; name: string }> = {
+  llama: { architecture: 'LlamaForCausalLM', name: 'Llama 1/2/3.x (incl. TinyLlama, SmolLM2)' },
+  mistral: { architecture: 'MistralForCausalLM', name: 'Mistral (dense, e.g. 7B v0.1–v0.3)' },
+  qwen2: { architecture: 'Qwen2ForCausalLM', name: 'Qwen2 / Qwen2.5 (dense)' }
+}
+
+/** What every refusal ends with, so the reader learns what would have worked. */
+export const SUPPORTED_FAMILIES =
+  'supported: ' +
+  Object.entries(FAMILIES)
+    .map(([type, f]) => `${f.name} [model_type "${type}", ${f.architecture}]`)
+    .join('; ') +
+  '; with SiLU MLPs and plain or "llama3"-scaled RoPE'
+
+/** Mixture-of-experts model types, named so the refusal says why rather than just "unknown". */
+const MOE_TYPES = ['mixtral', 'qwen2_moe', 'qwen3_moe', 'deepseek', 'deepseek_v2', 'deepseek_v3', 'dbrx', 'jamba', 'olmoe', 'granitemoe', 'phimoe']
+/** config.json keys that only mixture-of-experts models have. */
+const MOE_KEYS = ['num_local_experts', 'num_experts', 'num_experts_per_tok', 'n_routed_experts', 'moe_intermediate_size']
 
 const HF_LAYER: Record<LayerTensor, string> = {
-  attention_norm: 'input_layernorm',
-  wq: 'self_attn.q_proj',
-  wk: 'self_attn.k_proj',
-  wv: 'self_attn.v_proj',
-  wo: 'self_attn.o_proj',
-  ffn_norm: 'post_attention_layernorm',
-  w1: 'mlp.gate_proj',
-  w2: 'mlp.down_proj',
-  w3: 'mlp.up_proj'
+  attention_norm: 'input_layernorm.weight',
+  wq: 'self_attn.q_proj.weight',
+  wk: 'self_attn.k_proj.weight',
+  wv: 'self_attn.v_proj.weight',
+  bq: 'self_attn.q_proj.bias',
+  bk: 'self_attn.k_proj.bias',
+  bv: 'self_attn.v_proj.bias',
+  wo: 'self_attn.o_proj.weight',
+  ffn_norm: 'post_attention_layernorm.weight',
+  w1: 'mlp.gate_proj.weight',
+  w2: 'mlp.down_proj.weight',
+  w3: 'mlp.up_proj.weight'
 }
 
 /** The HF tensor name of a llama2.c-named tensor (`output` → lm_head; the caller handles tying). */
@@ -36,7 +58,7 @@ export function hfTensorName(name: TensorName): string {
   if (name === 'norm') return 'model.norm.weight'
   if (name === 'output') return 'lm_head.weight'
   const [, l, t] = name.split('.')
-  return `model.layers.${l}.${HF_LAYER[t as LayerTensor]}.weight`
+  return `model.layers.${l}.${HF_LAYER[t as LayerTensor]}`
 }
 
 const first = (v: unknown): number | undefined => {
@@ -44,46 +66,115 @@ const first = (v: unknown): number | undefined => {
   return typeof x === 'number' ? x : undefined
 }
 
+const ids = (v: unknown): number[] | undefined => (Array.isArray(v) && v.every((x) => typeof x === 'number') ? (v as number[]) : undefined)
+
+/** A number field of config.json, or undefined when absent or null. */
+const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined)
+
+// biome-ignore lint/suspicious/noExplicitAny: config.json is whatever a checkpoint's authors wrote; every field read is checked.
+type HfJson = Record<string, any>
+
 /** config.json → LlamaConfig; throws ConfigError for anything the Llama graph would compute differently. */
-// biome-ignore lint/suspicious/noExplicitAny: config.json is whatever a checkpoint's authors wrote; every field read is checked below.
-export function parseHfConfig(j: Record<string, any>): LlamaConfig {
+export function parseHfConfig(j: HfJson): LlamaConfig {
   const no = (m: string): never => {
-    throw new ConfigError(`config.json: ${m}`)
+    throw new ConfigError(`config.json: ${m}; ${SUPPORTED_FAMILIES}`)
   }
-  const archs: string[] = j.architectures ?? []
-  if (j.model_type !== undefined && !MODEL_TYPES.includes(j.model_type))
-    no(`model_type "${j.model_type}" is not supported; only ${MODEL_TYPES.join(', ')} models can be imported`)
-  if (archs.some((a) => !ARCHITECTURES.includes(a)) || (archs.length === 0 && j.model_type === undefined)) {
-    no(`architectures ${JSON.stringify(archs)} are not supported; only ${ARCHITECTURES.join(', ')} can be imported`)
-  }
+  const family = familyOf(j, no)
   // Each of these changes the math; importing silently would give a model that runs but talks nonsense.
-  if (j.attention_bias === true || j.mlp_bias === true) no('attention/MLP biases (attention_bias / mlp_bias) are not supported')
+  const moe = MOE_KEYS.find((k) => j[k] !== undefined && j[k] !== null && j[k] !== 0)
+  if (moe !== undefined) no(`mixture-of-experts models (${moe} = ${JSON.stringify(j[moe])}) are not supported`)
+  // Llama's attention_bias also puts a bias on o_proj, which the graph does not carry.
+  if (family !== 'qwen2' && j.attention_bias === true) no('attention biases (attention_bias: true) are not supported on llama/mistral')
+  if (j.mlp_bias === true) no('MLP biases (mlp_bias: true) are not supported')
   if (j.hidden_act !== undefined && j.hidden_act !== 'silu') no(`hidden_act "${j.hidden_act}" is not supported (only silu)`)
-  if (j.rope_scaling !== undefined && j.rope_scaling !== null) no(`rope_scaling ${JSON.stringify(j.rope_scaling)} is not supported yet (only plain RoPE)`)
-  const heads: number = j.num_attention_heads
-  if (j.head_dim !== undefined && j.head_dim !== null && j.head_dim * heads !== j.hidden_size) {
-    no(`head_dim ${j.head_dim} differs from hidden_size / num_attention_heads (${j.hidden_size / heads}); not supported`)
-  }
+  const partial = num(j.partial_rotary_factor) ?? num(j.rope_parameters?.partial_rotary_factor)
+  if (partial !== undefined && partial !== 1) no(`partial_rotary_factor ${partial} is not supported (RoPE rotates whole heads)`)
   const layout: RopeLayout = j.tessera_rope_layout ?? 'half'
   if (layout !== 'half' && layout !== 'interleaved') no(`tessera_rope_layout must be "half" or "interleaved", got ${JSON.stringify(layout)}`)
-  let maxSeqLen: number = j.max_position_embeddings
-  // Mistral's sliding window: full causal attention equals it while the context fits the window, so cap the context there.
-  if (typeof j.sliding_window === 'number' && j.sliding_window < maxSeqLen) maxSeqLen = j.sliding_window
-  return checkConfig({
+
+  const heads: number = j.num_attention_heads
+  const explicitHeadDim = num(j.head_dim)
+  const maxPositions: number = j.max_position_embeddings
+  const eosIds = ids(j.eos_token_id)
+  const config: LlamaConfig = {
     dim: j.hidden_size,
     hiddenDim: j.intermediate_size,
     nLayers: j.num_hidden_layers,
     nHeads: heads,
     nKvHeads: j.num_key_value_heads ?? heads,
     vocabSize: j.vocab_size,
-    maxSeqLen,
+    maxSeqLen: contextOf(family, j, maxPositions, no),
     normEps: j.rms_norm_eps ?? 1e-6,
-    ropeTheta: j.rope_theta ?? 10000,
+    ropeTheta: num(j.rope_theta) ?? num(j.rope_parameters?.rope_theta) ?? 10000,
     ropeLayout: layout,
     tiedEmbeddings: j.tie_word_embeddings ?? false,
     bosId: first(j.bos_token_id),
     eosId: first(j.eos_token_id)
-  })
+  }
+  // Only a head width that differs is recorded, so configs of models that always worked stay as they were.
+  if (explicitHeadDim !== undefined && explicitHeadDim * heads !== j.hidden_size) config.headDim = explicitHeadDim
+  if (family === 'qwen2') config.qkvBias = true // Qwen2 always has q/k/v biases (and none on o_proj)
+  const scaling = ropeScalingOf(j.rope_scaling ?? j.rope_parameters, no)
+  if (scaling !== undefined) config.ropeScaling = scaling
+  if (eosIds !== undefined && eosIds.length > 0) config.eosIds = eosIds
+  return checkConfig(config)
+}
+
+/** Which family config.json describes, from model_type and architectures; refuses anything else by name. */
+function familyOf(j: HfJson, no: (m: string) => never): HfFamily {
+  const type: unknown = j.model_type
+  const archs: unknown[] = Array.isArray(j.architectures) ? j.architectures : []
+  if (typeof type === 'string' && MOE_TYPES.includes(type)) no(`model_type "${type}" is a mixture-of-experts model, which is not supported`)
+  if (type !== undefined && !(typeof type === 'string' && Object.hasOwn(FAMILIES, type))) no(`model_type ${JSON.stringify(type)} is not supported`)
+  const byArch = (a: unknown): HfFamily | undefined => (Object.keys(FAMILIES) as HfFamily[]).find((f) => FAMILIES[f].architecture === a)
+  const bad = archs.find((a) => byArch(a) === undefined)
+  if (bad !== undefined) no(`architecture ${JSON.stringify(bad)} is not supported`)
+  const family = (type as HfFamily | undefined) ?? byArch(archs[0])
+  if (family === undefined) no('config.json names neither a model_type nor an architecture')
+  // Llama and Mistral blocks compute the same here; only Qwen2's biases make a mismatch matter.
+  const other = archs.find((a) => (byArch(a) === 'qwen2') !== (family === 'qwen2'))
+  if (other !== undefined) no(`architecture ${JSON.stringify(other)} does not match model_type "${family}"`)
+  return family as HfFamily
+}
+
+/** The context the graph may run: full causal attention equals sliding-window attention only while the context fits the window. */
+function contextOf(family: HfFamily, j: HfJson, maxPositions: number, no: (m: string) => never): number {
+  const window = num(j.sliding_window)
+  if (family === 'qwen2') {
+    // Qwen2 ignores sliding_window unless use_sliding_window is set (newer configs say it per layer).
+    const layers: unknown[] = Array.isArray(j.layer_types) ? j.layer_types : []
+    const sliding = j.use_sliding_window === true || layers.some((t) => t === 'sliding_attention')
+    if (sliding && window !== undefined && window < maxPositions) {
+      no(`sliding-window attention in use (use_sliding_window with sliding_window ${window} < max_position_embeddings ${maxPositions}) is not supported`)
+    }
+    return maxPositions
+  }
+  // Mistral v0.1's window: capping the context there keeps full causal attention exact.
+  return window !== undefined && window < maxPositions ? window : maxPositions
+}
+
+/** rope_scaling → RopeScaling; null, absent or "default" is plain RoPE; any other type is refused. */
+function ropeScalingOf(r: unknown, no: (m: string) => never): RopeScaling | undefined {
+  if (r === undefined || r === null) return undefined
+  if (typeof r !== 'object') no(`rope_scaling must be an object or null, got ${JSON.stringify(r)}`)
+  const o = r as HfJson
+  // transformers v5's rope_parameters may carry just the base; anything else without a type is not plain RoPE.
+  const plain = Object.keys(o).every((k) => k === 'rope_theta' || k === 'partial_rotary_factor')
+  const type: unknown = o.rope_type ?? o.type ?? (plain ? 'default' : undefined)
+  if (type === 'default') return undefined
+  if (type !== 'llama3') no(`rope_scaling type ${JSON.stringify(type)} is not supported (only "llama3" scaling, or none)`)
+  const field = (k: string): number => {
+    const v = num(o[k])
+    if (v === undefined) no(`rope_scaling "llama3" needs a number ${k}, got ${JSON.stringify(o[k])}`)
+    return v as number
+  }
+  return {
+    type: 'llama3',
+    factor: field('factor'),
+    lowFreqFactor: field('low_freq_factor'),
+    highFreqFactor: field('high_freq_factor'),
+    originalMaxPositionEmbeddings: field('original_max_position_embeddings')
+  }
 }
 
 export interface HfOpenOptions {
@@ -110,7 +201,7 @@ export async function openHfDir(src: BlobSource, opts: HfOpenOptions = {}): Prom
 
   // Check every tensor's presence and shape now, from the headers, so a wrong checkpoint fails before any build starts.
   const names: TensorName[] = ['tok_embeddings', 'norm', 'output']
-  for (let l = 0; l < config.nLayers; l++) for (const t of LAYER_TENSORS) names.push(`layers.${l}.${t}`)
+  for (let l = 0; l < config.nLayers; l++) for (const t of layerTensors(config)) names.push(`layers.${l}.${t}`)
   for (const t of names) {
     const info = st.tensors.get(source(t))
     if (info === undefined) throw new ModelFormatError(`the checkpoint has no ${source(t)} (needed for ${t})`)
@@ -132,6 +223,8 @@ export interface HfWriteOptions {
    * interleaved source with "tessera_rope_layout": "interleaved" (the escape openHfDir honours).
    */
   permute: boolean
+  /** The family whose config.json keys to write; default qwen2 when the config has q/k/v biases, else llama. */
+  family?: HfFamily
 }
 
 /**
@@ -157,37 +250,21 @@ export async function writeHfDir(w: WeightSource, opts: HfWriteOptions): Promise
   const c = w.config
   const permute = opts.permute && c.ropeLayout === 'interleaved'
   const layout: RopeLayout = permute ? 'half' : c.ropeLayout
-  const config: Record<string, unknown> = {
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    hidden_act: 'silu',
-    hidden_size: c.dim,
-    intermediate_size: c.hiddenDim,
-    num_hidden_layers: c.nLayers,
-    num_attention_heads: c.nHeads,
-    num_key_value_heads: c.nKvHeads,
-    vocab_size: c.vocabSize,
-    max_position_embeddings: c.maxSeqLen,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
-    tie_word_embeddings: c.tiedEmbeddings,
-    attention_bias: false,
-    bos_token_id: c.bosId ?? null,
-    eos_token_id: c.eosId ?? null,
-    torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[opts.dtype]
-  }
+  const config = hfConfigJson(c, opts.family ?? (c.qkvBias === true ? 'qwen2' : 'llama'), opts.dtype)
   if (layout === 'interleaved') config.tessera_rope_layout = 'interleaved'
 
   const names: TensorName[] = ['tok_embeddings']
-  for (let l = 0; l < c.nLayers; l++) for (const t of LAYER_TENSORS) names.push(`layers.${l}.${t}`)
+  for (let l = 0; l < c.nLayers; l++) for (const t of layerTensors(c)) names.push(`layers.${l}.${t}`)
   names.push('norm')
   if (!c.tiedEmbeddings) names.push('output')
   const tensors: Array<[string, { dtype: SafeDType; shape: number[]; data: Uint8Array }]> = []
   for (const n of names) {
     let t = await w.tensor(n)
     const kind = n.split('.')[2]
-    if (permute && (kind === 'wq' || kind === 'wk')) t = permuteToHalf(t, kind === 'wq' ? c.nHeads : c.nKvHeads, headDim(c), c.dim)
+    const hd = headDim(c)
+    // A bias is permuted as a one-column weight: it belongs to the row it is added to.
+    if (permute && (kind === 'wq' || kind === 'wk')) t = permuteToHalf(t, kind === 'wq' ? c.nHeads : c.nKvHeads, hd, c.dim)
+    if (permute && (kind === 'bq' || kind === 'bk')) t = permuteToHalf(t, kind === 'bq' ? c.nHeads : c.nKvHeads, hd, 1)
     tensors.push([hfTensorName(n), { dtype: opts.dtype, shape: tensorShape(c, n), data: encode(t, opts.dtype) }])
   }
 
@@ -213,6 +290,48 @@ export async function writeHfDir(w: WeightSource, opts: HfWriteOptions): Promise
   })
   files['model.safetensors.index.json'] = new TextEncoder().encode(JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + '\n')
   return files
+}
+
+/** config.json as `family`'s transformers config class writes it (the keys that matter to import). */
+function hfConfigJson(c: LlamaConfig, family: HfFamily, dtype: SafeDType): Record<string, unknown> {
+  const bias = c.qkvBias === true
+  if (family === 'qwen2' && !bias) throw new ConfigError('a qwen2 directory always has q/k/v biases, and this config has none')
+  if (family !== 'qwen2' && bias) throw new ConfigError(`a ${family} directory cannot hold q/k/v biases without an o_proj bias; write it as qwen2`)
+  const s = c.ropeScaling
+  const config: Record<string, unknown> = {
+    architectures: [FAMILIES[family].architecture],
+    model_type: family,
+    hidden_act: 'silu',
+    hidden_size: c.dim,
+    intermediate_size: c.hiddenDim,
+    num_hidden_layers: c.nLayers,
+    num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads,
+    head_dim: headDim(c),
+    vocab_size: c.vocabSize,
+    max_position_embeddings: c.maxSeqLen,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling:
+      s === undefined
+        ? null
+        : {
+            rope_type: s.type,
+            factor: s.factor,
+            low_freq_factor: s.lowFreqFactor,
+            high_freq_factor: s.highFreqFactor,
+            original_max_position_embeddings: s.originalMaxPositionEmbeddings
+          },
+    tie_word_embeddings: c.tiedEmbeddings,
+    bos_token_id: c.bosId ?? null,
+    eos_token_id: c.eosIds ?? c.eosId ?? null,
+    torch_dtype: { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[dtype]
+  }
+  if (family === 'llama') Object.assign(config, { attention_bias: false, mlp_bias: false, pretraining_tp: 1 })
+  if (family === 'mistral') config.sliding_window = null
+  // Qwen2 lists a window it does not use unless use_sliding_window is set.
+  if (family === 'qwen2') Object.assign(config, { use_sliding_window: false, sliding_window: c.maxSeqLen, max_window_layers: c.nLayers })
+  return config
 }
 
 function encode(t: Float32Array, dtype: SafeDType): Uint8Array {

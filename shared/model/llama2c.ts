@@ -1,6 +1,6 @@
 import type { BlobSource } from '../blob.js'
 import { checkConfig, headDim, type LlamaConfig } from './config.js'
-import { ModelFormatError } from '../errors.js'
+import { ConfigError, ModelFormatError } from '../errors.js'
 import { LAYER_TENSORS, tensorSize, type LayerTensor, type TensorName, type WeightSource } from './weights.js'
 
 /**
@@ -94,6 +94,10 @@ export function toFloat32(bytes: Uint8Array): Float32Array {
 /** Serializes any WeightSource as a llama2.c checkpoint (for tests and exports; holds it all in memory). */
 export async function writeLlama2c(w: WeightSource): Promise<Uint8Array> {
   const c = w.config
+  // The header has no place for these; a file written without them would be read back as another model.
+  const lost = [c.qkvBias === true && 'q/k/v biases', c.headDim !== undefined && 'an explicit headDim', c.ropeScaling !== undefined && 'RoPE scaling']
+  const named = lost.filter((x): x is string => x !== false)
+  if (named.length > 0) throw new ConfigError(`a llama2.c checkpoint cannot hold ${named.join(', ')}`)
   const spans = layout(c)
   const out = new Uint8Array(spans.get('end')!.offset)
   const header = new DataView(out.buffer, 0, HEADER_BYTES)

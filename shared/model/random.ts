@@ -1,6 +1,8 @@
 import { checkConfig, type LlamaConfig } from './config.js'
 import { fillNormal, hash32, mulberry32 } from '../rng.js'
-import { tensorShape, type TensorName, type WeightSource } from './weights.js'
+import { isBias, tensorShape, type TensorName, type WeightSource } from './weights.js'
+
+const BIAS_STD = 0.3
 
 /**
  * Seeded random weights for any config. Each tensor has its own stream derived from
@@ -8,7 +10,8 @@ import { tensorShape, type TensorName, type WeightSource } from './weights.js'
  * identical whichever shard asks for it.
  *
  * Scales keep activations near unit size (projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1),
- * norms ~ 1 ± 0.1) so logits have clear margins and greedy decoding is stable across runtimes.
+ * norms ~ 1 ± 0.1, q/k/v biases ~ N(0, 0.3²)) so logits have clear margins and greedy decoding
+ * is stable across runtimes. Biases are nonzero so a test can tell whether they were applied.
  */
 export function randomWeights(config: LlamaConfig, seed = 0): WeightSource {
   checkConfig(config)
@@ -19,6 +22,7 @@ export function randomWeights(config: LlamaConfig, seed = 0): WeightSource {
       const source = name === 'output' && config.tiedEmbeddings ? 'tok_embeddings' : name
       const rand = mulberry32(hash32(`${seed}:${source}`))
       const out = new Float32Array(shape.reduce((a, b) => a * b, 1))
+      if (isBias(name)) return fillNormal(out, rand, BIAS_STD)
       if (shape.length === 1) {
         fillNormal(out, rand, 0.1)
         for (let i = 0; i < out.length; i++) out[i] += 1

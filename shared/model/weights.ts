@@ -1,4 +1,4 @@
-import type { LlamaConfig } from './config.js'
+import { headDim, type LlamaConfig } from './config.js'
 
 /**
  * The tensors of a Llama model, named as llama2.c does and laid out as it does:
@@ -8,6 +8,8 @@ import type { LlamaConfig } from './config.js'
  *   layers.L.attention_norm [dim]
  *   layers.L.wq             [nHeads*headDim, dim]
  *   layers.L.wk, .wv        [nKvHeads*headDim, dim]
+ *   layers.L.bq             [nHeads*headDim]    (only when config.qkvBias)
+ *   layers.L.bk, .bv        [nKvHeads*headDim]  (only when config.qkvBias)
  *   layers.L.wo             [dim, nHeads*headDim]
  *   layers.L.ffn_norm       [dim]
  *   layers.L.w1, .w3        [hiddenDim, dim]
@@ -16,10 +18,18 @@ import type { LlamaConfig } from './config.js'
  *   output                  [vocab, dim]  (the token embedding when tied)
  *
  * wq/wk rows follow the config's ropeLayout: a checkpoint is imported as it is stored and the
- * graph rotates accordingly, so no importer has to permute weights.
+ * graph rotates accordingly, so no importer has to permute weights (biases bq/bk follow wq/wk's rows).
  */
-export type LayerTensor = 'attention_norm' | 'wq' | 'wk' | 'wv' | 'wo' | 'ffn_norm' | 'w1' | 'w2' | 'w3'
+export type LayerTensor = 'attention_norm' | 'wq' | 'wk' | 'wv' | 'wo' | 'ffn_norm' | 'w1' | 'w2' | 'w3' | BiasTensor
+export type BiasTensor = 'bq' | 'bk' | 'bv'
+/** The tensors every block has. */
 export const LAYER_TENSORS: readonly LayerTensor[] = ['attention_norm', 'wq', 'wk', 'wv', 'wo', 'ffn_norm', 'w1', 'w2', 'w3']
+export const BIAS_TENSORS: readonly BiasTensor[] = ['bq', 'bk', 'bv']
+
+export const isBias = (name: TensorName): boolean => (BIAS_TENSORS as readonly string[]).includes(name.split('.')[2])
+
+/** The tensors each block of `c` has: LAYER_TENSORS, plus the q/k/v biases when the config has them. */
+export const layerTensors = (c: LlamaConfig): readonly LayerTensor[] => (c.qkvBias === true ? [...LAYER_TENSORS, ...BIAS_TENSORS] : LAYER_TENSORS)
 
 export type TensorName = 'tok_embeddings' | 'norm' | 'output' | `layers.${number}.${LayerTensor}`
 
@@ -31,7 +41,7 @@ export interface WeightSource {
 }
 
 export function tensorShape(c: LlamaConfig, name: TensorName): [number] | [number, number] {
-  const hd = c.dim / c.nHeads
+  const hd = headDim(c)
   if (name === 'tok_embeddings' || name === 'output') return [c.vocabSize, c.dim]
   if (name === 'norm') return [c.dim]
   const kind = name.split('.')[2] as LayerTensor
@@ -41,6 +51,11 @@ export function tensorShape(c: LlamaConfig, name: TensorName): [number] | [numbe
       return [c.dim]
     case 'wq':
       return [c.nHeads * hd, c.dim]
+    case 'bq':
+      return [c.nHeads * hd]
+    case 'bk':
+    case 'bv':
+      return [c.nKvHeads * hd]
     case 'wk':
     case 'wv':
       return [c.nKvHeads * hd, c.dim]

@@ -1,6 +1,6 @@
-import { headDim, type LlamaConfig } from '../model/config.js'
+import { headDim, qDim, type LlamaConfig } from '../model/config.js'
 import { toFloat16 } from '../model/dtype.js'
-import { layerTensor, tensorShape, type TensorName, type WeightSource } from '../model/weights.js'
+import { layerTensor, layerTensors, tensorShape, type TensorName, type WeightSource } from '../model/weights.js'
 import { DType, Graph, type DataSink } from './graph.js'
 import * as io from './io.js'
 import { quantizeInt4 } from './quant.js'
@@ -31,7 +31,7 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
   const c = weights.config
   const first = spec.start === 0
   const last = spec.end === c.nLayers
-  const total = (spec.end - spec.start) * 9 + (first ? 1 : 0) + (last ? 2 : 0)
+  const total = (spec.end - spec.start) * layerTensors(c).length + (first ? 1 : 0) + (last ? 2 : 0)
   let done = 0
   const b = new Builder(new Graph(sink), c, spec, async (name) => {
     const t = await weights.tensor(name)
@@ -113,8 +113,16 @@ class Builder {
     return g.op('Mul', [g.op('Mul', [x, inv]), w])
   }
 
-  /** y = x · Wᵀ for a weight stored [out, in]; fp32/fp16 as a MatMul, int4 as MatMulNBits. */
-  async linear(x: string, name: TensorName): Promise<string> {
+  /** y = x · Wᵀ (+ b) for a weight stored [out, in]; the bias, when given, stays fp32 whatever the dtype. */
+  async linear(x: string, name: TensorName, bias?: TensorName): Promise<string> {
+    const y = await this.matmul(x, name)
+    if (bias === undefined) return y
+    const [n] = tensorShape(this.c, bias)
+    return this.g.op('Add', [y, await this.g.weight(bias, DType.FLOAT, [n], bytes(await this.read(bias)))])
+  }
+
+  /** x · Wᵀ: fp32/fp16 as a MatMul, int4 as MatMulNBits. */
+  private async matmul(x: string, name: TensorName): Promise<string> {
     const g = this.g
     const [n, k] = tensorShape(this.c, name) as [number, number]
     const w = await this.read(name)
@@ -145,16 +153,14 @@ class Builder {
 
   /** cos/sin of each position's angles, [B,S,1,hd/2], gathered from tables llama2.c would compute. */
   async ropeTables(pos: string): Promise<Rope> {
-    const { maxSeqLen, ropeTheta } = this.c
+    const { maxSeqLen } = this.c
     const half = headDim(this.c) / 2
     const cos = new Float32Array(maxSeqLen * half)
     const sin = new Float32Array(maxSeqLen * half)
-    const f = Math.fround
+    const freqs = ropeFrequencies(this.c)
     for (let p = 0; p < maxSeqLen; p++) {
       for (let i = 0; i < half; i++) {
-        // fp32 at each step, as llama2.c's powf/cosf/sinf see it
-        const freq = f(1 / f(ropeTheta ** f(f(2 * i) / headDim(this.c))))
-        const angle = f(p * freq)
+        const angle = Math.fround(p * freqs[i])
         cos[p * half + i] = Math.cos(angle)
         sin[p * half + i] = Math.sin(angle)
       }
@@ -207,14 +213,19 @@ class Builder {
     return groups === 1 ? mask : g.op('Tile', [mask, g.const([1, 1, groups, 1])])
   }
 
-  /** Grouped-query attention with the KV cache; returns [B,S,dim] before the output projection. */
+  /** Grouped-query attention with the KV cache; returns [B,S,nHeads·hd] before the output projection. */
   async attention(l: number, x: string, r: Rope, mask: string): Promise<string> {
     const g = this.g
-    const { nHeads, nKvHeads, dim } = this.c
+    const { nHeads, nKvHeads } = this.c
     const hd = headDim(this.c)
-    const q = this.rope(g.op('Reshape', [await this.linear(x, layerTensor(l, 'wq')), g.const([0, 0, nHeads, hd])]), nHeads, r)
-    const k = this.rope(g.op('Reshape', [await this.linear(x, layerTensor(l, 'wk')), g.const([0, 0, nKvHeads, hd])]), nKvHeads, r)
-    const v = g.op('Reshape', [await this.linear(x, layerTensor(l, 'wv')), g.const([0, 0, nKvHeads, hd])])
+    // Biases (Qwen2) are added to the projections before RoPE rotates them.
+    const project = async (w: 'wq' | 'wk' | 'wv', b: 'bq' | 'bk' | 'bv', heads: number): Promise<string> => {
+      const y = await this.linear(x, layerTensor(l, w), this.c.qkvBias === true ? layerTensor(l, b) : undefined)
+      return g.op('Reshape', [y, g.const([0, 0, heads, hd])])
+    }
+    const q = this.rope(await project('wq', 'bq', nHeads), nHeads, r)
+    const k = this.rope(await project('wk', 'bk', nKvHeads), nKvHeads, r)
+    const v = await project('wv', 'bv', nKvHeads)
     const heads = (t: string): string => g.op('Transpose', [t], { perm: [0, 2, 1, 3] })
 
     const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 }) // [B,nKv,T,hd]
@@ -228,7 +239,7 @@ class Builder {
     const scores = g.op('Div', [g.op('MatMul', [grouped, g.op('Transpose', [keys], { perm: [0, 1, 3, 2] })]), g.scalar(Math.sqrt(hd))])
     const probs = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 })
     const out = g.op('Reshape', [g.op('MatMul', [probs, values]), g.const([0, nHeads, -1, hd])]) // [B,H,S,hd]
-    return g.op('Reshape', [heads(out), g.const([0, 0, dim])])
+    return g.op('Reshape', [heads(out), g.const([0, 0, qDim(this.c)])])
   }
 
   /** SwiGLU feed-forward: w2(silu(w1·x) * w3·x). */
@@ -248,6 +259,35 @@ class Builder {
     const ffn = await this.ffn(l, this.rmsnorm(h, await this.norm(layerTensor(l, 'ffn_norm'))))
     return g.op('Add', [h, ffn])
   }
+}
+
+/**
+ * RoPE's inverse frequencies θ^(-2i/hd), in fp32 at each step as llama2.c's powf sees them, then
+ * Llama 3's rescaling when the config has it (transformers' _compute_llama3_parameters): high
+ * frequencies (wavelength under original/highFreqFactor) are kept, low ones (over
+ * original/lowFreqFactor) divided by factor, and the band between interpolated smoothly.
+ */
+export function ropeFrequencies(c: LlamaConfig): Float32Array {
+  const f = Math.fround
+  const hd = headDim(c)
+  const freqs = new Float32Array(hd / 2)
+  for (let i = 0; i < hd / 2; i++) freqs[i] = f(1 / f(c.ropeTheta ** f(f(2 * i) / hd)))
+  const s = c.ropeScaling
+  if (s === undefined) return freqs
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor
+  for (let i = 0; i < freqs.length; i++) {
+    const freq = freqs[i]
+    const wavelen = (2 * Math.PI) / freq
+    if (wavelen < highWavelen) continue
+    if (wavelen > lowWavelen) {
+      freqs[i] = freq / s.factor
+      continue
+    }
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor)
+    freqs[i] = (1 - smooth) * (freq / s.factor) + smooth * freq
+  }
+  return freqs
 }
 
 function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
