@@ -9,7 +9,7 @@ import { lpStream } from '@libp2p/utils'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { decode, encode } from 'cborg'
 import { ANNOUNCE_PROTOCOL, PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../shared/protocol/capability.js'
-import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES } from '../shared/protocol/limits.js'
+import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES, lpLimits } from '../shared/protocol/limits.js'
 import type { PeerDirectory } from '../shared/route/directory.js'
 import type { GenerationResult, Generator } from '../shared/client/types.js'
 import type { Dialer } from '../shared/client/remote-hop.js'
@@ -252,7 +252,7 @@ export async function handleRegistry(node: Libp2p, registry: Registry, so: Regis
   await node.handle(
     PEERS_PROTOCOL,
     async (stream: Stream, connection: Connection) => {
-      const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+      const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
       try {
         const req = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as { t?: string; peer?: unknown }
         if (req?.t === 'unreachable' && typeof req.peer === 'string') {

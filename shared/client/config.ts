@@ -19,6 +19,7 @@ export interface ClientDefaults {
   windowMs: number
   directoryCacheMs: number
   directoryTimeoutMs: number
+  prefillChunk: number
 }
 
 export const CLIENT_DEFAULTS: Readonly<ClientDefaults> = {
@@ -56,5 +57,10 @@ export const CLIENT_DEFAULTS: Readonly<ClientDefaults> = {
   /** How long a peer directory read over the network is reused (ms): routing asks for it every step. */
   directoryCacheMs: 1000,
   /** How long one read of the relay's registry may take (ms). */
-  directoryTimeoutMs: 10_000
+  directoryTimeoutMs: 10_000,
+  /**
+   * Most prompt tokens one prefill step carries. The last hop answers logits for every row of a
+   * step: 64 rows of Llama 3's 128,256-entry vocabulary are 33 MB, inside one message (64 MiB).
+   */
+  prefillChunk: 64
 }

@@ -6,7 +6,7 @@
 import { lpStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { decodeNodeMsg, encodeMsg, f32, bytesOf, INFER_PROTOCOL, type NodeMsg } from '../protocol/infer.js'
-import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
+import { MAX_MESSAGE_BYTES, lpLimits } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { asErrorCode, HopError, ProtocolError, TesseraError, type ErrorCode } from '../errors.js'
@@ -83,7 +83,7 @@ export async function openRemoteHop(
       throw fail('UNREACHABLE', `dial failed twice: ${(err as Error).message}`)
     }
   }
-  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
   const reply = async (ms: number): Promise<NodeMsg> => {
     let bytes: Uint8Array
     try {

@@ -7,6 +7,7 @@ import { decode, encode } from 'cborg'
 import type { Capability } from '../protocol/capability.js'
 import type { Dialer } from './remote-hop.js'
 import { asErrorCode, ProtocolError, TesseraError } from '../errors.js'
+import { lpLimits } from '../protocol/limits.js'
 
 export async function request(
   dialer: Dialer,
@@ -18,7 +19,7 @@ export async function request(
   const signal = AbortSignal.timeout(Math.ceil(o.ms))
   const stream = await dialer.dial(peer, protocol, signal)
   try {
-    const lp = lpStream(stream, { maxDataLength: o.maxBytes })
+    const lp = lpStream(stream, lpLimits(o.maxBytes))
     await lp.write(message instanceof Uint8Array ? message : encode(message), { signal })
     const m = decode((await lp.read({ signal })).subarray()) as Record<string, unknown>
     if (m.t === 'error') throw new ProtocolError(asErrorCode(m.code), typeof m.message === 'string' ? m.message : 'refused')

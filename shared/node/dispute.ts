@@ -11,7 +11,7 @@ import type { Stream } from '@libp2p/interface'
 import { decode, encode } from 'cborg'
 import type { HopInput, HopOutput, ShardRunner } from '../runner.js'
 import { bytesOf, f32, i32 } from '../protocol/infer.js'
-import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
+import { MAX_MESSAGE_BYTES, lpLimits } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
 import { layerLeaf, merkleProof, merkleRoot } from '../verify/merkle.js'
@@ -94,7 +94,7 @@ type Request =
 /** One request per stream; a bad one gets an error reply and nothing else changes. */
 export function createDisputeHandler(o: DisputeOptions): (stream: Stream) => Promise<void> {
   return async (stream) => {
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+    const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
     try {
       const m = parse((await lp.read({ signal: AbortSignal.timeout(10_000) })).subarray())
       if (o.mute === true) return

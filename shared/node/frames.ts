@@ -8,6 +8,7 @@ import { InvalidDataLengthError, InvalidDataLengthLengthError, InvalidMessageLen
 import type { Stream } from '@libp2p/interface'
 import { ProtocolError } from '../errors.js'
 import { logger } from '../log.js'
+import { lpLimits } from '../protocol/limits.js'
 
 const log = logger('tessera:node:frames')
 
@@ -48,7 +49,7 @@ export function frameStream(stream: Stream, maxBytes: number): FrameStream {
     }
     throw new RangeError('length prefix incomplete') // lpStream reads one more byte
   }
-  const lp = lpStream(stream, { maxDataLength: maxBytes, lengthDecoder })
+  const lp = lpStream(stream, { ...lpLimits(maxBytes), lengthDecoder })
   return {
     async read(signal) {
       try {

@@ -4,7 +4,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { lpStream } from '@libp2p/utils'
 import { decode, encode } from 'cborg'
 import { PEERS_PROTOCOL, verifyCapability, type Capability, type SignedCapability } from '../protocol/capability.js'
-import { MAX_MESSAGE_BYTES } from '../protocol/limits.js'
+import { MAX_MESSAGE_BYTES, lpLimits } from '../protocol/limits.js'
 import type { Dialer } from '../client/remote-hop.js'
 import { logger } from '../log.js'
 import { CLIENT_DEFAULTS } from '../client/config.js'
@@ -69,7 +69,7 @@ export function relayDirectory(
       signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
       runOnLimitedConnection: true
     })
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+    const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
     await lp.write(encode({ t: 'list' }))
     const reply = decode((await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })).subarray()) as {
       records: SignedCapability[]
@@ -107,7 +107,7 @@ export function relayDirectory(
           signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
           runOnLimitedConnection: true
         })
-        const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+        const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
         await lp.write(encode({ t: 'unreachable', peer }))
         await lp.read({ signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs) })
         await stream.close().catch(() => {})
