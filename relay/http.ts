@@ -20,7 +20,8 @@ import { fileResponse, indexFiles } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import { BadRequest, jsonError } from './errors.js'
 import { HTTP_DEFAULTS, RELAY_DEFAULTS } from './config.js'
-import { parseJson, type Tokenizer } from './openai.js'
+import { parseJson } from './openai.js'
+import type { ModelText } from '../shared/text/model-text.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
 import { base64ToBytes } from '../shared/base64.js'
 import type { Claim, ClaimBoard } from '../shared/optimistic/board.js'
@@ -53,8 +54,8 @@ export interface HttpDeps {
   metrics?: Registry
   /** The relay's libp2p addresses, for tabs that join the network (`GET /api/relay`). */
   relayAddrs?: () => string[]
-  /** A tokenizer by model name or root (whatever the request's `model` says), for text prompts. */
-  tokenizer?: (model: string) => Tokenizer | undefined
+  /** A model's text (tokenizer, chat template, EOS) by name or root (whatever the request's `model` says). */
+  text?: (model: string) => ModelText | undefined
   /** The verification layer's stakes, reputation and audit log (`GET /api/ledger`). */
   ledger?: Ledger
   /** Where that ledger lives: a SQLite file, or a contract on a chain. */

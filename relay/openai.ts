@@ -7,11 +7,7 @@ import { normalizeVerification } from '../shared/client/client.js'
 import { samplingToJson, type SamplingProofJson } from '../shared/zk/argmax.js'
 import { HTTP_DEFAULTS } from './config.js'
 import { BadRequest } from './errors.js'
-
-export interface Tokenizer {
-  encode(t: string): number[]
-  decode(ids: number[]): string
-}
+import type { ChatMessage } from '../shared/text/chat.js'
 
 export interface CommonParams {
   model?: string
@@ -21,6 +17,14 @@ export interface CommonParams {
   seed?: number
   stream: boolean
   stopIds?: number[]
+  /** OpenAI's `stop`: the answer ends before the first of these strings. */
+  stop?: string[]
+  /** Keep generating past the model's EOS (vLLM's `ignore_eos`; off: an answer ends at EOS, as OpenAI's do). */
+  ignoreEos: boolean
+  /** How many alternatives to report per token, when the caller asked for logprobs. */
+  logprobs?: number
+  /** stream_options.include_usage: one more chunk, with usage and no choices, before [DONE]. */
+  includeUsage: boolean
   verification?: VerificationOptions
   /** optimistic: where to POST the settlement (JSON) once the claim is final or overturned. */
   webhook?: string
@@ -31,8 +35,15 @@ export interface CompletionParams extends CommonParams {
   prompt: string | number[]
 }
 export interface ChatParams extends CommonParams {
-  messages: Array<{ role: string; content: string }>
+  messages: ChatMessage[]
 }
+
+/** Roles a chat template knows; `developer` is OpenAI's newer name for `system`. */
+const ROLES = ['system', 'user', 'assistant', 'developer', 'tool']
+/** OpenAI's own bounds. */
+const MAX_STOPS = 4
+const MAX_TOP_LOGPROBS = 20
+const MAX_COMPLETION_LOGPROBS = 5
 
 /** A value as the caller sent it, cut to 60 characters for a message. */
 const show = (v: unknown): string => {
@@ -113,9 +124,16 @@ function common(b: Record<string, unknown>, maxTokensField: unknown): CommonPara
   if (present(b.tessera_prove_sampling) && typeof b.tessera_prove_sampling !== 'boolean') {
     bad('tessera_prove_sampling', 'true or false', b.tessera_prove_sampling)
   }
-  // `stop` strings are accepted and ignored: the network stops on ids (tessera_stop_ids), and
-  // matching text would need the tokenizer on every step.
+  const stop = parseStop(b.stop)
+  if (present(b.ignore_eos) && typeof b.ignore_eos !== 'boolean') bad('ignore_eos', 'true or false', b.ignore_eos)
+  const streamOptions = b.stream_options
+  if (present(streamOptions) && (typeof streamOptions !== 'object' || Array.isArray(streamOptions))) bad('stream_options', 'an object', streamOptions)
+  const includeUsage = (streamOptions as { include_usage?: unknown } | undefined)?.include_usage
+  if (present(includeUsage) && typeof includeUsage !== 'boolean') bad('stream_options.include_usage', 'true or false', includeUsage)
   return {
+    stop,
+    ignoreEos: b.ignore_eos === true,
+    includeUsage: includeUsage === true,
     model: present(b.model) ? (b.model as string) : undefined,
     maxTokens: present(maxTokensField) ? (maxTokensField as number) : HTTP_DEFAULTS.maxTokens,
     // Greedy unless asked (config.ts says why).
@@ -128,6 +146,16 @@ function common(b: Record<string, unknown>, maxTokensField: unknown): CommonPara
     webhook: present(b.tessera_webhook) ? (b.tessera_webhook as string) : undefined,
     proveSampling: b.tessera_prove_sampling === true
   }
+}
+
+/** `stop`: a string or up to four, none empty (an empty one would end every answer at once). */
+function parseStop(v: unknown): string[] | undefined {
+  if (!present(v)) return undefined
+  const list = typeof v === 'string' ? [v] : v
+  if (!Array.isArray(list) || list.length > MAX_STOPS || !list.every((s) => typeof s === 'string' && s.length > 0)) {
+    throw new BadRequest(`stop must be a non-empty string or an array of at most ${MAX_STOPS} of them, got ${show(v)}`)
+  }
+  return list.length === 0 ? undefined : (list as string[])
 }
 
 /** `verification`: "none" | "redundant" | "spot", or { mode, k?, p? }. */
@@ -165,7 +193,11 @@ export function parseCompletion(body: unknown): CompletionParams {
   }
   if (typeof prompt !== 'string' && !isIds(prompt)) throw new BadRequest(notIds('prompt', prompt, 'a string or an array of token ids'))
   if (prompt.length === 0) throw new BadRequest("prompt is empty: send at least one token (e.g. the model's BOS id)")
-  return { ...common(b, b.max_tokens), prompt }
+  if (present(b.logprobs) && !(Number.isInteger(b.logprobs) && (b.logprobs as number) >= 0 && (b.logprobs as number) <= MAX_COMPLETION_LOGPROBS)) {
+    throw new BadRequest(`logprobs must be an integer from 0 to ${MAX_COMPLETION_LOGPROBS}, got ${show(b.logprobs)}`)
+  }
+  if (b.echo === true) throw new BadRequest('echo is not supported: the answer carries the completion only')
+  return { ...common(b, b.max_tokens), prompt, logprobs: present(b.logprobs) ? (b.logprobs as number) : undefined }
 }
 
 /** `POST /v1/chat/completions`: content is a string or OpenAI's text parts. */
@@ -176,8 +208,12 @@ export function parseChat(body: unknown): ChatParams {
   }
   const messages = b.messages.map((m: unknown, i) => {
     const msg = object(m)
-    if (typeof msg.role !== 'string') throw new BadRequest(`messages[${i}].role must be a string, got ${show(msg.role)}`)
+    if (typeof msg.role !== 'string' || !ROLES.includes(msg.role)) {
+      throw new BadRequest(`messages[${i}].role must be one of ${ROLES.join(', ')}, got ${show(msg.role)}`)
+    }
     let content = msg.content
+    // An assistant turn that only called tools has no content; its text is empty.
+    if (content === null && msg.role === 'assistant') content = ''
     if (Array.isArray(content)) {
       content = content
         .map((p: unknown, j) => {
@@ -190,44 +226,16 @@ export function parseChat(body: unknown): ChatParams {
         .join('')
     }
     if (typeof content !== 'string') throw new BadRequest(`messages[${i}].content must be a string, got ${show(msg.content)}`)
-    return { role: msg.role, content }
+    return { role: msg.role === 'developer' ? 'system' : msg.role, content }
   })
-  return { ...common(b, b.max_completion_tokens ?? b.max_tokens), messages }
-}
-
-/**
- * The chat template: one `role: content` line per message, then `assistant:` for the model to
- * continue. Model-agnostic on purpose (the network serves base models with no chat format).
- */
-export function chatPrompt(messages: ChatParams['messages']): string {
-  return messages.map((m) => `${m.role}: ${m.content}\n`).join('') + 'assistant:'
-}
-
-/**
- * Text per token for streaming. Decodes the whole sequence and emits what was added, holding back
- * while it ends in U+FFFD, because one token may carry half of a UTF-8 character (byte tokens).
- * Without a tokenizer the text is the ids separated by spaces.
- */
-export function textDecoder(tok: Tokenizer | undefined): { push(id: number): string; flush(): string; text(ids: number[]): string } {
-  const ids: number[] = []
-  let sent = ''
-  const delta = (text: string): string => {
-    let same = 0
-    while (same < sent.length && same < text.length && sent[same] === text[same]) same++
-    sent = text
-    return text.slice(same)
+  if (present(b.logprobs) && typeof b.logprobs !== 'boolean') throw new BadRequest(`logprobs must be true or false, got ${show(b.logprobs)}`)
+  const top = b.top_logprobs
+  if (present(top) && !(Number.isInteger(top) && (top as number) >= 0 && (top as number) <= MAX_TOP_LOGPROBS)) {
+    throw new BadRequest(`top_logprobs must be an integer from 0 to ${MAX_TOP_LOGPROBS}, got ${show(top)}`)
   }
-  return {
-    push(id) {
-      ids.push(id)
-      if (tok === undefined) return ids.length === 1 ? String(id) : ` ${id}`
-      const text = tok.decode(ids)
-      return text.endsWith('\uFFFD') ? '' : delta(text)
-    },
-    /** What was held back when the generation ended mid-character. */
-    flush: () => (tok === undefined || ids.length === 0 ? '' : delta(tok.decode(ids))),
-    text: (all) => (tok === undefined ? all.join(' ') : tok.decode(all))
-  }
+  if (present(top) && b.logprobs !== true) throw new BadRequest('top_logprobs needs logprobs: true')
+  const logprobs = b.logprobs === true ? ((top as number | undefined) ?? 0) : undefined
+  return { ...common(b, b.max_completion_tokens ?? b.max_tokens), messages, logprobs }
 }
 
 export type Kind = 'completion' | 'chat'
@@ -266,12 +274,46 @@ const usage = (r: GenerationResult): object => ({
 })
 const objectOf = (kind: Kind, chunk: boolean): string => (kind === 'chat' ? (chunk ? 'chat.completion.chunk' : 'chat.completion') : 'text_completion')
 
+/** One token's log probability and its most likely alternatives, as the client computed them. */
+export interface TokenLogprob {
+  id: number
+  logprob: number
+  top: Array<{ id: number; logprob: number }>
+}
+
+/** What a token looks like as text (its own decode, special tokens shown). */
+export type TokenText = (id: number) => string
+
+/**
+ * OpenAI's logprobs object for these tokens: chat's `{ content: [{ token, logprob, bytes,
+ * top_logprobs }] }`, or the legacy completions' parallel arrays. `offset`: where the first token's
+ * text starts in the answer (completions' text_offset).
+ */
+export function logprobsJson(kind: Kind, items: TokenLogprob[], text: TokenText, offset = 0): object {
+  const bytes = (s: string): number[] => Array.from(new TextEncoder().encode(s))
+  if (kind === 'chat') {
+    const entry = (id: number, logprob: number): { token: string; logprob: number; bytes: number[] } => ({ token: text(id), logprob, bytes: bytes(text(id)) })
+    return { content: items.map((t) => ({ ...entry(t.id, t.logprob), top_logprobs: t.top.map((a) => entry(a.id, a.logprob)) })), refusal: null }
+  }
+  const offsets: number[] = []
+  for (const t of items) {
+    offsets.push(offset)
+    offset += text(t.id).length
+  }
+  return {
+    tokens: items.map((t) => text(t.id)),
+    token_logprobs: items.map((t) => t.logprob),
+    top_logprobs: items.map((t) => Object.fromEntries(t.top.map((a) => [text(a.id), a.logprob]))),
+    text_offset: offsets
+  }
+}
+
 /** The whole (non-streamed) response. */
-export function fullResponse(kind: Kind, ids: Ids, r: GenerationResult, text: string): object {
+export function fullResponse(kind: Kind, ids: Ids, r: GenerationResult, text: string, logprobs: object | null = null): object {
   const choice =
     kind === 'chat'
-      ? { index: 0, message: { role: 'assistant', content: text }, finish_reason: r.finishReason, logprobs: null }
-      : { index: 0, text, finish_reason: r.finishReason, logprobs: null }
+      ? { index: 0, message: { role: 'assistant', content: text, refusal: null }, finish_reason: r.finishReason, logprobs }
+      : { index: 0, text, finish_reason: r.finishReason, logprobs }
   return { ...ids, object: objectOf(kind, false), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
 }
 
@@ -283,19 +325,27 @@ export interface StreamHead {
 }
 
 /** One streamed token. The first chat chunk also carries the role, as OpenAI's does. */
-export function tokenChunk({ kind, ids, model }: StreamHead, text: string, ev: TokenEvent): object {
+export function tokenChunk({ kind, ids, model }: StreamHead, text: string, ev: TokenEvent, logprobs: object | null = null): object {
   const choice =
     kind === 'chat'
-      ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs: null }
-      : { index: 0, text, finish_reason: null, logprobs: null }
+      ? { index: 0, delta: ev.index === 0 ? { role: 'assistant', content: text } : { content: text }, finish_reason: null, logprobs }
+      : { index: 0, text, finish_reason: null, logprobs }
   return { ...ids, object: objectOf(kind, true), model, choices: [choice], tessera: { token: ev.id, index: ev.index, hops: ev.hops } }
 }
 
-/** The last chunk before `[DONE]`: finish reason, usage and the full trace. */
+/**
+ * The last chunk with a choice: the finish reason, the text held back to the end, and the full
+ * trace. Usage comes in a chunk of its own (usageChunk) when the caller asked for it.
+ */
 export function finalChunk(kind: Kind, ids: Ids, r: GenerationResult, rest = ''): object {
   const choice =
     kind === 'chat'
       ? { index: 0, delta: rest === '' ? {} : { content: rest }, finish_reason: r.finishReason, logprobs: null }
       : { index: 0, text: rest, finish_reason: r.finishReason, logprobs: null }
-  return { ...ids, object: objectOf(kind, true), model: r.model, choices: [choice], usage: usage(r), tessera: tesseraInfo(r) }
+  return { ...ids, object: objectOf(kind, true), model: r.model, choices: [choice], tessera: tesseraInfo(r) }
+}
+
+/** stream_options.include_usage: the chunk after the last choice, with no choices and the usage. */
+export function usageChunk(kind: Kind, ids: Ids, r: GenerationResult): object {
+  return { ...ids, object: objectOf(kind, true), model: r.model, choices: [], usage: usage(r) }
 }

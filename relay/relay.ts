@@ -4,20 +4,20 @@
  * libp2p node.
  */
 import type { Libp2p } from '@libp2p/interface'
-import { readFile, access, mkdir } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { access, mkdir } from 'node:fs/promises'
+import { dirname } from 'node:path'
 import { createClient, DEFAULT_TIMEOUTS, type Client } from '../shared/client/client.js'
 import { ClaimBoard } from '../shared/optimistic/board.js'
 import { zkInfer } from '../shared/client/zk.js'
 import type { SamplingSetup } from '../host/zk/setup.js'
 import { libp2pDialer } from '../shared/route/directory.js'
 import type { Manifest } from '../shared/manifest.js'
-import { loadTokenizer, type Tokenizer } from '../shared/tokenizer.js'
+import type { ModelText } from '../shared/text/model-text.js'
 import { logger } from '../shared/log.js'
 import { cachedLedgerLink } from '../shared/client/ledger-link.js'
 import type { Ledger } from '../shared/ledger/types.js'
 import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
-import { readManifest } from '../host/model-store.js'
+import { readManifest, readModelText } from '../host/model-store.js'
 import { resolveRelayOptions, type RelayOptions } from './config.js'
 import { openSqliteClaims } from './claims-sqlite.js'
 import { createRegistry, handleRegistry, measuring, reportingDialer, type Registry } from './registry.js'
@@ -48,7 +48,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const o = resolveRelayOptions(options)
   await mkdir(dirname(o.ledger), { recursive: true })
   // What can fail on bad configuration (a manifest, a ZK entry, a circuit set-up) runs before anything is started.
-  const { models, tokenizers } = await servedModels(o.models)
+  const { models, texts } = await servedModels(o.models)
   const sampling = o.proveSampling ? await samplingSetups(models.map((m) => m.manifest.config.vocabSize)) : new Map<number, SamplingSetup>()
   const zkEntries = await zkEntriesOf(o.zk)
   // A kept key keeps the peer id, so the multiaddr nodes announce to still names this relay after a restart.
@@ -157,7 +157,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       await link.refresh()
     },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
-    tokenizer: (model) => tokenizers.get(model),
+    text: (model) => texts.get(model),
     maxBodyBytes: o.maxBodyBytes
   })
   const http = await serveHttp(app, { port: o.httpPort, host: o.host })
@@ -187,18 +187,18 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   }
 }
 
-/** The manifests of the model directories the relay serves, and their tokenizers by model name and by root. */
-async function servedModels(dirs: string[]): Promise<{ models: Array<{ dir: string; manifest: Manifest }>; tokenizers: Map<string, Tokenizer> }> {
+/** The manifests of the model directories the relay serves, and their text (tokenizer, template) by model name and by root. */
+async function servedModels(dirs: string[]): Promise<{ models: Array<{ dir: string; manifest: Manifest }>; texts: Map<string, ModelText> }> {
   const models: Array<{ dir: string; manifest: Manifest }> = []
-  const tokenizers = new Map<string, Tokenizer>()
+  const texts = new Map<string, ModelText>()
   for (const dir of dirs) {
     const manifest = await readManifest(dir)
     models.push({ dir, manifest })
-    if (manifest.tokenizer !== null) {
-      const tok = loadTokenizer(await readFile(join(dir, manifest.tokenizer.name), 'utf8'))
-      tokenizers.set(manifest.name, tok)
-      tokenizers.set(manifest.root, tok)
+    const text = await readModelText(dir, manifest)
+    if (text !== undefined) {
+      texts.set(manifest.name, text)
+      texts.set(manifest.root, text)
     }
   }
-  return { models, tokenizers }
+  return { models, texts }
 }

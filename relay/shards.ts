@@ -24,8 +24,8 @@ export function indexFiles(models: Array<{ dir: string; manifest: Manifest }>): 
   for (const { dir, manifest } of models) {
     const root = resolve(dir)
     const entries = manifest.shards.flatMap((s) => s.files)
-    // The tokenizer is hashed in the manifest too, and a tab needs it to show text.
-    if (manifest.tokenizer !== null) entries.push(manifest.tokenizer)
+    // The tokenizer files are hashed in the manifest too, and a page needs them to read and show text.
+    for (const f of [manifest.tokenizer, manifest.tokenizerConfig]) if (f !== undefined && f !== null) entries.push(f)
     for (const f of entries) {
       const path = resolve(root, f.name)
       // A manifest is data: a name like ../../etc/passwd must not become a download.

@@ -84,5 +84,6 @@ interface Response {
   readonly status: number
   text(): Promise<string>
   json(): Promise<unknown>
+  arrayBuffer(): Promise<ArrayBuffer>
 }
 declare function fetch(input: string | URL, init?: RequestInit): Promise<Response>

@@ -30,6 +30,8 @@ export interface Manifest {
   config: LlamaConfig
   dtype: WeightDType
   tokenizer: FileEntry | null // tokenizer.json, when the source had one
+  /** tokenizer_config.json (special tokens, chat template), when the source had one. */
+  tokenizerConfig?: FileEntry | null
   shards: ShardEntry[]
   /** sha256 over the shards' hashes (raw bytes, in order): names the whole model. */
   root: string
@@ -58,6 +60,9 @@ export function checkManifest(m: unknown, where = MANIFEST_FILE): Manifest {
   const man = m as Manifest
   if (man.tessera !== 1) bad('not a Tessera manifest (field "tessera" must be 1)')
   if (!Array.isArray(man.shards) || man.shards.length === 0) bad('has no shards')
+  for (const f of [man.tokenizer, man.tokenizerConfig]) {
+    if (f !== undefined && f !== null && !SAFE_NAME.test(f.name)) bad(`file name ${JSON.stringify(f.name)} is not a plain file name`)
+  }
   let next = 0
   for (const s of man.shards) {
     for (const f of s.files) if (!SAFE_NAME.test(f.name)) bad(`file name ${JSON.stringify(f.name)} is not a plain file name`)

@@ -44,3 +44,25 @@ export function createSampler({ temperature = 0, topP = 1, seed = 0 }: SamplingO
     return order[kept - 1]
   }
 }
+
+/**
+ * ln p of `id` and of the `n` likeliest ids under softmax(logits): the model's own distribution,
+ * whatever temperature sampled from it (OpenAI's logprobs are the same). Ties go to the lower id.
+ */
+export function logprobsOf(logits: Float32Array, id: number, n: number): { logprob: number; top: Array<{ id: number; logprob: number }> } {
+  let max = -Infinity
+  for (const v of logits) max = Math.max(max, v)
+  let sum = 0
+  for (const v of logits) sum += Math.exp(v - max)
+  const norm = max + Math.log(sum)
+  // n is at most 20: keep a small sorted list instead of sorting the whole vocabulary.
+  const top: number[] = []
+  for (let i = 0; i < logits.length && n > 0; i++) {
+    if (top.length === n && logits[i] <= logits[top[n - 1]]) continue
+    let at = top.length
+    while (at > 0 && logits[top[at - 1]] < logits[i]) at--
+    top.splice(at, 0, i)
+    if (top.length > n) top.pop()
+  }
+  return { logprob: logits[id] - norm, top: top.map((t) => ({ id: t, logprob: logits[t] - norm })) }
+}

@@ -6,12 +6,17 @@ import { ModelFormatError } from './errors.js'
  * offline, through @huggingface/tokenizers (pure JS, so it runs in browsers too).
  */
 export interface Tokenizer {
-  /** Token ids of `text`, with BOS as the tokenizer (or `addBos`) wants it. */
-  encode(text: string): number[]
+  /**
+   * Token ids of `text`, with BOS as the tokenizer (or `addBos`) wants it. `special: false`
+   * adds no special tokens at all: for text a chat template rendered, which carries its own.
+   */
+  encode(text: string, opts?: { special?: boolean }): number[]
   /** Text of `ids`; special tokens (BOS, EOS, …) are dropped unless `keepSpecial`. */
   decode(ids: number[], opts?: { keepSpecial?: boolean }): string
   readonly bosId?: number
   readonly eosId?: number
+  /** How many ids the tokenizer knows (its vocabulary plus added tokens). */
+  readonly size: number
 }
 
 export interface TokenizerOptions {
@@ -27,7 +32,7 @@ export interface TokenizerOptions {
 type Json = Record<string, any>
 
 /** tokenizer_config.json writes special tokens as a string or as an AddedToken object. */
-const tokenText = (t: unknown): string | undefined =>
+export const tokenText = (t: unknown): string | undefined =>
   typeof t === 'string' ? t : typeof (t as Json | null)?.content === 'string' ? (t as Json).content : undefined
 
 export function loadTokenizer(json: string | object, config: object = {}, opts: TokenizerOptions = {}): Tokenizer {
@@ -60,7 +65,9 @@ export function loadTokenizer(json: string | object, config: object = {}, opts: 
   return {
     bosId,
     eosId,
-    encode(text) {
+    size: vocabSize(spec),
+    encode(text, o = {}) {
+      if (o.special === false) return tok.encode(text, { add_special_tokens: false }).ids
       const ids = tok.encode(text, { add_special_tokens: opts.addBos !== false }).ids
       if (opts.addBos === true && bosId !== undefined && ids[0] !== bosId) ids.unshift(bosId)
       return ids
@@ -70,4 +77,13 @@ export function loadTokenizer(json: string | object, config: object = {}, opts: 
       return tok.decode(ids, { skip_special_tokens: o.keepSpecial !== true })
     }
   }
+}
+
+/** One past the largest id the tokenizer can produce: the model's vocabulary must cover it. */
+function vocabSize(spec: Json): number {
+  const vocab = spec.model?.vocab
+  // BPE and WordPiece keep token → id; Unigram keeps [token, score] pairs in id order.
+  const ids: number[] = Array.isArray(vocab) ? [vocab.length - 1] : Object.values((vocab ?? {}) as Record<string, number>)
+  for (const t of spec.added_tokens as Array<{ id: number }>) ids.push(t.id)
+  return ids.reduce((a, b) => Math.max(a, b), -1) + 1
 }

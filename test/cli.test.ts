@@ -17,6 +17,7 @@ import { readStakeFile } from '../cli/commands/ledger-options.js'
 import { ANNOUNCE_PROTOCOL, signCapability } from '../shared/protocol/capability.js'
 import { VERSION } from '../shared/version.js'
 import { tessera } from './helpers/cli.js'
+import { readManifest, readModelText } from '../host/model-store.js'
 import { reference } from './helpers/reference.js'
 import { REPO, STORIES, tempDir } from './helpers/paths.js'
 
@@ -35,6 +36,29 @@ describe('tessera CLI', () => {
       expect(result.prompt).toEqual(c.prompt)
       expect(result.device).toBe('cpu')
     }
+  })
+
+  it('reads and writes text with the model tokenizer: --prompt, --stop, --stop-at-eos; build-model --tokenizer refuses one that does not fit', async () => {
+    const out = tempDir('cli-text')
+    expect((await tessera(['build-model', '--from', 'random:tiny-llama3:1', '--out', out, '--shards', '2'])).code).toBe(0)
+    const text = (await readModelText(out, await readManifest(out)))!
+    const gen = await tessera(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-tokens', '12', '--stop-at-eos', '--json'])
+    expect(gen.code, gen.stderr).toBe(0)
+    const r = JSON.parse(gen.stdout)
+    expect(r.prompt).toEqual(text.encode('Once upon a time'))
+    expect(r.text).toBe(text.decode(r.tokens))
+    // A stop string taken from the answer itself ends it just before, whatever the random weights say.
+    const stop = r.text
+      .slice(Math.floor(r.text.length / 2))
+      .trim()
+      .slice(0, 3)
+    expect(stop.length).toBeGreaterThan(0)
+    const cut = JSON.parse((await tessera(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-tokens', '12', '--stop', stop, '--json'])).stdout)
+    expect(cut.text).toBe(r.text.slice(0, r.text.indexOf(stop)))
+    expect(cut.tokens.length).toBeLessThanOrEqual(r.tokens.length)
+    const small = await tessera(['build-model', '--from', 'random:tiny:1', '--out', tempDir('cli-badtok'), '--tokenizer', out])
+    expect(small.code).toBe(1)
+    expect(small.stderr).toMatch(/knows 128256 ids but the model's vocabulary has 512/)
   })
 
   it('samples reproducibly with a seed, and differently with another', async () => {

@@ -10,6 +10,9 @@ import type { GenerationRequest, GenerationResult, Generator, NetworkView, Token
 import { NoRouteError, InputError, HopError } from '../shared/errors.js'
 import { createHttpApp, serveHttp, type HttpDeps } from '../relay/http.js'
 import { createMetricsRegistry } from '../relay/metrics.js'
+import { modelText, type ModelText } from '../shared/text/model-text.js'
+import { chatTemplate } from '../shared/text/chat.js'
+import type { Tokenizer } from '../shared/tokenizer.js'
 import { tempDir } from './helpers/paths.js'
 import { buildStories, modelRunners, type ModelRunners } from './helpers/memory-model.js'
 import { memoryNet } from './helpers/memory-net.js'
@@ -46,14 +49,20 @@ function fakeGenerator(): Generator & { calls: Array<{ req: GenerationRequest; s
           await new Promise((resolve) => setTimeout(resolve, 10))
           tokens.push(7)
         }
-        yield { id: tokens[i], index: i, hops: HOPS }
+        // With logprobs asked, a made-up but well-formed distribution: the chosen id at ln ½.
+        const lp = req.logprobs === undefined ? {} : { logprob: Math.log(0.5), top: [{ id: tokens[i], logprob: Math.log(0.5) }] }
+        yield { id: tokens[i], index: i, hops: HOPS, ...lp }
+        if (req.stopIds?.includes(tokens[i]) === true || req.until?.() === true) {
+          tokens.length = i + 1
+          break
+        }
       }
       return {
         model: 'tiny',
         root: 'r00t',
         prompt: req.prompt,
         tokens,
-        finishReason: 'length',
+        finishReason: tokens.length < Math.min(req.prompt.length, req.maxTokens) ? 'stop' : 'length',
         route: { hops: HOPS, switches: [] },
         verification: { mode: req.verification?.mode ?? 'none', checks: 0, mismatches: 0, closest: { minOverlap: 1, maxRelErr: 0 }, hops: [], faults: [] },
         timings: { firstTokenMs: 5, totalMs: 20 }
@@ -140,13 +149,30 @@ describe('OpenAI completions', () => {
     })
   })
 
-  it('uses a tokenizer for text prompts and chat, and streams chat deltas', async () => {
-    const tok = { encode: (t: string) => [...t].map((ch) => ch.charCodeAt(0)), decode: (ids: number[]) => String.fromCharCode(...ids) }
-    const { app: a, gen } = app({ tokenizer: (m) => (m === 'tiny' ? tok : undefined) })
-    const text = await (await a.request(post('/v1/completions', { prompt: 'abc' }))).json()
-    expect(text.choices[0].text).toBe('cba')
+  /** Characters as ids; `~` (126) is its EOS. With a chat template unless `template: false`. */
+  const charText = (template = true): ModelText => {
+    const tok: Tokenizer = {
+      size: 128,
+      eosId: 126,
+      encode: (t: string) => [...t].map((ch) => ch.charCodeAt(0)),
+      // Special tokens are not text, as a real tokenizer's decode drops them.
+      decode: (ids: number[]) => String.fromCharCode(...ids.filter((id) => id !== 126))
+    }
+    const chat = template
+      ? chatTemplate({ chat_template: '{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}' })
+      : undefined
+    return modelText(tok, chat, manifest)
+  }
+
+  it('uses the model text for text prompts and chat (through its template), and streams chat deltas', async () => {
+    const text = charText()
+    const { app: a, gen } = app({ text: (m) => (m === 'tiny' ? text : undefined) })
+    const plain = await (await a.request(post('/v1/completions', { prompt: 'abc' }))).json()
+    expect(plain.choices[0].text).toBe('cba')
+    // The answer ends at the model's EOS by default (OpenAI's semantics), besides the model's own.
+    expect(gen.calls[0].req.stopIds).toEqual(expect.arrayContaining([126]))
     const chat = await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 50 }))
-    expect(gen.calls[1].req.prompt).toEqual(tok.encode('user: hi\nassistant:'))
+    expect(gen.calls[1].req.prompt).toEqual(text.tokenizer.encode('user: hi\nassistant:'))
     expect(await chat.json()).toMatchObject({
       object: 'chat.completion',
       choices: [{ message: { role: 'assistant', content: ':tnatsissa\nih :resu' }, finish_reason: 'length' }]
@@ -159,6 +185,74 @@ describe('OpenAI completions', () => {
     expect(chunks[0].choices[0].delta).toEqual({ role: 'assistant', content: ':' })
     expect(chunks[1].choices[0].delta).toEqual({ content: 't' })
     expect(chunks[2].choices[0]).toMatchObject({ delta: {}, finish_reason: 'length' })
+    // Usage only when asked (stream_options.include_usage), in a chunk of its own with no choices.
+    expect(chunks.some((c) => 'usage' in c)).toBe(false)
+  })
+
+  it('ends at a stop string without showing it, streamed or not, and at EOS unless ignore_eos', async () => {
+    const text = charText()
+    const { app: a, gen } = app({ text: () => text })
+    // The fake answers the prompt reversed: "hello world" → "dlrow olleh".
+    const plain = await (await a.request(post('/v1/completions', { prompt: 'hello world', stop: ['ol', 'zz'] }))).json()
+    expect(plain.choices[0]).toMatchObject({ text: 'dlrow ', finish_reason: 'stop' })
+    expect(plain.usage.completion_tokens).toBe('dlrow ol'.length)
+    const sse = sseData(await (await a.request(post('/v1/completions', { prompt: 'hello world', stop: 'ol', stream: true }))).text())
+    const chunks = sse.slice(0, -1).map((d) => JSON.parse(d))
+    expect(chunks.map((c) => c.choices[0].text).join('')).toBe('dlrow ')
+    expect(chunks.at(-1).choices[0].finish_reason).toBe('stop')
+    // A stop string that never completes is held back only while it might, then shown.
+    const partial = await (await a.request(post('/v1/completions', { prompt: 'xyzo', stop: ['oz!'] }))).json()
+    expect(partial.choices[0].text).toBe('ozyx')
+    // EOS (~) ends the answer; ignore_eos runs past it.
+    const eos = await (await a.request(post('/v1/completions', { prompt: 'ab~cd' }))).json()
+    expect(eos.choices[0]).toMatchObject({ text: 'dc', finish_reason: 'stop' })
+    await a.request(post('/v1/completions', { prompt: 'ab~cd', ignore_eos: true }))
+    expect(gen.calls.at(-1)!.req.stopIds ?? []).not.toContain(126)
+  })
+
+  it('reports usage with include_usage and logprobs in OpenAI shapes', async () => {
+    const text = charText()
+    const a = app({ text: () => text }).app
+    const sse = sseData(await (await a.request(post('/v1/completions', { prompt: 'abc', stream: true, stream_options: { include_usage: true } }))).text())
+    const chunks = sse.slice(0, -1).map((d) => JSON.parse(d))
+    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 3, total_tokens: 6 } })
+    const legacy = await (await a.request(post('/v1/completions', { prompt: 'abc', logprobs: 1 }))).json()
+    expect(legacy.choices[0].logprobs).toEqual({
+      tokens: ['c', 'b', 'a'],
+      token_logprobs: [Math.log(0.5), Math.log(0.5), Math.log(0.5)],
+      top_logprobs: [{ c: Math.log(0.5) }, { b: Math.log(0.5) }, { a: Math.log(0.5) }],
+      text_offset: [0, 1, 2]
+    })
+    const chat = await (
+      await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'ab' }], logprobs: true, top_logprobs: 1, max_tokens: 1 }))
+    ).json()
+    expect(chat.choices[0].logprobs).toEqual({
+      content: [{ token: ':', logprob: Math.log(0.5), bytes: [58], top_logprobs: [{ token: ':', logprob: Math.log(0.5), bytes: [58] }] }],
+      refusal: null
+    })
+  })
+
+  it('refuses chat for a model without a chat template, and wrong stop, logprobs and roles, with 400', async () => {
+    const a = app({ text: () => charText(false) }).app
+    const none = await a.request(post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }))
+    expect(none.status).toBe(400)
+    expect((await none.json()).error).toMatchObject({ code: 'no_chat_template', message: expect.stringMatching(/no chat template/) })
+    const b = app({ text: () => charText() }).app
+    const cases: Array<[string, unknown, RegExp]> = [
+      ['/v1/completions', { prompt: 'a', stop: ['a', 'b', 'c', 'd', 'e'] }, /stop must be/],
+      ['/v1/completions', { prompt: 'a', stop: [''] }, /stop must be/],
+      ['/v1/completions', { prompt: 'a', logprobs: 6 }, /logprobs must be an integer from 0 to 5/],
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'a' }], top_logprobs: 2 }, /top_logprobs needs logprobs/],
+      ['/v1/chat/completions', { messages: [{ role: 'wizard', content: 'a' }] }, /role must be one of/],
+      ['/v1/completions', { prompt: 'a', stream_options: { include_usage: 'yes' } }, /include_usage must be true or false/]
+    ]
+    for (const [path, body, message] of cases) {
+      const res = await b.request(post(path, body))
+      expect(res.status, JSON.stringify(body)).toBe(400)
+      expect((await res.json()).error.message).toMatch(message)
+    }
+    // Fields OpenAI has and Tessera does not use are ignored, as OpenAI ignores unknown ones.
+    expect((await b.request(post('/v1/completions', { prompt: 'a', presence_penalty: 0.5, user: 'x', logit_bias: {} }))).status).toBe(200)
   })
 
   it('refuses text without a tokenizer, batches, bad JSON and wrong types with 400', async () => {

@@ -4,10 +4,12 @@
  */
 import type { Command } from 'commander'
 import { Option } from 'commander'
-import { readFile } from 'node:fs/promises'
-import { join } from 'node:path'
 import { Pipeline, generate } from '../../shared/pipeline.js'
-import { loadTokenizer, type Tokenizer } from '../../shared/tokenizer.js'
+import type { Manifest } from '../../shared/manifest.js'
+import type { ModelText } from '../../shared/text/model-text.js'
+import { TextStream } from '../../shared/text/stream.js'
+import { fetchModelText } from '../../shared/text/fetch.js'
+import { readModelText } from '../../host/model-store.js'
 import { logger, setQuiet } from '../../shared/log.js'
 import { InputError } from '../../shared/errors.js'
 import { loadModel } from '../../native-node/store.js'
@@ -35,6 +37,7 @@ interface GenerateFlags {
   seed: number
   json?: boolean
   stopAtEos?: boolean
+  stop?: string[]
   device: DevicePreference
   verification: VerificationMode
   k?: number
@@ -49,13 +52,14 @@ export function registerGenerate(program: Command): void {
     .description('generate tokens with every shard of a model in this process')
     .option('--model <dir|name>', 'a built model directory; with --relay, a model name or root on the network (default: the one fully served)')
     .option('--relay <multiaddr>', 'run through the network instead of in this process')
-    .option('--prompt <text>', "prompt text (needs the model's tokenizer.json)")
+    .option('--prompt <text>', "prompt text (needs the model's tokenizer.json; with --relay, also --ledger-api to fetch it)")
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
     .option('--max-tokens <n>', 'tokens to generate', int(1), GENERATE_DEFAULTS.maxTokens)
     .option('--temperature <t>', '0 = greedy', float, GENERATE_DEFAULTS.temperature)
     .option('--top-p <p>', 'nucleus sampling mass', float, GENERATE_DEFAULTS.topP)
     .option('--seed <s>', 'sampling seed', int(0), GENERATE_DEFAULTS.seed)
-    .option('--stop-at-eos', 'stop when the model emits its end-of-sequence id')
+    .option('--stop-at-eos', 'stop when the model emits one of its end-of-sequence ids')
+    .option('--stop <text...>', 'stop before any of these strings (needs the tokenizer)')
     .option('--json', 'print one JSON object ({ tokens, ... }) instead of streaming')
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
     .addOption(
@@ -68,7 +72,7 @@ export function registerGenerate(program: Command): void {
     .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
     .option(
       '--ledger-api <url>',
-      "with --relay: the relay's HTTP address, for reputations, to report cheaters and to post optimistic claims " +
+      "with --relay: the relay's HTTP address, for the model's tokenizer, reputations, to report cheaters and to post optimistic claims " +
         `(e.g. http://127.0.0.1:${RELAY_PORTS.http})`
     )
     .action(async (o: GenerateFlags) => {
@@ -85,34 +89,24 @@ export function registerGenerate(program: Command): void {
       const { manifest, runners } = await loadModel(model, { device: o.device })
       const loadMs = performance.now() - started
 
-      let tokenizer: Tokenizer | undefined
-      if (manifest.tokenizer !== null) tokenizer = loadTokenizer(await readFile(join(model, manifest.tokenizer.name), 'utf8'))
-      if (o.promptIds === undefined && tokenizer === undefined) throw new InputError(`model ${manifest.name} has no tokenizer: give the prompt as --prompt-ids`)
-      const prompt: number[] = o.promptIds ?? tokenizer!.encode(o.prompt!)
-      const eos = tokenizer?.eosId ?? manifest.config.eosId
-      const stopIds = o.stopAtEos === true && eos !== undefined ? [eos] : undefined
+      const text = await readModelText(model, manifest)
+      const prompt = promptIds(o, text, manifest)
+      const stopIds = o.stopAtEos === true ? eosIds(text, manifest) : undefined
+      const out = text?.stream(o.stop) ?? new TextStream(undefined, o.stop)
 
       const pipeline = new Pipeline(runners.map((r) => r.open()))
       const tokens: number[] = []
-      let shown = ''
       const genStart = performance.now()
       let firstTokenMs = 0
       for await (const t of generate(pipeline, { prompt, maxTokens: o.maxTokens, temperature: o.temperature, topP: o.topP, seed: o.seed, stopIds })) {
         if (tokens.length === 0) firstTokenMs = performance.now() - genStart
         tokens.push(t.id)
-        if (o.json === true) continue
-        if (tokenizer === undefined) {
-          process.stdout.write(`${t.id} `)
-        } else {
-          // Decode the whole text so far and print what is new: tokens alone lose the spaces
-          // and split multi-byte characters.
-          const text = tokenizer.decode(tokens)
-          if (!text.endsWith('\uFFFD')) {
-            process.stdout.write(text.slice(shown.length))
-            shown = text
-          }
-        }
+        const delta = out.push(t.id)
+        if (o.json !== true) process.stdout.write(delta)
+        if (out.stopped) break
       }
+      const rest = out.end()
+      if (o.json !== true) process.stdout.write(rest)
       const totalMs = performance.now() - genStart
       pipeline.close()
       await Promise.all(runners.map(async (r) => await r.dispose()))
@@ -124,7 +118,7 @@ export function registerGenerate(program: Command): void {
             root: manifest.root,
             prompt,
             tokens,
-            text: tokenizer?.decode(tokens),
+            text: text === undefined ? undefined : out.text,
             device: runners[0].device,
             timings: { loadMs: round(loadMs), prefillMs: round(firstTokenMs), totalMs: round(totalMs), decodeTokensPerSecond: round(decodeRate) }
           })
@@ -140,7 +134,14 @@ const round = (v: number): number => Math.round(v * 100) / 100
 
 /** The same generation through the network: this process is a client of the relay's peers. */
 async function generateRemote(o: GenerateFlags): Promise<void> {
-  if (o.promptIds === undefined) throw new InputError("through --relay, give the prompt as --prompt-ids (text needs the model's tokenizer locally)")
+  if (o.promptIds === undefined && o.ledgerApi === undefined) {
+    throw new InputError("through --relay, a text --prompt needs the model's tokenizer: give --ledger-api (the relay's HTTP address), or --prompt-ids")
+  }
+  // The tokenizer and chat template come from the relay, each file checked against the model's manifest.
+  const fetched = o.ledgerApi === undefined ? undefined : await fetchModelText(o.ledgerApi, o.model)
+  const text = fetched?.text
+  const prompt = promptIds(o, text, fetched?.manifest)
+  const out = text?.stream(o.stop) ?? new TextStream(undefined, o.stop)
   const node = await createPeer({ listen: [] })
   try {
     const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
@@ -148,10 +149,11 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
     const board = o.ledgerApi === undefined ? undefined : httpClaimSink(o.ledgerApi)
     const verification = normalizeVerification({ mode: o.verification, k: o.k, p: o.p, window: o.window })
     const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, board, verification })
-    // Records carry no tokenizer metadata yet: Llama's EOS id (2) stands in.
-    const stopIds = o.stopAtEos === true ? [2] : undefined
+    // Without the manifest, Llama's EOS id (2) stands in.
+    const stopIds = o.stopAtEos === true ? (fetched === undefined ? [2] : eosIds(text, fetched.manifest)) : undefined
     const gen = client.generate({
-      prompt: o.promptIds,
+      prompt,
+      until: () => out.stopped,
       maxTokens: o.maxTokens,
       temperature: o.temperature,
       topP: o.topP,
@@ -161,12 +163,14 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
     })
     let r = await gen.next()
     while (r.done !== true) {
-      if (o.json !== true) process.stdout.write(`${r.value.id} `)
+      const delta = out.push(r.value.id)
+      if (o.json !== true) process.stdout.write(delta)
       r = await gen.next()
     }
+    const rest = out.end()
     const { settlement, ...result } = r.value
     if (o.json !== true) {
-      process.stdout.write('\n')
+      process.stdout.write(`${rest}\n`)
       const route = result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')
       const { firstTokenMs, totalMs } = result.timings
       log.info(`${result.tokens.length} tokens via ${route}; first token ${firstTokenMs.toFixed(0)} ms, total ${totalMs.toFixed(0)} ms`)
@@ -184,8 +188,22 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
       const corrected = settled.tokens !== undefined ? `; corrected tokens: ${settled.tokens.join(' ')}` : ''
       log.info(`claim ${settled.claim} ${settled.status} after ${settled.afterMs.toFixed(0)} ms${corrected}`)
     }
-    if (o.json === true) console.log(JSON.stringify(settled === undefined ? result : { ...result, settlement: settled }))
+    const shown = text === undefined ? result : { ...result, text: out.text }
+    if (o.json === true) console.log(JSON.stringify(settled === undefined ? shown : { ...shown, settlement: settled }))
   } finally {
     await node.stop()
   }
+}
+
+/** The prompt as ids: --prompt-ids as given, or --prompt through the model's tokenizer. */
+function promptIds(o: GenerateFlags, text: ModelText | undefined, manifest: Manifest | undefined): number[] {
+  if (o.promptIds !== undefined) return o.promptIds
+  if (text === undefined) throw new InputError(`model ${manifest?.name ?? ''} has no tokenizer: give the prompt as --prompt-ids`)
+  return text.encode(o.prompt!)
+}
+
+/** What --stop-at-eos stops on: the tokenizer's EOS and every EOS of the model's config. */
+function eosIds(text: ModelText | undefined, manifest: Manifest): number[] | undefined {
+  const ids = text?.eosIds ?? (manifest.config.eosId !== undefined ? [manifest.config.eosId] : [])
+  return ids.length > 0 ? ids : undefined
 }

@@ -15,7 +15,9 @@ import { startRelay } from '../../relay/relay.js'
 import { RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
 import { UP_DEFAULTS, UP_RELAY_KEY, WEB_ROOT } from '../config.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
-import { buildModel, readManifest } from '../../host/model-store.js'
+import { buildModel, readManifest, readModelText } from '../../host/model-store.js'
+import type { ModelText } from '../../shared/text/model-text.js'
+import { TextStream } from '../../shared/text/stream.js'
 import { openSource } from '../../host/source.js'
 import { int } from './options.js'
 import { untilSignal } from './lifecycle.js'
@@ -49,9 +51,16 @@ export function registerUp(program: Command): void {
         if (o.model !== DEFAULT_MODEL.dir) throw new ModelFormatError(`${o.model} holds no model; build one with tessera build-model --out ${o.model}`)
         log.info(`building the default model (${DEFAULT_MODEL.from}, ${DEFAULT_MODEL.shards} shards) into ${o.model}`)
         const src = await openSource(DEFAULT_MODEL.from)
-        await buildModel(src.weights, o.model, { source: DEFAULT_MODEL.from, name: src.name, shards: DEFAULT_MODEL.shards })
+        await buildModel(src.weights, o.model, {
+          source: DEFAULT_MODEL.from,
+          name: src.name,
+          shards: DEFAULT_MODEL.shards,
+          tokenizer: src.tokenizer,
+          tokenizerConfig: src.tokenizerConfig
+        })
       }
       const manifest = await readManifest(o.model)
+      const text = await readModelText(o.model, manifest)
       const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
       // The arbiter: a disputed hop is re-run over the relay's shards before anyone is slashed.
       const arbiter = shardReexecutor([{ dir: o.model, manifest }])
@@ -90,8 +99,9 @@ export function registerUp(program: Command): void {
           })
         )
         console.log(`\nTessera is up: ${relay.httpUrl}  (relay ${relay.addr})`)
-        console.log(`  try: curl ${relay.httpUrl}/v1/completions -H 'content-type: application/json' -d '{"prompt":[1],"max_tokens":16}'\n`)
-        if (o.demoTokens > 0) await demo(relay.client, manifest, o.demoTokens)
+        const body = text === undefined ? '{"prompt":[1],"max_tokens":16}' : '{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":16}'
+        console.log(`  try: curl ${relay.httpUrl}/v1/${text === undefined ? '' : 'chat/'}completions -H 'content-type: application/json' -d '${body}'\n`)
+        if (o.demoTokens > 0) await demo(relay.client, manifest, text, o.demoTokens)
         console.log('Ctrl-C to stop.')
         await untilSignal()
       } finally {
@@ -133,15 +143,18 @@ async function spawnNode(relay: string, model: string, layers?: [number, number]
   })
 }
 
-async function demo(client: Awaited<ReturnType<typeof startRelay>>['client'], m: Manifest, maxTokens: number): Promise<void> {
-  const prompt = [m.config.bosId ?? 1]
-  process.stdout.write(`demo: ${m.name}, prompt ids [${prompt.join(',')}] → `)
-  const gen = client.generate({ prompt, maxTokens })
+async function demo(client: Awaited<ReturnType<typeof startRelay>>['client'], m: Manifest, text: ModelText | undefined, maxTokens: number): Promise<void> {
+  const prompt = text === undefined ? [m.config.bosId ?? 1] : text.encode(UP_DEFAULTS.demoPrompt)
+  const out = text?.stream() ?? new TextStream(undefined)
+  const random = m.source.startsWith('random:') ? ' (seeded random weights: the words are noise)' : ''
+  process.stdout.write(`demo: ${m.name}${random}\n  ${text === undefined ? `prompt ids [${prompt.join(',')}] →` : UP_DEFAULTS.demoPrompt} `)
+  const gen = client.generate({ prompt, maxTokens, ...(text !== undefined ? { stopIds: text.eosIds } : {}) })
   let r = await gen.next()
   while (r.done !== true) {
-    process.stdout.write(`${r.value.id} `)
+    process.stdout.write(out.push(r.value.id))
     r = await gen.next()
   }
+  process.stdout.write(out.end())
   const route = r.value.route.hops.map((h) => `${h.peer.slice(-8)} [${h.layers.join(',')}) ${h.device}`).join(' → ')
-  console.log(`\n      route: ${route}; first token ${r.value.timings.firstTokenMs.toFixed(0)} ms, total ${r.value.timings.totalMs.toFixed(0)} ms\n`)
+  console.log(`\n  route: ${route}; first token ${r.value.timings.firstTokenMs.toFixed(0)} ms, total ${r.value.timings.totalMs.toFixed(0)} ms\n`)
 }

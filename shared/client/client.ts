@@ -3,7 +3,7 @@
  * the request's verifier (verifiers/), prefill, then decode token by token, sampling locally.
  * What web apps, the CLI and the relay's API call.
  */
-import { createSampler } from '../sampler.js'
+import { createSampler, logprobsOf } from '../sampler.js'
 import { lastRow } from '../pipeline.js'
 import { InputError, VerificationError } from '../errors.js'
 import type { Capability } from '../protocol/capability.js'
@@ -107,6 +107,9 @@ export function createClient(cfg: ClientConfig): Client {
     if (bad >= 0) throw new InputError(`prompt[${bad}] is ${req.prompt[bad]}: token ids are integers from 0 to ${2 ** 31 - 1}`)
     // The upper bound is the model's context, which the nodes enforce (they know it); here only a count.
     if (!Number.isSafeInteger(req.maxTokens) || req.maxTokens < 1) throw new InputError(`maxTokens must be an integer of at least 1, not ${req.maxTokens}`)
+    if (req.logprobs !== undefined && !(Number.isInteger(req.logprobs) && req.logprobs >= 0 && req.logprobs <= 20)) {
+      throw new InputError(`logprobs must be an integer from 0 to 20, not ${req.logprobs}`)
+    }
     const v = normalizeVerification(req.verification ?? cfg.verification)
     if (v.mode === 'optimistic' && cfg.board === undefined)
       throw new InputError("optimistic verification needs a claim board to post to: ask the relay's API, or give the client a board")
@@ -157,7 +160,13 @@ export function createClient(cfg: ClientConfig): Client {
     const prover = req.proveSampling === true ? await samplingProver(cfg.sampling!) : undefined
     try {
       await session.start()
+      // A long prompt goes in chunks, so that no hop's reply outgrows a message; only the last chunk's logits are sampled.
       let next: number[] = req.prompt
+      while (next.length > CLIENT_DEFAULTS.prefillChunk) {
+        if (signal?.aborted === true) throw signal.reason
+        await session.step(next.slice(0, CLIENT_DEFAULTS.prefillChunk))
+        next = next.slice(CLIENT_DEFAULTS.prefillChunk)
+      }
       while (tokens.length < req.maxTokens) {
         if (signal?.aborted === true) throw signal.reason
         const { out, trace, receipt } = await session.step(next)
@@ -167,8 +176,9 @@ export function createClient(cfg: ClientConfig): Client {
         if (tokens.length === 0) firstTokenMs = performance.now() - started
         tokens.push(id)
         const status = session.unverified ? ('unverified' as const) : verification.mode === 'optimistic' ? ('pending' as const) : undefined
-        yield { id, index: tokens.length - 1, hops, ...(status !== undefined ? { status } : {}) }
-        if (req.stopIds?.includes(id) === true) {
+        const lp = req.logprobs !== undefined ? logprobsOf(logits, id, req.logprobs) : undefined
+        yield { id, index: tokens.length - 1, hops, ...(lp !== undefined ? lp : {}), ...(status !== undefined ? { status } : {}) }
+        if (req.stopIds?.includes(id) === true || req.until?.() === true) {
           finishReason = 'stop'
           break
         }
@@ -195,7 +205,16 @@ export function createClient(cfg: ClientConfig): Client {
       // checked (redundant), or another colluder could serve the correction; none when it cannot run.
       settlement = cfg.board!.submit(posted, async (challenges) => {
         const caught = challenges.filter((ch) => ch.outcome === 'overturned').map((ch) => ch.accused)
-        return await tokensOf(generate({ ...req, proveSampling: false, verification: { mode: 'redundant', k: 2 }, avoid: [...(req.avoid ?? []), ...caught] }))
+        return await tokensOf(
+          generate({
+            ...req,
+            until: undefined,
+            logprobs: undefined,
+            proveSampling: false,
+            verification: { mode: 'redundant', k: 2 },
+            avoid: [...(req.avoid ?? []), ...caught]
+          })
+        )
       })
       settlement.catch(() => {}) // a caller that never looks must not crash the process
     }

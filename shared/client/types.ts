@@ -12,6 +12,13 @@ export interface GenerationRequest extends SamplingOptions {
   maxTokens: number
   /** Stop after emitting one of these ids (off by default). */
   stopIds?: number[]
+  /**
+   * Asked after each token is taken: true ends the generation there (finish reason "stop"). For
+   * rules the caller keeps, such as text stop strings; in-process only, never sent to a peer.
+   */
+  until?: () => boolean
+  /** Report each token's log probability and this many of the likeliest alternatives (0–20). */
+  logprobs?: number
   /** Model name or root hash; default: the one model the network fully covers. */
   model?: string
   /** How results are checked (default: the client's default, `none` unless configured). */
@@ -168,6 +175,9 @@ export interface TokenEvent {
   id: number
   index: number
   hops: HopTrace[]
+  /** With `logprobs`: ln p(id) under the model's distribution (before temperature), and the top alternatives. */
+  logprob?: number
+  top?: Array<{ id: number; logprob: number }>
   /** unverified: the request's mode could not check this token and `fallback` allowed it anyway. */
   status?: 'pending' | 'unverified'
 }

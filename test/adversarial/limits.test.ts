@@ -11,6 +11,9 @@ import type { ClaimBoard } from '../../shared/optimistic/board.js'
 import { MAX_STEP_TOKENS } from '../../shared/protocol/limits.js'
 import { createHttpApp, type HttpDeps } from '../../relay/http.js'
 import { HTTP_DEFAULTS } from '../../relay/config.js'
+import { modelText } from '../../shared/text/model-text.js'
+import { chatTemplate } from '../../shared/text/chat.js'
+import { preset } from '../../shared/model/config.js'
 import { RETRY_AFTER_S } from '../../relay/errors.js'
 
 const NETWORK: NetworkView = { models: [{ name: 'tiny', root: 'r00t', layers: 4, coverage: [1, 1, 1, 1] }], peers: [] }
@@ -140,8 +143,9 @@ describe('deeply nested bodies', () => {
 
   it('still takes a body nested as deep as a real one', async () => {
     const content = [{ type: 'text', text: 'hi' }]
-    const tok = { encode: (t: string) => [...t].map((ch) => ch.charCodeAt(0)), decode: (ids: number[]) => String.fromCharCode(...ids) }
-    const res = await app({ tokenizer: () => tok }).app.request(post('/v1/chat/completions', { messages: [{ role: 'user', content }] }))
+    const tok = { size: 128, encode: (t: string) => [...t].map((ch) => ch.charCodeAt(0)), decode: (ids: number[]) => String.fromCharCode(...ids) }
+    const text = modelText(tok, chatTemplate({ chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}' }), { name: 'tiny', config: preset('tiny') })
+    const res = await app({ text: () => text }).app.request(post('/v1/chat/completions', { messages: [{ role: 'user', content }] }))
     expect(res.status).toBe(200)
   })
 })
