@@ -1,8 +1,21 @@
 /**
  * The Playground: generates through the network with the SDK (this tab dials the peers), streams
- * the tokens, and draws the route: who served which layers on what device, and any failover.
+ * the answer (text through the model's tokenizer, or ids), and draws the route: who served which
+ * layers on what device, and any failover.
  */
-import { connect, type GenerationRequest, type GenerationResult, type NetworkView, type Tessera, type TokenEvent, type VerificationOptions } from '../sdk.js'
+import {
+  connect,
+  type ChatRequest,
+  type GenerateRequest,
+  type Generation,
+  type GenerationResult,
+  type ModelText,
+  type NetworkView,
+  type Tessera,
+  type TextTokenEvent,
+  type TokenEvent,
+  type VerificationOptions
+} from '../sdk.js'
 import { InputError, TesseraError } from '../../../shared/errors.js'
 import { mountZkCard } from './zk-card.js'
 import { byId, deviceBadge, formatMs, h, layerRange, messageOf, mountNav, relayOrigin, setRelayBanner, shortPeer } from './nav.js'
@@ -16,7 +29,10 @@ mountNav('playground')
 const ui = {
   banner: byId('relay-banner', HTMLElement),
   model: byId('model', HTMLSelectElement),
-  prompt: byId('prompt-ids', HTMLInputElement),
+  prompt: byId('prompt', HTMLTextAreaElement),
+  promptIds: byId('prompt-ids', HTMLInputElement),
+  chat: byId('chat', HTMLInputElement),
+  textNote: byId('text-note', HTMLElement),
   maxTokens: byId('max-tokens', HTMLInputElement),
   temperature: byId('temperature', HTMLInputElement),
   topP: byId('top-p', HTMLInputElement),
@@ -40,9 +56,14 @@ const RETRY_MS = 5000
 let tessera: Tessera | undefined
 let running: AbortController | undefined
 let shownModels = '' // the model list as last drawn, so a poll that changes nothing leaves the select alone
+/** The selected model's text, as far as it is known: undefined while it loads, null when it has no tokenizer. */
+let modelText: { root: string; text?: ModelText | null } | undefined
 
 ui.generate.addEventListener('click', () => {
   void generate()
+})
+ui.model.addEventListener('change', () => {
+  void loadText()
 })
 // The standard abort reason; its message is what the page shows.
 ui.cancel.addEventListener('click', () => {
@@ -105,13 +126,51 @@ async function loadModels(): Promise<void> {
   const keep = view.models.find((m) => m.root === previous) ?? view.models.find(full) ?? view.models[0]
   if (keep !== undefined) ui.model.value = keep.root
   syncButtons()
+  void loadText()
+}
+
+/**
+ * Fetches the selected model's tokenizer and chat template (the SDK keeps them for the
+ * generations to come) and says what the prompt fields can take.
+ */
+async function loadText(): Promise<void> {
+  const root = ui.model.value
+  if (tessera === undefined || root === '' || modelText?.root === root) return
+  modelText = { root }
+  const name = ui.model.selectedOptions[0]?.text.split(' · ')[0] ?? root
+  ui.textNote.textContent = `Loading the tokenizer of ${name}…`
+  ui.textNote.className = 'muted'
+  let text: ModelText | undefined
+  try {
+    text = await tessera.text(root)
+  } catch (err) {
+    if (modelText?.root === root) modelText = undefined // tried again with the next poll or choice
+    ui.textNote.textContent = `The tokenizer of ${name} could not be loaded (${messageOf(err)}): give token ids, or try again.`
+    ui.textNote.className = 'error'
+    return
+  }
+  if (modelText?.root !== root) return // another model was chosen meanwhile
+  modelText.text = text ?? null
+  showText(name, text)
+}
+
+function showText(name: string, text: ModelText | undefined): void {
+  ui.prompt.disabled = text === undefined
+  ui.chat.disabled = text?.chat === undefined
+  if (ui.chat.disabled) ui.chat.checked = false
+  ui.textNote.className = 'muted'
+  ui.textNote.textContent =
+    text === undefined
+      ? `${name} ships no tokenizer, so it cannot read text: give the prompt as token ids below.`
+      : `Text is read with ${name}'s own tokenizer (BOS as the model wants it), fetched from the relay and checked against its manifest.` +
+        (text.chat === undefined ? ' It has no chat template, so no chat.' : ' Chat sends the prompt through its chat template.')
 }
 
 async function generate(): Promise<void> {
   if (tessera === undefined || running !== undefined) return
-  let req: GenerationRequest
+  let ask: (t: Tessera, signal: AbortSignal) => Generation
   try {
-    req = readRequest()
+    ask = readRequest()
   } catch (err) {
     ui.error.textContent = messageOf(err)
     return
@@ -121,14 +180,16 @@ async function generate(): Promise<void> {
   syncButtons()
   resetOutput()
   const tokens: number[] = []
+  let text: string | undefined
   const started = performance.now()
   let firstAt: number | undefined
   try {
-    const gen = tessera.generate(req, abort.signal)
+    const gen = ask(tessera, abort.signal)
     for await (const t of gen) {
       firstAt ??= performance.now()
       tokens.push(t.id)
-      ui.output.append(h('span', { class: 'tok', text: String(t.id) }), ' ')
+      if (t.text !== undefined) text = (text ?? '') + t.text
+      showToken(t)
       showSpeed(tokens.length, firstAt - started, performance.now() - started)
       drawRoute(t.hops)
     }
@@ -139,9 +200,11 @@ async function generate(): Promise<void> {
     drawVerification(result.verification)
     if (result.settlement !== undefined) void showSettlement(result.verification.window ?? 0, result.settlement)
     ui.output.dataset.tokens = JSON.stringify(result.tokens)
+    if (result.text !== undefined) ui.output.dataset.text = result.text
     ui.output.dataset.done = 'true'
   } catch (err) {
     ui.output.dataset.tokens = JSON.stringify(tokens)
+    if (text !== undefined) ui.output.dataset.text = text
     ui.output.dataset.error = messageOf(err)
     ui.error.textContent = messageOf(err)
   } finally {
@@ -150,15 +213,48 @@ async function generate(): Promise<void> {
   }
 }
 
-/** The request the form describes, or an error that says which field is wrong. */
-function readRequest(): GenerationRequest {
+/** One token: its text as it streams, or its id when the model has no tokenizer. */
+function showToken(t: TextTokenEvent): void {
+  if (t.text === undefined) {
+    ui.output.append(h('span', { class: 'tok', text: String(t.id) }), ' ')
+    return
+  }
+  ui.output.classList.add('text')
+  ui.output.append(h('span', { class: 'tok', text: t.text, attrs: { title: `token ${t.id}`, 'data-id': String(t.id) } }))
+}
+
+/**
+ * The generation the form describes, or an error that says which field is wrong: token ids when
+ * given (sent as they are), else the text, as a completion or as one user message of a chat.
+ */
+function readRequest(): (t: Tessera, signal: AbortSignal) => Generation {
+  const o = readOptions()
+  if (ui.promptIds.value.trim() !== '') {
+    const req: GenerateRequest = { ...o, prompt: readIds() }
+    return (t, signal) => t.generate(req, signal)
+  }
+  if (modelText?.text === null) throw new InputError('this model ships no tokenizer, so it cannot read text: give the prompt as token ids')
   const prompt = ui.prompt.value
+  if (prompt.trim() === '') throw new InputError('write a prompt, or give token ids')
+  if (ui.chat.checked) {
+    const req: ChatRequest = { ...o, messages: [{ role: 'user', content: prompt }] }
+    return (t, signal) => t.chat(req, signal)
+  }
+  const req: GenerateRequest = { ...o, prompt }
+  return (t, signal) => t.generate(req, signal)
+}
+
+function readIds(): number[] {
+  const ids = ui.promptIds.value
     .split(/[\s,]+/)
     .filter((s) => s !== '')
     .map(Number)
-  if (prompt.length === 0 || !prompt.every((n) => Number.isInteger(n) && n >= 0)) {
-    throw new InputError('the prompt must be token ids: non-negative integers separated by commas')
-  }
+  if (!ids.every((n) => Number.isInteger(n) && n >= 0)) throw new InputError('token ids are non-negative integers separated by commas')
+  return ids
+}
+
+/** Everything but the prompt. */
+function readOptions(): Omit<GenerateRequest, 'prompt'> {
   const maxTokens = Number(ui.maxTokens.value)
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new InputError('max tokens must be a whole number ≥ 1')
   const temperature = Number(ui.temperature.value)
@@ -169,12 +265,13 @@ function readRequest(): GenerationRequest {
   if (seed !== undefined && !Number.isInteger(seed)) throw new InputError('the seed must be a whole number')
   const mode = ui.verification.value as VerificationMode
   const model = ui.model.value !== '' ? { model: ui.model.value } : {}
-  return { prompt, maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...model }
+  return { maxTokens, temperature, topP, verification: { mode }, ...(seed !== undefined ? { seed } : {}), ...model }
 }
 
 function resetOutput(): void {
   ui.output.replaceChildren()
-  for (const k of ['done', 'tokens', 'error']) delete ui.output.dataset[k]
+  ui.output.classList.remove('text')
+  for (const k of ['done', 'tokens', 'text', 'error']) delete ui.output.dataset[k]
   ui.error.textContent = ''
   ui.switches.replaceChildren()
   ui.faults.replaceChildren()
