@@ -19,12 +19,14 @@ const binary = join(dir, 'build', 'Release', 'better_sqlite3.node')
 const loads = () => spawnSync(process.execPath, ['-e', `new (require(${JSON.stringify(join(dir, 'lib', 'index.js'))}))(':memory:').close()`]).status === 0
 if (existsSync(binary) && loads()) process.exit(0)
 
-console.error('tessera: compiling better-sqlite3 (the ledger\'s SQLite) from source with node-gyp: about a minute…')
+console.error("tessera: compiling better-sqlite3 (the ledger's SQLite) from source with node-gyp: about a minute…")
 // npm puts its own node-gyp beside every install script (npm_config_node_gyp); a global one otherwise.
 const gyp = process.env.npm_config_node_gyp
 const [cmd, args] = gyp !== undefined ? [process.execPath, [gyp, 'rebuild', '--release']] : ['node-gyp', ['rebuild', '--release']]
-const r = spawnSync(cmd, args, { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] })
+// Its log (and the compiler's) is shown only when the build fails, as npm does for dependencies' scripts.
+const r = spawnSync(cmd, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 2 ** 20 })
 if (r.status !== 0 || !loads()) {
+  process.stderr.write(`${r.stdout ?? ''}${r.stderr ?? ''}`)
   console.error('tessera: building better-sqlite3 failed: it needs a C++ toolchain and Python 3 (Debian: apt-get install build-essential python3)')
   process.exit(1)
 }

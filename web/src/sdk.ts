@@ -322,6 +322,13 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
       return await zkInfer(deps, model, input)
     },
     async verifySampling(answer, known) {
+      // What an app passes is often a whole HTTP answer's `tessera` field: say what is missing, not a TypeError.
+      if (!Array.isArray(answer?.tokens)) throw new InputError("verifySampling needs the answer's `tessera` field ({ tokens, sampling }): no tokens given")
+      if (!Array.isArray(answer.sampling) || answer.sampling.length !== answer.tokens.length) {
+        throw new InputError(
+          'this answer carries no sampling proof for every token: ask with "tessera_prove_sampling": true, of a relay started with --prove-sampling'
+        )
+      }
       const res = await fetch(`${origin}/api/zk/models`)
       if (!res.ok) throw new TesseraError('BAD_REPLY', `GET /api/zk/models answered HTTP ${res.status}`)
       const { sampling } = (await res.json()) as { sampling: SamplingEntry[] }
