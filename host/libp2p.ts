@@ -22,6 +22,11 @@ export interface PeerOptions {
   privateKey?: PrivateKey
   /** Run the circuit relay v2 server (the relay process). */
   relayServer?: boolean
+  /**
+   * The addresses others should dial instead of the listening ones: a public name behind NAT or a
+   * TLS terminator (/dns4/relay.example.org/tcp/443/wss). Identify and /api/relay pass them on.
+   */
+  announce?: string[]
 }
 
 /** Loopback by default: a node is reachable from elsewhere only when its operator says so. */
@@ -42,7 +47,7 @@ export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
   }
   return await createLibp2p({
     privateKey: o.privateKey,
-    addresses: { listen: o.listen ?? DEFAULT_LISTEN },
+    addresses: { listen: o.listen ?? DEFAULT_LISTEN, ...(o.announce !== undefined && o.announce.length > 0 ? { announce: o.announce } : {}) },
     transports: [tcp(), webSockets(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],

@@ -11,6 +11,25 @@ import type { ClientConfig } from '../shared/client/client.js'
 import { MAX_MESSAGE_BYTES, RECORD_TTL_MS } from '../shared/protocol/limits.js'
 import type { EvmLedgerConfig } from './ledger-evm.js'
 import type { Reexecute } from '../shared/verify/reexec.js'
+import { ConfigError } from '../shared/errors.js'
+
+/** One WebRTC ICE server, as browsers take it (RTCIceServer). */
+export interface IceServer {
+  urls: string | string[]
+  username?: string
+  credential?: string
+}
+
+/**
+ * `stun:host:port`, or `turn:USER:PASS@host:port` (TURN needs credentials; this form keeps them in
+ * one flag): the RTCIceServer a browser takes.
+ */
+export function parseIceServer(url: string): IceServer {
+  const m = /^(turns?):([^:@]+):([^@]+)@(.+)$/.exec(url)
+  if (m !== null) return { urls: `${m[1]}:${m[4]}`, username: decodeURIComponent(m[2]), credential: decodeURIComponent(m[3]) }
+  if (!/^(stun|turns?):[^\s]+$/.test(url)) throw new ConfigError(`--ice-server ${url}: expected stun:HOST[:PORT] or turn:USER:PASS@HOST[:PORT]`)
+  return { urls: url }
+}
 
 export interface RelayOptions {
   /** HTTP port (0 = any free one). */
@@ -18,6 +37,10 @@ export interface RelayOptions {
   /** libp2p WebSocket port (0 = any free one). */
   p2pPort?: number
   host?: string
+  /** Multiaddrs to announce instead of the listening ones (a public name, a TLS terminator's wss address). */
+  announce?: string[]
+  /** STUN/TURN servers the relay tells tabs to use for WebRTC (GET /api/relay): needed for tabs behind NAT. */
+  iceServers?: IceServer[]
   /** Model directories whose files the relay serves (and whose tokenizers it uses). */
   models?: string[]
   webRoot?: string
@@ -189,6 +212,8 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     httpPort: o.httpPort ?? RELAY_DEFAULTS.httpPort,
     p2pPort: o.p2pPort ?? RELAY_DEFAULTS.p2pPort,
     host: o.host ?? RELAY_DEFAULTS.host,
+    announce: o.announce ?? [],
+    iceServers: o.iceServers ?? [],
     models: o.models ?? [],
     webRoot: o.webRoot,
     client: o.client,

@@ -19,7 +19,7 @@ import { reporterAddress } from './registry.js'
 import { fileResponse, indexFiles } from './shards.js'
 import { completionHandler, errorResponse } from './completions.js'
 import { BadRequest, jsonError } from './errors.js'
-import { HTTP_DEFAULTS, RELAY_DEFAULTS } from './config.js'
+import { HTTP_DEFAULTS, RELAY_DEFAULTS, type IceServer } from './config.js'
 import { parseJson } from './openai.js'
 import type { ModelText } from '../shared/text/model-text.js'
 import type { Evidence, Ledger } from '../shared/ledger/types.js'
@@ -54,6 +54,8 @@ export interface HttpDeps {
   metrics?: Registry
   /** The relay's libp2p addresses, for tabs that join the network (`GET /api/relay`). */
   relayAddrs?: () => string[]
+  /** STUN/TURN servers for tabs' WebRTC, passed on by GET /api/relay. */
+  iceServers?: IceServer[]
   /** A model's text (tokenizer, chat template, EOS) by name or root (whatever the request's `model` says). */
   text?: (model: string) => ModelText | undefined
   /** The verification layer's stakes, reputation and audit log (`GET /api/ledger`). */
@@ -123,7 +125,7 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use('/api/*', async (c, next) => await (c.req.path === '/api/claims' ? claimBodies : bodies)(c, next))
 
   app.get('/api/network', (c) => c.json(deps.network()))
-  app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [] }))
+  app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [], iceServers: deps.iceServers ?? [] }))
   // Models whose files this relay serves: what a tab can download and contribute to.
   app.get('/api/models', (c) =>
     c.json({

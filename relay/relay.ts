@@ -65,7 +65,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger
-  const node = await createPeer({ relayServer: true, privateKey, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`] })
+  const node = await createPeer({ relayServer: true, privateKey, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`], announce: o.announce })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
     standings: async () => await ledger.standings(),
@@ -157,6 +157,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       await link.refresh()
     },
     relayAddrs: () => node.getMultiaddrs().map((a) => a.toString()),
+    iceServers: o.iceServers,
     text: (model) => texts.get(model),
     maxBodyBytes: o.maxBodyBytes
   })

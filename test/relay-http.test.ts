@@ -10,6 +10,8 @@ import type { GenerationRequest, GenerationResult, Generator, NetworkView, Token
 import { NoRouteError, InputError, HopError } from '../shared/errors.js'
 import { createHttpApp, serveHttp, type HttpDeps } from '../relay/http.js'
 import { createMetricsRegistry } from '../relay/metrics.js'
+import { startRelay } from '../relay/relay.js'
+import { parseIceServer } from '../relay/config.js'
 import { modelText, type ModelText } from '../shared/text/model-text.js'
 import { chatTemplate } from '../shared/text/chat.js'
 import type { Tokenizer } from '../shared/tokenizer.js'
@@ -505,4 +507,24 @@ describe('max_tokens past the context (OpenAI length semantics)', () => {
       net.stop()
     }
   }, 120_000)
+})
+
+describe('a public relay', () => {
+  it('gives out its announced addresses and its STUN/TURN servers at /api/relay', async () => {
+    const relay = await startRelay({
+      httpPort: 0,
+      p2pPort: 0,
+      ledger: join(tempDir('relay-public'), 'ledger.sqlite'),
+      announce: ['/dns4/relay.example.org/tcp/443/wss'],
+      iceServers: [parseIceServer('stun:stun.example.org:3478'), parseIceServer('turn:alice:s%40cret@turn.example.org:3478')]
+    })
+    try {
+      const info = await (await fetch(`${relay.httpUrl}/api/relay`)).json()
+      expect(info.addrs).toEqual([`/dns4/relay.example.org/tcp/443/wss/p2p/${relay.libp2p.peerId.toString()}`])
+      expect(info.iceServers).toEqual([{ urls: 'stun:stun.example.org:3478' }, { urls: 'turn:turn.example.org:3478', username: 'alice', credential: 's@cret' }])
+    } finally {
+      await relay.stop()
+    }
+    expect(() => parseIceServer('http://stun.example.org')).toThrow(/expected stun:HOST\[:PORT\] or turn:USER:PASS@HOST\[:PORT\]/)
+  })
 })

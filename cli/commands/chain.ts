@@ -7,6 +7,7 @@
  */
 import type { Command } from 'commander'
 import { Option } from 'commander'
+import { resolve } from 'node:path'
 import { chainKey, DEFAULT_KEY_SOURCE, startAnvil } from '../../relay/chain/anvil.js'
 import { DEFAULT_DEPLOYMENT, DEFAULT_WITHDRAW_DELAY, deployTessera, readDeployment, type Deployment } from '../../relay/chain/deploy.js'
 import { InputError } from '../../shared/errors.js'
@@ -32,10 +33,14 @@ export function registerChain(program: Command): void {
     .command('chain')
     .description('run a local EVM chain (anvil) for the staking ledger, until Ctrl-C')
     .option('--port <n>', 'port on 127.0.0.1 (0: any free one)', int(0), CHAIN_PORT)
-    .option('--state <file>', 'load the chain from this file if it exists, save it there on exit')
+    .option('--state <file>', 'load the chain from this file if it exists, save it there on exit (best kept under .tessera/, which git ignores)')
     .option('--block-time <s>', 'seconds per block (default: one block per transaction)', int(1))
     .option('--deploy', 'also deploy TesseraStake and write .tessera/chain.json')
     .action(async (o: { port: number; state?: string; blockTime?: number; deploy?: boolean }) => {
+      // The deployment file is JSON too: anvil would overwrite it with its state dump on exit.
+      if (o.state !== undefined && resolve(o.state) === resolve(DEFAULT_DEPLOYMENT)) {
+        throw new InputError(`--state ${o.state} is the deployment file; give the state its own, e.g. .tessera/anvil-state.json`)
+      }
       const anvil = await startAnvil({ port: o.port, stateFile: o.state, blockTime: o.blockTime })
       console.log(`chain ${anvil.chainId} at ${anvil.url}${o.state !== undefined ? ` (state in ${o.state})` : ''}`)
       console.log(`dev account 0 key ${anvil.accounts[0]} (public knowledge: local use only)`)

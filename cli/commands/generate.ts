@@ -78,6 +78,10 @@ export function registerGenerate(program: Command): void {
     .action(async (o: GenerateFlags) => {
       if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new InputError('give exactly one of --prompt and --prompt-ids')
       if (o.json === true) setQuiet(true)
+      // Checked before dialing: otherwise the client fails deep inside with no flag named.
+      if (o.relay !== undefined && o.verification === 'optimistic' && o.ledgerApi === undefined) {
+        throw new InputError("--verification optimistic needs --ledger-api URL (the relay's HTTP address): claims are posted to its board")
+      }
       if (o.relay !== undefined) {
         await generateRemote(o)
         return

@@ -28,9 +28,14 @@ export function intList(v: string): number[] {
   return ids
 }
 
-/** "24GB", "512MiB", "8g" → bytes (binary units, as GPU memory is sold). */
+/** "24GB", "512MiB", "1.5GiB", "8g" → bytes (binary units, as GPU memory is sold). */
 export function memory(v: string): number {
-  const n = bytes.parse(v.replace(/i?b$/i, 'b'))
+  const s = v.trim()
+  // A bare number is nearly always a forgotten unit (24 meaning 24 GB), never a sensible budget in bytes.
+  if (/^\d+(\.\d+)?$/.test(s)) throw new InvalidArgumentError(`give a unit, e.g. ${s}GB (a bare number would be ${s} bytes)`)
+  // bytes wants "gb": accept "GiB" and a bare "g" as well (bytes would read "8g" as 8 bytes).
+  const m = /^(\d+(?:\.\d+)?) *([kmgtp])(?:i?b)?$/i.exec(s)
+  const n = m !== null ? bytes.parse(`${m[1]}${m[2]}b`) : /^\d+(\.\d+)? *b$/i.test(s) ? bytes.parse(s) : null
   if (n === null || !(n > 0)) throw new InvalidArgumentError('expected a size such as 24GB or 512MB')
   return n
 }

@@ -41,6 +41,19 @@ export function registerPlan(program: Command): void {
     })
 }
 
+/**
+ * "68.98 B", "30.41 M", "239.17 K (239,168)": the scale that fits, since a tiny model's count in
+ * billions reads 0.00. The exact count is added below a million, where the rounding shows.
+ */
+export function formatCount(n: number): string {
+  for (const [unit, scale] of [
+    ['B', 1e9],
+    ['M', 1e6]
+  ] as const)
+    if (n >= scale) return `${(n / scale).toFixed(2)} ${unit}`
+  return n >= 1e3 ? `${(n / 1e3).toFixed(2)} K (${n.toLocaleString('en-US')})` : String(n)
+}
+
 /** What a plan was made for. */
 export interface PlanInput {
   name: string
@@ -52,10 +65,10 @@ export interface PlanInput {
 }
 
 export function describePlan({ name, config: c, dtype, budget, context, sessions }: PlanInput, p: MemoryPlan): string {
-  const params = paramCount(c)
+  const params = formatCount(paramCount(c))
   const nodes = Number.isFinite(p.shardsForModel) ? `${p.shardsForModel} node(s) like this one` : 'not even one layer fits here'
   return [
-    `${name}: ${(params / 1e9).toFixed(2)} B parameters, ${c.nLayers} layers, dim ${c.dim}, ${c.nHeads} heads / ${c.nKvHeads} kv heads`,
+    `${name}: ${params} parameters, ${c.nLayers} layers, dim ${c.dim}, ${c.nHeads} heads / ${c.nKvHeads} kv heads`,
     `budget ${fmt(budget)}, reserve ${fmt(p.reserve)} (runtime, CUDA context, activations) → usable ${fmt(p.usable)}`,
     `per layer: weights ${fmt(p.weightsPerLayer)} (${dtype}) + KV cache ${fmt(p.kvPerLayer)} (${sessions} session(s) × ${context} tokens) ` +
       `= ${fmt(p.perLayer)}`,

@@ -5,7 +5,7 @@
 import type { Command } from 'commander'
 import bytes from 'bytes'
 import { startRelay } from '../../relay/relay.js'
-import { HTTP_DEFAULTS, RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
+import { HTTP_DEFAULTS, RELAY_DEFAULTS, RELAY_PORTS, parseIceServer } from '../../relay/config.js'
 import { WEB_ROOT } from '../config.js'
 import { evmConfig, ledgerOptions, readStakeFile, type LedgerFlags } from './ledger-options.js'
 import { int, memory } from './options.js'
@@ -16,6 +16,8 @@ interface RelayFlags extends LedgerFlags {
   port: number
   p2pPort: number
   host: string
+  announce?: string[]
+  iceServer?: string[]
   model?: string[]
   web: string
   joinStake: number
@@ -32,7 +34,12 @@ export function registerRelay(program: Command): void {
     .description('run the relay: libp2p bootstrap and circuit relay, peer registry, HTTP API and pages')
     .option('--port <n>', 'HTTP port (0 = any free port)', int(0), RELAY_PORTS.http)
     .option('--p2p-port <n>', 'libp2p WebSocket port (0 = any free port)', int(0), RELAY_PORTS.p2p)
-    .option('--host <ip>', 'address to listen on', RELAY_DEFAULTS.host)
+    .option('--host <ip>', 'address to listen on (0.0.0.0: every interface, for a public relay)', RELAY_DEFAULTS.host)
+    .option(
+      '--announce <multiaddrs...>',
+      'addresses to give out instead of the listening ones, e.g. /dns4/relay.example.org/tcp/443/wss behind a TLS terminator'
+    )
+    .option('--ice-server <urls...>', "STUN/TURN servers for tabs' WebRTC (stun:HOST:PORT, turn:USER:PASS@HOST:PORT)")
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
     .option('--join-stake <n>', 'stake every new peer on its first announce (open test networks: keys are free)', int(0), RELAY_DEFAULTS.joinStake)
@@ -54,6 +61,8 @@ export function registerRelay(program: Command): void {
       httpPort: o.port,
       p2pPort: o.p2pPort,
       host: o.host,
+      announce: o.announce,
+      iceServers: o.iceServer?.map(parseIceServer),
       models: o.model,
       webRoot: o.web,
       ledger: o.ledgerFile,

@@ -7,13 +7,14 @@ import type { Command } from 'commander'
 import { InvalidArgumentError, Option } from 'commander'
 import cliProgress from 'cli-progress'
 import { writeFile } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { dirname, relative } from 'node:path'
 import { InputError } from '../../shared/errors.js'
 import { logger } from '../../shared/log.js'
 import { ZK_MODELS, randomInputs } from '../../shared/zk/model.js'
 import { dequantizeOutput, quantizeInput } from '../../shared/zk/quantize.js'
 import { releaseZkWorkers, verifyZkProof } from '../../shared/zk/verify.js'
-import type { ProgressFn } from '../../host/zk/progress.js'
+import { DEFAULT_CACHE } from '../../host/zk/cache.js'
+import { STAGE_STARTS, type ProgressFn } from '../../host/zk/progress.js'
 import { seededZkModel, setupZkModel, type ZkSetup } from '../../host/zk/setup.js'
 import { int } from './options.js'
 
@@ -28,8 +29,13 @@ interface ModelOptions {
 }
 
 function modelOptions(cmd: Command): Command {
+  // tiny by default: its first set-up takes ~1 min, small's ~20 (cached after, in either case).
   return cmd
-    .addOption(new Option('--model <name>', 'seeded model').choices(Object.keys(ZK_MODELS)).default('small'))
+    .addOption(
+      new Option('--model <name>', 'seeded model: tiny (set-up ~1 min) or small (~20 min on 2 cores the first time)')
+        .choices(Object.keys(ZK_MODELS))
+        .default('tiny')
+    )
     .option('--seed <n>', "seed of the model's weights", int(0), 0)
     .option('--committed', 'make only a Poseidon hash of the input public, not the input')
     .option('--cache <dir>', 'cache folder inside the checkout (default .cache/zk)')
@@ -95,12 +101,19 @@ async function setup(o: ModelOptions): Promise<ZkSetup> {
   const options = { format: '{label} {bar} {percentage}%', stream: process.stderr, hideCursor: true, clearOnComplete: true }
   const bar = new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic)
   const progress: ProgressFn = (p) => {
-    if (p.fraction === 0) bar.start(1000, 0, { label: p.label })
-    else bar.update(Math.round(p.fraction * 1000))
+    if (p.fraction === 0) {
+      // A line per start: the bar is drawn only on a terminal, and some stages never move it.
+      log.info(`… ${STAGE_STARTS[p.stage]}`)
+      bar.start(1000, 0, { label: p.label })
+    } else bar.update(Math.round(p.fraction * 1000))
     if (p.ms !== undefined) {
       bar.stop()
       log.info(`${p.label}: ${secs(p.ms)}`)
     }
+  }
+  if (o.model === 'small') {
+    const cache = relative(process.cwd(), o.cache ?? DEFAULT_CACHE) || '.'
+    log.info(`model small: its first set-up takes ~20 minutes on 2 cores (then it is cached in ${cache}); --model tiny takes ~1 min`)
   }
   try {
     const model = seededZkModel(o.model, { seed: o.seed, input: o.committed === true ? 'committed' : 'public' })

@@ -17,6 +17,20 @@ export const STAGE_LABELS: Record<SetupStage, string> = {
   'export-vk': 'verification key: export'
 }
 
+/**
+ * What each stage is doing, as a start line: several (compile, new accumulator, key export) log
+ * nothing snarkjs can turn into a fraction, so without it a long stage would look hung.
+ */
+export const STAGE_STARTS: Record<SetupStage, string> = {
+  compile: 'compiling the circuit (circom)',
+  'ptau-new': 'starting a new powers-of-tau accumulator',
+  'ptau-contribute': 'contributing random entropy to the powers of tau',
+  'ptau-prepare': 'preparing the powers of tau for phase 2 (Lagrange basis; the longest step)',
+  'zkey-new': 'making the Groth16 proving key',
+  'zkey-contribute': 'contributing random entropy to the Groth16 keys (phase 2)',
+  'export-vk': 'exporting the verification key'
+}
+
 export interface SetupProgress {
   stage: SetupStage
   label: string

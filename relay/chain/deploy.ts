@@ -5,8 +5,7 @@
  * (default .tessera/chain.json) for `openEvmLedger` and the CLI.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { dirname } from 'node:path'
 import type { Address, Hex } from 'viem'
 import { InputError } from '../../shared/errors.js'
 import { DEFAULT_RULES, type LedgerRules } from '../../shared/ledger/types.js'
@@ -16,8 +15,11 @@ import { connect, deployContract, write, zkModelId, type ChainConfig, type Clien
 import { stakeArtifact, verifierArtifact } from './compile.js'
 import { CHAIN_DEFAULTS } from '../config.js'
 
-/** The deployment file in this checkout (whatever the working directory). */
-export const DEFAULT_DEPLOYMENT = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'), CHAIN_DEFAULTS.deploymentFile)
+/**
+ * The deployment file, relative to the working directory (where the relay's --chain looks too);
+ * kept relative so help texts show `.tessera/chain.json`, not this machine's path.
+ */
+export const DEFAULT_DEPLOYMENT = CHAIN_DEFAULTS.deploymentFile
 
 export const DEFAULT_WITHDRAW_DELAY = CHAIN_DEFAULTS.withdrawDelayS
 

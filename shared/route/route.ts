@@ -70,7 +70,9 @@ export function findRoute(peers: Capability[], from: number, to: number, costs: 
   if (!dist.has(to)) {
     const reached = Math.max(...[...dist.keys()])
     const who = k > 1 ? `no ${k} distinct live peers serve` : 'no live peer serves'
-    throw new NoRouteError(`${who} layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known`)
+    // Redundancy the network cannot give is fixed by the operator (more nodes) or the caller (smaller k): say both.
+    const hint = k > 1 ? `: start more nodes serving these layers (tessera node …), or ask for fewer (--k ${k - 1})` : ''
+    throw new NoRouteError(`${who} layers from ${reached} on (needed [${from}, ${to})); ${peers.length} peer(s) known${hint}`)
   }
   const route: RouteHop[] = []
   for (let b = to; b !== from; ) {

@@ -4,92 +4,121 @@
  *
  *   npm run bench                 all sections
  *   npm run bench -- spine        one section (spine, int4, …)
+ *   npm run bench -- --help       the sections, one line each
+ *
+ * A section that throws is reported and the next one runs; the exit code is 1 if any failed.
  */
 import '../../host/shim.js'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
-import { paramCount, preset } from '../../shared/model/config.js'
-import { benchDecode } from './spine.js'
-import { int4Accuracy } from './int4.js'
-import { benchNetwork } from './network.js'
-import { benchBrowser } from './browser.js'
-import { benchVerify } from './verify.js'
-import { benchZk } from './zk.js'
-import { benchChain } from './chain.js'
-import { randomWeights } from '../../shared/model/random.js'
-import { REPO, STORIES } from '../helpers/paths.js'
-import { stories } from '../helpers/reference.js'
 import { existsSync, readFileSync } from 'node:fs'
+import { paramCount, preset } from '../../shared/model/config.js'
+import { REPO, STORIES } from '../helpers/paths.js'
 
 const CACHE = join(REPO, '.cache', 'bench')
 const OUT = join(REPO, 'bench-results')
 
-const sections: Record<string, () => Promise<Record<string, unknown>>> = {
-  async spine() {
-    const rows = []
-    for (const dtype of ['fp32', 'int4'] as const) {
-      const r = await benchDecode(CACHE, 'small', dtype)
-      r.params = paramCount(preset('small'))
-      rows.push(r)
-      console.log(
-        `small ${dtype}: ${r.tokensPerSecond.toFixed(1)} tokens/s decode, ${r.msPerLayerPerToken.toFixed(3)} ms/layer/token` +
-          `, prefill ${r.promptTokens} tokens ${r.prefillMs.toFixed(1)} ms, load ${r.loadMs.toFixed(0)} ms (${r.device})`
-      )
+interface Section {
+  /** One line for --help. */
+  about: string
+  run: () => Promise<Record<string, unknown>>
+}
+
+// Each section imports its own code when it runs, so --help and a single section load only what they need.
+const sections: Record<string, Section> = {
+  spine: {
+    about: 'greedy decode of the small preset on onnxruntime-node, fp32 and int4, whole model in one process',
+    async run() {
+      const { benchDecode } = await import('./spine.js')
+      const rows = []
+      for (const dtype of ['fp32', 'int4'] as const) {
+        const r = await benchDecode(CACHE, 'small', dtype)
+        r.params = paramCount(preset('small'))
+        rows.push(r)
+        console.log(
+          `small ${dtype}: ${r.tokensPerSecond.toFixed(1)} tokens/s decode, ${r.msPerLayerPerToken.toFixed(3)} ms/layer/token` +
+            `, prefill ${r.promptTokens} tokens ${r.prefillMs.toFixed(1)} ms, load ${r.loadMs.toFixed(0)} ms (${r.device})`
+        )
+      }
+      return { decode: rows }
     }
-    return { decode: rows }
   },
 
-  async int4() {
-    const models: Array<[string, () => Promise<import('../../shared/model/weights.js').WeightSource>]> = [
-      ['tiny', async () => randomWeights(preset('tiny'), 3)],
-      ['small', async () => randomWeights(preset('small'), 3)]
-    ]
-    if (existsSync(STORIES)) models.push(['stories260K', stories])
-    const rows = []
-    for (const [name, open] of models) {
-      const r = await int4Accuracy(name, await open())
-      rows.push(r)
-      console.log(
-        `${name}: int4 logits relative RMS error max ${r.relRmsMax.toFixed(3)} mean ${r.relRmsMean.toFixed(3)}` +
-          `; top-1 agrees ${r.top1Agree}/${r.steps}; fp32 top-1 in int4 top-5 ${r.fp32Top1InInt4Top5}/${r.steps}`
-      )
+  int4: {
+    about: 'int4 vs fp32 logits on the same weights: relative RMS error, top-1/top-5 agreement',
+    async run() {
+      const { int4Accuracy } = await import('./int4.js')
+      const { randomWeights } = await import('../../shared/model/random.js')
+      const { stories } = await import('../helpers/reference.js')
+      const models: Array<[string, () => Promise<import('../../shared/model/weights.js').WeightSource>]> = [
+        ['tiny', async () => randomWeights(preset('tiny'), 3)],
+        ['small', async () => randomWeights(preset('small'), 3)]
+      ]
+      if (existsSync(STORIES)) models.push(['stories260K', stories])
+      const rows = []
+      for (const [name, open] of models) {
+        const r = await int4Accuracy(name, await open())
+        rows.push(r)
+        console.log(
+          `${name}: int4 logits relative RMS error max ${r.relRmsMax.toFixed(3)} mean ${r.relRmsMean.toFixed(3)}` +
+            `; top-1 agrees ${r.top1Agree}/${r.steps}; fp32 top-1 in int4 top-5 ${r.fp32Top1InInt4Top5}/${r.steps}`
+        )
+      }
+      return { accuracy: rows }
     }
-    return { accuracy: rows }
   },
 
-  async network() {
-    return await benchNetwork(CACHE)
+  network: {
+    about: 'decode through 2 and 4 native nodes on loopback vs one process, and the per-hop overhead',
+    run: async () => await (await import('./network.js')).benchNetwork(CACHE)
   },
 
-  async browser() {
-    return await benchBrowser(CACHE)
+  browser: {
+    about: 'one shard in Chromium (WASM, WebGPU) vs onnxruntime-node, and time from Contribute to the first request',
+    run: async () => await (await import('./browser.js')).benchBrowser(CACHE)
   },
 
-  async verify() {
-    return await benchVerify(CACHE)
+  verify: {
+    about: "what verification costs: receipts' share of a hop, bytes per token, redundant and spot latency",
+    run: async () => await (await import('./verify.js')).benchVerify(CACHE)
   },
 
-  async zk() {
-    return await benchZk()
+  zk: {
+    about: 'zero-knowledge mode per model size: constraints, trusted setup, proving and verification times, sizes',
+    run: async () => await (await import('./zk.js')).benchZk()
   },
 
-  async chain() {
-    return await benchChain()
+  chain: {
+    about: 'the EVM ledger on a local anvil: gas per call and the latency of each ledger call',
+    run: async () => await (await import('./chain.js')).benchChain()
   },
 
-  async escape() {
-    const { benchEscape } = await import('./escape.js')
-    return await benchEscape()
+  escape: {
+    about: "how often colluding peers get wrong tokens accepted, measured beside the formula's prediction",
+    run: async () => await (await import('./escape.js')).benchEscape()
   },
 
-  async chaos() {
-    const { benchChaos } = await import('./chaos.js')
-    return await benchChaos(CACHE)
+  chaos: {
+    about: 'the adversarial attacks against a real multi-process network while honest clients keep asking',
+    run: async () => await (await import('./chaos.js')).benchChaos(CACHE)
   }
 }
 
-const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'))
+const args = process.argv.slice(2)
+const known = Object.keys(sections)
+if (args.includes('--help') || args.includes('-h')) {
+  const width = Math.max(...known.map((n) => n.length))
+  console.log('usage: npm run bench [-- SECTION...]   (no section: all of them)\n\nsections:')
+  for (const [name, s] of Object.entries(sections)) console.log(`  ${name.padEnd(width)}  ${s.about}`)
+  process.exit(0)
+}
+const wanted = args.filter((a) => !a.startsWith('-'))
+const unknown = wanted.filter((w) => !known.includes(w))
+if (unknown.length > 0) {
+  console.error(`unknown bench section(s) ${unknown.join(', ')}; known sections: ${known.join(', ')}`)
+  process.exit(2)
+}
 // Sections run alone update their part of an earlier bench.json instead of erasing the rest.
 const previous = existsSync(join(OUT, 'bench.json')) ? JSON.parse(readFileSync(join(OUT, 'bench.json'), 'utf8')) : {}
 const results: Record<string, unknown> = {
@@ -97,11 +126,23 @@ const results: Record<string, unknown> = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version }
 }
-for (const [name, run] of Object.entries(sections)) {
+const failed: string[] = []
+for (const [name, section] of Object.entries(sections)) {
   if (wanted.length > 0 && !wanted.includes(name)) continue
   console.log(`\n== ${name} ==`)
-  results[name] = await run()
+  // One broken section must not lose the others' minutes of measurement.
+  try {
+    results[name] = await section.run()
+  } catch (err) {
+    failed.push(name)
+    console.error(`section ${name} failed: ${err instanceof Error ? err.message : String(err)}`)
+    if (err instanceof Error && err.stack !== undefined) console.error(err.stack)
+  }
 }
 await mkdir(OUT, { recursive: true })
 await writeFile(join(OUT, 'bench.json'), JSON.stringify(results, null, 2) + '\n')
 console.log(`\nwrote ${join(OUT, 'bench.json')}`)
+if (failed.length > 0) {
+  console.error(`${failed.length} section(s) failed: ${failed.join(', ')}`)
+  process.exitCode = 1
+}

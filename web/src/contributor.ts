@@ -62,9 +62,10 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
     const chosen = await detectBackend(o.backend ?? 'auto', biggest)
     onEvent({ type: 'backend', ...chosen })
 
-    const { addrs } = await getJson<{ addrs: string[] }>(`${relay}/api/relay`)
+    // STUN/TURN servers come from the relay (tessera relay --ice-server): a tab behind NAT needs them for WebRTC.
+    const { addrs, iceServers } = await getJson<{ addrs: string[]; iceServers?: RTCIceServer[] }>(`${relay}/api/relay`)
     const key = await tabKey()
-    const { node, relay: relayAddr } = await createTabPeer({ relayAddrs: addrs, privateKey: key, listen: true })
+    const { node, relay: relayAddr } = await createTabPeer({ relayAddrs: addrs, privateKey: key, listen: true, iceServers })
     let shards: ShardEntry[]
     try {
       shards =

@@ -193,8 +193,9 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
     throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
   })
   if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
-  const { addrs } = (await res.json()) as { addrs: string[] }
-  const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers })
+  // The relay names the STUN/TURN servers its network uses (tessera relay --ice-server); the app's own win.
+  const { addrs, iceServers } = (await res.json()) as { addrs: string[]; iceServers?: RTCIceServer[] }
+  const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers ?? iceServers })
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
   const refresh = setInterval(() => {
