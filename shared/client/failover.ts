@@ -51,6 +51,8 @@ export class Failover {
   async run<T>(slot: Slot, o: Attempt, job: (hop: RemoteHop, fresh: boolean) => Promise<T>): Promise<{ hop: RemoteHop; value: T }> {
     const failures = new Map<string, number>()
     const skip = o.skip ?? []
+    // A lane's own hop stays in slot.lanes until the job is done: its replacement must not count it as busy.
+    const replacing = o.hop
     let hop = o.hop
     let retries = 0
     let dials = 0
@@ -58,7 +60,7 @@ export class Failover {
     for (;;) {
       const fresh = hop === undefined
       try {
-        hop ??= await this.draw(slot, skip, failures)
+        hop ??= await this.draw(slot, skip, failures, replacing)
         return { hop, value: await job(hop, fresh) }
       } catch (err) {
         // Everyone left has failed this job: say what the last one did, beside "no route".
@@ -78,12 +80,12 @@ export class Failover {
   }
 
   /** A replacement: not a peer that failed this job while someone else serves the layers, never one that failed it twice. */
-  private async draw(slot: Slot, skip: string[], failures: Map<string, number>): Promise<RemoteHop> {
+  private async draw(slot: Slot, skip: string[], failures: Map<string, number>, replacing?: RemoteHop): Promise<RemoteHop> {
     try {
-      return await this.o.pick.exact(slot, [...skip, ...failures.keys()])
+      return await this.o.pick.exact(slot, [...skip, ...failures.keys()], replacing)
     } catch (err) {
       if (!(err instanceof NoRouteError) || failures.size === 0) throw err
-      return await this.o.pick.exact(slot, [...skip, ...[...failures].filter(([, n]) => n >= 2).map(([p]) => p)])
+      return await this.o.pick.exact(slot, [...skip, ...[...failures].filter(([, n]) => n >= 2).map(([p]) => p)], replacing)
     }
   }
 
@@ -106,6 +108,7 @@ export class Failover {
   /** `none`: no peer serves exactly the slot's layers any more; route them again (maybe over several peers) and replay. */
   async recut(slot: Slot, input: HopInput, cause: HopError): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[] }> {
     const failed = new Set([cause.peer])
+    let lastFailure = cause
     for (let attempt = 0; ; attempt++) {
       const fresh: Slot[] = []
       try {
@@ -126,7 +129,10 @@ export class Failover {
         return { used: answerOf(last, out!, seqOf(input), this.o.ledger.weight(last.peer.peer)), hops, slots: fresh }
       } catch (err) {
         for (const s of fresh) s.lanes[0].close()
+        // Nobody is left once the failed peers are set aside: say what the last of them did, beside "no route".
+        if (err instanceof NoRouteError) throw new NoRouteError(`${err.message}; the last peer tried failed: ${lastFailure.message}`)
         if (!(err instanceof HopError)) throw err
+        lastFailure = err
         this.failed(err, slot.layers)
         failed.add(err.peer)
         if (attempt >= this.o.maxRetries) throw err

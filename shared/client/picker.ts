@@ -71,9 +71,12 @@ export class PeerPicker {
   /**
    * A hop on a peer that serves exactly the slot's layers and is not in it already (nor in
    * `skip`). Drawn at random among the cheaper ones, so a cheater cannot tell who checks it.
+   * `replacing`: the lane this hop replaces, which does not keep its peer busy (a failed lane's
+   * peer is kept out through `skip`, and asked again, fresh, where nobody else serves the layers).
    */
-  async exact(slot: Slot, skip: Iterable<string> = []): Promise<RemoteHop> {
-    const busy = new Set([...skip, ...slot.lanes.map((h) => h.peer.peer), ...(slot.checker === undefined ? [] : [slot.checker.hop.peer.peer])])
+  async exact(slot: Slot, skip: Iterable<string> = [], replacing?: RemoteHop): Promise<RemoteHop> {
+    const lanes = slot.lanes.filter((h) => h !== replacing)
+    const busy = new Set([...skip, ...lanes.map((h) => h.peer.peer), ...(slot.checker === undefined ? [] : [slot.checker.hop.peer.peer])])
     const { ok, fallback } = await this.candidates(busy)
     let servers = serversOf(ok, slot.layers, this.d.costs)
     if (servers.length === 0) servers = serversOf(fallback, slot.layers, this.d.costs)
