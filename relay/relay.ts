@@ -26,6 +26,7 @@ import { createMetricsRegistry } from './metrics.js'
 import { openSqliteLedger } from './ledger-sqlite.js'
 import { ledgerEvidenceChecker } from './evidence.js'
 import { samplingSetups, zkEntriesOf } from './zk.js'
+import { pickRelayAddr } from '../shared/route/relay-addr.js'
 
 export type { RelayOptions } from './config.js'
 
@@ -163,7 +164,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   })
   const http = await serveHttp(app, { port: o.httpPort, host: o.host })
   const addrs = node.getMultiaddrs().map((a) => a.toString())
-  const addr = addrs.find((a) => a.includes('/ws/')) ?? addrs[0]
+  const addr = pickRelayAddr(addrs, false) ?? addrs[0]
   const httpUrl = `http://${o.host}:${http.port}`
   log.info(`relay ${addr}`)
   log.info(`HTTP ${httpUrl}`)

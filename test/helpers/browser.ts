@@ -2,7 +2,7 @@
  * Debian's Chromium driven by Playwright, with the flags and permissions that make WebGPU
  * (software adapter) and tab-to-tab WebRTC work on a loopback-only host (notes/platform.md).
  */
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core'
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { REPO } from './paths.js'
@@ -30,9 +30,9 @@ export async function launch(): Promise<Browser> {
   })
 }
 
-/** A context whose pages may use WebRTC host candidates on loopback (needs the media permissions). */
-export async function context(browser: Browser, origin: string): Promise<BrowserContext> {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } })
+/** A context whose pages may use WebRTC host candidates on loopback (needs the media permissions); `options` adds to Playwright's (e.g. ignoreHTTPSErrors). */
+export async function context(browser: Browser, origin: string, options: BrowserContextOptions = {}): Promise<BrowserContext> {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...options })
   await ctx.grantPermissions(['camera', 'microphone'], { origin })
   return ctx
 }

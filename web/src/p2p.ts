@@ -14,6 +14,7 @@ import { ping } from '@libp2p/ping'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { TesseraError } from '../../shared/errors.js'
+import { pickRelayAddr } from '../../shared/route/relay-addr.js'
 
 /** How long the relay may take to grant the reservation that makes a tab reachable. */
 const RESERVATION_TIMEOUT_MS = 15_000
@@ -29,7 +30,7 @@ export interface TabPeerNetOptions {
 }
 
 export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2p; relay: string }> {
-  const relay = o.relayAddrs.find((a) => a.includes('/ws/')) ?? o.relayAddrs[0]
+  const relay = pickRelayAddr(o.relayAddrs, globalThis.location?.protocol === 'https:')
   if (relay === undefined) throw new TesseraError('CONFIG', 'the relay offers no address a browser can dial; start it with a WebSocket (/ws) listener')
   const node = await createLibp2p({
     privateKey: o.privateKey,
