@@ -1,6 +1,6 @@
 /**
  * Browser peers end to end, in Debian's Chromium: stories260K in 3 shards; one tab serves
- * layers [0,2) on WebGPU (the software adapter), one tab [2,4) on WASM, a native node [4,5).
+ * layers [0,2) on WebGPU (the software adapter), one tab [2,4) on WASM with two threads, a native node [4,5).
  * A playground tab generates the reference prompts through all three device kinds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -99,8 +99,11 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
   it('a WebGPU tab and a WASM tab serve layers; the playground gets the reference ids through all three device kinds', async () => {
     const gpu = await contribute('layers=0-2&backend=webgpu')
     expect(await gpu.page.textContent('#backend')).toMatch(/^webgpu/)
-    const wasm = await contribute('layers=2-4&backend=wasm')
+    // Two WASM threads: the relay's COOP/COEP make the page cross-origin isolated, so SharedArrayBuffer exists.
+    const wasm = await contribute('layers=2-4&backend=wasm&threads=2')
     expect(await wasm.page.textContent('#backend')).toMatch(/^wasm/)
+    expect(await wasm.page.evaluate(() => crossOriginIsolated)).toBe(true)
+    expect(await wasm.page.getAttribute('#stat-threads', 'data-threads')).toBe('2')
     await waitFor(async () => (await api(http, '/api/network')).models[0]?.coverage.every((c: number) => c > 0))
 
     playgroundPage = await ctx.newPage()

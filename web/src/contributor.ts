@@ -15,6 +15,7 @@ import { layersThatFit, type MemoryBudget } from '../../shared/node/memory.js'
 import { otherPeers } from '../../shared/node/peers.js'
 import { startPeerService } from '../../shared/node/service.js'
 import { loadShardBrowser, type Backend } from './runtime/ort-browser.js'
+import { pageWasmThreads } from './runtime/threads.js'
 import { createTabPeer } from './p2p.js'
 import { detectBackend, type AdapterInfo } from './gpu.js'
 import { fetchShard } from './shard-cache.js'
@@ -26,6 +27,8 @@ export interface ContributorOptions {
   backend?: Backend | 'auto'
   layers?: [number, number]
   memoryBytes?: number
+  /** WASM threads at most (the visitor's allowance); by default half the cores, at most 4 (runtime/threads.ts). */
+  threads?: number
 }
 
 export type ContributorEvent =
@@ -34,7 +37,7 @@ export type ContributorEvent =
   | { type: 'download'; file: string; loaded: number; total: number; cached: boolean }
   | { type: 'refused'; file: string; reason: string }
   | { type: 'loading' }
-  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number }
+  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number; threads: number; isolated: boolean }
   | { type: 'stats'; requests: number; steps: number; tokens: number; msPerStep: number; sessions: number; uptimeMs: number; reputation: number | null }
   | { type: 'stopped' }
   | { type: 'error'; message: string }
@@ -61,6 +64,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
     const biggest = Math.max(c.dim * c.hiddenDim, c.vocabSize * c.dim) * 4
     const chosen = await detectBackend(o.backend ?? 'auto', biggest)
     onEvent({ type: 'backend', ...chosen })
+    const threads = pageWasmThreads(o.threads)
 
     // STUN/TURN servers come from the relay (tessera relay --ice-server): a tab behind NAT needs them for WebRTC.
     const { addrs, iceServers } = await getJson<{ addrs: string[]; iceServers?: RTCIceServer[] }>(`${relay}/api/relay`)
@@ -86,7 +90,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
         for (const shard of run) {
           const files = await fetchShard(relay, shard, (p) => onEvent({ type: 'download', ...p }))
           onEvent({ type: 'loading' })
-          runners.push(await loadShardBrowser(files, shard, c, chosen.backend, { wasmPaths: `${relay}/ort/` }))
+          runners.push(await loadShardBrowser(files, shard, c, chosen.backend, { wasmPaths: `${relay}/ort/`, threads }))
         }
         return runners
       } catch (err) {
@@ -106,7 +110,15 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
       log: pageLog(onEvent)
     })
     const peer = node.peerId.toString()
-    onEvent({ type: 'ready', peer, layers: service.layers, backend: chosen.backend, msPerLayer: service.msPerLayer })
+    onEvent({
+      type: 'ready',
+      peer,
+      layers: service.layers,
+      backend: chosen.backend,
+      msPerLayer: service.msPerLayer,
+      threads,
+      isolated: globalThis.crossOriginIsolated === true
+    })
 
     const started = Date.now()
     const { stats } = service

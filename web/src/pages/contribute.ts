@@ -1,7 +1,7 @@
 /**
  * The Contribute page: lends this tab to the network through startContributor and shows each
  * stage (backend, download, load, serving) as it happens. URL parameters for operators and
- * tests: layers=A-B, backend=webgpu|wasm, memory=512MB, autostart=1.
+ * tests: layers=A-B, backend=webgpu|wasm, memory=512MB, threads=N, autostart=1.
  */
 import { startContributor, type Backend, type Contributor, type ContributorEvent, type ContributorOptions } from '../contributor.js'
 import { TesseraError } from '../../../shared/errors.js'
@@ -45,6 +45,7 @@ const backendParam = params.get('backend')
 if (backendParam === 'webgpu' || backendParam === 'wasm') ui.backendChoice.value = backendParam
 const memoryParam = parseBytes(params.get('memory'))
 if (memoryParam !== undefined) ui.memory.value = String(Math.round(memoryParam / MB))
+const threadsParam = /^[1-9][0-9]?$/.test(params.get('threads') ?? '') ? Number(params.get('threads')) : undefined
 if (layers !== undefined) ui.layersChoice.textContent = `Layers: ${layerRange(layers)} (from the URL).`
 
 ui.start.addEventListener('click', () => {
@@ -75,6 +76,7 @@ async function start(): Promise<void> {
     relay: relayOrigin(),
     backend: choice === 'webgpu' || choice === 'wasm' ? choice : 'auto',
     memoryBytes: Math.max(1, Number(ui.memory.value) || 512) * MB,
+    ...(threadsParam !== undefined ? { threads: threadsParam } : {}),
     ...(layers !== undefined ? { layers } : {})
   }
   try {
@@ -130,6 +132,11 @@ function onEvent(e: ContributorEvent): void {
       stat('peer').title = e.peer
       stat('layers').textContent = `${layerRange(e.layers)} (${formatMs(e.msPerLayer)} per layer, measured)`
       stat('backend').textContent = e.backend
+      stat('threads').textContent =
+        e.backend === 'wasm'
+          ? `${e.threads}${e.isolated ? '' : ' (this page is not cross-origin isolated)'}`
+          : `${e.threads} (WASM only; WebGPU runs on the GPU)`
+      stat('threads').dataset.threads = String(e.threads)
       return setState('serving', `serving layers ${layerRange(e.layers)}`)
     case 'stats':
       ui.stats.dataset.requests = String(e.requests)

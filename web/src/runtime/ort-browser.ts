@@ -13,6 +13,7 @@ export type Backend = 'webgpu' | 'wasm'
 export interface BrowserRuntimeOptions {
   /** Where the relay serves onnxruntime-web's .wasm/.mjs files (never a CDN). */
   wasmPaths: string
+  /** WASM threads (runtime/threads.ts chooses them); set once per page, by its first shard. */
   threads?: number
 }
 
@@ -28,7 +29,6 @@ export async function loadShardBrowser(
 ): Promise<ShardRunner> {
   if (!configured) {
     ort.env.wasm.wasmPaths = o.wasmPaths
-    // Threads need crossOriginIsolated (the relay sends COOP/COEP); one keeps a lent tab light.
     ort.env.wasm.numThreads = o.threads ?? 1
     configured = true
   }
