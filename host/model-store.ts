@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, writeFile, copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { WeightSource } from '../shared/model/weights.js'
-import { buildShard, type BuildProgress, type WeightDType } from '../shared/shard/build.js'
+import { buildShard, kvLayout, type BuildProgress, type KvLayout, type WeightDType } from '../shared/shard/build.js'
 import type { DataSink } from '../shared/shard/graph.js'
 import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
 import { checkManifest, modelRoot, shardHash, MANIFEST_FILE, type FileEntry, type Manifest, type ShardEntry } from '../shared/manifest.js'
@@ -27,6 +27,8 @@ export interface BuildOptions extends SplitOptions {
   /** Build only these shard indices (the manifest still lists them all when every one exists). */
   only?: number[]
   int4Accuracy?: number
+  /** How attention keeps its KV cache (default: GroupQueryAttention where the head size allows; see shard/build.ts). */
+  kv?: KvLayout
   progress?: (shard: number, ...rest: Parameters<BuildProgress>) => void
 }
 
@@ -44,7 +46,7 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
     const sink = await fileSink(join(dir, `${onnxName}.data`), `${onnxName}.data`)
     let graph: Uint8Array
     try {
-      graph = await buildShard(weights, { start, end, dtype, int4Accuracy: o.int4Accuracy }, sink, (...p) => o.progress?.(index, ...p))
+      graph = await buildShard(weights, { start, end, dtype, int4Accuracy: o.int4Accuracy, kv: o.kv }, sink, (...p) => o.progress?.(index, ...p))
     } finally {
       await sink.close()
     }
@@ -53,7 +55,16 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
       { name: onnxName, bytes: graph.byteLength, sha256: createHash('sha256').update(graph).digest('hex') },
       { name: sink.fileName, bytes: sink.bytes, sha256: sink.digest() }
     ]
-    shards.push({ index, layers: [start, end], dtype, files, sha256: shardHash(files), bytes: files[0].bytes + files[1].bytes })
+    const kv = kvLayout(o.kv)
+    shards.push({
+      index,
+      layers: [start, end],
+      dtype,
+      files,
+      sha256: shardHash(files),
+      bytes: files[0].bytes + files[1].bytes,
+      ...(kv === 'gqa' ? { kv } : {})
+    })
   }
   const copied = async (from: string | undefined, name: string): Promise<FileEntry | null> => {
     if (from === undefined) return null

@@ -62,7 +62,8 @@ export async function loadShardNode(modelPath: string, shard: ShardEntry, config
         const options = { ...base, executionProviders: ['cuda', 'cpu'] }
         const session = await ort.InferenceSession.create(modelPath, options)
         log.info(`shard ${shard.layers[0]}-${shard.layers[1]} on CUDA`)
-        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda', partLoader(modelPath, options))
+        // Not in place on CUDA until measured there: GroupQueryAttention's CUDA kernel is fp16/bf16, so an fp32 one runs on the CPU provider.
+        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda', partLoader(modelPath, options), { kvInPlace: false })
       } catch (err) {
         cudaFailure = (err as Error).message
       }
@@ -74,7 +75,8 @@ export async function loadShardNode(modelPath: string, shard: ShardEntry, config
   const session = await ort.InferenceSession.create(modelPath, options)
   const device: DeviceKind = 'cpu'
   log.debug(`shard ${shard.layers[0]}-${shard.layers[1]} on CPU`)
-  return new OrtShardRunner(ort.Tensor, session, shard, config, device, partLoader(modelPath, options))
+  // onnxruntime-node wraps JS buffers for inputs and preallocated outputs alike: the KV cache is updated in place.
+  return new OrtShardRunner(ort.Tensor, session, shard, config, device, partLoader(modelPath, options), { kvInPlace: true })
 }
 
 /**

@@ -20,6 +20,8 @@ export interface ShardEntry {
   /** sha256 over the files' raw sha256 digests, in order: the shard's identity on the network. */
   sha256: string
   bytes: number
+  /** Set when the graph keeps its KV cache with GroupQueryAttention (shard/build.ts KvLayout); absent: concat. */
+  kv?: 'gqa'
 }
 
 /** What a built model is: enough for any peer to check every byte it loads. */

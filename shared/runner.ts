@@ -34,6 +34,8 @@ export interface ShardSession {
   /** Tokens held in the KV cache. */
   readonly length: number
   forward(input: HopInput): Promise<HopOutput>
+  /** Forgets the cache from position `length` on (cheap: the rows stay, unread, and are overwritten). */
+  truncate(length: number): void
   close(): void
 }
 
@@ -63,7 +65,22 @@ export interface PartLoader {
 export interface OrtTensorCtor {
   new (type: 'float32', data: Float32Array, dims: readonly number[]): TypedTensor<'float32'>
   new (type: 'int64', data: BigInt64Array, dims: readonly number[]): TypedTensor<'int64'>
+  new (type: 'int32', data: Int32Array, dims: readonly number[]): TypedTensor<'int32'>
 }
+
+/**
+ * Runtime facts the runner cannot see from the session. `kvInPlace`: the runtime writes a
+ * preallocated output into the caller's own buffer (onnxruntime-node: inputs and outputs wrap JS
+ * memory), so a GroupQueryAttention cache can be fed as past and bound as present at once; where
+ * it cannot (onnxruntime-web copies every tensor into its heap and leaves preallocated CPU outputs
+ * unfilled), the present it returns is fed back as the next past.
+ */
+export interface RuntimeTraits {
+  kvInPlace: boolean
+}
+
+/** A GroupQueryAttention cache starts with room for this many positions and doubles when full. */
+const KV_FIRST_CAPACITY = 64
 
 /**
  * A ShardRunner over an onnxruntime InferenceSession that the runtime-specific module created
@@ -83,16 +100,150 @@ export class OrtShardRunner implements ShardRunner {
     readonly shard: ShardEntry,
     private readonly config: LlamaConfig,
     readonly device: DeviceKind,
-    private readonly partLoader?: PartLoader
+    private readonly partLoader?: PartLoader,
+    private readonly traits: RuntimeTraits = { kvInPlace: false }
   ) {
     if (partLoader !== undefined) this.runPart = async (layer, input) => await this.part(layer, input)
   }
 
   open(): ShardSession {
+    return this.session.inputNames.includes(io.SEQLENS_K) ? this.openGqa() : this.openConcat()
+  }
+
+  /** The step's inputs other than the cache: ids or hidden states, and positions from `length` on. */
+  private stepFeeds(input: HopInput, length: number): { feeds: Record<string, Tensor>; seq: number } {
     const { shard, config: c, Tensor } = this
     const [start, end] = shard.layers
     const first = start === 0
+    const feeds: Record<string, Tensor> = {}
+    let seq: number
+    if ('tokens' in input) {
+      if (!first) throw new InputError(`shard ${start}-${end} takes hidden states, not token ids`)
+      seq = input.tokens.length
+      for (const t of input.tokens) {
+        if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
+      }
+      feeds[io.INPUT_IDS] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
+    } else {
+      if (first) throw new InputError(`shard ${start}-${end} takes token ids, not hidden states`)
+      seq = input.seq
+      if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
+      feeds[io.HIDDEN_IN] = new Tensor('float32', input.hidden, [1, seq, c.dim])
+    }
+    if (seq < 1) throw new InputError('a step needs at least one token')
+    if (length + seq > c.maxSeqLen) throw new InputError(`context of ${length + seq} tokens exceeds the model's ${c.maxSeqLen}`)
+    const positions = new BigInt64Array(seq)
+    for (let i = 0; i < seq; i++) positions[i] = BigInt(length + i)
+    feeds[io.POSITION_IDS] = new Tensor('int64', positions, [1, seq])
+    return { feeds, seq }
+  }
+
+  /** The hop's result from a run's outputs. */
+  private hopOutput(out: InferenceSession.OnnxValueMapType, seq: number): HopOutput {
+    const { shard, config: c } = this
+    const [start, end] = shard.layers
     const last = end === c.nLayers
+    const result = out[last ? io.LOGITS : io.HIDDEN_OUT]
+    const layers = this.session.outputNames.includes(io.layerOut(start))
+      ? Array.from({ length: end - start }, (_, i) => out[io.layerOut(start + i)].data as Float32Array)
+      : undefined
+    return {
+      data: result.data as Float32Array,
+      seq,
+      width: last ? c.vocabSize : c.dim,
+      kind: last ? 'logits' : 'hidden',
+      ...(layers !== undefined ? { layers } : {})
+    }
+  }
+
+  /**
+   * A GroupQueryAttention session: one buffer per layer for keys and one for values,
+   * [1, nKv, capacity, hd], that the op updates in place where the runtime allows; positions past
+   * `length` are never read, so truncating is setting the length.
+   */
+  private openGqa(): ShardSession {
+    const { shard, config: c, Tensor } = this
+    const [start, end] = shard.layers
+    const hd = headDim(c)
+    const rowsOf = (t: Tensor): number => t.dims[2]
+    let cache = new Map<string, Tensor>()
+    const fresh = (capacity: number): Tensor => new Tensor('float32', new Float32Array(c.nKvHeads * capacity * hd), [1, c.nKvHeads, capacity, hd])
+    for (let l = start; l < end; l++) {
+      cache.set(io.pastKey(l), fresh(0))
+      cache.set(io.pastValue(l), fresh(0))
+    }
+    let length = 0
+    let closed = false
+
+    // Room for `total` positions: a bigger buffer (doubling, up to the model's context), the valid rows of each head copied over.
+    const reserve = (total: number): void => {
+      const capacity = rowsOf(cache.get(io.pastKey(start))!)
+      if (total <= capacity) return
+      let next = Math.max(KV_FIRST_CAPACITY, capacity)
+      while (next < total) next *= 2
+      next = Math.min(next, c.maxSeqLen)
+      const grown = new Map<string, Tensor>()
+      for (const [name, old] of cache) {
+        const t = fresh(next)
+        const from = old.data as Float32Array
+        const to = t.data as Float32Array
+        for (let h = 0; h < c.nKvHeads; h++) to.set(from.subarray(h * capacity * hd, (h * capacity + length) * hd), h * next * hd)
+        grown.set(name, t)
+      }
+      cache = grown
+    }
+
+    const forward = async (input: HopInput): Promise<HopOutput> => {
+      if (closed) throw new InputError('session is closed')
+      const { feeds, seq } = this.stepFeeds(input, length)
+      const total = length + seq
+      if (this.traits.kvInPlace) reserve(total)
+      for (const [name, t] of cache) feeds[name] = t
+      feeds[io.SEQLENS_K] = new Tensor('int32', Int32Array.of(total - 1), [1])
+      feeds[io.TOTAL_SEQUENCE_LENGTH] = new Tensor('int32', Int32Array.of(total), [])
+      let out: InferenceSession.OnnxValueMapType
+      if (this.traits.kvInPlace) {
+        // Present bound to the very buffers fed as past: the op writes the new rows into them. The
+        // copies the binding returns for these outputs are dropped.
+        const fetches: Record<string, Tensor | null> = Object.fromEntries(this.session.outputNames.map((n) => [n, null]))
+        for (let l = start; l < end; l++) {
+          fetches[io.presentKey(l)] = cache.get(io.pastKey(l))!
+          fetches[io.presentValue(l)] = cache.get(io.pastValue(l))!
+        }
+        out = await this.run(feeds, this.session, fetches)
+      } else {
+        out = await this.run(feeds)
+        const next = new Map<string, Tensor>()
+        for (let l = start; l < end; l++) {
+          next.set(io.pastKey(l), out[io.presentKey(l)])
+          next.set(io.pastValue(l), out[io.presentValue(l)])
+        }
+        cache = next
+      }
+      length = total
+      return this.hopOutput(out, seq)
+    }
+
+    return {
+      get length() {
+        return length
+      },
+      forward,
+      truncate(n: number) {
+        if (!Number.isInteger(n) || n < 0 || n > length) throw new InputError(`cannot truncate a ${length}-token cache to ${n}`)
+        length = n
+      },
+      close() {
+        closed = true
+        cache.clear()
+      }
+    }
+  }
+
+  /** A session over a `concat` graph: the whole past goes in each step and comes back grown. */
+  private openConcat(): ShardSession {
+    const { shard, config: c, Tensor } = this
+    const [start, end] = shard.layers
     const hd = headDim(c)
     const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
     let past = new Map<string, Tensor>()
@@ -105,27 +256,8 @@ export class OrtShardRunner implements ShardRunner {
 
     const forward = async (input: HopInput): Promise<HopOutput> => {
       if (closed) throw new InputError('session is closed')
-      const feeds: Record<string, Tensor> = Object.fromEntries(past)
-      let seq: number
-      if ('tokens' in input) {
-        if (!first) throw new InputError(`shard ${start}-${end} takes hidden states, not token ids`)
-        seq = input.tokens.length
-        for (const t of input.tokens) {
-          if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
-        }
-        feeds[io.INPUT_IDS] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
-      } else {
-        if (first) throw new InputError(`shard ${start}-${end} takes token ids, not hidden states`)
-        seq = input.seq
-        if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
-        feeds[io.HIDDEN_IN] = new Tensor('float32', input.hidden, [1, seq, c.dim])
-      }
-      if (seq < 1) throw new InputError('a step needs at least one token')
-      if (length + seq > c.maxSeqLen) throw new InputError(`context of ${length + seq} tokens exceeds the model's ${c.maxSeqLen}`)
-      const positions = new BigInt64Array(seq)
-      for (let i = 0; i < seq; i++) positions[i] = BigInt(length + i)
-      feeds[io.POSITION_IDS] = new Tensor('int64', positions, [1, seq])
-
+      const { feeds, seq } = this.stepFeeds(input, length)
+      for (const [name, t] of past) feeds[name] = t
       const out = await this.run(feeds)
       const next = new Map<string, Tensor>()
       for (let l = start; l < end; l++) {
@@ -134,17 +266,7 @@ export class OrtShardRunner implements ShardRunner {
       }
       past = next
       length += seq
-      const result = out[last ? io.LOGITS : io.HIDDEN_OUT]
-      const layers = this.session.outputNames.includes(io.layerOut(start))
-        ? Array.from({ length: end - start }, (_, i) => out[io.layerOut(start + i)].data as Float32Array)
-        : undefined
-      return {
-        data: result.data as Float32Array,
-        seq,
-        width: last ? c.vocabSize : c.dim,
-        kind: last ? 'logits' : 'hidden',
-        ...(layers !== undefined ? { layers } : {})
-      }
+      return this.hopOutput(out, seq)
     }
 
     return {
@@ -152,6 +274,17 @@ export class OrtShardRunner implements ShardRunner {
         return length
       },
       forward,
+      truncate(n: number) {
+        if (!Number.isInteger(n) || n < 0 || n > length) throw new InputError(`cannot truncate a ${length}-token cache to ${n}`)
+        // This layout's cache is exactly `length` rows: keep each head's first n.
+        for (const [name, t] of past) {
+          const from = t.data as Float32Array
+          const to = new Float32Array(c.nKvHeads * n * hd)
+          for (let h = 0; h < c.nKvHeads; h++) to.set(from.subarray(h * length * hd, (h * length + n) * hd), h * n * hd)
+          past.set(name, new Tensor('float32', to, [1, c.nKvHeads, n, hd]))
+        }
+        length = n
+      },
       close() {
         closed = true
         past.clear()
@@ -189,6 +322,8 @@ export class OrtShardRunner implements ShardRunner {
         if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
         feeds[name] = new Tensor('float32', input.hidden, [1, seq, c.dim])
       } else if (name.startsWith('past_')) feeds[name] = empty
+      else if (name === io.SEQLENS_K) feeds[name] = new Tensor('int32', Int32Array.of(seq - 1), [1])
+      else if (name === io.TOTAL_SEQUENCE_LENGTH) feeds[name] = new Tensor('int32', Int32Array.of(seq), [])
       else throw new InputError(`part ${layer} of shard [${a},${b}) needs ${name}, which this input does not carry`)
     }
     if ('tokens' in input) {
@@ -200,8 +335,12 @@ export class OrtShardRunner implements ShardRunner {
     return { data: out[partOutput(shard.layers, layer, last)].data as Float32Array, seq, width: head ? c.vocabSize : c.dim, kind: head ? 'logits' : 'hidden' }
   }
 
-  private async run(feeds: Record<string, Tensor>, session = this.session): Promise<InferenceSession.OnnxValueMapType> {
-    const result = this.queue.then(async () => await session.run(feeds))
+  private async run(
+    feeds: Record<string, Tensor>,
+    session = this.session,
+    fetches?: Record<string, Tensor | null>
+  ): Promise<InferenceSession.OnnxValueMapType> {
+    const result = this.queue.then(async () => await (fetches === undefined ? session.run(feeds) : session.run(feeds, fetches)))
     this.queue = result.catch(() => {})
     return await result
   }

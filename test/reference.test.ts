@@ -8,17 +8,24 @@ import { buildModel } from '../host/model-store.js'
 import { loadModel } from '../native-node/store.js'
 import { loadWasmRunners } from './helpers/wasm.js'
 import type { ShardRunner } from '../shared/runner.js'
+import type { KvLayout } from '../shared/shard/build.js'
 import { checkCase, reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 
-const CUTS: Record<string, number[]> = { '1 shard': [], '2 shards': [3], '5 shards': [1, 2, 3, 4] }
+// The default KV layout (concat) in every cut, and GroupQueryAttention once.
+const CUTS: Record<string, [number[], KvLayout | undefined]> = {
+  '1 shard': [[], undefined],
+  '2 shards': [[3], undefined],
+  '5 shards': [[1, 2, 3, 4], undefined],
+  '2 shards, GroupQueryAttention KV cache': [[3], 'gqa']
+}
 
-for (const [label, cuts] of Object.entries(CUTS)) {
+for (const [label, [cuts, kv]] of Object.entries(CUTS)) {
   describe(`stories260K, ${label}`, () => {
     const runtimes: Record<string, ShardRunner[]> = {}
     beforeAll(async () => {
       const dir = tempDir('ref')
-      await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts })
+      await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts, kv })
       const { manifest, runners } = await loadModel(dir, { device: 'cpu' })
       expect(manifest.shards.map((s) => s.layers)).toHaveLength(cuts.length + 1)
       runtimes['onnxruntime-node'] = runners

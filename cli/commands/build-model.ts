@@ -1,7 +1,7 @@
 import type { Command } from 'commander'
 import { Option } from 'commander'
 import cliProgress from 'cli-progress'
-import { WEIGHT_DTYPES, type WeightDType } from '../../shared/shard/build.js'
+import { kvLayout, WEIGHT_DTYPES, type KvLayout, type WeightDType } from '../../shared/shard/build.js'
 import { splitLayers } from '../../shared/shard/split.js'
 import { logger } from '../../shared/log.js'
 import { ConfigError } from '../../shared/errors.js'
@@ -24,6 +24,14 @@ export function registerBuildModel(program: Command): void {
     .option('--layers-per-shard <k>', 'layers per shard (the last may hold fewer)', int(1))
     .option('--cuts <list>', 'explicit layer boundaries, e.g. 2,3 cuts 5 layers into [0,2) [2,3) [3,5)', intList)
     .addOption(new Option('--dtype <dtype>', 'weight precision').choices(WEIGHT_DTYPES).default('fp32'))
+    .addOption(
+      new Option(
+        '--kv <layout>',
+        'KV cache: concat (plain ONNX ops; every runtime) or gqa (GroupQueryAttention, updated in place on native nodes; head size a multiple of 8; tabs run it on WASM)'
+      )
+        .choices(['gqa', 'concat'])
+        .default('concat')
+    )
     .option('--name <name>', 'model name in the manifest')
     .option('--max-seq-len <n>', 'Hugging Face source: cap the context (each shard holds RoPE tables for every position)', int(1))
     .option(
@@ -38,6 +46,7 @@ export function registerBuildModel(program: Command): void {
         layersPerShard?: number
         cuts?: number[]
         dtype: WeightDType
+        kv?: KvLayout
         name?: string
         tokenizer?: string
         maxSeqLen?: number
@@ -48,7 +57,9 @@ export function registerBuildModel(program: Command): void {
         const c = src.weights.config
         const ranges = splitLayers(c.nLayers, o)
         const cuts = ranges.map(([a, b]) => `[${a},${b})`).join(' ')
-        log.info(`${src.name}: dim ${c.dim}, ${c.nLayers} layers, vocab ${c.vocabSize} → ${ranges.length} ${o.dtype} shard(s): ${cuts}`)
+        log.info(
+          `${src.name}: dim ${c.dim}, ${c.nLayers} layers, vocab ${c.vocabSize} → ${ranges.length} ${o.dtype} shard(s): ${cuts} (KV cache ${kvLayout(o.kv)})`
+        )
 
         const perShard = ranges.map(([a, b]) => (b - a) * layerTensors(c).length + (a === 0 ? 1 : 0) + (b === c.nLayers ? 2 : 0))
         const format = 'building {bar} {percentage}% | {value}/{total} tensors | {tensor}'

@@ -1,4 +1,5 @@
 import { headDim, qDim, type LlamaConfig } from '../model/config.js'
+import { ConfigError } from '../errors.js'
 import { toFloat16 } from '../model/dtype.js'
 import { layerTensor, layerTensors, tensorShape, type TensorName, type WeightSource } from '../model/weights.js'
 import { DType, Graph, type DataSink } from './graph.js'
@@ -14,7 +15,23 @@ export interface ShardSpec {
   dtype: WeightDType
   /** MatMulNBits accuracy level for int4: 0 = fp32 math on dequantized weights, 4 = int8 math (faster). */
   int4Accuracy?: number
+  /** How attention keeps its KV cache (kvLayout says which by default). */
+  kv?: KvLayout
 }
+
+/**
+ * `gqa`: onnxruntime's GroupQueryAttention over a buffer the runtime owns and the op updates in
+ * place, so a decode step costs the same at any context length; `concat`: plain ONNX ops that
+ * take the whole past in and return it grown by the new rows (a copy of the cache every step).
+ */
+export type KvLayout = 'gqa' | 'concat'
+
+/**
+ * `concat` unless `gqa` is asked for (`build-model --kv gqa`): onnxruntime-web 1.30's WebGPU
+ * GroupQueryAttention gave wrong tokens on stories260K in Chromium (test/browser.test.ts), so a
+ * default every tab can serve stays; `gqa` is for shards native nodes serve (tabs run it on WASM).
+ */
+export const kvLayout = (asked?: KvLayout): KvLayout => asked ?? 'concat'
 
 /** Called after each tensor is written, with how many of the shard's tensors are done. */
 export type BuildProgress = (done: number, total: number, tensor: string) => void
@@ -45,14 +62,21 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
   // Inputs.
   let x = first ? await b.embed(g.input(io.INPUT_IDS, I, ['batch', 'seq'])) : g.input(io.HIDDEN_IN, F, ['batch', 'seq', c.dim])
   const pos = g.input(io.POSITION_IDS, I, ['batch', 'seq'])
+  const kv = kvLayout(spec.kv)
+  if (kv === 'gqa' && headDim(c) % 8 !== 0) throw new ConfigError(`kv layout gqa needs a head size that is a multiple of 8, not ${headDim(c)}`)
+  const cached = kv === 'gqa' ? 'capacity' : 'past'
   for (let l = spec.start; l < spec.end; l++) {
-    g.input(io.pastKey(l), F, ['batch', c.nKvHeads, 'past', headDim(c)])
-    g.input(io.pastValue(l), F, ['batch', c.nKvHeads, 'past', headDim(c)])
+    g.input(io.pastKey(l), F, ['batch', c.nKvHeads, cached, headDim(c)])
+    g.input(io.pastValue(l), F, ['batch', c.nKvHeads, cached, headDim(c)])
+  }
+  if (kv === 'gqa') {
+    g.input(io.SEQLENS_K, DType.INT32, ['batch'])
+    g.input(io.TOTAL_SEQUENCE_LENGTH, DType.INT32, [])
   }
 
-  // Shared by every block of the shard: RoPE angles and the causal mask of these positions.
+  // Shared by every block of the shard: RoPE angles, and (concat) the causal mask of these positions.
   const rope = await b.ropeTables(pos)
-  const mask = b.causalMask(pos, io.pastKey(spec.start))
+  const mask = kv === 'concat' ? b.causalMask(pos, io.pastKey(spec.start)) : undefined
 
   for (let l = spec.start; l < spec.end; l++) {
     x = await b.block(l, x, rope, mask)
@@ -74,7 +98,7 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
     g.output(io.presentKey(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
     g.output(io.presentValue(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
   }
-  const doc = JSON.stringify({ tessera: 1, layers: [spec.start, spec.end], dtype: spec.dtype, config: c })
+  const doc = JSON.stringify({ tessera: 1, layers: [spec.start, spec.end], dtype: spec.dtype, kv, config: c })
   return g.encode(`tessera_layers_${spec.start}_${spec.end}`, doc)
 }
 
@@ -214,7 +238,7 @@ class Builder {
   }
 
   /** Grouped-query attention with the KV cache; returns [B,S,nHeads·hd] before the output projection. */
-  async attention(l: number, x: string, r: Rope, mask: string): Promise<string> {
+  async attention(l: number, x: string, r: Rope, mask: string | undefined): Promise<string> {
     const g = this.g
     const { nHeads, nKvHeads } = this.c
     const hd = headDim(this.c)
@@ -226,6 +250,16 @@ class Builder {
     const q = this.rope(await project('wq', 'bq', nHeads), nHeads, r)
     const k = this.rope(await project('wk', 'bk', nKvHeads), nKvHeads, r)
     const v = await project('wv', 'bv', nKvHeads)
+    if (mask === undefined) {
+      // GroupQueryAttention: causal over the buffer's first seqlens_k + 1 rows, the new rows
+      // written into it at their positions; its cache outputs are the graph's own (no Identity
+      // between), which is what lets onnxruntime update the caller's buffer in place. RoPE stays
+      // ours (do_rotary 0), so both layouts rotate exactly alike.
+      const flat = (t: string, n: number): string => g.op('Reshape', [t, g.const([0, 0, n * hd])])
+      const inputs = [flat(q, nHeads), flat(k, nKvHeads), flat(v, nKvHeads), io.pastKey(l), io.pastValue(l), io.SEQLENS_K, io.TOTAL_SEQUENCE_LENGTH]
+      const attrs = { num_heads: nHeads, kv_num_heads: nKvHeads, scale: { float: 1 / Math.sqrt(hd) }, do_rotary: 0 }
+      return g.opTo('GroupQueryAttention', inputs, [`attention_${l}`, io.presentKey(l), io.presentValue(l)], attrs, 'com.microsoft')[0]
+    }
     const heads = (t: string): string => g.op('Transpose', [t], { perm: [0, 2, 1, 3] })
 
     const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 }) // [B,nKv,T,hd]
@@ -252,7 +286,7 @@ class Builder {
   }
 
   /** One transformer block with residual connections. */
-  async block(l: number, x: string, r: Rope, mask: string): Promise<string> {
+  async block(l: number, x: string, r: Rope, mask: string | undefined): Promise<string> {
     const g = this.g
     const attn = await this.attention(l, this.rmsnorm(x, await this.norm(layerTensor(l, 'attention_norm'))), r, mask)
     const h = g.op('Add', [x, await this.linear(attn, layerTensor(l, 'wo'))])

@@ -48,6 +48,19 @@ export class Graph {
     return outputs
   }
 
+  /** Adds `op` with outputs of the given names (graph outputs an op must write itself, not through an Identity). */
+  opTo(op: string, inputs: string[], outputs: string[], attrs: Record<string, Attr> = {}, domain = ''): string[] {
+    this.nodes.push({
+      opType: op,
+      domain,
+      name: `${op}_${this.count++}`,
+      input: inputs,
+      output: outputs,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v))
+    })
+    return outputs
+  }
+
   /** Renames the value `from` to `to` (for graph outputs) with an Identity node. */
   alias(from: string, to: string): void {
     this.nodes.push({ opType: 'Identity', name: `${to}_identity`, input: [from], output: [to] })

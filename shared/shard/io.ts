@@ -7,16 +7,25 @@
  *   position_ids   int64 [B, S]          absolute positions of the new tokens
  *   past_key.L     fp32  [B, nKv, P, hd] per layer L of the shard (P may be 0)
  *   past_value.L   fp32  [B, nKv, P, hd]
+ *
+ * Graphs built with `kv: 'gqa'` (GroupQueryAttention) hold the cache in a buffer of some
+ * capacity C ≥ T instead, of which each row's first `seqlens_k + 1 − S` positions are the past:
+ *
+ *   past_key.L     fp32  [B, nKv, C, hd]  the runtime's buffer; present_key.L is the same buffer
+ *   seqlens_k      int32 [B]              T − 1 per row (the cache's length after this step, − 1)
+ *   total_sequence_length int32 []       T (the longest row's)
  * →
  *   hidden_out     fp32  [B, S, dim]     all but the last shard
  *   logits         fp32  [B, S, vocab]   last shard only
- *   present_key.L  fp32  [B, nKv, T, hd]
+ *   present_key.L  fp32  [B, nKv, T, hd]  (gqa: [B, nKv, max(T, C), hd], written in place where it can be)
  *   present_value.L
  *   layer_out.L    fp32  [B, S, dim]     the residual stream after block L (for per-layer commitments)
  */
 export const INPUT_IDS = 'input_ids'
 export const HIDDEN_IN = 'hidden_in'
 export const POSITION_IDS = 'position_ids'
+export const SEQLENS_K = 'seqlens_k'
+export const TOTAL_SEQUENCE_LENGTH = 'total_sequence_length'
 export const HIDDEN_OUT = 'hidden_out'
 export const LOGITS = 'logits'
 export const pastKey = (layer: number): string => `past_key.${layer}`

@@ -222,6 +222,7 @@ function watched(r: ShardRunner, entering: () => Promise<void>, check: () => voi
         await entering()
         return await s.forward(input)
       },
+      truncate: (n) => s.truncate(n),
       close: () => {
         s.close()
       }

@@ -62,7 +62,13 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
     const c = manifest.config
     // The biggest buffer a shard needs: one weight matrix (or the embedding/classifier).
     const biggest = Math.max(c.dim * c.hiddenDim, c.vocabSize * c.dim) * 4
-    const chosen = await detectBackend(o.backend ?? 'auto', biggest)
+    // GroupQueryAttention shards (--kv gqa) run on WASM: onnxruntime-web's WebGPU kernel got them wrong (shard/build.ts).
+    const gqa = manifest.shards.some((s) => s.kv === 'gqa')
+    if (gqa && o.backend === 'webgpu')
+      throw new TesseraError('CONFIG', `${manifest.name} keeps its KV cache with GroupQueryAttention, which WebGPU here computes wrongly; choose WASM`)
+    const chosen = gqa
+      ? { backend: 'wasm' as const, reason: 'this model keeps its KV cache with GroupQueryAttention: WASM, not WebGPU' }
+      : await detectBackend(o.backend ?? 'auto', biggest)
     onEvent({ type: 'backend', ...chosen })
     const threads = pageWasmThreads(o.threads)
 

@@ -7,6 +7,8 @@ import * as ort from 'onnxruntime-web/webgpu'
 import type { LlamaConfig } from '../../../shared/model/config.js'
 import type { ShardEntry } from '../../../shared/manifest.js'
 import { OrtShardRunner, sessionFiles, type ShardRunner } from '../../../shared/runner.js'
+import { SEQLENS_K } from '../../../shared/shard/io.js'
+import { TesseraError } from '../../../shared/errors.js'
 
 export type Backend = 'webgpu' | 'wasm'
 
@@ -35,6 +37,14 @@ export async function loadShardBrowser(
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' as const }
   const session = await ort.InferenceSession.create(graph, options)
+  if (backend === 'webgpu' && session.inputNames.includes(SEQLENS_K)) {
+    // Whatever the manifest said: a tab that computed wrong would be slashed for it.
+    await session.release()
+    throw new TesseraError(
+      'CONFIG',
+      `shard ${shard.layers[0]}-${shard.layers[1]} keeps its KV cache with GroupQueryAttention, which this tab's WebGPU runtime computes wrongly; contribute with WASM`
+    )
+  }
   return new OrtShardRunner(ort.Tensor, session, shard, config, backend, {
     graph: async () => graph,
     load: async (part) => await ort.InferenceSession.create(part, options)
