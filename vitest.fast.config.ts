@@ -23,7 +23,8 @@ export default defineConfig({
       'test/hf.test.ts',
       'test/families.test.ts',
       'test/text.test.ts',
-      'test/reference.test.ts'
+      'test/reference.test.ts',
+      'test/bench-readme.test.ts'
     ]
   }
 })

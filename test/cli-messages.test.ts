@@ -149,7 +149,7 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
 }
 
 describe('npm run bench', () => {
-  const SECTIONS = ['spine', 'int4', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos']
+  const SECTIONS = ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos']
 
   it('lists its sections for --help and -h, running none', async () => {
     for (const flag of ['--help', '-h']) {

@@ -1,9 +1,11 @@
 /**
- * Browser benchmarks (measure only): one shard's ms per layer per decode step on WASM and on
- * WebGPU (software adapter) in Chromium, divided by onnxruntime-node on the same machine and
- * files; and the time from the "Contribute" click to the first request served.
+ * Browser benchmarks (measure only): one shard's ms per layer per decode step on WASM (one
+ * thread, and as many as the tab may take) and on WebGPU (software adapter) in Chromium, divided by onnxruntime-node on the same machine and
+ * files; and the time from the "Contribute" click to the first request served. A backend whose
+ * step fails gets `{ error }` for its row and the next one still runs.
  */
 import { join } from 'node:path'
+import { cpus } from 'node:os'
 import { buildModel } from '../../host/model-store.js'
 import { loadModel } from '../../native-node/store.js'
 import { measureMsPerLayer } from '../../shared/node/speed.js'
@@ -11,6 +13,7 @@ import { randomWeights } from '../../shared/model/random.js'
 import { preset } from '../../shared/model/config.js'
 import { REPO, tempDir } from '../helpers/paths.js'
 import { api, spawnTessera, waitFor, type Proc } from '../helpers/network.js'
+import type { Browser } from 'playwright-core'
 import { context, hasChromium, launch } from '../helpers/browser.js'
 
 export async function benchBrowser(cacheDir: string): Promise<Record<string, unknown>> {
@@ -39,43 +42,98 @@ export async function benchBrowser(cacheDir: string): Promise<Record<string, unk
     join(tempDir('bench-ledger'), 'ledger.sqlite')
   ])
   procs.push(relay)
-  procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
   const http = relay.ready.http
-  const browser = await launch()
   const rows: Record<string, unknown> = { nodeMsPerLayer: nodeMs }
+  let browser: Browser | undefined
   try {
-    for (const backend of ['wasm', 'webgpu'] as const) {
-      const ctx = await context(browser, http)
-      const page = await ctx.newPage()
-      await page.goto(`${http}/contribute.html?layers=0-2&backend=${backend}`)
-      await page.waitForSelector('#start:not([disabled])')
-      const clicked = Date.now()
-      await page.click('#start')
-      await page.waitForFunction(() => document.querySelector('#status')?.getAttribute('data-state') === 'serving', undefined, { timeout: 600_000 })
-      const servingMs = Date.now() - clicked
-      let peer: { msPerLayer: number } | undefined
-      await waitFor(async () => {
-        peer = (await api(http, '/api/network')).peers.find((p: { device: string }) => p.device === backend)
-        return peer !== undefined
-      })
-      if (peer === undefined) throw new Error('the tab never appeared in the network view')
-      // The first request: a generation through the tab as soon as it serves.
-      await api(http, '/v1/completions', { prompt: [1, 2, 3], max_tokens: 1 })
-      await waitFor(async () => Number(await page.getAttribute('#stats', 'data-requests')) >= 1, 60_000)
-      const firstRequestMs = Date.now() - clicked
-      rows[backend] = { msPerLayer: peer.msPerLayer, ratioToNode: peer.msPerLayer / nodeMs, clickToServingMs: servingMs, clickToFirstRequestMs: firstRequestMs }
-      console.log(
-        `${backend} in Chromium: ${peer.msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)}` +
-          ` → ${(peer.msPerLayer / nodeMs).toFixed(1)}×` +
-          `; click → serving ${servingMs} ms, → first request ${firstRequestMs} ms`
-      )
-      await page.close({ runBeforeUnload: true })
-      await ctx.close()
-      await waitFor(async () => !(await api(http, '/api/network')).peers.some((p: { device: string }) => p.device === backend), 30_000)
+    procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
+    browser = await launch()
+    // One backend's failure is its row ({ error }), not the section's: the others are still measured.
+    // WASM on one thread and on as many as the machine has (at most 4: the tab's default cap), WebGPU.
+    const threads = Math.min(4, cpus().length)
+    const runs: Array<[string, 'wasm' | 'webgpu', number]> = [
+      ['wasm', 'wasm', 1],
+      ['wasmThreads', 'wasm', threads],
+      ['webgpu', 'webgpu', 1]
+    ]
+    for (const [name, backend, n] of runs) {
+      try {
+        rows[name] = await benchTab(browser, http, backend, n, nodeMs)
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err)
+        rows[name] = { error: message }
+        console.error(`${name} in Chromium failed: ${message}`)
+      }
     }
   } finally {
-    await browser.close()
+    await browser?.close()
     for (const p of procs) p.proc.kill('SIGKILL')
   }
   return { preset: 'small', shard: [0, 2], ...rows }
+}
+
+interface TabRow {
+  /** WASM threads the tab used (its page shows them). */
+  threads: number
+  msPerLayer: number
+  ratioToNode: number
+  clickToServingMs: number
+  clickToFirstRequestMs: number
+}
+
+/**
+ * One tab on `backend`: Contribute clicked, serving, listed by the relay under the peer id the
+ * page shows, one request through it; the tab is closed and gone from the relay's view before
+ * this returns (or throws), so the next backend starts from the same network.
+ */
+async function benchTab(browser: Browser, http: string, backend: 'wasm' | 'webgpu', threads: number, nodeMs: number): Promise<TabRow> {
+  const ctx = await context(browser, http)
+  let peerId: string | undefined
+  try {
+    const page = await ctx.newPage()
+    await page.goto(`${http}/contribute.html?layers=0-2&backend=${backend}&threads=${threads}`)
+    await page.waitForSelector('#start:not([disabled])')
+    const clicked = Date.now()
+    await page.click('#start')
+    // Serving, or the reason it never will be (the page's error state says why).
+    await page.waitForFunction(() => ['serving', 'error', 'refused'].includes(document.querySelector('#status')?.getAttribute('data-state') ?? ''), undefined, {
+      timeout: 600_000
+    })
+    const state = await page.getAttribute('#status', 'data-state')
+    if (state !== 'serving') throw new Error(`the tab did not serve (${state}): ${(await page.textContent('#error'))?.trim() ?? ''}`)
+    const servingMs = Date.now() - clicked
+    peerId = (await page.textContent('#stat-peer'))?.trim()
+    const chosen = (await page.textContent('#stat-backend'))?.trim()
+    if (chosen !== backend) throw new Error(`asked for ${backend}, the tab runs ${chosen} (${(await page.textContent('#backend'))?.trim() ?? ''})`)
+    // The relay lists this very tab (by the peer id it shows), and with it a route over the whole model, before it is asked.
+    let peer: { msPerLayer: number } | undefined
+    await waitFor(async () => {
+      const view = await api(http, '/api/network')
+      peer = view.peers.find((p: { peer: string }) => p.peer === peerId)
+      return peer !== undefined && view.models.some((m: { coverage: number[] }) => m.coverage.length > 0 && m.coverage.every((c) => c > 0))
+    }).catch(() => {
+      throw new Error(`the tab (${peerId}) serves but the relay never listed it with the whole model covered`)
+    })
+    // The first request: a generation through the tab as soon as it serves.
+    await api(http, '/v1/completions', { prompt: [1, 2, 3], max_tokens: 1 })
+    await waitFor(async () => Number(await page.getAttribute('#stats', 'data-requests')) >= 1, 60_000)
+    const firstRequestMs = Date.now() - clicked
+    const msPerLayer = peer!.msPerLayer
+    const used = Number(await page.getAttribute('#stat-threads', 'data-threads'))
+    console.log(
+      `${backend} (${used} thread(s)) in Chromium: ${msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)}` +
+        ` → ${(msPerLayer / nodeMs).toFixed(1)}×` +
+        `; click → serving ${servingMs} ms, → first request ${firstRequestMs} ms`
+    )
+    await page.close({ runBeforeUnload: true })
+    return { threads: used, msPerLayer, ratioToNode: msPerLayer / nodeMs, clickToServingMs: servingMs, clickToFirstRequestMs: firstRequestMs }
+  } finally {
+    await ctx.close()
+    // Gone from the relay's view (its withdraw, or its connection closing), however this tab's run ended.
+    if (peerId !== undefined) {
+      await waitFor(async () => !(await api(http, '/api/network')).peers.some((p: { peer: string }) => p.peer === peerId), 30_000).catch(() => {
+        console.error(`the ${backend} tab (${peerId}) was still listed 30 s after it closed`)
+      })
+    }
+  }
 }

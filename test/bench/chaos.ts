@@ -40,6 +40,7 @@ import { api, startNetwork, waitFor, type Proc, type TestNetwork } from '../help
 import { STORIES } from '../helpers/paths.js'
 import { reference, stories } from '../helpers/reference.js'
 import { lyingRecord } from '../helpers/lying-record.js'
+import { kvLayout } from '../../shared/shard/build.js'
 
 /** Honest requests per measurement (idle, then under attack), each `TOKENS` greedy tokens of reference case 0. */
 const HONEST_N = 20
@@ -845,7 +846,7 @@ async function slowPeer(net: TestNetwork, honest: string[]): Promise<ChaosRow> {
 // ---------------------------------------------------------------------------------------------
 
 async function ensureStories(cacheDir: string): Promise<string> {
-  const dir = join(cacheDir, 'stories260K-cuts-2-4')
+  const dir = join(cacheDir, `stories260K-cuts-2-4-${kvLayout()}`) // the default layout in the name: a build made under another default must not stand in
   const built = await access(join(dir, MANIFEST_FILE)).then(
     () => true,
     () => false

@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: measures and prints; nothing here passes or fails. Results go to
- * bench-results/bench.json (and are printed as a table).
+ * bench-results/bench.json (and are printed as a table). `npm run bench:readme` renders the README's
+ * figures from that file (test/bench/readme.ts), so none of them is typed by hand.
  *
  *   npm run bench                 all sections
  *   npm run bench -- spine        one section (spine, int4, …)
@@ -11,13 +12,14 @@
 import '../../host/shim.js'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { existsSync, readFileSync } from 'node:fs'
 import { paramCount, preset } from '../../shared/model/config.js'
 import { REPO, STORIES } from '../helpers/paths.js'
 
 const CACHE = join(REPO, '.cache', 'bench')
 const OUT = join(REPO, 'bench-results')
+await mkdir(OUT, { recursive: true })
 
 interface Section {
   /** One line for --help. */
@@ -69,6 +71,11 @@ const sections: Record<string, Section> = {
     }
   },
 
+  throughput: {
+    about: 'ms per decode step against context position for each KV cache layout (small, one process), with a plot',
+    run: async () => await (await import('./throughput.js')).benchThroughput(CACHE, OUT)
+  },
+
   network: {
     about: 'decode through 2 and 4 native nodes on loopback vs one process, and the per-hop overhead',
     run: async () => await (await import('./network.js')).benchNetwork(CACHE)
@@ -105,6 +112,8 @@ const sections: Record<string, Section> = {
   }
 }
 
+const round2 = (x: number): number => Math.round(x * 100) / 100
+
 const args = process.argv.slice(2)
 const known = Object.keys(sections)
 if (args.includes('--help') || args.includes('-h')) {
@@ -119,29 +128,46 @@ if (unknown.length > 0) {
   console.error(`unknown bench section(s) ${unknown.join(', ')}; known sections: ${known.join(', ')}`)
   process.exit(2)
 }
-// Sections run alone update their part of an earlier bench.json instead of erasing the rest.
-const previous = existsSync(join(OUT, 'bench.json')) ? JSON.parse(readFileSync(join(OUT, 'bench.json'), 'utf8')) : {}
-const results: Record<string, unknown> = {
-  ...previous,
-  date: new Date().toISOString(),
-  machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version }
-}
+const FILE = join(OUT, 'bench.json')
+const results: Record<string, unknown> = {}
 const failed: string[] = []
 for (const [name, section] of Object.entries(sections)) {
   if (wanted.length > 0 && !wanted.includes(name)) continue
   console.log(`\n== ${name} ==`)
   // One broken section must not lose the others' minutes of measurement.
+  const started = new Date()
+  const loadBefore = loadavg()[0]
   try {
-    results[name] = await section.run()
+    const measured = await section.run()
+    // Each section carries when, where and how busy the machine was, since the README cites them one by one.
+    results[name] = {
+      ...measured,
+      ran: {
+        date: started.toISOString(),
+        wallSeconds: Math.round((Date.now() - started.getTime()) / 1000),
+        cpus: cpus().length,
+        cpu: cpus()[0]?.model,
+        node: process.version,
+        loadAverage: [round2(loadBefore), round2(loadavg()[0])]
+      }
+    }
   } catch (err) {
     failed.push(name)
     console.error(`section ${name} failed: ${err instanceof Error ? err.message : String(err)}`)
     if (err instanceof Error && err.stack !== undefined) console.error(err.stack)
   }
 }
+// Sections run alone update their part of bench.json, read again now so that a bench run beside this one keeps its sections too.
 await mkdir(OUT, { recursive: true })
-await writeFile(join(OUT, 'bench.json'), JSON.stringify(results, null, 2) + '\n')
-console.log(`\nwrote ${join(OUT, 'bench.json')}`)
+const previous = existsSync(FILE) ? JSON.parse(readFileSync(FILE, 'utf8')) : {}
+const merged = { ...previous, ...results }
+const sorted = Object.fromEntries(
+  Object.keys(merged)
+    .sort()
+    .map((k) => [k, merged[k]])
+)
+await writeFile(FILE, JSON.stringify(sorted, null, 2) + '\n')
+console.log(`\nwrote ${FILE}; \`npm run bench:readme\` puts its figures into README.md`)
 if (failed.length > 0) {
   console.error(`${failed.length} section(s) failed: ${failed.join(', ')}`)
   process.exitCode = 1

@@ -8,7 +8,7 @@ import { randomWeights } from '../../shared/model/random.js'
 import { preset } from '../../shared/model/config.js'
 import { MANIFEST_FILE } from '../../shared/manifest.js'
 import { Pipeline, generate } from '../../shared/pipeline.js'
-import type { WeightDType } from '../../shared/shard/build.js'
+import { kvLayout, type KvLayout, type WeightDType } from '../../shared/shard/build.js'
 import { buildModel } from '../../host/model-store.js'
 import { loadModel } from '../../native-node/store.js'
 
@@ -16,6 +16,8 @@ export interface DecodeResult {
   preset: string
   dtype: WeightDType
   params: number
+  /** The shards' files on disk. */
+  bytes: number
   loadMs: number
   prefillMs: number
   promptTokens: number
@@ -27,16 +29,17 @@ export interface DecodeResult {
 }
 
 /** Builds random:PRESET:1 into `cacheDir` once, then reuses it. */
-export async function ensureModel(cacheDir: string, name: string, dtype: WeightDType, shards = 1): Promise<string> {
-  const dir = join(cacheDir, `${name}-${dtype}-${shards}`)
+export async function ensureModel(cacheDir: string, name: string, dtype: WeightDType, shards = 1, kv?: KvLayout): Promise<string> {
+  // The layout is in the name: a cache built before the default changed must not stand in for it.
+  const dir = join(cacheDir, `${name}-${dtype}-${shards}-${kvLayout(kv)}`)
   if (
     !(await access(join(dir, MANIFEST_FILE)).then(
       () => true,
       () => false
     ))
   ) {
-    console.error(`building ${name} (${dtype}, ${shards} shard(s)) into ${dir} …`)
-    await buildModel(randomWeights(preset(name), 1), dir, { source: `random:${name}:1`, dtype, shards })
+    console.error(`building ${name} (${dtype}, ${shards} shard(s), kv ${kvLayout(kv)}) into ${dir} …`)
+    await buildModel(randomWeights(preset(name), 1), dir, { source: `random:${name}:1`, dtype, shards, kv })
   }
   return dir
 }
@@ -70,6 +73,7 @@ export async function benchDecode(cacheDir: string, name: string, dtype: WeightD
     preset: name,
     dtype,
     params: 0,
+    bytes: manifest.shards.reduce((a, sh) => a + sh.bytes, 0),
     loadMs,
     prefillMs,
     promptTokens,

@@ -24,6 +24,7 @@ import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 import { median } from './median.js'
+import { kvLayout } from '../../shared/shard/build.js'
 
 interface ReceiptCost {
   computeMs: number
@@ -157,7 +158,7 @@ async function modeLatency(dir: string, groups: string[], tokens: number): Promi
  * wrong, for several EPS. Redundant mode catches a generation if any of its steps is caught.
  */
 async function perturbSensitivity(cacheDir: string): Promise<Array<{ eps: number; hopSteps: number; caught: number }>> {
-  const dir = join(cacheDir, 'stories260K-cut2')
+  const dir = join(cacheDir, `stories260K-cut2-${kvLayout()}`) // the default layout in the name: a build made under another default must not stand in
   if (!existsSync(join(dir, 'manifest.json'))) await buildModel(await stories(), dir, { source: 'stories260K.bin', cuts: [2] })
   const manifest = await readManifest(dir)
   const shard = manifest.shards[0]

@@ -1,0 +1,475 @@
+/**
+ * The README's measured figures, rendered from bench-results/bench.json so that none is typed by
+ * hand. Each figure sits between markers that name what renders it:
+ *
+ *   <!-- bench: spine -->
+ *   …generated…
+ *   <!-- /bench -->
+ *
+ * `npm run bench:readme` rewrites every such region from the recorded results;
+ * test/bench-readme.test.ts fails when a region differs from what the results render, so a figure
+ * edited by hand, or results recorded without the README regenerated, cannot land.
+ */
+import type { DecodeResult } from './spine.js'
+import type { Int4Accuracy } from './int4.js'
+import type { SamplingBenchRow, ZkBenchRow } from './zk.js'
+import type { ChaosRow } from './chaos.js'
+import type { ChainBenchRow } from './chain.js'
+import type { ContextRow } from './throughput.js'
+
+/** Where and when a section ran (test/bench/index.ts adds it to every section). */
+export interface Ran {
+  date: string
+  wallSeconds: number
+  cpus: number
+  cpu?: string
+  node: string
+  loadAverage: [number, number]
+}
+
+export type BenchResults = Record<string, unknown>
+
+// ---- formatting -------------------------------------------------------------------------------
+
+const fixed = (x: number, digits: number): string => x.toFixed(digits)
+/** Three significant figures at most, no exponent: 0.0162, 1.08, 24.5, 170. */
+const sig = (x: number): string => {
+  if (x === 0) return '0'
+  const digits = Math.max(0, 2 - Math.floor(Math.log10(Math.abs(x))))
+  return x.toFixed(Math.min(digits, 4))
+}
+const thousands = (x: number): string => Math.round(x).toLocaleString('en-US')
+const secs = (ms: number): string => (ms < 1000 ? `${fixed(ms, 0)} ms` : ms < 120_000 ? `${sig(ms / 1000)} s` : `${fixed(ms / 60_000, 1)} min`)
+const range = (xs: number[], f: (x: number) => string): string => {
+  const lo = Math.min(...xs)
+  const hi = Math.max(...xs)
+  return f(lo) === f(hi) ? f(lo) : `${f(lo)}–${f(hi)}`
+}
+const span = (x: [number, number]): string => `[${x.map((v) => fixed(v, 3).replace(/^0\./, '.')).join(', ')}]`
+const rate = (x: number): string => (x === 0 ? '0' : fixed(x, 3).replace(/^0\./, '.'))
+
+function table(header: string[], rows: Array<Array<string | number>>): string[] {
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)]
+}
+
+/** The line every figure starts with: the command that measured it, when, on what. */
+function provenance(command: string, ran: Ran | undefined): string {
+  if (ran === undefined) return `(\`${command}\`)`
+  const cpu = ran.cpu === undefined ? '' : ` × ${ran.cpu.replace(/\s+/g, ' ').trim()}`
+  return (
+    `Measured by \`${command}\` on ${ran.date.slice(0, 10)} (${ran.cpus} cores${cpu}, Node ${ran.node}; ` +
+    `load average ${ran.loadAverage[0]} → ${ran.loadAverage[1]}, ${ran.wallSeconds} s):`
+  )
+}
+
+function section<T>(results: BenchResults, name: string): T & { ran?: Ran } {
+  const s = results[name]
+  if (s === undefined || s === null || typeof s !== 'object')
+    throw new Error(`bench-results/bench.json has no "${name}" section: run \`npm run bench -- ${name}\``)
+  if ('skipped' in s) throw new Error(`bench section ${name} was skipped when recorded (${String((s as { skipped: unknown }).skipped)})`)
+  return s as T & { ran?: Ran }
+}
+
+// ---- the figures, one renderer per region ---------------------------------------------------
+
+interface NetworkSection {
+  decode: Array<{ preset: string; nodes: number; localTokensPerSecond: number; networkTokensPerSecond: number; ratio: number; medianHopOverheadMs: number }>
+  hop4096: { medianOverheadMs: number }
+}
+interface BrowserSection {
+  preset: string
+  shard: [number, number]
+  nodeMsPerLayer: number
+  wasm?: BrowserRow | { error: string }
+  wasmThreads?: BrowserRow | { error: string }
+  webgpu?: BrowserRow | { error: string }
+}
+interface BrowserRow {
+  threads?: number
+  msPerLayer: number
+  ratioToNode: number
+  clickToServingMs: number
+  clickToFirstRequestMs: number
+}
+interface VerifySection {
+  receipt: Array<{
+    preset: string
+    layers: [number, number]
+    computeMs: number
+    fingerprintMs: number
+    fingerprintPercent: number
+    nodeReceiptMs: number
+    nodeReceiptPercent: number
+    clientCheckMs: number
+    clientCheckPercent: number
+    receiptBytesPerDecodeToken: number
+  }>
+  prefill: { tokens: number; bytesPerToken: number }
+  latency: { preset: string; tokens: number; noneMs: number; redundantMs: number; spotMs: number; redundantOverNone: number; spotOverNone: number }
+  perturbSensitivity: Array<{ eps: number; hopSteps: number; caught: number }>
+  optimisticAudit: Array<{ preset: string; layers: [number, number]; rows: number; decodeMs: number; prefillMs: number; speedup: number }>
+  disputeCost: Array<{ preset: string; rows: number; blocks: number; layer: number; partLoadMs: number; blockMs: number; shardMs: number; saving: number }>
+}
+interface ZkSection {
+  models: ZkBenchRow[]
+  sampling?: SamplingBenchRow
+  browser?: { model: string; firstMs: number; verifyMs: number }
+}
+interface EscapeSection {
+  n: number
+  tokens: number
+  trialsPerRow: number
+  rows: Array<{ mode: string; c: number; rate: number; ci95: [number, number]; formula: number; honestSlashed: number; overturnedWrong?: { rate: number } }>
+}
+interface ChaosSection {
+  honestRequests: number
+  tokens: number
+  wallS: number
+  attacks: ChaosRow[]
+}
+
+type Renderer = (r: BenchResults) => string[]
+
+const renderers: Record<string, Renderer> = {
+  spine(r) {
+    const s = section<{ decode: DecodeResult[] }>(r, 'spine')
+    const d = s.decode[0]
+    return [
+      `${provenance('npm run bench -- spine', s.ran)} \`${d.preset}\` preset, one process, greedy decode of ${d.decodeTokens} tokens after a ${d.promptTokens}-token prompt, onnxruntime-node (${d.device}):`,
+      '',
+      ...table(
+        ['dtype', 'on disk', 'decode tokens/s', 'ms per layer per token', 'prefill', 'load (hash + session)'],
+        s.decode.map((x) => [
+          x.dtype,
+          x.bytes === undefined ? '' : `${sig(x.bytes / 1e6)} MB`,
+          sig(x.tokensPerSecond),
+          sig(x.msPerLayerPerToken),
+          `${sig(x.prefillMs)} ms`,
+          `${fixed(x.loadMs, 0)} ms`
+        ])
+      )
+    ]
+  },
+
+  int4(r) {
+    const s = section<{ accuracy: Int4Accuracy[] }>(r, 'int4')
+    const steps = s.accuracy[0].steps
+    return [
+      `${provenance('npm run bench -- int4', s.ran)} teacher-forced over ${steps} steps after an 8-token prompt, against fp32 on the same weights:`,
+      '',
+      ...table(
+        ['model', 'relative RMS error of the logits (max / mean)', 'fp32 top-1 = int4 top-1', 'fp32 top-1 in int4 top-5'],
+        s.accuracy.map((x) => [
+          x.model === 'stories260K' ? x.model : `\`${x.model}\` random preset`,
+          `${sig(x.relRmsMax)} / ${sig(x.relRmsMean)}`,
+          `${x.top1Agree}/${x.steps}`,
+          `${x.fp32Top1InInt4Top5}/${x.steps}`
+        ])
+      )
+    ]
+  },
+
+  throughput(r) {
+    const s = section<{ preset: string; positions: [number, number]; context: ContextRow[]; plot: string }>(r, 'throughput')
+    const [early, late] = s.positions
+    return [
+      `${provenance('npm run bench -- throughput', s.ran)} \`${s.preset}\`, whole model, onnxruntime-node, one decode step at a time, the layouts' sessions stepped alternately:`,
+      '',
+      ...table(
+        ['KV cache', `ms per step at position ~${early}`, `at ~${late}`, `÷`],
+        s.context.map((x) => [x.kv === 'gqa' ? '`gqa` (in place)' : '`concat` (copied each step)', sig(x.earlyMs), sig(x.lateMs), `× ${fixed(x.ratio, 2)}`])
+      ),
+      '',
+      `![ms per decode step against position, per KV cache layout](${s.plot})`
+    ]
+  },
+
+  network(r) {
+    const s = section<NetworkSection>(r, 'network')
+    return [
+      `${provenance('npm run bench -- network', s.ran)} relay in the bench process, nodes as separate processes on loopback, fp32, same model files; all processes share the machine's cores, so this is the protocol's cost plus CPU contention:`,
+      '',
+      ...table(
+        ['preset', 'nodes', 'network tokens/s', 'one process tokens/s', 'ratio', 'median per-hop overhead'],
+        s.decode.map((x) => [
+          x.preset,
+          x.nodes,
+          sig(x.networkTokensPerSecond),
+          sig(x.localTokensPerSecond),
+          fixed(x.ratio, 2),
+          `${sig(x.medianHopOverheadMs)} ms`
+        ])
+      ),
+      '',
+      `Per-hop overhead (round trip minus the node's own compute) at hidden size 4096 (16 KiB of activations per token): **${sig(s.hop4096.medianOverheadMs)} ms** median.`
+    ]
+  },
+
+  browser(r) {
+    const s = section<BrowserSection>(r, 'browser')
+    const row = (name: string, x: BrowserRow | { error: string } | undefined): Array<string | number> => {
+      if (x === undefined) return [name, 'not run', '', '', '']
+      if ('error' in x) return [name, `failed: ${x.error.replace(/\|/g, '/')}`, '', '', '']
+      return [name, sig(x.msPerLayer), `${fixed(x.ratioToNode, 0)}×`, secs(x.clickToServingMs), secs(x.clickToFirstRequestMs)]
+    }
+    return [
+      `${provenance('npm run bench -- browser', s.ran)} \`${s.preset}\` preset, shard [${s.shard.join(',')}), Debian Chromium headless:`,
+      '',
+      ...table(
+        ['backend', 'ms per layer per decode step', `÷ onnxruntime-node (${sig(s.nodeMsPerLayer)} ms)`, 'click → serving', 'click → first request served'],
+        [
+          row('WASM (1 thread)', s.wasm),
+          row(`WASM (${s.wasmThreads !== undefined && 'threads' in s.wasmThreads ? s.wasmThreads.threads : 'several'} threads)`, s.wasmThreads),
+          row('WebGPU (software adapter)', s.webgpu)
+        ]
+      )
+    ]
+  },
+
+  verify(r) {
+    const s = section<VerifySection>(r, 'verify')
+    const l = s.latency
+    const audits = s.optimisticAudit.map(
+      (a) => `${a.preset} ${fixed(a.decodeMs, 0)} ms step by step vs ${fixed(a.prefillMs, 0)} ms at once (**× ${fixed(a.speedup, 0)}**)`
+    )
+    const disputes = s.disputeCost.map(
+      (d) =>
+        `${d.preset}: block ${d.layer} of ${d.blocks} in ${sig(d.blockMs)} ms vs ${sig(d.shardMs)} ms for the whole shard (**× ${fixed(d.saving, 1)}** less work; its graph loads once in ${fixed(d.partLoadMs, 0)} ms)`
+    )
+    const receipt = s.receipt[0]
+    return [
+      `${provenance('npm run bench -- verify', s.ran)} decode steps through one shard on the CPU:`,
+      '',
+      ...table(
+        ['shard', 'hop compute', 'fingerprint', "node's whole receipt (chain, fingerprint, Merkle root, Ed25519 signature)", "client's check"],
+        s.receipt.map((x) => [
+          `${x.preset} [${x.layers.join(',')})`,
+          `${sig(x.computeMs)} ms`,
+          `${sig(x.fingerprintMs)} ms (${fixed(x.fingerprintPercent, 1)}%)`,
+          `${sig(x.nodeReceiptMs)} ms (${fixed(x.nodeReceiptPercent, 0)}%)`,
+          `${sig(x.clientCheckMs)} ms (${fixed(x.clientCheckPercent, 0)}%)`
+        ])
+      ),
+      '',
+      `Receipts are ${receipt.receiptBytesPerDecodeToken} bytes per decode token, ~${fixed(s.prefill.bytesPerToken, 0)} bytes per token of a ${s.prefill.tokens}-token prefill.`,
+      `A ${l.tokens}-token generation (${l.preset}, 2 hops × 2 nodes, all processes on the same cores, median of 7 interleaved runs): ` +
+        `\`none\` ${fixed(l.noneMs, 0)} ms, \`redundant\` k = 2 ${fixed(l.redundantMs, 0)} ms (**× ${fixed(l.redundantOverNone, 2)}**), ` +
+        `\`spot\` p = 0.2 ${fixed(l.spotMs, 0)} ms (**× ${fixed(l.spotOverNone, 2)}**).`,
+      `An optimistic watcher audits a hop in one prefill: ${s.optimisticAudit[0].rows} generated rows through a middle shard, ${audits.join('; ')}.`,
+      `A dispute's referee re-executes one block over ${s.disputeCost[0].rows} rows: ${disputes.join('; ')}.`,
+      '',
+      'How small a weight perturbation the fingerprints notice (`perturb=EPS` on layer 0 of stories260K, share of single hop-steps whose fingerprint no longer matches the honest one):',
+      '',
+      ...table(
+        ['EPS (× weight RMS)', ...s.perturbSensitivity.map((p) => String(p.eps))],
+        [['hop-steps caught', ...s.perturbSensitivity.map((p) => `${p.caught} / ${p.hopSteps}`)]]
+      )
+    ]
+  },
+
+  /** The latency column of "Which mode to pick", from the verify and zk sections. */
+  modes(r) {
+    const v = section<VerifySection>(r, 'verify')
+    const z = section<ZkSection>(r, 'zk')
+    const l = v.latency
+    const audit = range(
+      v.optimisticAudit.map((a) => a.speedup),
+      (x) => fixed(x, 0)
+    )
+    const prove = z.sampling === undefined ? 'seconds' : secs(z.sampling.proveMs)
+    return [
+      `Which mode to pick (\`npm run bench -- verify\` and \`-- zk\`, ${v.ran?.date.slice(0, 10) ?? ''}, ${v.ran?.cpus ?? '?'} cores):`,
+      '',
+      ...table(
+        ['mode', 'extra cost', 'latency', 'what it guarantees'],
+        [
+          ['`none`', '—', '× 1', 'nothing beyond the receipts: trusts each peer'],
+          [
+            '`spot` p = 0.2',
+            'a checker on ~20% of steps',
+            `× ${fixed(l.spotOverNone, 2)}`,
+            'a consistently faulty peer is caught with probability 1 − (1 − p)^steps (`test/verify-network.test.ts`)'
+          ],
+          [
+            '`redundant` k = 2',
+            'k × compute, a referee on disagreement',
+            `× ${fixed(l.redundantOverNone, 2)}`,
+            'a wrong hop is caught at the step it happens unless all k lanes collude'
+          ],
+          [
+            '`optimistic`',
+            `an audit prefill (× ${audit} cheaper than generating) per sampled hop; disputes re-execute one block`,
+            '× 1, final after the window (5–30 s)',
+            'wrong results overturned within the window if an honest watcher holds the layers'
+          ],
+          [
+            '`zk` (small models)',
+            'a proof per inference: seconds',
+            'seconds',
+            'cryptographic (given the set-up), weights hidden; only for models that fit a circuit'
+          ],
+          [
+            '`tessera_prove_sampling` (beside any mode)',
+            `a proof per token: ${prove} of CPU on the sampler`,
+            'tokens at once; the answer after the proofs',
+            'the token is the argmax of the logits the last hop signed; nothing about the layers'
+          ]
+        ]
+      )
+    ]
+  },
+
+  zk(r) {
+    const s = section<ZkSection>(r, 'zk')
+    const lines = [
+      `${provenance('npm run bench -- zk', s.ran)} set-up figures from the run that made the cached set-up (\`.cache/zk\`), proving and verification medians of 5:`,
+      '',
+      ...table(
+        ['model', 'constraints', 'ceremony', 'compile', 'Groth16 keys', 'witness', 'prove', 'verify (Node)', 'proof', 'int8 error'],
+        s.models.map((m) => [
+          `${m.model} ${m.widths.join('→')}`,
+          thousands(m.constraints),
+          `2^${m.power}, ${secs(m.ptauMs)}`,
+          secs(m.compileMs),
+          secs(m.zkeyMs),
+          `${fixed(m.witnessMs, 0)} ms`,
+          secs(m.proveMs),
+          `${fixed(m.verifyMs, 0)} ms`,
+          `${m.proofBytes} B (${m.proofJsonBytes} B JSON)`,
+          `${fixed(100 * m.maxRelError, 1)}%, argmax ${fixed(100 * m.argmaxAgreement, 1)}%`
+        ])
+      )
+    ]
+    if (s.browser !== undefined)
+      lines.push(
+        '',
+        `Verification in Chromium (the SDK in a tab, a native node proving \`${s.browser.model}\` over the network): ${fixed(s.browser.verifyMs, 0)} ms (median), ${fixed(s.browser.firstMs, 0)} ms for the page's first proof while snarkjs loads and starts its workers.`
+      )
+    return lines
+  },
+
+  /** The sampling-step proof, in the zero-knowledge section. */
+  sampling(r) {
+    const s = section<ZkSection>(r, 'zk')
+    const p = s.sampling
+    if (p === undefined) throw new Error('bench-results/bench.json: the zk section has no sampling row (stories260K missing when it ran?)')
+    return [
+      `Measured on stories260K (vocabulary ${p.vocab}, \`npm run bench -- zk\`, ${s.ran?.date.slice(0, 10) ?? ''}): ${thousands(p.constraints)} constraints (a 2^${p.power} powers of tau), ` +
+        `set-up ${secs(p.compileMs)} compile + ${secs(p.zkeyMs)} keys once; ${secs(p.proveMs)} of proving per token on ${s.ran?.cpus ?? '?'} cores ` +
+        '(proved beside the generation, so tokens stream at once and the answer waits for the proofs); ' +
+        `the last hop's commitment (Poseidon over the packed logits, in JS) ${sig(p.commitMs)} ms per step; verification ${sig(p.verifyMs)} ms per token in Node; a proof is ${p.proofBytes} bytes.`
+    ]
+  },
+
+  chain(r) {
+    const s = section<{ rows: ChainBenchRow[]; deployGas: number; verifierDeployGas: number }>(r, 'chain')
+    return [
+      `${provenance('npm run bench -- chain', s.ran)} a local anvil, median of 7 calls:`,
+      '',
+      ...table(
+        ['call', 'gas', 'latency (ms)'],
+        [
+          ['deploy TesseraStake', thousands(s.deployGas), 'once'],
+          ['deploy + register a ZK model verifier (tiny)', thousands(s.verifierDeployGas), 'once per model'],
+          ...s.rows.map((x) => [x.op.replace(/\|/g, '/'), thousands(x.gas), sig(x.medianMs)])
+        ]
+      )
+    ]
+  },
+
+  escape(r) {
+    const s = section<EscapeSection>(r, 'escape')
+    const modes = [...new Set(s.rows.map((x) => x.mode))]
+    const cs = [...new Set(s.rows.map((x) => x.c))].sort((a, b) => a - b)
+    const slashed = s.rows.reduce((a, x) => a + x.honestSlashed, 0)
+    const wrongFixes = s.rows.reduce((a, x) => a + (x.overturnedWrong?.rate ?? 0) * s.trialsPerRow, 0)
+    return [
+      `${provenance('npm run bench -- escape', s.ran)} stories260K cut [0,2) [2,5), m = ${s.n} on [0,2), colluders \`wrong-weights=7\`, n = ${s.tokens}, ` +
+        `${s.trialsPerRow} generations a row, a fresh network and ledger each; the rate, its 95% Wilson interval, the formula in brackets:`,
+      '',
+      ...table(
+        ['mode', ...cs.map((c) => `c = ${c} of ${s.n}`)],
+        modes.map((m) => [
+          m,
+          ...cs.map((c) => {
+            const x = s.rows.find((y) => y.mode === m && y.c === c)
+            return x === undefined ? '' : `${rate(x.rate)} ${span(x.ci95)} (${rate(x.formula)})`
+          })
+        ])
+      ),
+      '',
+      `An honest peer lost stake in ${slashed} of the ${thousands(s.rows.length * s.trialsPerRow)} generations; ${Math.round(wrongFixes)} overturned claims were corrected to wrong tokens.`
+    ]
+  },
+
+  chaos(r) {
+    const s = section<ChaosSection>(r, 'chaos')
+    const lag = s.attacks.map((a) => Number(a.notes.relayLagMaxMs)).filter((x) => Number.isFinite(x))
+    return [
+      `${provenance('npm run bench -- chaos', s.ran)} latencies in ms of ${s.honestRequests} honest requests of ${s.tokens} tokens, idle then beside the attack:`,
+      '',
+      ...table(
+        ['attack', 'tried', 'caught', 'honest slashed', 'wrong tokens', 'honest ok', 'p50 idle → attack', '×', 'p99 idle → attack', '×'],
+        s.attacks.map((a) => [
+          a.attack,
+          a.tried,
+          a.caught,
+          a.honestSlashed,
+          a.wrongTokens,
+          `${a.honestOk}/${a.honestOk + a.honestFailed}`,
+          `${fixed(a.idleP50, 0)} → ${fixed(a.p50, 0)}`,
+          fixed(a.p50Ratio, 2),
+          `${fixed(a.idleP99, 0)} → ${fixed(a.p99, 0)}`,
+          fixed(a.p99Ratio, 2)
+        ])
+      ),
+      ...(lag.length > 0 ? ['', `The relay's longest event-loop delay during an attack (its \`/metrics\`) was ${range(lag, (x) => fixed(x, 0))} ms.`] : [])
+    ]
+  }
+}
+
+export const REGION_NAMES = Object.keys(renderers)
+
+const OPEN = /^( *)<!-- bench: ([a-z0-9-]+) -->$/
+const CLOSE = /^ *<!-- \/bench -->$/
+
+export interface Region {
+  name: string
+  /** Line numbers (0-based) of the markers. */
+  open: number
+  close: number
+  indent: string
+  body: string
+}
+
+/** The regions of a README, with their current text. */
+export function regions(readme: string): Region[] {
+  const lines = readme.split('\n')
+  const found: Region[] = []
+  for (let i = 0; i < lines.length; i++) {
+    const m = OPEN.exec(lines[i])
+    if (m === null) continue
+    const close = lines.findIndex((l, j) => j > i && CLOSE.test(l))
+    if (close < 0) throw new Error(`README line ${i + 1}: <!-- bench: ${m[2]} --> has no <!-- /bench -->`)
+    found.push({ name: m[2], open: i, close, indent: m[1], body: lines.slice(i + 1, close).join('\n') })
+    i = close
+  }
+  return found
+}
+
+/** What a region should say, given the results. */
+export function render(name: string, results: BenchResults, indent = ''): string {
+  const r = renderers[name]
+  if (r === undefined) throw new Error(`no renderer for bench region "${name}" (known: ${REGION_NAMES.join(', ')})`)
+  return r(results)
+    .map((l) => (l === '' ? '' : indent + l))
+    .join('\n')
+}
+
+/** The README with every region rendered from the results. */
+export function renderReadme(readme: string, results: BenchResults): string {
+  const lines = readme.split('\n')
+  // From the last region up, so earlier line numbers stay valid.
+  for (const g of regions(readme).reverse()) lines.splice(g.open + 1, g.close - g.open - 1, render(g.name, results, g.indent))
+  return lines.join('\n')
+}
