@@ -107,7 +107,51 @@ export class OrtShardRunner implements ShardRunner {
   }
 
   open(): ShardSession {
+    if (this.session.outputNames.includes(io.newKey(this.shard.layers[0]))) return this.openAppend()
     return this.session.inputNames.includes(io.SEQLENS_K) ? this.openGqa() : this.openConcat()
+  }
+
+  /**
+   * An `append` session: one buffer per layer for keys and one for values, [1, nKv, capacity,
+   * hd], fed as the past every step (onnxruntime-node reads it where it is); the step returns
+   * only its new rows, copied in after `length`. Truncating is setting the length: the graph
+   * masks every row from position_ids[0] on.
+   */
+  private openAppend(): ShardSession {
+    const { shard, config: c } = this
+    const [start, end] = shard.layers
+    const hd = headDim(c)
+    const cache = new KvBuffers(this.Tensor, c.nKvHeads, hd, c.maxSeqLen, start, end)
+    let closed = false
+
+    const forward = async (input: HopInput): Promise<HopOutput> => {
+      if (closed) throw new InputError('session is closed')
+      const { feeds, seq } = this.stepFeeds(input, cache.length)
+      for (const [name, t] of cache.tensors) feeds[name] = t
+      const out = await this.run(feeds)
+      cache.reserve(cache.length + seq)
+      for (let l = start; l < end; l++) {
+        cache.write(io.pastKey(l), out[io.newKey(l)].data as Float32Array, seq)
+        cache.write(io.pastValue(l), out[io.newValue(l)].data as Float32Array, seq)
+      }
+      cache.length += seq
+      return this.hopOutput(out, seq)
+    }
+
+    return {
+      get length() {
+        return cache.length
+      },
+      forward,
+      truncate(n: number) {
+        if (!Number.isInteger(n) || n < 0 || n > cache.length) throw new InputError(`cannot truncate a ${cache.length}-token cache to ${n}`)
+        cache.length = n
+      },
+      close() {
+        closed = true
+        cache.tensors.clear()
+      }
+    }
   }
 
   /** The step's inputs other than the cache: ids or hidden states, and positions from `length` on. */
@@ -309,7 +353,11 @@ export class OrtShardRunner implements ShardRunner {
     const seq = seqOf(input)
     if (seq < 1 || seq > c.maxSeqLen) throw new InputError(`a part runs 1 to ${c.maxSeqLen} rows, got ${seq}`)
     const feeds: Record<string, Tensor> = {}
-    const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, headDim(c)])
+    // No past. An append graph masks its buffer from position 0 on: it gets the unread rows a
+    // session's first step has (WebGPU cannot bind an empty buffer, and the same shapes make the
+    // same sums: a block re-executed computes exactly what a prefill did); the others take none.
+    const rows = this.session.outputNames.includes(io.newKey(a)) ? Math.min(KV_FIRST_CAPACITY, c.maxSeqLen) : 0
+    const empty = new Tensor('float32', new Float32Array(c.nKvHeads * rows * headDim(c)), [1, c.nKvHeads, rows, headDim(c)])
     for (const name of s.inputNames) {
       if (name === io.POSITION_IDS)
         feeds[name] = new Tensor(
@@ -353,6 +401,61 @@ export class OrtShardRunner implements ShardRunner {
         () => {}
       )
     await this.session.release()
+  }
+}
+
+/**
+ * A session's KV cache as buffers it owns: per layer, keys and values [1, nKv, capacity, hd];
+ * the first `length` rows of each head are the cache. Capacity starts at KV_FIRST_CAPACITY and
+ * doubles (up to the model's context), the valid rows copied over.
+ */
+class KvBuffers {
+  readonly tensors = new Map<string, Tensor>()
+  length = 0
+  private capacity = 0
+
+  constructor(
+    private readonly Tensor: OrtTensorCtor,
+    private readonly heads: number,
+    private readonly hd: number,
+    private readonly maxSeqLen: number,
+    start: number,
+    end: number
+  ) {
+    // Never empty: WebGPU cannot bind a zero-sized buffer, and the graph masks rows past `length` anyway.
+    this.capacity = Math.min(KV_FIRST_CAPACITY, maxSeqLen)
+    for (let l = start; l < end; l++) {
+      this.tensors.set(io.pastKey(l), this.fresh(this.capacity))
+      this.tensors.set(io.pastValue(l), this.fresh(this.capacity))
+    }
+  }
+
+  private fresh(capacity: number): Tensor {
+    return new this.Tensor('float32', new Float32Array(this.heads * capacity * this.hd), [1, this.heads, capacity, this.hd])
+  }
+
+  /** Room for `total` rows. */
+  reserve(total: number): void {
+    if (total <= this.capacity) return
+    let next = Math.max(KV_FIRST_CAPACITY, this.capacity)
+    while (next < total) next *= 2
+    next = Math.min(next, this.maxSeqLen)
+    const { heads, hd, capacity, length } = this
+    for (const [name, old] of this.tensors) {
+      const t = this.fresh(next)
+      const from = old.data as Float32Array
+      const to = t.data as Float32Array
+      for (let h = 0; h < heads; h++) to.set(from.subarray(h * capacity * hd, (h * capacity + length) * hd), h * next * hd)
+      this.tensors.set(name, t)
+    }
+    this.capacity = next
+  }
+
+  /** Copies `seq` new rows per head ([nKv, seq, hd]) in after `length`. */
+  write(name: string, rows: Float32Array, seq: number): void {
+    const to = this.tensors.get(name)!.data as Float32Array
+    const { heads, hd, capacity, length } = this
+    for (let h = 0; h < heads; h++) to.set(rows.subarray(h * seq * hd, (h + 1) * seq * hd), (h * capacity + length) * hd)
   }
 }
 

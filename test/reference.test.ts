@@ -12,12 +12,13 @@ import type { KvLayout } from '../shared/shard/build.js'
 import { checkCase, reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 
-// The default KV layout (concat) in every cut, and GroupQueryAttention once.
+// The default KV layout (append) in every cut, and the other two once each.
 const CUTS: Record<string, [number[], KvLayout | undefined]> = {
   '1 shard': [[], undefined],
   '2 shards': [[3], undefined],
   '5 shards': [[1, 2, 3, 4], undefined],
-  '2 shards, GroupQueryAttention KV cache': [[3], 'gqa']
+  '2 shards, GroupQueryAttention KV cache': [[3], 'gqa'],
+  '2 shards, concat KV cache': [[3], 'concat']
 }
 
 for (const [label, [cuts, kv]] of Object.entries(CUTS)) {

@@ -27,10 +27,10 @@ export function registerBuildModel(program: Command): void {
     .addOption(
       new Option(
         '--kv <layout>',
-        'KV cache: concat (plain ONNX ops; every runtime) or gqa (GroupQueryAttention, updated in place on native nodes; head size a multiple of 8; tabs run it on WASM)'
+        'KV cache: append (a buffer the runtime owns, read in place, new rows appended), gqa (GroupQueryAttention; head size a multiple of 8; tabs run it on WASM) or concat (the cache copied in and out each step)'
       )
-        .choices(['gqa', 'concat'])
-        .default('concat')
+        .choices(['append', 'gqa', 'concat'])
+        .default('append')
     )
     .option('--name <name>', 'model name in the manifest')
     .option('--max-seq-len <n>', 'Hugging Face source: cap the context (each shard holds RoPE tables for every position)', int(1))

@@ -20,18 +20,20 @@ export interface ShardSpec {
 }
 
 /**
- * `gqa`: onnxruntime's GroupQueryAttention over a buffer the runtime owns and the op updates in
- * place, so a decode step costs the same at any context length; `concat`: plain ONNX ops that
- * take the whole past in and return it grown by the new rows (a copy of the cache every step).
+ * `append`: plain ONNX ops that read the past from a buffer the runtime owns (masked past its
+ * length) and return only the new rows, which the runtime appends: nothing proportional to the
+ * context is copied. `gqa`: onnxruntime's GroupQueryAttention over such a buffer, updated in place
+ * (but onnxruntime-node copies every output it returns, the whole buffer included). `concat`:
+ * plain ops that take the whole past in and return it grown by the new rows (a copy each step).
  */
-export type KvLayout = 'gqa' | 'concat'
+export type KvLayout = 'append' | 'gqa' | 'concat'
 
 /**
- * `concat` unless `gqa` is asked for (`build-model --kv gqa`): onnxruntime-web 1.30's WebGPU
- * GroupQueryAttention gave wrong tokens on stories260K in Chromium (test/browser.test.ts), so a
- * default every tab can serve stays; `gqa` is for shards native nodes serve (tabs run it on WASM).
+ * `append` unless another is asked for (`build-model --kv`): plain ops every runtime runs, and no
+ * copy of the cache per step. (`gqa`: onnxruntime-web 1.30's WebGPU GroupQueryAttention gave
+ * wrong tokens on stories260K in Chromium, so tabs serve it on WASM.)
  */
-export const kvLayout = (asked?: KvLayout): KvLayout => asked ?? 'concat'
+export const kvLayout = (asked?: KvLayout): KvLayout => asked ?? 'append'
 
 /** Called after each tensor is written, with how many of the shard's tensors are done. */
 export type BuildProgress = (done: number, total: number, tensor: string) => void
@@ -64,7 +66,7 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
   const pos = g.input(io.POSITION_IDS, I, ['batch', 'seq'])
   const kv = kvLayout(spec.kv)
   if (kv === 'gqa' && headDim(c) % 8 !== 0) throw new ConfigError(`kv layout gqa needs a head size that is a multiple of 8, not ${headDim(c)}`)
-  const cached = kv === 'gqa' ? 'capacity' : 'past'
+  const cached = kv === 'concat' ? 'past' : 'capacity'
   for (let l = spec.start; l < spec.end; l++) {
     g.input(io.pastKey(l), F, ['batch', c.nKvHeads, cached, headDim(c)])
     g.input(io.pastValue(l), F, ['batch', c.nKvHeads, cached, headDim(c)])
@@ -74,9 +76,10 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
     g.input(io.TOTAL_SEQUENCE_LENGTH, DType.INT32, [])
   }
 
-  // Shared by every block of the shard: RoPE angles, and (concat) the causal mask of these positions.
+  // Shared by every block of the shard: RoPE angles, and the masks of these positions.
   const rope = await b.ropeTables(pos)
-  const mask = kv === 'concat' ? b.causalMask(pos, io.pastKey(spec.start)) : undefined
+  const mask: Masks =
+    kv === 'concat' ? { kv, all: b.causalMask(pos, io.pastKey(spec.start)) } : kv === 'append' ? { kv, ...b.appendMasks(pos, io.pastKey(spec.start)) } : { kv }
 
   for (let l = spec.start; l < spec.end; l++) {
     x = await b.block(l, x, rope, mask)
@@ -95,6 +98,11 @@ export async function buildShard(weights: WeightSource, spec: ShardSpec, sink: D
     g.output(io.HIDDEN_OUT, F, ['batch', 'seq', c.dim])
   }
   for (let l = spec.start; l < spec.end; l++) {
+    if (kv === 'append') {
+      g.output(io.newKey(l), F, ['batch', c.nKvHeads, 'seq', headDim(c)])
+      g.output(io.newValue(l), F, ['batch', c.nKvHeads, 'seq', headDim(c)])
+      continue
+    }
     g.output(io.presentKey(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
     g.output(io.presentValue(l), F, ['batch', c.nKvHeads, 'total', headDim(c)])
   }
@@ -106,6 +114,9 @@ interface Rope {
   cos: string
   sin: string
 }
+
+/** What attention masks with, per layout: concat one mask over past and new keys; append one for the buffer's rows and one among the new rows. */
+type Masks = { kv: 'concat'; all: string } | { kv: 'append'; past: string; fresh: string } | { kv: 'gqa' }
 
 /** The forward pass, one method per step, in the order llama2.c's forward() takes them. */
 class Builder {
@@ -237,8 +248,26 @@ class Builder {
     return groups === 1 ? mask : g.op('Tile', [mask, g.const([1, 1, groups, 1])])
   }
 
+  /**
+   * `append`'s masks: the buffer's rows [B,1,1,C] count below the first new position (the
+   * cache's length), whatever the buffer holds after; the new rows among themselves are causal
+   * [B,1,G·S,S] (grouped as in attention).
+   */
+  appendMasks(pos: string, firstPastKey: string): { past: string; fresh: string } {
+    const g = this.g
+    const I = DType.INT64
+    const capacity = g.op('Squeeze', [g.op('Shape', [firstPastKey], { start: 2, end: 3 }), g.const([0])])
+    const rows = g.op('Range', [g.const([0], I, []), capacity, g.const([1], I, [])]) // [C]
+    const length = g.op('Unsqueeze', [g.op('Slice', [pos, g.const([0]), g.const([1]), g.const([1])]), g.const([2, 3])]) // [B,1,1,1]
+    const past = g.op('Where', [g.op('GreaterOrEqual', [rows, length]), g.scalar(-Infinity), g.scalar(0)]) // [B,1,1,C]
+    const hidden = g.op('Greater', [g.op('Unsqueeze', [pos, g.const([1, 2])]), g.op('Unsqueeze', [pos, g.const([1, 3])])]) // [B,1,S,S]
+    const fresh = g.op('Where', [hidden, g.scalar(-Infinity), g.scalar(0)])
+    const groups = this.c.nHeads / this.c.nKvHeads
+    return { past, fresh: groups === 1 ? fresh : g.op('Tile', [fresh, g.const([1, 1, groups, 1])]) }
+  }
+
   /** Grouped-query attention with the KV cache; returns [B,S,nHeads·hd] before the output projection. */
-  async attention(l: number, x: string, r: Rope, mask: string | undefined): Promise<string> {
+  async attention(l: number, x: string, r: Rope, mask: Masks): Promise<string> {
     const g = this.g
     const { nHeads, nKvHeads } = this.c
     const hd = headDim(this.c)
@@ -250,7 +279,7 @@ class Builder {
     const q = this.rope(await project('wq', 'bq', nHeads), nHeads, r)
     const k = this.rope(await project('wk', 'bk', nKvHeads), nKvHeads, r)
     const v = await project('wv', 'bv', nKvHeads)
-    if (mask === undefined) {
+    if (mask.kv === 'gqa') {
       // GroupQueryAttention: causal over the buffer's first seqlens_k + 1 rows, the new rows
       // written into it at their positions; its cache outputs are the graph's own (no Identity
       // between), which is what lets onnxruntime update the caller's buffer in place. RoPE stays
@@ -261,19 +290,34 @@ class Builder {
       return g.opTo('GroupQueryAttention', inputs, [`attention_${l}`, io.presentKey(l), io.presentValue(l)], attrs, 'com.microsoft')[0]
     }
     const heads = (t: string): string => g.op('Transpose', [t], { perm: [0, 2, 1, 3] })
+    // Query heads h = kv·G + g share kv head `kv`: fold the G heads into the rows of each kv
+    // head ([B,nKv,G·S,hd]) instead of copying keys and values G times.
+    const grouped = g.op('Reshape', [heads(q), g.const([0, nKvHeads, -1, hd])])
+    const scaled = (keys: string): string =>
+      g.op('Div', [g.op('MatMul', [grouped, g.op('Transpose', [keys], { perm: [0, 1, 3, 2] })]), g.scalar(Math.sqrt(hd))])
+    const merge = (out: string): string => g.op('Reshape', [heads(g.op('Reshape', [out, g.const([0, nHeads, -1, hd])])), g.const([0, 0, qDim(this.c)])])
+
+    if (mask.kv === 'append') {
+      // One softmax over the buffer's rows and the new ones side by side; the buffer is only read.
+      const kNew = heads(k)
+      const vNew = heads(v)
+      g.alias(kNew, io.newKey(l))
+      g.alias(vNew, io.newValue(l))
+      const capacity = g.op('Shape', [io.pastKey(l)], { start: 2, end: 3 })
+      const scores = g.op('Concat', [g.op('Add', [scaled(io.pastKey(l)), mask.past]), g.op('Add', [scaled(kNew), mask.fresh])], { axis: -1 })
+      const probs = g.op('Softmax', [scores], { axis: -1 })
+      const onPast = g.op('Slice', [probs, g.const([0]), capacity, g.const([-1])])
+      const onNew = g.op('Slice', [probs, capacity, g.const([2 ** 62]), g.const([-1])])
+      return merge(g.op('Add', [g.op('MatMul', [onPast, io.pastValue(l)]), g.op('MatMul', [onNew, vNew])]))
+    }
 
     const keys = g.op('Concat', [io.pastKey(l), heads(k)], { axis: 2 }) // [B,nKv,T,hd]
     const values = g.op('Concat', [io.pastValue(l), heads(v)], { axis: 2 })
     g.alias(keys, io.presentKey(l))
     g.alias(values, io.presentValue(l))
 
-    // Query heads h = kv·G + g share kv head `kv`: fold the G heads into the rows of each kv
-    // head ([B,nKv,G·S,hd]) instead of copying keys and values G times.
-    const grouped = g.op('Reshape', [heads(q), g.const([0, nKvHeads, -1, hd])])
-    const scores = g.op('Div', [g.op('MatMul', [grouped, g.op('Transpose', [keys], { perm: [0, 1, 3, 2] })]), g.scalar(Math.sqrt(hd))])
-    const probs = g.op('Softmax', [g.op('Add', [scores, mask])], { axis: -1 })
-    const out = g.op('Reshape', [g.op('MatMul', [probs, values]), g.const([0, nHeads, -1, hd])]) // [B,H,S,hd]
-    return g.op('Reshape', [heads(out), g.const([0, 0, qDim(this.c)])])
+    const probs = g.op('Softmax', [g.op('Add', [scaled(keys), mask.all])], { axis: -1 })
+    return merge(g.op('MatMul', [probs, values]))
   }
 
   /** SwiGLU feed-forward: w2(silu(w1·x) * w3·x). */
@@ -286,7 +330,7 @@ class Builder {
   }
 
   /** One transformer block with residual connections. */
-  async block(l: number, x: string, r: Rope, mask: string | undefined): Promise<string> {
+  async block(l: number, x: string, r: Rope, mask: Masks): Promise<string> {
     const g = this.g
     const attn = await this.attention(l, this.rmsnorm(x, await this.norm(layerTensor(l, 'attention_norm'))), r, mask)
     const h = g.op('Add', [x, await this.linear(attn, layerTensor(l, 'wo'))])

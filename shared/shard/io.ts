@@ -8,6 +8,10 @@
  *   past_key.L     fp32  [B, nKv, P, hd] per layer L of the shard (P may be 0)
  *   past_value.L   fp32  [B, nKv, P, hd]
  *
+ * Graphs built with `kv: 'append'` read the past from a buffer of some capacity C ≥ P, of which
+ * the first P = position_ids[0] rows count, and return only the step's new rows (new_key.L,
+ * new_value.L [B, nKv, S, hd]) for the runtime to append: no copy of the cache in or out.
+ *
  * Graphs built with `kv: 'gqa'` (GroupQueryAttention) hold the cache in a buffer of some
  * capacity C ≥ T instead, of which each row's first `seqlens_k + 1 − S` positions are the past:
  *
@@ -33,3 +37,6 @@ export const pastValue = (layer: number): string => `past_value.${layer}`
 export const presentKey = (layer: number): string => `present_key.${layer}`
 export const presentValue = (layer: number): string => `present_value.${layer}`
 export const layerOut = (layer: number): string => `layer_out.${layer}`
+/** `append` graphs: the step's own keys and values [B, nKv, S, hd], which the runtime appends to its buffer. */
+export const newKey = (layer: number): string => `new_key.${layer}`
+export const newValue = (layer: number): string => `new_value.${layer}`

@@ -130,6 +130,12 @@ interface ChaosSection {
 
 type Renderer = (r: BenchResults) => string[]
 
+const KV_LABELS: Record<string, string> = {
+  append: '`append` (buffer read in place, new rows appended)',
+  gqa: '`gqa` (GroupQueryAttention in place; the binding copies the buffer out)',
+  concat: '`concat` (cache copied in and out each step)'
+}
+
 const renderers: Record<string, Renderer> = {
   spine(r) {
     const s = section<{ decode: DecodeResult[] }>(r, 'spine')
@@ -177,7 +183,7 @@ const renderers: Record<string, Renderer> = {
       '',
       ...table(
         ['KV cache', `ms per step at position ~${early}`, `at ~${late}`, `÷`],
-        s.context.map((x) => [x.kv === 'gqa' ? '`gqa` (in place)' : '`concat` (copied each step)', sig(x.earlyMs), sig(x.lateMs), `× ${fixed(x.ratio, 2)}`])
+        s.context.map((x) => [KV_LABELS[x.kv] ?? x.kv, sig(x.earlyMs), sig(x.lateMs), `× ${fixed(x.ratio, 2)}`])
       ),
       '',
       `![ms per decode step against position, per KV cache layout](${s.plot})`

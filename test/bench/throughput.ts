@@ -12,7 +12,7 @@ import type { KvLayout } from '../../shared/shard/build.js'
 import { ensureModel } from './spine.js'
 import { median } from './median.js'
 
-const LAYOUTS: KvLayout[] = ['gqa', 'concat']
+const LAYOUTS: KvLayout[] = ['append', 'gqa', 'concat']
 
 export interface ContextRow {
   kv: KvLayout
@@ -77,7 +77,7 @@ function contextPlot(series: Array<{ kv: string; msPerStep: number[] }>, firstPo
   const xMax = firstPos + n * window
   const x = (pos: number): number => m.l + ((pos - firstPos) / (xMax - firstPos)) * (W - m.l - m.r)
   const y = (ms: number): number => H - m.b - (ms / yMax) * (H - m.t - m.b)
-  const colours = ['#1f6feb', '#d1242f']
+  const colours = ['#1a7f37', '#1f6feb', '#d1242f']
   const lines = series.map((s, k) => {
     const pts = s.msPerStep.map((v, i) => `${x(firstPos + (i + 0.5) * window).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
     return (
