@@ -209,44 +209,33 @@ export class OrtShardRunner implements ShardRunner {
     const { shard, config: c, Tensor } = this
     const [start, end] = shard.layers
     const hd = headDim(c)
-    const rowsOf = (t: Tensor): number => t.dims[2]
-    let cache = new Map<string, Tensor>()
-    const fresh = (capacity: number): Tensor => new Tensor('float32', new Float32Array(c.nKvHeads * capacity * hd), [1, c.nKvHeads, capacity, hd])
-    for (let l = start; l < end; l++) {
-      cache.set(io.pastKey(l), fresh(0))
-      cache.set(io.pastValue(l), fresh(0))
+    // In place: the session's own buffers, fed as past and bound as present. Elsewhere each step's
+    // present is fed back as the next past, starting from none.
+    const buffers = this.traits.kvInPlace ? new KvBuffers(Tensor, c.nKvHeads, hd, c.maxSeqLen, start, end) : undefined
+    let cache = buffers?.tensors ?? new Map<string, Tensor>()
+    if (buffers === undefined) {
+      const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
+      for (let l = start; l < end; l++) {
+        cache.set(io.pastKey(l), empty)
+        cache.set(io.pastValue(l), empty)
+      }
     }
     let length = 0
     let closed = false
-
-    // Room for `total` positions: a bigger buffer (doubling, up to the model's context), the valid rows of each head copied over.
-    const reserve = (total: number): void => {
-      const capacity = rowsOf(cache.get(io.pastKey(start))!)
-      if (total <= capacity) return
-      let next = Math.max(KV_FIRST_CAPACITY, capacity)
-      while (next < total) next *= 2
-      next = Math.min(next, c.maxSeqLen)
-      const grown = new Map<string, Tensor>()
-      for (const [name, old] of cache) {
-        const t = fresh(next)
-        const from = old.data as Float32Array
-        const to = t.data as Float32Array
-        for (let h = 0; h < c.nKvHeads; h++) to.set(from.subarray(h * capacity * hd, (h * capacity + length) * hd), h * next * hd)
-        grown.set(name, t)
-      }
-      cache = grown
-    }
 
     const forward = async (input: HopInput): Promise<HopOutput> => {
       if (closed) throw new InputError('session is closed')
       const { feeds, seq } = this.stepFeeds(input, length)
       const total = length + seq
-      if (this.traits.kvInPlace) reserve(total)
+      if (buffers !== undefined) {
+        buffers.length = length
+        buffers.reserve(total)
+      }
       for (const [name, t] of cache) feeds[name] = t
       feeds[io.SEQLENS_K] = new Tensor('int32', Int32Array.of(total - 1), [1])
       feeds[io.TOTAL_SEQUENCE_LENGTH] = new Tensor('int32', Int32Array.of(total), [])
       let out: InferenceSession.OnnxValueMapType
-      if (this.traits.kvInPlace) {
+      if (buffers !== undefined) {
         // Present bound to the very buffers fed as past: the op writes the new rows into them. The
         // copies the binding returns for these outputs are dropped.
         const fetches: Record<string, Tensor | null> = Object.fromEntries(this.session.outputNames.map((n) => [n, null]))

@@ -16,6 +16,7 @@ import type { SamplingBenchRow, ZkBenchRow } from './zk.js'
 import type { ChaosRow } from './chaos.js'
 import type { ChainBenchRow } from './chain.js'
 import type { ContextRow } from './throughput.js'
+import type { ReceiptCost } from './verify.js'
 
 /** Where and when a section ran (test/bench/index.ts adds it to every section). */
 export interface Ran {
@@ -92,18 +93,7 @@ interface BrowserRow {
   clickToFirstRequestMs: number
 }
 interface VerifySection {
-  receipt: Array<{
-    preset: string
-    layers: [number, number]
-    computeMs: number
-    fingerprintMs: number
-    fingerprintPercent: number
-    nodeReceiptMs: number
-    nodeReceiptPercent: number
-    clientCheckMs: number
-    clientCheckPercent: number
-    receiptBytesPerDecodeToken: number
-  }>
+  receipt: Array<ReceiptCost & { preset: string; layers: [number, number] }>
   prefill: { tokens: number; bytesPerToken: number }
   latency: { preset: string; tokens: number; noneMs: number; redundantMs: number; spotMs: number; redundantOverNone: number; spotOverNone: number }
   perturbSensitivity: Array<{ eps: number; hopSteps: number; caught: number }>

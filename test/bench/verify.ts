@@ -26,7 +26,7 @@ import { ensureModel } from './spine.js'
 import { median } from './median.js'
 import { kvLayout } from '../../shared/shard/build.js'
 
-interface ReceiptCost {
+export interface ReceiptCost {
   computeMs: number
   fingerprintMs: number
   fingerprintPercent: number
