@@ -24,6 +24,8 @@ export default defineConfig({
       'test/families.test.ts',
       'test/text.test.ts',
       'test/reference.test.ts',
+      'test/batch.test.ts',
+      'test/kv.test.ts',
       'test/bench-readme.test.ts'
     ]
   }

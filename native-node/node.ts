@@ -24,6 +24,7 @@ import { tamperShard } from './fault.js'
 import { loadShard } from './store.js'
 import { detectHardware, memoryBudget } from './hardware.js'
 import type { DevicePreference } from './ort.js'
+import { batchLimits, type BatchLimits } from '../shared/batch.js'
 
 const log = logger('tessera:node')
 
@@ -38,6 +39,8 @@ export interface NodeOptions {
   /** How often a node that chose its own layers checks whether moving would help (ms; default in shared/node/config.ts). */
   rebalanceMs?: number
   device?: DevicePreference
+  /** Continuous batching limits for every served shard (shared/batch.ts; default BATCH_DEFAULTS). */
+  batch?: Partial<BatchLimits>
   listen?: string[]
   keyFile?: string
   privateKey?: PrivateKey
@@ -139,7 +142,7 @@ async function loadRunners(o: NodeOptions, manifest: Manifest, shards: ShardEntr
   }
   const out: ShardRunner[] = []
   for (const s of shards) {
-    const opts = { device: o.device, spin: false }
+    const opts = { device: o.device, spin: false, batch: batchLimits(o.batch) }
     // wrong-weights changes every shard, perturb the first served, skip-layer the one holding its layer.
     const tampered =
       f !== undefined && (f.kind === 'wrong-weights' || (f.kind === 'perturb' && s === shards[0]) || (f.kind === 'skip-layer' && holds(s, f.layer)))

@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path'
 import type { LlamaConfig } from '../shared/model/config.js'
 import type { ShardEntry } from '../shared/manifest.js'
 import { OrtShardRunner, type DeviceKind, type PartLoader, type ShardRunner } from '../shared/runner.js'
+import { BATCH_DEFAULTS, type BatchLimits } from '../shared/batch.js'
 import { ConfigError } from '../shared/errors.js'
 import { logger } from '../shared/log.js'
 
@@ -29,6 +30,8 @@ export interface OrtNodeOptions {
    * of the time and spinning threads starve the network stack and neighbours on the same cores.
    */
   spin?: boolean
+  /** Continuous batching of the shard's sessions (shared/batch.ts; flags --batch, --batch-wait-ms, --prefill-chunk). */
+  batch?: BatchLimits
 }
 
 /**
@@ -47,6 +50,7 @@ let cudaFailure: string | undefined
 /** Opens `modelPath` (its external data beside it) as a ShardRunner. */
 export async function loadShardNode(modelPath: string, shard: ShardEntry, config: LlamaConfig, opts: OrtNodeOptions = {}): Promise<ShardRunner> {
   const want = opts.device ?? 'auto'
+  const batch = opts.batch ?? BATCH_DEFAULTS
   const base: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: 'all',
     intraOpNumThreads: opts.threads ?? 0,
@@ -63,7 +67,7 @@ export async function loadShardNode(modelPath: string, shard: ShardEntry, config
         const session = await ort.InferenceSession.create(modelPath, options)
         log.info(`shard ${shard.layers[0]}-${shard.layers[1]} on CUDA`)
         // Not in place on CUDA until measured there: GroupQueryAttention's CUDA kernel is fp16/bf16, so an fp32 one runs on the CPU provider.
-        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda', partLoader(modelPath, options), { kvInPlace: false })
+        return new OrtShardRunner(ort.Tensor, session, shard, config, 'cuda', partLoader(modelPath, options), { kvInPlace: false }, batch)
       } catch (err) {
         cudaFailure = (err as Error).message
       }
@@ -76,7 +80,7 @@ export async function loadShardNode(modelPath: string, shard: ShardEntry, config
   const device: DeviceKind = 'cpu'
   log.debug(`shard ${shard.layers[0]}-${shard.layers[1]} on CPU`)
   // onnxruntime-node wraps JS buffers for inputs and preallocated outputs alike: the KV cache is updated in place.
-  return new OrtShardRunner(ort.Tensor, session, shard, config, device, partLoader(modelPath, options), { kvInPlace: true })
+  return new OrtShardRunner(ort.Tensor, session, shard, config, device, partLoader(modelPath, options), { kvInPlace: true }, batch)
 }
 
 /**

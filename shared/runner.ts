@@ -4,6 +4,8 @@ import type { ShardEntry } from './manifest.js'
 import { InputError } from './errors.js'
 import * as io from './shard/io.js'
 import { cutPart, LAYER_IN, partOutput } from './shard/part.js'
+import { BATCH_DEFAULTS, StepBatcher, type BatchLimits, type BatchStats, type QueuedStep } from './batch.js'
+import { KV_FIRST_CAPACITY, KvPool, type KvSlot } from './kv-pool.js'
 
 /** Where a shard's math runs. */
 export type DeviceKind = 'cuda' | 'cpu' | 'webgpu' | 'wasm'
@@ -51,6 +53,8 @@ export interface ShardRunner {
    * runtime cannot load parts.
    */
   runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
+  /** What continuous batching has done, where the shard batches (batch.ts). */
+  readonly batching?: BatchStats
   dispose(): Promise<void>
 }
 
@@ -77,20 +81,48 @@ export interface OrtTensorCtor {
  */
 export interface RuntimeTraits {
   kvInPlace: boolean
+  /**
+   * Only one run at a time in the whole runtime, whichever session (onnxruntime-web: two shards'
+   * runs at once corrupt its state). Elsewhere each shard runs its own one at a time, and shards
+   * overlap.
+   */
+  oneRunAtATime?: boolean
 }
 
-/** A GroupQueryAttention cache starts with room for this many positions and doubles when full. */
-const KV_FIRST_CAPACITY = 64
+/** Runs in submission order, one at a time. */
+class RunQueue {
+  private tail: Promise<unknown> = Promise.resolve()
+
+  async run<T>(f: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(f)
+    this.tail = result.catch(() => {})
+    return await result
+  }
+
+  async idle(): Promise<void> {
+    await this.tail
+  }
+}
+
+/** The one queue of a runtime that runs one session at a time, by its Tensor class. */
+const runtimeQueues = new WeakMap<OrtTensorCtor, RunQueue>()
+
+/** A batch run spans a session's slot and the next batched one's across at most this many idle slots (computed and thrown away). */
+const MAX_IDLE_GAP = 2
 
 /**
  * A ShardRunner over an onnxruntime InferenceSession that the runtime-specific module created
- * (only runner modules import onnxruntime; this file sees its types).
- *
- * onnxruntime sessions must not run concurrently on the web, so runs are serialized here for
- * every runtime alike.
+ * (only runner modules import onnxruntime; this file sees its types). A shard does one run at a
+ * time (RuntimeTraits says whether the whole runtime must).
  */
 export class OrtShardRunner implements ShardRunner {
-  private queue: Promise<unknown> = Promise.resolve()
+  private readonly queue: RunQueue
+  // append sessions: their caches (a pool per capacity), their steps' batching, and slots closed while a batch ran.
+  private readonly pools = new Map<number, KvPool>()
+  private live = 0
+  private batcher?: StepBatcher<KvSlot, HopInput, HopOutput>
+  private toRelease: KvSlot[] = []
+  private computing = false
   private readonly parts = new Map<number, Promise<InferenceSession>>()
   readonly runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
 
@@ -101,9 +133,16 @@ export class OrtShardRunner implements ShardRunner {
     private readonly config: LlamaConfig,
     readonly device: DeviceKind,
     private readonly partLoader?: PartLoader,
-    private readonly traits: RuntimeTraits = { kvInPlace: false }
+    private readonly traits: RuntimeTraits = { kvInPlace: false },
+    private readonly batch: BatchLimits = BATCH_DEFAULTS
   ) {
     if (partLoader !== undefined) this.runPart = async (layer, input) => await this.part(layer, input)
+    let queue = traits.oneRunAtATime === true ? runtimeQueues.get(Tensor) : undefined
+    if (queue === undefined) {
+      queue = new RunQueue()
+      if (traits.oneRunAtATime === true) runtimeQueues.set(Tensor, queue)
+    }
+    this.queue = queue
   }
 
   open(): ShardSession {
@@ -112,54 +151,175 @@ export class OrtShardRunner implements ShardRunner {
   }
 
   /**
-   * An `append` session: one buffer per layer for keys and one for values, [1, nKv, capacity,
-   * hd], fed as the past every step (onnxruntime-node reads it where it is); the step returns
-   * only its new rows, copied in after `length`. Truncating is setting the length: the graph
-   * masks every row from position_ids[0] on.
+   * An `append` session: its cache is a slot of the shard's KvPool (kv-pool.ts), fed as the past
+   * every step (onnxruntime-node reads it where it is); a step returns only its new rows, copied in
+   * after `length`. Steps go through the shard's StepBatcher (batch.ts): one-token steps of
+   * different sessions that queue together run as one batch, each row masked at its own length; a
+   * longer step is fed in chunks. Truncating is setting the length: the graph masks every row from
+   * position_ids[0] on.
    */
   private openAppend(): ShardSession {
-    const { shard, config: c } = this
-    const [start, end] = shard.layers
-    const hd = headDim(c)
-    const cache = new KvBuffers(this.Tensor, c.nKvHeads, hd, c.maxSeqLen, start, end)
-    let closed = false
+    const batcher = this.appendBatcher()
+    const { config: c } = this
+    const slot = this.poolFor(1).acquire()
+    this.live++
 
     const forward = async (input: HopInput): Promise<HopOutput> => {
-      if (closed) throw new InputError('session is closed')
-      const { feeds, seq } = this.stepFeeds(input, cache.length)
-      for (const [name, t] of cache.tensors) feeds[name] = t
-      const out = await this.run(feeds)
-      cache.reserve(cache.length + seq)
-      for (let l = start; l < end; l++) {
-        cache.write(io.pastKey(l), out[io.newKey(l)].data as Float32Array, seq)
-        cache.write(io.pastValue(l), out[io.newValue(l)].data as Float32Array, seq)
+      if (slot.closed) throw new InputError('session is closed')
+      const seq = this.checkInput(input, slot.length)
+      const chunk = this.batch.prefillChunk
+      if (seq <= chunk) return await batcher.submit(slot, input, seq)
+      const outs: HopOutput[] = []
+      for (let at = 0; at < seq; at += chunk) {
+        const n = Math.min(chunk, seq - at)
+        const part: HopInput =
+          'tokens' in input ? { tokens: input.tokens.slice(at, at + n) } : { hidden: input.hidden.subarray(at * c.dim, (at + n) * c.dim), seq: n }
+        outs.push(await batcher.submit(slot, part, n))
       }
-      cache.length += seq
-      return this.hopOutput(out, seq)
+      return joinOutputs(outs)
     }
 
     return {
       get length() {
-        return cache.length
+        return slot.length
       },
       forward,
       truncate(n: number) {
-        if (!Number.isInteger(n) || n < 0 || n > cache.length) throw new InputError(`cannot truncate a ${cache.length}-token cache to ${n}`)
-        cache.length = n
+        if (!Number.isInteger(n) || n < 0 || n > slot.length) throw new InputError(`cannot truncate a ${slot.length}-token cache to ${n}`)
+        slot.length = n
       },
-      close() {
-        closed = true
-        cache.tensors.clear()
+      close: () => {
+        if (slot.closed) return
+        slot.closed = true
+        this.live--
+        // A running batch reads the pool: its slots move only between runs.
+        this.toRelease.push(slot)
+        if (!this.computing) this.releaseClosed()
       }
     }
   }
 
-  /** The step's inputs other than the cache: ids or hidden states, and positions from `length` on. */
-  private stepFeeds(input: HopInput, length: number): { feeds: Record<string, Tensor>; seq: number } {
+  private appendBatcher(): StepBatcher<KvSlot, HopInput, HopOutput> {
+    this.batcher ??= new StepBatcher<KvSlot, HopInput, HopOutput>(
+      this.batch,
+      async (steps) => await this.runRows(steps),
+      () => this.live,
+      () => this.releaseClosed()
+    )
+    return this.batcher
+  }
+
+  /** The pool whose slots hold `rows` rows: the smallest capacity class (64, 128, …, the model's context) that does. */
+  private poolFor(rows: number): KvPool {
+    const c = this.config
+    let capacity = Math.min(KV_FIRST_CAPACITY, c.maxSeqLen)
+    while (capacity < rows) capacity = Math.min(capacity * 2, c.maxSeqLen)
+    let pool = this.pools.get(capacity)
+    if (pool === undefined) {
+      const [start, end] = this.shard.layers
+      const names = Array.from({ length: end - start }, (_, i) => [io.pastKey(start + i), io.pastValue(start + i)]).flat()
+      pool = new KvPool(names, c.nKvHeads, headDim(c), c.maxSeqLen, capacity)
+      this.pools.set(capacity, pool)
+    }
+    return pool
+  }
+
+  private releaseClosed(): void {
+    for (const s of this.toRelease.splice(0)) s.pool.release(s)
+    this.dropEmptyPools()
+  }
+
+  private dropEmptyPools(): void {
+    for (const [capacity, pool] of this.pools) if (pool.size === 0) this.pools.delete(capacity)
+  }
+
+  /**
+   * Runs one batch of append steps: a cache about to outgrow its pool moves to the next first; then
+   * per pool, the rows' slots sorted and cut into runs that are contiguous but for a few idle slots
+   * (computed at position 0 and thrown away), one onnxruntime run each.
+   */
+  private async runRows(steps: Array<QueuedStep<KvSlot, HopInput>>): Promise<HopOutput[]> {
+    const outs = new Map<QueuedStep<KvSlot, HopInput>, HopOutput>()
+    this.computing = true
+    try {
+      for (const s of steps) {
+        const need = s.owner.length + s.seq
+        if (need > s.owner.pool.rowsPerSlot) this.poolFor(need).adopt(s.owner)
+      }
+      this.dropEmptyPools()
+      const sorted = [...steps].sort((a, b) => a.owner.pool.rowsPerSlot - b.owner.pool.rowsPerSlot || a.owner.slot - b.owner.slot)
+      const runs: Array<typeof steps> = []
+      for (const s of sorted) {
+        const cur = runs[runs.length - 1]
+        const prev = cur?.[cur.length - 1].owner
+        if (prev !== undefined && prev.pool === s.owner.pool && s.owner.slot - prev.slot <= 1 + MAX_IDLE_GAP) cur.push(s)
+        else runs.push([s])
+      }
+      for (const run of runs) {
+        const got = await this.runSlots(run)
+        for (const [i, s] of run.entries()) outs.set(s, got[i])
+      }
+    } finally {
+      this.computing = false
+    }
+    return steps.map((s) => outs.get(s)!)
+  }
+
+  /** One onnxruntime run over slots [first row's, last row's]; `run` holds one prefill chunk or one-token rows. */
+  private async runSlots(run: Array<QueuedStep<KvSlot, HopInput>>): Promise<HopOutput[]> {
     const { shard, config: c, Tensor } = this
+    const pool = run[0].owner.pool
+    const [start, end] = shard.layers
+    const lo = run[0].owner.slot
+    const n = run[run.length - 1].owner.slot - lo + 1
+    const seq = run[0].seq
+    const rows = new Array<QueuedStep<KvSlot, HopInput> | undefined>(n)
+    for (const s of run) rows[s.owner.slot - lo] = s
+
+    const feeds: Record<string, Tensor> = pool.views(Tensor, lo, n)
+    const positions = new BigInt64Array(n * seq)
+    rows.forEach((s, r) => {
+      for (let i = 0; i < seq; i++) positions[r * seq + i] = BigInt((s?.owner.length ?? 0) + i)
+    })
+    feeds[io.POSITION_IDS] = new Tensor('int64', positions, [n, seq])
+    if (shard.layers[0] === 0) {
+      const ids = new BigInt64Array(n * seq)
+      rows.forEach((s, r) => {
+        if (s !== undefined && 'tokens' in s.input) ids.set(BigInt64Array.from(s.input.tokens, BigInt), r * seq)
+      })
+      feeds[io.INPUT_IDS] = new Tensor('int64', ids, [n, seq])
+    } else if (n === 1 && 'hidden' in run[0].input) {
+      feeds[io.HIDDEN_IN] = new Tensor('float32', run[0].input.hidden, [1, seq, c.dim])
+    } else {
+      const hidden = new Float32Array(n * seq * c.dim)
+      rows.forEach((s, r) => {
+        if (s !== undefined && 'hidden' in s.input) hidden.set(s.input.hidden, r * seq * c.dim)
+      })
+      feeds[io.HIDDEN_IN] = new Tensor('float32', hidden, [n, seq, c.dim])
+    }
+
+    const out = await this.run(feeds)
+    const stats = this.batcher!.stats
+    stats.idleRows += n - run.length
+    const kvRow = c.nKvHeads * seq * headDim(c)
+    return run.map((s) => {
+      const r = s.owner.slot - lo
+      if (!s.owner.closed) {
+        for (let l = start; l < end; l++) {
+          pool.write(io.pastKey(l), s.owner, out[io.newKey(l)].data as Float32Array, r * kvRow, seq)
+          pool.write(io.pastValue(l), s.owner, out[io.newValue(l)].data as Float32Array, r * kvRow, seq)
+        }
+        s.owner.length += seq
+      }
+      return this.hopOutput(out, seq, n === 1 ? undefined : r)
+    })
+  }
+
+  /** Checks one step's input against the shard and the context left; returns its token count. */
+  private checkInput(input: HopInput, length: number): number {
+    const { shard, config: c } = this
     const [start, end] = shard.layers
     const first = start === 0
-    const feeds: Record<string, Tensor> = {}
     let seq: number
     if ('tokens' in input) {
       if (!first) throw new InputError(`shard ${start}-${end} takes hidden states, not token ids`)
@@ -167,34 +327,49 @@ export class OrtShardRunner implements ShardRunner {
       for (const t of input.tokens) {
         if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new InputError(`token id ${t} is outside the vocabulary [0, ${c.vocabSize})`)
       }
-      feeds[io.INPUT_IDS] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
     } else {
       if (first) throw new InputError(`shard ${start}-${end} takes token ids, not hidden states`)
       seq = input.seq
       if (input.hidden.length !== seq * c.dim) throw new InputError(`hidden states hold ${input.hidden.length} values; expected ${seq} × ${c.dim}`)
-      feeds[io.HIDDEN_IN] = new Tensor('float32', input.hidden, [1, seq, c.dim])
     }
     if (seq < 1) throw new InputError('a step needs at least one token')
     if (length + seq > c.maxSeqLen) throw new InputError(`context of ${length + seq} tokens exceeds the model's ${c.maxSeqLen}`)
+    return seq
+  }
+
+  /** The step's inputs other than the cache: ids or hidden states, and positions from `length` on. */
+  private stepFeeds(input: HopInput, length: number): { feeds: Record<string, Tensor>; seq: number } {
+    const { config: c, Tensor } = this
+    const seq = this.checkInput(input, length)
+    const feeds: Record<string, Tensor> = {}
+    if ('tokens' in input) feeds[io.INPUT_IDS] = new Tensor('int64', BigInt64Array.from(input.tokens, BigInt), [1, seq])
+    else feeds[io.HIDDEN_IN] = new Tensor('float32', input.hidden, [1, seq, c.dim])
     const positions = new BigInt64Array(seq)
     for (let i = 0; i < seq; i++) positions[i] = BigInt(length + i)
     feeds[io.POSITION_IDS] = new Tensor('int64', positions, [1, seq])
     return { feeds, seq }
   }
 
-  /** The hop's result from a run's outputs. */
-  private hopOutput(out: InferenceSession.OnnxValueMapType, seq: number): HopOutput {
+  /** The hop's result from a run's outputs: all of it, or batch row `row` (copied out). */
+  private hopOutput(out: InferenceSession.OnnxValueMapType, seq: number, row?: number): HopOutput {
     const { shard, config: c } = this
     const [start, end] = shard.layers
     const last = end === c.nLayers
-    const result = out[last ? io.LOGITS : io.HIDDEN_OUT]
+    const width = last ? c.vocabSize : c.dim
+    const take = (t: Tensor): Float32Array => {
+      const data = t.data as Float32Array
+      return row === undefined ? data : data.slice(row * seq * width, (row + 1) * seq * width)
+    }
     const layers = this.session.outputNames.includes(io.layerOut(start))
-      ? Array.from({ length: end - start }, (_, i) => out[io.layerOut(start + i)].data as Float32Array)
+      ? Array.from({ length: end - start }, (_, i) => {
+          const data = out[io.layerOut(start + i)].data as Float32Array
+          return row === undefined ? data : data.slice(row * seq * c.dim, (row + 1) * seq * c.dim)
+        })
       : undefined
     return {
-      data: result.data as Float32Array,
+      data: take(out[last ? io.LOGITS : io.HIDDEN_OUT]),
       seq,
-      width: last ? c.vocabSize : c.dim,
+      width,
       kind: last ? 'logits' : 'hidden',
       ...(layers !== undefined ? { layers } : {})
     }
@@ -203,23 +378,20 @@ export class OrtShardRunner implements ShardRunner {
   /**
    * A GroupQueryAttention session: one buffer per layer for keys and one for values,
    * [1, nKv, capacity, hd], that the op updates in place where the runtime allows; positions past
-   * `length` are never read, so truncating is setting the length.
+   * `length` are never read, so truncating is setting the length. Its steps run alone.
    */
   private openGqa(): ShardSession {
     const { shard, config: c, Tensor } = this
     const [start, end] = shard.layers
     const hd = headDim(c)
-    // In place: the session's own buffers, fed as past and bound as present. Elsewhere each step's
-    // present is fed back as the next past, starting from none.
-    const buffers = this.traits.kvInPlace ? new KvBuffers(Tensor, c.nKvHeads, hd, c.maxSeqLen, start, end) : undefined
-    let cache = buffers?.tensors ?? new Map<string, Tensor>()
-    if (buffers === undefined) {
-      const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
-      for (let l = start; l < end; l++) {
-        cache.set(io.pastKey(l), empty)
-        cache.set(io.pastValue(l), empty)
-      }
-    }
+    // In place: a one-slot pool of the session's own, fed as past and bound as present. Elsewhere
+    // each step's present is fed back as the next past, starting from none.
+    const names = Array.from({ length: end - start }, (_, i) => [io.pastKey(start + i), io.pastValue(start + i)]).flat()
+    const own = this.traits.kvInPlace ? new KvPool(names, c.nKvHeads, hd, c.maxSeqLen) : undefined
+    const slot = own?.acquire()
+    let cache = new Map<string, Tensor>()
+    const empty = new Tensor('float32', new Float32Array(0), [1, c.nKvHeads, 0, hd])
+    for (const name of names) cache.set(name, empty)
     let length = 0
     let closed = false
 
@@ -227,15 +399,16 @@ export class OrtShardRunner implements ShardRunner {
       if (closed) throw new InputError('session is closed')
       const { feeds, seq } = this.stepFeeds(input, length)
       const total = length + seq
-      if (buffers !== undefined) {
-        buffers.length = length
-        buffers.reserve(total)
+      if (own !== undefined && slot !== undefined) {
+        slot.length = length
+        own.reserve(total)
+        cache = new Map(Object.entries(own.views(Tensor, 0, 1)))
       }
       for (const [name, t] of cache) feeds[name] = t
       feeds[io.SEQLENS_K] = new Tensor('int32', Int32Array.of(total - 1), [1])
       feeds[io.TOTAL_SEQUENCE_LENGTH] = new Tensor('int32', Int32Array.of(total), [])
       let out: InferenceSession.OnnxValueMapType
-      if (buffers !== undefined) {
+      if (own !== undefined) {
         // Present bound to the very buffers fed as past: the op writes the new rows into them. The
         // copies the binding returns for these outputs are dropped.
         const fetches: Record<string, Tensor | null> = Object.fromEntries(this.session.outputNames.map((n) => [n, null]))
@@ -377,13 +550,17 @@ export class OrtShardRunner implements ShardRunner {
     session = this.session,
     fetches?: Record<string, Tensor | null>
   ): Promise<InferenceSession.OnnxValueMapType> {
-    const result = this.queue.then(async () => await (fetches === undefined ? session.run(feeds) : session.run(feeds, fetches)))
-    this.queue = result.catch(() => {})
-    return await result
+    return await this.queue.run(async () => await (fetches === undefined ? session.run(feeds) : session.run(feeds, fetches)))
+  }
+
+  /** What batching has done on this shard (append layouts batch; the others run every step alone). */
+  get batching(): BatchStats | undefined {
+    return this.batcher?.stats
   }
 
   async dispose(): Promise<void> {
-    await this.queue
+    await this.batcher?.idle()
+    await this.queue.idle()
     for (const p of this.parts.values())
       await p.then(
         async (s) => await s.release(),
@@ -393,58 +570,25 @@ export class OrtShardRunner implements ShardRunner {
   }
 }
 
-/**
- * A session's KV cache as buffers it owns: per layer, keys and values [1, nKv, capacity, hd];
- * the first `length` rows of each head are the cache. Capacity starts at KV_FIRST_CAPACITY and
- * doubles (up to the model's context), the valid rows copied over.
- */
-class KvBuffers {
-  readonly tensors = new Map<string, Tensor>()
-  length = 0
-  private capacity = 0
-
-  constructor(
-    private readonly Tensor: OrtTensorCtor,
-    private readonly heads: number,
-    private readonly hd: number,
-    private readonly maxSeqLen: number,
-    start: number,
-    end: number
-  ) {
-    // Never empty: WebGPU cannot bind a zero-sized buffer, and the graph masks rows past `length` anyway.
-    this.capacity = Math.min(KV_FIRST_CAPACITY, maxSeqLen)
-    for (let l = start; l < end; l++) {
-      this.tensors.set(io.pastKey(l), this.fresh(this.capacity))
-      this.tensors.set(io.pastValue(l), this.fresh(this.capacity))
+/** One step's output from the outputs of its chunks, in order. */
+function joinOutputs(outs: HopOutput[]): HopOutput {
+  const cat = (parts: Float32Array[]): Float32Array => {
+    const to = new Float32Array(parts.reduce((n, p) => n + p.length, 0))
+    let at = 0
+    for (const p of parts) {
+      to.set(p, at)
+      at += p.length
     }
+    return to
   }
-
-  private fresh(capacity: number): Tensor {
-    return new this.Tensor('float32', new Float32Array(this.heads * capacity * this.hd), [1, this.heads, capacity, this.hd])
-  }
-
-  /** Room for `total` rows. */
-  reserve(total: number): void {
-    if (total <= this.capacity) return
-    let next = Math.max(KV_FIRST_CAPACITY, this.capacity)
-    while (next < total) next *= 2
-    next = Math.min(next, this.maxSeqLen)
-    const { heads, hd, capacity, length } = this
-    for (const [name, old] of this.tensors) {
-      const t = this.fresh(next)
-      const from = old.data as Float32Array
-      const to = t.data as Float32Array
-      for (let h = 0; h < heads; h++) to.set(from.subarray(h * capacity * hd, (h * capacity + length) * hd), h * next * hd)
-      this.tensors.set(name, t)
-    }
-    this.capacity = next
-  }
-
-  /** Copies `seq` new rows per head ([nKv, seq, hd]) in after `length`. */
-  write(name: string, rows: Float32Array, seq: number): void {
-    const to = this.tensors.get(name)!.data as Float32Array
-    const { heads, hd, capacity, length } = this
-    for (let h = 0; h < heads; h++) to.set(rows.subarray(h * seq * hd, (h + 1) * seq * hd), (h * capacity + length) * hd)
+  const [first] = outs
+  const layers = first.layers?.map((_, i) => cat(outs.map((o) => o.layers![i])))
+  return {
+    data: cat(outs.map((o) => o.data)),
+    seq: outs.reduce((n, o) => n + o.seq, 0),
+    width: first.width,
+    kind: first.kind,
+    ...(layers !== undefined ? { layers } : {})
   }
 }
 

@@ -8,6 +8,7 @@ import { startNode } from '../../native-node/node.js'
 import type { DevicePreference } from '../../native-node/ort.js'
 import { FAULT_KINDS, parseFault, type Fault } from '../../shared/node/fault.js'
 import { REBALANCE_S } from '../config.js'
+import { BATCH_DEFAULTS } from '../../shared/batch.js'
 import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
 
@@ -19,6 +20,9 @@ interface NodeFlags {
   maxLayers?: number
   rebalance: number
   device: DevicePreference
+  batch: number
+  batchWaitMs: number
+  prefillChunk: number
   listen?: string[]
   key?: string
   fault?: Fault
@@ -54,6 +58,14 @@ export function registerNode(program: Command): void {
     .option('--max-layers <k>', 'serve at most this many layers (default: as many as fit in memory)', int(1))
     .option('--rebalance <seconds>', 'without --layers: how often to check whether moving to other layers would help the network', int(1), REBALANCE_S)
     .addOption(new Option('--device <device>', 'execution provider').choices(['auto', 'cuda', 'cpu']).default('auto'))
+    .option('--batch <rows>', 'one-token steps of different sessions run together at most (1: no batching)', int(1), BATCH_DEFAULTS.maxRows)
+    .option('--batch-wait-ms <ms>', 'how long a ready step waits for other open sessions to join its batch', int(0), BATCH_DEFAULTS.waitMs)
+    .option(
+      '--prefill-chunk <tokens>',
+      "a longer step is fed in chunks of this many tokens, other sessions' decode steps between",
+      int(1),
+      BATCH_DEFAULTS.prefillChunk
+    )
     .option('--listen <multiaddrs>', 'comma-separated listen addresses (default: loopback TCP and WebSockets)', (v: string) => v.split(','))
     .option('--key <file>', "keep the node's identity in this file (created if missing)")
     .option('--zk <models>', 'also prove inferences of these ZK models, comma-separated (e.g. small; set up once with tessera zk setup)', (v: string) =>
@@ -70,6 +82,7 @@ export function registerNode(program: Command): void {
         maxLayers: o.maxLayers,
         rebalanceMs: o.rebalance * 1000,
         device: o.device,
+        batch: { maxRows: o.batch, waitMs: o.batchWaitMs, prefillChunk: o.prefillChunk },
         listen: o.listen,
         keyFile: o.key,
         fault: o.fault,

@@ -15,7 +15,7 @@ import type { Int4Accuracy } from './int4.js'
 import type { SamplingBenchRow, ZkBenchRow } from './zk.js'
 import type { ChaosRow } from './chaos.js'
 import type { ChainBenchRow } from './chain.js'
-import type { ContextRow } from './throughput.js'
+import type { BandwidthRow, ConcurrencyRow, ContextRow, NodeConcurrencyRow } from './throughput.js'
 import type { ReceiptCost } from './verify.js'
 
 /** Where and when a section ran (test/bench/index.ts adds it to every section). */
@@ -166,17 +166,59 @@ const renderers: Record<string, Renderer> = {
   },
 
   throughput(r) {
-    const s = section<{ preset: string; positions: [number, number]; context: ContextRow[]; plot: string }>(r, 'throughput')
+    const s = section<{
+      preset: string
+      positions: [number, number]
+      context: ContextRow[]
+      plot: string
+      concurrency: ConcurrencyRow[]
+      concurrencyPlot: string
+      speedup16: number
+      node: NodeConcurrencyRow[]
+      bandwidth: BandwidthRow
+    }>(r, 'throughput')
     const [early, late] = s.positions
+    const bw = s.bandwidth
+    const nodeCounts = [...new Set(s.node.map((x) => x.sessions))]
+    const most = s.concurrency[s.concurrency.length - 1]
     return [
-      `${provenance('npm run bench -- throughput', s.ran)} \`${s.preset}\`, whole model, onnxruntime-node, one decode step at a time, the layouts' sessions stepped alternately:`,
+      `${provenance('npm run bench -- throughput', s.ran)} \`${s.preset}\`, whole model, onnxruntime-node (threads not spinning between runs, as a node runs them), in one process.`,
+      '',
+      `One shard serving concurrent sessions: each prefills 16 tokens, then all decode 48 at once. Aggregate decode tokens/s with continuous batching (the default limits) and with every step run alone, alternated at each count (median of 3):`,
+      '',
+      ...table(
+        ['sessions', 'batched tokens/s', 'rows per batched run', 'one step at a time', 'batched ÷ one session'],
+        s.concurrency.map((x) => [x.sessions, sig(x.batched), fixed(x.rowsPerRun, 1), sig(x.alone), `× ${fixed(x.batched / s.concurrency[0].batched, 2)}`])
+      ),
+      '',
+      `${most.sessions} concurrent sessions give × ${fixed(s.speedup16, 2)} the tokens/s of one.`,
+      '',
+      'The same through a real node (one `tessera node` process serving the whole model, the relay and its client in the bench process, as the HTTP API drives it; each generation 16 prompt tokens and 48 more, aggregate tokens/s over the wall time, median of 3):',
+      '',
+      ...table(
+        ['node', ...nodeCounts.map((n) => `${n} at once`), `${nodeCounts[nodeCounts.length - 1]} ÷ 1`],
+        [...new Set(s.node.map((x) => x.batch))].map((batch) => {
+          const at = (n: number): number => s.node.find((x) => x.batch === batch && x.sessions === n)!.tokensPerSecond
+          return [
+            batch === 1 ? '`--batch 1` (every step alone)' : `\`--batch ${batch}\` (the default)`,
+            ...nodeCounts.map((n) => `${sig(at(n))} tokens/s`),
+            `× ${fixed(at(nodeCounts[nodeCounts.length - 1]) / at(nodeCounts[0]), 2)}`
+          ]
+        })
+      ),
+      '',
+      `![aggregate decode tokens/s against concurrent sessions](${s.concurrencyPlot})`,
+      '',
+      "One session, one decode step at a time, the layouts' sessions stepped alternately:",
       '',
       ...table(
         ['KV cache', `ms per step at position ~${early}`, `at ~${late}`, `÷`],
         s.context.map((x) => [KV_LABELS[x.kv] ?? x.kv, sig(x.earlyMs), sig(x.lateMs), `× ${fixed(x.ratio, 2)}`])
       ),
       '',
-      `![ms per decode step against position, per KV cache layout](${s.plot})`
+      `![ms per decode step against position, per KV cache layout](${s.plot})`,
+      '',
+      `Against memory bandwidth: a step reads ${sig(bw.weightBytes / 2 ** 20)} MiB of weights (the shard less all but one row of the embedding table); a 256 MiB typed-array copy moves ${sig(bw.copyBytesPerSecond / 1e9)} GB/s here, so reading the weights alone allows ${sig(bw.limitTokensPerSecond)} tokens/s. One session decoded ${sig(bw.tokensPerSecond)} (position ~${early}, \`append\`): ${fixed(bw.ratio, 2)} of that limit. A copy reads and writes each byte, a decode step only reads its weights: counting both sides of the copy, the limit is ${sig(2 * bw.limitTokensPerSecond)} tokens/s, and the decode ${fixed(bw.ratio / 2, 2)} of it.`
     ]
   },
 

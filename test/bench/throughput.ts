@@ -4,12 +4,19 @@
  * sessions stepped alternately so both see the same machine. Writes a plot of ms per step against
  * position to bench-results/throughput-context.svg.
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { loadModel } from '../../native-node/store.js'
 import { Pipeline } from '../../shared/pipeline.js'
 import type { KvLayout } from '../../shared/shard/build.js'
 import { ensureModel } from './spine.js'
+import { BATCH_DEFAULTS, batchLimits } from '../../shared/batch.js'
+import { preset } from '../../shared/model/config.js'
+import { startRelay } from '../../relay/relay.js'
+import { spawnTessera, waitFor } from '../helpers/network.js'
+import { tempDir } from '../helpers/paths.js'
+import type { ShardRunner } from '../../shared/runner.js'
+import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
 import { median } from './median.js'
 
 const LAYOUTS: KvLayout[] = ['append', 'gqa', 'concat']
@@ -27,7 +34,9 @@ export async function benchThroughput(cacheDir: string, outDir: string, o: { pre
   const name = o.preset ?? 'small'
   const until = o.until ?? 1000
   const [early, late] = [30, 900]
-  const models = await Promise.all(LAYOUTS.map(async (kv) => await loadModel(await ensureModel(cacheDir, name, 'fp32', 1, kv), { device: 'cpu' })))
+  // Threads that do not spin between runs, as a node runs them: three sessions' spinning pools
+  // would take the cores from whichever one is stepping (×2 on the late steps, measured here).
+  const models = await Promise.all(LAYOUTS.map(async (kv) => await loadModel(await ensureModel(cacheDir, name, 'fp32', 1, kv), { device: 'cpu', spin: false })))
   const steps: number[][] = LAYOUTS.map(() => [])
   try {
     const pipes = models.map((m) => new Pipeline(m.runners.map((r) => r.open())))
@@ -52,11 +61,177 @@ export async function benchThroughput(cacheDir: string, outDir: string, o: { pre
   })
   for (const r of context)
     console.log(`${name}, kv ${r.kv}: ${r.earlyMs.toFixed(2)} ms a step at position ~${early}, ${r.lateMs.toFixed(2)} at ~${late}: × ${r.ratio.toFixed(2)}`)
-  const series = LAYOUTS.map((kv, i) => ({ kv, msPerStep: smooth(steps[i], 16) }))
+  const series = LAYOUTS.map((kv, i) => ({ label: `kv ${kv}`, points: smooth(steps[i], 16).map((ms, j): [number, number] => [8 + (j + 0.5) * 16, ms]) }))
   const plot = join(outDir, 'throughput-context.svg')
-  await writeFile(plot, contextPlot(series, 8, `${name}, whole model, onnxruntime-node: ms per decode step against position`))
+  const title = `${name}, whole model, onnxruntime-node: ms per decode step against position`
+  await writeFile(plot, linePlot({ title, x: 'position (tokens in the cache)', y: 'ms per step', series }))
   console.log(`wrote ${plot}`)
-  return { preset: name, positions: [early, late], context, plot: 'bench-results/throughput-context.svg' }
+  const sessions = await benchConcurrency(cacheDir, outDir, name)
+  const node = await benchNodeConcurrency(cacheDir, name)
+  const bandwidth = await benchBandwidth(cacheDir, name, 1000 / context[0].earlyMs)
+  return { preset: name, positions: [early, late], context, plot: 'bench-results/throughput-context.svg', ...sessions, node, bandwidth }
+}
+
+export interface NodeConcurrencyRow {
+  /** The node's --batch. */
+  batch: number
+  sessions: number
+  tokensPerSecond: number
+}
+
+/**
+ * The same through a real node: one `tessera node` process serving the whole model, the relay and
+ * the client (its HTTP users' path) in this process; n generations at once, each 16 prompt tokens
+ * and DECODE more, aggregate tokens/s over the wall time; the node batching (default) and not
+ * (`--batch 1`).
+ */
+async function benchNodeConcurrency(cacheDir: string, name: string): Promise<NodeConcurrencyRow[]> {
+  const dir = await ensureModel(cacheDir, name, 'fp32', 1)
+  const { nLayers } = preset(name)
+  const rows: NodeConcurrencyRow[] = []
+  for (const batch of [BATCH_DEFAULTS.maxRows, 1]) {
+    const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
+    const node = await spawnTessera(
+      ['node', '--relay', relay.addr, '--model', dir, '--layers', `0-${nLayers}`, '--device', 'cpu', '--batch', String(batch)],
+      300_000
+    )
+    try {
+      await waitFor(async () => (await relay.client.network()).peers.length === 1)
+      const run = async (n: number): Promise<number> => {
+        const t = performance.now()
+        await Promise.all(
+          Array.from({ length: n }, async (_, i) => {
+            const gen = relay.client.generate({ prompt: Array.from({ length: PROMPT }, (_, j) => 1 + ((i * 31 + j * 7) % 200)), maxTokens: DECODE })
+            while ((await gen.next()).done !== true) {
+              /* tokens */
+            }
+          })
+        )
+        return (n * DECODE) / ((performance.now() - t) / 1000)
+      }
+      await run(2) // warm-up
+      for (const n of [1, 16]) {
+        const tokensPerSecond = median([await run(n), await run(n), await run(n)])
+        rows.push({ batch, sessions: n, tokensPerSecond })
+        console.log(`${name} through one node (--batch ${batch}), ${n} generations at once: ${tokensPerSecond.toFixed(1)} tokens/s`)
+      }
+    } finally {
+      node.proc.kill('SIGTERM')
+      await relay.stop()
+    }
+  }
+  return rows
+}
+
+export interface BandwidthRow {
+  /** Bytes of weights one decode step reads (the shard's files less all but one row of the embedding table). */
+  weightBytes: number
+  /** Bytes per second a large typed-array copy moves, best of several. */
+  copyBytesPerSecond: number
+  /** The decode speed if reading the weights were all a step did, and what the bench decoded. */
+  limitTokensPerSecond: number
+  tokensPerSecond: number
+  ratio: number
+}
+
+/** One process's decode (`small` fp32, one session at position ~30) against this machine's memory bandwidth. */
+async function benchBandwidth(cacheDir: string, name: string, tokensPerSecond: number): Promise<BandwidthRow> {
+  const dir = await ensureModel(cacheDir, name, 'fp32', 1)
+  const manifest = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as Manifest
+  const c = manifest.config
+  const weightBytes = manifest.shards.reduce((n, s) => n + s.bytes, 0) - (c.vocabSize - 1) * c.dim * 4
+  const src = new Float64Array(32 * 2 ** 20).fill(1.5) // 256 MiB, far past any cache
+  const dst = new Float64Array(src.length)
+  const times: number[] = []
+  for (let i = 0; i < 6; i++) {
+    const t = performance.now()
+    dst.set(src)
+    times.push(performance.now() - t)
+  }
+  const copyBytesPerSecond = src.byteLength / (Math.min(...times.slice(1)) / 1000)
+  const limitTokensPerSecond = copyBytesPerSecond / weightBytes
+  const row = { weightBytes, copyBytesPerSecond, limitTokensPerSecond, tokensPerSecond, ratio: tokensPerSecond / limitTokensPerSecond }
+  console.log(
+    `${name} fp32: a step reads ${(weightBytes / 2 ** 20).toFixed(0)} MiB of weights; copy bandwidth ${(copyBytesPerSecond / 1e9).toFixed(1)} GB/s ` +
+      `→ limit ${limitTokensPerSecond.toFixed(0)} tokens/s; decoded ${tokensPerSecond.toFixed(0)}: ${row.ratio.toFixed(2)} of it`
+  )
+  return row
+}
+
+const SESSIONS = [1, 2, 4, 8, 16]
+const PROMPT = 16
+const DECODE = 48
+
+export interface ConcurrencyRow {
+  sessions: number
+  /** Aggregate decode tokens/s with continuous batching (the default limits), and with every step run alone. */
+  batched: number
+  alone: number
+  /** Mean rows per batched run. */
+  rowsPerRun: number
+}
+
+/**
+ * One node's shard (`small`, whole model, default KV layout) serving n sessions at once: each
+ * prefills PROMPT tokens, then all decode DECODE tokens concurrently; aggregate tokens/s of the
+ * decode, batched against one step at a time, the two alternated at each n.
+ */
+async function benchConcurrency(
+  cacheDir: string,
+  outDir: string,
+  name: string
+): Promise<{ concurrency: ConcurrencyRow[]; concurrencyPlot: string; speedup16: number }> {
+  const dir = await ensureModel(cacheDir, name, 'fp32', 1)
+  // Not spinning, as in a node (and two loaded models' spinning pools would contend).
+  const batched = await loadModel(dir, { device: 'cpu', spin: false })
+  const alone = await loadModel(dir, { device: 'cpu', spin: false, batch: batchLimits({ maxRows: 1 }) })
+  const rows: ConcurrencyRow[] = []
+  try {
+    const decode = async (runners: ShardRunner[], n: number): Promise<number> => {
+      const pipes = Array.from({ length: n }, () => new Pipeline(runners.map((r) => r.open())))
+      await Promise.all(pipes.map(async (p, i) => await p.step(Array.from({ length: PROMPT }, (_, j) => 1 + ((i * 31 + j * 7) % 200)))))
+      const t = performance.now()
+      await Promise.all(
+        pipes.map(async (p, i) => {
+          for (let k = 0; k < DECODE; k++) await p.step([1 + ((i + k * 13) % 200)])
+        })
+      )
+      const s = (performance.now() - t) / 1000
+      for (const p of pipes) p.close()
+      return (n * DECODE) / s
+    }
+    await decode(batched.runners, 2) // warm-up: first batched shapes
+    await decode(alone.runners, 1)
+    for (const n of SESSIONS) {
+      const before = { ...batched.runners[0].batching! }
+      const b: number[] = []
+      const a: number[] = []
+      for (let rep = 0; rep < 3; rep++) {
+        b.push(await decode(batched.runners, n))
+        a.push(await decode(alone.runners, n))
+      }
+      const after = batched.runners[0].batching!
+      const row = { sessions: n, batched: median(b), alone: median(a), rowsPerRun: (after.rows - before.rows) / (after.runs - before.runs) }
+      rows.push(row)
+      console.log(
+        `${name}, ${n} sessions: ${row.batched.toFixed(1)} tokens/s batched (${row.rowsPerRun.toFixed(1)} rows a run), ${row.alone.toFixed(1)} one step at a time`
+      )
+    }
+  } finally {
+    for (const m of [batched, alone]) for (const r of m.runners) await r.dispose()
+  }
+  const one = rows[0].batched
+  const speedup16 = rows[rows.length - 1].batched / one
+  console.log(`${name}: ${SESSIONS[SESSIONS.length - 1]} sessions ÷ one, batched: × ${speedup16.toFixed(2)}`)
+  const plot = join(outDir, 'throughput-sessions.svg')
+  const series = [
+    { label: 'continuous batching', points: rows.map((r): [number, number] => [r.sessions, r.batched]) },
+    { label: 'one step at a time', points: rows.map((r): [number, number] => [r.sessions, r.alone]) }
+  ]
+  const title = `${name}, whole model, one onnxruntime-node shard: aggregate decode tokens/s against concurrent sessions`
+  await writeFile(plot, linePlot({ title, x: 'concurrent sessions', y: 'tokens/s, all sessions', series, xTicks: SESSIONS }))
+  console.log(`wrote ${plot}`)
+  return { concurrency: rows, concurrencyPlot: 'bench-results/throughput-sessions.svg', speedup16 }
 }
 
 /** Medians of consecutive windows of `n` steps (the plot's points). */
@@ -66,41 +241,43 @@ function smooth(xs: number[], n: number): number[] {
   return out
 }
 
-/** A line chart, one line per layout, x = position, y = ms per step (a plain SVG: no dependency for a plot). */
-function contextPlot(series: Array<{ kv: string; msPerStep: number[] }>, firstPos: number, title: string): string {
+interface Series {
+  label: string
+  points: Array<[number, number]>
+}
+
+/** A line chart (a plain SVG: no dependency for a plot). */
+function linePlot(o: { title: string; x: string; y: string; series: Series[]; xTicks?: number[] }): string {
   const W = 720
   const H = 360
   const m = { l: 56, r: 16, t: 36, b: 44 }
-  const window = 16
-  const n = Math.max(...series.map((s) => s.msPerStep.length))
-  const yMax = Math.max(...series.flatMap((s) => s.msPerStep)) * 1.1
-  const xMax = firstPos + n * window
-  const x = (pos: number): number => m.l + ((pos - firstPos) / (xMax - firstPos)) * (W - m.l - m.r)
-  const y = (ms: number): number => H - m.b - (ms / yMax) * (H - m.t - m.b)
-  const colours = ['#1a7f37', '#1f6feb', '#d1242f']
-  const lines = series.map((s, k) => {
-    const pts = s.msPerStep.map((v, i) => `${x(firstPos + (i + 0.5) * window).toFixed(1)},${y(v).toFixed(1)}`).join(' ')
-    return (
-      `<polyline fill="none" stroke="${colours[k % colours.length]}" stroke-width="2" points="${pts}"/>` +
-      `<text x="${W - m.r - 120}" y="${m.t + 18 * (k + 1)}" fill="${colours[k % colours.length]}">kv ${s.kv}</text>`
-    )
+  const xs = o.series.flatMap((s) => s.points.map((p) => p[0]))
+  const [xMin, xMax] = [Math.min(...xs), Math.max(...xs)]
+  const yMax = Math.max(...o.series.flatMap((s) => s.points.map((p) => p[1]))) * 1.1
+  const x = (v: number): number => m.l + ((v - xMin) / (xMax - xMin)) * (W - m.l - m.r)
+  const y = (v: number): number => H - m.b - (v / yMax) * (H - m.t - m.b)
+  const colours = ['#1a7f37', '#1f6feb', '#d1242f', '#8250df']
+  const lines = o.series.map((s, k) => {
+    const c = colours[k % colours.length]
+    const pts = s.points.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' ')
+    const dots = s.points.length <= 12 ? s.points.map(([a, b]) => `<circle cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="3" fill="${c}"/>`).join('') : ''
+    return `<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts}"/>${dots}<text x="${m.l + 12}" y="${m.t + 18 * (k + 1)}" fill="${c}">${s.label}</text>`
   })
   const yTicks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
     const v = f * yMax
-    return `<line x1="${m.l}" x2="${W - m.r}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${m.l - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(1)}</text>`
+    return `<line x1="${m.l}" x2="${W - m.r}" y1="${y(v)}" y2="${y(v)}" stroke="#eee"/><text x="${m.l - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(v < 10 ? 1 : 0)}</text>`
   })
-  const xTicks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
-    const pos = Math.round(firstPos + f * (xMax - firstPos))
-    return `<text x="${x(pos)}" y="${H - m.b + 18}" text-anchor="middle">${pos}</text>`
-  })
+  const xTicks = (o.xTicks ?? [0, 0.25, 0.5, 0.75, 1].map((f) => Math.round(xMin + f * (xMax - xMin)))).map(
+    (v) => `<text x="${x(v)}" y="${H - m.b + 18}" text-anchor="middle">${v}</text>`
+  )
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${m.l}" y="20" font-size="14">${title}</text>`,
+    `<text x="${m.l}" y="20" font-size="14">${o.title}</text>`,
     ...yTicks,
     ...xTicks,
-    `<text x="${(W + m.l) / 2}" y="${H - 8}" text-anchor="middle">position (tokens in the cache)</text>`,
-    `<text x="14" y="${(H + m.t) / 2}" transform="rotate(-90 14 ${(H + m.t) / 2})" text-anchor="middle">ms per step</text>`,
+    `<text x="${(W + m.l) / 2}" y="${H - 8}" text-anchor="middle">${o.x}</text>`,
+    `<text x="14" y="${(H + m.t) / 2}" transform="rotate(-90 14 ${(H + m.t) / 2})" text-anchor="middle">${o.y}</text>`,
     `<line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/><line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>`,
     ...lines,
     '</svg>',

@@ -45,8 +45,16 @@ export async function loadShardBrowser(
       `shard ${shard.layers[0]}-${shard.layers[1]} keeps its KV cache with GroupQueryAttention, which this tab's WebGPU runtime computes wrongly; contribute with WASM`
     )
   }
-  return new OrtShardRunner(ort.Tensor, session, shard, config, backend, {
-    graph: async () => graph,
-    load: async (part) => await ort.InferenceSession.create(part, options)
-  })
+  return new OrtShardRunner(
+    ort.Tensor,
+    session,
+    shard,
+    config,
+    backend,
+    {
+      graph: async () => graph,
+      load: async (part) => await ort.InferenceSession.create(part, options)
+    },
+    { kvInPlace: false, oneRunAtATime: true }
+  )
 }

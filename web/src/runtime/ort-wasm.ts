@@ -7,12 +7,15 @@ import * as ort from 'onnxruntime-web'
 import type { LlamaConfig } from '../../../shared/model/config.js'
 import type { ShardEntry } from '../../../shared/manifest.js'
 import { OrtShardRunner, sessionFiles, type ShardRunner } from '../../../shared/runner.js'
+import type { BatchLimits } from '../../../shared/batch.js'
 
 export interface WasmOptions {
   /** Threads for the WASM backend (needs crossOriginIsolated in a browser). */
   threads?: number
   /** Where the .wasm files are served from (a browser); Node finds them in the package. */
   wasmPaths?: string
+  /** Continuous batching of the shard's sessions (shared/batch.ts). */
+  batch?: BatchLimits
 }
 
 /**
@@ -25,8 +28,17 @@ export async function loadShardWasm(files: Map<string, Uint8Array>, shard: Shard
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: ['wasm'], externalData, graphOptimizationLevel: 'all' as const }
   const session = await ort.InferenceSession.create(graph, options)
-  return new OrtShardRunner(ort.Tensor, session, shard, config, 'wasm', {
-    graph: async () => graph,
-    load: async (part) => await ort.InferenceSession.create(part, options)
-  })
+  return new OrtShardRunner(
+    ort.Tensor,
+    session,
+    shard,
+    config,
+    'wasm',
+    {
+      graph: async () => graph,
+      load: async (part) => await ort.InferenceSession.create(part, options)
+    },
+    { kvInPlace: false, oneRunAtATime: true },
+    opts.batch
+  )
 }
