@@ -14,6 +14,11 @@ import type { Client } from '../../shared/client/client.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
+import { median } from './median.js'
+import { createPeer } from '../../host/libp2p.js'
+import { lpStream } from '@libp2p/utils'
+import type { Stream } from '@libp2p/interface'
+import { lpLimits } from '../../shared/protocol/limits.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
 
@@ -140,5 +145,45 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
   } finally {
     await net.stop()
   }
-  return { decode: rows, hop4096: { medianOverheadMs: hop.overheadMs, tokensPerSecond: hop.tps } }
+  const echoMs = await echoRoundTripMs(4096 * 4)
+  console.log(
+    `bare libp2p echo of 16 KiB (two peers in this process, TCP on loopback): ${echoMs.toFixed(2)} ms median round trip; hop overhead ÷ echo ${(hop.overheadMs / echoMs).toFixed(2)}`
+  )
+  return { decode: rows, hop4096: { medianOverheadMs: hop.overheadMs, tokensPerSecond: hop.tps, echoMs } }
+}
+
+const ECHO_PROTOCOL = '/tessera-bench/echo/1.0.0'
+
+/**
+ * What a hop's transport costs with nothing of ours in it: two libp2p peers (this process, TCP on
+ * loopback, noise, yamux, as our peers are built), one stream, a `bytes` message sent and echoed
+ * back, length-prefixed; the median round trip after a warm-up.
+ */
+async function echoRoundTripMs(bytes: number, rounds = 300): Promise<number> {
+  const listen = ['/ip4/127.0.0.1/tcp/0']
+  const [a, b] = await Promise.all([createPeer({ listen }), createPeer({ listen })])
+  try {
+    await b.handle(ECHO_PROTOCOL, async (stream: Stream) => {
+      const lp = lpStream(stream, lpLimits(2 * bytes))
+      for (;;) {
+        const m = await lp.read().catch(() => undefined)
+        if (m === undefined) return
+        await lp.write(m.subarray())
+      }
+    })
+    const stream = await a.dialProtocol(b.getMultiaddrs()[0], ECHO_PROTOCOL)
+    const lp = lpStream(stream, lpLimits(2 * bytes))
+    const msg = new Uint8Array(bytes).fill(7)
+    const times: number[] = []
+    for (let i = 0; i < rounds; i++) {
+      const t = performance.now()
+      await lp.write(msg)
+      await lp.read()
+      times.push(performance.now() - t)
+    }
+    await stream.close()
+    return median(times.slice(50))
+  } finally {
+    await Promise.all([a.stop(), b.stop()])
+  }
 }

@@ -83,7 +83,7 @@ interface NetworkSection {
     ratio: number
     medianHopOverheadMs: number
   }>
-  hop4096: { medianOverheadMs: number }
+  hop4096: { medianOverheadMs: number; echoMs?: number }
 }
 interface BrowserSection {
   preset: string
@@ -247,7 +247,10 @@ const renderers: Record<string, Renderer> = {
         ])
       ),
       '',
-      `Per-hop overhead (round trip minus the node's own compute) at hidden size 4096 (16 KiB of activations per token): **${sig(s.hop4096.medianOverheadMs)} ms** median.`
+      `Per-hop overhead (round trip minus the node's own compute) at hidden size 4096 (16 KiB of activations per token): **${sig(s.hop4096.medianOverheadMs)} ms** median.` +
+        (s.hop4096.echoMs === undefined
+          ? ''
+          : ` A bare libp2p echo of 16 KiB in the same run (two peers in the bench process, TCP on loopback, noise and yamux as ours, nothing of Tessera's on the stream) takes ${sig(s.hop4096.echoMs)} ms: the hop costs × ${fixed(s.hop4096.medianOverheadMs / s.hop4096.echoMs, 2)} the echo.`)
     ]
   },
 
