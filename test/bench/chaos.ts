@@ -719,6 +719,8 @@ async function collusion(net: TestNetwork, honest: string[], label: string, veri
   let refusedVerification = 0
   let caughtInResult = 0
   let escaped = 0
+  let wrongDespiteFault = 0 // ok, wrong tokens, yet a colluder named in the faults: counted caught, kept apart
+  const escapes: unknown[] = []
   let spawnMs = 0
   const next = async (): Promise<void> => {
     for (const p of pairs.at(-1) ?? []) if (p.proc.exitCode === null) p.proc.kill('SIGKILL')
@@ -755,7 +757,13 @@ async function collusion(net: TestNetwork, honest: string[], label: string, veri
             caught++
             caughtInResult++
             caughtNow = (v.faults ?? []).some((f: { accused: string }) => current.includes(f.accused))
-          } else if (s.wrong) escaped++
+            if (s.wrong) wrongDespiteFault++
+          } else if (s.wrong) {
+            escaped++
+            // The open trust bug (README "Under attack"): keep what the client said of the generation that got through.
+            if (escapes.length < 3) escapes.push({ verification: v, colluders: [...colluders] })
+            console.error(`ESCAPED WRONG: ${JSON.stringify({ verification: v, colluders })}`)
+          }
         }
       }
       // Caught pairs are banned by the client and lose reputation: a cheater comes back under new keys.
@@ -778,6 +786,8 @@ async function collusion(net: TestNetwork, honest: string[], label: string, veri
       refusedVerificationFailed: refusedVerification,
       caughtAndOutvoted: caughtInResult,
       escapedWrong: escaped,
+      wrongDespiteFault,
+      escapes,
       colluderSlashes: colluders.map((p) => after.get(p)?.slashed ?? 0),
       colludersBlacklisted: colluders.filter((p) => after.get(p)?.blacklisted === true).length,
       // Steps whose sampled audit or check could not run (the relay's log says why): those went on unchecked.
