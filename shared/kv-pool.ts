@@ -16,6 +16,13 @@ import type { OrtTensorCtor } from './runner.js'
 /** A cache starts with room for this many positions and doubles when full. */
 export const KV_FIRST_CAPACITY = 64
 
+/** The capacity that holds `rows`: KV_FIRST_CAPACITY doubled as often as needed, at most the model's context. */
+export function kvCapacity(rows: number, maxSeqLen: number): number {
+  let c = Math.min(KV_FIRST_CAPACITY, maxSeqLen)
+  while (c < rows) c = Math.min(c * 2, maxSeqLen)
+  return c
+}
+
 /** One session's place in the pool. */
 export interface KvSlot {
   slot: number
@@ -63,14 +70,7 @@ export class KvPool {
     if (s.length > this.capacity) throw new RangeError(`a ${s.length}-row cache does not fit ${this.capacity} rows`)
     if (this.owners.length === this.slots) this.resize(this.slots * 2, this.capacity)
     const to = this.owners.length
-    const { heads, hd } = this
-    for (const [name, buf] of this.buffers) {
-      const src = from.buffers.get(name)!
-      for (let h = 0; h < heads; h++) {
-        const at = (s.slot * heads + h) * from.capacity * hd
-        buf.set(src.subarray(at, at + s.length * hd), (to * heads + h) * this.capacity * hd)
-      }
-    }
+    for (const [name, buf] of this.buffers) this.copyRows(from.buffers.get(name)!, from.capacity, s.slot, buf, this.capacity, to, s.length)
     from.release(s)
     s.slot = to
     s.pool = this
@@ -83,7 +83,7 @@ export class KvPool {
     if (i < 0) return
     const last = this.owners.pop()!
     if (last !== s) {
-      this.copySlot(last.slot, i, last.length)
+      for (const buf of this.buffers.values()) this.copyRows(buf, this.capacity, last.slot, buf, this.capacity, i, last.length)
       last.slot = i
       this.owners[i] = last
     }
@@ -92,10 +92,7 @@ export class KvPool {
 
   /** Room for `total` rows in every slot. */
   reserve(total: number): void {
-    if (total <= this.capacity) return
-    let next = Math.max(KV_FIRST_CAPACITY, this.capacity)
-    while (next < total) next *= 2
-    this.resize(this.slots, Math.min(next, this.maxSeqLen))
+    if (total > this.capacity) this.resize(this.slots, kvCapacity(total, this.maxSeqLen))
   }
 
   /** Slots [from, from + n) as tensors by input name ([n, nKv, capacity, hd] views, not copies). */
@@ -132,29 +129,21 @@ export class KvPool {
     const old = new Map(this.buffers)
     const oldCapacity = this.capacity
     this.allocate(slots, capacity)
-    const { heads, hd } = this
     for (const [name, from] of old) {
       const to = this.buffers.get(name)!
-      if (capacity === oldCapacity) {
-        to.set(from.subarray(0, Math.min(from.length, to.length)))
-        continue
-      }
-      for (const o of this.owners) {
-        for (let h = 0; h < heads; h++) {
-          const src = (o.slot * heads + h) * oldCapacity * hd
-          to.set(from.subarray(src, src + o.length * hd), (o.slot * heads + h) * capacity * hd)
-        }
-      }
+      if (capacity === oldCapacity) to.set(from.subarray(0, Math.min(from.length, to.length)))
+      else for (const o of this.owners) this.copyRows(from, oldCapacity, o.slot, to, capacity, o.slot, o.length)
     }
   }
 
-  private copySlot(from: number, to: number, length: number): void {
-    const { heads, hd, capacity } = this
-    for (const buf of this.buffers.values()) {
-      for (let h = 0; h < heads; h++) {
-        const src = (from * heads + h) * capacity * hd
-        buf.copyWithin((to * heads + h) * capacity * hd, src, src + length * hd)
-      }
+  /** Copies a slot's first `length` rows per head between buffers (or within one) of the given capacities. */
+  private copyRows(from: Float32Array, fromCapacity: number, fromSlot: number, to: Float32Array, toCapacity: number, toSlot: number, length: number): void {
+    const { heads, hd } = this
+    for (let h = 0; h < heads; h++) {
+      const src = (fromSlot * heads + h) * fromCapacity * hd
+      const dst = (toSlot * heads + h) * toCapacity * hd
+      if (from === to) to.copyWithin(dst, src, src + length * hd)
+      else to.set(from.subarray(src, src + length * hd), dst)
     }
   }
 }

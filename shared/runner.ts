@@ -5,7 +5,7 @@ import { InputError } from './errors.js'
 import * as io from './shard/io.js'
 import { cutPart, LAYER_IN, partOutput } from './shard/part.js'
 import { BATCH_DEFAULTS, StepBatcher, type BatchLimits, type BatchStats, type QueuedStep } from './batch.js'
-import { KV_FIRST_CAPACITY, KvPool, type KvSlot } from './kv-pool.js'
+import { KV_FIRST_CAPACITY, KvPool, kvCapacity, type KvSlot } from './kv-pool.js'
 
 /** Where a shard's math runs. */
 export type DeviceKind = 'cuda' | 'cpu' | 'webgpu' | 'wasm'
@@ -212,16 +212,19 @@ export class OrtShardRunner implements ShardRunner {
   /** The pool whose slots hold `rows` rows: the smallest capacity class (64, 128, …, the model's context) that does. */
   private poolFor(rows: number): KvPool {
     const c = this.config
-    let capacity = Math.min(KV_FIRST_CAPACITY, c.maxSeqLen)
-    while (capacity < rows) capacity = Math.min(capacity * 2, c.maxSeqLen)
+    const capacity = kvCapacity(rows, c.maxSeqLen)
     let pool = this.pools.get(capacity)
     if (pool === undefined) {
-      const [start, end] = this.shard.layers
-      const names = Array.from({ length: end - start }, (_, i) => [io.pastKey(start + i), io.pastValue(start + i)]).flat()
-      pool = new KvPool(names, c.nKvHeads, headDim(c), c.maxSeqLen, capacity)
+      pool = new KvPool(this.kvNames(), c.nKvHeads, headDim(c), c.maxSeqLen, capacity)
       this.pools.set(capacity, pool)
     }
     return pool
+  }
+
+  /** The shard's cache inputs: keys and values per layer. */
+  private kvNames(): string[] {
+    const [start, end] = this.shard.layers
+    return Array.from({ length: end - start }, (_, i) => [io.pastKey(start + i), io.pastValue(start + i)]).flat()
   }
 
   private releaseClosed(): void {
@@ -356,18 +359,15 @@ export class OrtShardRunner implements ShardRunner {
     const [start, end] = shard.layers
     const last = end === c.nLayers
     const width = last ? c.vocabSize : c.dim
-    const take = (t: Tensor): Float32Array => {
+    const take = (t: Tensor, w: number): Float32Array => {
       const data = t.data as Float32Array
-      return row === undefined ? data : data.slice(row * seq * width, (row + 1) * seq * width)
+      return row === undefined ? data : data.slice(row * seq * w, (row + 1) * seq * w)
     }
     const layers = this.session.outputNames.includes(io.layerOut(start))
-      ? Array.from({ length: end - start }, (_, i) => {
-          const data = out[io.layerOut(start + i)].data as Float32Array
-          return row === undefined ? data : data.slice(row * seq * c.dim, (row + 1) * seq * c.dim)
-        })
+      ? Array.from({ length: end - start }, (_, i) => take(out[io.layerOut(start + i)], c.dim))
       : undefined
     return {
-      data: take(out[last ? io.LOGITS : io.HIDDEN_OUT]),
+      data: take(out[last ? io.LOGITS : io.HIDDEN_OUT], width),
       seq,
       width,
       kind: last ? 'logits' : 'hidden',
@@ -386,7 +386,7 @@ export class OrtShardRunner implements ShardRunner {
     const hd = headDim(c)
     // In place: a one-slot pool of the session's own, fed as past and bound as present. Elsewhere
     // each step's present is fed back as the next past, starting from none.
-    const names = Array.from({ length: end - start }, (_, i) => [io.pastKey(start + i), io.pastValue(start + i)]).flat()
+    const names = this.kvNames()
     const own = this.traits.kvInPlace ? new KvPool(names, c.nKvHeads, hd, c.maxSeqLen) : undefined
     const slot = own?.acquire()
     let cache = new Map<string, Tensor>()

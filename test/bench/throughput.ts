@@ -101,7 +101,7 @@ async function benchNodeConcurrency(cacheDir: string, name: string): Promise<Nod
         const t = performance.now()
         await Promise.all(
           Array.from({ length: n }, async (_, i) => {
-            const gen = relay.client.generate({ prompt: Array.from({ length: PROMPT }, (_, j) => 1 + ((i * 31 + j * 7) % 200)), maxTokens: DECODE })
+            const gen = relay.client.generate({ prompt: promptOf(i), maxTokens: DECODE })
             while ((await gen.next()).done !== true) {
               /* tokens */
             }
@@ -161,6 +161,8 @@ async function benchBandwidth(cacheDir: string, name: string, tokensPerSecond: n
 const SESSIONS = [1, 2, 4, 8, 16]
 const PROMPT = 16
 const DECODE = 48
+/** Session i's prompt: PROMPT ids, different per session. */
+const promptOf = (i: number): number[] => Array.from({ length: PROMPT }, (_, j) => 1 + ((i * 31 + j * 7) % 200))
 
 export interface ConcurrencyRow {
   sessions: number
@@ -189,7 +191,7 @@ async function benchConcurrency(
   try {
     const decode = async (runners: ShardRunner[], n: number): Promise<number> => {
       const pipes = Array.from({ length: n }, () => new Pipeline(runners.map((r) => r.open())))
-      await Promise.all(pipes.map(async (p, i) => await p.step(Array.from({ length: PROMPT }, (_, j) => 1 + ((i * 31 + j * 7) % 200)))))
+      await Promise.all(pipes.map(async (p, i) => await p.step(promptOf(i))))
       const t = performance.now()
       await Promise.all(
         pipes.map(async (p, i) => {
