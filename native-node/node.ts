@@ -20,6 +20,7 @@ import { logger } from '../shared/log.js'
 import { InputError, TesseraError } from '../shared/errors.js'
 import { readManifest } from '../host/model-store.js'
 import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
+import { nativeSigner } from '../host/native-crypto.js'
 import { tamperShard } from './fault.js'
 import { loadShard } from './store.js'
 import { detectHardware, memoryBudget } from './hardware.js'
@@ -80,6 +81,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
     const service = await startPeerService({
       libp2p: node,
       key,
+      sign: nativeSigner(key),
       relay: o.relay,
       manifest,
       shards,

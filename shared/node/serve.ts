@@ -291,7 +291,7 @@ async function forwardChecked(s: ShardSession, input: Parameters<ShardSession['f
   if ('tokens' in input && input.tokens.length !== seq) throw new ProtocolError('MALFORMED', `tokens hold ${input.tokens.length} ids but seq is ${seq}`)
   // A node signs what it computed from what it was fed: NaN or Inf in, NaN out, under our name.
   if ('hidden' in input) {
-    const at = input.hidden.findIndex((v) => !Number.isFinite(v))
+    const at = firstNonFinite(input.hidden)
     if (at >= 0) throw new ProtocolError('MALFORMED', `hidden states must be finite: value ${at} is ${input.hidden[at]}`)
   }
   try {
@@ -300,6 +300,12 @@ async function forwardChecked(s: ShardSession, input: Parameters<ShardSession['f
     if (err instanceof TesseraError) throw new ProtocolError('MALFORMED', err.message)
     throw err
   }
+}
+
+/** The index of the first NaN or ±Inf, or -1. A plain loop: findIndex's callback cost 35 µs on a hop's 4096 values. */
+export function firstNonFinite(v: Float32Array): number {
+  for (let i = 0; i < v.length; i++) if (v[i] - v[i] !== 0) return i // NaN - NaN and Inf - Inf are NaN
+  return -1
 }
 
 /** The commitment a sampling proof refers to: the step's last row of logits, quantized (zk/argmax.ts). */

@@ -3,7 +3,7 @@
  * (32 bytes however many layers), and a node can later reveal one layer's fingerprint with a
  * proof that it is the one it committed to. An odd node at any level is paired with itself.
  */
-import { sha256 } from '@noble/hashes/sha2.js'
+import { sha256 } from '../hash.js'
 import { encodeFingerprint, type Fingerprint } from './fingerprint.js'
 import { TesseraError } from '../errors.js'
 

@@ -11,9 +11,8 @@
  */
 import { decode, encode } from 'cborg'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { sha256 } from '@noble/hashes/sha2.js'
 import { ProtocolError } from '../errors.js'
-import { bytesToHex } from '../hash.js'
+import { bytesToHex, sha256 } from '../hash.js'
 import { encodeFingerprint, fingerprint, type Fingerprint } from './fingerprint.js'
 
 export interface ReceiptBody {
@@ -52,12 +51,7 @@ export function chainRows(prev: Uint8Array, bytes: Uint8Array, rows: number): Ui
   if (rows <= 0 || bytes.byteLength % rows !== 0) throw new ProtocolError('MALFORMED', `${bytes.byteLength} input bytes do not split into ${rows} rows`)
   const size = bytes.byteLength / rows
   let c = prev
-  const buf = new Uint8Array(32 + size)
-  for (let r = 0; r < rows; r++) {
-    buf.set(c, 0)
-    buf.set(bytes.subarray(r * size, (r + 1) * size), 32)
-    c = sha256(buf)
-  }
+  for (let r = 0; r < rows; r++) c = sha256(c, bytes.subarray(r * size, (r + 1) * size))
   return c
 }
 

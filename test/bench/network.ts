@@ -15,10 +15,7 @@ import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 import { median } from './median.js'
-import { createPeer } from '../../host/libp2p.js'
-import { lpStream } from '@libp2p/utils'
-import type { Stream } from '@libp2p/interface'
-import { lpLimits } from '../../shared/protocol/limits.js'
+import { echoFloor, hopStages } from './hop.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
 
@@ -54,7 +51,7 @@ async function localTokensPerSecond(dir: string, tokens: number, spin: boolean):
   return tps
 }
 
-async function remoteDecode(client: Client, tokens: number): Promise<{ tps: number; overheadMs: number }> {
+async function remoteDecode(client: Client, tokens: number): Promise<{ tps: number; overheadMs: number; roundTripMs: number }> {
   const warm = client.generate({ prompt: PROMPT, maxTokens: 4 })
   while ((await warm.next()).done !== true) {
     /* warm */
@@ -63,15 +60,18 @@ async function remoteDecode(client: Client, tokens: number): Promise<{ tps: numb
   let t0 = 0
   let n = 0
   const overhead: number[] = []
+  const roundTrip: number[] = []
   for (let r = await gen.next(); r.done !== true; r = await gen.next()) {
     if (n++ === 0) {
       t0 = performance.now()
       continue
     }
-    for (const h of r.value.hops) overhead.push(h.ms - (h.nodeMs ?? 0))
+    for (const h of r.value.hops) {
+      overhead.push(h.ms - (h.nodeMs ?? 0))
+      roundTrip.push(h.ms)
+    }
   }
-  overhead.sort((a, b) => a - b)
-  return { tps: tokens / ((performance.now() - t0) / 1000), overheadMs: overhead[overhead.length >> 1] }
+  return { tps: tokens / ((performance.now() - t0) / 1000), overheadMs: median(overhead), roundTripMs: median(roundTrip) }
 }
 
 /** Relay in this process, `groups` nodes as child processes; returns a stop function. */
@@ -103,7 +103,7 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
     let before = await bestLocal(dir, tokens)
     for (const nodes of [2, 4]) {
       const net = await network(dir, groupsOf(c, nodes))
-      let r: { tps: number; overheadMs: number }
+      let r: Awaited<ReturnType<typeof remoteDecode>>
       try {
         r = await remoteDecode(net.client, tokens)
       } finally {
@@ -145,45 +145,19 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
   } finally {
     await net.stop()
   }
-  const echoMs = await echoRoundTripMs(4096 * 4)
+  // Each node of the 2-node pipeline idles while the other hop runs: the echo at that cadence is the fair floor.
+  const floor = await echoFloor(4096 * 4, hop.roundTripMs)
+  const stages = await hopStages(4096)
+  const ours = stages.filter((st) => st.inOverhead !== false).reduce((a, st) => a + st.us / 1000, 0)
+  for (const st of stages) console.log(`  ${st.side.padEnd(6)} ${st.stage.padEnd(48)} ${st.us.toFixed(1).padStart(7)} µs`)
   console.log(
-    `bare libp2p echo of 16 KiB (two peers in this process, TCP on loopback): ${echoMs.toFixed(2)} ms median round trip; hop overhead ÷ echo ${(hop.overheadMs / echoMs).toFixed(2)}`
+    `bare libp2p echo of 16 KiB: ${floor.inProcessMs.toFixed(2)} ms in one process, ${floor.crossProcessMs.toFixed(2)} ms between two,` +
+      ` ${floor.cadenceMs.toFixed(2)} ms between two at the hop's cadence (${floor.gapMs.toFixed(1)} ms idle before each);` +
+      ` hop overhead ${hop.overheadMs.toFixed(2)} ms = our stages ${ours.toFixed(2)} + transport ${(hop.overheadMs - ours).toFixed(2)};` +
+      ` ÷ the echo at the hop's cadence ${(hop.overheadMs / floor.cadenceMs).toFixed(2)}`
   )
-  return { decode: rows, hop4096: { medianOverheadMs: hop.overheadMs, tokensPerSecond: hop.tps, echoMs } }
-}
-
-const ECHO_PROTOCOL = '/tessera-bench/echo/1.0.0'
-
-/**
- * What a hop's transport costs with nothing of ours in it: two libp2p peers (this process, TCP on
- * loopback, noise, yamux, as our peers are built), one stream, a `bytes` message sent and echoed
- * back, length-prefixed; the median round trip after a warm-up.
- */
-async function echoRoundTripMs(bytes: number, rounds = 300): Promise<number> {
-  const listen = ['/ip4/127.0.0.1/tcp/0']
-  const [a, b] = await Promise.all([createPeer({ listen }), createPeer({ listen })])
-  try {
-    await b.handle(ECHO_PROTOCOL, async (stream: Stream) => {
-      const lp = lpStream(stream, lpLimits(2 * bytes))
-      for (;;) {
-        const m = await lp.read().catch(() => undefined)
-        if (m === undefined) return
-        await lp.write(m.subarray())
-      }
-    })
-    const stream = await a.dialProtocol(b.getMultiaddrs()[0], ECHO_PROTOCOL)
-    const lp = lpStream(stream, lpLimits(2 * bytes))
-    const msg = new Uint8Array(bytes).fill(7)
-    const times: number[] = []
-    for (let i = 0; i < rounds; i++) {
-      const t = performance.now()
-      await lp.write(msg)
-      await lp.read()
-      times.push(performance.now() - t)
-    }
-    await stream.close()
-    return median(times.slice(50))
-  } finally {
-    await Promise.all([a.stop(), b.stop()])
+  return {
+    decode: rows,
+    hop4096: { medianOverheadMs: hop.overheadMs, roundTripMs: hop.roundTripMs, tokensPerSecond: hop.tps, echoMs: floor.inProcessMs, echo: floor, stages }
   }
 }

@@ -83,7 +83,13 @@ interface NetworkSection {
     ratio: number
     medianHopOverheadMs: number
   }>
-  hop4096: { medianOverheadMs: number; echoMs?: number }
+  hop4096: {
+    medianOverheadMs: number
+    echoMs?: number
+    roundTripMs?: number
+    echo?: { inProcessMs: number; crossProcessMs: number; cadenceMs: number; gapMs: number }
+    stages?: Array<{ side: string; stage: string; us: number; inOverhead?: false }>
+  }
 }
 interface BrowserSection {
   preset: string
@@ -217,7 +223,7 @@ const renderers: Record<string, Renderer> = {
       '',
       `![aggregate decode tokens/s against concurrent sessions](${s.concurrencyPlot})`,
       '',
-      "One session, one decode step at a time, the layouts' sessions stepped alternately:",
+      `One session, one decode step at a time. Each layout's session runs alone from the first position to the last (another layout's steps in between evict its cache), the layouts in turn, twice; each step's time is the better of its two passes:`,
       '',
       ...table(
         ['KV cache', `ms per step at position ~${early}`, `at ~${late}`, `÷`],
@@ -247,10 +253,8 @@ const renderers: Record<string, Renderer> = {
         ])
       ),
       '',
-      `Per-hop overhead (round trip minus the node's own compute) at hidden size 4096 (16 KiB of activations per token): **${sig(s.hop4096.medianOverheadMs)} ms** median.` +
-        (s.hop4096.echoMs === undefined
-          ? ''
-          : ` A bare libp2p echo of 16 KiB in the same run (two peers in the bench process, TCP on loopback, noise and yamux as ours, nothing of Tessera's on the stream) takes ${sig(s.hop4096.echoMs)} ms: the hop costs × ${fixed(s.hop4096.medianOverheadMs / s.hop4096.echoMs, 2)} the echo.`)
+      `Per-hop overhead (round trip minus the node's own compute) at hidden size 4096 (16 KiB of activations per token): **${sig(s.hop4096.medianOverheadMs)} ms** median.`,
+      ...hopAnatomy(s.hop4096)
     ]
   },
 
@@ -521,4 +525,24 @@ export function renderReadme(readme: string, results: BenchResults): string {
   // From the last region up, so earlier line numbers stay valid.
   for (const g of regions(readme).reverse()) lines.splice(g.open + 1, g.close - g.open - 1, render(g.name, results, g.indent))
   return lines.join('\n')
+}
+
+/** Where the hop's overhead goes: our stages (test/bench/hop.ts) and the transport against a bare libp2p echo. */
+function hopAnatomy(h: NetworkSection['hop4096']): string[] {
+  if (h.echo === undefined || h.stages === undefined) {
+    return h.echoMs === undefined ? [] : [`A bare libp2p echo of 16 KiB in the same run (two peers in the bench process) takes ${sig(h.echoMs)} ms.`]
+  }
+  const e = h.echo
+  const ours = h.stages.filter((x) => x.inOverhead !== false).reduce((a, x) => a + x.us / 1000, 0)
+  return [
+    '',
+    `Where it goes. Our own stages, each timed alone at width 4096 with the functions the client and \`serve.ts\` call (Node's native sha256 and Ed25519): ${sig(ours * 1000)} µs in all.`,
+    '',
+    ...table(
+      ['side', 'stage', 'µs'],
+      h.stages.map((x) => [x.side, x.stage, sig(x.us)])
+    ),
+    '',
+    `The rest, ${sig(h.medianOverheadMs - ours)} ms, is the transport: the two 16 KiB messages through noise, yamux and TCP, and each process waking up. A bare libp2p echo of 16 KiB (peers built like ours, nothing of Tessera's on the stream) takes ${sig(e.inProcessMs)} ms between two peers in one process, ${sig(e.crossProcessMs)} ms between two processes back to back, and ${sig(e.cadenceMs)} ms between two processes at the hop's own cadence (${sig(e.gapMs)} ms idle before each round, as a node of the 2-node pipeline idles while the other hop runs). A hop always crosses processes and idles between steps, so the last is its floor: the hop costs **× ${fixed(h.medianOverheadMs / e.cadenceMs, 2)}** it (× ${fixed(h.medianOverheadMs / e.crossProcessMs, 2)} the back-to-back echo, × ${fixed(h.medianOverheadMs / e.inProcessMs, 2)} the one-process echo).`
+  ]
 }

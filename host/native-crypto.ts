@@ -1,0 +1,34 @@
+/**
+ * Node's native crypto for the shared core, which ships pure-JS fallbacks for browsers: sha256
+ * (every hop hashes its 16 KiB rows at both ends; ~11 µs here against ~130 µs) and a receipt
+ * signer with the key parsed once (~40 µs a signature against ~76 µs re-importing it each time).
+ */
+import { createHash, createPrivateKey, sign } from 'node:crypto'
+import type { PrivateKey } from '@libp2p/interface'
+import { useSha256, type Hasher } from '../shared/hash.js'
+import type { Signer } from '../shared/verify/receipt.js'
+
+const asBytes = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+
+export function installNativeCrypto(): void {
+  useSha256(() => {
+    const h = createHash('sha256')
+    const hasher: Hasher = {
+      update(chunk) {
+        h.update(chunk)
+        return hasher
+      },
+      digest: () => asBytes(h.digest())
+    }
+    return hasher
+  })
+}
+
+/** Signs with Node's Ed25519, the key imported once; another key type keeps libp2p's own signer. */
+export function nativeSigner(key: PrivateKey): Signer {
+  if (key.type !== 'Ed25519') return async (b) => await key.sign(b)
+  // libp2p's raw Ed25519 private key is the 32-byte seed followed by the public key.
+  const b64 = (u: Uint8Array): string => Buffer.from(u).toString('base64url')
+  const k = createPrivateKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', d: b64(key.raw.subarray(0, 32)), x: b64(key.raw.subarray(32)) } })
+  return async (b) => asBytes(sign(null, b, k))
+}
