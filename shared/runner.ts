@@ -55,6 +55,8 @@ export interface ShardRunner {
   runPart?: (layer: number, input: HopInput) => Promise<HopOutput>
   /** What continuous batching has done, where the shard batches (batch.ts). */
   readonly batching?: BatchStats
+  /** Whether sessions keep their KV cache in the runtime's device memory (a WebGPU tab's GPU), not in JS. */
+  readonly kvOnDevice?: boolean
   dispose(): Promise<void>
 }
 
@@ -87,7 +89,27 @@ export interface RuntimeTraits {
    * overlap.
    */
   oneRunAtATime?: boolean
+  /**
+   * Keeps each `append` session's KV cache in the runtime's device memory (a WebGPU tab: GPU
+   * buffers) instead of the runner's pool, so no step moves the cache between the device and JS.
+   * Such sessions run their steps alone (a batch would need one buffer over several sessions).
+   */
+  deviceKv?: DeviceKvFactory
 }
+
+/**
+ * A session's KV cache where the runtime computes (web/src/runtime/kv-gpu.ts). The graph's cache
+ * inputs are named by `names` (past_key.L, past_value.L); a run returns each one's new rows as
+ * new_key.L / new_value.L, left on the device.
+ */
+export interface DeviceKv {
+  /** The cache inputs, holding at least `rows` rows; growing them keeps the first `length`. */
+  past(rows: number, length: number): Record<string, Tensor>
+  /** Writes a run's new rows (`rows[name]`, [1, nKv, seq, hd] on the device) at `length`, then frees them. */
+  append(rows: Record<string, Tensor>, length: number, seq: number): void
+  release(): void
+}
+export type DeviceKvFactory = (names: string[]) => DeviceKv
 
 /** Runs in submission order, one at a time. */
 class RunQueue {
@@ -146,7 +168,8 @@ export class OrtShardRunner implements ShardRunner {
   }
 
   open(): ShardSession {
-    if (this.session.outputNames.includes(io.newKey(this.shard.layers[0]))) return this.openAppend()
+    if (this.session.outputNames.includes(io.newKey(this.shard.layers[0])))
+      return this.traits.deviceKv !== undefined ? this.openDeviceAppend() : this.openAppend()
     return this.session.inputNames.includes(io.SEQLENS_K) ? this.openGqa() : this.openConcat()
   }
 
@@ -172,9 +195,7 @@ export class OrtShardRunner implements ShardRunner {
       const outs: HopOutput[] = []
       for (let at = 0; at < seq; at += chunk) {
         const n = Math.min(chunk, seq - at)
-        const part: HopInput =
-          'tokens' in input ? { tokens: input.tokens.slice(at, at + n) } : { hidden: input.hidden.subarray(at * c.dim, (at + n) * c.dim), seq: n }
-        outs.push(await batcher.submit(slot, part, n))
+        outs.push(await batcher.submit(slot, sliceInput(input, at, n, c.dim), n))
       }
       return joinOutputs(outs)
     }
@@ -195,6 +216,59 @@ export class OrtShardRunner implements ShardRunner {
         // A running batch reads the pool: its slots move only between runs.
         this.toRelease.push(slot)
         if (!this.computing) this.releaseClosed()
+      }
+    }
+  }
+
+  /**
+   * An `append` session whose cache stays on the runtime's device (RuntimeTraits.deviceKv): fed
+   * where it is each step, the new rows copied in on the device. Steps run alone, prefills in
+   * chunks as in a pool; truncating is setting the length.
+   */
+  private openDeviceAppend(): ShardSession {
+    const { shard, config: c } = this
+    const [start, end] = shard.layers
+    const kv = this.traits.deviceKv!(this.kvNames())
+    let length = 0
+    let closed = false
+    const step = async (input: HopInput): Promise<HopOutput> => {
+      const { feeds, seq } = this.stepFeeds(input, length)
+      Object.assign(feeds, kv.past(kvCapacity(length + seq, c.maxSeqLen), length))
+      const out = await this.run(feeds)
+      const rows: Record<string, Tensor> = {}
+      for (let l = start; l < end; l++) {
+        rows[io.pastKey(l)] = out[io.newKey(l)]
+        rows[io.pastValue(l)] = out[io.newValue(l)]
+      }
+      if (closed) {
+        for (const t of Object.values(rows)) t.dispose() // released while it ran: nothing to keep
+      } else {
+        kv.append(rows, length, seq)
+        length += seq
+      }
+      return this.hopOutput(out, seq)
+    }
+    return {
+      get length() {
+        return length
+      },
+      forward: async (input) => {
+        if (closed) throw new InputError('session is closed')
+        const seq = this.checkInput(input, length)
+        const chunk = this.batch.prefillChunk
+        if (seq <= chunk) return await step(input)
+        const outs: HopOutput[] = []
+        for (let at = 0; at < seq; at += chunk) outs.push(await step(sliceInput(input, at, Math.min(chunk, seq - at), c.dim)))
+        return joinOutputs(outs)
+      },
+      truncate(n: number) {
+        if (!Number.isInteger(n) || n < 0 || n > length) throw new InputError(`cannot truncate a ${length}-token cache to ${n}`)
+        length = n
+      },
+      close() {
+        if (closed) return
+        closed = true
+        kv.release()
       }
     }
   }
@@ -558,6 +632,10 @@ export class OrtShardRunner implements ShardRunner {
     return this.batcher?.stats
   }
 
+  get kvOnDevice(): boolean {
+    return this.traits.deviceKv !== undefined && this.session.outputNames.includes(io.newKey(this.shard.layers[0]))
+  }
+
   async dispose(): Promise<void> {
     await this.batcher?.idle()
     await this.queue.idle()
@@ -568,6 +646,11 @@ export class OrtShardRunner implements ShardRunner {
       )
     await this.session.release()
   }
+}
+
+/** Rows [at, at + n) of a step's input: a prefill chunk. */
+function sliceInput(input: HopInput, at: number, n: number, dim: number): HopInput {
+  return 'tokens' in input ? { tokens: input.tokens.slice(at, at + n) } : { hidden: input.hidden.subarray(at * dim, (at + n) * dim), seq: n }
 }
 
 /** One step's output from the outputs of its chunks, in order. */

@@ -99,11 +99,14 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
   it('a WebGPU tab and a WASM tab serve layers; the playground gets the reference ids through all three device kinds', async () => {
     const gpu = await contribute('layers=0-2&backend=webgpu')
     expect(await gpu.page.textContent('#backend')).toMatch(/^webgpu/)
+    // Its sessions' KV caches stay on the GPU (runtime/kv-gpu.ts): the reference ids below come through them.
+    expect(await gpu.page.getAttribute('#stat-kv', 'data-place')).toBe('device')
     // Two WASM threads: the relay's COOP/COEP make the page cross-origin isolated, so SharedArrayBuffer exists.
     const wasm = await contribute('layers=2-4&backend=wasm&threads=2')
     expect(await wasm.page.textContent('#backend')).toMatch(/^wasm/)
     expect(await wasm.page.evaluate(() => crossOriginIsolated)).toBe(true)
     expect(await wasm.page.getAttribute('#stat-threads', 'data-threads')).toBe('2')
+    expect(await wasm.page.getAttribute('#stat-kv', 'data-place')).toBe('memory')
     await waitFor(async () => (await api(http, '/api/network')).models[0]?.coverage.every((c: number) => c > 0))
 
     playgroundPage = await ctx.newPage()

@@ -17,6 +17,7 @@ import { startRelay } from '../../relay/relay.js'
 import { preset } from '../../shared/model/config.js'
 import { compareFingerprints, fingerprint, encodeFingerprint } from '../../shared/verify/fingerprint.js'
 import { chainRows, EMPTY_CHAIN, signReceipt, verifyReceipt } from '../../shared/verify/receipt.js'
+import { nativeSigner } from '../../host/native-crypto.js'
 import { layerLeaf, merkleRoot } from '../../shared/verify/merkle.js'
 import type { HopOutput, ShardRunner } from '../../shared/runner.js'
 import type { VerificationOptions } from '../../shared/client/types.js'
@@ -40,6 +41,7 @@ export interface ReceiptCost {
 /** Decode steps through one shard; per step: node compute, the node's receipt work, the client's check. */
 async function receiptCost(runner: ShardRunner, dim: number, steps: number): Promise<ReceiptCost> {
   const key = await generateKeyPair('Ed25519')
+  const sign = nativeSigner(key)
   const peer = peerIdFromPrivateKey(key).toString()
   const first = runner.shard.layers[0] === 0
   const s = runner.open()
@@ -75,7 +77,7 @@ async function receiptCost(runner: ShardRunner, dim: number, steps: number): Pro
       output: f,
       ...(leaves.length > 0 ? { trace: merkleRoot(leaves) } : {})
     }
-    const receipt = await signReceipt(body, async (b) => await key.sign(b))
+    const receipt = await signReceipt(body, sign) // as a native node signs (host/native-crypto.ts)
     node.push(performance.now() - t + fp[fp.length - 1])
     // The client extends the same chain and checks signature, fields and fingerprint.
     t = performance.now()

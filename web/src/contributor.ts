@@ -37,7 +37,7 @@ export type ContributorEvent =
   | { type: 'download'; file: string; loaded: number; total: number; cached: boolean }
   | { type: 'refused'; file: string; reason: string }
   | { type: 'loading' }
-  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number; threads: number; isolated: boolean }
+  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number; threads: number; isolated: boolean; kvOnDevice: boolean }
   | { type: 'stats'; requests: number; steps: number; tokens: number; msPerStep: number; sessions: number; uptimeMs: number; reputation: number | null }
   | { type: 'stopped' }
   | { type: 'error'; message: string }
@@ -90,6 +90,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
     onEvent({ type: 'plan', layers, model: manifest.name, root: manifest.root, files: shards.length * 2, bytes: shards.reduce((n, s) => n + s.bytes, 0) })
 
     // The tab's runtime: download (or read from the cache) and load each shard.
+    let kvOnDevice = false // where the shards this tab serves keep their KV caches (the last ones loaded)
     const load = async (run: ShardEntry[]): Promise<ShardRunner[]> => {
       const runners: ShardRunner[] = []
       try {
@@ -98,6 +99,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
           onEvent({ type: 'loading' })
           runners.push(await loadShardBrowser(files, shard, c, chosen.backend, { wasmPaths: `${relay}/ort/`, threads }))
         }
+        kvOnDevice = runners.every((r) => r.kvOnDevice === true)
         return runners
       } catch (err) {
         for (const r of runners) await r.dispose()
@@ -123,7 +125,8 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
       backend: chosen.backend,
       msPerLayer: service.msPerLayer,
       threads,
-      isolated: globalThis.crossOriginIsolated === true
+      isolated: globalThis.crossOriginIsolated === true,
+      kvOnDevice
     })
 
     const started = Date.now()

@@ -137,6 +137,8 @@ function onEvent(e: ContributorEvent): void {
           ? `${e.threads}${e.isolated ? '' : ' (this page is not cross-origin isolated)'}`
           : `${e.threads} (WASM only; WebGPU runs on the GPU)`
       stat('threads').dataset.threads = String(e.threads)
+      stat('kv').textContent = e.kvOnDevice ? 'on the GPU, between steps too' : "in the tab's memory"
+      stat('kv').dataset.place = e.kvOnDevice ? 'device' : 'memory'
       return setState('serving', `serving layers ${layerRange(e.layers)}`)
     case 'stats':
       ui.stats.dataset.requests = String(e.requests)

@@ -7,7 +7,10 @@ import * as ort from 'onnxruntime-web/webgpu'
 import type { LlamaConfig } from '../../../shared/model/config.js'
 import type { ShardEntry } from '../../../shared/manifest.js'
 import { OrtShardRunner, sessionFiles, type ShardRunner } from '../../../shared/runner.js'
-import { SEQLENS_K } from '../../../shared/shard/io.js'
+import { newKey, newValue, SEQLENS_K } from '../../../shared/shard/io.js'
+import { headDim } from '../../../shared/model/config.js'
+import { onnx } from '../../../shared/shard/graph.js'
+import { gpuKv } from './kv-gpu.js'
 import { TesseraError } from '../../../shared/errors.js'
 
 export type Backend = 'webgpu' | 'wasm'
@@ -36,7 +39,12 @@ export async function loadShardBrowser(
   }
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' as const }
-  const session = await ort.InferenceSession.create(graph, options)
+  // On WebGPU an append graph's new cache rows stay on the GPU, for kv-gpu.ts to copy into the caches there.
+  const newRows = backend === 'webgpu' ? appendOutputs(graph, shard) : []
+  const session = await ort.InferenceSession.create(graph, {
+    ...options,
+    ...(newRows.length > 0 ? { preferredOutputLocation: Object.fromEntries(newRows.map((n) => [n, 'gpu-buffer' as const])) } : {})
+  })
   if (backend === 'webgpu' && session.inputNames.includes(SEQLENS_K)) {
     // Whatever the manifest said: a tab that computed wrong would be slashed for it.
     await session.release()
@@ -55,6 +63,17 @@ export async function loadShardBrowser(
       graph: async () => graph,
       load: async (part) => await ort.InferenceSession.create(part, options)
     },
-    { kvInPlace: false, oneRunAtATime: true }
+    {
+      kvInPlace: false,
+      oneRunAtATime: true,
+      ...(newRows.length > 0 ? { deviceKv: gpuKv(await ort.env.webgpu.device, ort.Tensor, config.nKvHeads, headDim(config)) } : {})
+    }
   )
+}
+
+/** The new-row outputs (new_key.L, new_value.L) if the graph is an append one, else none. */
+function appendOutputs(graph: Uint8Array, shard: ShardEntry): string[] {
+  const outputs = new Set(onnx.ModelProto.decode(graph).graph?.output?.map((o) => o.name) ?? [])
+  const names = Array.from({ length: shard.layers[1] - shard.layers[0] }, (_, i) => [newKey(shard.layers[0] + i), newValue(shard.layers[0] + i)]).flat()
+  return names.every((n) => outputs.has(n)) ? names : []
 }
