@@ -76,7 +76,7 @@ export function registerRelay(program: Command): void {
       reexecute: arbiter.reexecute,
       requireInputs: arbiter.serves
     })
-    console.log(JSON.stringify({ ready: true, relay: relay.addr, http: relay.httpUrl, peer: relay.libp2p.peerId.toString() }))
+    console.log(JSON.stringify({ ready: true, relay: relay.addr, nodeRelay: relay.nodeAddr, http: relay.httpUrl, peer: relay.libp2p.peerId.toString() }))
     await untilSignal()
     await relay.stop()
     await arbiter.dispose()

@@ -91,7 +91,7 @@ export function registerUp(program: Command): void {
         const groups = assignLayers(manifest, o.nodes)
         await Promise.all(
           groups.map(async (layers) => {
-            const { child, peer } = await spawnNode(relay.addr, o.model, layers)
+            const { child, peer } = await spawnNode(relay.nodeAddr, o.model, layers)
             children.push(child)
             // The relay grants no stake by itself; up's operator vouches for the nodes it starts.
             const s = await relay.ledger.standing(peer)

@@ -35,7 +35,9 @@ async function bestLocal(dir: string, tokens: number): Promise<{ tps: number; sp
 async function localTokensPerSecond(dir: string, tokens: number, spin: boolean): Promise<number> {
   const { runners } = await loadModel(dir, { device: 'cpu', spin })
   const p = new Pipeline(runners.map((r) => r.open()))
-  for await (const _ of generate(p, { prompt: PROMPT, maxTokens: 4 })) {
+  // Warmed with a generation as long as the measured one, as the network is: the caches' first
+  // runs at each capacity (64 rows, then 128) are slow ones, and must not fall on one side only.
+  for await (const _ of generate(p, { prompt: PROMPT, maxTokens: tokens + 1 })) {
     /* warm */
   }
   p.close()
@@ -52,7 +54,7 @@ async function localTokensPerSecond(dir: string, tokens: number, spin: boolean):
 }
 
 async function remoteDecode(client: Client, tokens: number): Promise<{ tps: number; overheadMs: number; roundTripMs: number }> {
-  const warm = client.generate({ prompt: PROMPT, maxTokens: 4 })
+  const warm = client.generate({ prompt: PROMPT, maxTokens: tokens + 1 }) // as long as the measured one (see localTokensPerSecond)
   while ((await warm.next()).done !== true) {
     /* warm */
   }
@@ -78,7 +80,7 @@ async function remoteDecode(client: Client, tokens: number): Promise<{ tps: numb
 async function network(dir: string, groups: string[]): Promise<{ client: Client; stop: () => Promise<void> }> {
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
   const nodes: Proc[] = await Promise.all(
-    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.addr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
+    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.nodeAddr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
   )
   await waitFor(async () => (await relay.client.network()).peers.length === groups.length)
   return {

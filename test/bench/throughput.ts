@@ -102,7 +102,7 @@ async function benchNodeConcurrency(cacheDir: string, name: string): Promise<Nod
   for (const batch of [BATCH_DEFAULTS.maxRows, 1]) {
     const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
     const node = await spawnTessera(
-      ['node', '--relay', relay.addr, '--model', dir, '--layers', `0-${nLayers}`, '--device', 'cpu', '--batch', String(batch)],
+      ['node', '--relay', relay.nodeAddr, '--model', dir, '--layers', `0-${nLayers}`, '--device', 'cpu', '--batch', String(batch)],
       300_000
     )
     try {

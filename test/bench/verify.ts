@@ -124,7 +124,7 @@ async function prefillReceiptBytes(n: number): Promise<number> {
 async function modeLatency(dir: string, groups: string[], tokens: number): Promise<Record<string, number>> {
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
   const nodes: Proc[] = await Promise.all(
-    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.addr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
+    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.nodeAddr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
   )
   try {
     await waitFor(async () => (await relay.client.network()).peers.length === groups.length)
