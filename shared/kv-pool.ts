@@ -7,8 +7,11 @@
  *
  * The runner keeps one pool per capacity (64, 128, … rows per slot, up to the model's context) and
  * moves a session that outgrows its pool to the next (`adopt`, one copy of its rows), so memory
- * stays within about twice the tokens held however lengths differ. Slots double as a pool fills;
- * emptied, it shrinks back to one. `reserve` grows every slot instead (a one-session pool).
+ * stays within about twice the tokens held however lengths differ. Slots double as a pool fills
+ * and halve once it is a quarter full (emptied, it shrinks back to one): sessions opened and
+ * closed in waves must not leave a pool at its peak, or one peer could cycle sessions through
+ * every capacity and hold several times the KV memory the node's token cap allows.
+ * `reserve` grows every slot instead (a one-session pool).
  */
 import type { Tensor } from 'onnxruntime-common'
 import type { OrtTensorCtor } from './runner.js'
@@ -56,6 +59,11 @@ export class KvPool {
     return this.capacity
   }
 
+  /** Bytes of the pool's buffers (fp32). */
+  get bytes(): number {
+    return this.names.length * this.slots * this.stride() * 4
+  }
+
   acquire(): KvSlot {
     if (this.owners.length === this.slots) this.resize(this.slots * 2, this.capacity)
     const s: KvSlot = { slot: this.owners.length, length: 0, closed: false, pool: this }
@@ -88,6 +96,7 @@ export class KvPool {
       this.owners[i] = last
     }
     if (this.owners.length === 0) this.allocate(1, this.firstCapacity)
+    else if (this.owners.length * 4 <= this.slots) this.resize(this.slots / 2, this.capacity) // live slots are the first ones
   }
 
   /** Room for `total` rows in every slot. */

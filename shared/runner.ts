@@ -57,6 +57,8 @@ export interface ShardRunner {
   readonly batching?: BatchStats
   /** Whether sessions keep their KV cache in the runtime's device memory (a WebGPU tab's GPU), not in JS. */
   readonly kvOnDevice?: boolean
+  /** Bytes the shard's pooled KV caches take now (append layouts on the runner's pools). */
+  readonly kvBytes?: number
   dispose(): Promise<void>
 }
 
@@ -630,6 +632,12 @@ export class OrtShardRunner implements ShardRunner {
   /** What batching has done on this shard (append layouts batch; the others run every step alone). */
   get batching(): BatchStats | undefined {
     return this.batcher?.stats
+  }
+
+  get kvBytes(): number {
+    let bytes = 0
+    for (const pool of this.pools.values()) bytes += pool.bytes
+    return bytes
   }
 
   get kvOnDevice(): boolean {

@@ -3,7 +3,8 @@
  * different prompts and lengths, run at once through shards that batch their one-token steps,
  * each return llama2.c's reference ids, the same ids as one at a time, on onnxruntime-node and
  * onnxruntime-web WASM; batched rows' fingerprints pass the calibrated thresholds against an
- * unbatched peer's; a session rewound inside a busy pool continues as a fresh one would.
+ * unbatched peer's; a session rewound inside a busy pool continues as a fresh one would; a peer
+ * cycling sessions through every cache size leaves the pools no bigger than its live sessions need.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildModel } from '../host/model-store.js'
@@ -11,6 +12,8 @@ import { loadModel } from '../native-node/store.js'
 import { loadWasmRunners } from './helpers/wasm.js'
 import { batchLimits } from '../shared/batch.js'
 import type { ShardRunner } from '../shared/runner.js'
+import { kvCapacity } from '../shared/kv-pool.js'
+import { headDim } from '../shared/model/config.js'
 import type { Manifest } from '../shared/manifest.js'
 import { Pipeline, lastRow } from '../shared/pipeline.js'
 import { argmax } from '../shared/sampler.js'
@@ -144,5 +147,29 @@ describe('continuous batching, stories260K in 2 shards', () => {
     const again = [lastRow(await fresh.step(tokens.slice(20, 24))), lastRow(await fresh.step([7]))]
     fresh.close()
     for (const [i, r] of rewound.entries()) expect(maxAbsDiff(r, again[i])).toBeLessThan(TOLERANCE)
+  })
+
+  it('an attacker cycling waves of sessions through every cache size leaves the pools sized to what stays open, not to the peak', async () => {
+    const [first] = runtimes['onnxruntime-node'].batched
+    const c = manifest.config
+    const [a, b] = first.shard.layers
+    const rowBytes = (b - a) * 2 * c.nKvHeads * headDim(c) * 4 // keys and values, every layer of the shard
+    const kept: Array<ReturnType<ShardRunner['open']>> = []
+    let peak = 0
+    // A wave per capacity class (64, 128, 256, 512 rows): 8 sessions that fill it past half, then 7 closed.
+    for (let rows = 64; rows <= c.maxSeqLen; rows *= 2) {
+      const wave = Array.from({ length: 8 }, () => first.open())
+      const fill = rows === 64 ? 32 : rows / 2 + 1 // the fewest tokens that need this class
+      await Promise.all(wave.map(async (s, i) => await s.forward({ tokens: Array.from({ length: fill }, (_, j) => 1 + ((i + j) % 300)) })))
+      peak = Math.max(peak, first.kvBytes!)
+      for (const s of wave.slice(1)) s.close()
+      kept.push(wave[0])
+    }
+    const live = kept.reduce((sum, s) => sum + kvCapacity(s.length, c.maxSeqLen), 0) * rowBytes
+    // Each pool at most 4 × its live slots (it halves a quarter full); the peak held 8 per pool.
+    expect(first.kvBytes!).toBeLessThanOrEqual(4 * live)
+    expect(first.kvBytes!).toBeLessThan(peak / 2)
+    for (const s of kept) s.close()
+    expect(first.kvBytes!).toBeLessThanOrEqual(64 * rowBytes) // emptied, one 64-row slot at most
   })
 })
