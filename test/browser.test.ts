@@ -101,6 +101,9 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     expect(await gpu.page.textContent('#backend')).toMatch(/^webgpu/)
     // Its sessions' KV caches stay on the GPU (runtime/kv-gpu.ts): the reference ids below come through them.
     expect(await gpu.page.getAttribute('#stat-kv', 'data-place')).toBe('device')
+    // Receipts signed by Chromium's own Ed25519 (web/src/sign.ts): every hop below verifies at the client.
+    expect(await gpu.page.getAttribute('#stat-signer', 'data-signer')).toBe('webcrypto')
+    console.log(`tab receipt signing: ${await gpu.page.textContent('#stat-signer')}`)
     // Two WASM threads: the relay's COOP/COEP make the page cross-origin isolated, so SharedArrayBuffer exists.
     const wasm = await contribute('layers=2-4&backend=wasm&threads=2')
     expect(await wasm.page.textContent('#backend')).toMatch(/^wasm/)

@@ -17,6 +17,7 @@ import { startPeerService } from '../../shared/node/service.js'
 import { loadShardBrowser, type Backend } from './runtime/ort-browser.js'
 import { pageWasmThreads } from './runtime/threads.js'
 import { createTabPeer } from './p2p.js'
+import { tabSigner, type TabSigner } from './sign.js'
 import { detectBackend, type AdapterInfo } from './gpu.js'
 import { fetchShard } from './shard-cache.js'
 
@@ -37,7 +38,17 @@ export type ContributorEvent =
   | { type: 'download'; file: string; loaded: number; total: number; cached: boolean }
   | { type: 'refused'; file: string; reason: string }
   | { type: 'loading' }
-  | { type: 'ready'; peer: string; layers: [number, number]; backend: Backend; msPerLayer: number; threads: number; isolated: boolean; kvOnDevice: boolean }
+  | {
+      type: 'ready'
+      peer: string
+      layers: [number, number]
+      backend: Backend
+      msPerLayer: number
+      threads: number
+      isolated: boolean
+      kvOnDevice: boolean
+      signer: Omit<TabSigner, 'sign'>
+    }
   | { type: 'stats'; requests: number; steps: number; tokens: number; msPerStep: number; sessions: number; uptimeMs: number; reputation: number | null }
   | { type: 'stopped' }
   | { type: 'error'; message: string }
@@ -106,9 +117,11 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
         throw err
       }
     }
+    const signer = await tabSigner(key)
     const service = await startPeerService({
       libp2p: node,
       key,
+      sign: signer.sign,
       relay: relayAddr,
       manifest,
       shards,
@@ -126,7 +139,8 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
       msPerLayer: service.msPerLayer,
       threads,
       isolated: globalThis.crossOriginIsolated === true,
-      kvOnDevice
+      kvOnDevice,
+      signer: { kind: signer.kind, us: signer.us }
     })
 
     const started = Date.now()

@@ -139,6 +139,11 @@ function onEvent(e: ContributorEvent): void {
       stat('threads').dataset.threads = String(e.threads)
       stat('kv').textContent = e.kvOnDevice ? 'on the GPU, between steps too' : "in the tab's memory"
       stat('kv').dataset.place = e.kvOnDevice ? 'device' : 'memory'
+      stat('signer').textContent =
+        e.signer.kind === 'webcrypto'
+          ? `the browser's Ed25519 (WebCrypto), ${formatUs(e.signer.us.webcrypto!)} a receipt; JavaScript's ${formatUs(e.signer.us.js)}`
+          : `JavaScript Ed25519, ${formatUs(e.signer.us.js)} a receipt (this browser's WebCrypto has none)`
+      stat('signer').dataset.signer = e.signer.kind
       return setState('serving', `serving layers ${layerRange(e.layers)}`)
     case 'stats':
       ui.stats.dataset.requests = String(e.requests)
@@ -243,3 +248,5 @@ function parseBytes(s: string | null): number | undefined {
   const scale: Record<string, number> = { b: 1, kb: 1024, mb: MB, gb: 1024 * MB }
   return Number(m[1]) * scale[unit]
 }
+
+const formatUs = (us: number): string => (us >= 1000 ? `${(us / 1000).toFixed(2)} ms` : `${Math.round(us)} µs`)
