@@ -200,13 +200,20 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
       for await (const t of opt) pending.push(t.status)
       const settlement = await (await opt.result).settlement
       await tessera.close()
-      return { ids, hops: result.route.hops.length, pending, ` +
+      return { ids, hops: result.route.hops.length, pending, signatures: tessera.signatures, ` +
       `settlement: { status: settlement.status, audits: settlement.audits.length, afterMs: settlement.afterMs, notes: settlement.audits.map((a) => a.note) } }
     })()`
     const out = (await page.evaluate(script).catch((err: Error) => {
       throw new Error(`${err.message}\n${log.join('\n')}`)
-    })) as { ids: number[]; hops: number; pending: string[]; settlement: { status: string; audits: number; afterMs: number; notes: string[] } }
+    })) as {
+      ids: number[]
+      hops: number
+      pending: string[]
+      signatures: string
+      settlement: { status: string; audits: number; afterMs: number; notes: string[] }
+    }
     expect(out.ids).toEqual(c.greedy.slice(0, n))
+    expect(out.signatures).toBe('webcrypto') // every receipt above checked by Chromium's Ed25519 (web/src/sign.ts)
     expect(out.hops).toBe(3)
     expect(out.pending).toEqual(['pending', 'pending', 'pending', 'pending'])
     // Each hop here has one holder and watchers never come from the claim's own peers: nobody can audit, so the claim is

@@ -9,6 +9,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { DeviceKind } from '../runner.js'
 import { ProtocolError } from '../errors.js'
 import { MAX_RECORD_BYTES } from './limits.js'
+import { verifySignature } from '../verify/signature.js'
 
 export const ANNOUNCE_PROTOCOL = '/tessera/announce/1.0.0'
 export const PEERS_PROTOCOL = '/tessera/peers/1.0.0'
@@ -81,7 +82,7 @@ export async function verifyCapability(s: SignedCapability, now = Date.now()): P
     throw new ProtocolError('MALFORMED', `record names an invalid peer id ${c.peer}`)
   }
   if (key === undefined) throw new ProtocolError('MALFORMED', `peer id ${c.peer} does not embed its public key`)
-  if (!(await key.verify(s.record, s.signature))) throw new ProtocolError('BAD_SIGNATURE', `record for ${c.peer} is not signed by that peer`)
+  if (!(await verifySignature(key, s.record, s.signature))) throw new ProtocolError('BAD_SIGNATURE', `record for ${c.peer} is not signed by that peer`)
   if (c.expires < now) throw new ProtocolError('EXPIRED', `record for ${c.peer} expired`)
   return c
 }

@@ -14,6 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { ProtocolError } from '../errors.js'
 import { bytesToHex, sha256 } from '../hash.js'
 import { encodeFingerprint, fingerprint, type Fingerprint } from './fingerprint.js'
+import { verifySignature } from './signature.js'
 
 export interface ReceiptBody {
   peer: string
@@ -90,7 +91,7 @@ export async function openSigned<T extends { peer: string }>(bytes: Uint8Array |
   } catch {
     return bad(`${body.peer as string} is not a peer id`)
   }
-  if (key === undefined || !(await key.verify(r.body, r.signature))) bad("the signature does not verify with the peer's key")
+  if (key === undefined || !(await verifySignature(key, r.body, r.signature))) bad("the signature does not verify with the peer's key")
   return body as unknown as T
 }
 

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest'
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { nativeSigner } from '../../host/native-crypto.js'
+import { verifySignature } from '../../shared/verify/signature.js'
 import { newSha256, sha256 } from '../../shared/hash.js'
 import { chainRows, EMPTY_CHAIN } from '../../shared/verify/receipt.js'
 import { mulberry32 } from '../../shared/rng.js'
@@ -39,5 +40,18 @@ describe('native crypto', () => {
       expect(sig).toEqual(new Uint8Array(await key.sign(msg))) // libp2p hands back a Buffer
       expect(await key.publicKey.verify(msg, sig)).toBe(true)
     }
+  })
+
+  it("checks libp2p's Ed25519 signatures as libp2p does: good ones pass, a flipped bit or a short one fails without throwing", async () => {
+    const key = await generateKeyPair('Ed25519')
+    const msg = new TextEncoder().encode('a receipt body')
+    const sig = await key.sign(msg)
+    expect(await verifySignature(key.publicKey, msg, sig)).toBe(true)
+    const flipped = Uint8Array.from(sig, (b, i) => (i === 5 ? b ^ 4 : b))
+    expect(await verifySignature(key.publicKey, msg, flipped)).toBe(false)
+    expect(await key.publicKey.verify(msg, flipped)).toBe(false)
+    expect(await verifySignature(key.publicKey, msg, sig.subarray(0, 40))).toBe(false)
+    const other = await generateKeyPair('Ed25519')
+    expect(await verifySignature(other.publicKey, msg, sig)).toBe(false) // not the cached key of the first
   })
 })

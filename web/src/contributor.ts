@@ -17,7 +17,7 @@ import { startPeerService } from '../../shared/node/service.js'
 import { loadShardBrowser, type Backend } from './runtime/ort-browser.js'
 import { pageWasmThreads } from './runtime/threads.js'
 import { createTabPeer } from './p2p.js'
-import { tabSigner, type TabSigner } from './sign.js'
+import { tabSigner, useWebCryptoVerify, type TabSigner } from './sign.js'
 import { detectBackend, type AdapterInfo } from './gpu.js'
 import { fetchShard } from './shard-cache.js'
 
@@ -118,6 +118,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
       }
     }
     const signer = await tabSigner(key)
+    await useWebCryptoVerify() // a tab checks signatures too, as a watcher or referee
     const service = await startPeerService({
       libp2p: node,
       key,

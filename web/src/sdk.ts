@@ -38,6 +38,7 @@ import type { ChatMessage } from '../../shared/text/chat.js'
 import { createTabPeer } from './p2p.js'
 import { InputError, TesseraError } from '../../shared/errors.js'
 import { type KeyPins, pinnedModel, pinnedSampling } from '../../shared/zk/pin.js'
+import { useWebCryptoVerify } from './sign.js'
 
 export type { GenerationRequest, GenerationResult, NetworkView, TokenEvent, VerificationOptions }
 export type { ZkResult, SamplingProofJson, KeyPins }
@@ -108,6 +109,8 @@ export interface Generation extends AsyncIterable<TextTokenEvent> {
 
 export interface Tessera {
   peerId: string
+  /** What checks peers' signatures here: the browser's Ed25519 (WebCrypto) where it has one, else libp2p's JavaScript. */
+  signatures: 'webcrypto' | 'js'
   generate(req: GenerateRequest, signal?: AbortSignal): Generation
   /** A chat turn: `generate` with the prompt from the model's chat template. */
   chat(req: ChatRequest, signal?: AbortSignal): Generation
@@ -196,6 +199,7 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
   // The relay names the STUN/TURN servers its network uses (tessera relay --ice-server); the app's own win.
   const { addrs, iceServers } = (await res.json()) as { addrs: string[]; iceServers?: RTCIceServer[] }
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers ?? iceServers })
+  const webcrypto = await useWebCryptoVerify() // every hop's receipt is checked here: the browser's Ed25519, not JavaScript's
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
   const refresh = setInterval(() => {
@@ -291,6 +295,7 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
 
   return {
     peerId: node.peerId.toString(),
+    signatures: webcrypto ? 'webcrypto' : 'js',
     generate(req, signal) {
       const { prompt } = req
       return run(async () => (typeof prompt === 'string' ? await textPrompt({ ...req, prompt }) : await idPrompt({ ...req, prompt })), signal)
