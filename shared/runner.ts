@@ -233,10 +233,15 @@ export class OrtShardRunner implements ShardRunner {
     const kv = this.traits.deviceKv!(this.kvNames())
     let length = 0
     let closed = false
+    let inFlight: Promise<unknown> | undefined // a queued or running step still reads the buffers
     const step = async (input: HopInput): Promise<HopOutput> => {
       const { feeds, seq } = this.stepFeeds(input, length)
       Object.assign(feeds, kv.past(kvCapacity(length + seq, c.maxSeqLen), length))
-      const out = await this.run(feeds)
+      const running = this.run(feeds)
+      inFlight = running
+      const out = await running.finally(() => {
+        inFlight = undefined
+      })
       const rows: Record<string, Tensor> = {}
       for (let l = start; l < end; l++) {
         rows[io.pastKey(l)] = out[io.newKey(l)]
@@ -270,7 +275,9 @@ export class OrtShardRunner implements ShardRunner {
       close() {
         if (closed) return
         closed = true
-        kv.release()
+        // Not under a step the runtime has yet to run: it would read destroyed buffers.
+        if (inFlight === undefined) kv.release()
+        else void inFlight.finally(() => kv.release()).catch(() => {})
       }
     }
   }
