@@ -11,13 +11,13 @@ import type { Signer } from '../shared/verify/receipt.js'
 import { keyCache, useEd25519Verify } from '../shared/verify/signature.js'
 
 const asBytes = (b: Buffer): Uint8Array => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+const b64 = (u: Uint8Array): string => Buffer.from(u).toString('base64url')
 
 export function installNativeCrypto(): void {
   const keys = keyCache<KeyObject>()
   useEd25519Verify((raw, msg, sig) => {
-    const key = keys(Buffer.from(raw).toString('base64url'), () =>
-      createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') } })
-    )
+    const x = b64(raw)
+    const key = keys(x, () => createPublicKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', x } }))
     try {
       return verify(null, msg, key, sig)
     } catch {
@@ -41,7 +41,6 @@ export function installNativeCrypto(): void {
 export function nativeSigner(key: PrivateKey): Signer {
   if (key.type !== 'Ed25519') return async (b) => await key.sign(b)
   // libp2p's raw Ed25519 private key is the 32-byte seed followed by the public key.
-  const b64 = (u: Uint8Array): string => Buffer.from(u).toString('base64url')
   const k = createPrivateKey({ format: 'jwk', key: { kty: 'OKP', crv: 'Ed25519', d: b64(key.raw.subarray(0, 32)), x: b64(key.raw.subarray(32)) } })
   return async (b) => asBytes(sign(null, b, k))
 }

@@ -192,14 +192,7 @@ export class OrtShardRunner implements ShardRunner {
     const forward = async (input: HopInput): Promise<HopOutput> => {
       if (slot.closed) throw new InputError('session is closed')
       const seq = this.checkInput(input, slot.length)
-      const chunk = this.batch.prefillChunk
-      if (seq <= chunk) return await batcher.submit(slot, input, seq)
-      const outs: HopOutput[] = []
-      for (let at = 0; at < seq; at += chunk) {
-        const n = Math.min(chunk, seq - at)
-        outs.push(await batcher.submit(slot, sliceInput(input, at, n, c.dim), n))
-      }
-      return joinOutputs(outs)
+      return await inChunks(input, seq, this.batch.prefillChunk, c.dim, async (part, n) => await batcher.submit(slot, part, n))
     }
 
     return {
@@ -262,11 +255,7 @@ export class OrtShardRunner implements ShardRunner {
       forward: async (input) => {
         if (closed) throw new InputError('session is closed')
         const seq = this.checkInput(input, length)
-        const chunk = this.batch.prefillChunk
-        if (seq <= chunk) return await step(input)
-        const outs: HopOutput[] = []
-        for (let at = 0; at < seq; at += chunk) outs.push(await step(sliceInput(input, at, Math.min(chunk, seq - at), c.dim)))
-        return joinOutputs(outs)
+        return await inChunks(input, seq, this.batch.prefillChunk, c.dim, step)
       },
       truncate(n: number) {
         if (!Number.isInteger(n) || n < 0 || n > length) throw new InputError(`cannot truncate a ${length}-token cache to ${n}`)
@@ -663,9 +652,22 @@ export class OrtShardRunner implements ShardRunner {
   }
 }
 
-/** Rows [at, at + n) of a step's input: a prefill chunk. */
-function sliceInput(input: HopInput, at: number, n: number, dim: number): HopInput {
-  return 'tokens' in input ? { tokens: input.tokens.slice(at, at + n) } : { hidden: input.hidden.subarray(at * dim, (at + n) * dim), seq: n }
+/** Runs a step of `seq` rows as chunks of at most `chunk` rows, in order (a long prefill must not stall other sessions), and joins their outputs. */
+async function inChunks(
+  input: HopInput,
+  seq: number,
+  chunk: number,
+  dim: number,
+  run: (part: HopInput, rows: number) => Promise<HopOutput>
+): Promise<HopOutput> {
+  if (seq <= chunk) return await run(input, seq)
+  const outs: HopOutput[] = []
+  for (let at = 0; at < seq; at += chunk) {
+    const n = Math.min(chunk, seq - at)
+    const part: HopInput = 'tokens' in input ? { tokens: input.tokens.slice(at, at + n) } : { hidden: input.hidden.subarray(at * dim, (at + n) * dim), seq: n }
+    outs.push(await run(part, n))
+  }
+  return joinOutputs(outs)
 }
 
 /** One step's output from the outputs of its chunks, in order. */

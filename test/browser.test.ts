@@ -140,11 +140,21 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('browser peers and 
     await playgroundPage.fill('#prompt-ids', c.prompt.join(','))
     await playgroundPage.fill('#max-tokens', String(c.decisive_prefix))
     await playgroundPage.click('#generate')
-    await playgroundPage.waitForFunction(
-      (peer) => document.querySelectorAll('#output .tok').length >= 8 && document.querySelector(`#route [data-peer="${peer}"]`) !== null,
-      victim,
-      { timeout: 120_000 }
-    )
+    await playgroundPage
+      .waitForFunction(
+        (peer) => document.querySelectorAll('#output .tok').length >= 8 && document.querySelector(`#route [data-peer="${peer}"]`) !== null,
+        victim,
+        { timeout: 120_000 }
+      )
+      .catch(async (err: Error) => {
+        // Seen once in ~8 runs: say whether the route left the new tab out or the generation failed.
+        const state = await playgroundPage.evaluate(() => ({
+          route: document.querySelector('#route')?.textContent,
+          error: document.querySelector('#output')?.getAttribute('data-error'),
+          tokens: document.querySelectorAll('#output .tok').length
+        }))
+        throw new Error(`${err.message}\nvictim ${victim}; playground: ${JSON.stringify(state)}`)
+      })
     await extra.page.close({ runBeforeUnload: true })
     await playgroundPage.waitForFunction(
       () => {
