@@ -41,7 +41,7 @@ export async function benchThroughput(cacheDir: string, outDir: string, o: { pre
   const models = await Promise.all(LAYOUTS.map(async (kv) => await loadModel(await ensureModel(cacheDir, name, 'fp32', 1, kv), { device: 'cpu', spin: false })))
   // Each layout's session on its own from the first position to the last (another layout's
   // steps in between would evict its cache: concat's late steps each move the whole KV cache,
-  // which cost append × 1.32 at ~900 where alone it took × 1.18), the passes taken in turn twice
+  // which cost append × 1.32 at ~900 where stepped beside another append session it took × 1.18), the passes taken in turn twice
   // so a burst of load falls on every layout alike, each step's time the better of its two passes.
   const passes: number[][][] = LAYOUTS.map(() => [])
   try {
