@@ -295,7 +295,13 @@ function drawRoute(hops: Hop[]): void {
   const boxes = hops.map((hop, i) => {
     const ms = hop.nodeMs !== undefined ? `${formatMs(hop.ms)} (node ${formatMs(hop.nodeMs)})` : formatMs(hop.ms)
     const checked = hop.checkedBy !== undefined && hop.checkedBy.length > 0 ? ` · checked by ${hop.checkedBy.map(shortPeer).join(', ')}` : ''
-    const attrs = { 'data-device': hop.device, 'data-peer': hop.peer, 'data-verdict': hop.verdict ?? 'unchecked', title: hop.peer }
+    const attrs = {
+      'data-device': hop.device,
+      'data-peer': hop.peer,
+      'data-layers': hop.layers.join(','),
+      'data-verdict': hop.verdict ?? 'unchecked',
+      title: hop.peer
+    }
     const box = h(
       'div',
       { class: 'hop', attrs },
