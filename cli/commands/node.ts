@@ -11,6 +11,7 @@ import { REBALANCE_S } from '../config.js'
 import { BATCH_DEFAULTS } from '../../shared/batch.js'
 import { int, memory } from './options.js'
 import { untilSignal } from './lifecycle.js'
+import { hopMarksToStderr } from '../../host/hop-marks.js'
 
 interface NodeFlags {
   relay: string
@@ -74,6 +75,8 @@ export function registerNode(program: Command): void {
     .option('--zk-forge', 'a drill: answer ZK requests with a changed output (the proof no longer verifies; the client should reject it)')
     .option('--fault <kind>', `commit a fault, for drills (verification should catch it): ${faultHelp}`, fault)
     .action(async (o: NodeFlags) => {
+      // The network bench's anatomy of a hop in place (host/hop-marks.ts): each step's stages on stderr.
+      if (process.env.TESSERA_HOP_MARKS === '1') hopMarksToStderr()
       const node = await startNode({
         relay: o.relay,
         model: o.model,

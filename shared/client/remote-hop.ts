@@ -12,6 +12,7 @@ import type { HopInput, HopOutput } from '../runner.js'
 import { asErrorCode, HopError, ProtocolError, TesseraError, type ErrorCode } from '../errors.js'
 import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
+import { hopMark } from '../hop-marks.js'
 
 /** Opens protocol streams to peers: a libp2p node in Node or in a tab. */
 export interface Dialer {
@@ -123,13 +124,16 @@ export async function openRemoteHop(
     async forward(input, start) {
       const id = step++
       const sent = performance.now()
+      hopMark?.('client:send', session, layers[0], id)
       const body =
         'tokens' in input ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) } : { seq: input.seq, hidden: bytesOf(input.hidden) }
-      const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
+      // Hashed while the peer computes: only the receipt check needs it.
+      const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
       const due = stepDeadline(t, peer, layers, body.seq, id === 0)
       const m = await reply(due.deadline)
       const took = performance.now() - sent
+      hopMark?.('client:reply', session, layers[0], id)
       if (m.t !== 'result' || m.step !== id) throw fail('BAD_REPLY', `expected the result of step ${id}`)
       const data = f32(m.data)
       let fp: Fingerprint

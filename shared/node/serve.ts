@@ -18,6 +18,7 @@ import { createDisputeHandler, TraceStore } from './dispute.js'
 import type { StepFault } from './fault.js'
 import { PEER_DEFAULTS } from './config.js'
 import { frameStream } from './frames.js'
+import { hopMark } from '../hop-marks.js'
 
 const log = logger('tessera:node:serve')
 
@@ -178,6 +179,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           continue
         }
         if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
+        hopMark?.('node:read', session, layers[0], msg.step)
         if (msg.start !== chain[0].length) {
           throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
         }
@@ -191,6 +193,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           )
         }
         const started = performance.now()
+        hopMark?.('node:start', session, layers[0], msg.step)
         let out =
           msg.tokens !== undefined
             ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
@@ -208,6 +211,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         stats.cachedTokens += msg.seq
         if (remote !== undefined) cacheByPeer.set(remote, (cacheByPeer.get(remote) ?? 0) + msg.seq)
         const ms = performance.now() - started
+        hopMark?.('node:computed', session, layers[0], msg.step)
         stats.steps++
         stats.tokens += msg.seq
         stats.busyMs += ms
@@ -228,10 +232,12 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           },
           o.fault?.receiptBy?.sign ?? o.sign
         )
+        hopMark?.('node:signed', session, layers[0], msg.step)
         forwarded = true
         if (o.fault?.delayMs !== undefined) await new Promise((r) => setTimeout(r, o.fault!.delayMs))
         waitOnClient()
         await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
+        hopMark?.('node:sent', session, layers[0], msg.step)
       }
     } catch (err) {
       const e = err as TesseraError

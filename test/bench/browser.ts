@@ -1,14 +1,17 @@
 /**
  * Browser benchmarks (measure only): one shard's ms per layer per decode step on WASM (one
  * thread, and as many as the tab may take) and on WebGPU (software adapter) in Chromium, divided by onnxruntime-node on the same machine and
- * files; and the time from the "Contribute" click to the first request served. A backend whose
- * step fails gets `{ error }` for its row and the next one still runs.
+ * files, as the tab measures itself on starting (context 32) and over a long generation through it
+ * (context 3 → 259); WebGPU twice, its KV cache kept on the GPU and in the tab's memory; and the time
+ * from the "Contribute" click to the first request served. A backend whose step fails gets
+ * `{ error }` for its row and the next one still runs.
  */
 import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { buildModel } from '../../host/model-store.js'
 import { loadModel } from '../../native-node/store.js'
 import { measureMsPerLayer } from '../../shared/node/speed.js'
+import type { ShardRunner } from '../../shared/runner.js'
 import { randomWeights } from '../../shared/model/random.js'
 import { preset } from '../../shared/model/config.js'
 import { REPO, tempDir } from '../helpers/paths.js'
@@ -25,6 +28,7 @@ export async function benchBrowser(cacheDir: string): Promise<Record<string, unk
   // onnxruntime-node on the same shard [0,2), same measurement as the tab's.
   const { runners } = await loadModel(dir, { device: 'cpu' })
   const nodeMs = await measureMsPerLayer([runners[0]], 2, { dim: c.dim, vocabSize: c.vocabSize, steps: 2, context: 8 })
+  const nodeLongMs = await longMsPerLayer(runners[0])
   for (const r of runners) await r.dispose()
 
   const procs: Proc[] = []
@@ -43,7 +47,7 @@ export async function benchBrowser(cacheDir: string): Promise<Record<string, unk
   ])
   procs.push(relay)
   const http = relay.ready.http
-  const rows: Record<string, unknown> = { nodeMsPerLayer: nodeMs }
+  const rows: Record<string, unknown> = { nodeMsPerLayer: nodeMs, nodeLongMsPerLayer: nodeLongMs }
   let browser: Browser | undefined
   try {
     procs.push(await spawnTessera(['node', '--relay', relay.ready.relay, '--model', dir, '--layers', '2-8']))
@@ -51,14 +55,15 @@ export async function benchBrowser(cacheDir: string): Promise<Record<string, unk
     // One backend's failure is its row ({ error }), not the section's: the others are still measured.
     // WASM on one thread and on as many as the machine has (at most 4: the tab's default cap), WebGPU.
     const threads = Math.min(4, cpus().length)
-    const runs: Array<[string, 'wasm' | 'webgpu', number]> = [
-      ['wasm', 'wasm', 1],
-      ['wasmThreads', 'wasm', threads],
-      ['webgpu', 'webgpu', 1]
+    const runs: Array<[string, 'wasm' | 'webgpu', number, 'device' | 'memory']> = [
+      ['wasm', 'wasm', 1, 'memory'],
+      ['wasmThreads', 'wasm', threads, 'memory'],
+      ['webgpu', 'webgpu', 1, 'device'],
+      ['webgpuMemoryKv', 'webgpu', 1, 'memory']
     ]
-    for (const [name, backend, n] of runs) {
+    for (const [name, backend, n, kv] of runs) {
       try {
-        rows[name] = await benchTab(browser, http, backend, n, nodeMs)
+        rows[name] = await benchTab(browser, http, backend, n, kv, nodeMs, nodeLongMs)
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err)
         rows[name] = { error: message }
@@ -75,8 +80,15 @@ export async function benchBrowser(cacheDir: string): Promise<Record<string, unk
 interface TabRow {
   /** WASM threads the tab used (its page shows them). */
   threads: number
+  /** The tab's own measurement on starting (context 32), which the relay lists. */
   msPerLayer: number
   ratioToNode: number
+  /** Its busy time per step over a 256-token generation (LONG) through it, per layer. */
+  longMsPerLayer: number
+  /** ÷ onnxruntime-node's over the same steps. */
+  longRatioToNode: number
+  /** Where its KV cache lived (the page says). */
+  kv: 'device' | 'memory'
   clickToServingMs: number
   clickToFirstRequestMs: number
 }
@@ -86,12 +98,40 @@ interface TabRow {
  * page shows, one request through it; the tab is closed and gone from the relay's view before
  * this returns (or throws), so the next backend starts from the same network.
  */
-async function benchTab(browser: Browser, http: string, backend: 'wasm' | 'webgpu', threads: number, nodeMs: number): Promise<TabRow> {
+/** Tokens of the long generation each tab serves. */
+const LONG = 256
+
+/** onnxruntime-node's compute per step per layer over the tabs' long generation: prompt [1, 2, 3], then LONG one-token steps. */
+async function longMsPerLayer(runner: ShardRunner): Promise<number> {
+  const s = runner.open()
+  try {
+    await s.forward({ tokens: [1, 2, 3] })
+    let ms = 0
+    for (let i = 0; i < LONG; i++) {
+      const t = performance.now()
+      await s.forward({ tokens: [1 + (i % 64)] })
+      ms += performance.now() - t
+    }
+    return ms / LONG / (runner.shard.layers[1] - runner.shard.layers[0])
+  } finally {
+    s.close()
+  }
+}
+
+async function benchTab(
+  browser: Browser,
+  http: string,
+  backend: 'wasm' | 'webgpu',
+  threads: number,
+  kv: 'device' | 'memory',
+  nodeMs: number,
+  nodeLongMs: number
+): Promise<TabRow> {
   const ctx = await context(browser, http)
   let peerId: string | undefined
   try {
     const page = await ctx.newPage()
-    await page.goto(`${http}/contribute.html?layers=0-2&backend=${backend}&threads=${threads}`)
+    await page.goto(`${http}/contribute.html?layers=0-2&backend=${backend}&threads=${threads}${kv === 'memory' ? '&kv=memory' : ''}`)
     await page.waitForSelector('#start:not([disabled])')
     const clicked = Date.now()
     await page.click('#start')
@@ -118,15 +158,36 @@ async function benchTab(browser: Browser, http: string, backend: 'wasm' | 'webgp
     await api(http, '/v1/completions', { prompt: [1, 2, 3], max_tokens: 1 })
     await waitFor(async () => Number(await page.getAttribute('#stats', 'data-requests')) >= 1, 60_000)
     const firstRequestMs = Date.now() - clicked
+    // The long generation: the tab's busy time over its steps, from its counters before and after (they tick each second).
+    const counters = async (): Promise<{ steps: number; busyMs: number }> => ({
+      steps: Number(await page.getAttribute('#stats', 'data-steps')),
+      busyMs: Number(await page.getAttribute('#stats', 'data-busy-ms'))
+    })
+    const before = await counters()
+    await api(http, '/v1/completions', { prompt: [1, 2, 3], max_tokens: LONG })
+    await waitFor(async () => (await counters()).steps >= before.steps + LONG, 60_000)
+    const after = await counters()
+    const longMsPerLayer = (after.busyMs - before.busyMs) / (after.steps - before.steps) / 2
     const msPerLayer = peer!.msPerLayer
     const used = Number(await page.getAttribute('#stat-threads', 'data-threads'))
+    const place = await page.getAttribute('#stat-kv', 'data-place')
+    if (place !== kv) throw new Error(`asked for the KV cache in ${kv}, the tab keeps it in ${place}`)
     console.log(
-      `${backend} (${used} thread(s)) in Chromium: ${msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)}` +
-        ` → ${(msPerLayer / nodeMs).toFixed(1)}×` +
+      `${backend} (${used} thread(s), KV cache in ${kv}) in Chromium: ${msPerLayer.toFixed(2)} ms/layer/step vs onnxruntime-node ${nodeMs.toFixed(2)}` +
+        ` → ${(msPerLayer / nodeMs).toFixed(1)}×; over a ${LONG}-token generation ${longMsPerLayer.toFixed(2)} vs ${nodeLongMs.toFixed(2)} → ${(longMsPerLayer / nodeLongMs).toFixed(1)}×` +
         `; click → serving ${servingMs} ms, → first request ${firstRequestMs} ms`
     )
     await page.close({ runBeforeUnload: true })
-    return { threads: used, msPerLayer, ratioToNode: msPerLayer / nodeMs, clickToServingMs: servingMs, clickToFirstRequestMs: firstRequestMs }
+    return {
+      threads: used,
+      kv,
+      msPerLayer,
+      ratioToNode: msPerLayer / nodeMs,
+      longMsPerLayer,
+      longRatioToNode: longMsPerLayer / nodeLongMs,
+      clickToServingMs: servingMs,
+      clickToFirstRequestMs: firstRequestMs
+    }
   } finally {
     await ctx.close()
     // Gone from the relay's view (its withdraw, or its connection closing), however this tab's run ended.

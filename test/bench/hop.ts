@@ -22,12 +22,17 @@ import { encodeFingerprint, fingerprint } from '../../shared/verify/fingerprint.
 import { layerLeaf, merkleRoot } from '../../shared/verify/merkle.js'
 import { median } from './median.js'
 import { ECHO_PROTOCOL, echo } from './echo-peer.js'
+import { HOP_MARK_PREFIX, type HopMarkRecord } from '../../host/hop-marks.js'
+import type { HopMark } from '../../shared/hop-marks.js'
 
 export interface HopStage {
   side: 'client' | 'node'
   stage: string
   us: number
-  /** Whether the hop's overhead (round trip minus the node's compute) includes it: the receipt check comes after the round trip is timed. */
+  /**
+   * Whether it is on the hop's critical path (the overhead: round trip minus the node's compute): the
+   * client hashes its input while the peer computes, and checks the receipt after the round trip is timed.
+   */
   inOverhead?: false
 }
 
@@ -55,8 +60,13 @@ export async function hopStages(width: number): Promise<HopStage[]> {
   const result = encodeMsg({ t: 'result', step: 3, seq: 1, width, kind: 'hidden', data: bytesOf(hidden), ms: 1, receipt })
   const expected = { ...body, output: { data: hidden, seq: 1, width } }
   return [
-    { side: 'client', stage: 'input chain (sha256 of the row)', us: await usOf(() => chainRows(EMPTY_CHAIN, bytesOf(hidden), 1)) },
     { side: 'client', stage: 'encode the step (CBOR)', us: await usOf(() => encodeMsg({ t: 'forward', step: 3, start: 20, seq: 1, hidden: bytesOf(hidden) })) },
+    {
+      side: 'client',
+      stage: 'input chain (sha256 of the row, while the peer computes)',
+      us: await usOf(() => chainRows(EMPTY_CHAIN, bytesOf(hidden), 1)),
+      inOverhead: false
+    },
     { side: 'node', stage: 'decode the step', us: await usOf(() => decodeClientMsg(fwd)) },
     { side: 'node', stage: 'check the input is finite', us: await usOf(() => firstNonFinite(hidden)) },
     // The per-layer fingerprints' Merkle root is made inside the node's timed compute, so it is not here.
@@ -76,6 +86,24 @@ export async function hopStages(width: number): Promise<HopStage[]> {
       inOverhead: false
     }
   ]
+}
+
+/** The receipt's signature back to back and after `gapMs` idle before each: what waking up costs a stage here. */
+export async function signAfterIdle(gapMs: number, n = 200): Promise<{ hotUs: number; idleUs: number; gapMs: number }> {
+  const key = await generateKeyPair('Ed25519')
+  const sign = nativeSigner(key)
+  const body = new Uint8Array(300).fill(3) // about a receipt body's size
+  const times = async (gap: number): Promise<number> => {
+    const t: number[] = []
+    for (let i = 0; i < n; i++) {
+      if (gap > 0) await new Promise((r) => setTimeout(r, gap))
+      const s = performance.now()
+      await sign(body)
+      t.push((performance.now() - s) * 1000)
+    }
+    return median(t)
+  }
+  return { hotUs: await times(0), idleUs: await times(gapMs), gapMs }
 }
 
 export interface EchoFloor {
@@ -125,4 +153,65 @@ export async function echoFloor(bytes: number, gapMs: number): Promise<EchoFloor
     child.kill('SIGTERM')
     await Promise.all([a.stop(), b.stop()])
   }
+}
+
+/** A hop's stages where they really run (host/hop-marks.ts marks), medians over a generation's decode steps, in ms. */
+export interface HopInPlace {
+  steps: number
+  /** Client's hashing and encoding, the step's way to the node, the node's decode. */
+  toNodeMs: number
+  /** The node's checks before compute. */
+  checksMs: number
+  computeMs: number
+  /** The output's fingerprint and the signed receipt. */
+  receiptMs: number
+  /** The node's encoding and write of the result, until the stream takes it. */
+  writeMs: number
+  /** From the signed receipt to the client holding the decoded result (the write included). */
+  toClientMs: number
+  roundTripMs: number
+}
+
+/**
+ * The in-place anatomy of `session`'s decode steps (step 0, the prefill, left out) from the
+ * client's and the nodes' marks, all on one monotonic clock.
+ */
+export function hopInPlace(marks: HopMarkRecord[], session: string): HopInPlace {
+  const at = new Map<string, number>()
+  for (const m of marks) if (m.session === session) at.set(`${m.hop}/${m.step}/${m.mark}`, m.us)
+  const parts: Record<Exclude<keyof HopInPlace, 'steps'>, number[]> = {
+    toNodeMs: [],
+    checksMs: [],
+    computeMs: [],
+    receiptMs: [],
+    writeMs: [],
+    toClientMs: [],
+    roundTripMs: []
+  }
+  for (const m of marks) {
+    if (m.session !== session || m.mark !== 'client:send' || m.step === 0) continue
+    const t = (mark: HopMark): number | undefined => at.get(`${m.hop}/${m.step}/${mark}`)
+    const [send, read, start, computed, signed, sent, reply] = (
+      ['client:send', 'node:read', 'node:start', 'node:computed', 'node:signed', 'node:sent', 'client:reply'] as const
+    ).map(t)
+    if ([send, read, start, computed, signed, sent, reply].some((x) => x === undefined)) continue
+    const ms = (a: number | undefined, b: number | undefined): number => (b! - a!) / 1000
+    parts.toNodeMs.push(ms(send, read))
+    parts.checksMs.push(ms(read, start))
+    parts.computeMs.push(ms(start, computed))
+    parts.receiptMs.push(ms(computed, signed))
+    parts.writeMs.push(ms(signed, sent))
+    parts.toClientMs.push(ms(signed, reply))
+    parts.roundTripMs.push(ms(send, reply))
+  }
+  if (parts.roundTripMs.length === 0) throw new Error(`no complete marks for session ${session}: were the nodes started with TESSERA_HOP_MARKS=1?`)
+  return {
+    steps: parts.roundTripMs.length,
+    ...(Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, median(v)])) as Omit<HopInPlace, 'steps'>)
+  }
+}
+
+/** The marks a node wrote on stderr (TESSERA_HOP_MARKS=1). */
+export function marksFromLog(log: string[]): HopMarkRecord[] {
+  return log.filter((l) => l.startsWith(HOP_MARK_PREFIX)).map((l) => JSON.parse(l.slice(HOP_MARK_PREFIX.length)) as HopMarkRecord)
 }

@@ -15,7 +15,9 @@ import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 import { median } from './median.js'
-import { echoFloor, hopStages } from './hop.js'
+import { echoFloor, hopInPlace, hopStages, marksFromLog, signAfterIdle } from './hop.js'
+import { hopMarksInto, type HopMarkRecord } from '../../host/hop-marks.js'
+import { useHopMarks } from '../../shared/hop-marks.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
 
@@ -77,14 +79,15 @@ async function remoteDecode(client: Client, tokens: number): Promise<{ tps: numb
 }
 
 /** Relay in this process, `groups` nodes as child processes; returns a stop function. */
-async function network(dir: string, groups: string[]): Promise<{ client: Client; stop: () => Promise<void> }> {
+async function network(dir: string, groups: string[], env?: Record<string, string>): Promise<{ client: Client; nodes: Proc[]; stop: () => Promise<void> }> {
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
   const nodes: Proc[] = await Promise.all(
-    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.nodeAddr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000))
+    groups.map(async (l) => await spawnTessera(['node', '--relay', relay.nodeAddr, '--model', dir, '--layers', l, '--device', 'cpu'], 300_000, env))
   )
   await waitFor(async () => (await relay.client.network()).peers.length === groups.length)
   return {
     client: relay.client,
+    nodes,
     async stop() {
       for (const n of nodes) n.proc.kill('SIGTERM')
       await relay.stop()
@@ -136,22 +139,37 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
   const wide: LlamaConfig = { ...preset('tiny'), dim: 4096, hiddenDim: 64, nLayers: 2, nHeads: 32, nKvHeads: 8, vocabSize: 64, maxSeqLen: 256 }
   const wideDir = join(cacheDir, 'wide4096-int4-2')
   await buildModel(randomWeights(wide, 1), wideDir, { source: 'bench:wide4096', dtype: 'int4', shards: 2 })
-  const net = await network(wideDir, ['0-1', '1-2'])
+  // Nodes and this client mark each step's stages (host/hop-marks.ts) for the anatomy in place.
+  const net = await network(wideDir, ['0-1', '1-2'], { TESSERA_HOP_MARKS: '1' })
+  const clientMarks: HopMarkRecord[] = []
+  hopMarksInto(clientMarks)
   let hop
+  let inPlace
   try {
     hop = await remoteDecode(net.client, tokens)
     console.log(
       `hidden 4096: median per-hop overhead ${hop.overheadMs.toFixed(2)} ms` +
         ` (round trip minus node compute, ${((4096 * 4) / 1024).toFixed(0)} KiB of activations per token)`
     )
+    await new Promise((r) => setTimeout(r, 300)) // the nodes write their marks every 100 ms
+    const measured = clientMarks.findLast((m) => m.mark === 'client:send')!.session
+    inPlace = hopInPlace([...clientMarks, ...net.nodes.flatMap((n) => marksFromLog(n.log))], measured)
   } finally {
+    useHopMarks(undefined)
     await net.stop()
   }
   // Each node of the 2-node pipeline idles while the other hop runs: the echo at that cadence is the fair floor.
   const floor = await echoFloor(4096 * 4, hop.roundTripMs)
   const stages = await hopStages(4096)
+  const idle = await signAfterIdle(hop.roundTripMs)
   const ours = stages.filter((st) => st.inOverhead !== false).reduce((a, st) => a + st.us / 1000, 0)
   for (const st of stages) console.log(`  ${st.side.padEnd(6)} ${st.stage.padEnd(48)} ${st.us.toFixed(1).padStart(7)} µs`)
+  console.log(
+    `in place (medians of ${inPlace.steps} steps): to the node ${inPlace.toNodeMs.toFixed(3)} ms, checks ${inPlace.checksMs.toFixed(3)},` +
+      ` compute ${inPlace.computeMs.toFixed(3)}, fingerprint + receipt ${inPlace.receiptMs.toFixed(3)}, write ${inPlace.writeMs.toFixed(3)},` +
+      ` to the client ${inPlace.toClientMs.toFixed(3)}; round trip ${inPlace.roundTripMs.toFixed(3)} ms;` +
+      ` an Ed25519 signature ${idle.hotUs.toFixed(0)} µs back to back, ${idle.idleUs.toFixed(0)} µs after ${idle.gapMs.toFixed(1)} ms idle`
+  )
   console.log(
     `bare libp2p echo of 16 KiB: ${floor.inProcessMs.toFixed(2)} ms in one process, ${floor.crossProcessMs.toFixed(2)} ms between two,` +
       ` ${floor.cadenceMs.toFixed(2)} ms between two at the hop's cadence (${floor.gapMs.toFixed(1)} ms idle before each);` +
@@ -160,6 +178,15 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
   )
   return {
     decode: rows,
-    hop4096: { medianOverheadMs: hop.overheadMs, roundTripMs: hop.roundTripMs, tokensPerSecond: hop.tps, echoMs: floor.inProcessMs, echo: floor, stages }
+    hop4096: {
+      medianOverheadMs: hop.overheadMs,
+      roundTripMs: hop.roundTripMs,
+      tokensPerSecond: hop.tps,
+      echoMs: floor.inProcessMs,
+      echo: floor,
+      stages,
+      inPlace,
+      signIdle: idle
+    }
   }
 }

@@ -89,19 +89,34 @@ interface NetworkSection {
     roundTripMs?: number
     echo?: { inProcessMs: number; crossProcessMs: number; cadenceMs: number; gapMs: number }
     stages?: Array<{ side: string; stage: string; us: number; inOverhead?: false }>
+    inPlace?: {
+      steps: number
+      toNodeMs: number
+      checksMs: number
+      computeMs: number
+      receiptMs: number
+      writeMs: number
+      toClientMs: number
+      roundTripMs: number
+    }
+    signIdle?: { hotUs: number; idleUs: number; gapMs: number }
   }
 }
 interface BrowserSection {
   preset: string
   shard: [number, number]
   nodeMsPerLayer: number
+  nodeLongMsPerLayer?: number
   wasm?: BrowserRow | { error: string }
   wasmThreads?: BrowserRow | { error: string }
   webgpu?: BrowserRow | { error: string }
+  webgpuMemoryKv?: BrowserRow | { error: string }
 }
 interface BrowserRow {
   threads?: number
   msPerLayer: number
+  longMsPerLayer?: number
+  longRatioToNode?: number
   ratioToNode: number
   clickToServingMs: number
   clickToFirstRequestMs: number
@@ -260,22 +275,45 @@ const renderers: Record<string, Renderer> = {
 
   browser(r) {
     const s = section<BrowserSection>(r, 'browser')
+    const ok = (x: BrowserRow | { error: string } | undefined): x is BrowserRow => x !== undefined && !('error' in x)
     const row = (name: string, x: BrowserRow | { error: string } | undefined): Array<string | number> => {
-      if (x === undefined) return [name, 'not run', '', '', '']
-      if ('error' in x) return [name, `failed: ${x.error.replace(/\|/g, '/')}`, '', '', '']
-      return [name, sig(x.msPerLayer), `${fixed(x.ratioToNode, 0)}×`, secs(x.clickToServingMs), secs(x.clickToFirstRequestMs)]
+      if (x === undefined) return [name, 'not run', '', '', '', '', '']
+      if ('error' in x) return [name, `failed: ${x.error.replace(/\|/g, '/')}`, '', '', '', '', '']
+      const long = x.longMsPerLayer === undefined ? '' : sig(x.longMsPerLayer)
+      const longRatio = x.longRatioToNode === undefined ? '' : `${sig(x.longRatioToNode)}×`
+      return [name, sig(x.msPerLayer), `${sig(x.ratioToNode)}×`, long, longRatio, secs(x.clickToServingMs), secs(x.clickToFirstRequestMs)]
     }
+    const gpu = s.webgpu
+    const host = s.webgpuMemoryKv
+    const kvRatio =
+      ok(gpu) && ok(host) && gpu.longMsPerLayer !== undefined && host.longMsPerLayer !== undefined
+        ? [
+            '',
+            `WebGPU with the KV cache kept on the GPU ÷ in the tab's memory, over the long generation: **× ${fixed(gpu.longMsPerLayer / host.longMsPerLayer, 2)}**` +
+              ` (${sig(gpu.longMsPerLayer)} vs ${sig(host.longMsPerLayer)} ms per layer per step). Chromium's software adapter keeps its "GPU" buffers in this machine's memory, so this says what the device path costs there, not what it saves on a real GPU.`
+          ]
+        : []
     return [
       `${provenance('npm run bench -- browser', s.ran)} \`${s.preset}\` preset, shard [${s.shard.join(',')}), Debian Chromium headless:`,
       '',
       ...table(
-        ['backend', 'ms per layer per decode step', `÷ onnxruntime-node (${sig(s.nodeMsPerLayer)} ms)`, 'click → serving', 'click → first request served'],
+        [
+          'backend',
+          'ms per layer per decode step (as the tab measures itself, context 32)',
+          `÷ onnxruntime-node (${sig(s.nodeMsPerLayer)} ms)`,
+          'ms per layer per step over a 256-token generation through it',
+          `÷ onnxruntime-node over the same steps (${s.nodeLongMsPerLayer === undefined ? 'not run' : `${sig(s.nodeLongMsPerLayer)} ms`})`,
+          'click → serving',
+          'click → first request served'
+        ],
         [
           row('WASM (1 thread)', s.wasm),
           row(`WASM (${s.wasmThreads !== undefined && 'threads' in s.wasmThreads ? s.wasmThreads.threads : 'several'} threads)`, s.wasmThreads),
-          row('WebGPU (software adapter)', s.webgpu)
+          row('WebGPU (software adapter), KV cache on the GPU', s.webgpu),
+          row("WebGPU (software adapter), KV cache in the tab's memory", s.webgpuMemoryKv)
         ]
-      )
+      ),
+      ...kvRatio
     ]
   },
 
@@ -543,6 +581,39 @@ function hopAnatomy(h: NetworkSection['hop4096']): string[] {
       h.stages.map((x) => [x.side, x.stage, sig(x.us)])
     ),
     '',
-    `The rest, ${sig(h.medianOverheadMs - ours)} ms, is the transport: the two 16 KiB messages through noise, yamux and TCP, and each process waking up. A bare libp2p echo of 16 KiB (peers built like ours, nothing of Tessera's on the stream) takes ${sig(e.inProcessMs)} ms between two peers in one process, ${sig(e.crossProcessMs)} ms between two processes back to back, and ${sig(e.cadenceMs)} ms between two processes at the hop's own cadence (${sig(e.gapMs)} ms idle before each round, as a node of the 2-node pipeline idles while the other hop runs). A hop always crosses processes and idles between steps, so the last is its floor: the hop costs **× ${fixed(h.medianOverheadMs / e.cadenceMs, 2)}** it (× ${fixed(h.medianOverheadMs / e.crossProcessMs, 2)} the back-to-back echo, × ${fixed(h.medianOverheadMs / e.inProcessMs, 2)} the one-process echo).`
+    `The rest, ${sig(h.medianOverheadMs - ours)} ms, is the transport: the two 16 KiB messages through noise, yamux and TCP, and each process waking up. A bare libp2p echo of 16 KiB (peers built like ours, nothing of Tessera's on the stream) takes ${sig(e.inProcessMs)} ms between two peers in one process, ${sig(e.crossProcessMs)} ms between two processes back to back, and ${sig(e.cadenceMs)} ms between two processes at the hop's own cadence (${sig(e.gapMs)} ms idle before each round, as a node of the 2-node pipeline idles while the other hop runs). A hop always crosses processes and idles between steps, so the last is its floor: the hop costs **× ${fixed(h.medianOverheadMs / e.cadenceMs, 2)}** it (× ${fixed(h.medianOverheadMs / e.crossProcessMs, 2)} the back-to-back echo, × ${fixed(h.medianOverheadMs / e.inProcessMs, 2)} the one-process echo).`,
+    ...inPlace(h)
+  ]
+}
+
+/** The same hop's stages where they run, from the client's and nodes' marks (host/hop-marks.ts). */
+function inPlace(h: NetworkSection['hop4096']): string[] {
+  const p = h.inPlace
+  if (p === undefined) return []
+  const alone = (names: string[]): number => (h.stages ?? []).filter((x) => names.includes(x.stage)).reduce((a, x) => a + x.us / 1000, 0)
+  const receiptAlone = alone(["the output's fingerprint", 'receipt (CBOR + Ed25519 signature)'])
+  const s = h.signIdle
+  const idleNote =
+    s === undefined
+      ? ''
+      : ` (in the same run an Ed25519 signature alone took ${fixed(s.hotUs, 0)} µs back to back and ${fixed(s.idleUs, 0)} µs after ${sig(s.gapMs)} ms idle)`
+  return [
+    '',
+    `The same stages where they really run: marks on both ends of every step (\`host/hop-marks.ts\`, nodes started with \`TESSERA_HOP_MARKS=1\`), on the monotonic clock the processes share, medians of ${p.steps} decode steps of the measured generation:`,
+    '',
+    ...table(
+      ['from → to', 'ms'],
+      [
+        ["client starts the step → node has it decoded (the client's encoding, the way there)", sig(p.toNodeMs)],
+        ["node's checks", sig(p.checksMs)],
+        ['compute', sig(p.computeMs)],
+        [`fingerprint + signed receipt (${sig(receiptAlone)} ms timed alone)`, sig(p.receiptMs)],
+        ['node encodes and writes the result', sig(p.writeMs)],
+        ['receipt signed → client has the result decoded (the write included)', sig(p.toClientMs)],
+        ['round trip', sig(p.roundTripMs)]
+      ]
+    ),
+    '',
+    `The fingerprint and receipt take × ${fixed(p.receiptMs / receiptAlone, 1)} in place what they take in a warm loop: the node runs them after idling while the other hop computed, on caches its compute just went through${idleNote}. The two ways through the transport, ${sig(p.toNodeMs)} + ${sig(p.toClientMs)} ms, are × ${fixed((p.toNodeMs + p.toClientMs) / (h.echo?.cadenceMs ?? Number.NaN), 2)} the echo at the same cadence.`
   ]
 }

@@ -13,8 +13,12 @@ export interface Proc {
   log: string[]
 }
 
-export async function spawnTessera(args: string[], timeoutMs = 60_000): Promise<Proc> {
-  const proc = spawn(process.execPath, [join(REPO, 'bin', 'tessera.js'), ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+export async function spawnTessera(args: string[], timeoutMs = 60_000, env?: Record<string, string>): Promise<Proc> {
+  const proc = spawn(process.execPath, [join(REPO, 'bin', 'tessera.js'), ...args], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(env !== undefined ? { env: { ...process.env, ...env } } : {})
+  })
   const log: string[] = []
   createInterface({ input: proc.stderr! }).on('line', (l) => log.push(l))
   return await new Promise((resolve, reject) => {

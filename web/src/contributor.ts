@@ -30,6 +30,8 @@ export interface ContributorOptions {
   memoryBytes?: number
   /** WASM threads at most (the visitor's allowance); by default half the cores, at most 4 (runtime/threads.ts). */
   threads?: number
+  /** On WebGPU, keep KV caches on the GPU between steps (default); false keeps them in the tab's memory, to compare. */
+  deviceKv?: boolean
 }
 
 export type ContributorEvent =
@@ -108,7 +110,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
         for (const shard of run) {
           const files = await fetchShard(relay, shard, (p) => onEvent({ type: 'download', ...p }))
           onEvent({ type: 'loading' })
-          runners.push(await loadShardBrowser(files, shard, c, chosen.backend, { wasmPaths: `${relay}/ort/`, threads }))
+          runners.push(await loadShardBrowser(files, shard, c, chosen.backend, { wasmPaths: `${relay}/ort/`, threads, deviceKv: o.deviceKv }))
         }
         kvOnDevice = runners.every((r) => r.kvOnDevice === true)
         return runners

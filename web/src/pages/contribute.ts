@@ -1,7 +1,7 @@
 /**
  * The Contribute page: lends this tab to the network through startContributor and shows each
  * stage (backend, download, load, serving) as it happens. URL parameters for operators and
- * tests: layers=A-B, backend=webgpu|wasm, memory=512MB, threads=N, autostart=1.
+ * tests: layers=A-B, backend=webgpu|wasm, memory=512MB, threads=N, kv=memory (WebGPU: KV cache in the tab's memory), autostart=1.
  */
 import { startContributor, type Backend, type Contributor, type ContributorEvent, type ContributorOptions } from '../contributor.js'
 import { TesseraError } from '../../../shared/errors.js'
@@ -46,6 +46,8 @@ if (backendParam === 'webgpu' || backendParam === 'wasm') ui.backendChoice.value
 const memoryParam = parseBytes(params.get('memory'))
 if (memoryParam !== undefined) ui.memory.value = String(Math.round(memoryParam / MB))
 const threadsParam = /^[1-9][0-9]?$/.test(params.get('threads') ?? '') ? Number(params.get('threads')) : undefined
+// kv=memory: a WebGPU tab keeps its KV caches in the tab's memory instead of on the GPU (the bench compares the two).
+const deviceKv = params.get('kv') !== 'memory'
 if (layers !== undefined) ui.layersChoice.textContent = `Layers: ${layerRange(layers)} (from the URL).`
 
 ui.start.addEventListener('click', () => {
@@ -77,6 +79,7 @@ async function start(): Promise<void> {
     backend: choice === 'webgpu' || choice === 'wasm' ? choice : 'auto',
     memoryBytes: Math.max(1, Number(ui.memory.value) || 512) * MB,
     ...(threadsParam !== undefined ? { threads: threadsParam } : {}),
+    deviceKv,
     ...(layers !== undefined ? { layers } : {})
   }
   try {
@@ -148,6 +151,8 @@ function onEvent(e: ContributorEvent): void {
     case 'stats':
       ui.stats.dataset.requests = String(e.requests)
       ui.stats.dataset.tokens = String(e.tokens)
+      ui.stats.dataset.steps = String(e.steps)
+      ui.stats.dataset.busyMs = String(e.msPerStep * e.steps)
       stat('requests').textContent = `${e.requests} (${e.steps} steps)`
       stat('tokens').textContent = String(e.tokens)
       if (e.steps > 0) stat('ms').textContent = formatMs(e.msPerStep)

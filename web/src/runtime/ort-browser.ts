@@ -20,6 +20,8 @@ export interface BrowserRuntimeOptions {
   wasmPaths: string
   /** WASM threads (runtime/threads.ts chooses them); set once per page, by its first shard. */
   threads?: number
+  /** On WebGPU, keep append shards' KV caches on the GPU between steps (default); false keeps them in the tab's memory, as before (for comparison). */
+  deviceKv?: boolean
 }
 
 let configured = false
@@ -40,7 +42,7 @@ export async function loadShardBrowser(
   const { graph, externalData } = sessionFiles(files, shard)
   const options = { executionProviders: [backend], externalData, graphOptimizationLevel: 'all' as const }
   // On WebGPU an append graph's new cache rows stay on the GPU, for kv-gpu.ts to copy into the caches there.
-  const newRows = backend === 'webgpu' ? appendOutputs(graph, shard) : []
+  const newRows = backend === 'webgpu' && o.deviceKv !== false ? appendOutputs(graph, shard) : []
   const session = await ort.InferenceSession.create(graph, {
     ...options,
     ...(newRows.length > 0 ? { preferredOutputLocation: Object.fromEntries(newRows.map((n) => [n, 'gpu-buffer' as const])) } : {})
