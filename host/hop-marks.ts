@@ -13,11 +13,12 @@ export interface HopMarkRecord {
   us: number
 }
 
-const now = (): number => Number(process.hrtime.bigint()) / 1000
+/** µs on the monotonic clock the marks use. */
+export const monotonicUs = (): number => Number(process.hrtime.bigint()) / 1000
 
 /** Keeps this process's marks in `into` (the bench's client side). */
 export function hopMarksInto(into: HopMarkRecord[]): void {
-  useHopMarks((mark, session, hop, step) => into.push({ mark, session, hop, step, us: now() }))
+  useHopMarks((mark, session, hop, step) => into.push({ mark, session, hop, step, us: monotonicUs() }))
 }
 
 /** A line of stderr per mark, `hop-mark {json}`: set by TESSERA_HOP_MARKS=1 in a node's environment. */
@@ -33,6 +34,6 @@ export function hopMarksToStderr(): void {
   setInterval(flush, 100).unref()
   process.once('exit', flush)
   useHopMarks((mark, session, hop, step) => {
-    lines.push(`${HOP_MARK_PREFIX}${JSON.stringify({ mark, session, hop, step, us: now() })}\n`)
+    lines.push(`${HOP_MARK_PREFIX}${JSON.stringify({ mark, session, hop, step, us: monotonicUs() })}\n`)
   })
 }

@@ -173,12 +173,13 @@ export interface HopInPlace {
 }
 
 /**
- * The in-place anatomy of `session`'s decode steps (step 0, the prefill, left out) from the
- * client's and the nodes' marks, all on one monotonic clock.
+ * The in-place anatomy of the decode steps (each hop's step 0, the prefill, left out) the client
+ * started at `sinceUs` or later, from the client's and the nodes' marks, all on one monotonic
+ * clock. Every hop of a session has its own session id (picker.ts), so the id tells hops apart.
  */
-export function hopInPlace(marks: HopMarkRecord[], session: string): HopInPlace {
+export function hopInPlace(marks: HopMarkRecord[], sinceUs: number): HopInPlace {
   const at = new Map<string, number>()
-  for (const m of marks) if (m.session === session) at.set(`${m.hop}/${m.step}/${m.mark}`, m.us)
+  for (const m of marks) at.set(`${m.session}/${m.hop}/${m.step}/${m.mark}`, m.us)
   const parts: Record<Exclude<keyof HopInPlace, 'steps'>, number[]> = {
     toNodeMs: [],
     checksMs: [],
@@ -189,8 +190,8 @@ export function hopInPlace(marks: HopMarkRecord[], session: string): HopInPlace 
     roundTripMs: []
   }
   for (const m of marks) {
-    if (m.session !== session || m.mark !== 'client:send' || m.step === 0) continue
-    const t = (mark: HopMark): number | undefined => at.get(`${m.hop}/${m.step}/${mark}`)
+    if (m.mark !== 'client:send' || m.us < sinceUs || m.step === 0) continue
+    const t = (mark: HopMark): number | undefined => at.get(`${m.session}/${m.hop}/${m.step}/${mark}`)
     const [send, read, start, computed, signed, sent, reply] = (
       ['client:send', 'node:read', 'node:start', 'node:computed', 'node:signed', 'node:sent', 'client:reply'] as const
     ).map(t)
@@ -204,7 +205,7 @@ export function hopInPlace(marks: HopMarkRecord[], session: string): HopInPlace 
     parts.toClientMs.push(ms(signed, reply))
     parts.roundTripMs.push(ms(send, reply))
   }
-  if (parts.roundTripMs.length === 0) throw new Error(`no complete marks for session ${session}: were the nodes started with TESSERA_HOP_MARKS=1?`)
+  if (parts.roundTripMs.length === 0) throw new Error('no complete marks for the measured steps: were the nodes started with TESSERA_HOP_MARKS=1?')
   return {
     steps: parts.roundTripMs.length,
     ...(Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, median(v)])) as Omit<HopInPlace, 'steps'>)

@@ -16,7 +16,7 @@ import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 import { median } from './median.js'
 import { echoFloor, hopInPlace, hopStages, marksFromLog, signAfterIdle } from './hop.js'
-import { hopMarksInto, type HopMarkRecord } from '../../host/hop-marks.js'
+import { hopMarksInto, monotonicUs, type HopMarkRecord } from '../../host/hop-marks.js'
 import { useHopMarks } from '../../shared/hop-marks.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3) // ids < 64: every model here has them
@@ -55,11 +55,13 @@ async function localTokensPerSecond(dir: string, tokens: number, spin: boolean):
   return tps
 }
 
-async function remoteDecode(client: Client, tokens: number): Promise<{ tps: number; overheadMs: number; roundTripMs: number }> {
+/** `onMeasured` runs between the warm-up and the measured generation. */
+async function remoteDecode(client: Client, tokens: number, onMeasured?: () => void): Promise<{ tps: number; overheadMs: number; roundTripMs: number }> {
   const warm = client.generate({ prompt: PROMPT, maxTokens: tokens + 1 }) // as long as the measured one (see localTokensPerSecond)
   while ((await warm.next()).done !== true) {
     /* warm */
   }
+  onMeasured?.()
   const gen = client.generate({ prompt: PROMPT, maxTokens: tokens + 1 })
   let t0 = 0
   let n = 0
@@ -146,14 +148,16 @@ export async function benchNetwork(cacheDir: string, presets = ['small', 'medium
   let hop
   let inPlace
   try {
-    hop = await remoteDecode(net.client, tokens)
+    let since = 0
+    hop = await remoteDecode(net.client, tokens, () => {
+      since = monotonicUs()
+    })
     console.log(
       `hidden 4096: median per-hop overhead ${hop.overheadMs.toFixed(2)} ms` +
         ` (round trip minus node compute, ${((4096 * 4) / 1024).toFixed(0)} KiB of activations per token)`
     )
     await new Promise((r) => setTimeout(r, 300)) // the nodes write their marks every 100 ms
-    const measured = clientMarks.findLast((m) => m.mark === 'client:send')!.session
-    inPlace = hopInPlace([...clientMarks, ...net.nodes.flatMap((n) => marksFromLog(n.log))], measured)
+    inPlace = hopInPlace([...clientMarks, ...net.nodes.flatMap((n) => marksFromLog(n.log))], since)
   } finally {
     useHopMarks(undefined)
     await net.stop()
