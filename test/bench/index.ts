@@ -109,6 +109,11 @@ const sections: Record<string, Section> = {
   chaos: {
     about: 'the adversarial attacks against a real multi-process network while honest clients keep asking',
     run: async () => await (await import('./chaos.js')).benchChaos(CACHE)
+  },
+
+  simulate: {
+    about: 'the simulator: Llama-2-70B int4 over GPU nodes through the shipped client in virtual time (Petals setting, round trips and GPUs swept)',
+    run: async () => await (await import('./simulate.js')).benchSimulate()
   }
 }
 

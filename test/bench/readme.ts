@@ -140,6 +140,30 @@ interface EscapeSection {
   trialsPerRow: number
   rows: Array<{ mode: string; c: number; rate: number; ci95: [number, number]; formula: number; honestSlashed: number; overturnedWrong?: { rate: number } }>
 }
+/** What the swept rows say: how far the GPUs move tokens/s at Petals' round trip, and how far the round trip does on its GPU. */
+function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][number]): string {
+  const tps = (xs: SimulateSection['rows']): number[] => xs.map((x) => x.tokensPerSecond)
+  const gpus = tps(rows.filter((x) => x.rttMs === base.rttMs))
+  const rtts = tps(rows.filter((x) => x.gpu === base.gpu))
+  const span = (v: number[]): string => `${fixed(Math.min(...v), 2)}–${fixed(Math.max(...v), 2)}`
+  return `The GPUs here move it within ${span(gpus)} tokens/s at that round trip; the round trip, on the same GPUs, within ${span(rtts)}.`
+}
+
+interface SimulateSection {
+  model: string
+  rows: Array<{
+    name: string
+    gpu: string
+    nodes: number
+    rttMs: number
+    tokensPerSecond: number
+    msPerToken: number
+    firstTokenMs: number
+    expected: { rttMs: number; computeMs: number; wireMs: number; totalMs: number }
+    virtualMs: number
+    realMs: number
+  }>
+}
 interface ChaosSection {
   honestRequests: number
   tokens: number
@@ -449,6 +473,42 @@ const renderers: Record<string, Renderer> = {
         `set-up ${secs(p.compileMs)} compile + ${secs(p.zkeyMs)} keys once; ${secs(p.proveMs)} of proving per token on ${s.ran?.cpus ?? '?'} cores ` +
         '(proved beside the generation, so tokens stream at once and the answer waits for the proofs); ' +
         `the last hop's commitment (Poseidon over the packed logits, in JS) ${sig(p.commitMs)} ms per step; verification ${sig(p.verifyMs)} ms per token in Node; a proof is ${p.proofBytes} bytes.`
+    ]
+  },
+
+  simulate(r) {
+    const s = section<SimulateSection>(r, 'simulate')
+    const rows = s.rows.map((x) => [
+      x.name === 'petals' ? `**${x.nodes} × ${x.gpu}, ${x.rttMs} ms** (Petals' setting)` : `${x.nodes} × ${x.gpu}, ${x.rttMs} ms`,
+      fixed(x.tokensPerSecond, 2),
+      fixed(x.msPerToken, 1),
+      `${fixed(x.expected.totalMs, 1)} = ${fixed(x.expected.rttMs, 0)} + ${fixed(x.expected.computeMs, 1)} + ${fixed(x.expected.wireMs, 1)}`,
+      `${fixed((x.expected.rttMs / x.expected.totalMs) * 100, 0)}%`,
+      secs(x.firstTokenMs),
+      `${fixed(x.virtualMs / 1000, 1)} s in ${fixed(x.realMs, 0)} ms`
+    ])
+    const petals = s.rows.find((x) => x.name === 'petals')
+    return [
+      `${provenance('npm run bench -- simulate', s.ran)} ${s.model} over a chain of GPU nodes, every link the same round trip and 100 Mbit/s each way, one session through the shipped client (a 16-token prompt, 32 tokens; a layer's decode is its weight bytes ÷ 70% of the GPU's memory bandwidth):`,
+      '',
+      ...table(
+        [
+          'nodes, round trip',
+          'tokens/s',
+          'ms per token (simulated)',
+          'ms per token by the links and hardware alone: round trips + compute + wire',
+          'round trips’ share',
+          'first token',
+          'virtual time in real time'
+        ],
+        rows
+      ),
+      ...(petals === undefined
+        ? []
+        : [
+            '',
+            `In Petals' setting a token costs ${fixed(petals.msPerToken, 0)} ms, ${fixed((petals.expected.rttMs / petals.expected.totalMs) * 100, 0)}% of it the ${petals.nodes} round trips the client mediates: ${fixed(petals.tokensPerSecond, 2)} tokens/s against Petals' published "up to 6". ${sweep(s.rows, petals)}`
+          ])
     ]
   },
 

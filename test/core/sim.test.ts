@@ -1,0 +1,97 @@
+/**
+ * The simulator (sim/): the shipped client over model peers and simulated links, on a virtual
+ * clock. A small scenario runs in well under a second of real time and must keep the network's
+ * invariants: every completed generation is token-identical to a fault-free run of the same
+ * prompt, failover after a kill -9 and a cheater's replacement leave the tokens alone, no honest
+ * peer is accused, and a token costs what the links and the hardware say it must.
+ */
+import { describe, expect, it } from 'vitest'
+import { virtualClock } from '../../sim/clock.js'
+import { simNetwork, type SimNetwork, type SimPeerSpec } from '../../sim/network.js'
+import { createClient } from '../../shared/client/client.js'
+import type { GenerationRequest, GenerationResult } from '../../shared/client/types.js'
+import type { ClientConfig } from '../../shared/client/client.js'
+import { mulberry32 } from '../../shared/rng.js'
+
+const MODEL = { name: 'sim-80', width: 32, vocab: 64, layers: 80 }
+const COST = { msPerLayer: 0.5, msPerPrefillRowLayer: 0.02 }
+const THIRDS: Array<[number, number]> = [
+  [0, 27],
+  [27, 54],
+  [54, 80]
+]
+const peer = (layers: [number, number], o: Partial<SimPeerSpec> = {}): SimPeerSpec => ({
+  layers,
+  cost: COST,
+  device: 'cuda',
+  uplinkMbps: 100,
+  rttMs: 100,
+  ...o
+})
+const REQ: GenerationRequest = { prompt: [1, 2, 3, 4], maxTokens: 24 }
+
+async function generate(net: SimNetwork, req: GenerationRequest, cfg: Partial<ClientConfig> = {}): Promise<GenerationResult> {
+  const client = createClient({ dialer: net.dialer, directory: net.directory, random: mulberry32(7), ...cfg })
+  const gen = client.generate(req)
+  for (;;) {
+    const r = await gen.next()
+    if (r.done === true) return r.value
+  }
+}
+
+/** Runs `f` on a fresh virtual clock; returns what it returned and the virtual ms it took. */
+async function simulate<T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const clock = virtualClock()
+  const value = await clock.run(f, 3_600_000)
+  return { value, ms: clock.elapsed }
+}
+
+describe('simulator', () => {
+  it('costs a token what the route says: 3 hops × the round trip plus the compute, in virtual time', async () => {
+    const started = performance.now()
+    const { value: r } = await simulate(async () => {
+      const net = simNetwork(MODEL)
+      for (const l of THIRDS) await net.add(peer(l))
+      return await generate(net, REQ)
+    })
+    expect(performance.now() - started).toBeLessThan(5_000) // virtual seconds in real milliseconds
+    expect(r.tokens).toHaveLength(24)
+    const decode = r.timings.totalMs - r.timings.firstTokenMs // 23 decode steps
+    // Each: 3 round trips of 100 ms, 80 layers × 0.5 ms, and 3 × 2 messages of a few hundred bytes at 100 Mbit/s;
+    // timers tick in whole ms (fractions carried), so the sum may be short by a ms per hop.
+    const floor = 3 * 100 + 80 * 0.5
+    expect(decode).toBeGreaterThanOrEqual(23 * floor - 3)
+    expect(decode / 23).toBeLessThan(floor * 1.05)
+  })
+
+  it('keeps the tokens of a fault-free run through a kill -9 mid-generation and through a cheater under redundant checking, and accuses no honest peer', async () => {
+    const { value } = await simulate(async () => {
+      const clean = simNetwork(MODEL)
+      for (const l of THIRDS) await clean.add(peer(l))
+      const expected = (await generate(clean, REQ)).tokens
+
+      // Two peers per third; the middle one that serves first dies at its 10th step.
+      const churn = simNetwork(MODEL)
+      for (const l of THIRDS) for (const rtt of [100, 120]) await churn.add(peer(l, { rttMs: rtt }))
+      const victim = churn.peers[2]
+      const steps = setInterval(() => {
+        if (victim.handler.stats.steps >= 10) victim.kill()
+      }, 5)
+      const failed = await generate(churn, REQ)
+      clearInterval(steps)
+
+      // A cheater on the first third beside two honest peers, every hop checked by two.
+      const cheat = simNetwork(MODEL)
+      const liar = await cheat.add(peer([0, 27], { fault: 'random-output' }))
+      for (const l of THIRDS) for (const rtt of [100, 120]) await cheat.add(peer(l, { rttMs: rtt }))
+      const checked = await generate(cheat, { ...REQ, verification: { mode: 'redundant', k: 2 } })
+      return { expected, failed, victim: victim.id, checked, liar: liar.id, honest: cheat.peers.filter((p) => p.id !== liar.id).map((p) => p.id) }
+    })
+    expect(value.failed.tokens).toEqual(value.expected)
+    expect(value.failed.route.switches.some((s) => s.failed === value.victim)).toBe(true)
+    expect(value.checked.tokens).toEqual(value.expected)
+    const accused = value.checked.verification.faults.map((f) => f.accused)
+    expect(accused).toContain(value.liar)
+    expect(accused.filter((a) => value.honest.includes(a))).toEqual([])
+  })
+})
