@@ -40,9 +40,10 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
       clock = install({ now: start, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'] })
       // Node's AbortSignal.timeout keeps its own (real) timer: one on the virtual clock instead.
       const timeout = AbortSignal.timeout
+      const timedOut = new DOMException('The operation was aborted due to timeout', 'TimeoutError') // one for all: most deadlines pass unused
       AbortSignal.timeout = (ms: number): AbortSignal => {
         const c = new AbortController()
-        setTimeout(() => c.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), ms)
+        setTimeout(() => c.abort(timedOut), ms)
         return c.signal
       }
       let settled: { ok: true; value: T } | { ok: false; error: unknown } | undefined

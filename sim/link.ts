@@ -13,13 +13,15 @@ export interface Uplink {
   readonly bytesPerMs: number
   /** When the uplink is free again. */
   freeAt: number
+  /** When the machine's accelerator is done with what it was given (sim/model.ts): nothing it answers leaves before. */
+  busyUntil: number
 }
 
-export const uplink = (mbps: number): Uplink => ({ bytesPerMs: (mbps * 1e6) / 8 / 1000, freeAt: 0 })
+export const uplink = (mbps: number): Uplink => ({ bytesPerMs: (mbps * 1e6) / 8 / 1000, freeAt: 0, busyUntil: 0 })
 
 /**
- * Delivers `stream`'s writes over the link: each leaves when `from`'s uplink is free and has
- * sent it, and arrives `oneWayMs` later, never before the write before it. A close follows the
+ * Delivers `stream`'s writes over the link: each leaves when `from`'s machine has computed it
+ * and its uplink is free and has sent it, and arrives `oneWayMs` later, never before the write before it. A close follows the
  * last write; an abort (a reset) goes at once, as a reset overtakes data in flight.
  */
 export function overLink(stream: Stream, from: Uplink, oneWayMs: number): void {
@@ -28,7 +30,7 @@ export function overLink(stream: Stream, from: Uplink, oneWayMs: number): void {
   let lastArrival = 0
   stream.send = (data) => {
     const now = Date.now()
-    const left = Math.max(now, from.freeAt) + data.byteLength / from.bytesPerMs
+    const left = Math.max(now, from.freeAt, from.busyUntil) + data.byteLength / from.bytesPerMs
     from.freeAt = left
     lastArrival = Math.max(lastArrival, left + oneWayMs)
     setTimeout(

@@ -1,6 +1,7 @@
 /**
  * A model peer's shard: what the node's protocol handler (shared/node/serve.ts) runs, with the
- * compute taken in virtual time from the peer's hardware and the numbers made up, cheaply and
+ * compute charged to the peer's machine in virtual time (its reply leaves when the machine is
+ * done: sim/link.ts; no timer of its own) and the numbers made up, cheaply and
  * deterministically, from everything the session was fed. An honest peer's output is then a
  * function of the input history alone, as a real model's is: peers serving the same layers agree
  * (so redundant and spot checks compare real fingerprints), a replayed history gives the same
@@ -40,7 +41,13 @@ function row(seed: number, n: number, out: Float32Array, at: number): void {
   }
 }
 
-export function modelRunner(shard: ShardEntry, shape: ModelShape, cost: ComputeCost, device: DeviceKind): ShardRunner {
+/** A machine's accelerator: steps of all its sessions and shards run one after another on it. */
+export interface Machine {
+  /** Virtual time (Date.now) when what it was given so far is computed. */
+  busyUntil: number
+}
+
+export function modelRunner(shard: ShardEntry, shape: ModelShape, cost: ComputeCost, device: DeviceKind, machine: Machine): ShardRunner {
   const [a, b] = shard.layers
   const last = b === shape.layers
   const width = last ? shape.vocab : shape.width
@@ -48,18 +55,14 @@ export function modelRunner(shard: ShardEntry, shape: ModelShape, cost: ComputeC
     let state = mix(FNV, a) // this session's history, hashed: its "KV cache"
     let history: number[] = [] // the state after each position, so a truncation rewinds exactly
     let closed = false
-    let carry = 0 // timers tick in whole ms: fractions of compute are carried to the next step, so the sum stays exact
     return {
       get length() {
         return history.length
       },
       async forward(input: HopInput): Promise<HopOutput> {
         const seq = 'tokens' in input ? input.tokens.length : input.seq
-        carry += (b - a) * (cost.msPerLayer + (seq - 1) * cost.msPerPrefillRowLayer)
-        const ms = Math.floor(carry)
-        carry -= ms
-        await new Promise((r) => setTimeout(r, ms))
         if (closed) throw new Error('session closed')
+        machine.busyUntil = Math.max(Date.now(), machine.busyUntil) + (b - a) * (cost.msPerLayer + (seq - 1) * cost.msPerPrefillRowLayer)
         const data = new Float32Array(seq * width)
         for (let p = 0; p < seq; p++) {
           if ('tokens' in input) state = mix(state, input.tokens[p])

@@ -1,8 +1,8 @@
 /**
  * A simulated Tessera network: model peers (sim/model.ts) behind the shipped protocol handler
- * (shared/node/serve.ts), each with its own Ed25519 key, signing real receipts; a Dialer and a
+ * (shared/node/serve.ts), each with its own key, signing real receipts (sim/crypto.ts); a Dialer and a
  * PeerDirectory over simulated links (sim/link.ts), which is all the shipped client needs. Run it
- * under a virtual clock (sim/clock.ts): every delay below is virtual time.
+ * inside simulate() (sim/run.ts): every delay below is virtual time.
  *
  *   const net = simNetwork({ name: 'llama-2-70b', width: 32, vocab: 64, layers: 80 })
  *   await net.add({ layers: [0, 27], cost, device: 'cuda', uplinkMbps: 100, rttMs: 100 })
@@ -22,7 +22,7 @@ import type { ShardEntry } from '../shared/manifest.js'
 import type { DeviceKind } from '../shared/runner.js'
 import { sha256Hex } from '../shared/hash.js'
 import { VERSION } from '../shared/version.js'
-import { nativeSigner } from '../host/native-crypto.js'
+import { simSigner } from './crypto.js'
 import { modelRunner, type ComputeCost, type ModelShape } from './model.js'
 import { linkedPair, uplink, type Uplink } from './link.js'
 
@@ -116,17 +116,18 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
         sha256: sha256Hex(new TextEncoder().encode(`${root}:${bounds[i]}-${end}`)),
         bytes: 0
       }))
-      const runners = shards.map((s) => modelRunner(s, model, spec.cost, spec.device))
+      const up = uplink(spec.uplinkMbps)
+      const runners = shards.map((s) => modelRunner(s, model, spec.cost, spec.device, up)) // the uplink is the machine's: it holds its compute clock
       const kv = spec.kvTokens ?? DEFAULT_KV_TOKENS
       const handler = createInferHandler({
         root,
         peer: id,
-        sign: nativeSigner(key),
+        sign: simSigner(key),
         runners,
         maxCacheTokens: kv,
         ...(spec.fault !== undefined ? { fault: stepFault(parseFault(spec.fault)) } : {})
       })
-      const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up: uplink(spec.uplinkMbps), streams: new Set<Stream>() }
+      const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up, streams: new Set<Stream>() }
       let alive = true
       let lastIssued = Date.now()
       state.peer = {

@@ -5,7 +5,7 @@
  */
 import { createClient } from '../shared/client/client.js'
 import { mulberry32 } from '../shared/rng.js'
-import { virtualClock } from './clock.js'
+import { simulate } from './run.js'
 import { gpuCost, type Gpu, type ModelFacts } from './hardware.js'
 import { simNetwork } from './network.js'
 
@@ -35,9 +35,7 @@ export interface ChainResult {
 export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
   const cost = gpuCost(s.model, s.gpu)
   const bounds = Array.from({ length: s.nodes + 1 }, (_, i) => Math.round((i * s.model.layers) / s.nodes))
-  const started = performance.now()
-  const clock = virtualClock()
-  const r = await clock.run(async () => {
+  const sim = await simulate(async () => {
     // The wire carries the model's real hidden size (fp32 rows) and vocabulary (the last hop's logits).
     const net = simNetwork({ name: s.model.name, width: s.model.hidden, vocab: s.vocab, layers: s.model.layers }, { clientUplinkMbps: s.uplinkMbps })
     for (let i = 0; i < s.nodes; i++) {
@@ -49,7 +47,8 @@ export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
       const x = await gen.next()
       if (x.done === true) return x.value
     }
-  }, 24 * 3_600_000)
+  })
+  const r = sim.value
   const decodeMs = r.timings.totalMs - r.timings.firstTokenMs
   const bytesPerMs = (s.uplinkMbps * 1e6) / 8 / 1000
   const row = s.model.hidden * 4
@@ -67,8 +66,8 @@ export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
     expected,
     msPerToken: decodeMs / (s.tokens - 1),
     msPerLayer: cost.msPerLayer,
-    virtualMs: clock.elapsed,
-    realMs: performance.now() - started,
-    events: clock.events
+    virtualMs: sim.virtualMs,
+    realMs: sim.realMs,
+    events: sim.events
   }
 }

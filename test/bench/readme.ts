@@ -140,6 +140,45 @@ interface EscapeSection {
   trialsPerRow: number
   rows: Array<{ mode: string; c: number; rate: number; ci95: [number, number]; formula: number; honestSlashed: number; overturnedWrong?: { rate: number } }>
 }
+/** The swarms: what sessions got, how the layers stayed covered, what routing cost, and what each simulation cost to run. */
+function swarmTable(rows: SwarmRow[] | undefined): string[] {
+  if (rows === undefined || rows.length === 0) return []
+  const ms = (x: number | null): string => (x === null || !Number.isFinite(x) ? '–' : `${fixed(x, 0)} ms`)
+  const x0 = rows[0]
+  const pct = (v: number): string => `${fixed(v * 100, 0)}%`
+  return [
+    '',
+    `Swarms of native GPU nodes (${pct(x0.natives / x0.peers)}: ${x0.gpuMix.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}) and WebGPU tabs (${x0.tabLayers} layers each at ${sig(x0.tabMsPerLayer)} ms a layer), all choosing their layers with the shipped block selection, round trips to the client drawn from three regions (20–40, 40–100, 120–250 ms); tabs stay ${fixed(x0.tabStayMs / 60_000, 0)} minutes on average and natives ${fixed(x0.nativeStayMs / 3_600_000, 0)} hours (exponential), ${pct(x0.crashShare)} of the leavers crash (the record goes ${fixed(x0.detectMs / 1000, 0)} s later), each replaced by a newcomer; ${x0.sessions} client sessions each generate ${x0.tokens} tokens after a ${x0.promptTokens}-token prompt, one generation after another:`,
+    '',
+    ...table(
+      [
+        'scenario',
+        'generations completed',
+        'tokens/s a session: p50 (p5–p95)',
+        'all sessions, tokens/s',
+        'first token p50 / p95',
+        'failed over: generations, held up p50',
+        'least-covered layer (peers)',
+        'one route over the directory',
+        'wrong tokens, honest peers accused',
+        'virtual time in real time'
+      ],
+      rows.map((x) => [
+        x.name,
+        `${x.completed}/${x.generations}`,
+        `${fixed(x.tokensPerSecond.p50, 1)} (${fixed(x.tokensPerSecond.p5, 1)}–${fixed(x.tokensPerSecond.p95, 1)})`,
+        fixed(x.aggregateTokensPerSecond, 1),
+        `${ms(x.firstTokenMs.p50)} / ${ms(x.firstTokenMs.p95)}`,
+        `${x.failovers.generations}, ${ms(x.failovers.p50Ms)}`,
+        `≥ ${x.coverage.min}`,
+        `${sig(x.routeMs.p50)} ms over ${thousands(x.routeMs.peers)} records`,
+        `${x.wrongTokens}, ${x.honestAccused}`,
+        `${fixed(x.virtualMs / 60_000, 1)} min in ${fixed(x.realMs / 1000, 1)} s`
+      ])
+    )
+  ]
+}
+
 /** What the swept rows say: how far the GPUs move tokens/s at Petals' round trip, and how far the round trip does on its GPU. */
 function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][number]): string {
   const tps = (xs: SimulateSection['rows']): number[] => xs.map((x) => x.tokensPerSecond)
@@ -149,7 +188,38 @@ function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][numb
   return `The GPUs here move it within ${span(gpus)} tokens/s at that round trip; the round trip, on the same GPUs, within ${span(rtts)}.`
 }
 
+interface SwarmRow {
+  name: string
+  peers: number
+  natives: number
+  tabs: number
+  sessions: number
+  durationMs: number
+  tabStayMs: number
+  nativeStayMs: number
+  crashShare: number
+  detectMs: number
+  promptTokens: number
+  tokens: number
+  tabLayers: number
+  tabMsPerLayer: number
+  gpuMix: Array<[string, number]>
+  generations: number
+  completed: number
+  tokensPerSecond: { p50: number; p95: number; p5: number }
+  aggregateTokensPerSecond: number
+  firstTokenMs: { p50: number; p95: number }
+  failovers: { generations: number; p50Ms: number | null; p95Ms: number | null }
+  coverage: { min: number }
+  routeMs: { p50: number; max: number; peers: number }
+  wrongTokens: number
+  honestAccused: number
+  virtualMs: number
+  realMs: number
+}
+
 interface SimulateSection {
+  swarms?: SwarmRow[]
   model: string
   rows: Array<{
     name: string
@@ -508,7 +578,8 @@ const renderers: Record<string, Renderer> = {
         : [
             '',
             `In Petals' setting a token costs ${fixed(petals.msPerToken, 0)} ms, ${fixed((petals.expected.rttMs / petals.expected.totalMs) * 100, 0)}% of it the ${petals.nodes} round trips the client mediates: ${fixed(petals.tokensPerSecond, 2)} tokens/s against Petals' published "up to 6". ${sweep(s.rows, petals)}`
-          ])
+          ]),
+      ...swarmTable(s.swarms)
     ]
   },
 

@@ -6,6 +6,7 @@
  */
 import { GPUS, LLAMA2_70B_INT4 } from '../../sim/hardware.js'
 import { simulateChain, type ChainScenario } from '../../sim/pipeline.js'
+import { simulateSwarm, swarmDefaults, type SwarmScenario } from '../../sim/swarm.js'
 
 const PETALS: ChainScenario = { model: LLAMA2_70B_INT4, gpu: GPUS.rtx3090, nodes: 3, rttMs: 100, uplinkMbps: 100, vocab: 32000, promptTokens: 16, tokens: 32 }
 
@@ -26,10 +27,44 @@ export async function benchSimulate(): Promise<Record<string, unknown>> {
         ` first token ${r.firstTokenMs} ms; ${(r.virtualMs / 1000).toFixed(1)} virtual s in ${r.realMs.toFixed(0)} ms, ${r.events} events`
     )
   }
+  const swarms = []
+  const tenMinutes = 10 * 60_000
+  const swarmRuns: Array<[string, SwarmScenario]> = [
+    ['100 peers', { ...swarmDefaults(100), durationMs: tenMinutes }],
+    ['1,000 peers', { ...swarmDefaults(1000), durationMs: tenMinutes }],
+    ['1,000 peers, redundant k = 2', { ...swarmDefaults(1000), durationMs: tenMinutes, verification: { mode: 'redundant', k: 2 } }],
+    ['1,000 peers, spot p = 0.2', { ...swarmDefaults(1000), durationMs: tenMinutes, verification: { mode: 'spot', p: 0.2 } }],
+    ['1,000 peers, a third gone at minute 5', { ...swarmDefaults(1000), durationMs: tenMinutes, outage: { atMs: 5 * 60_000, share: 1 / 3 } }],
+    [
+      '1,000 peers, 5% faulty, redundant k = 2',
+      { ...swarmDefaults(1000), durationMs: tenMinutes, faultyShare: 0.05, verification: { mode: 'redundant', k: 2 } }
+    ],
+    ['10,000 peers (1 minute)', { ...swarmDefaults(10_000), durationMs: 60_000 }]
+  ]
+  for (const [name, s] of swarmRuns) {
+    const r = await simulateSwarm(s)
+    const { model: _m, gpuMix, tab, ...knobs } = s
+    swarms.push({
+      name,
+      peers: s.natives + s.tabs,
+      ...knobs,
+      gpuMix: gpuMix.map(([g, share]) => [g.name, share]),
+      tabLayers: tab.layers,
+      tabMsPerLayer: tab.cost.msPerLayer,
+      ...r
+    })
+    console.log(
+      `${name}: ${r.completed}/${r.generations} generations, ${r.tokensPerSecond.p50.toFixed(1)} tokens/s a session (p5 ${r.tokensPerSecond.p5.toFixed(1)}, p95 ${r.tokensPerSecond.p95.toFixed(1)}),` +
+        ` ${r.aggregateTokensPerSecond.toFixed(1)} in all; first token ${r.firstTokenMs.p50} ms (p95 ${r.firstTokenMs.p95}); ${r.failovers.generations} failed over (p50 ${r.failovers.p50Ms} ms);` +
+        ` least-covered layer ≥ ${r.coverage.min}; route ${r.routeMs.p50.toFixed(2)} ms over ${r.routeMs.peers} records; wrong ${r.wrongTokens}, honest accused ${r.honestAccused};` +
+        ` ${(r.virtualMs / 1000).toFixed(0)} virtual s in ${(r.realMs / 1000).toFixed(1)} s`
+    )
+  }
   return {
     model: LLAMA2_70B_INT4.name,
     layerSource: LLAMA2_70B_INT4.source,
     gpuSources: Object.fromEntries(Object.entries(GPUS).map(([k, g]) => [k, g.source])),
-    rows
+    rows,
+    swarms
   }
 }

@@ -6,7 +6,9 @@
  * peer is accused, and a token costs what the links and the hardware say it must.
  */
 import { describe, expect, it } from 'vitest'
-import { virtualClock } from '../../sim/clock.js'
+import { simulate } from '../../sim/run.js'
+import { simulateSwarm, swarmDefaults } from '../../sim/swarm.js'
+import { GPUS } from '../../sim/hardware.js'
 import { simNetwork, type SimNetwork, type SimPeerSpec } from '../../sim/network.js'
 import { createClient } from '../../shared/client/client.js'
 import type { GenerationRequest, GenerationResult } from '../../shared/client/types.js'
@@ -37,13 +39,6 @@ async function generate(net: SimNetwork, req: GenerationRequest, cfg: Partial<Cl
     const r = await gen.next()
     if (r.done === true) return r.value
   }
-}
-
-/** Runs `f` on a fresh virtual clock; returns what it returned and the virtual ms it took. */
-async function simulate<T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const clock = virtualClock()
-  const value = await clock.run(f, 3_600_000)
-  return { value, ms: clock.elapsed }
 }
 
 describe('simulator', () => {
@@ -93,5 +88,27 @@ describe('simulator', () => {
     const accused = value.checked.verification.faults.map((f) => f.accused)
     expect(accused).toContain(value.liar)
     expect(accused.filter((a) => value.honest.includes(a))).toEqual([])
+  })
+
+  it('runs a churning swarm with cheaters and an outage under redundant checking: generations complete, none with wrong tokens, no honest peer accused, every layer stays covered', async () => {
+    const r = await simulateSwarm({
+      ...swarmDefaults(40),
+      gpuMix: [[GPUS.rtx3090, 1]], // 45 of 80 layers each: routes of two hops or more
+      tabStayMs: 60_000, // churn fast enough to see in two minutes
+      sessions: 3,
+      tokens: 16,
+      faultyShare: 0.1,
+      verification: { mode: 'redundant', k: 2 },
+      outage: { atMs: 60_000, share: 0.3 },
+      durationMs: 120_000,
+      sampleMs: 10_000,
+      seed: 3
+    })
+    expect(r.completed).toBeGreaterThan(10)
+    expect(r.left).toBeGreaterThan(5) // churn and the outage happened
+    expect(r.wrongTokens).toBe(0)
+    expect(r.honestAccused).toBe(0)
+    expect(r.coverage.samples.length).toBeGreaterThanOrEqual(12)
+    expect(r.coverage.min).toBeGreaterThanOrEqual(1)
   })
 })
