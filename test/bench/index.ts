@@ -111,6 +111,11 @@ const sections: Record<string, Section> = {
     run: async () => await (await import('./chaos.js')).benchChaos(CACHE)
   },
 
+  calibrate: {
+    about: 'the simulator against the loopback network: one topology measured and simulated side by side (tokens/s, failover after a kill -9)',
+    run: async () => await (await import('./calibrate.js')).benchCalibrate(CACHE)
+  },
+
   simulate: {
     about: 'the simulator: Llama-2-70B int4 over GPU nodes through the shipped client in virtual time (Petals setting, round trips and GPUs swept)',
     run: async () => await (await import('./simulate.js')).benchSimulate()

@@ -188,6 +188,15 @@ function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][numb
   return `The GPUs here move it within ${span(gpus)} tokens/s at that round trip; the round trip, on the same GPUs, within ${span(rtts)}.`
 }
 
+interface CalibrateSection {
+  preset: string
+  groups: string[]
+  measured: { tokensPerSecond: number; heldUpMs: number; hops: Array<{ layers: [number, number]; computeMs: number; roundTripMs: number }> }
+  simulated: { tokensPerSecond: number; heldUpMs: number }
+  tokensRatio: number
+  failoverRatio: number
+}
+
 interface SwarmRow {
   name: string
   peers: number
@@ -543,6 +552,30 @@ const renderers: Record<string, Renderer> = {
         `set-up ${secs(p.compileMs)} compile + ${secs(p.zkeyMs)} keys once; ${secs(p.proveMs)} of proving per token on ${s.ran?.cpus ?? '?'} cores ` +
         '(proved beside the generation, so tokens stream at once and the answer waits for the proofs); ' +
         `the last hop's commitment (Poseidon over the packed logits, in JS) ${sig(p.commitMs)} ms per step; verification ${sig(p.verifyMs)} ms per token in Node; a proof is ${p.proofBytes} bytes.`
+    ]
+  },
+
+  calibrate(r) {
+    const s = section<CalibrateSection>(r, 'calibrate')
+    const m = s.measured
+    const hops = m.hops.map((h) => `[${h.layers.join(',')}) ${sig(h.computeMs)} ms of its ${sig(h.roundTripMs)} ms round trip`).join(', ')
+    return [
+      `${provenance('npm run bench -- calibrate', s.ran)} \`${s.preset}\` fp32 through a relay and nodes ${s.groups.join(', ')} as processes on loopback, then the same topology in the simulator given that run's own figures (each hop's compute from the nodes' marks: ${hops}; the rest of each round trip as its link):`,
+      '',
+      ...table(
+        ['', 'measured on loopback', 'simulated', 'simulated ÷ measured'],
+        [
+          ['decode tokens/s', fixed(m.tokensPerSecond, 1), fixed(s.simulated.tokensPerSecond, 1), `× ${fixed(s.tokensRatio, 2)}`],
+          [
+            'a kill -9 of the second hop mid-generation holds the next token up',
+            `${fixed(m.heldUpMs, 0)} ms`,
+            `${fixed(s.simulated.heldUpMs, 0)} ms`,
+            `× ${fixed(s.failoverRatio, 2)}`
+          ]
+        ]
+      ),
+      '',
+      `The simulator leaves out the client's own CPU per token (sampling over the vocabulary, checking receipts): the decode difference is ${fixed(1000 / m.tokensPerSecond - 1000 / s.simulated.tokensPerSecond, 1)} ms a token. What the failover gap misses is not broken down yet; the spare's first run (a node that has not served yet warms its runtime up on the replay) is one candidate.`
     ]
   },
 
