@@ -13,6 +13,7 @@ import { registerPlan } from './commands/plan.js'
 import { registerUp } from './commands/up.js'
 import { registerNode } from './commands/node.js'
 import { registerRelay } from './commands/relay.js'
+import { registerSimulate } from './commands/simulate.js'
 import { registerStake } from './commands/stake.js'
 import { registerZk } from './commands/zk.js'
 
@@ -29,6 +30,7 @@ registerPlan(program)
 registerUp(program)
 registerNode(program)
 registerRelay(program)
+registerSimulate(program)
 registerStake(program)
 registerZk(program)
 

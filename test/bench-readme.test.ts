@@ -25,7 +25,7 @@ describe('README figures', () => {
 
   it('renders every region from the recorded run: each section names its command, date and machine', () => {
     for (const g of found) expect(render(g.name, results)).toMatch(/npm run bench -- [a-z]+/)
-    for (const name of ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos'])
+    for (const name of ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos', 'calibrate', 'simulate'])
       expect(results[name]?.ran?.date, `section ${name} recorded without when and where it ran`).toMatch(/^\d{4}-\d\d-\d\d/)
   })
 

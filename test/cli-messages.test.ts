@@ -3,7 +3,7 @@
  * each checked as a user meets it (the CLI as a process), never by calling the command's code.
  */
 import { execFile } from 'node:child_process'
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { formatCount } from '../cli/commands/plan.js'
@@ -149,7 +149,7 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
 }
 
 describe('npm run bench', () => {
-  const SECTIONS = ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos']
+  const SECTIONS = ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos', 'calibrate', 'simulate']
 
   it('lists its sections for --help and -h, running none', async () => {
     for (const flag of ['--help', '-h']) {
@@ -167,5 +167,30 @@ describe('npm run bench', () => {
     expect(r.code).not.toBe(0)
     expect(r.stderr).toContain(`unknown bench section(s) nope; known sections: ${SECTIONS.join(', ')}`)
     expect(r.stdout).not.toContain('== spine ==')
+  })
+})
+
+describe('tessera simulate', () => {
+  it("runs Petals' setting by name: a token costs what the round trips, compute and wire add up to, and --json writes the result", async () => {
+    const dir = tempDir('simulate')
+    dirs.push(dir)
+    const out = join(dir, 'petals.json')
+    const r = await tessera(['simulate', 'petals', '--json', out])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toMatch(/tokens\/s, [\d.]+ ms a token/)
+    const { result } = JSON.parse(readFileSync(out, 'utf8'))
+    // Whole-ms timers: within a ms a hop of the sum.
+    expect(Math.abs(result.msPerToken - result.expected.totalMs)).toBeLessThan(3)
+    expect(result.expected.rttMs).toBe(300)
+  })
+
+  it('names the field a scenario file gets wrong, and the scenarios there are', async () => {
+    const dir = tempDir('simulate-bad')
+    dirs.push(dir)
+    const bad = join(dir, 'bad.json')
+    writeFileSync(bad, JSON.stringify({ kind: 'swarm', peers: 1000, minuets: 10 }))
+    const [typo, unknown] = await Promise.all([tessera(['simulate', bad]), tessera(['simulate', 'nope'])])
+    expect(refused(typo)).toContain('a swarm scenario has no field "minuets"')
+    expect(refused(unknown)).toContain('no scenario "nope": give one of petals, swarm-100, swarm-1000, outage, faulty or a JSON scenario file')
   })
 })

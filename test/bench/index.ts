@@ -118,7 +118,7 @@ const sections: Record<string, Section> = {
 
   simulate: {
     about: 'the simulator: Llama-2-70B int4 over GPU nodes through the shipped client in virtual time (Petals setting, round trips and GPUs swept)',
-    run: async () => await (await import('./simulate.js')).benchSimulate()
+    run: async () => await (await import('./simulate.js')).benchSimulate(OUT)
   }
 }
 

@@ -4,13 +4,16 @@
  * round trips) and the round trip and GPU swept around it, each beside what the links and the
  * hardware alone say a token costs.
  */
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { GPUS, LLAMA2_70B_INT4 } from '../../sim/hardware.js'
+import { linePlot } from './plot.js'
 import { simulateChain, type ChainScenario } from '../../sim/pipeline.js'
 import { simulateSwarm, swarmDefaults, type SwarmScenario } from '../../sim/swarm.js'
 
 const PETALS: ChainScenario = { model: LLAMA2_70B_INT4, gpu: GPUS.rtx3090, nodes: 3, rttMs: 100, uplinkMbps: 100, vocab: 32000, promptTokens: 16, tokens: 32 }
 
-export async function benchSimulate(): Promise<Record<string, unknown>> {
+export async function benchSimulate(outDir: string): Promise<Record<string, unknown>> {
   const rows = []
   const runs: Array<[string, Partial<ChainScenario>]> = [
     ['petals', {}],
@@ -60,7 +63,29 @@ export async function benchSimulate(): Promise<Record<string, unknown>> {
         ` ${(r.virtualMs / 1000).toFixed(0)} virtual s in ${(r.realMs / 1000).toFixed(1)} s`
     )
   }
+  // The plots: tokens/s against the round trip (Petals' chain), and the least-covered layer over time in the 1,000-peer swarms.
+  const rttRows = rows.filter((x) => x.gpu === PETALS.gpu.name).sort((a, b) => a.rttMs - b.rttMs)
+  const rttPlot = linePlot({
+    title: `${LLAMA2_70B_INT4.name} on ${PETALS.nodes} × ${PETALS.gpu.name}, simulated: one session's tokens/s against the round trip`,
+    x: 'round trip to each node (ms)',
+    y: 'tokens/s',
+    series: [{ label: 'simulated', points: rttRows.map((x): [number, number] => [x.rttMs, x.tokensPerSecond]) }],
+    xTicks: rttRows.map((x) => x.rttMs)
+  })
+  const coverageSeries = swarms
+    .filter((x) => x.peers === 1000 && (x.verification.mode === 'none' || x.outage !== undefined))
+    .map((x) => ({ label: x.name, points: x.coverage.samples.map((p): [number, number] => [p.atMs / 60_000, p.min]) }))
+  const coveragePlot = linePlot({
+    title: 'Simulated swarm of 1,000 peers: peers serving the least-covered layer, over time',
+    x: 'minutes',
+    y: 'peers on the least-covered layer',
+    series: coverageSeries
+  })
+  await writeFile(join(outDir, 'simulate-rtt.svg'), rttPlot)
+  await writeFile(join(outDir, 'simulate-coverage.svg'), coveragePlot)
+  console.log(`wrote ${join(outDir, 'simulate-rtt.svg')} and ${join(outDir, 'simulate-coverage.svg')}`)
   return {
+    plots: ['bench-results/simulate-rtt.svg', 'bench-results/simulate-coverage.svg'],
     model: LLAMA2_70B_INT4.name,
     layerSource: LLAMA2_70B_INT4.source,
     gpuSources: Object.fromEntries(Object.entries(GPUS).map(([k, g]) => [k, g.source])),
