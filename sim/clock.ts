@@ -20,6 +20,8 @@ export interface VirtualClock {
 
 /** Real, unfaked: the driver yields to the process through it (libp2p's in-memory streams deliver on microtasks and immediates). */
 const realImmediate = globalThis.setImmediate
+/** Whether a virtual clock holds the process's timers now: two at once would fake over each other. */
+let installed = false
 
 export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
   let clock: Clock | undefined
@@ -36,7 +38,8 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
       return events
     },
     async run<T>(main: () => Promise<T>, limitMs = Number.POSITIVE_INFINITY): Promise<T> {
-      if (clock !== undefined) throw new Error('this virtual clock is already running')
+      if (installed) throw new Error('a virtual clock is already running in this process: one simulation at a time')
+      installed = true
       clock = install({ now: start, toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'] })
       // Node's AbortSignal.timeout keeps its own (real) timer: one on the virtual clock instead.
       const timeout = AbortSignal.timeout
@@ -71,6 +74,7 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
         ended = clock.now - start
         clock.uninstall()
         clock = undefined
+        installed = false
       }
       if (!settled.ok) throw settled.error
       return settled.value

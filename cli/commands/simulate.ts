@@ -35,6 +35,6 @@ export function registerSimulate(program: Command): void {
       console.error(`simulating ${name}…`)
       const r = await runScenario(scenario)
       for (const line of describeResult(r)) console.log(line)
-      if (o.json !== undefined) await writeFile(o.json, `${JSON.stringify({ scenario: { ...scenario }, result: r.result }, null, 2)}\n`)
+      if (o.json !== undefined) await writeFile(o.json, `${JSON.stringify({ scenario, result: r.result }, null, 2)}\n`)
     })
 }

@@ -17,6 +17,7 @@ import type { ChaosRow } from './chaos.js'
 import type { ChainBenchRow } from './chain.js'
 import type { BandwidthRow, ConcurrencyRow, ContextRow, NodeConcurrencyRow } from './throughput.js'
 import type { ReceiptCost } from './verify.js'
+import type { HopInPlace } from './hop.js'
 
 /** Where and when a section ran (test/bench/index.ts adds it to every section). */
 export interface Ran {
@@ -89,16 +90,7 @@ interface NetworkSection {
     roundTripMs?: number
     echo?: { inProcessMs: number; crossProcessMs: number; cadenceMs: number; gapMs: number }
     stages?: Array<{ side: string; stage: string; us: number; inOverhead?: false }>
-    inPlace?: {
-      steps: number
-      toNodeMs: number
-      checksMs: number
-      computeMs: number
-      receiptMs: number
-      writeMs: number
-      toClientMs: number
-      roundTripMs: number
-    }
+    inPlace?: HopInPlace
     signIdle?: { hotUs: number; idleUs: number; gapMs: number }
   }
 }
