@@ -106,6 +106,14 @@ describe('findRoute', () => {
     expect(() => findRoute(peers, 0, 5, DEFAULT_COSTS, 3)).toThrow(/no 3 distinct live peers serve layers from 0 on/)
   })
 
+  it('counts a record that lists its boundaries twice as one server: one peer cannot pass for the k distinct ones', () => {
+    const twice = cap('twice', [0, 5], { bounds: [0, 0, 5, 5] })
+    expect(serversOf([twice], [0, 5])).toHaveLength(1)
+    expect(shape(findRoute([twice], 0, 5))).toEqual(['twice@0-5'])
+    expect(() => findRoute([twice], 0, 5, DEFAULT_COSTS, 2)).toThrow(/no 2 distinct live peers serve layers from 0 on/)
+    expect(findRoute([twice, cap('other', [0, 5])], 0, 5, DEFAULT_COSTS, 2)).toHaveLength(1)
+  })
+
   it('routes around a peer whose KV cache is too full, and to it when nothing else serves', () => {
     const full = cap('full', [0, 5], { ms: 1, kvRoom: 10 })
     const roomy = cap('roomy', [0, 5], { ms: 50, kvRoom: 10_000 })
