@@ -8,6 +8,7 @@ import { mulberry32 } from '../shared/rng.js'
 import { simulate } from './run.js'
 import { gpuCost, type Gpu, type ModelFacts } from './hardware.js'
 import { simNetwork } from './network.js'
+import { uplink } from './link.js'
 
 export interface ChainScenario {
   model: ModelFacts
@@ -50,7 +51,7 @@ export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
   })
   const r = sim.value
   const decodeMs = r.timings.totalMs - r.timings.firstTokenMs
-  const bytesPerMs = (s.uplinkMbps * 1e6) / 8 / 1000
+  const { bytesPerMs } = uplink(s.uplinkMbps)
   const row = s.model.hidden * 4
   const expected = {
     rttMs: s.nodes * s.rttMs,

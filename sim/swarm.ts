@@ -81,32 +81,30 @@ function q(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]
 }
 
-/** One-way regions around the client: near, the same continent, across an ocean (round trips, ms). */
-const REGIONS: Array<[number, number, number]> = [
-  [0.3, 20, 40],
-  [0.4, 40, 100],
-  [0.3, 120, 250]
+/** Regions around the client, each a share of the peers and its range of round trips (ms): near, the same continent, across an ocean. */
+const REGIONS: Array<[[number, number], number]> = [
+  [[20, 40], 0.3],
+  [[40, 100], 0.4],
+  [[120, 250], 0.3]
 ]
+
+/** The item whose share `x` (uniform in [0, 1)) falls in; the last if the shares fall short. */
+function pick<T>(items: Array<[T, number]>, x: number): T {
+  for (const [item, share] of items) {
+    if (x < share) return item
+    x -= share
+  }
+  return items[items.length - 1][0]
+}
 
 export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
   const rand = mulberry32(s.seed)
   const exp = (mean: number): number => -Math.log(1 - rand()) * mean
   const rtt = (): number => {
-    let x = rand()
-    for (const [share, lo, hi] of REGIONS) {
-      if (x < share) return lo + rand() * (hi - lo)
-      x -= share
-    }
-    return REGIONS[REGIONS.length - 1][2]
+    const [lo, hi] = pick(REGIONS, rand())
+    return lo + rand() * (hi - lo)
   }
-  const gpu = (): Gpu => {
-    let x = rand()
-    for (const [g, share] of s.gpuMix) {
-      if (x < share) return g
-      x -= share
-    }
-    return s.gpuMix[s.gpuMix.length - 1][0]
-  }
+  const gpu = (): Gpu => pick(s.gpuMix, rand())
   // Block selection needs the model's shard list; a hop may start and end at any shard boundary a peer holds.
   const shards: ShardEntry[] = Array.from({ length: Math.ceil(s.model.layers / s.shardLayers) }, (_, i) => ({
     index: i,
