@@ -68,12 +68,27 @@ export function createClient(cfg: ClientConfig): Client {
   const unreachable = cfg.directory.unreachable?.bind(cfg.directory)
   const env: SessionEnv = { dialer: cfg.dialer, bans, ledger, timeouts, maxRetries, random, ...(unreachable !== undefined ? { unreachable } : {}) }
 
+  /** The models the records serve, each with its peers (the directory is listed once per call). */
+  function byModel(peers: Capability[]): Array<NetworkView['models'][number] & { peers: Capability[] }> {
+    const byRoot = new Map<string, Capability[]>()
+    for (const p of peers) {
+      const ps = byRoot.get(p.root)
+      if (ps === undefined) byRoot.set(p.root, [p])
+      else ps.push(p)
+    }
+    return [...byRoot.entries()].map(([root, ps]) => ({
+      name: ps[0].model,
+      root,
+      layers: ps[0].modelLayers,
+      coverage: coverage(ps, ps[0].modelLayers),
+      peers: ps
+    }))
+  }
+
   async function network(): Promise<NetworkView> {
     const peers = await cfg.directory.list()
-    const byRoot = new Map<string, Capability[]>()
-    for (const p of peers) byRoot.set(p.root, [...(byRoot.get(p.root) ?? []), p])
     return {
-      models: [...byRoot.entries()].map(([root, ps]) => ({ name: ps[0].model, root, layers: ps[0].modelLayers, coverage: coverage(ps, ps[0].modelLayers) })),
+      models: byModel(peers).map(({ peers: _, ...m }) => m),
       peers: peers.map((p) => ({
         peer: p.peer,
         device: p.device,
@@ -91,8 +106,8 @@ export function createClient(cfg: ClientConfig): Client {
   }
 
   async function pickModel(want?: string): Promise<{ name: string; root: string; layers: number; peers: Capability[] }> {
-    const m = chooseModel((await network()).models, want)
-    return { ...m, peers: (await cfg.directory.list()).filter((p) => p.root === m.root) }
+    const { coverage: _, ...m } = chooseModel(byModel(await cfg.directory.list()), want)
+    return m
   }
 
   /** Refuses what cannot be run before anything is dialled. */

@@ -7,7 +7,7 @@ import type { NetworkView } from '../client/types.js'
 
 export type ModelView = NetworkView['models'][number]
 
-export function chooseModel(models: ModelView[], want?: string): ModelView {
+export function chooseModel<M extends ModelView>(models: M[], want?: string): M {
   const chosen =
     want === undefined ? models.find((m) => m.coverage.length > 0 && m.coverage.every((c) => c > 0)) : models.find((m) => m.name === want || m.root === want)
   if (chosen !== undefined) return chosen

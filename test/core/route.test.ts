@@ -7,6 +7,7 @@ import { coverage, DEFAULT_COSTS, findRoute, hopCost, serversOf, type RouteCosts
 import { chooseModel, type ModelView } from '../../shared/route/model.js'
 import { InputError, NoRouteError } from '../../shared/errors.js'
 import type { Capability } from '../../shared/protocol/capability.js'
+import { mulberry32 } from '../../shared/rng.js'
 
 /** A record serving `layers` with shard boundaries `bounds` (default: one shard). */
 function cap(peer: string, layers: [number, number], o: { ms?: number; bounds?: number[]; kvRoom?: number; root?: string } = {}): Capability {
@@ -104,6 +105,39 @@ describe('findRoute', () => {
     const faster = peers.map((p) => (p.peer === 'w2' ? { ...p, msPerLayer: 7 } : p))
     expect(shape(findRoute(faster, 0, 5, DEFAULT_COSTS, 2))).toEqual(['w1@0-5'])
     expect(() => findRoute(peers, 0, 5, DEFAULT_COSTS, 3)).toThrow(/no 3 distinct live peers serve layers from 0 on/)
+  })
+
+  it('finds the cheapest route an exhaustive search finds, k = 1 to 3, over random directories', () => {
+    // Every route over [0, 12): all ways to cut it at boundaries; a hop costs its k-th cheapest exact server.
+    const rand = mulberry32(7)
+    const routes = (from: number, to: number): Array<Array<[number, number]>> =>
+      from === to
+        ? [[]]
+        : Array.from({ length: to - from }, (_, i) => from + i + 1).flatMap((e) => routes(e, to).map((r) => [[from, e] as [number, number], ...r]))
+    const all = routes(0, 12)
+    for (let trial = 0; trial < 60; trial++) {
+      const peers = Array.from({ length: 3 + Math.floor(rand() * 20) }, (_, i) => {
+        const a = Math.floor(rand() * 11)
+        const b = a + 1 + Math.floor(rand() * (12 - a))
+        const inner = Array.from({ length: b - a - 1 }, (_, j) => a + 1 + j).filter(() => rand() < 0.4)
+        return cap(`p${i}`, [a, b], { ms: 1 + Math.floor(rand() * 30), bounds: [a, ...inner, b], kvRoom: rand() < 0.1 ? 0 : 1000 })
+      })
+      const c = costs({ tokensNeeded: 10, rttMs: (p) => (Number(p.slice(1)) * 7) % 40 })
+      for (const k of [1, 2, 3]) {
+        const hop = (h: [number, number]): number => {
+          const s = serversOf(peers, h, c)
+          return s.length < k ? Infinity : hopCost(s[k - 1], h, c)
+        }
+        const best = Math.min(...all.map((r) => r.reduce((t, h) => t + hop(h), 0)))
+        if (best === Infinity) {
+          expect(() => findRoute(peers, 0, 12, c, k)).toThrow(NoRouteError)
+          continue
+        }
+        const route = findRoute(peers, 0, 12, c, k)
+        expect(route.reduce((t, h) => t + hop(h.layers), 0)).toBe(best)
+        for (const h of route) expect(h.peer, 'a hop names the first of its cheapest servers').toBe(serversOf(peers, h.layers, c)[0])
+      }
+    }
   })
 
   it('counts a record that lists its boundaries twice as one server: one peer cannot pass for the k distinct ones', () => {
