@@ -20,6 +20,7 @@ export interface VirtualClock {
 
 /** Real, unfaked: the driver yields to the process through it (libp2p's in-memory streams deliver on microtasks and immediates). */
 const realImmediate = globalThis.setImmediate
+const realClearImmediate = globalThis.clearImmediate
 /** Whether a virtual clock holds the process's timers now: two at once would fake over each other. */
 let installed = false
 
@@ -49,6 +50,33 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
         setTimeout(() => c.abort(timedOut), ms)
         return c.signal
       }
+      // What runs "now" needs no virtual timer: a 0 ms timeout and setImmediate run as real
+      // immediates, counted, and the loop below drains them before time moves (so one yield to the
+      // process per event is enough when none is pending).
+      const fakeTimeout = globalThis.setTimeout
+      const fakeClear = globalThis.clearTimeout
+      const immediate = globalThis.setImmediate
+      const clearImmediate = globalThis.clearImmediate
+      const now = new Set<NodeJS.Immediate>()
+      const soon = (fn: (...a: unknown[]) => void, args: unknown[]): NodeJS.Immediate => {
+        const h = realImmediate(() => {
+          now.delete(h)
+          fn(...args)
+        })
+        now.add(h)
+        return h
+      }
+      globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) =>
+        ms === undefined || ms <= 0 ? soon(fn, args) : fakeTimeout(fn, ms, ...args)) as typeof setTimeout
+      globalThis.clearTimeout = ((h: unknown) => {
+        if (now.delete(h as NodeJS.Immediate)) realClearImmediate(h as NodeJS.Immediate)
+        else fakeClear(h as Parameters<typeof clearTimeout>[0])
+      }) as typeof clearTimeout
+      globalThis.setImmediate = ((fn: (...a: unknown[]) => void, ...args: unknown[]) => soon(fn, args)) as typeof setImmediate
+      globalThis.clearImmediate = ((h: NodeJS.Immediate) => {
+        now.delete(h)
+        realClearImmediate(h)
+      }) as typeof clearImmediate
       let settled: { ok: true; value: T } | { ok: false; error: unknown } | undefined
       main().then(
         (value) => {
@@ -60,9 +88,9 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
       )
       try {
         for (;;) {
-          // Twice: work that one turn schedules for the next (an immediate after a microtask chain) runs before time moves.
-          await yieldToProcess()
-          await yieldToProcess()
+          // Until nothing is left to run now (an immediate scheduled after a microtask chain included), then time moves.
+          do await yieldToProcess()
+          while (now.size > 0)
           if (settled !== undefined) break
           if (clock.countTimers() === 0) throw new Error(`the simulation stalled at ${clock.now - start} ms: it waits, and no timer is left to fire`)
           if (clock.now - start > limitMs) throw new Error(`the simulation ran past its limit of ${limitMs} virtual ms`)
@@ -71,6 +99,11 @@ export function virtualClock(start = Date.UTC(2026, 0, 1)): VirtualClock {
         }
       } finally {
         AbortSignal.timeout = timeout
+        for (const h of now) realClearImmediate(h)
+        globalThis.setTimeout = fakeTimeout
+        globalThis.clearTimeout = fakeClear
+        globalThis.setImmediate = immediate
+        globalThis.clearImmediate = clearImmediate
         ended = clock.now - start
         clock.uninstall()
         clock = undefined

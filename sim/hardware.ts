@@ -58,3 +58,43 @@ export function gpuCost(m: ModelFacts, gpu: Gpu, efficiency = 0.7): ComputeCost 
 
 /** How many of the model's layers fit on `gpu`, keeping `reserveGb` for the KV cache and the runtime. */
 export const layersThatFit = (m: ModelFacts, gpu: Gpu, reserveGb = 2): number => Math.floor(((gpu.memoryGb - reserveGb) * 1e9) / layerBytes(m))
+
+/** How the GPUs of one tensor-parallel group talk: a message's latency and the bandwidth each way. */
+export interface GroupLink {
+  name: string
+  latencyUs: number
+  gbPerS: number
+  source: string
+}
+
+export const GROUP_LINKS: Record<string, GroupLink> = {
+  pcie4: {
+    name: 'PCIe 4.0 x16 in one box',
+    latencyUs: 10,
+    gbPerS: 25,
+    source: 'PCI-SIG: PCIe 4.0 x16 carries 31.5 GB/s each way (taken at 80%); 10 µs a message through host memory is an assumption'
+  },
+  lan10g: {
+    name: '10 GbE on a LAN',
+    latencyUs: 50,
+    gbPerS: 1.25,
+    source: 'IEEE 802.3ae: 10 Gbit/s = 1.25 GB/s; 50 µs a message over TCP is an assumption'
+  }
+}
+
+/**
+ * A layer split over `gpus` GPUs by attention heads and FFN columns (Megatron-LM, Shoeybi et al.
+ * 2019): each holds and reads 1/gpus of the weights, and the group all-reduces the activations
+ * twice a layer (after attention, after the MLP). A ring all-reduce of B bytes over g GPUs takes
+ * 2(g−1) messages of B/g each; decode moves one fp16 row (hidden × 2 bytes), so at these sizes
+ * the messages' latency, not the bandwidth, is its cost.
+ */
+export function tensorParallelCost(m: ModelFacts, gpu: Gpu, gpus: number, link: GroupLink, efficiency = 0.7): ComputeCost {
+  const one = gpuCost(m, gpu, efficiency)
+  if (gpus === 1) return one
+  const steps = 2 * (gpus - 1)
+  const rowBytes = m.hidden * 2
+  const allReduceMs = (steps * link.latencyUs) / 1000 + (steps * rowBytes) / gpus / (link.gbPerS * 1e6)
+  const perRowMs = (steps * rowBytes) / gpus / (link.gbPerS * 1e6) // a further row adds only bytes to the same messages
+  return { msPerLayer: one.msPerLayer / gpus + 2 * allReduceMs, msPerPrefillRowLayer: one.msPerPrefillRowLayer / gpus + 2 * perRowMs }
+}

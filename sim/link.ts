@@ -13,24 +13,23 @@ export interface Uplink {
   readonly bytesPerMs: number
   /** When the uplink is free again. */
   freeAt: number
-  /** When the machine's accelerator is done with what it was given (sim/model.ts): nothing it answers leaves before. */
-  busyUntil: number
 }
 
-export const uplink = (mbps: number): Uplink => ({ bytesPerMs: (mbps * 1e6) / 8 / 1000, freeAt: 0, busyUntil: 0 })
+export const uplink = (mbps: number): Uplink => ({ bytesPerMs: (mbps * 1e6) / 8 / 1000, freeAt: 0 })
 
 /**
- * Delivers `stream`'s writes over the link: each leaves when `from`'s machine has computed it
- * and its uplink is free and has sent it, and arrives `oneWayMs` later, never before the write before it. A close follows the
- * last write; an abort (a reset) goes at once, as a reset overtakes data in flight.
+ * Delivers `stream`'s writes over the link: each leaves when `from`'s uplink is free (and not
+ * before `notBefore()`: a result still being computed) and has sent it, and arrives `oneWayMs`
+ * later, never before the write before it. A close follows the last write; an abort (a reset)
+ * goes at once, as a reset overtakes data in flight.
  */
-export function overLink(stream: Stream, from: Uplink, oneWayMs: number): void {
+export function overLink(stream: Stream, from: Uplink, oneWayMs: number, notBefore: () => number = () => 0): void {
   const send = stream.send.bind(stream)
   const close = stream.close.bind(stream)
   let lastArrival = 0
   stream.send = (data) => {
     const now = Date.now()
-    const left = Math.max(now, from.freeAt, from.busyUntil) + data.byteLength / from.bytesPerMs
+    const left = Math.max(now, from.freeAt, notBefore()) + data.byteLength / from.bytesPerMs
     from.freeAt = left
     lastArrival = Math.max(lastArrival, left + oneWayMs)
     setTimeout(
@@ -54,10 +53,16 @@ export function overLink(stream: Stream, from: Uplink, oneWayMs: number): void {
 }
 
 /** A stream pair between two machines, `rttMs` apart: [the dialer's end, the listener's end]. */
-export async function linkedPair(protocol: string, dialer: Uplink, listener: Uplink, rttMs: number): Promise<[Stream, Stream]> {
+export async function linkedPair(
+  protocol: string,
+  dialer: Uplink,
+  listener: Uplink,
+  rttMs: number,
+  listenerNotBefore?: () => number
+): Promise<[Stream, Stream]> {
   // Delivery timing is the link's (below): the pair itself delivers at once, in whole messages, without back-pressure.
   const [out, inbound] = await streamPair({ protocol, capacity: Number.MAX_SAFE_INTEGER, ...({ chunkSize: Number.MAX_SAFE_INTEGER } as object) })
   overLink(out, dialer, rttMs / 2)
-  overLink(inbound, listener, rttMs / 2)
+  overLink(inbound, listener, rttMs / 2, listenerNotBefore)
   return [out, inbound]
 }

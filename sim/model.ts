@@ -1,17 +1,17 @@
 /**
  * A model peer's shard: what the node's protocol handler (shared/node/serve.ts) runs, with the
- * compute charged to the peer's machine in virtual time (its reply leaves when the machine is
- * done: sim/link.ts; no timer of its own) and the numbers made up, cheaply and
- * deterministically, from everything the session was fed. An honest peer's output is then a
+ * compute spent in virtual time on the peer's machine (one batch after another) and the numbers
+ * made up, cheaply and deterministically, from everything the session was fed. An honest peer's output is then a
  * function of the input history alone, as a real model's is: peers serving the same layers agree
  * (so redundant and spot checks compare real fingerprints), a replayed history gives the same
  * state (so failover is exercised as it is), and a fault changes the numbers (so checks catch it).
  */
 import type { ShardEntry } from '../shared/manifest.js'
 import type { DeviceKind, HopInput, HopOutput, ShardRunner, ShardSession } from '../shared/runner.js'
+import { BATCH_DEFAULTS, StepBatcher, type BatchLimits } from '../shared/batch.js'
 
 export interface ModelShape {
-  /** Values per activation row on the simulated wire; the link charges `wireBytesPerRow` for it. */
+  /** Values per activation row, sent as fp32 on the simulated wire (the link charges their bytes). */
   width: number
   vocab: number
   /** How many of the model's layers: the last shard answers logits. */
@@ -21,7 +21,7 @@ export interface ModelShape {
 export interface ComputeCost {
   /** One token through one layer (decode). */
   msPerLayer: number
-  /** Each further row of a multi-row step (a prefill) through one layer: far less than a decode step (compute-bound, batched). */
+  /** Each further row of a multi-row step (a prefill) or a batch, through one layer: far less than a decode step (the weights are read once). */
   msPerPrefillRowLayer: number
 }
 
@@ -41,49 +41,102 @@ function row(seed: number, n: number, out: Float32Array, at: number): void {
   }
 }
 
-/** A machine's accelerator: steps of all its sessions and shards run one after another on it. */
+/** A machine's accelerator: batches of all its sessions and shards run one after another on it. */
 export interface Machine {
   /** Virtual time (Date.now) when what it was given so far is computed. */
   busyUntil: number
+  /**
+   * A result computed without waiting (below): sent at `at`, it may not leave before `until`. The
+   * link (sim/link.ts) holds the machine's writes of that instant until then.
+   */
+  hold: { at: number; until: number }
 }
 
-export function modelRunner(shard: ShardEntry, shape: ModelShape, cost: ComputeCost, device: DeviceKind, machine: Machine): ShardRunner {
+interface SimSession {
+  state: number
+  history: number[]
+  closed: boolean
+}
+
+/**
+ * A shard's runner. Steps go through the shipped continuous batcher (shared/batch.ts), as an
+ * append runner's do: one-token steps of sessions that queue together run as one batch, whose
+ * compute is one decode's (the weights are read once) plus a batched row's for each further row.
+ * `batch.maxRows` 1 runs every step alone.
+ */
+export function modelRunner(
+  shard: ShardEntry,
+  shape: ModelShape,
+  cost: ComputeCost,
+  device: DeviceKind,
+  machine: Machine,
+  batch: BatchLimits = BATCH_DEFAULTS,
+  computeInTime = false
+): ShardRunner {
   const [a, b] = shard.layers
   const last = b === shape.layers
   const width = last ? shape.vocab : shape.width
-  const open = (): ShardSession => {
-    let state = mix(FNV, a) // this session's history, hashed: its "KV cache"
-    let history: number[] = [] // the state after each position, so a truncation rewinds exactly
-    let closed = false
-    return {
-      get length() {
-        return history.length
-      },
-      async forward(input: HopInput): Promise<HopOutput> {
-        const seq = 'tokens' in input ? input.tokens.length : input.seq
-        if (closed) throw new Error('session closed')
-        machine.busyUntil = Math.max(Date.now(), machine.busyUntil) + (b - a) * (cost.msPerLayer + (seq - 1) * cost.msPerPrefillRowLayer)
-        const data = new Float32Array(seq * width)
-        for (let p = 0; p < seq; p++) {
-          if ('tokens' in input) state = mix(state, input.tokens[p])
-          else {
-            const bits = new Uint32Array(input.hidden.buffer, input.hidden.byteOffset + p * (input.hidden.byteLength / seq), input.hidden.byteLength / seq / 4)
-            for (let i = 0; i < bits.length; i++) state = mix(state, bits[i])
-          }
-          state = mix(state, b)
-          history.push(state)
-          row(state, width, data, p * width)
-        }
-        return { data, seq, width, kind: last ? 'logits' : 'hidden' }
-      },
-      truncate(n: number) {
-        history = history.slice(0, n)
-        state = n === 0 ? mix(FNV, a) : history[n - 1]
-      },
-      close() {
-        closed = true
+  let open = 0
+  const stats = { runs: 0, rows: 0, widest: 0, idleRows: 0 }
+  const compute = (s: SimSession, input: HopInput): HopOutput => {
+    const seq = 'tokens' in input ? input.tokens.length : input.seq
+    const data = new Float32Array(seq * width)
+    for (let p = 0; p < seq; p++) {
+      if ('tokens' in input) s.state = mix(s.state, input.tokens[p])
+      else {
+        const bits = new Uint32Array(input.hidden.buffer, input.hidden.byteOffset + p * (input.hidden.byteLength / seq), input.hidden.byteLength / seq / 4)
+        for (let i = 0; i < bits.length; i++) s.state = mix(s.state, bits[i])
       }
+      s.state = mix(s.state, b)
+      s.history.push(s.state)
+      row(s.state, width, data, p * width)
     }
+    return { data, seq, width, kind: last ? 'logits' : 'hidden' }
   }
-  return { shard, device, open, dispose: async () => {} }
+  const batcher = new StepBatcher<SimSession, HopInput, HopOutput>(
+    batch,
+    async (steps) => {
+      const rows = steps.reduce((n, x) => n + x.seq, 0)
+      const now = Date.now()
+      const done = Math.max(now, machine.busyUntil) + (b - a) * (cost.msPerLayer + (rows - 1) * cost.msPerPrefillRowLayer)
+      machine.busyUntil = done
+      // Alone on the shard, no step could join a batch while this one runs: answer at once and let the
+      // link hold the reply until the compute is done (one event fewer per shard of a hop, most of a
+      // swarm's). Otherwise run for the time it takes, so that the others' steps queue and batch.
+      if (open <= 1 && !computeInTime) machine.hold = { at: now, until: done }
+      else await new Promise((r) => setTimeout(r, Math.ceil(done - now))) // timers tick in whole ms: never sooner than the compute
+      stats.runs++
+      stats.rows += steps.length
+      stats.widest = Math.max(stats.widest, steps.length)
+      return steps.map((x) => compute(x.owner, x.input))
+    },
+    () => open
+  )
+  return {
+    shard,
+    device,
+    batching: stats,
+    open(): ShardSession {
+      const s: SimSession = { state: mix(FNV, a), history: [], closed: false } // its history, hashed: its "KV cache"
+      open++
+      return {
+        get length() {
+          return s.history.length
+        },
+        async forward(input: HopInput): Promise<HopOutput> {
+          if (s.closed) throw new Error('session closed')
+          return await batcher.submit(s, input, 'tokens' in input ? input.tokens.length : input.seq)
+        },
+        truncate(n: number) {
+          s.history = s.history.slice(0, n)
+          s.state = n === 0 ? mix(FNV, a) : s.history[n - 1]
+        },
+        close() {
+          if (!s.closed) open--
+          s.closed = true
+        }
+      }
+    },
+    dispose: async () => {}
+  }
 }

@@ -15,15 +15,18 @@ import { createInferHandler, type InferHandler } from '../shared/node/serve.js'
 import { parseFault, stepFault } from '../shared/node/fault.js'
 import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS } from '../shared/protocol/limits.js'
+import { PEER_DEFAULTS } from '../shared/node/config.js'
+import { CLIENT_DEFAULTS } from '../shared/client/config.js'
 import type { Capability } from '../shared/protocol/capability.js'
 import type { Dialer } from '../shared/client/remote-hop.js'
 import type { PeerDirectory } from '../shared/route/directory.js'
 import type { ShardEntry } from '../shared/manifest.js'
-import type { DeviceKind } from '../shared/runner.js'
+import type { DeviceKind, ShardRunner } from '../shared/runner.js'
+import type { BatchLimits } from '../shared/batch.js'
 import { sha256Hex } from '../shared/hash.js'
 import { VERSION } from '../shared/version.js'
 import { simSigner } from './crypto.js'
-import { modelRunner, type ComputeCost, type ModelShape } from './model.js'
+import { modelRunner, type ComputeCost, type Machine, type ModelShape } from './model.js'
 import { linkedPair, uplink, type Uplink } from './link.js'
 
 export interface SimModel extends ModelShape {
@@ -43,6 +46,10 @@ export interface SimPeerSpec {
   fault?: string
   /** KV room it advertises and enforces, in tokens. */
   kvTokens?: number
+  /** Continuous batching (shared/batch.ts limits; default the node's): `{ maxRows: 1 }` runs every step alone. */
+  batch?: BatchLimits
+  /** Spend every step's compute before answering, even alone (hop marks then show it: the calibration); default only where a batch could form. */
+  computeInTime?: boolean
 }
 
 export interface SimPeer {
@@ -51,6 +58,10 @@ export interface SimPeer {
   readonly handler: InferHandler
   readonly alive: boolean
   capability(): Capability
+  /** The layers it serves now (its spec's, until it moves). */
+  readonly layers: [number, number]
+  /** Serves `layers`, in shards cut at `shardBounds`, from now on (rebalancing), and announces it. */
+  move(layers: [number, number], shardBounds: number[]): void
   /** kill -9: dials fail, open streams reset, its record stays listed until it expires or `withdraw`. */
   kill(o?: { withdraw?: boolean }): void
 }
@@ -61,75 +72,103 @@ export interface SimNetwork {
   dialer: Dialer
   directory: PeerDirectory
   peers: SimPeer[]
-  /** The client's own uplink (it sends every hop's input). */
+  /** The default client's uplink, which `dialer` sends through. */
   client: Uplink
+  /** What the relay's registry holds now (a node choosing its layers asks it; clients see `directory`, cached). */
+  records(): Capability[]
+  /** A dialer for another client, sending through its own uplink (users do not share one). */
+  dialerFrom(up: Uplink): Dialer
   add(spec: SimPeerSpec): Promise<SimPeer>
 }
 
 const DEFAULT_KV_TOKENS = 1 << 20
+/** Round trips a new connection costs before its first stream (see the dialer). */
+const CONNECT_RTTS = 2
 
 export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {}): SimNetwork {
   const root = sha256Hex(new TextEncoder().encode(`tessera-sim:${model.name}:${model.layers}`))
-  const byId = new Map<string, { peer: SimPeer; withdrawn: boolean; up: Uplink; streams: Set<Stream> }>()
+  const byId = new Map<string, { peer: SimPeer; withdrawn: boolean; up: Uplink; machine: Machine; streams: Set<Stream> }>()
   const client = uplink(o.clientUplinkMbps ?? 100)
-  const dialer: Dialer = {
-    async dial(cap, protocol, signal) {
-      const p = byId.get(cap.peer)
-      // Opening a stream costs a round trip (multistream-select over a connection already there).
-      await new Promise((r) => setTimeout(r, p?.peer.spec.rttMs ?? 0))
-      signal.throwIfAborted()
-      if (p === undefined || !p.peer.alive) throw new Error(`dial ${cap.peer.slice(-8)}: connection refused`)
-      const handle = protocol === INFER_PROTOCOL ? p.peer.handler.handle : protocol === DISPUTE_PROTOCOL ? p.peer.handler.handleDispute : undefined
-      if (handle === undefined) throw new Error(`${cap.peer.slice(-8)} does not support ${protocol}`)
-      const [out, inbound] = await linkedPair(protocol, client, p.up, p.peer.spec.rttMs)
-      p.streams.add(inbound)
-      inbound.addEventListener('close', () => p.streams.delete(inbound))
-      handle(inbound).catch(() => {})
-      return out
+  // A client's dialer: its streams leave through `from`, the client's own uplink (it sends every hop's input).
+  const dialerFrom = (from: Uplink): Dialer => {
+    const connected = new Set<string>() // peers this client has a connection to
+    return {
+      async dial(cap, protocol, signal) {
+        const p = byId.get(cap.peer)
+        // A stream costs a round trip (multistream-select); a first one to a peer also the connection:
+        // TCP's handshake and Noise XX's first two messages (the third goes with the data), two more.
+        const fresh = !connected.has(cap.peer)
+        await new Promise((r) => setTimeout(r, (p?.peer.spec.rttMs ?? 0) * (fresh ? 1 + CONNECT_RTTS : 1)))
+        signal.throwIfAborted()
+        if (p === undefined || !p.peer.alive) throw new Error(`dial ${cap.peer.slice(-8)}: connection refused`)
+        const handle = protocol === INFER_PROTOCOL ? p.peer.handler.handle : protocol === DISPUTE_PROTOCOL ? p.peer.handler.handleDispute : undefined
+        if (handle === undefined) throw new Error(`${cap.peer.slice(-8)} does not support ${protocol}`)
+        connected.add(cap.peer)
+        const [out, inbound] = await linkedPair(protocol, from, p.up, p.peer.spec.rttMs, () => (p.machine.hold.at === Date.now() ? p.machine.hold.until : 0))
+        p.streams.add(inbound)
+        inbound.addEventListener('close', () => p.streams.delete(inbound))
+        handle(inbound).catch(() => {})
+        return out
+      }
     }
   }
+  const dialer = dialerFrom(client)
+  // The relay's registry as clients see it: fetched at most once per directoryCacheMs, as the shipped relayDirectory caches it.
+  const records = (): Capability[] => {
+    const now = Date.now()
+    return [...byId.values()]
+      .filter((p) => !p.withdrawn)
+      .map((p) => p.peer.capability())
+      .filter((c) => c.expires > now)
+  }
+  let listed: { at: number; peers: Capability[] } | undefined
   const directory: PeerDirectory = {
     async list() {
       const now = Date.now()
-      return [...byId.values()]
-        .filter((p) => !p.withdrawn)
-        .map((p) => p.peer.capability())
-        .filter((c) => c.expires > now)
+      if (listed === undefined || now - listed.at >= CLIENT_DEFAULTS.directoryCacheMs) listed = { at: now, peers: records() }
+      return listed.peers.filter((c) => c.expires > now)
     }
   }
   const net: SimNetwork = {
     model,
     root,
     dialer,
+    dialerFrom,
+    records,
     directory,
     peers: [],
     client,
     async add(spec) {
       const key = await generateKeyPair('Ed25519')
       const id = peerIdFromPrivateKey(key).toString()
-      const bounds = spec.shardBounds ?? [spec.layers[0], spec.layers[1]]
-      const shards: ShardEntry[] = bounds.slice(1).map((end, i) => ({
-        index: i,
-        layers: [bounds[i], end],
-        dtype: 'int4',
-        files: [],
-        sha256: sha256Hex(new TextEncoder().encode(`${root}:${bounds[i]}-${end}`)),
-        bytes: 0
-      }))
+      let layers = spec.layers
+      let bounds = spec.shardBounds ?? [spec.layers[0], spec.layers[1]]
       const up = uplink(spec.uplinkMbps)
-      const runners = shards.map((s) => modelRunner(s, model, spec.cost, spec.device, up)) // the uplink is the machine's: it holds its compute clock
+      const machine = { busyUntil: 0, hold: { at: -1, until: 0 } } // its accelerator, which all its shards share
+      const runnersFor = (bounds: number[]): ShardRunner[] =>
+        bounds.slice(1).map((end, i) => {
+          const shard: ShardEntry = {
+            index: i,
+            layers: [bounds[i], end],
+            dtype: 'int4',
+            files: [],
+            sha256: sha256Hex(new TextEncoder().encode(`${root}:${bounds[i]}-${end}`)),
+            bytes: 0
+          }
+          return modelRunner(shard, model, spec.cost, spec.device, machine, spec.batch, spec.computeInTime)
+        })
       const kv = spec.kvTokens ?? DEFAULT_KV_TOKENS
       const handler = createInferHandler({
         root,
         peer: id,
         sign: simSigner(key),
-        runners,
+        runners: runnersFor(bounds),
         maxCacheTokens: kv,
         ...(spec.fault !== undefined ? { fault: stepFault(parseFault(spec.fault)) } : {})
       })
-      const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up, streams: new Set<Stream>() }
+      const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up, machine, streams: new Set<Stream>() }
       let alive = true
-      let lastIssued = Date.now()
+      let record: Capability | undefined
       state.peer = {
         id,
         spec,
@@ -137,10 +176,15 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
         get alive() {
           return alive
         },
+        get layers() {
+          return layers
+        },
         capability() {
-          // A live peer re-announces before its record expires; a dead one's record ages out.
-          if (alive) lastIssued = Date.now()
-          return {
+          // A live peer re-announces every announceEveryMs, as a node does (shared/node/config.ts): the
+          // directory holds what it said then. A dead one's last record stays until it expires.
+          const now = Date.now()
+          if (record !== undefined && (!alive || now - record.issued < PEER_DEFAULTS.announceEveryMs)) return record
+          record = {
             peer: id,
             addrs: [],
             device: spec.device,
@@ -149,14 +193,22 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
             model: model.name,
             root,
             modelLayers: model.layers,
-            layers: spec.layers,
+            layers,
             shardBounds: bounds,
             kvRoom: Math.max(0, kv - handler.stats.cachedTokens),
             sessions: handler.stats.sessions,
             version: VERSION,
-            issued: lastIssued,
-            expires: lastIssued + RECORD_TTL_MS
+            issued: now,
+            expires: now + RECORD_TTL_MS
           }
+          return record
+        },
+        move(to, toBounds) {
+          // As a node's rebalancing does (shared/node/service.ts): the new shards serve from now on, and it announces at once.
+          layers = to
+          bounds = toBounds
+          handler.setRunners(runnersFor(bounds))
+          record = undefined
         },
         kill(k = {}) {
           alive = false

@@ -5,7 +5,7 @@
  */
 import { InputError } from '../shared/errors.js'
 import type { VerificationOptions } from '../shared/client/types.js'
-import { GPUS, LLAMA2_70B_INT4 } from './hardware.js'
+import { GPUS, GROUP_LINKS, LLAMA2_70B_INT4 } from './hardware.js'
 import { simulateChain, type ChainResult, type ChainScenario } from './pipeline.js'
 import { simulateSwarm, swarmDefaults, type SwarmResult, type SwarmScenario } from './swarm.js'
 
@@ -17,6 +17,9 @@ export interface ChainFile {
   uplinkMbps?: number
   promptTokens?: number
   tokens?: number
+  sessions?: number
+  batchRows?: number
+  tensorParallel?: { gpus: number; link: keyof typeof GROUP_LINKS }
 }
 export interface SwarmFile {
   kind: 'swarm'
@@ -42,7 +45,7 @@ export const BUILT_IN: Record<string, ScenarioFile> = {
 }
 
 const FIELDS = {
-  chain: ['kind', 'gpu', 'nodes', 'rttMs', 'uplinkMbps', 'promptTokens', 'tokens'],
+  chain: ['kind', 'gpu', 'nodes', 'rttMs', 'uplinkMbps', 'promptTokens', 'tokens', 'sessions', 'batchRows', 'tensorParallel'],
   swarm: ['kind', 'peers', 'minutes', 'sessions', 'tokens', 'verification', 'faultyShare', 'outage', 'tabStayMinutes', 'nativeStayHours', 'seed']
 }
 
@@ -67,6 +70,13 @@ export function parseScenario(x: unknown): ScenarioFile {
     num('uplinkMbps', (n) => n > 0, 'an uplink in Mbit/s, more than 0')
     num('promptTokens', count, 'a whole number of tokens, 1 or more')
     num('tokens', (n) => count(n) && n >= 2, 'a whole number of tokens, 2 or more')
+    num('sessions', count, 'a whole number of sessions, 1 or more')
+    num('batchRows', count, 'a whole number of rows a batch, 1 (no batching) or more')
+    if (o.tensorParallel !== undefined) {
+      const t = o.tensorParallel as Record<string, unknown>
+      if (typeof t !== 'object' || t === null || typeof t.gpus !== 'number' || !count(t.gpus) || !(typeof t.link === 'string' && t.link in GROUP_LINKS))
+        throw new InputError(`scenario "tensorParallel" must be { "gpus": GPUs a node, 1 or more, "link": one of ${Object.keys(GROUP_LINKS).join(', ')} }`)
+    }
     return o as unknown as ChainFile
   }
   num('peers', (n) => count(n) && n >= 3, 'a whole number of peers, 3 or more')
@@ -101,7 +111,10 @@ export async function runScenario(f: ScenarioFile): Promise<ScenarioResult> {
       uplinkMbps: f.uplinkMbps ?? 100,
       vocab: 32000,
       promptTokens: f.promptTokens ?? 16,
-      tokens: f.tokens ?? 32
+      tokens: f.tokens ?? 32,
+      ...(f.sessions !== undefined ? { sessions: f.sessions } : {}),
+      ...(f.batchRows !== undefined ? { batchRows: f.batchRows } : {}),
+      ...(f.tensorParallel !== undefined ? { tensorParallel: { gpus: f.tensorParallel.gpus, link: GROUP_LINKS[f.tensorParallel.link] } } : {})
     }
     return { kind: 'chain', scenario, result: await simulateChain(scenario) }
   }
@@ -125,9 +138,12 @@ export async function runScenario(f: ScenarioFile): Promise<ScenarioResult> {
 export function describeResult(r: ScenarioResult): string[] {
   if (r.kind === 'chain') {
     const { scenario: s, result: x } = r
+    const tp = s.tensorParallel
+    const sessions = s.sessions ?? 1
     return [
-      `${s.model.name} on ${s.nodes} × ${s.gpu.name}, ${s.rttMs} ms round trips, ${s.uplinkMbps} Mbit/s`,
-      `  ${x.tokensPerSecond.toFixed(2)} tokens/s, ${x.msPerToken.toFixed(1)} ms a token (first token ${x.firstTokenMs} ms)`,
+      `${s.model.name} on ${s.nodes} × ${tp === undefined ? s.gpu.name : `(${tp.gpus} × ${s.gpu.name} over ${tp.link.name})`}, ${s.rttMs} ms round trips, ${s.uplinkMbps} Mbit/s`,
+      `  ${x.tokensPerSecond.toFixed(2)} tokens/s${sessions > 1 ? ' a session (median)' : ''}, ${x.msPerToken.toFixed(1)} ms a token (first token ${x.firstTokenMs} ms)`,
+      ...(sessions > 1 ? [`  ${sessions} sessions at once: ${x.completed} completed, ${x.aggregateTokensPerSecond.toFixed(1)} tokens/s in all`] : []),
       `  by the links and hardware: ${x.expected.totalMs.toFixed(1)} ms = round trips ${x.expected.rttMs.toFixed(0)} + compute ${x.expected.computeMs.toFixed(1)} + wire ${x.expected.wireMs.toFixed(1)}`,
       `  ${(x.virtualMs / 1000).toFixed(1)} virtual s in ${(x.realMs / 1000).toFixed(1)} s`
     ]

@@ -12,8 +12,11 @@ import { createClient } from '../shared/client/client.js'
 import type { VerificationOptions } from '../shared/client/types.js'
 import type { Manifest, ShardEntry } from '../shared/manifest.js'
 import { mulberry32 } from '../shared/rng.js'
-import { GPUS, gpuCost, layersThatFit, LLAMA2_70B_INT4, type Gpu, type ModelFacts } from './hardware.js'
+import { GPUS, gpuCost, layerBytes, layersThatFit, LLAMA2_70B_INT4, type Gpu, type ModelFacts } from './hardware.js'
+import { rebalanceMove } from '../shared/node/rebalance.js'
+import { PEER_DEFAULTS } from '../shared/node/config.js'
 import { simNetwork, type SimPeer } from './network.js'
+import { uplink } from './link.js'
 import { simulate } from './run.js'
 import type { ComputeCost } from './model.js'
 
@@ -44,6 +47,10 @@ export interface SwarmScenario {
   verification: VerificationOptions
   /** Share of peers that answer wrong (random-output). */
   faultyShare: number
+  /** How often a native checks whether moving its layers would raise the least-covered layer (shared/node/rebalance.ts; 0: never). Tabs stay too briefly to move. */
+  rebalanceEveryMs: number
+  /** How fast a native reads the shards it moves to (its disk), GB/s: it serves the old ones meanwhile. */
+  loadGbPerS: number
   /** A region outage: this share of peers gone at once, at this time. */
   outage?: { atMs: number; share: number }
   durationMs: number
@@ -67,6 +74,8 @@ export interface SwarmResult {
   routeMs: { p50: number; max: number; peers: number }
   joined: number
   left: number
+  /** Natives that moved their layers (rebalancing). */
+  moves: number
   wrongTokens: number
   honestAccused: number
   virtualMs: number
@@ -121,6 +130,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
     const live = new Set<SimPeer>()
     const faulty = new Set<string>()
     let joined = 0
+    let moves = 0
     let left = 0
     let over = false
     const end = Date.now() + s.durationMs
@@ -128,7 +138,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
     const join = async (kind: 'native' | 'tab'): Promise<void> => {
       const g = kind === 'native' ? gpu() : undefined
       const fit = g !== undefined ? Math.min(s.model.layers, layersThatFit(s.model, g)) : s.tab.layers
-      const records = await net.directory.list()
+      const records = net.records()
       const run = chooseShards(manifest, records, fit)
       const layers: [number, number] = [run[0].layers[0], run[run.length - 1].layers[1]]
       const shardBounds = [layers[0], ...run.map((x) => x.layers[1])]
@@ -145,8 +155,28 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
       if (bad) faulty.add(p.id)
       live.add(p)
       joined++
+      if (kind === 'native' && s.rebalanceEveryMs > 0) setTimeout(() => void rebalance(p, fit), rand() * s.rebalanceEveryMs)
       const stay = exp(kind === 'native' ? s.nativeStayMs : s.tabStayMs)
       setTimeout(() => void leave(p, kind), stay)
+    }
+    // As a node's service does: never under a client's feet; the new layers load (the old ones serving meanwhile), then it announces them.
+    const rebalance = (p: SimPeer, fit: number): void => {
+      if (over || !live.has(p)) return
+      setTimeout(() => rebalance(p, fit), s.rebalanceEveryMs)
+      if (p.handler.stats.sessions > 0) return
+      const others = coverage(
+        net.records().filter((r) => r.peer !== p.id),
+        s.model.layers
+      )
+      const move = rebalanceMove(manifest, p.layers, others, fit)
+      if (move === undefined) return
+      const to: [number, number] = [move.to[0].layers[0], move.to[move.to.length - 1].layers[1]]
+      const loadMs = ((to[1] - to[0]) * layerBytes(s.model)) / (s.loadGbPerS * 1e6)
+      setTimeout(() => {
+        if (!live.has(p)) return
+        p.move(to, [to[0], ...move.to.map((x) => x.layers[1])])
+        moves++
+      }, loadMs)
     }
     const leave = async (p: SimPeer, kind: 'native' | 'tab'): Promise<void> => {
       if (!live.delete(p)) return
@@ -176,7 +206,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
     const routeMs: number[] = []
     let peersAtRoute = 0
     const sample = async (): Promise<void> => {
-      const records = await net.directory.list()
+      const records = net.records()
       samples.push({ atMs: s.durationMs - (end - Date.now()), min: Math.min(...coverage(records, s.model.layers)), peers: records.length })
       const t = process.hrtime.bigint() // the real clock: Date and performance are virtual here
       findRoute(records, 0, s.model.layers, DEFAULT_COSTS)
@@ -191,7 +221,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
     let tokens = 0
     let expected: number[] | undefined // every honest answer is the same function of the prompt
     const session = async (i: number): Promise<void> => {
-      const client = createClient({ dialer: net.dialer, directory: net.directory, random: mulberry32(s.seed * 1000 + i) })
+      const client = createClient({ dialer: net.dialerFrom(uplink(100)), directory: net.directory, random: mulberry32(s.seed * 1000 + i) })
       while (Date.now() < end) {
         const at: number[] = []
         const gen = client.generate({
@@ -250,6 +280,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
       routeMs: { p50: q(routeMs, 0.5), max: Math.max(...routeMs), peers: peersAtRoute },
       joined,
       left,
+      moves,
       wrongTokens: done.filter((g) => g.wrong).length,
       honestAccused: [...accused].filter((a) => !faulty.has(a)).length
     }
@@ -280,6 +311,9 @@ export function swarmDefaults(peers: number): SwarmScenario {
     nativeStayMs: 4 * 3_600_000,
     crashShare: 0.5,
     detectMs: 5_000,
+    rebalanceEveryMs: PEER_DEFAULTS.rebalanceEveryMs,
+    // An NVMe SSD reads a few GB/s (PCIe 4.0 drives: ~7 GB/s sequential); 2 GB/s leaves room for a busy or older disk.
+    loadGbPerS: 2,
     sessions: 8,
     promptTokens: 16,
     tokens: 32,

@@ -54,13 +54,29 @@ const heldUp = (at: number[]): number => {
   return Math.max(...gaps) - median(gaps)
 }
 
+/** Where a failover's gap goes, from the marks of the hop at `hop` (µs): the spare has the replay, its compute, the rest until the next token. */
+interface FailoverParts {
+  /** The kill to the spare having the replay's step: the failure seen, a new route, a dial, the send. */
+  toSpareMs: number
+  /** The replay's compute on the spare: the whole history as one step. */
+  replayMs: number
+  /** The spare's result to the next token at the client. */
+  restMs: number
+}
+function failoverParts(marks: HopMarkRecord[], hop: number, killUs: number, tokenUs: number): FailoverParts | undefined {
+  const read = marks.filter((m) => m.hop === hop && m.mark === 'node:read' && m.us >= killUs).sort((a, b) => a.us - b.us)[0]
+  if (read === undefined) return undefined
+  const at = (mark: HopMarkRecord['mark']): number => marks.find((m) => m.session === read.session && m.step === read.step && m.mark === mark)?.us ?? Number.NaN
+  return { toSpareMs: (read.us - killUs) / 1000, replayMs: (at('node:computed') - at('node:start')) / 1000, restMs: (tokenUs - at('node:computed')) / 1000 }
+}
+
 export async function benchCalibrate(cacheDir: string): Promise<Record<string, unknown>> {
   const dir = await ensureModel(cacheDir, 'small', 'fp32', 4)
   const c = preset('small')
   const groups = ['0-4', '4-8', '4-8'] // the second hop twice: the spare takes over after the kill
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
   const nodes: Proc[] = []
-  let real: { tokensPerSecond: number; heldUpMs: number; hops: Hop[] }
+  let real: { tokensPerSecond: number; heldUpMs: number; hops: Hop[]; failover?: FailoverParts }
   try {
     nodes.push(
       ...(await Promise.all(
@@ -93,12 +109,20 @@ export async function benchCalibrate(cacheDir: string): Promise<Record<string, u
     })
     // kill -9 of the second hop's node once KILL_AT tokens are out.
     const byPeer = new Map(nodes.map((n) => [n.ready.peer as string, n]))
+    let killUs = 0
+    let tokenUs = 0
+    let victim: string | undefined
     const failed = await timed(client, TOKENS + KILL_AT, (i, route) => {
+      if (i === KILL_AT + 1) tokenUs = monotonicUs()
       if (i !== KILL_AT) return
-      const victim = route.find((h) => h.layers[0] === 4)
-      if (victim !== undefined) byPeer.get(victim.peer)?.proc.kill('SIGKILL')
+      victim = route.find((h) => h.layers[0] === 4)?.peer
+      killUs = monotonicUs()
+      if (victim !== undefined) byPeer.get(victim)?.proc.kill('SIGKILL')
     })
-    real = { tokensPerSecond: tps(at), heldUpMs: heldUp(failed), hops }
+    await new Promise((r) => setTimeout(r, 300)) // the spare's marks of the replay
+    const spare = nodes.find((n, i) => groups[i] === '4-8' && n.ready.peer !== victim)
+    const failover = spare === undefined ? undefined : failoverParts(marksFromLog(spare.log), 4, killUs, tokenUs)
+    real = { tokensPerSecond: tps(at), heldUpMs: heldUp(failed), hops, ...(failover !== undefined ? { failover } : {}) }
   } finally {
     for (const n of nodes) n.proc.kill('SIGTERM')
     await relay.stop()
@@ -113,18 +137,33 @@ export async function benchCalibrate(cacheDir: string): Promise<Record<string, u
       const msPerLayer = h.computeMs / layers
       const msPerPrefillRowLayer = Math.max(0, (h.prefillComputeMs - h.computeMs) / (PROMPT.length - 1) / layers)
       peers.push(
-        await net.add({ layers: h.layers, cost: { msPerLayer, msPerPrefillRowLayer }, device: 'cpu', uplinkMbps: 10_000, rttMs: h.roundTripMs - h.computeMs })
+        await net.add({
+          layers: h.layers,
+          cost: { msPerLayer, msPerPrefillRowLayer },
+          device: 'cpu',
+          uplinkMbps: 10_000,
+          rttMs: h.roundTripMs - h.computeMs,
+          computeInTime: true
+        })
       )
     }
     const client = createClient({ dialer: net.dialer, directory: net.directory, random: mulberry32(1) })
     await timed(client, TOKENS) // as the real one: a warm generation first
     const at = await timed(client, TOKENS)
+    // The same marks as the real nodes make, on the virtual clock.
+    const marks: HopMarkRecord[] = []
+    useHopMarks((mark, session, hop, step) => marks.push({ mark, session, hop, step, us: Date.now() * 1000 }))
+    let killUs = 0
+    let tokenUs = 0
     const failed = await timed(client, TOKENS + KILL_AT, (i, route) => {
+      if (i === KILL_AT + 1) tokenUs = Date.now() * 1000
       if (i !== KILL_AT) return
       const victim = route.find((h) => h.layers[0] === 4)
+      killUs = Date.now() * 1000
       peers.find((p) => p.id === victim?.peer)?.kill()
     })
-    return { tokensPerSecond: tps(at), heldUpMs: heldUp(failed) }
+    useHopMarks(undefined)
+    return { tokensPerSecond: tps(at), heldUpMs: heldUp(failed), failover: failoverParts(marks, 4, killUs, tokenUs) }
   })
   const row = {
     preset: 'small',
@@ -137,6 +176,7 @@ export async function benchCalibrate(cacheDir: string): Promise<Record<string, u
   console.log(
     `calibration, small in 2 hops on loopback: measured ${real.tokensPerSecond.toFixed(1)} tokens/s, simulated ${sim.value.tokensPerSecond.toFixed(1)} (× ${row.tokensRatio.toFixed(2)});` +
       ` kill -9 of the second hop held a token up ${real.heldUpMs.toFixed(0)} ms, simulated ${sim.value.heldUpMs.toFixed(0)} ms;` +
+      ` the gap: ${[real.failover, sim.value.failover].map((f) => (f === undefined ? '–' : `spare has the replay ${f.toSpareMs.toFixed(1)} + replay ${f.replayMs.toFixed(1)} + rest ${f.restMs.toFixed(1)} ms`)).join(' measured, ')} simulated;` +
       ` hops ${real.hops.map((h) => `[${h.layers.join(',')}) compute ${h.computeMs.toFixed(2)} of ${h.roundTripMs.toFixed(2)} ms, prompt ${h.prefillComputeMs.toFixed(1)} ms`).join('; ')}`
   )
   return row

@@ -140,7 +140,7 @@ function swarmTable(rows: SwarmRow[] | undefined): string[] {
   const pct = (v: number): string => `${fixed(v * 100, 0)}%`
   return [
     '',
-    `Swarms of native GPU nodes (${pct(x0.natives / x0.peers)}: ${x0.gpuMix.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}) and WebGPU tabs (${x0.tabLayers} layers each at ${sig(x0.tabMsPerLayer)} ms a layer), all choosing their layers with the shipped block selection, round trips to the client drawn from three regions (20–40, 40–100, 120–250 ms); tabs stay ${fixed(x0.tabStayMs / 60_000, 0)} minutes on average and natives ${fixed(x0.nativeStayMs / 3_600_000, 0)} hours (exponential), ${pct(x0.crashShare)} of the leavers crash (the record goes ${fixed(x0.detectMs / 1000, 0)} s later), each replaced by a newcomer; ${x0.sessions} client sessions each generate ${x0.tokens} tokens after a ${x0.promptTokens}-token prompt, one generation after another:`,
+    `Swarms of native GPU nodes (${pct(x0.natives / x0.peers)}: ${x0.gpuMix.map(([g, share]) => `${g} ${pct(share)}`).join(', ')}) and WebGPU tabs (${x0.tabLayers} layers each at ${sig(x0.tabMsPerLayer)} ms a layer), all choosing their layers with the shipped block selection${x0.rebalanceEveryMs === undefined || x0.rebalanceEveryMs === 0 ? '' : ` and natives checking every ${fixed(x0.rebalanceEveryMs / 1000, 0)} s whether the shipped rebalancing would move them (loading the new layers at ${sig(x0.loadGbPerS ?? 0)} GB/s before they switch)`}, round trips to the client drawn from three regions (20–40, 40–100, 120–250 ms); tabs stay ${fixed(x0.tabStayMs / 60_000, 0)} minutes on average and natives ${fixed(x0.nativeStayMs / 3_600_000, 0)} hours (exponential), ${pct(x0.crashShare)} of the leavers crash (the record goes ${fixed(x0.detectMs / 1000, 0)} s later), each replaced by a newcomer; ${x0.sessions} client sessions each generate ${x0.tokens} tokens after a ${x0.promptTokens}-token prompt, one generation after another:`,
     '',
     ...table(
       [
@@ -151,6 +151,7 @@ function swarmTable(rows: SwarmRow[] | undefined): string[] {
         'first token p50 / p95',
         'failed over: generations, held up p50',
         'least-covered layer (peers)',
+        'peers joined, left, moved',
         'one route over the directory',
         'wrong tokens, honest peers accused',
         'virtual time in real time'
@@ -163,12 +164,36 @@ function swarmTable(rows: SwarmRow[] | undefined): string[] {
         `${ms(x.firstTokenMs.p50)} / ${ms(x.firstTokenMs.p95)}`,
         `${x.failovers.generations}, ${ms(x.failovers.p50Ms)}`,
         `≥ ${x.coverage.min}`,
+        x.moves === undefined ? `${thousands(x.joined)}, ${thousands(x.left)}, –` : `${thousands(x.joined)}, ${thousands(x.left)}, ${thousands(x.moves)}`,
         `${sig(x.routeMs.p50)} ms over ${thousands(x.routeMs.peers)} records`,
         `${x.wrongTokens}, ${x.honestAccused}`,
         `${fixed(x.virtualMs / 60_000, 1)} min in ${fixed(x.realMs / 1000, 1)} s`
       ])
     )
   ]
+}
+
+const FAILOVER_PARTS: Array<[keyof FailoverParts, string]> = [
+  ['toSpareMs', 'from the kill to the spare having the replay (the failure seen, a new route, a dial, the send)'],
+  ['replayMs', "the replay's compute on the spare (the whole history in one step)"],
+  ['restMs', "from the spare's result to the next token"]
+]
+
+/** The failover gap in parts, measured (the spare's marks) beside simulated (the same marks on the virtual clock). */
+function failoverRows(m: FailoverParts | undefined, sim: FailoverParts | undefined): string[][] {
+  if (m === undefined || sim === undefined) return []
+  return FAILOVER_PARTS.map(([k, what]) => [`… ${what}`, `${fixed(m[k], 1)} ms`, `${fixed(sim[k], 1)} ms`, `× ${fixed(sim[k] / m[k], 2)}`])
+}
+
+/** `d` ms of a token, measured less simulated, in words. */
+const tokenGap = (d: number): string => (d >= 0 ? `${fixed(d, 1)} ms longer measured than simulated` : `${fixed(-d, 1)} ms longer simulated than measured`)
+
+/** Which part of the failover gap the simulator misses most. */
+function failoverGap(m: FailoverParts | undefined, sim: FailoverParts | undefined): string {
+  if (m === undefined || sim === undefined) return ''
+  const [k, what] = FAILOVER_PARTS.reduce((a, b) => (m[b[0]] - sim[b[0]] > m[a[0]] - sim[a[0]] ? b : a))
+  if (m[k] <= sim[k]) return ''
+  return ` Of the failover gap's parts, the simulator falls furthest short on one, ${what}: ${fixed(sim[k], 1)} ms against ${fixed(m[k], 1)} measured.`
 }
 
 /** What the swept rows say: how far the GPUs move tokens/s at Petals' round trip, and how far the round trip does on its GPU. */
@@ -180,11 +205,22 @@ function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][numb
   return `The GPUs here move it within ${span(gpus)} tokens/s at that round trip; the round trip, on the same GPUs, within ${span(rtts)}.`
 }
 
+interface FailoverParts {
+  toSpareMs: number
+  replayMs: number
+  restMs: number
+}
+
 interface CalibrateSection {
   preset: string
   groups: string[]
-  measured: { tokensPerSecond: number; heldUpMs: number; hops: Array<{ layers: [number, number]; computeMs: number; roundTripMs: number }> }
-  simulated: { tokensPerSecond: number; heldUpMs: number }
+  measured: {
+    tokensPerSecond: number
+    heldUpMs: number
+    hops: Array<{ layers: [number, number]; computeMs: number; roundTripMs: number }>
+    failover?: FailoverParts
+  }
+  simulated: { tokensPerSecond: number; heldUpMs: number; failover?: FailoverParts }
   tokensRatio: number
   failoverRatio: number
 }
@@ -213,13 +249,54 @@ interface SwarmRow {
   failovers: { generations: number; p50Ms: number | null; p95Ms: number | null }
   coverage: { min: number }
   routeMs: { p50: number; max: number; peers: number }
+  joined: number
+  left: number
+  moves?: number
+  rebalanceEveryMs?: number
+  loadGbPerS?: number
   wrongTokens: number
   honestAccused: number
   virtualMs: number
   realMs: number
 }
 
+interface WhatIfRow {
+  name: string
+  how: 'simulated' | 'projected'
+  sessions: number
+  completed?: number
+  tokensPerSecond: number
+  aggregateTokensPerSecond?: number
+  msPerToken: number
+}
+
+/** The what-ifs beside Petals' setting: tokens/s a session (and in all, where several run), × today's. */
+function whatIfTable(rows: WhatIfRow[] | undefined, base: SimulateSection['rows'][number] | undefined): string[] {
+  if (rows === undefined || base === undefined) return []
+  return [
+    '',
+    `What would move Petals' setting (${base.nodes} × ${base.gpu}, ${base.rttMs} ms): each change simulated through the shipped client where it can run one, projected from that row's simulated parts where the client cannot yet (\`sim/whatif.ts\`: only the term the change removes is replaced):`,
+    '',
+    ...table(
+      ['what if', 'how', 'tokens/s a session', '× today', 'all sessions, tokens/s'],
+      [
+        ['today: the client mediates every hop', 'simulated', fixed(base.tokensPerSecond, 2), '× 1', '–'],
+        ...rows.map((x) => [
+          x.name,
+          x.how,
+          fixed(x.tokensPerSecond, 2),
+          `× ${fixed(x.tokensPerSecond / base.tokensPerSecond, 2)}`,
+          x.aggregateTokensPerSecond === undefined || x.sessions === 1
+            ? '–'
+            : `${fixed(x.aggregateTokensPerSecond, 1)} (${x.completed ?? x.sessions} of ${x.sessions} completed)`
+        ])
+      ]
+    )
+  ]
+}
+
 interface SimulateSection {
+  whatIfs?: WhatIfRow[]
   swarms?: SwarmRow[]
   model: string
   rows: Array<{
@@ -563,11 +640,12 @@ const renderers: Record<string, Renderer> = {
             `${fixed(m.heldUpMs, 0)} ms`,
             `${fixed(s.simulated.heldUpMs, 0)} ms`,
             `× ${fixed(s.failoverRatio, 2)}`
-          ]
+          ],
+          ...failoverRows(m.failover, s.simulated.failover)
         ]
       ),
       '',
-      `The simulator leaves out the client's own CPU per token (sampling over the vocabulary, checking receipts): the decode difference is ${fixed(1000 / m.tokensPerSecond - 1000 / s.simulated.tokensPerSecond, 1)} ms a token. What the failover gap misses is not broken down yet; the spare's first run (a node that has not served yet warms its runtime up on the replay) is one candidate.`
+      `A token took ${tokenGap(1000 / m.tokensPerSecond - 1000 / s.simulated.tokensPerSecond)}: the simulator leaves out the client's own CPU per token (sampling over the vocabulary, checking receipts) and takes each hop's compute and link as medians of the measured steps.${failoverGap(m.failover, s.simulated.failover)}`
     ]
   },
 
@@ -604,6 +682,7 @@ const renderers: Record<string, Renderer> = {
             '',
             `In Petals' setting a token costs ${fixed(petals.msPerToken, 0)} ms, ${fixed((petals.expected.rttMs / petals.expected.totalMs) * 100, 0)}% of it the ${petals.nodes} round trips the client mediates: ${fixed(petals.tokensPerSecond, 2)} tokens/s against Petals' published "up to 6". ${sweep(s.rows, petals)}`
           ]),
+      ...whatIfTable(s.whatIfs, petals),
       ...swarmTable(s.swarms)
     ]
   },

@@ -6,7 +6,8 @@
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { GPUS, LLAMA2_70B_INT4 } from '../../sim/hardware.js'
+import { GPUS, GROUP_LINKS, layersThatFit, LLAMA2_70B_INT4 } from '../../sim/hardware.js'
+import { forwarded, speculative, TINYLLAMA_DRAFT } from '../../sim/whatif.js'
 import { linePlot } from './plot.js'
 import { simulateChain, type ChainScenario } from '../../sim/pipeline.js'
 import { simulateSwarm, swarmDefaults, type SwarmScenario } from '../../sim/swarm.js'
@@ -30,6 +31,62 @@ export async function benchSimulate(outDir: string): Promise<Record<string, unkn
         ` first token ${r.firstTokenMs} ms; ${(r.virtualMs / 1000).toFixed(1)} virtual s in ${r.realMs.toFixed(0)} ms, ${r.events} events`
     )
   }
+  // What would move Petals' setting: each change simulated through the shipped client where the client can run it, projected from the simulated parts where it cannot yet (sim/whatif.ts).
+  const whatIfs = []
+  const whatIfRuns: Array<[string, Partial<ChainScenario>]> = [
+    [`bigger shards: 2 × RTX 3090 (${layersThatFit(LLAMA2_70B_INT4, GPUS.rtx3090)} layers fit on each)`, { nodes: 2 }],
+    ['bigger shards: 1 × A100 80GB (the whole model, one hop)', { nodes: 1, gpu: GPUS.a100 }],
+    [`tensor parallelism: 1 node of 4 × RTX 3090 over ${GROUP_LINKS.pcie4.name}`, { nodes: 1, tensorParallel: { gpus: 4, link: GROUP_LINKS.pcie4 } }],
+    [`tensor parallelism: 1 node of 4 × RTX 3090 over ${GROUP_LINKS.lan10g.name}`, { nodes: 1, tensorParallel: { gpus: 4, link: GROUP_LINKS.lan10g } }],
+    ['32 sessions at once, continuous batching (16 rows a run)', { sessions: 32 }],
+    ['32 sessions at once, every step alone', { sessions: 32, batchRows: 1 }]
+  ]
+  for (const [name, change] of whatIfRuns) {
+    const s = { ...PETALS, ...change }
+    const r = await simulateChain(s)
+    whatIfs.push({
+      name,
+      how: 'simulated',
+      sessions: s.sessions ?? 1,
+      completed: r.completed,
+      tokensPerSecond: r.tokensPerSecond,
+      aggregateTokensPerSecond: r.aggregateTokensPerSecond,
+      msPerToken: r.msPerToken,
+      realMs: r.realMs
+    })
+    console.log(
+      `what if ${name}: ${r.tokensPerSecond.toFixed(2)} tokens/s a session, ${r.aggregateTokensPerSecond.toFixed(1)} in all (${r.completed}/${s.sessions ?? 1} completed)`
+    )
+  }
+  const base = rows.find((x) => x.name === 'petals')!
+  const fwd = forwarded(PETALS, base)
+  const spec = speculative(PETALS, base, base, TINYLLAMA_DRAFT)
+  const both = speculative(PETALS, base, fwd, TINYLLAMA_DRAFT)
+  whatIfs.push(
+    {
+      name: 'node-to-node forwarding: (hops + 1) / 2 round trips a token',
+      how: 'projected',
+      sessions: 1,
+      tokensPerSecond: fwd.tokensPerSecond,
+      msPerToken: fwd.msPerToken
+    },
+    {
+      name: `speculative decoding: ${TINYLLAMA_DRAFT.name}, α = ${TINYLLAMA_DRAFT.acceptance}, γ = ${spec.gamma} (${spec.tokensPerPass.toFixed(2)} tokens a pass)`,
+      how: 'projected',
+      sessions: 1,
+      tokensPerSecond: spec.tokensPerSecond,
+      msPerToken: spec.msPerToken
+    },
+    {
+      name: `forwarding + speculative decoding, γ = ${both.gamma} (${both.tokensPerPass.toFixed(2)} tokens a pass)`,
+      how: 'projected',
+      sessions: 1,
+      tokensPerSecond: both.tokensPerSecond,
+      msPerToken: both.msPerToken
+    }
+  )
+  for (const w of whatIfs.slice(-3)) console.log(`what if ${w.name}: ${w.tokensPerSecond.toFixed(2)} tokens/s (projected)`)
+
   const swarms = []
   const tenMinutes = 10 * 60_000
   const swarmRuns: Array<[string, SwarmScenario]> = [
@@ -42,7 +99,13 @@ export async function benchSimulate(outDir: string): Promise<Record<string, unkn
       '1,000 peers, 5% faulty, redundant k = 2',
       { ...swarmDefaults(1000), durationMs: tenMinutes, faultyShare: 0.05, verification: { mode: 'redundant', k: 2 } }
     ],
-    ['10,000 peers (1 minute)', { ...swarmDefaults(10_000), durationMs: 60_000 }]
+    ['10,000 peers (1 minute)', { ...swarmDefaults(10_000), durationMs: 60_000 }],
+    ['1,000 peers, an hour', { ...swarmDefaults(1000), durationMs: 60 * 60_000 }],
+    // The swarm rows above carry 32 values a row; this one the model's real rows and logits (its CPU cost is why the others do not).
+    [
+      `1,000 peers, real rows (${LLAMA2_70B_INT4.hidden} values, 32,000 logits; 2 minutes)`,
+      { ...swarmDefaults(1000), durationMs: 2 * 60_000, width: LLAMA2_70B_INT4.hidden, vocab: 32000 }
+    ]
   ]
   for (const [name, s] of swarmRuns) {
     const r = await simulateSwarm(s)
@@ -81,11 +144,28 @@ export async function benchSimulate(outDir: string): Promise<Record<string, unkn
     y: 'peers on the least-covered layer',
     series: coverageSeries
   })
-  await writeFile(join(outDir, 'simulate-rtt.svg'), rttPlot)
-  await writeFile(join(outDir, 'simulate-coverage.svg'), coveragePlot)
-  console.log(`wrote ${join(outDir, 'simulate-rtt.svg')} and ${join(outDir, 'simulate-coverage.svg')}`)
+  // Tokens/s against the swarm's size: the swarms of the default mix without faults, checks or outages, an hour's left out (the same size as the ten minutes').
+  const bySize = swarms.filter(
+    (x) => x.verification.mode === 'none' && x.outage === undefined && x.faultyShare === 0 && x.width === 32 && x.durationMs <= tenMinutes
+  )
+  const peersPlot = linePlot({
+    title: 'Simulated swarms: one session’s tokens/s against the number of peers',
+    x: 'peers (natives and tabs)',
+    y: 'tokens/s a session',
+    logX: true,
+    xTicks: bySize.map((x) => x.peers),
+    series: (['p95', 'p50', 'p5'] as const).map((k) => ({ label: k, points: bySize.map((x): [number, number] => [x.peers, x.tokensPerSecond[k]]) }))
+  })
+  const plots = ['simulate-rtt.svg', 'simulate-coverage.svg', 'simulate-peers.svg']
+  await writeFile(join(outDir, plots[0]), rttPlot)
+  await writeFile(join(outDir, plots[1]), coveragePlot)
+  await writeFile(join(outDir, plots[2]), peersPlot)
+  console.log(`wrote ${plots.map((p) => join(outDir, p)).join(', ')}`)
   return {
-    plots: ['bench-results/simulate-rtt.svg', 'bench-results/simulate-coverage.svg'],
+    plots: plots.map((p) => `bench-results/${p}`),
+    draft: TINYLLAMA_DRAFT,
+    groupLinks: GROUP_LINKS,
+    whatIfs,
     model: LLAMA2_70B_INT4.name,
     layerSource: LLAMA2_70B_INT4.source,
     gpuSources: Object.fromEntries(Object.entries(GPUS).map(([k, g]) => [k, g.source])),
