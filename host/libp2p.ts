@@ -1,7 +1,8 @@
 /**
  * libp2p for Node processes: the relay, native nodes and command-line clients. TCP and
  * WebSockets on loopback by default, noise + yamux, identify and ping; the relay adds the
- * circuit relay v2 server with limits raised for activations.
+ * circuit relay v2 server with limits raised for activations. A process can be given a slow link
+ * (host/slow-link.ts) to measure what latency and bandwidth do, on loopback.
  */
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -14,6 +15,7 @@ import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { ConfigError } from '../shared/errors.js'
+import { linkFromEnv, slowed, type LinkShape } from './slow-link.js'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 
@@ -27,6 +29,8 @@ export interface PeerOptions {
    * TLS terminator (/dns4/relay.example.org/tcp/443/wss). Identify and /api/relay pass them on.
    */
   announce?: string[]
+  /** Slow every connection to this link (host/slow-link.ts); default: TESSERA_LINK_RTT_MS / TESSERA_LINK_MBPS, else none. */
+  link?: LinkShape
 }
 
 /** Loopback by default: a node is reachable from elsewhere only when its operator says so. */
@@ -45,10 +49,13 @@ export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
       }
     })
   }
+  // Relayed connections ride the relay's own (slowed) connections, so they pay on both legs.
+  const link = o.link ?? linkFromEnv()
   return await createLibp2p({
     privateKey: o.privateKey,
     addresses: { listen: o.listen ?? DEFAULT_LISTEN, ...(o.announce !== undefined && o.announce.length > 0 ? { announce: o.announce } : {}) },
-    transports: [tcp(), webSockets(), circuitRelayTransport()],
+    transports:
+      link === undefined ? [tcp(), webSockets(), circuitRelayTransport()] : [slowed(tcp(), link), slowed(webSockets(), link), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: 1024 },

@@ -111,6 +111,11 @@ const sections: Record<string, Section> = {
     run: async () => await (await import('./chaos.js')).benchChaos(CACHE)
   },
 
+  links: {
+    about: 'tokens/s through 3 native nodes on loopback with every link slowed to 0, 20, 50 and 100 ms round trips (host/slow-link.ts)',
+    run: async () => await (await import('./links.js')).benchLinks(CACHE)
+  },
+
   calibrate: {
     about: 'the simulator against the loopback network: one topology measured and simulated side by side (tokens/s, failover after a kill -9)',
     run: async () => await (await import('./calibrate.js')).benchCalibrate(CACHE)

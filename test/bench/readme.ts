@@ -205,6 +205,14 @@ function sweep(rows: SimulateSection['rows'], base: SimulateSection['rows'][numb
   return `The GPUs here move it within ${span(gpus)} tokens/s at that round trip; the round trip, on the same GPUs, within ${span(rtts)}.`
 }
 
+interface LinksSection {
+  preset: string
+  dtype: string
+  hops: string[]
+  tokens: number
+  rows: Array<{ rttMs: number; tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; firstTokenMs: number }>
+}
+
 interface FailoverParts {
   toSpareMs: number
   replayMs: number
@@ -621,6 +629,27 @@ const renderers: Record<string, Renderer> = {
         `set-up ${secs(p.compileMs)} compile + ${secs(p.zkeyMs)} keys once; ${secs(p.proveMs)} of proving per token on ${s.ran?.cpus ?? '?'} cores ` +
         '(proved beside the generation, so tokens stream at once and the answer waits for the proofs); ' +
         `the last hop's commitment (Poseidon over the packed logits, in JS) ${sig(p.commitMs)} ms per step; verification ${sig(p.verifyMs)} ms per token in Node; a proof is ${p.proofBytes} bytes.`
+    ]
+  },
+
+  links(r) {
+    const s = section<LinksSection>(r, 'links')
+    return [
+      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session through the client, ${s.tokens} tokens after a 16-token prompt (the second of two generations):`,
+      '',
+      ...table(
+        ['round trip per link', 'tokens/s', 'ms per token', `the 0 ms token + ${s.hops.length} round trips`, 'measured ÷ that', 'first token'],
+        s.rows.map((x) => [
+          `${x.rttMs} ms`,
+          fixed(x.tokensPerSecond, 2),
+          fixed(x.msPerToken, 1),
+          fixed(x.expectedMsPerToken, 1),
+          `× ${fixed(x.msPerToken / x.expectedMsPerToken, 2)}`,
+          `${fixed(x.firstTokenMs, 0)} ms`
+        ])
+      ),
+      '',
+      `The client mediates every hop, so each token pays a round trip per hop: at ${s.rows[s.rows.length - 1].rttMs} ms that is ${fixed((1 - s.rows[0].msPerToken / s.rows[s.rows.length - 1].msPerToken) * 100, 0)}% of a token. Node-to-node forwarding and speculative decoding (issue 20) are what this table is for: they are not built yet.`
     ]
   },
 
