@@ -60,6 +60,8 @@ export interface SimPeer {
   capability(): Capability
   /** The layers it serves now (its spec's, until it moves). */
   readonly layers: [number, number]
+  /** Announces that it is loading `layers` to move there (its record's `moving`), as a node's rebalancing does before it loads. */
+  plan(layers: [number, number]): void
   /** Serves `layers`, in shards cut at `shardBounds`, from now on (rebalancing), and announces it. */
   move(layers: [number, number], shardBounds: number[]): void
   /** kill -9: dials fail, open streams reset, its record stays listed until it expires or `withdraw`. */
@@ -169,6 +171,7 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
       const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up, machine, streams: new Set<Stream>() }
       let alive = true
       let record: Capability | undefined
+      let moving: [number, number] | undefined
       state.peer = {
         id,
         spec,
@@ -199,12 +202,18 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
             sessions: handler.stats.sessions,
             version: VERSION,
             issued: now,
-            expires: now + RECORD_TTL_MS
+            expires: now + RECORD_TTL_MS,
+            ...(moving !== undefined ? { moving } : {})
           }
           return record
         },
+        plan(to) {
+          moving = to
+          record = undefined // announced at once
+        },
         move(to, toBounds) {
           // As a node's rebalancing does (shared/node/service.ts): the new shards serve from now on, and it announces at once.
+          moving = undefined
           layers = to
           bounds = toBounds
           handler.setRunners(runnersFor(bounds))

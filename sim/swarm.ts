@@ -7,7 +7,7 @@
  * covered, and what routing over the whole directory costs.
  */
 import { findRoute, coverage, DEFAULT_COSTS } from '../shared/route/route.js'
-import { chooseShards } from '../shared/node/select.js'
+import { chooseShards, plannedCoverage } from '../shared/node/select.js'
 import { createClient } from '../shared/client/client.js'
 import type { VerificationOptions } from '../shared/client/types.js'
 import type { Manifest, ShardEntry } from '../shared/manifest.js'
@@ -159,12 +159,12 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
       const stay = exp(kind === 'native' ? s.nativeStayMs : s.tabStayMs)
       setTimeout(() => void leave(p, kind), stay)
     }
-    // As a node's service does: never under a client's feet; the new layers load (the old ones serving meanwhile), then it announces them.
+    // As a node's service does: never under a client's feet; it announces where it goes, loads the new layers (the old ones serving meanwhile), then switches.
     const rebalance = (p: SimPeer, fit: number): void => {
       if (over || !live.has(p)) return
       setTimeout(() => rebalance(p, fit), s.rebalanceEveryMs)
       if (p.handler.stats.sessions > 0) return
-      const others = coverage(
+      const others = plannedCoverage(
         net.records().filter((r) => r.peer !== p.id),
         s.model.layers
       )
@@ -172,6 +172,7 @@ export async function simulateSwarm(s: SwarmScenario): Promise<SwarmResult> {
       if (move === undefined) return
       const to: [number, number] = [move.to[0].layers[0], move.to[move.to.length - 1].layers[1]]
       const loadMs = ((to[1] - to[0]) * layerBytes(s.model)) / (s.loadGbPerS * 1e6)
+      p.plan(to)
       setTimeout(() => {
         if (!live.has(p)) return
         p.move(to, [to[0], ...move.to.map((x) => x.layers[1])])

@@ -73,6 +73,11 @@ describe('tessera generate --relay', () => {
     expect(refused(r)).toContain("tessera: --verification optimistic needs --ledger-api URL (the relay's HTTP address): claims are posted to its board")
     expect(performance.now() - started).toBeLessThan(30_000)
   })
+
+  it('says speculative decoding needs --relay when --draft is given without it', async () => {
+    const r = await tessera(['generate', '--model', 'no-such-dir', '--draft', 'no-such-draft', '--prompt-ids', '1,2'])
+    expect(refused(r)).toContain('tessera: --draft speculates across the network: it needs --relay (in one process there are no round trips to save)')
+  })
 })
 
 describe('redundant routes', () => {

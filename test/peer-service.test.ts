@@ -15,11 +15,14 @@ import { createRegistry, handleRegistry } from '../relay/registry.js'
 import { preset } from '../shared/model/config.js'
 import { randomWeights } from '../shared/model/random.js'
 import type { Manifest } from '../shared/manifest.js'
-import type { Capability } from '../shared/protocol/capability.js'
+import { signCapability, verifyCapability, type Capability } from '../shared/protocol/capability.js'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { announce } from '../shared/node/announce.js'
 import { planMemory } from '../shared/plan.js'
 import { rebalanceMove } from '../shared/node/rebalance.js'
+import { chooseShards, plannedCoverage } from '../shared/node/select.js'
+import { coverage } from '../shared/route/route.js'
 import { frameStream } from '../shared/node/frames.js'
 import { startPeerService, type PeerService } from '../shared/node/service.js'
 import { openRemoteHop } from '../shared/client/remote-hop.js'
@@ -60,6 +63,47 @@ describe('rebalanceMove', () => {
     expect(rebalanceMove(manifest, [0, 2], [1, 1, 0, 0], 2)).toMatchObject({ to: [manifest.shards[1]], minBefore: 0, minAfter: 1 })
     expect(rebalanceMove(manifest, [0, 2], [0, 0, 0, 0], 2)).toBeUndefined()
     expect(rebalanceMove(manifest, [2, 4], [1, 1, 0, 0], 2)).toBeUndefined()
+  })
+
+  it('counts a peer that is moving where it goes, so a second peer seeing the same gap stays', () => {
+    // a and b both serve [0,2); nobody serves [2,4). a decides first and says so in its record.
+    const rec = (peer: string, layers: [number, number], moving?: [number, number]): Capability =>
+      ({ peer, layers, shardBounds: layers, modelLayers: 4, ...(moving !== undefined ? { moving } : {}) }) as unknown as Capability
+    const a = rec('a', [0, 2])
+    expect(rebalanceMove(manifest, [0, 2], plannedCoverage([rec('b', [0, 2])], 4), 2)?.to).toEqual([manifest.shards[1]])
+    const aMoving = rec('a', [0, 2], [2, 4])
+    expect(plannedCoverage([aMoving], 4)).toEqual([0, 0, 1, 1])
+    // b, deciding while a loads: counted where it goes, a leaves [0,2) to b alone, and b stays.
+    expect(rebalanceMove(manifest, [0, 2], plannedCoverage([aMoving], 4), 2)).toBeUndefined()
+    // Counting only where a is now, b would have followed it.
+    expect(rebalanceMove(manifest, [0, 2], coverage([a], 4), 2)?.to).toEqual([manifest.shards[1]])
+    // A joiner's block selection counts moves the same way: a is about to leave [0,2) bare.
+    expect(chooseShards(manifest, [aMoving], 2)).toEqual([manifest.shards[0]])
+    expect(chooseShards(manifest, [a], 2)).toEqual([manifest.shards[1]])
+  })
+
+  it("accepts a record's `moving` only as a run of layers", async () => {
+    const key = await generateKeyPair('Ed25519')
+    const base: Capability = {
+      peer: peerIdFromPrivateKey(key).toString(),
+      addrs: [],
+      device: 'cpu',
+      memory: 1,
+      msPerLayer: 1,
+      model: 'm',
+      root: 'r',
+      modelLayers: 4,
+      layers: [0, 2],
+      shardBounds: [0, 2],
+      kvRoom: 1,
+      sessions: 0,
+      version: VERSION,
+      issued: Date.now(),
+      expires: Date.now() + 10_000
+    }
+    expect((await verifyCapability(await signCapability({ ...base, moving: [2, 4] }, key))).moving).toEqual([2, 4])
+    for (const moving of [[4, 2], [1], [0, 1.5], 'all'])
+      await expect(verifyCapability(await signCapability({ ...base, moving } as unknown as Capability, key))).rejects.toThrow(/record lacks required fields/)
   })
 })
 

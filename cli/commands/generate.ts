@@ -21,6 +21,7 @@ import { httpLedgerLink } from '../../shared/client/ledger-link.js'
 import { httpClaimSink } from '../../shared/optimistic/claim-sink.js'
 import type { VerificationMode } from '../../shared/client/types.js'
 import { libp2pDialer, relayDirectory } from '../../shared/route/directory.js'
+import { modelDraft } from '../../shared/client/draft.js'
 import { RELAY_PORTS } from '../../relay/config.js'
 import { GENERATE_DEFAULTS } from '../config.js'
 
@@ -44,6 +45,8 @@ interface GenerateFlags {
   p?: number
   window?: number
   ledgerApi?: string
+  draft?: string
+  speculate?: number
 }
 
 export function registerGenerate(program: Command): void {
@@ -71,6 +74,11 @@ export function registerGenerate(program: Command): void {
     .option('--k <n>', 'redundant: peers per hop', int(2))
     .option('--p <p>', 'spot: chance that a step of a hop is re-run elsewhere', float)
     .option(
+      '--draft <dir>',
+      'with --relay: speculative decoding, this built model in this process drafting (the same tokenizer: e.g. an int4 build of the model)'
+    )
+    .option('--speculate <n>', 'with --draft: tokens drafted per pass (γ)', int(1), 4)
+    .option(
       '--ledger-api <url>',
       "with --relay: the relay's HTTP address, for the model's tokenizer, reputations, to report cheaters and to post optimistic claims " +
         `(e.g. http://127.0.0.1:${RELAY_PORTS.http})`
@@ -86,6 +94,8 @@ export function registerGenerate(program: Command): void {
         await generateRemote(o)
         return
       }
+      if (o.draft !== undefined)
+        throw new InputError('--draft speculates across the network: it needs --relay (in one process there are no round trips to save)')
       if (o.verification !== 'none') throw new InputError('--verification checks peers: it needs --relay (a local generation has nobody to check)')
       if (o.model === undefined) throw new InputError('give --model DIR (or --relay ADDR to use the network)')
       const model = o.model
@@ -146,13 +156,23 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
   const text = fetched?.text
   const prompt = promptIds(o, text, fetched?.manifest)
   const out = text?.stream(o.stop) ?? new TextStream(undefined, o.stop)
+  // The draft runs here, beside the sampler: loaded whole, on this machine's runtime.
+  const drafted = o.draft === undefined ? undefined : await loadModel(o.draft, { device: o.device })
+  const draft = drafted === undefined ? undefined : modelDraft(drafted.runners)
   const node = await createPeer({ listen: [] })
   try {
     const ledger = o.ledgerApi === undefined ? undefined : httpLedgerLink(o.ledgerApi, node.peerId.toString())
     await ledger?.refresh()
     const board = o.ledgerApi === undefined ? undefined : httpClaimSink(o.ledgerApi)
     const verification = normalizeVerification({ mode: o.verification, k: o.k, p: o.p, window: o.window })
-    const client = createClient({ dialer: libp2pDialer(node), directory: relayDirectory(node, o.relay!), ledger, board, verification })
+    const client = createClient({
+      dialer: libp2pDialer(node),
+      directory: relayDirectory(node, o.relay!),
+      ledger,
+      board,
+      verification,
+      ...(draft !== undefined ? { draft } : {})
+    })
     // Without the manifest, Llama's EOS id (2) stands in.
     const stopIds = o.stopAtEos === true ? (fetched === undefined ? [2] : eosIds(text, fetched.manifest)) : undefined
     const gen = client.generate({
@@ -163,7 +183,8 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
       topP: o.topP,
       seed: o.seed,
       stopIds,
-      model: o.model
+      model: o.model,
+      ...(draft !== undefined ? { speculate: { gamma: o.speculate ?? 4 } } : {})
     })
     let r = await gen.next()
     while (r.done !== true) {
@@ -178,6 +199,8 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
       const route = result.route.hops.map((h) => `${h.peer.slice(-8)}[${h.layers.join(',')})`).join(' → ')
       const { firstTokenMs, totalMs } = result.timings
       log.info(`${result.tokens.length} tokens via ${route}; first token ${firstTokenMs.toFixed(0)} ms, total ${totalMs.toFixed(0)} ms`)
+      const sp = result.speculation
+      if (sp !== undefined) log.info(`speculative, γ ${sp.gamma}: ${sp.kept} of ${sp.drafted} drafts kept over ${sp.passes} passes`)
       const v = result.verification
       if (v.mode !== 'none' && v.mode !== 'optimistic') {
         const caught = v.faults
@@ -195,6 +218,8 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
     const shown = text === undefined ? result : { ...result, text: out.text }
     if (o.json === true) console.log(JSON.stringify(settled === undefined ? shown : { ...shown, settlement: settled }))
   } finally {
+    draft?.close()
+    for (const r of drafted?.runners ?? []) await r.dispose()
     await node.stop()
   }
 }

@@ -10,6 +10,7 @@ import type { Capability } from '../protocol/capability.js'
 import { MAX_STEP_TOKENS } from '../protocol/limits.js'
 import type { PeerDirectory } from '../route/directory.js'
 import { chooseModel } from '../route/model.js'
+import { acceptDrafts, checkSpeculation, type Draft } from './draft.js'
 import { coverage, findRoute, type RouteCosts } from '../route/route.js'
 import type { ClaimSink } from '../optimistic/claim.js'
 import type { SamplingProof, SamplingProver } from '../zk/argmax.js'
@@ -49,6 +50,8 @@ export interface ClientConfig {
   board?: ClaimSink
   /** Sampling provers by vocabulary size (native: they read a proving key); without one, proveSampling is refused. */
   sampling?: (vocab: number) => SamplingProver | undefined
+  /** A draft model beside the sampler, for requests that ask to speculate (client/draft.ts). */
+  draft?: Draft
 }
 
 export interface Client extends Generator {
@@ -131,6 +134,13 @@ export function createClient(cfg: ClientConfig): Client {
     if (req.proveSampling === true && (req.temperature ?? 0) !== 0) throw new InputError('a sampling proof covers greedy decoding only: use temperature 0')
     if (req.proveSampling === true && cfg.sampling === undefined)
       throw new InputError("this client cannot prove sampling: ask the relay's API of a relay started with --prove-sampling")
+    if (req.speculate !== undefined)
+      checkSpeculation(req.speculate, {
+        draft: cfg.draft,
+        temperature: req.temperature,
+        optimistic: v.mode === 'optimistic',
+        proveSampling: req.proveSampling === true
+      })
     return v
   }
 
@@ -165,6 +175,8 @@ export function createClient(cfg: ClientConfig): Client {
       fallback: req.verification?.fallback === true
     })
     const sample = createSampler(req)
+    const gamma = req.speculate?.gamma ?? 0
+    const speculated = { passes: 0, drafted: 0, kept: 0 }
     const started = performance.now()
     let firstTokenMs = 0
     const tokens: number[] = []
@@ -182,22 +194,44 @@ export function createClient(cfg: ClientConfig): Client {
         await session.step(next.slice(0, CLIENT_DEFAULTS.prefillChunk))
         next = next.slice(CLIENT_DEFAULTS.prefillChunk)
       }
-      while (tokens.length < req.maxTokens) {
+      decode: while (tokens.length < req.maxTokens) {
         if (signal?.aborted === true) throw signal.reason
-        const { out, trace, receipt } = await session.step(next)
+        // Speculating, the draft guesses ahead (no further than the tokens left after the target's own) and one pass checks them all.
+        const drafts = gamma > 0 ? await cfg.draft!.propose([...req.prompt, ...tokens], Math.min(gamma, req.maxTokens - tokens.length - 1)) : []
+        const at = session.position
+        const { out, trace, receipt } = await session.step([...next, ...drafts])
         hops = trace
-        const logits = lastRow(out)
-        const id = prover === undefined ? sample(logits) : prover.next(logits, { index: tokens.length, peer: trace[trace.length - 1].peer, receipt })
-        if (tokens.length === 0) firstTokenMs = performance.now() - started
-        tokens.push(id)
-        const status = session.unverified ? ('unverified' as const) : verification.mode === 'optimistic' ? ('pending' as const) : undefined
-        const lp = req.logprobs !== undefined ? logprobsOf(logits, id, req.logprobs) : undefined
-        yield { id, index: tokens.length - 1, hops, ...(lp !== undefined ? lp : {}), ...(status !== undefined ? { status } : {}) }
-        if (req.stopIds?.includes(id) === true || req.until?.() === true) {
-          finishReason = 'stop'
-          break
+        // Row j of the pass's last drafts.length + 1 rows: the target's logits after next and drafts[0..j).
+        const rows = drafts.length + 1
+        const rowAt = (j: number): Float32Array => out.data.subarray((out.seq - rows + j) * out.width, (out.seq - rows + j + 1) * out.width)
+        let ids: number[]
+        if (drafts.length === 0) {
+          const logits = lastRow(out)
+          ids = [prover === undefined ? sample(logits) : prover.next(logits, { index: tokens.length, peer: trace[trace.length - 1].peer, receipt })]
+        } else {
+          const verdict = acceptDrafts(
+            drafts,
+            Array.from({ length: rows }, (_, j) => sample(rowAt(j)))
+          )
+          // The rejected drafts leave every hop's cache at the next step (it starts where the kept rows end).
+          if (verdict.kept < drafts.length) session.rewind(at + next.length + verdict.kept)
+          speculated.passes++
+          speculated.drafted += drafts.length
+          speculated.kept += verdict.kept
+          ids = verdict.tokens
         }
-        next = [id]
+        for (const [j, id] of ids.entries()) {
+          if (tokens.length === 0) firstTokenMs = performance.now() - started
+          tokens.push(id)
+          const status = session.unverified ? ('unverified' as const) : verification.mode === 'optimistic' ? ('pending' as const) : undefined
+          const lp = req.logprobs !== undefined ? logprobsOf(rowAt(j), id, req.logprobs) : undefined
+          yield { id, index: tokens.length - 1, hops, ...(lp !== undefined ? lp : {}), ...(status !== undefined ? { status } : {}) }
+          if (req.stopIds?.includes(id) === true || req.until?.() === true) {
+            finishReason = 'stop'
+            break decode
+          }
+        }
+        next = [ids[ids.length - 1]]
       }
     } catch (err) {
       unverifiable = err instanceof VerificationError
@@ -248,6 +282,7 @@ export function createClient(cfg: ClientConfig): Client {
         ...(session.unverified ? { status: 'unverified' as const } : {})
       },
       timings: { firstTokenMs, totalMs: performance.now() - started },
+      ...(gamma > 0 ? { speculation: { gamma, ...speculated } } : {}),
       ...(settlement !== undefined ? { settlement } : {}),
       ...(sampling !== undefined ? { sampling } : {})
     }

@@ -10,7 +10,7 @@ import { MAX_MESSAGE_BYTES, lpLimits } from '../protocol/limits.js'
 import type { Capability } from '../protocol/capability.js'
 import type { HopInput, HopOutput } from '../runner.js'
 import { asErrorCode, HopError, ProtocolError, TesseraError, type ErrorCode } from '../errors.js'
-import { chainRows, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
+import { chainStates, EMPTY_CHAIN, verifyReceipt } from '../verify/receipt.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 import { hopMark } from '../hop-marks.js'
 
@@ -116,7 +116,7 @@ export async function openRemoteHop(
   if (opened.t !== 'opened') throw fail('BAD_REPLY', `expected "opened", got "${opened.t}"`)
   let step = 0
   let lateBefore = false
-  let inputs: Uint8Array = EMPTY_CHAIN // the chain of rows sent so far, as the receipts must state it
+  const inputs: Uint8Array[] = [EMPTY_CHAIN] // the chain after each row sent so far, as the receipts must state it
   return {
     peer,
     layers,
@@ -129,7 +129,9 @@ export async function openRemoteHop(
         'tokens' in input ? { seq: input.tokens.length, tokens: bytesOf(Int32Array.from(input.tokens)) } : { seq: input.seq, hidden: bytesOf(input.hidden) }
       await write(encodeMsg({ t: 'forward', step: id, start, ...body }))
       // Hashed while the peer computes: only the receipt check needs it.
-      const chain = chainRows(inputs, body.tokens ?? body.hidden!, body.seq)
+      // A start before the end rewinds the session (rejected drafts): the chain picks up from there. Past the end the node refuses the step.
+      const states = chainStates(inputs[Math.min(start, inputs.length - 1)], body.tokens ?? body.hidden!, body.seq)
+      const chain = states[states.length - 1]
       const due = stepDeadline(t, peer, layers, body.seq, id === 0)
       const m = await reply(due.deadline)
       const took = performance.now() - sent
@@ -154,7 +156,8 @@ export async function openRemoteHop(
         stream.abort(err as Error)
         throw fail('BAD_RECEIPT', (err as Error).message)
       }
-      inputs = chain
+      inputs.length = start + 1
+      inputs.push(...states)
       const late = id > 0 && took > due.late
       if (late && lateBefore) {
         stream.abort(new TesseraError('TIMEOUT', 'late'))

@@ -11,7 +11,7 @@
  * Every job (a lane's step, a new lane, a checker, a referee) follows one retry rule (failover.ts).
  */
 import { seqOf, type HopInput, type HopOutput } from '../runner.js'
-import { HopError, NoRouteError, TesseraError, VerificationError } from '../errors.js'
+import { HopError, InputError, NoRouteError, TesseraError, VerificationError } from '../errors.js'
 import type { RouteCosts } from '../route/route.js'
 import type { Capability } from '../protocol/capability.js'
 import type { BanList } from './bans.js'
@@ -21,7 +21,7 @@ import { PeerPicker } from './picker.js'
 import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
 import { encodeInputs } from '../verify/reexec.js'
-import { answerOf, concatInputs, newSlot, rearrange, traceOf, type Slot } from './slot.js'
+import { answerOf, concatInputs, headRows, newSlot, rearrange, traceOf, type Slot } from './slot.js'
 import type { HopTrace } from './types.js'
 import type { Answer, StepContext, Verifier } from './verifiers/verifier.js'
 import { logger } from '../log.js'
@@ -143,6 +143,22 @@ export class RoutedSession {
     this.steps++
     for (const h of trace) this.report.hop(h)
     return { out: last.out, trace, receipt: last.receipt }
+  }
+
+  /** Tokens every slot's caches hold. */
+  get position(): number {
+    return this.length
+  }
+
+  /**
+   * Drops every row from `n` on (the drafts a speculative check rejected): each slot's history
+   * keeps its first `n` rows, and the next step starts at `n`, which tells every lane's node to
+   * drop them too (shared/protocol/infer.ts). A replacement is fed the rows kept.
+   */
+  rewind(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.length) throw new InputError(`cannot rewind a session of ${this.length} tokens to ${n}`)
+    for (const slot of this.slots) slot.history = headRows(slot.history, n)
+    this.length = n
   }
 
   /** What the session saw: switches, faults, checks, vouched peers, per-hop summaries. */

@@ -3,7 +3,7 @@
  * was sent (its history), so that a replacement can be fed the history in one prefill and
  * rebuild the KV cache before the step goes on.
  */
-import type { HopInput, HopOutput } from '../runner.js'
+import { seqOf, type HopInput, type HopOutput } from '../runner.js'
 import type { Fingerprint } from '../verify/fingerprint.js'
 import { tailFingerprint } from '../verify/fingerprint.js'
 import type { HopTrace } from './types.js'
@@ -77,4 +77,19 @@ export function rearrange(slot: Slot, { lanes, losers, spares }: { lanes: number
       spare.hop.close()
     }
   }
+}
+
+/** The first `n` rows of a history: what a speculative session keeps when it drops rejected drafts. */
+export function headRows(history: HopInput[], n: number): HopInput[] {
+  const out: HopInput[] = []
+  let left = n
+  for (const x of history) {
+    if (left <= 0) break
+    const rows = seqOf(x)
+    if (rows <= left) out.push(x)
+    else
+      out.push('tokens' in x ? { tokens: Array.from(x.tokens).slice(0, left) } : { hidden: x.hidden.subarray(0, (x.hidden.length / x.seq) * left), seq: left })
+    left -= Math.min(rows, left)
+  }
+  return out
 }

@@ -5,6 +5,7 @@
 import type { SamplingOptions } from '../sampler.js'
 import type { DeviceKind } from '../runner.js'
 import type { SamplingProof } from '../zk/argmax.js'
+import type { Speculation } from './draft.js'
 
 export interface GenerationRequest extends SamplingOptions {
   /** Token ids, BOS included if the model wants one. */
@@ -30,6 +31,11 @@ export interface GenerationRequest extends SamplingOptions {
   proveSampling?: boolean
   /** Peer ids this generation must not use (a corrected re-run avoids whoever was caught). */
   avoid?: string[]
+  /**
+   * Speculative decoding (client/draft.ts): the client's draft model guesses up to `gamma` tokens
+   * a pass and the route checks them in one step. Greedy only; the tokens are the same as without.
+   */
+  speculate?: Speculation
 }
 
 /**
@@ -191,6 +197,8 @@ export interface GenerationResult {
   route: RouteTrace
   verification: VerificationReport
   timings: { firstTokenMs: number; totalMs: number }
+  /** Speculating: passes through the route, tokens drafted and drafts the target kept (kept ÷ drafted is the acceptance rate). */
+  speculation?: { gamma: number; passes: number; drafted: number; kept: number }
   /** optimistic only: resolves when the claim is final or overturned (with corrected tokens). */
   settlement?: Promise<Settlement>
   /** proveSampling only: one proof per token, in order (verify with verify/sampling.ts). */

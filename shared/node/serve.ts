@@ -12,7 +12,7 @@ import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type Nod
 import { MAX_MESSAGE_BYTES, MAX_STEP_TOKENS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
-import { chainRows, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
+import { chainStates, EMPTY_CHAIN, signReceipt, type Signer } from '../verify/receipt.js'
 import { encodeFingerprint, fingerprint } from '../verify/fingerprint.js'
 import { createDisputeHandler, TraceStore } from './dispute.js'
 import type { StepFault } from './fault.js'
@@ -106,7 +106,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
     let commit = false // sign a commitment to the last row's logits, for a sampling proof
     let counted = false
     let held = 0 // tokens this session holds in the KV cache
-    let inputs: Uint8Array = EMPTY_CHAIN // hash chain over every input row, signed in each receipt
+    const inputs: Uint8Array[] = [EMPTY_CHAIN] // the hash chain over the input rows after each position, the last signed in each receipt
     let forwarded = false
     let timer: ReturnType<typeof setTimeout> | undefined
     // The clock runs only while the node waits on the client (for a frame, or to take a reply), not while it computes.
@@ -180,8 +180,18 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         }
         if (chain === undefined) throw new ProtocolError('MALFORMED', 'forward before open')
         hopMark?.('node:read', session, layers[0], msg.step)
-        if (msg.start !== chain[0].length) {
+        if (msg.start > chain[0].length) {
           throw new ProtocolError('BAD_STEP', `step starts at position ${msg.start} but the session holds ${chain[0].length} tokens`)
+        }
+        // A step that starts before the cache's end drops the rows from there on first: a speculative
+        // client rewinds the drafts its check rejected. The input chain rewinds with them.
+        if (msg.start < chain[0].length) {
+          const dropped = chain[0].length - msg.start
+          for (const s of chain) s.truncate(msg.start)
+          inputs.length = msg.start + 1
+          held -= dropped
+          stats.cachedTokens -= dropped
+          if (remote !== undefined) cacheByPeer.set(remote, (cacheByPeer.get(remote) ?? 0) - dropped)
         }
         if (msg.seq > MAX_STEP_TOKENS) throw new ProtocolError('TOO_LARGE', `a step may carry at most ${MAX_STEP_TOKENS} tokens, got ${msg.seq}`)
         if (stats.cachedTokens + msg.seq > maxCache()) throw new ProtocolError('BUSY', `KV cache full: ${stats.cachedTokens} of ${maxCache()} tokens in use`)
@@ -206,7 +216,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         if (o.fault?.output !== undefined) out = o.fault.output(layers, out)
         // Per-layer commitment: a Merkle root over each block's output fingerprint, leaves kept for reveals.
         const trace = perLayer.length === layers[1] - layers[0] ? traces.commit(session, msg.step, layers, perLayer, out.seq, keep) : undefined
-        inputs = chainRows(inputs, msg.tokens ?? msg.hidden!, msg.seq)
+        inputs.push(...chainStates(inputs[inputs.length - 1], msg.tokens ?? msg.hidden!, msg.seq))
         held += msg.seq
         stats.cachedTokens += msg.seq
         if (remote !== undefined) cacheByPeer.set(remote, (cacheByPeer.get(remote) ?? 0) + msg.seq)
@@ -225,7 +235,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
             root: o.root,
             layers,
             start: msg.start,
-            input: inputs,
+            input: inputs[inputs.length - 1],
             output: encodeFingerprint(fingerprint(out.data, out.seq, out.width)),
             ...(trace !== undefined ? { trace } : {}),
             ...(logits !== undefined ? { logits } : {})

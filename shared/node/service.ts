@@ -19,7 +19,7 @@ import { ZK_PROTOCOL } from '../protocol/zk.js'
 import type { Manifest, ShardEntry } from '../manifest.js'
 import type { DeviceKind, ShardRunner } from '../runner.js'
 import type { Signer } from '../verify/receipt.js'
-import { coverage } from '../route/route.js'
+import { plannedCoverage } from './select.js'
 import { logger, type Logger } from '../log.js'
 import { VERSION } from '../version.js'
 import { resolvePeerConfig, type PeerConfig, type PeerOverrides } from './config.js'
@@ -138,6 +138,7 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
     log.info(`proving ${[...zk.keys()].join(', ')} (zk)`)
   }
 
+  let moving: [number, number] | undefined // where a rebalancing move goes, while it loads
   const capability = (): Capability => {
     const now = Date.now()
     const layers = spanOf(shards)
@@ -157,7 +158,8 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
       version: o.version ?? VERSION,
       issued: now,
       expires: now + cfg.recordTtlMs,
-      ...(zk.size > 0 ? { zk: [...zk.keys()] } : {})
+      ...(zk.size > 0 ? { zk: [...zk.keys()] } : {}),
+      ...(moving !== undefined ? { moving } : {})
     }
   }
   const publish = async (): Promise<void> => {
@@ -176,14 +178,25 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
   let stopped = false
   const rebalance = async (fit: number): Promise<void> => {
     if (stats.sessions > 0) return // never move under a client's feet
-    const others = coverage(await otherPeers(node, o.relay, m), m.config.nLayers)
+    const others = plannedCoverage(await otherPeers(node, o.relay, m), m.config.nLayers)
     const move = rebalanceMove(m, spanOf(shards), others, fit)
     if (move === undefined) return
     log.info(
       `moving from layers [${spanOf(shards).join(',')}) to [${spanOf(move.to).join(',')}): ` +
         `the network's least-covered layer goes from ${move.minBefore} to ${move.minAfter} peers`
     )
-    const fresh = await o.load(move.to)
+    // Say where we go before loading (which takes a while), so peers deciding meanwhile count us there.
+    moving = spanOf(move.to)
+    await publish().catch((err: Error) => log.warn(`announcing the move failed: ${err.message}`))
+    let fresh: ShardRunner[]
+    try {
+      fresh = await o.load(move.to)
+    } catch (err) {
+      moving = undefined
+      await publish().catch(() => {})
+      throw err
+    }
+    moving = undefined
     if (stopped) {
       for (const r of fresh) await r.dispose()
       return

@@ -34,6 +34,11 @@ export interface Capability {
   withdrawn?: boolean
   /** ZK models this peer proves inferences of (/tessera/zk/1.0.0). */
   zk?: string[]
+  /**
+   * The run this peer is loading to serve instead of `layers` (rebalancing): others deciding
+   * where to go count it there already, so that a gap one peer is filling does not draw them all.
+   */
+  moving?: [number, number]
 }
 
 export interface SignedCapability {
@@ -73,7 +78,9 @@ export async function verifyCapability(s: SignedCapability, now = Date.now()): P
     Array.isArray(c.shardBounds) &&
     typeof c.msPerLayer === 'number' &&
     typeof c.expires === 'number' &&
-    (c.zk === undefined || (Array.isArray(c.zk) && c.zk.every((z) => typeof z === 'string')))
+    (c.zk === undefined || (Array.isArray(c.zk) && c.zk.every((z) => typeof z === 'string'))) &&
+    (c.moving === undefined ||
+      (Array.isArray(c.moving) && c.moving.length === 2 && c.moving.every((x) => Number.isInteger(x)) && c.moving[0] >= 0 && c.moving[0] < c.moving[1]))
   if (!ok) throw new ProtocolError('MALFORMED', 'record lacks required fields')
   let key
   try {

@@ -12,8 +12,10 @@
  *                   result   { step, seq, width, kind, data (fp32 bytes), ms, receipt (signed, see verify/receipt.ts) }
  *                   error    { code, message }       (the node closes the stream after it)
  *
- * `start` is the position of the step's first token; the node refuses a step that does not
- * continue its cache exactly, so a replayed history cannot be misplaced.
+ * `start` is the position of the step's first token; the node refuses a step that skips ahead
+ * of its cache, so a replayed history cannot be misplaced. A step that starts before the cache's
+ * end drops the rows from `start` on first (a speculative client rewinding rejected drafts); the
+ * receipts' input chain rewinds with them.
  */
 import { decode, encode } from 'cborg'
 import { ProtocolError, type WireCode } from '../errors.js'

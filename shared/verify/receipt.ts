@@ -49,11 +49,21 @@ export const EMPTY_CHAIN = new Uint8Array(32)
  * as fp32): c ← sha256(c ‖ row) per row.
  */
 export function chainRows(prev: Uint8Array, bytes: Uint8Array, rows: number): Uint8Array {
+  const states = chainStates(prev, bytes, rows)
+  return states[states.length - 1]
+}
+
+/** The chain after each of the `rows` rows, in order: where a step that rewinds to a position picks it up. */
+export function chainStates(prev: Uint8Array, bytes: Uint8Array, rows: number): Uint8Array[] {
   if (rows <= 0 || bytes.byteLength % rows !== 0) throw new ProtocolError('MALFORMED', `${bytes.byteLength} input bytes do not split into ${rows} rows`)
   const size = bytes.byteLength / rows
+  const out: Uint8Array[] = []
   let c = prev
-  for (let r = 0; r < rows; r++) c = sha256(c, bytes.subarray(r * size, (r + 1) * size))
-  return c
+  for (let r = 0; r < rows; r++) {
+    c = sha256(c, bytes.subarray(r * size, (r + 1) * size))
+    out.push(c)
+  }
+  return out
 }
 
 export async function signReceipt(body: ReceiptBody, sign: Signer): Promise<Uint8Array> {

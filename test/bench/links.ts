@@ -1,19 +1,23 @@
 /**
- * Slow links, for real (issue 20's first part): a relay, the client and three native nodes as
- * processes on loopback, every process's connections slowed in user space (host/slow-link.ts) to a
- * chosen round trip, `small` fp32 cut in three hops. Tokens/s at each round trip, beside what
- * the client-mediated pipeline must pay: the 0 ms token plus a round trip per hop.
+ * Slow links, for real (issue 20): a relay, the client and three native nodes as processes on
+ * loopback, every process's connections slowed in user space (host/slow-link.ts) to a chosen
+ * round trip, `small` fp32 cut in three hops. Tokens/s at each round trip, plain (beside what the
+ * client-mediated pipeline must pay: the 0 ms token plus a round trip per hop) and speculative,
+ * the draft an int4 copy of the same weights run in the client's process.
  */
 import { join } from 'node:path'
 import { startRelay } from '../../relay/relay.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
+import { loadModel } from '../../native-node/store.js'
+import { modelDraft, type Draft } from '../../shared/client/draft.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3)
 const TOKENS = 48
 const GROUPS = ['0-3', '3-6', '6-8']
 export const RTTS = [0, 20, 50, 100]
+const GAMMA = 4
 
 export interface LinkRow {
   rttMs: number
@@ -22,12 +26,20 @@ export interface LinkRow {
   /** The 0 ms row's token plus one round trip per hop. */
   expectedMsPerToken: number
   firstTokenMs: number
+  speculative: { tokensPerSecond: number; msPerToken: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
 }
 
-async function atRoundTrip(dir: string, rttMs: number): Promise<{ msPerToken: number; firstTokenMs: number }> {
+interface Run {
+  msPerToken: number
+  firstTokenMs: number
+  tokens: number[]
+  speculation?: { gamma: number; passes: number; drafted: number; kept: number }
+}
+
+async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<{ plain: Run; speculative: Run }> {
   // The relay and the client live in this process: slow them through the same variable the nodes get.
   process.env.TESSERA_LINK_RTT_MS = String(rttMs)
-  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite') })
+  const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite'), client: { draft } })
   const nodes: Proc[] = []
   try {
     nodes.push(
@@ -41,16 +53,25 @@ async function atRoundTrip(dir: string, rttMs: number): Promise<{ msPerToken: nu
       ))
     )
     await waitFor(async () => (await relay.client.network()).peers.length === GROUPS.length, 60_000)
-    const run = async (): Promise<{ at: number[]; start: number }> => {
+    const run = async (speculate?: { gamma: number }): Promise<Run> => {
       const start = performance.now()
       const at: number[] = []
-      const gen = relay.client.generate({ prompt: PROMPT, maxTokens: TOKENS })
-      for (let r = await gen.next(); r.done !== true; r = await gen.next()) at.push(performance.now())
-      return { at, start }
+      const gen = relay.client.generate({ prompt: PROMPT, maxTokens: TOKENS, ...(speculate !== undefined ? { speculate } : {}) })
+      let r = await gen.next()
+      for (; r.done !== true; r = await gen.next()) at.push(performance.now())
+      // Speculating, tokens come in bursts: ms a token is the decode's time over its tokens.
+      return {
+        msPerToken: (at[at.length - 1] - at[0]) / (at.length - 1),
+        firstTokenMs: at[0] - start,
+        tokens: r.value.tokens,
+        speculation: r.value.speculation
+      }
     }
     await run() // warm: connections made, runtimes warm
-    const { at, start } = await run()
-    return { msPerToken: (at[at.length - 1] - at[0]) / (at.length - 1), firstTokenMs: at[0] - start }
+    const plain = await run()
+    await run({ gamma: GAMMA })
+    const speculative = await run({ gamma: GAMMA })
+    return { plain, speculative }
   } finally {
     for (const n of nodes) n.proc.kill('SIGTERM')
     await relay.stop()
@@ -60,21 +81,42 @@ async function atRoundTrip(dir: string, rttMs: number): Promise<{ msPerToken: nu
 
 export async function benchLinks(cacheDir: string): Promise<Record<string, unknown>> {
   const dir = await ensureModel(cacheDir, 'small', 'fp32', 8)
-  const measured: Array<{ rttMs: number; msPerToken: number; firstTokenMs: number }> = []
-  for (const rttMs of RTTS) {
-    const r = await atRoundTrip(dir, rttMs)
-    measured.push({ rttMs, ...r })
-    console.log(
-      `links: ${rttMs} ms round trips, ${GROUPS.length} hops: ${(1000 / r.msPerToken).toFixed(2)} tokens/s (${r.msPerToken.toFixed(1)} ms a token), first token ${r.firstTokenMs.toFixed(0)} ms`
-    )
+  // The draft: the same seeded weights in int4, whole, in this process (the client's).
+  const { runners } = await loadModel(await ensureModel(cacheDir, 'small', 'int4', 1), { device: 'cpu' })
+  const draft = modelDraft(runners)
+  const measured: Array<{ rttMs: number; plain: Run; speculative: Run }> = []
+  try {
+    for (const rttMs of RTTS) {
+      const r = await atRoundTrip(dir, rttMs, draft)
+      measured.push({ rttMs, ...r })
+      const sp = r.speculative.speculation
+      console.log(
+        `links: ${rttMs} ms round trips, ${GROUPS.length} hops: ${(1000 / r.plain.msPerToken).toFixed(2)} tokens/s (${r.plain.msPerToken.toFixed(1)} ms a token), first token ${r.plain.firstTokenMs.toFixed(0)} ms;` +
+          ` speculative γ ${GAMMA}: ${(1000 / r.speculative.msPerToken).toFixed(2)} tokens/s, ${sp?.kept}/${sp?.drafted} drafts kept over ${sp?.passes} passes, same tokens ${r.speculative.tokens.join() === r.plain.tokens.join()}`
+      )
+    }
+  } finally {
+    draft.close()
+    for (const r of runners) await r.dispose()
   }
-  const base = measured[0].msPerToken
-  const rows: LinkRow[] = measured.map((m) => ({
-    rttMs: m.rttMs,
-    tokensPerSecond: 1000 / m.msPerToken,
-    msPerToken: m.msPerToken,
-    expectedMsPerToken: base + GROUPS.length * m.rttMs,
-    firstTokenMs: m.firstTokenMs
-  }))
-  return { preset: 'small', dtype: 'fp32', hops: GROUPS, tokens: TOKENS, rows }
+  const base = measured[0].plain.msPerToken
+  const rows: LinkRow[] = measured.map((m) => {
+    const sp = m.speculative.speculation ?? { gamma: GAMMA, passes: 0, drafted: 0, kept: 0 }
+    return {
+      rttMs: m.rttMs,
+      tokensPerSecond: 1000 / m.plain.msPerToken,
+      msPerToken: m.plain.msPerToken,
+      expectedMsPerToken: base + GROUPS.length * m.rttMs,
+      firstTokenMs: m.plain.firstTokenMs,
+      speculative: {
+        tokensPerSecond: 1000 / m.speculative.msPerToken,
+        msPerToken: m.speculative.msPerToken,
+        gamma: sp.gamma,
+        acceptance: sp.drafted > 0 ? sp.kept / sp.drafted : 0,
+        tokensPerPass: sp.passes > 0 ? (sp.kept + sp.passes) / sp.passes : 1,
+        sameTokens: m.speculative.tokens.join() === m.plain.tokens.join()
+      }
+    }
+  })
+  return { preset: 'small', dtype: 'fp32', draft: 'small int4 (the same seeded weights)', hops: GROUPS, tokens: TOKENS, rows }
 }

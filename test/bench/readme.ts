@@ -210,7 +210,15 @@ interface LinksSection {
   dtype: string
   hops: string[]
   tokens: number
-  rows: Array<{ rttMs: number; tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; firstTokenMs: number }>
+  draft?: string
+  rows: Array<{
+    rttMs: number
+    tokensPerSecond: number
+    msPerToken: number
+    expectedMsPerToken: number
+    firstTokenMs: number
+    speculative?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
+  }>
 }
 
 interface FailoverParts {
@@ -635,21 +643,36 @@ const renderers: Record<string, Renderer> = {
   links(r) {
     const s = section<LinksSection>(r, 'links')
     return [
-      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session through the client, ${s.tokens} tokens after a 16-token prompt (the second of two generations):`,
+      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session through the client, ${s.tokens} tokens after a 16-token prompt (the second of two generations); speculating, the draft is ${s.draft ?? 'a model'} in the client's process:`,
       '',
       ...table(
-        ['round trip per link', 'tokens/s', 'ms per token', `the 0 ms token + ${s.hops.length} round trips`, 'measured ÷ that', 'first token'],
+        [
+          'round trip per link',
+          'plain: tokens/s',
+          'ms per token',
+          `the 0 ms token + ${s.hops.length} round trips`,
+          'measured ÷ that',
+          'first token',
+          'speculative: tokens/s',
+          '× plain',
+          'drafts kept, tokens a pass',
+          'same tokens as plain'
+        ],
         s.rows.map((x) => [
           `${x.rttMs} ms`,
           fixed(x.tokensPerSecond, 2),
           fixed(x.msPerToken, 1),
           fixed(x.expectedMsPerToken, 1),
           `× ${fixed(x.msPerToken / x.expectedMsPerToken, 2)}`,
-          `${fixed(x.firstTokenMs, 0)} ms`
+          `${fixed(x.firstTokenMs, 0)} ms`,
+          x.speculative === undefined ? '–' : `${fixed(x.speculative.tokensPerSecond, 2)} (γ = ${x.speculative.gamma})`,
+          x.speculative === undefined ? '–' : `× ${fixed(x.speculative.tokensPerSecond / x.tokensPerSecond, 2)}`,
+          x.speculative === undefined ? '–' : `${fixed(x.speculative.acceptance * 100, 0)}%, ${fixed(x.speculative.tokensPerPass, 2)}`,
+          x.speculative === undefined ? '–' : x.speculative.sameTokens ? 'yes' : '**no**'
         ])
       ),
       '',
-      `The client mediates every hop, so each token pays a round trip per hop: at ${s.rows[s.rows.length - 1].rttMs} ms that is ${fixed((1 - s.rows[0].msPerToken / s.rows[s.rows.length - 1].msPerToken) * 100, 0)}% of a token. Node-to-node forwarding and speculative decoding (issue 20) are what this table is for: they are not built yet.`
+      `The client mediates every hop, so each token pays a round trip per hop: at ${s.rows[s.rows.length - 1].rttMs} ms that is ${fixed((1 - s.rows[0].msPerToken / s.rows[s.rows.length - 1].msPerToken) * 100, 0)}% of a plain token. Speculating, one pass of those round trips yields every draft the target keeps plus its own token. Node-to-node forwarding (issue 20) is not built yet.`
     ]
   },
 
