@@ -25,6 +25,11 @@ export class Pipeline {
     return out
   }
 
+  /** Keeps the first `n` tokens in every hop's cache (a draft rewinding to what the target kept). */
+  truncate(n: number): void {
+    for (const h of this.hops) h.truncate(n)
+  }
+
   close(): void {
     for (const h of this.hops) h.close()
   }

@@ -6,9 +6,9 @@
  * one pass of round trips then yields several tokens (Leviathan et al. 2023).
  */
 import { InputError } from '../errors.js'
-import type { HopInput, HopOutput, ShardRunner } from '../runner.js'
+import type { ShardRunner } from '../runner.js'
 import { argmax } from '../sampler.js'
-import { lastRow } from '../pipeline.js'
+import { lastRow, Pipeline } from '../pipeline.js'
 
 /** A draft model: the `n` tokens it would generate greedily after `context` (the prompt and the tokens so far). */
 export interface Draft {
@@ -47,17 +47,12 @@ export function acceptDrafts(drafts: number[], targets: number[]): { kept: numbe
  * tokens it has not seen.
  */
 export function modelDraft(runners: ShardRunner[]): Draft & { close(): void } {
-  const sessions = runners.map((r) => r.open())
+  const pipeline = new Pipeline(runners.map((r) => r.open()))
   let fed: number[] = [] // the tokens in the draft's caches
   const run = async (tokens: number[]): Promise<Float32Array> => {
-    let input: HopInput = { tokens }
-    let out: HopOutput | undefined
-    for (const s of sessions) {
-      out = await s.forward(input)
-      input = { hidden: out.data, seq: out.seq }
-    }
+    const out = await pipeline.step(tokens)
     fed.push(...tokens)
-    return lastRow(out!)
+    return lastRow(out)
   }
   return {
     async propose(context, n) {
@@ -65,7 +60,7 @@ export function modelDraft(runners: ShardRunner[]): Draft & { close(): void } {
       let k = 0
       while (k < fed.length && k < context.length - 1 && fed[k] === context[k]) k++
       if (k < fed.length) {
-        for (const s of sessions) s.truncate(k)
+        pipeline.truncate(k)
         fed = fed.slice(0, k)
       }
       let logits = await run(context.slice(k))
@@ -77,7 +72,7 @@ export function modelDraft(runners: ShardRunner[]): Draft & { close(): void } {
       return out
     },
     close() {
-      for (const s of sessions) s.close()
+      pipeline.close()
     }
   }
 }
