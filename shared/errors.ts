@@ -29,6 +29,8 @@ export const ERROR_CODES = [
   'RESET',
   'BAD_REPLY',
   'BAD_RECEIPT',
+  // A forwarded hop's receipt names other rows than its upstream sent the client: one of the two lied, nobody can tell which, the step is run again through the client.
+  'BAD_HANDOFF',
   'DISPUTE_TIMEOUT',
   'ANNOUNCE_REFUSED',
   // The network as a whole.

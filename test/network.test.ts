@@ -67,6 +67,37 @@ describe('routed generation through 3 native nodes', () => {
     expect(out.speculation.kept).toBeLessThan(out.speculation.drafted)
   })
 
+  it('forwards node to node (tessera generate --forward), speculating too: every hop after the first fed by the one before, the reference ids', async () => {
+    const draft = tempDir('net-draft-fwd')
+    await buildModel(await stories(), draft, { source: 'stories260K.bin', dtype: 'int4' })
+    const c = cases[1]
+    const n = c.decisive_prefix
+    const run = async (
+      ...extra: string[]
+    ): Promise<{ tokens: number[]; forwarded?: { steps: number; dropped: number }; route: { hops: Array<{ handedBy?: string }> } }> => {
+      const r = await tessera([
+        'generate',
+        '--relay',
+        net.relayAddr,
+        '--forward',
+        '--prompt-ids',
+        c.prompt.join(','),
+        '--max-tokens',
+        String(n),
+        '--json',
+        ...extra
+      ])
+      expect(r.code, r.stderr).toBe(0)
+      return JSON.parse(r.stdout)
+    }
+    for (const out of [await run(), await run('--draft', draft, '--speculate', '3')]) {
+      expect(out.tokens).toEqual(c.greedy.slice(0, n))
+      expect(out.forwarded?.steps).toBeGreaterThan(0)
+      expect(out.forwarded?.dropped).toBe(0) // the nodes reached each other: no step went through the client
+      expect(out.route.hops.slice(1).every((h) => h.handedBy !== undefined)).toBe(true)
+    }
+  })
+
   it('streams tokens over SSE with the route of each step', async () => {
     const c = cases[2]
     const res = await fetch(`${net.http}/v1/completions`, {

@@ -47,6 +47,7 @@ interface GenerateFlags {
   ledgerApi?: string
   draft?: string
   speculate?: number
+  forward?: boolean
 }
 
 export function registerGenerate(program: Command): void {
@@ -78,6 +79,7 @@ export function registerGenerate(program: Command): void {
       'with --relay: speculative decoding, this built model in this process drafting (the same tokenizer: e.g. an int4 build of the model)'
     )
     .option('--speculate <n>', 'with --draft: tokens drafted per pass (γ)', int(1), 4)
+    .option('--forward', 'with --relay: each hop hands its output straight to the next (node to node); the client still checks every hop')
     .option(
       '--ledger-api <url>',
       "with --relay: the relay's HTTP address, for the model's tokenizer, reputations, to report cheaters and to post optimistic claims " +
@@ -96,6 +98,7 @@ export function registerGenerate(program: Command): void {
       }
       if (o.draft !== undefined)
         throw new InputError('--draft speculates across the network: it needs --relay (in one process there are no round trips to save)')
+      if (o.forward === true) throw new InputError('--forward hands hops to each other across the network: it needs --relay')
       if (o.verification !== 'none') throw new InputError('--verification checks peers: it needs --relay (a local generation has nobody to check)')
       if (o.model === undefined) throw new InputError('give --model DIR (or --relay ADDR to use the network)')
       const model = o.model
@@ -184,7 +187,8 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
       seed: o.seed,
       stopIds,
       model: o.model,
-      ...(draft !== undefined ? { speculate: { gamma: o.speculate ?? 4 } } : {})
+      ...(draft !== undefined ? { speculate: { gamma: o.speculate ?? 4 } } : {}),
+      ...(o.forward === true ? { forward: true } : {})
     })
     let r = await gen.next()
     while (r.done !== true) {
@@ -201,6 +205,8 @@ async function generateRemote(o: GenerateFlags): Promise<void> {
       log.info(`${result.tokens.length} tokens via ${route}; first token ${firstTokenMs.toFixed(0)} ms, total ${totalMs.toFixed(0)} ms`)
       const sp = result.speculation
       if (sp !== undefined) log.info(`speculative, γ ${sp.gamma}: ${sp.kept} of ${sp.drafted} drafts kept over ${sp.passes} passes`)
+      const fw = result.forwarded
+      if (fw !== undefined) log.info(`forwarded node to node: ${fw.steps} steps, ${fw.dropped} of them went on through the client part of the way`)
       const v = result.verification
       if (v.mode !== 'none' && v.mode !== 'optimistic') {
         const caught = v.faults

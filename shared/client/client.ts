@@ -52,6 +52,8 @@ export interface ClientConfig {
   sampling?: (vocab: number) => SamplingProver | undefined
   /** A draft model beside the sampler, for requests that ask to speculate (client/draft.ts). */
   draft?: Draft
+  /** Forward node to node for requests that do not choose (GenerationRequest.forward; default off). */
+  forward?: boolean
 }
 
 export interface Client extends Generator {
@@ -172,7 +174,8 @@ export function createClient(cfg: ClientConfig): Client {
       costs: { ...costs, tokensNeeded: req.prompt.length + req.maxTokens },
       ...(req.avoid !== undefined ? { avoid: new Set(req.avoid) } : {}),
       commitLogits: req.proveSampling === true,
-      fallback: req.verification?.fallback === true
+      fallback: req.verification?.fallback === true,
+      forward: req.forward ?? cfg.forward ?? false
     })
     const sample = createSampler(req)
     const gamma = req.speculate?.gamma ?? 0
@@ -283,6 +286,7 @@ export function createClient(cfg: ClientConfig): Client {
       },
       timings: { firstTokenMs, totalMs: performance.now() - started },
       ...(gamma > 0 ? { speculation: { gamma, ...speculated } } : {}),
+      ...(seen.forwarded.steps > 0 ? { forwarded: { ...seen.forwarded } } : {}),
       ...(settlement !== undefined ? { settlement } : {}),
       ...(sampling !== undefined ? { sampling } : {})
     }

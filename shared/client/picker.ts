@@ -36,6 +36,8 @@ export interface PickerDeps {
   avoid?: ReadonlySet<string>
   /** Ask the last hop to sign a commitment to each step's logits (a sampling proof, zk/argmax.ts). */
   commitLogits?: boolean
+  /** Open every hop to take handoffs (a forwarded session). */
+  inbox?: boolean
 }
 
 export class PeerPicker {
@@ -95,6 +97,6 @@ export class PeerPicker {
   }
 
   async open(peer: Capability, layers: [number, number]): Promise<RemoteHop> {
-    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, hopSession(), this.d.timeouts, { commit: this.d.commitLogits })
+    return await openRemoteHop(this.d.dialer, peer, layers, this.d.root, hopSession(), this.d.timeouts, { commit: this.d.commitLogits, inbox: this.d.inbox })
   }
 }

@@ -12,6 +12,8 @@ export class SessionReport {
   checks = 0
   /** Of those, how many disagreed, plus receipts that did not hold up. */
   mismatches = 0
+  /** Steps sent node to node, and those that went on through the client part of the way (a hop failed, a handoff disagreed, the handing lane lost). */
+  readonly forwarded = { steps: 0, dropped: 0 }
   /** Peers whose output was checked and held up; the caller raises their reputation. */
   readonly vouched = new Set<string>()
   /** The closest call among agreeing peers: the honest margin to the fingerprint thresholds. */

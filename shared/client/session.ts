@@ -18,7 +18,7 @@ import type { BanList } from './bans.js'
 import type { LedgerLink } from './ledger-link.js'
 import { Failover } from './failover.js'
 import { PeerPicker } from './picker.js'
-import type { Dialer, HopTimeouts, RemoteHop } from './remote-hop.js'
+import type { Dialer, HopResult, HopTimeouts, RemoteHop } from './remote-hop.js'
 import { SessionReport } from './report.js'
 import { encodeInputs } from '../verify/reexec.js'
 import { answerOf, concatInputs, headRows, newSlot, rearrange, traceOf, type Slot } from './slot.js'
@@ -56,9 +56,18 @@ export interface SessionPlan {
   commitLogits?: boolean
   /** Run unchecked where the verifier needs a second peer and none exists (every token then says unverified); else refuse. */
   fallback?: boolean
+  /** Hops hand their output to the next hop themselves (node to node); the client still checks every hop. */
+  forward?: boolean
 }
 
 type SessionDeps = SessionEnv & SessionPlan
+
+/** A step's walk so far: the slots it went through (a re-cut may split one), their traces, the last answer. */
+interface Walked {
+  slots: Slot[]
+  trace: HopTrace[]
+  last?: Answer
+}
 
 export interface StepResult {
   out: HopOutput
@@ -87,7 +96,7 @@ export class RoutedSession {
   constructor(env: SessionEnv, plan: SessionPlan) {
     const d = { ...env, ...plan }
     this.d = d
-    this.pick = new PeerPicker({ ...d, standing: d.verifier.mode !== 'none' })
+    this.pick = new PeerPicker({ ...d, standing: d.verifier.mode !== 'none', inbox: d.forward === true })
     this.retry = new Failover({
       pick: this.pick,
       bans: d.bans,
@@ -125,24 +134,92 @@ export class RoutedSession {
 
   /** Feeds tokens through every slot; returns the logits, who computed (and checked) what, and the last hop's receipt. */
   async step(tokens: number[]): Promise<StepResult> {
-    let input: HopInput = { tokens }
-    let last: Answer | undefined
-    const trace: HopTrace[] = []
-    const next: Slot[] = []
-    for (const slot of this.slots) {
-      const r = await this.runSlot(slot, input)
-      next.push(...r.slots)
-      trace.push(...r.hops)
-      last = r.used
-      input = { hidden: r.used.out.data, seq: r.used.out.seq }
-    }
-    this.slots = next
-    if (last === undefined) throw new TesseraError('BAD_ROUTE', 'empty route')
-    if (last.out.kind !== 'logits') throw new TesseraError('BAD_ROUTE', 'the route ended without logits')
+    for (const slot of this.slots) await this.fill(slot)
+    const forwarding = this.d.forward === true && this.slots.length > 1 && this.slots.every((s) => s.lanes.every((h) => h.target !== undefined))
+    const r = forwarding ? await this.forwarded(tokens) : await this.through(0, { tokens }, { slots: [], trace: [] })
+    if (r.last === undefined) throw new TesseraError('BAD_ROUTE', 'empty route')
+    if (r.last.out.kind !== 'logits') throw new TesseraError('BAD_ROUTE', 'the route ended without logits')
+    this.slots = r.slots
     this.length += tokens.length
     this.steps++
-    for (const h of trace) this.report.hop(h)
-    return { out: last.out, trace, receipt: last.receipt }
+    for (const h of r.trace) this.report.hop(h)
+    return { out: r.last.out, trace: r.trace, receipt: r.last.receipt }
+  }
+
+  /** The step through the client, from slot `i` on: each slot's output comes back here and goes on to the next. */
+  private async through(i: number, input: HopInput, done: Walked): Promise<Walked> {
+    for (const slot of this.slots.slice(i)) {
+      const r = await this.runSlot(slot, input)
+      done.slots.push(...r.slots)
+      done.trace.push(...r.hops)
+      done.last = r.used
+      input = { hidden: r.used.out.data, seq: r.used.out.seq }
+    }
+    return done
+  }
+
+  /**
+   * The step node to node: every hop gets its message at once; lane 0 of each slot hands its output
+   * to every lane of the next (all of a slot's lanes compute from the same rows, as when the client
+   * sends them), and each hop's output and receipt still come back here. Slots are then decided in
+   * order, as through the client. Where a slot cannot be (a hop failed, a handoff disagrees with what
+   * the client got, the handing lane lost the vote), the step goes on through the client from there;
+   * what the hops after it computed is dropped unjudged, since it may rest on rows nobody checked.
+   */
+  private async forwarded(tokens: number[]): Promise<Walked> {
+    const slots = this.slots
+    const start = this.length
+    const handers = slots.map((s) => s.lanes[0].peer.peer) // who hands each slot's output on
+    this.report.forwarded.steps++
+    const flights: Array<Array<Promise<HopResult>>> = []
+    slots.forEach((slot, i) => {
+      const next = slots[i + 1]
+      flights.push(
+        slot.lanes.map((hop, j) => {
+          const o = j === 0 && next !== undefined ? { to: next.lanes.map((h) => h.target!) } : {}
+          if (i === 0) return hop.forward({ tokens }, start, o)
+          const up = flights[i - 1][0]
+          const rows = up.then((r) => ({ hidden: r.data, seq: r.seq, handedOff: !(r.unsent ?? []).includes(hop.target!.inbox) }))
+          return hop.expect(handers[i - 1], tokens.length, rows, start, o)
+        })
+      )
+    })
+    for (const f of flights.flat()) f.catch(() => {}) // each is awaited below, or settled before the step goes on
+    const done: Walked = { slots: [], trace: [] }
+    let input: HopInput = { tokens }
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i]
+      const v = this.d.verifier
+      const sampled = v.sample()
+      const checker = sampled ? this.runChecker(slot, input) : undefined // fed by the client, beside the lanes
+      const settled = await Promise.allSettled(flights[i])
+      if (settled.some((x) => x.status === 'rejected')) {
+        await checker
+        return await this.abandon(flights.slice(i), i, input, done)
+      }
+      const answers = settled.map((x, j) =>
+        answerOf(slot.lanes[j], (x as PromiseFulfilledResult<HopResult>).value, tokens.length, this.d.ledger.weight(slot.lanes[j].peer.peer))
+      )
+      const handed = answers[0] // what the next slot computed from
+      const lanes = [...slot.lanes]
+      const r = await this.conclude(slot, input, answers, sampled, await checker)
+      done.slots.push(...r.slots)
+      done.trace.push(...r.hops.map((h) => (i > 0 ? { ...h, handedBy: handers[i - 1] } : h)))
+      done.last = r.used
+      if (i + 1 < slots.length && (r.losers.has(handed.peer) || slot.lanes[0] !== lanes[0])) {
+        return await this.abandon(flights.slice(i + 1), i + 1, { hidden: r.used.out.data, seq: r.used.out.seq }, done)
+      }
+      input = { hidden: handed.out.data, seq: handed.out.seq }
+    }
+    return done
+  }
+
+  /** The rest of a forwarded step through the client: the hops' forwarded answers are awaited (their streams stay in step) and dropped. */
+  private async abandon(rest: Array<Array<Promise<HopResult>>>, i: number, input: HopInput, done: Walked): Promise<Walked> {
+    await Promise.allSettled(rest.flat())
+    log.debug(`step ${this.steps}: forwarding stopped at slot ${i}; the rest goes through the client`)
+    this.report.forwarded.dropped++
+    return await this.through(i, input, done)
   }
 
   /** Tokens every slot's caches hold. */
@@ -203,6 +280,18 @@ export class RoutedSession {
       if (!(err instanceof NoRouteError) || !v.recut || cause === undefined) throw err
       return await this.retry.recut(slot, input, cause)
     }
+    return await this.conclude(slot, input, answers, sampled, checker)
+  }
+
+  /** A slot-step's answers decided: convictions, taint, who vouched, the lanes rearranged, the input kept in the history. */
+  private async conclude(
+    slot: Slot,
+    input: HopInput,
+    answers: Answer[],
+    sampled: boolean,
+    checker: Answer | undefined
+  ): Promise<{ used: Answer; hops: HopTrace[]; slots: Slot[]; losers: Set<string> }> {
+    const v = this.d.verifier
     if (sampled && checker === undefined && v.checker === true) await this.needChecker(slot)
     const pool = checker === undefined ? answers : [...answers, checker]
     const d = await v.decide(pool, this.context(slot, input))
@@ -221,7 +310,12 @@ export class RoutedSession {
     rearrange(slot, { lanes: v.lanes, losers: d.losers, spares: [checker, d.referee] })
     slot.history.push(input)
     const accused = d.losers.length > 0 ? { accused: d.losers.map((a) => a.peer) } : {}
-    return { used: d.used, hops: [{ ...traceOf(d.used.hop, d.used.out), checkedBy: d.checkedBy, verdict: d.verdict, ...accused }], slots: [slot] }
+    return {
+      used: d.used,
+      hops: [{ ...traceOf(d.used.hop, d.used.out), checkedBy: d.checkedBy, verdict: d.verdict, ...accused }],
+      slots: [slot],
+      losers
+    }
   }
 
   private context(slot: Slot, input: HopInput): StepContext {

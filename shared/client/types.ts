@@ -36,6 +36,12 @@ export interface GenerationRequest extends SamplingOptions {
    * a pass and the route checks them in one step. Greedy only; the tokens are the same as without.
    */
   speculate?: Speculation
+  /**
+   * Node to node (protocol/infer.ts): each hop hands its output straight to the next and the
+   * client only checks what comes back, so a token costs (hops + 1) / 2 round trips instead of
+   * hops. Default: the client's `forward` (off).
+   */
+  forward?: boolean
 }
 
 /**
@@ -84,6 +90,8 @@ export interface HopTrace {
   verdict?: Verdict
   /** Peers whose output lost the vote on this hop. */
   accused?: string[]
+  /** Forwarded: the peer that handed this hop its rows (node to node), where the handoff was used. */
+  handedBy?: string
 }
 
 /** A peer caught computing a hop wrongly, and what the ledger made of the evidence. */
@@ -199,6 +207,8 @@ export interface GenerationResult {
   timings: { firstTokenMs: number; totalMs: number }
   /** Speculating: passes through the route, tokens drafted and drafts the target kept (kept ÷ drafted is the acceptance rate). */
   speculation?: { gamma: number; passes: number; drafted: number; kept: number }
+  /** Forwarding: steps sent node to node, and of those how many went on through the client part of the way (a failure, a disagreeing handoff). */
+  forwarded?: { steps: number; dropped: number }
   /** optimistic only: resolves when the claim is final or overturned (with corrected tokens). */
   settlement?: Promise<Settlement>
   /** proveSampling only: one proof per token, in order (verify with verify/sampling.ts). */

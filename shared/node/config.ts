@@ -24,8 +24,9 @@ export const PEER_DEFAULTS = {
    * connection, so infer is 4 × MAX_SESSIONS: every session fits, and the ones past the session
    * limit still get a BUSY reply instead of a reset. A dispute request is one short stream, at
    * most one per session at a time. ZK proofs queue `zkQueue` deep; 16 leaves room to answer BUSY.
+   * An upstream hop hands each forwarded session's rows over one stream: as many as infer.
    */
-  streams: { infer: 4 * MAX_SESSIONS, dispute: MAX_SESSIONS, zk: 16 },
+  streams: { infer: 4 * MAX_SESSIONS, dispute: MAX_SESSIONS, handoff: 4 * MAX_SESSIONS, zk: 16 },
   maxSessions: MAX_SESSIONS,
   /**
    * The per-peer share, counted by the remote libp2p peer id of the stream's connection (noise

@@ -12,6 +12,8 @@
  *   replay                the previous output of the same shape (a lazy node's cache)
  *   copy-receipt          an honest output, but the receipt another identity signed for it
  *   slow=MS               an honest output, sent MS ms late (a stalling peer)
+ *   two-faced             forwarded: an honest output to the client, noise handed to the next hop (framing it)
+ *   withhold              forwarded: an honest output to the client, nothing handed on, though it says it did
  *
  * `+mute` after any kind (e.g. `skip-layer=1+mute`) also makes the node ignore dispute requests.
  */
@@ -28,9 +30,11 @@ export type Fault = (
   | { kind: 'replay' }
   | { kind: 'copy-receipt' }
   | { kind: 'slow'; ms: number }
+  | { kind: 'two-faced' }
+  | { kind: 'withhold' }
 ) & { mute?: boolean }
 
-export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt', 'slow'] as const
+export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt', 'slow', 'two-faced', 'withhold'] as const
 
 export function parseFault(spec: string): Fault {
   if (spec.endsWith('+mute')) return { ...parseFault(spec.slice(0, -'+mute'.length)), mute: true }
@@ -53,6 +57,8 @@ export function parseFault(spec: string): Fault {
     case 'random-output':
     case 'replay':
     case 'copy-receipt':
+    case 'two-faced':
+    case 'withhold':
       if (arg !== undefined) throw new InputError(`--fault ${kind} takes no value`)
       return { kind }
     default:
@@ -71,6 +77,8 @@ export interface StepFault {
   mute?: boolean
   /** Holds each result this long before sending it. */
   delayMs?: number
+  /** What a forwarded step hands the next hop instead of its output; undefined: nothing (while saying it did). */
+  handoff?: (out: HopOutput) => HopOutput | undefined
 }
 
 /** The serve-time part of a fault; `other` (another identity) is needed for copy-receipt. */
@@ -81,16 +89,12 @@ export function stepFault(f: Fault, other?: { peer: string; sign: Signer }): Ste
 
 function baseFault(f: Fault, other?: { peer: string; sign: Signer }): StepFault | undefined {
   switch (f.kind) {
-    case 'random-output': {
-      const rand = mulberry32(0x5eed)
-      return {
-        output: (_layers, out) => {
-          let ss = 0
-          for (const x of out.data) ss += x * x
-          return { ...out, data: fillNormal(new Float32Array(out.data.length), rand, Math.sqrt(ss / out.data.length)) }
-        }
-      }
-    }
+    case 'random-output':
+      return { output: (_layers, out) => noise(out) }
+    case 'two-faced':
+      return { handoff: noise }
+    case 'withhold':
+      return { handoff: () => undefined }
     case 'replay': {
       const seen = new Map<string, Float32Array>()
       return {
@@ -110,4 +114,12 @@ function baseFault(f: Fault, other?: { peer: string; sign: Signer }): StepFault 
     default:
       return undefined
   }
+}
+
+const rand = mulberry32(0x5eed)
+/** Noise shaped like an honest output: the same size and RMS. */
+function noise(out: HopOutput): HopOutput {
+  let ss = 0
+  for (const x of out.data) ss += x * x
+  return { ...out, data: fillNormal(new Float32Array(out.data.length), rand, Math.sqrt(ss / out.data.length)) }
 }

@@ -8,7 +8,7 @@
  */
 import type { Connection, Stream } from '@libp2p/interface'
 import type { ShardRunner, ShardSession, HopOutput } from '../runner.js'
-import { decodeClientMsg, encodeMsg, f32, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
+import { decodeClientMsg, encodeMsg, f32, firstNonFinite, i32, bytesOf, type ErrorCode, type NodeMsg } from '../protocol/infer.js'
 import { MAX_MESSAGE_BYTES, MAX_STEP_TOKENS } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import { logger } from '../log.js'
@@ -19,6 +19,8 @@ import type { StepFault } from './fault.js'
 import { PEER_DEFAULTS } from './config.js'
 import { frameStream } from './frames.js'
 import { hopMark } from '../hop-marks.js'
+import type { Dialer } from '../client/remote-hop.js'
+import { createHandoffHandler, HandoffSender, Inbox, type Upstream } from './handoff.js'
 
 const log = logger('tessera:node:serve')
 
@@ -45,6 +47,10 @@ export interface ServeOptions {
   maxMessageBytes?: number
   /** Faults injected for drills (node/fault.ts); undefined = honest. */
   fault?: StepFault
+  /** Dials the next hop of a forwarded step (handoff.ts); without one every handoff is reported unsent. */
+  dialer?: Dialer
+  /** The model's hidden size: a handoff of rows of another width is refused before it can reach a step. */
+  dim?: number
 }
 
 export interface ServeStats {
@@ -55,6 +61,10 @@ export interface ServeStats {
   errors: number
   cachedTokens: number
   busyMs: number // time spent computing steps
+  /** Forwarded steps: rows taken from an upstream's handoff, handoffs made to the next hop, rows the client supplied for want of one. */
+  handedIn: number
+  handedOut: number
+  supplied: number
 }
 
 /** Who is at the other end: libp2p hands a handler the stream's connection, whose remote peer noise authenticated. */
@@ -68,6 +78,8 @@ export interface InferHandler {
   handle: (stream: Stream, connection?: Remote) => Promise<void>
   /** Serves /tessera/dispute/1.0.0 (node/dispute.ts): reveals, kept states, referee re-executions. */
   handleDispute: (stream: Stream) => Promise<void>
+  /** Serves /tessera/handoff/1.0.0 (node/handoff.ts): rows an upstream peer hands a forwarded session. */
+  handleHandoff: (stream: Stream, connection?: Upstream) => Promise<void>
   /** Live counters. */
   stats: ServeStats
   /** Serve other shards from now on (sessions already open keep theirs). */
@@ -78,7 +90,7 @@ export interface InferHandler {
 export function createInferHandler(o: ServeOptions): InferHandler {
   let runners = o.runners
   const traces = new TraceStore()
-  const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0 }
+  const stats: ServeStats = { sessions: 0, opened: 0, steps: 0, tokens: 0, errors: 0, cachedTokens: 0, busyMs: 0, handedIn: 0, handedOut: 0, supplied: 0 }
   const maxCache = (): number => (typeof o.maxCacheTokens === 'function' ? o.maxCacheTokens() : (o.maxCacheTokens ?? Infinity))
   const maxSessions = o.maxSessions ?? PEER_DEFAULTS.maxSessions
   const ttl = o.sessionTtlMs ?? PEER_DEFAULTS.sessionTtlMs
@@ -90,10 +102,18 @@ export function createInferHandler(o: ServeOptions): InferHandler {
   const cacheByPeer = new Map<string, number>() // KV cache tokens its sessions hold, by remote peer id
   // A peer's share of the KV cache goes with its share of the sessions: eight long sessions must not fill it for everyone.
   const cacheShareOf = (remote: string): number => Math.floor((maxCache() * Math.min(quotaOf(remote), maxSessions)) / maxSessions)
+  const inboxes = new Map<string, Inbox>() // forwarded sessions, by session id
+  const maxMessageBytes = o.maxMessageBytes ?? MAX_MESSAGE_BYTES
 
   async function handle(stream: Stream, connection?: Remote): Promise<void> {
     const remote = connection?.remotePeer.toString()
-    const frames = frameStream(stream, o.maxMessageBytes ?? MAX_MESSAGE_BYTES)
+    const frames = frameStream(stream, maxMessageBytes)
+    // A step waiting for its handoff also listens for the client's next frame (its supply); one read is in flight at a time.
+    let reading: Promise<Uint8Array | undefined> | undefined
+    const nextFrame = (): Promise<Uint8Array | undefined> => {
+      reading ??= frames.read(expiry.signal)
+      return reading
+    }
     // Aborted with EXPIRED when the client keeps the node waiting too long, reading or writing.
     const expiry = new AbortController()
     const send = async (m: NodeMsg, signal: AbortSignal = expiry.signal): Promise<void> => {
@@ -108,6 +128,8 @@ export function createInferHandler(o: ServeOptions): InferHandler {
     let held = 0 // tokens this session holds in the KV cache
     const inputs: Uint8Array[] = [EMPTY_CHAIN] // the hash chain over the input rows after each position, the last signed in each receipt
     let forwarded = false
+    let inbox: Inbox | undefined
+    const handoffs = new HandoffSender(o.dialer, openIdle)
     let timer: ReturnType<typeof setTimeout> | undefined
     // The clock runs only while the node waits on the client (for a frame, or to take a reply), not while it computes.
     const waitOnClient = (): void => {
@@ -131,6 +153,9 @@ export function createInferHandler(o: ServeOptions): InferHandler {
       held = 0
       for (const s of chain ?? []) s.close()
       chain = undefined
+      if (inbox !== undefined && inboxes.get(session) === inbox) inboxes.delete(session)
+      inbox = undefined
+      handoffs.close()
       if (!counted) return
       counted = false
       stats.sessions--
@@ -152,11 +177,13 @@ export function createInferHandler(o: ServeOptions): InferHandler {
       waitOnClient()
       for (;;) {
         // A frame cut short or too large throws (and gets a reply below), so does the idle clock; the client going away ends quietly.
-        const bytes = await frames.read(expiry.signal)
+        const bytes = await nextFrame()
+        reading = undefined
         if (bytes === undefined) return
         clearTimeout(timer)
         const msg = decodeClientMsg(bytes)
         if (msg.t === 'close') return
+        if (msg.t === 'supply') continue // for a step no longer waiting (its handoff came first): nothing to do
         if (msg.t === 'open') {
           if (counted) throw new ProtocolError('MALFORMED', 'session is already open')
           if (msg.root !== o.root) throw new ProtocolError('WRONG_MODEL', `this node serves model ${o.root.slice(0, 16)}…, not ${msg.root.slice(0, 16)}…`)
@@ -165,6 +192,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
             throw new ProtocolError('BUSY', `your peer holds ${mine} sessions on this node, its share; close one or try another node`)
           }
           if (stats.sessions >= maxSessions) throw new ProtocolError('BUSY', `node is at its limit of ${maxSessions} sessions`)
+          if (msg.inbox === true && inboxes.has(msg.session)) throw new ProtocolError('MALFORMED', 'a session with this id takes handoffs here already')
           chain = openChain(runners, msg.layers)
           layers = msg.layers
           session = msg.session
@@ -174,6 +202,10 @@ export function createInferHandler(o: ServeOptions): InferHandler {
           stats.opened++
           counted = true
           if (remote !== undefined) byPeer.set(remote, mine + 1)
+          if (msg.inbox === true) {
+            inbox = new Inbox()
+            inboxes.set(session, inbox)
+          }
           waitOnClient()
           await send({ t: 'opened', layers, device: runners[0].device })
           continue
@@ -202,12 +234,43 @@ export function createInferHandler(o: ServeOptions): InferHandler {
             `your peer's sessions hold ${mineCached} of this node's ${maxCache()} KV cache tokens; its share is ${cacheShareOf(remote)}`
           )
         }
+        let rows = msg.hidden
+        if (msg.from !== undefined) {
+          if (inbox === undefined) throw new ProtocolError('MALFORMED', 'a step from a handoff needs a session opened with inbox')
+          // The rows come from the upstream peer or, if its handoff does not come, from the client (supply).
+          waitOnClient()
+          const wait = inbox.take(msg.from, msg.start, msg.seq)
+          const handed = wait.got.then((h) => ({ rows: h.hidden }))
+          for (;;) {
+            const got = await Promise.race([handed, nextFrame().then((frame) => ({ frame }))])
+            if ('rows' in got) {
+              rows = got.rows
+              stats.handedIn++
+              break
+            }
+            reading = undefined
+            if (got.frame === undefined) return
+            const m = decodeClientMsg(got.frame)
+            if (m.t === 'close') return
+            if (m.t === 'supply' && m.step < msg.step) continue // a late supply for a step its handoff served
+            if (m.t !== 'supply' || m.step !== msg.step)
+              throw new ProtocolError('MALFORMED', `step ${msg.step} waits for its handoff: only its supply may come first`)
+            wait.cancel()
+            if (m.hidden === undefined) break // the client dropped the step (its upstream failed)
+            if (m.hidden.byteLength % (4 * msg.seq) !== 0) throw new ProtocolError('MALFORMED', `supply.hidden must hold seq (${msg.seq}) rows of fp32 values`)
+            rows = m.hidden
+            stats.supplied++
+            break
+          }
+          clearTimeout(timer)
+          if (rows === undefined) continue
+        }
         const started = performance.now()
         hopMark?.('node:start', session, layers[0], msg.step)
         let out =
           msg.tokens !== undefined
             ? await forwardChecked(chain[0], { tokens: i32(msg.tokens) }, msg.seq)
-            : await forwardChecked(chain[0], { hidden: f32(msg.hidden!), seq: msg.seq }, msg.seq)
+            : await forwardChecked(chain[0], { hidden: f32(rows!), seq: msg.seq }, msg.seq)
         const perLayer = [...(out.layers ?? [])]
         for (const s of chain.slice(1)) {
           out = await s.forward({ hidden: out.data, seq: out.seq })
@@ -216,7 +279,7 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         if (o.fault?.output !== undefined) out = o.fault.output(layers, out)
         // Per-layer commitment: a Merkle root over each block's output fingerprint, leaves kept for reveals.
         const trace = perLayer.length === layers[1] - layers[0] ? traces.commit(session, msg.step, layers, perLayer, out.seq, keep) : undefined
-        inputs.push(...chainStates(inputs[inputs.length - 1], msg.tokens ?? msg.hidden!, msg.seq))
+        inputs.push(...chainStates(inputs[inputs.length - 1], msg.tokens ?? rows!, msg.seq))
         held += msg.seq
         stats.cachedTokens += msg.seq
         if (remote !== undefined) cacheByPeer.set(remote, (cacheByPeer.get(remote) ?? 0) + msg.seq)
@@ -245,8 +308,28 @@ export function createInferHandler(o: ServeOptions): InferHandler {
         hopMark?.('node:signed', session, layers[0], msg.step)
         forwarded = true
         if (o.fault?.delayMs !== undefined) await new Promise((r) => setTimeout(r, o.fault!.delayMs))
+        // The next hop's rows first: they are on the token's critical path, this reply is not.
+        let unsent: string[] = []
+        if (msg.to !== undefined) {
+          if (out.kind !== 'hidden') throw new ProtocolError('MALFORMED', 'the last hop returns logits to the client: it has nobody to hand them to')
+          const handed = o.fault?.handoff !== undefined ? o.fault.handoff(out) : out
+          if (handed !== undefined) {
+            unsent = await handoffs.send(msg.to, { start: msg.start, seq: handed.seq, hidden: bytesOf(handed.data) })
+            stats.handedOut += msg.to.length - unsent.length
+          }
+        }
         waitOnClient()
-        await send({ t: 'result', step: msg.step, seq: out.seq, width: out.width, kind: out.kind, data: bytesOf(out.data), ms, receipt })
+        await send({
+          t: 'result',
+          step: msg.step,
+          seq: out.seq,
+          width: out.width,
+          kind: out.kind,
+          data: bytesOf(out.data),
+          ms,
+          receipt,
+          ...(unsent.length > 0 ? { unsent } : {})
+        })
         hopMark?.('node:sent', session, layers[0], msg.step)
       }
     } catch (err) {
@@ -261,10 +344,12 @@ export function createInferHandler(o: ServeOptions): InferHandler {
       await finish(stream, linger)
     }
   }
+  const handleHandoff = createHandoffHandler(inboxes, { maxMessageBytes, idleMs: ttl, dim: o.dim })
   const handleDispute = createDisputeHandler({ root: o.root, peer: o.peer, sign: o.sign, traces, runners: () => runners, mute: o.fault?.mute })
   return {
     handle,
     handleDispute,
+    handleHandoff,
     stats,
     setRunners: (r) => {
       runners = r
@@ -316,12 +401,6 @@ async function forwardChecked(s: ShardSession, input: Parameters<ShardSession['f
     if (err instanceof TesseraError) throw new ProtocolError('MALFORMED', err.message)
     throw err
   }
-}
-
-/** The index of the first NaN or ±Inf, or -1. A plain loop: findIndex's callback cost 35 µs on a hop's 4096 values. */
-export function firstNonFinite(v: Float32Array): number {
-  for (let i = 0; i < v.length; i++) if (v[i] - v[i] !== 0) return i // NaN - NaN and Inf - Inf are NaN
-  return -1
 }
 
 /** The commitment a sampling proof refers to: the step's last row of logits, quantized (zk/argmax.ts). */

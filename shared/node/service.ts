@@ -1,7 +1,7 @@
 /**
  * The peer service: what a native node and a browser tab both run once they have a runtime (a
  * `load` function) and a transport (a started libp2p node). It serves /tessera/infer/1.0.0 and
- * /tessera/dispute/1.0.0 (and /tessera/zk/1.0.0 when given provers), keeps a signed capability
+ * /tessera/dispute/1.0.0 and /tessera/handoff/1.0.0 (and /tessera/zk/1.0.0 when given provers), keeps a signed capability
  * record fresh on the relay, and, for a peer that chose its own layers, moves when that helps.
  *
  *   const peer = await startPeerService({ libp2p, key, relay, manifest, shards, load, memory: { bytes } })
@@ -14,7 +14,8 @@
  */
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Capability } from '../protocol/capability.js'
-import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../protocol/infer.js'
+import { DISPUTE_PROTOCOL, HANDOFF_PROTOCOL, INFER_PROTOCOL } from '../protocol/infer.js'
+import { libp2pDialer } from '../route/directory.js'
 import { ZK_PROTOCOL } from '../protocol/zk.js'
 import type { Manifest, ShardEntry } from '../manifest.js'
 import type { DeviceKind, ShardRunner } from '../runner.js'
@@ -126,11 +127,14 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
     sessionTtlMs: cfg.sessionTtlMs,
     openIdleMs: cfg.openIdleMs,
     lingerMs: cfg.lingerMs,
-    maxCacheTokens
+    maxCacheTokens,
+    dialer: libp2pDialer(node),
+    dim: m.config.dim
   })
   const { stats } = handler
   await node.handle(INFER_PROTOCOL, handler.handle, { runOnLimitedConnection: true, maxInboundStreams: cfg.streams.infer })
   await node.handle(DISPUTE_PROTOCOL, handler.handleDispute, { runOnLimitedConnection: true, maxInboundStreams: cfg.streams.dispute })
+  await node.handle(HANDOFF_PROTOCOL, handler.handleHandoff, { runOnLimitedConnection: true, maxInboundStreams: cfg.streams.handoff })
   const zk = o.zk?.models ?? new Map<string, ZkServed>()
   if (zk.size > 0) {
     const prover = createZkHandler({ peer, sign, models: zk, forge: o.zk?.forge, maxQueue: cfg.zkQueue })

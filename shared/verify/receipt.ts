@@ -75,6 +75,11 @@ export async function signReceipt(body: ReceiptBody, sign: Signer): Promise<Uint
 export interface Expected extends Omit<ReceiptBody, 'output'> {
   /** The output the receipt came with, [seq, width]. */
   output: { data: Float32Array; seq: number; width: number }
+  /**
+   * The input reached the node from another node (a handoff), not from the client: a receipt for
+   * another input is then BAD_HANDOFF, which blames nobody (either of the two may have lied).
+   */
+  handedOff?: boolean
 }
 
 /**
@@ -122,7 +127,10 @@ export async function verifyReceipt(bytes: Uint8Array | undefined, e: Expected):
   if (body.peer !== e.peer) bad(`signed for ${body.peer}, but ${e.peer} served the hop`)
   if (body.session !== e.session || body.step !== e.step) bad(`it is for session ${body.session} step ${body.step}, not ${e.session} step ${e.step}`)
   if (body.root !== e.root || body.layers?.[0] !== e.layers[0] || body.layers?.[1] !== e.layers[1]) bad('it names another model or other layers')
-  if (body.start !== e.start || !(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) bad('it is for another input')
+  if (body.start !== e.start || !(body.input instanceof Uint8Array) || bytesToHex(body.input) !== bytesToHex(e.input)) {
+    if (e.handedOff === true) throw new ProtocolError('BAD_HANDOFF', 'receipt for other rows than the upstream hop sent the client')
+    bad('it is for another input')
+  }
   const fp = fingerprint(e.output.data, e.output.seq, e.output.width)
   if (!(body.output instanceof Uint8Array) || bytesToHex(body.output) !== bytesToHex(encodeFingerprint(fp)))
     bad('its fingerprint is not of the output it came with')

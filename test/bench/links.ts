@@ -2,7 +2,8 @@
  * Slow links, for real (issue 20): a relay, the client and three native nodes as processes on
  * loopback, every process's connections slowed in user space (host/slow-link.ts) to a chosen
  * round trip, `small` fp32 cut in three hops. Tokens/s at each round trip, plain (beside what the
- * client-mediated pipeline must pay: the 0 ms token plus a round trip per hop) and speculative,
+ * client-mediated pipeline must pay: the 0 ms token plus a round trip per hop), forwarded node to
+ * node (beside its bound: the 0 ms token plus (hops + 1) / 2 round trips), speculative and both,
  * the draft an int4 copy of the same weights run in the client's process.
  */
 import { join } from 'node:path'
@@ -19,6 +20,15 @@ const GROUPS = ['0-3', '3-6', '6-8']
 export const RTTS = [0, 20, 50, 100]
 const GAMMA = 4
 
+interface SpeculativeRow {
+  tokensPerSecond: number
+  msPerToken: number
+  gamma: number
+  acceptance: number
+  tokensPerPass: number
+  sameTokens: boolean
+}
+
 export interface LinkRow {
   rttMs: number
   tokensPerSecond: number
@@ -26,7 +36,10 @@ export interface LinkRow {
   /** The 0 ms row's token plus one round trip per hop. */
   expectedMsPerToken: number
   firstTokenMs: number
-  speculative: { tokensPerSecond: number; msPerToken: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
+  speculative: SpeculativeRow
+  /** Node to node: beside the 0 ms forwarded token plus (hops + 1) / 2 round trips. */
+  forwarded?: { tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; sameTokens: boolean; dropped: number }
+  both?: SpeculativeRow
 }
 
 interface Run {
@@ -34,9 +47,17 @@ interface Run {
   firstTokenMs: number
   tokens: number[]
   speculation?: { gamma: number; passes: number; drafted: number; kept: number }
+  forwarded?: { steps: number; dropped: number }
 }
 
-async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<{ plain: Run; speculative: Run }> {
+interface Runs {
+  plain: Run
+  speculative: Run
+  forwarded: Run
+  both: Run
+}
+
+async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Runs> {
   // The relay and the client live in this process: slow them through the same variable the nodes get.
   process.env.TESSERA_LINK_RTT_MS = String(rttMs)
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite'), client: { draft } })
@@ -53,10 +74,10 @@ async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<{ 
       ))
     )
     await waitFor(async () => (await relay.client.network()).peers.length === GROUPS.length, 60_000)
-    const run = async (speculate?: { gamma: number }): Promise<Run> => {
+    const run = async (speculate?: { gamma: number }, forward = false): Promise<Run> => {
       const start = performance.now()
       const at: number[] = []
-      const gen = relay.client.generate({ prompt: PROMPT, maxTokens: TOKENS, ...(speculate !== undefined ? { speculate } : {}) })
+      const gen = relay.client.generate({ prompt: PROMPT, maxTokens: TOKENS, forward, ...(speculate !== undefined ? { speculate } : {}) })
       let r = await gen.next()
       for (; r.done !== true; r = await gen.next()) at.push(performance.now())
       // Speculating, tokens come in bursts: ms a token is the decode's time over its tokens.
@@ -64,14 +85,19 @@ async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<{ 
         msPerToken: (at[at.length - 1] - at[0]) / (at.length - 1),
         firstTokenMs: at[0] - start,
         tokens: r.value.tokens,
-        speculation: r.value.speculation
+        speculation: r.value.speculation,
+        forwarded: r.value.forwarded
       }
     }
     await run() // warm: connections made, runtimes warm
     const plain = await run()
     await run({ gamma: GAMMA })
     const speculative = await run({ gamma: GAMMA })
-    return { plain, speculative }
+    await run(undefined, true) // warm: the nodes' connections to each other made
+    const forwarded = await run(undefined, true)
+    await run({ gamma: GAMMA }, true)
+    const both = await run({ gamma: GAMMA }, true)
+    return { plain, speculative, forwarded, both }
   } finally {
     for (const n of nodes) n.proc.kill('SIGTERM')
     await relay.stop()
@@ -84,7 +110,7 @@ export async function benchLinks(cacheDir: string): Promise<Record<string, unkno
   // The draft: the same seeded weights in int4, whole, in this process (the client's).
   const { runners } = await loadModel(await ensureModel(cacheDir, 'small', 'int4', 1), { device: 'cpu' })
   const draft = modelDraft(runners)
-  const measured: Array<{ rttMs: number; plain: Run; speculative: Run }> = []
+  const measured: Array<{ rttMs: number } & Runs> = []
   try {
     for (const rttMs of RTTS) {
       const r = await atRoundTrip(dir, rttMs, draft)
@@ -92,7 +118,9 @@ export async function benchLinks(cacheDir: string): Promise<Record<string, unkno
       const sp = r.speculative.speculation
       console.log(
         `links: ${rttMs} ms round trips, ${GROUPS.length} hops: ${(1000 / r.plain.msPerToken).toFixed(2)} tokens/s (${r.plain.msPerToken.toFixed(1)} ms a token), first token ${r.plain.firstTokenMs.toFixed(0)} ms;` +
-          ` speculative γ ${GAMMA}: ${(1000 / r.speculative.msPerToken).toFixed(2)} tokens/s, ${sp?.kept}/${sp?.drafted} drafts kept over ${sp?.passes} passes, same tokens ${r.speculative.tokens.join() === r.plain.tokens.join()}`
+          ` speculative γ ${GAMMA}: ${(1000 / r.speculative.msPerToken).toFixed(2)} tokens/s, ${sp?.kept}/${sp?.drafted} drafts kept over ${sp?.passes} passes, same tokens ${r.speculative.tokens.join() === r.plain.tokens.join()};` +
+          ` forwarded: ${(1000 / r.forwarded.msPerToken).toFixed(2)} tokens/s (${r.forwarded.forwarded?.dropped ?? '?'} of ${r.forwarded.forwarded?.steps ?? '?'} steps through the client part of the way);` +
+          ` both: ${(1000 / r.both.msPerToken).toFixed(2)} tokens/s, same tokens ${r.forwarded.tokens.join() === r.plain.tokens.join() && r.both.tokens.join() === r.plain.tokens.join()}`
       )
     }
   } finally {
@@ -100,23 +128,33 @@ export async function benchLinks(cacheDir: string): Promise<Record<string, unkno
     for (const r of runners) await r.dispose()
   }
   const base = measured[0].plain.msPerToken
-  const rows: LinkRow[] = measured.map((m) => {
-    const sp = m.speculative.speculation ?? { gamma: GAMMA, passes: 0, drafted: 0, kept: 0 }
+  const forwardedBase = measured[0].forwarded.msPerToken
+  const speculativeRow = (run: Run, plain: Run): SpeculativeRow => {
+    const sp = run.speculation ?? { gamma: GAMMA, passes: 0, drafted: 0, kept: 0 }
     return {
-      rttMs: m.rttMs,
-      tokensPerSecond: 1000 / m.plain.msPerToken,
-      msPerToken: m.plain.msPerToken,
-      expectedMsPerToken: base + GROUPS.length * m.rttMs,
-      firstTokenMs: m.plain.firstTokenMs,
-      speculative: {
-        tokensPerSecond: 1000 / m.speculative.msPerToken,
-        msPerToken: m.speculative.msPerToken,
-        gamma: sp.gamma,
-        acceptance: sp.drafted > 0 ? sp.kept / sp.drafted : 0,
-        tokensPerPass: sp.passes > 0 ? (sp.kept + sp.passes) / sp.passes : 1,
-        sameTokens: m.speculative.tokens.join() === m.plain.tokens.join()
-      }
+      tokensPerSecond: 1000 / run.msPerToken,
+      msPerToken: run.msPerToken,
+      gamma: sp.gamma,
+      acceptance: sp.drafted > 0 ? sp.kept / sp.drafted : 0,
+      tokensPerPass: sp.passes > 0 ? (sp.kept + sp.passes) / sp.passes : 1,
+      sameTokens: run.tokens.join() === plain.tokens.join()
     }
-  })
+  }
+  const rows: LinkRow[] = measured.map((m) => ({
+    rttMs: m.rttMs,
+    tokensPerSecond: 1000 / m.plain.msPerToken,
+    msPerToken: m.plain.msPerToken,
+    expectedMsPerToken: base + GROUPS.length * m.rttMs,
+    firstTokenMs: m.plain.firstTokenMs,
+    speculative: speculativeRow(m.speculative, m.plain),
+    forwarded: {
+      tokensPerSecond: 1000 / m.forwarded.msPerToken,
+      msPerToken: m.forwarded.msPerToken,
+      expectedMsPerToken: forwardedBase + ((GROUPS.length + 1) / 2) * m.rttMs,
+      sameTokens: m.forwarded.tokens.join() === m.plain.tokens.join(),
+      dropped: m.forwarded.forwarded?.dropped ?? 0
+    },
+    both: speculativeRow(m.both, m.plain)
+  }))
   return { preset: 'small', dtype: 'fp32', draft: 'small int4 (the same seeded weights)', hops: GROUPS, tokens: TOKENS, rows }
 }

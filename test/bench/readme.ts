@@ -218,6 +218,8 @@ interface LinksSection {
     expectedMsPerToken: number
     firstTokenMs: number
     speculative?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
+    forwarded?: { tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; sameTokens: boolean; dropped: number }
+    both?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
   }>
 }
 
@@ -642,21 +644,25 @@ const renderers: Record<string, Renderer> = {
 
   links(r) {
     const s = section<LinksSection>(r, 'links')
+    const last = s.rows[s.rows.length - 1]
+    const hops = s.hops.length
+    const ratio = (a: number | undefined, b: number): string => (a === undefined ? '–' : `× ${fixed(a / b, 2)}`)
+    const same = (x: { sameTokens: boolean } | undefined): string => (x === undefined ? '–' : x.sameTokens ? 'yes' : '**no**')
     return [
-      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session through the client, ${s.tokens} tokens after a 16-token prompt (the second of two generations); speculating, the draft is ${s.draft ?? 'a model'} in the client's process:`,
+      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session, ${s.tokens} tokens after a 16-token prompt (the second of two generations of each kind); speculating, the draft is ${s.draft ?? 'a model'} in the client's process, γ = ${s.rows[0].speculative?.gamma ?? '–'}. Through the client (plain):`,
       '',
       ...table(
         [
           'round trip per link',
-          'plain: tokens/s',
+          'tokens/s',
           'ms per token',
-          `the 0 ms token + ${s.hops.length} round trips`,
+          `the 0 ms token + ${hops} round trips`,
           'measured ÷ that',
           'first token',
           'speculative: tokens/s',
           '× plain',
           'drafts kept, tokens a pass',
-          'same tokens as plain'
+          'same tokens'
         ],
         s.rows.map((x) => [
           `${x.rttMs} ms`,
@@ -665,14 +671,49 @@ const renderers: Record<string, Renderer> = {
           fixed(x.expectedMsPerToken, 1),
           `× ${fixed(x.msPerToken / x.expectedMsPerToken, 2)}`,
           `${fixed(x.firstTokenMs, 0)} ms`,
-          x.speculative === undefined ? '–' : `${fixed(x.speculative.tokensPerSecond, 2)} (γ = ${x.speculative.gamma})`,
-          x.speculative === undefined ? '–' : `× ${fixed(x.speculative.tokensPerSecond / x.tokensPerSecond, 2)}`,
+          x.speculative === undefined ? '–' : fixed(x.speculative.tokensPerSecond, 2),
+          ratio(x.speculative?.tokensPerSecond, x.tokensPerSecond),
           x.speculative === undefined ? '–' : `${fixed(x.speculative.acceptance * 100, 0)}%, ${fixed(x.speculative.tokensPerPass, 2)}`,
-          x.speculative === undefined ? '–' : x.speculative.sameTokens ? 'yes' : '**no**'
+          same(x.speculative)
         ])
       ),
       '',
-      `The client mediates every hop, so each token pays a round trip per hop: at ${s.rows[s.rows.length - 1].rttMs} ms that is ${fixed((1 - s.rows[0].msPerToken / s.rows[s.rows.length - 1].msPerToken) * 100, 0)}% of a plain token. Speculating, one pass of those round trips yields every draft the target keeps plus its own token. Node-to-node forwarding (issue 20) is not built yet.`
+      `Node to node (\`forward: true\`, \`tessera generate --forward\`), the same session, beside the pipeline's bound: the 0 ms forwarded token plus (${hops} + 1) / 2 round trips:`,
+      '',
+      ...table(
+        [
+          'round trip per link',
+          'forwarded: tokens/s',
+          'ms per token',
+          `the 0 ms token + ${fixed((hops + 1) / 2, 1)} round trips`,
+          'measured ÷ that',
+          '× plain',
+          'forwarded + speculative: tokens/s',
+          '× plain',
+          'drafts kept',
+          'same tokens'
+        ],
+        s.rows.map((x) => [
+          `${x.rttMs} ms`,
+          x.forwarded === undefined ? '–' : fixed(x.forwarded.tokensPerSecond, 2),
+          x.forwarded === undefined ? '–' : fixed(x.forwarded.msPerToken, 1),
+          x.forwarded === undefined ? '–' : fixed(x.forwarded.expectedMsPerToken, 1),
+          x.forwarded === undefined ? '–' : `× ${fixed(x.forwarded.msPerToken / x.forwarded.expectedMsPerToken, 2)}`,
+          ratio(x.forwarded?.tokensPerSecond, x.tokensPerSecond),
+          x.both === undefined ? '–' : fixed(x.both.tokensPerSecond, 2),
+          ratio(x.both?.tokensPerSecond, x.tokensPerSecond),
+          x.both === undefined ? '–' : `${fixed(x.both.acceptance * 100, 0)}%`,
+          x.forwarded === undefined ? '–' : same({ sameTokens: x.forwarded.sameTokens && x.both?.sameTokens !== false })
+        ])
+      ),
+      '',
+      `Through the client each token pays a round trip per hop: at ${last.rttMs} ms that is ${fixed((1 - s.rows[0].msPerToken / last.msPerToken) * 100, 0)}% of a plain token. ` +
+        `Forwarded it pays (hops + 1) / 2, so over ${hops} hops the most forwarding alone can give is × ${fixed(hops / ((hops + 1) / 2), 2)} on links where the round trips are all there is` +
+        (last.forwarded !== undefined ? `; measured at ${last.rttMs} ms: ${ratio(last.forwarded.tokensPerSecond, last.tokensPerSecond)}.` : '.') +
+        ' Speculating, one pass of those round trips yields every draft the target keeps plus its own token; the two multiply' +
+        (last.both !== undefined
+          ? ` (${ratio(last.both.tokensPerSecond, last.tokensPerSecond)} at ${last.rttMs} ms with ${fixed(last.both.acceptance * 100, 0)}% of drafts kept).`
+          : '.')
     ]
   },
 

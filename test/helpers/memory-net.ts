@@ -17,8 +17,8 @@ import { streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { createInferHandler, type InferHandler, type ServeOptions } from '../../shared/node/serve.js'
-import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../../shared/protocol/infer.js'
+import { createInferHandler, type InferHandler, type Remote, type ServeOptions } from '../../shared/node/serve.js'
+import { DISPUTE_PROTOCOL, HANDOFF_PROTOCOL, INFER_PROTOCOL } from '../../shared/protocol/infer.js'
 import { RECORD_TTL_MS } from '../../shared/protocol/limits.js'
 import type { Capability } from '../../shared/protocol/capability.js'
 import type { Dialer } from '../../shared/client/remote-hop.js'
@@ -85,20 +85,26 @@ export function memoryNet(model: ModelRunners): MemoryNet {
   const byId = new Map<string, PeerState>()
   const peers: MemoryPeer[] = []
   const dials: MemoryNet['dials'] = []
-  const dialer: Dialer = {
+  // `from`: the dialing peer's id, which a handler sees as the stream's authenticated remote (a node handing off); none for the client.
+  const dialerFrom = (from?: () => MemoryPeer): Dialer => ({
     async dial(cap, protocol, signal) {
       signal.throwIfAborted()
+      if (from !== undefined && !from().alive) throw new Error('peer killed')
       dials.push({ peer: cap.peer, protocol })
       const p = byId.get(cap.peer)
       if (p === undefined || !p.peer.alive) throw new Error(`dial ${cap.peer.slice(-8)}: connection refused`)
-      const handle = protocol === INFER_PROTOCOL ? p.peer.handler.handle : protocol === DISPUTE_PROTOCOL ? p.peer.handler.handleDispute : undefined
+      const h = p.peer.handler
+      const handle =
+        protocol === INFER_PROTOCOL ? h.handle : protocol === DISPUTE_PROTOCOL ? h.handleDispute : protocol === HANDOFF_PROTOCOL ? h.handleHandoff : undefined
       if (handle === undefined) throw new Error(`${cap.peer.slice(-8)} does not support protocol ${protocol}`)
       const [out, inbound] = await streamPair({ protocol })
       p.open(inbound)
-      handle(inbound).catch(() => {}) // the handler answers its own errors; one it cannot send has nobody to go to
+      const remote = from === undefined ? undefined : ({ remotePeer: { toString: () => from().id } } as unknown as Remote)
+      handle(inbound, remote).catch(() => {}) // the handler answers its own errors; one it cannot send has nobody to go to
       return out
     }
-  }
+  })
+  const dialer = dialerFrom()
   const directory: PeerDirectory = {
     async list() {
       return [...byId.values()].filter((p) => !p.withdrawn && net.excluded?.(p.peer.id) !== true).map((p) => p.peer.capability())
@@ -111,7 +117,7 @@ export function memoryNet(model: ModelRunners): MemoryNet {
     peers,
     dials,
     async add(spec) {
-      const p = await startPeer(model, spec)
+      const p = await startPeer(model, spec, dialerFrom)
       await net.onJoin?.(p.peer)
       byId.set(p.peer.id, p)
       peers.push(p.peer)
@@ -134,7 +140,7 @@ interface PeerState {
   open: (s: Stream) => void
 }
 
-async function startPeer(model: ModelRunners, spec: PeerSpec): Promise<PeerState> {
+async function startPeer(model: ModelRunners, spec: PeerSpec, dialerFrom: (from: () => MemoryPeer) => Dialer): Promise<PeerState> {
   const key = await generateKeyPair('Ed25519')
   const id = peerIdFromPrivateKey(key).toString()
   const { shards, runners, step } = await model.forPeer(spec.layers, spec.fault)
@@ -154,6 +160,7 @@ async function startPeer(model: ModelRunners, spec: PeerSpec): Promise<PeerState
     }
     check()
   }
+  const handoffs = dialerFrom(() => peer)
   const handler = createInferHandler({
     root: model.manifest.root,
     peer: id,
@@ -161,6 +168,15 @@ async function startPeer(model: ModelRunners, spec: PeerSpec): Promise<PeerState
     runners: runners.map((r) => watched(r, entering, check)),
     fault: step,
     maxCacheTokens: cap,
+    // Its own outgoing streams (handoffs) die with it too.
+    dialer: {
+      dial: async (c, protocol, signal) => {
+        const out = await handoffs.dial(c, protocol, signal)
+        open(out)
+        return out
+      }
+    },
+    dim: model.manifest.config.dim,
     ...spec.serve
   })
   const peer: MemoryPeer = {
