@@ -46,6 +46,44 @@ export function createSampler({ temperature = 0, topP = 1, seed = 0 }: SamplingO
 }
 
 /**
+ * The distribution createSampler draws from, as probabilities over the vocabulary:
+ * softmax(logits / temperature), cut to the top-p nucleus, renormalized. What speculative
+ * sampling compares (client/draft.ts); temperature must be above 0.
+ */
+export function samplingDistribution(logits: Float32Array, { temperature = 1, topP = 1 }: SamplingOptions = {}): Float64Array {
+  let max = -Infinity
+  for (const v of logits) max = Math.max(max, v)
+  const probs = new Float64Array(logits.length)
+  let sum = 0
+  for (let i = 0; i < logits.length; i++) {
+    probs[i] = Math.exp((logits[i] - max) / temperature)
+    sum += probs[i]
+  }
+  if (topP < 1) {
+    const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a])
+    let kept = 0
+    let mass = 0
+    while (kept < order.length && mass < topP * sum) mass += probs[order[kept++]]
+    for (let i = kept; i < order.length; i++) probs[order[i]] = 0
+    sum = mass
+  }
+  for (let i = 0; i < probs.length; i++) probs[i] /= sum
+  return probs
+}
+
+/** The id a uniform draw `r` in [0, 1) picks from `probs` (which sum to 1). */
+export function drawFrom(probs: Float64Array, r: number): number {
+  let last = 0
+  for (let i = 0; i < probs.length; i++) {
+    if (probs[i] === 0) continue
+    last = i
+    r -= probs[i]
+    if (r < 0) return i
+  }
+  return last // rounding left a sliver: the last id with any mass
+}
+
+/**
  * ln p of `id` and of the `n` likeliest ids under softmax(logits): the model's own distribution,
  * whatever temperature sampled from it (OpenAI's logprobs are the same). Ties go to the lower id.
  */

@@ -58,11 +58,12 @@ export async function linkedPair(
   dialer: Uplink,
   listener: Uplink,
   rttMs: number,
-  listenerNotBefore?: () => number
+  listenerNotBefore?: () => number,
+  dialerNotBefore?: () => number
 ): Promise<[Stream, Stream]> {
   // Delivery timing is the link's (below): the pair itself delivers at once, in whole messages, without back-pressure.
   const [out, inbound] = await streamPair({ protocol, capacity: Number.MAX_SAFE_INTEGER, ...({ chunkSize: Number.MAX_SAFE_INTEGER } as object) })
-  overLink(out, dialer, rttMs / 2)
+  overLink(out, dialer, rttMs / 2, dialerNotBefore)
   overLink(inbound, listener, rttMs / 2, listenerNotBefore)
   return [out, inbound]
 }

@@ -11,9 +11,9 @@
 import type { Stream } from '@libp2p/interface'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
-import { createInferHandler, type InferHandler } from '../shared/node/serve.js'
+import { createInferHandler, type InferHandler, type Remote } from '../shared/node/serve.js'
 import { parseFault, stepFault } from '../shared/node/fault.js'
-import { DISPUTE_PROTOCOL, INFER_PROTOCOL } from '../shared/protocol/infer.js'
+import { DISPUTE_PROTOCOL, HANDOFF_PROTOCOL, INFER_PROTOCOL } from '../shared/protocol/infer.js'
 import { RECORD_TTL_MS } from '../shared/protocol/limits.js'
 import { PEER_DEFAULTS } from '../shared/node/config.js'
 import { CLIENT_DEFAULTS } from '../shared/client/config.js'
@@ -91,8 +91,10 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
   const root = sha256Hex(new TextEncoder().encode(`tessera-sim:${model.name}:${model.layers}`))
   const byId = new Map<string, { peer: SimPeer; withdrawn: boolean; up: Uplink; machine: Machine; streams: Set<Stream> }>()
   const client = uplink(o.clientUplinkMbps ?? 100)
+  const held = (m: Machine) => (): number => (m.hold.at === Date.now() ? m.hold.until : 0)
   // A client's dialer: its streams leave through `from`, the client's own uplink (it sends every hop's input).
-  const dialerFrom = (from: Uplink): Dialer => {
+  // A peer's (`self`: a node handing its output to the next hop) also holds its writes until its machine has computed them.
+  const dialerFrom = (from: Uplink, self?: { id: string; machine: Machine }): Dialer => {
     const connected = new Set<string>() // peers this client has a connection to
     return {
       async dial(cap, protocol, signal) {
@@ -103,13 +105,17 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
         await new Promise((r) => setTimeout(r, (p?.peer.spec.rttMs ?? 0) * (fresh ? 1 + CONNECT_RTTS : 1)))
         signal.throwIfAborted()
         if (p === undefined || !p.peer.alive) throw new Error(`dial ${cap.peer.slice(-8)}: connection refused`)
-        const handle = protocol === INFER_PROTOCOL ? p.peer.handler.handle : protocol === DISPUTE_PROTOCOL ? p.peer.handler.handleDispute : undefined
+        const h = p.peer.handler
+        const handle =
+          protocol === INFER_PROTOCOL ? h.handle : protocol === DISPUTE_PROTOCOL ? h.handleDispute : protocol === HANDOFF_PROTOCOL ? h.handleHandoff : undefined
         if (handle === undefined) throw new Error(`${cap.peer.slice(-8)} does not support ${protocol}`)
         connected.add(cap.peer)
-        const [out, inbound] = await linkedPair(protocol, from, p.up, p.peer.spec.rttMs, () => (p.machine.hold.at === Date.now() ? p.machine.hold.until : 0))
+        const [out, inbound] = await linkedPair(protocol, from, p.up, p.peer.spec.rttMs, held(p.machine), self === undefined ? undefined : held(self.machine))
         p.streams.add(inbound)
         inbound.addEventListener('close', () => p.streams.delete(inbound))
-        handle(inbound).catch(() => {})
+        // Who dialled, as noise would authenticate it: a node handing off names itself, a client nobody.
+        const remote = self === undefined ? undefined : ({ remotePeer: { toString: () => self.id } } as unknown as Remote)
+        handle(inbound, remote).catch(() => {})
         return out
       }
     }
@@ -166,6 +172,9 @@ export function simNetwork(model: SimModel, o: { clientUplinkMbps?: number } = {
         sign: simSigner(key),
         runners: runnersFor(bounds),
         maxCacheTokens: kv,
+        // Forwarded steps hand the next hop its rows over this peer's own uplink (one-way: half its round trip).
+        dialer: dialerFrom(up, { id, machine }),
+        dim: model.width,
         ...(spec.fault !== undefined ? { fault: stepFault(parseFault(spec.fault)) } : {})
       })
       const state = { peer: undefined as unknown as SimPeer, withdrawn: false, up, machine, streams: new Set<Stream>() }

@@ -12,6 +12,8 @@ import { simulate } from './run.js'
 import { gpuCost, layersThatFit, tensorParallelCost, type GroupLink, type Gpu, type ModelFacts } from './hardware.js'
 import { simNetwork } from './network.js'
 import { uplink } from './link.js'
+import { simDraft } from './draft.js'
+import type { Draft as DraftModel } from './whatif.js'
 
 export interface ChainScenario {
   model: ModelFacts
@@ -28,6 +30,10 @@ export interface ChainScenario {
   batchRows?: number
   /** Each node a group of this many GPUs splitting every layer (tensor parallelism) over `link`. */
   tensorParallel?: { gpus: number; link: GroupLink }
+  /** Node-to-node forwarding (the client's `forward`): each node hands its output to the next over its own uplink. */
+  forward?: boolean
+  /** Speculative decoding through the client's own code, a draft of this acceptance rate and speed (sim/draft.ts); γ at most `gamma`, adapting unless `adapt` is false. */
+  speculate?: { gamma: number; draft: DraftModel; adapt?: boolean }
 }
 
 export interface ChainResult {
@@ -47,6 +53,8 @@ export interface ChainResult {
   virtualMs: number
   realMs: number
   events: number
+  /** Speculating, over all sessions: drafts kept ÷ drafted, tokens a pass, mean γ. */
+  speculation?: { acceptance: number; tokensPerPass: number; meanGamma: number }
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
@@ -73,11 +81,27 @@ export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
     // A session that fails (an overloaded node times out) is counted, not fatal: overload is a finding.
     return await Promise.allSettled(
       Array.from({ length: sessions }, async (_, k) => {
-        const client = createClient({ dialer: net.dialerFrom(uplink(s.uplinkMbps)), directory: net.directory, random: mulberry32(1 + k) })
-        const gen = client.generate({ prompt: Array.from({ length: s.promptTokens }, (_, i) => 1 + ((i + k) % 60)), maxTokens: s.tokens })
-        for (;;) {
-          const x = await gen.next()
-          if (x.done === true) return x.value
+        const sp = s.speculate
+        const draft = sp === undefined ? undefined : simDraft(net.model, bounds, sp.draft, 1 + k)
+        const client = createClient({
+          dialer: net.dialerFrom(uplink(s.uplinkMbps)),
+          directory: net.directory,
+          random: mulberry32(1 + k),
+          ...(draft !== undefined ? { draft } : {})
+        })
+        const gen = client.generate({
+          prompt: Array.from({ length: s.promptTokens }, (_, i) => 1 + ((i + k) % 60)),
+          maxTokens: s.tokens,
+          forward: s.forward === true,
+          ...(sp !== undefined ? { speculate: { gamma: sp.gamma, adapt: sp.adapt ?? true } } : {})
+        })
+        try {
+          for (;;) {
+            const x = await gen.next()
+            if (x.done === true) return x.value
+          }
+        } finally {
+          draft?.close()
         }
       })
     )
@@ -107,6 +131,27 @@ export async function simulateChain(s: ChainScenario): Promise<ChainResult> {
     msPerRowLayer: cost.msPerPrefillRowLayer,
     virtualMs: sim.virtualMs,
     realMs: sim.realMs,
-    events: sim.events
+    events: sim.events,
+    ...(s.speculate !== undefined ? { speculation: speculationOf(done) } : {})
+  }
+}
+
+function speculationOf(done: Array<{ speculation?: { passes: number; drafted: number; kept: number } }>): ChainResult['speculation'] {
+  const t = done.reduce(
+    (a, r) => ({
+      passes: a.passes + (r.speculation?.passes ?? 0),
+      drafted: a.drafted + (r.speculation?.drafted ?? 0),
+      kept: a.kept + (r.speculation?.kept ?? 0)
+    }),
+    {
+      passes: 0,
+      drafted: 0,
+      kept: 0
+    }
+  )
+  return {
+    acceptance: t.drafted > 0 ? t.kept / t.drafted : 0,
+    tokensPerPass: t.passes > 0 ? (t.kept + t.passes) / t.passes : 1,
+    meanGamma: t.passes > 0 ? t.drafted / t.passes : 0
   }
 }

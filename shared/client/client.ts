@@ -3,14 +3,15 @@
  * the request's verifier (verifiers/), prefill, then decode token by token, sampling locally.
  * What web apps, the CLI and the relay's API call.
  */
-import { createSampler, logprobsOf } from '../sampler.js'
+import { createSampler, drawFrom, logprobsOf, samplingDistribution } from '../sampler.js'
+import { mulberry32 } from '../rng.js'
 import { lastRow } from '../pipeline.js'
 import { InputError, VerificationError } from '../errors.js'
 import type { Capability } from '../protocol/capability.js'
 import { MAX_STEP_TOKENS } from '../protocol/limits.js'
 import type { PeerDirectory } from '../route/directory.js'
 import { chooseModel } from '../route/model.js'
-import { acceptDrafts, checkSpeculation, type Draft } from './draft.js'
+import { acceptDrafts, acceptSampled, checkSpeculation, chooseGamma, type Draft } from './draft.js'
 import { coverage, findRoute, type RouteCosts } from '../route/route.js'
 import type { ClaimSink } from '../optimistic/claim.js'
 import type { SamplingProof, SamplingProver } from '../zk/argmax.js'
@@ -139,7 +140,6 @@ export function createClient(cfg: ClientConfig): Client {
     if (req.speculate !== undefined)
       checkSpeculation(req.speculate, {
         draft: cfg.draft,
-        temperature: req.temperature,
         optimistic: v.mode === 'optimistic',
         proveSampling: req.proveSampling === true
       })
@@ -180,6 +180,7 @@ export function createClient(cfg: ClientConfig): Client {
     const sample = createSampler(req)
     const gamma = req.speculate?.gamma ?? 0
     const speculated = { passes: 0, drafted: 0, kept: 0 }
+    const spec = speculator(req)
     const started = performance.now()
     let firstTokenMs = 0
     const tokens: number[] = []
@@ -200,9 +201,12 @@ export function createClient(cfg: ClientConfig): Client {
       decode: while (tokens.length < req.maxTokens) {
         if (signal?.aborted === true) throw signal.reason
         // Speculating, the draft guesses ahead (no further than the tokens left after the target's own) and one pass checks them all.
-        const drafts = gamma > 0 ? await cfg.draft!.propose([...req.prompt, ...tokens], Math.min(gamma, req.maxTokens - tokens.length - 1)) : []
+        const drafts =
+          gamma > 0 ? await spec.propose(cfg.draft!, [...req.prompt, ...tokens], Math.min(spec.gamma(gamma), req.maxTokens - tokens.length - 1)) : []
         const at = session.position
+        const passStarted = performance.now()
         const { out, trace, receipt } = await session.step([...next, ...drafts])
+        const passMs = performance.now() - passStarted
         hops = trace
         // Row j of the pass's last drafts.length + 1 rows: the target's logits after next and drafts[0..j).
         const rows = drafts.length + 1
@@ -212,10 +216,7 @@ export function createClient(cfg: ClientConfig): Client {
           const logits = lastRow(out)
           ids = [prover === undefined ? sample(logits) : prover.next(logits, { index: tokens.length, peer: trace[trace.length - 1].peer, receipt })]
         } else {
-          const verdict = acceptDrafts(
-            drafts,
-            Array.from({ length: rows }, (_, j) => sample(rowAt(j)))
-          )
+          const verdict = spec.accept(drafts, rowAt, sample, passMs)
           // The rejected drafts leave every hop's cache at the next step (it starts where the kept rows end).
           if (verdict.kept < drafts.length) session.rewind(at + next.length + verdict.kept)
           speculated.passes++
@@ -321,4 +322,60 @@ async function tokensOf(gen: AsyncGenerator<TokenEvent, GenerationResult>): Prom
   let r = await gen.next()
   while (r.done !== true) r = await gen.next()
   return r.value.tokens
+}
+
+/**
+ * One generation's speculation: the draft's picks (sampling, each token drawn from the draft's
+ * distribution, which is kept for the acceptance rule), the target's verdict (greedy: the agreeing
+ * prefix; sampling: speculative sampling, exact in distribution), and γ chosen each pass from the
+ * acceptance rate and timings seen (unless `adapt: false`).
+ */
+function speculator(req: GenerationRequest): {
+  gamma: (max: number) => number
+  propose: (draft: Draft, context: number[], n: number) => Promise<number[]>
+  accept: (drafts: number[], rowAt: (j: number) => Float32Array, sample: (logits: Float32Array) => number, passMs: number) => { kept: number; tokens: number[] }
+} {
+  const sampling = (req.temperature ?? 0) > 0
+  // Its own stream: the draft's draws and the acceptance draws must not shift the plain sampler's.
+  const rand = mulberry32(((req.seed ?? 0) ^ 0x5bd1e995) >>> 0)
+  const dist = (logits: Float32Array): Float64Array => samplingDistribution(logits, req)
+  const seen = { kept: 0, rejections: 0 }
+  let q: Float64Array[] = []
+  let passMs: number | undefined
+  let draftMs: number | undefined
+  const ema = (prev: number | undefined, x: number): number => (prev === undefined ? x : 0.7 * prev + 0.3 * x)
+  return {
+    gamma: (max) => (req.speculate?.adapt === false || passMs === undefined || draftMs === undefined ? max : chooseGamma(seen, passMs, draftMs, max)),
+    async propose(draft, context, n) {
+      q = []
+      const started = performance.now()
+      const pick = sampling
+        ? (logits: Float32Array): number => {
+            const d = dist(logits)
+            q.push(d)
+            return drawFrom(d, rand())
+          }
+        : undefined
+      const drafts = await draft.propose(context, n, pick)
+      if (drafts.length > 0) draftMs = ema(draftMs, (performance.now() - started) / drafts.length)
+      return drafts
+    },
+    accept(drafts, rowAt, sample, ms) {
+      passMs = ema(passMs, ms)
+      const verdict = sampling
+        ? acceptSampled(
+            drafts,
+            drafts.map((_, j) => (q.length === drafts.length ? q[j] : undefined)),
+            Array.from({ length: drafts.length + 1 }, (_, j) => dist(rowAt(j))),
+            rand
+          )
+        : acceptDrafts(
+            drafts,
+            Array.from({ length: drafts.length + 1 }, (_, j) => sample(rowAt(j)))
+          )
+      seen.kept += verdict.kept
+      if (verdict.kept < drafts.length) seen.rejections++
+      return verdict
+    }
+  }
 }

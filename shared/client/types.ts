@@ -33,7 +33,8 @@ export interface GenerationRequest extends SamplingOptions {
   avoid?: string[]
   /**
    * Speculative decoding (client/draft.ts): the client's draft model guesses up to `gamma` tokens
-   * a pass and the route checks them in one step. Greedy only; the tokens are the same as without.
+   * a pass and the route checks them in one step. Greedy, the tokens are the same as without;
+   * sampling, they are distributed the same (speculative sampling). γ adapts unless `adapt: false`.
    */
   speculate?: Speculation
   /**

@@ -293,7 +293,7 @@ function whatIfTable(rows: WhatIfRow[] | undefined, base: SimulateSection['rows'
   if (rows === undefined || base === undefined) return []
   return [
     '',
-    `What would move Petals' setting (${base.nodes} × ${base.gpu}, ${base.rttMs} ms): each change simulated through the shipped client where it can run one, projected from that row's simulated parts where the client cannot yet (\`sim/whatif.ts\`: only the term the change removes is replaced):`,
+    `What would move Petals' setting (${base.nodes} × ${base.gpu}, ${base.rttMs} ms): each change simulated through the shipped client (forwarding over the nodes' own uplinks; speculating, a draft of the stated speed and acceptance rate, \`sim/draft.ts\`):`,
     '',
     ...table(
       ['what if', 'how', 'tokens/s a session', '× today', 'all sessions, tokens/s'],
@@ -649,7 +649,7 @@ const renderers: Record<string, Renderer> = {
     const ratio = (a: number | undefined, b: number): string => (a === undefined ? '–' : `× ${fixed(a / b, 2)}`)
     const same = (x: { sameTokens: boolean } | undefined): string => (x === undefined ? '–' : x.sameTokens ? 'yes' : '**no**')
     return [
-      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session, ${s.tokens} tokens after a 16-token prompt (the second of two generations of each kind); speculating, the draft is ${s.draft ?? 'a model'} in the client's process, γ = ${s.rows[0].speculative?.gamma ?? '–'}. Through the client (plain):`,
+      `${provenance('npm run bench -- links', s.ran)} \`${s.preset}\` ${s.dtype} through a relay and native nodes ${s.hops.join(', ')} as processes on loopback, every process's connections slowed to the round trip (\`TESSERA_LINK_RTT_MS\`), one session, ${s.tokens} tokens after a 16-token prompt (the second of two generations of each kind); speculating, the draft is ${s.draft ?? 'a model'} in the client's process, γ up to ${s.rows[0].speculative?.gamma ?? '–'} a pass, adapting to the drafts kept and the timings (\`chooseGamma\`). Through the client (plain):`,
       '',
       ...table(
         [

@@ -10,6 +10,7 @@ import { simulate } from '../../sim/run.js'
 import { simulateSwarm, swarmDefaults } from '../../sim/swarm.js'
 import { GPUS } from '../../sim/hardware.js'
 import { tokensPerPass } from '../../sim/whatif.js'
+import { simDraft } from '../../sim/draft.js'
 import { simNetwork, type SimNetwork, type SimPeerSpec } from '../../sim/network.js'
 import { createClient } from '../../shared/client/client.js'
 import type { GenerationRequest, GenerationResult } from '../../shared/client/types.js'
@@ -58,6 +59,43 @@ describe('simulator', () => {
     const floor = 3 * 100 + 80 * 0.5
     expect(decode).toBeGreaterThanOrEqual(23 * floor - 3)
     expect(decode / 23).toBeLessThan(floor * 1.05)
+  })
+
+  it('forwards node to node for real: a token then costs 2 round trips of 100 ms instead of 3, with the same tokens', async () => {
+    const run = async (forward: boolean): Promise<GenerationResult> =>
+      (
+        await simulate(async () => {
+          const net = simNetwork(MODEL)
+          for (const l of THIRDS) await net.add(peer(l))
+          return await generate(net, { ...REQ, forward })
+        })
+      ).value
+    const plain = await run(false)
+    const fwd = await run(true)
+    expect(fwd.tokens).toEqual(plain.tokens)
+    expect(fwd.forwarded).toEqual({ steps: 24, dropped: 0 })
+    const perToken = (r: GenerationResult): number => (r.timings.totalMs - r.timings.firstTokenMs) / 23
+    const floor = 2 * 100 + 80 * 0.5 // (3 + 1) / 2 round trips and the compute
+    expect(perToken(fwd)).toBeGreaterThanOrEqual(floor - 3)
+    expect(perToken(fwd)).toBeLessThan(floor * 1.05)
+    expect(perToken(plain) - perToken(fwd)).toBeGreaterThan(95) // the round trip saved
+  })
+
+  it('speculates through the client with a simulated draft of a given acceptance rate: all kept at α = 1, none at α = 0, the same tokens', async () => {
+    const run = async (acceptance: number): Promise<GenerationResult> =>
+      (
+        await simulate(async () => {
+          const net = simNetwork(MODEL)
+          for (const l of THIRDS) await net.add(peer(l))
+          const draft = simDraft(MODEL, [0, 27, 54, 80], { name: 'test', msPerToken: 1, acceptance, source: 'a test' })
+          return await generate(net, { ...REQ, speculate: { gamma: 4, adapt: false } }, { draft })
+        })
+      ).value
+    const perfect = await run(1)
+    const useless = await run(0)
+    expect(perfect.tokens).toEqual(useless.tokens)
+    expect(perfect.speculation).toMatchObject({ passes: 5, kept: perfect.speculation?.drafted }) // 5 tokens a pass: 24 in 5 passes
+    expect(useless.speculation?.kept).toBe(0)
   })
 
   it("batches the steps of sessions that run at once through the node's continuous batcher: 8 sessions in far less than 8 × one's compute, each with its tokens alone", async () => {

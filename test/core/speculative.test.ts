@@ -107,15 +107,15 @@ describe('speculative decoding', () => {
     }
   })
 
-  it('refuses what it cannot do yet, before dialling: sampling, optimistic checks, no draft', async () => {
+  it('refuses what it cannot do yet, before dialling: optimistic checks, no draft, a bad γ', async () => {
     const net = await network()
     try {
       const refused = async (req: object, cfg: object = { draft: wrongDraft }): Promise<unknown> =>
         await generateAll(memoryClient(net, cfg), { prompt: c.prompt, maxTokens: 4, speculate: { gamma: 2 }, ...req }).catch((e: unknown) => e)
-      expect(await refused({ temperature: 0.8 })).toMatchObject({ message: expect.stringMatching(/greedy only/) })
       expect(await refused({ verification: { mode: 'optimistic', window: 1000 } })).toBeInstanceOf(InputError)
       expect(await refused({}, {})).toMatchObject({ message: expect.stringMatching(/needs a draft model/) })
       expect(await refused({ speculate: { gamma: 0 } })).toMatchObject({ message: expect.stringMatching(/gamma must be an integer from 1 to 16/) })
+      expect(await refused({ speculate: { gamma: 2, adapt: 'yes' } })).toMatchObject({ message: expect.stringMatching(/adapt must be a boolean/) })
     } finally {
       net.stop()
     }
