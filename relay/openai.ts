@@ -158,25 +158,35 @@ function parseStop(v: unknown): string[] | undefined {
   return list.length === 0 ? undefined : (list as string[])
 }
 
-/** `verification`: "none" | "redundant" | "spot", or { mode, k?, p? }. */
+/** `verification`: "none" | "redundant" | "spot", or { mode, k?, p?, audit?, window?, fallback? }. */
 function parseVerification(v: unknown): VerificationOptions | undefined {
   if (!present(v)) return undefined
   const o = typeof v === 'string' ? { mode: v } : v
   if (typeof o !== 'object' || o === null || Array.isArray(o)) {
-    throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p? }, got ${show(v)}`)
+    throw new BadRequest(`verification must be "none", "redundant", "spot" or { mode, k?, p?, audit?, window?, fallback? }, got ${show(v)}`)
   }
-  const { mode, k, p, window } = o as Record<string, unknown>
+  const { mode, k, p, audit, window, fallback } = o as Record<string, unknown>
   // normalizeVerification compares numbers: "0.5" would pass its range checks as a string.
   for (const [field, x] of [
     ['k', k],
     ['p', p],
+    ['audit', audit],
     ['window', window]
   ] as const) {
     if (present(x) && typeof x !== 'number') throw new BadRequest(`verification.${field} must be a number, got ${show(x)}`, 'invalid_verification')
   }
   try {
-    const asked = { mode: mode as VerificationOptions['mode'], k: k as number | undefined, p: p as number | undefined, window: window as number | undefined }
-    return { ...normalizeVerification(asked) }
+    if (present(fallback) && typeof fallback !== 'boolean')
+      throw new BadRequest(`verification.fallback must be a boolean, got ${show(fallback)}`, 'invalid_verification')
+    const asked = {
+      mode: mode as VerificationOptions['mode'],
+      k: k as number | undefined,
+      p: p as number | undefined,
+      audit: audit as number | undefined,
+      window: window as number | undefined
+    }
+    // Every field the client takes, audit and fallback too: dropping one silently weakens the check the caller paid for.
+    return { ...normalizeVerification(asked), ...(fallback === true ? { fallback: true } : {}) }
   } catch (err) {
     throw new BadRequest((err as Error).message, 'invalid_verification')
   }

@@ -24,18 +24,7 @@ export function createSampler({ temperature = 0, topP = 1, seed = 0 }: SamplingO
   if (temperature === 0) return argmax
   const rand = mulberry32(seed)
   return (logits) => {
-    let max = -Infinity
-    for (const v of logits) max = Math.max(max, v)
-    const probs = new Float64Array(logits.length)
-    let sum = 0
-    for (let i = 0; i < logits.length; i++) {
-      probs[i] = Math.exp((logits[i] - max) / temperature)
-      sum += probs[i]
-    }
-    const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a])
-    let kept = 0
-    let mass = 0
-    while (kept < order.length && mass < topP * sum) mass += probs[order[kept++]]
+    const { probs, order, kept, mass } = nucleus(logits, temperature, topP)
     let r = rand() * mass
     for (let i = 0; i < kept; i++) {
       r -= probs[order[i]]
@@ -46,11 +35,10 @@ export function createSampler({ temperature = 0, topP = 1, seed = 0 }: SamplingO
 }
 
 /**
- * The distribution createSampler draws from, as probabilities over the vocabulary:
- * softmax(logits / temperature), cut to the top-p nucleus, renormalized. What speculative
- * sampling compares (client/draft.ts); temperature must be above 0.
+ * exp((logits − max) / temperature), unnormalized, and the top-p nucleus: the ids by falling
+ * weight, how many of them it keeps and their total weight.
  */
-export function samplingDistribution(logits: Float32Array, { temperature = 1, topP = 1 }: SamplingOptions = {}): Float64Array {
+function nucleus(logits: Float32Array, temperature: number, topP: number): { probs: Float64Array; order: number[]; kept: number; mass: number } {
   let max = -Infinity
   for (const v of logits) max = Math.max(max, v)
   const probs = new Float64Array(logits.length)
@@ -59,15 +47,22 @@ export function samplingDistribution(logits: Float32Array, { temperature = 1, to
     probs[i] = Math.exp((logits[i] - max) / temperature)
     sum += probs[i]
   }
-  if (topP < 1) {
-    const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a])
-    let kept = 0
-    let mass = 0
-    while (kept < order.length && mass < topP * sum) mass += probs[order[kept++]]
-    for (let i = kept; i < order.length; i++) probs[order[i]] = 0
-    sum = mass
-  }
-  for (let i = 0; i < probs.length; i++) probs[i] /= sum
+  const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a])
+  let kept = 0
+  let mass = 0
+  while (kept < order.length && mass < topP * sum) mass += probs[order[kept++]]
+  return { probs, order, kept, mass }
+}
+
+/**
+ * The distribution createSampler draws from, as probabilities over the vocabulary:
+ * softmax(logits / temperature), cut to the top-p nucleus, renormalized. What speculative
+ * sampling compares (client/draft.ts); temperature must be above 0.
+ */
+export function samplingDistribution(logits: Float32Array, { temperature = 1, topP = 1 }: SamplingOptions = {}): Float64Array {
+  const { probs, order, kept, mass } = nucleus(logits, temperature, topP)
+  for (let i = kept; i < order.length; i++) probs[order[i]] = 0
+  for (let i = 0; i < probs.length; i++) probs[i] /= mass
   return probs
 }
 

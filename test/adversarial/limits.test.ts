@@ -85,13 +85,15 @@ describe('token ids', () => {
 })
 
 describe('verification options', () => {
-  it('refuses k, p and window sent as strings, naming the field and what was sent', async () => {
+  it('refuses k, p, audit and window sent as strings, naming the field and what was sent; passes every option on', async () => {
     const { app: a, gen } = app()
     for (const [verification, message] of [
       [{ mode: 'spot', p: '0.5' }, 'verification.p must be a number, got "0.5"'],
       [{ mode: 'redundant', k: '3' }, 'verification.k must be a number, got "3"'],
       [{ mode: 'optimistic', window: '1000' }, 'verification.window must be a number, got "1000"'],
-      [{ mode: 'spot', p: [0.5] }, 'verification.p must be a number, got [0.5]']
+      [{ mode: 'spot', p: [0.5] }, 'verification.p must be a number, got [0.5]'],
+      [{ mode: 'redundant', audit: '1' }, 'verification.audit must be a number, got "1"'],
+      [{ mode: 'spot', fallback: 'yes' }, 'verification.fallback must be a boolean, got "yes"']
     ] as const) {
       const err = await refused(await a.request(post('/v1/completions', { prompt: [1], verification })), 400)
       expect(err.message).toBe(message)
@@ -99,6 +101,9 @@ describe('verification options', () => {
     }
     expect(gen.calls).toHaveLength(0)
     expect((await a.request(post('/v1/completions', { prompt: [1], verification: { mode: 'spot', p: 0.5 } }))).status).toBe(200)
+    // Every option reaches the client: an audit the API dropped would let k colluding lanes agree unseen.
+    expect((await a.request(post('/v1/completions', { prompt: [1], verification: { mode: 'redundant', audit: 1, fallback: true } }))).status).toBe(200)
+    expect(gen.calls[gen.calls.length - 1].verification).toMatchObject({ mode: 'redundant', audit: 1, fallback: true })
   })
 })
 

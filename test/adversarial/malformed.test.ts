@@ -132,7 +132,7 @@ describe('malformed frames', () => {
       ['a negative step', [{ t: 'forward', step: -1, start: 0, seq: 1, tokens: bytesOf([1]) }], false, 'MALFORMED', /forward.step and forward.start/],
       ['a fractional start', [{ t: 'forward', step: 0, start: 0.5, seq: 1, tokens: bytesOf([1]) }], false, 'MALFORMED', /forward.step and forward.start/],
       ['seq 0', [{ t: 'forward', step: 0, start: 0, seq: 0, tokens: bytesOf([]) }], false, 'MALFORMED', /forward.seq must be a positive integer/],
-      ['tokens as a CBOR array', [{ t: 'forward', step: 0, start: 0, seq: 1, tokens: [1] }], false, 'MALFORMED', /exactly one of tokens and hidden/],
+      ['tokens as a CBOR array', [{ t: 'forward', step: 0, start: 0, seq: 1, tokens: [1] }], false, 'MALFORMED', /exactly one of tokens, hidden/],
       [
         'tokens and hidden both',
         [{ t: 'forward', step: 0, start: 0, seq: 1, tokens: bytesOf([1]), hidden: new Uint8Array(4) }],

@@ -113,7 +113,7 @@ const sections: Record<string, Section> = {
 
   links: {
     about: 'tokens/s through 3 native nodes on loopback with every link slowed to 0, 20, 50 and 100 ms round trips (host/slow-link.ts)',
-    run: async () => await (await import('./links.js')).benchLinks(CACHE)
+    run: async () => await (await import('./links.js')).benchLinks(CACHE, OUT)
   },
 
   calibrate: {

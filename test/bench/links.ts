@@ -7,6 +7,8 @@
  * the draft an int4 copy of the same weights run in the client's process.
  */
 import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
+import { linePlot } from './plot.js'
 import { startRelay } from '../../relay/relay.js'
 import { spawnTessera, waitFor, type Proc } from '../helpers/network.js'
 import { tempDir } from '../helpers/paths.js'
@@ -57,7 +59,7 @@ interface Runs {
   both: Run
 }
 
-async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Runs> {
+export async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Runs> {
   // The relay and the client live in this process: slow them through the same variable the nodes get.
   process.env.TESSERA_LINK_RTT_MS = String(rttMs)
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite'), client: { draft } })
@@ -98,6 +100,12 @@ async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Ru
     await run({ gamma: GAMMA }, true)
     const both = await run({ gamma: GAMMA }, true)
     return { plain, speculative, forwarded, both }
+  } catch (err) {
+    // A node that died says why on its stderr: the error alone names only the hop that went.
+    await new Promise((r) => setTimeout(r, 500))
+    for (const n of nodes)
+      console.error(`node ${n.ready.peer.slice(-8)} (${n.proc.exitCode ?? n.proc.signalCode ?? 'running'}):\n${n.log.slice(-15).join('\n')}`)
+    throw err
   } finally {
     for (const n of nodes) n.proc.kill('SIGTERM')
     await relay.stop()
@@ -105,7 +113,30 @@ async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Ru
   }
 }
 
-export async function benchLinks(cacheDir: string): Promise<Record<string, unknown>> {
+/** Tokens/s against the round trip, one line per way of running a session. */
+export function linksPlot(rows: LinkRow[], hops: number): string {
+  const line = (label: string, tps: (r: LinkRow) => number | undefined): { label: string; points: Array<[number, number]> } => ({
+    label,
+    points: rows.flatMap((r): Array<[number, number]> => {
+      const v = tps(r)
+      return v === undefined ? [] : [[r.rttMs, v]]
+    })
+  })
+  return linePlot({
+    title: `small fp32 through ${hops} native nodes on loopback, links slowed in user space: one session's tokens/s`,
+    x: 'round trip per link (ms)',
+    y: 'tokens/s',
+    xTicks: rows.map((r) => r.rttMs),
+    series: [
+      line('forwarded + speculative', (r) => r.both?.tokensPerSecond),
+      line('speculative', (r) => r.speculative.tokensPerSecond),
+      line('forwarded', (r) => r.forwarded?.tokensPerSecond),
+      line('through the client', (r) => r.tokensPerSecond)
+    ]
+  })
+}
+
+export async function benchLinks(cacheDir: string, outDir: string): Promise<Record<string, unknown>> {
   const dir = await ensureModel(cacheDir, 'small', 'fp32', 8)
   // The draft: the same seeded weights in int4, whole, in this process (the client's).
   const { runners } = await loadModel(await ensureModel(cacheDir, 'small', 'int4', 1), { device: 'cpu' })
@@ -156,5 +187,8 @@ export async function benchLinks(cacheDir: string): Promise<Record<string, unkno
     },
     both: speculativeRow(m.both, m.plain)
   }))
-  return { preset: 'small', dtype: 'fp32', draft: 'small int4 (the same seeded weights)', hops: GROUPS, tokens: TOKENS, rows }
+  const plot = 'links.svg'
+  await writeFile(join(outDir, plot), linksPlot(rows, GROUPS.length))
+  console.log(`wrote ${join(outDir, plot)}`)
+  return { preset: 'small', dtype: 'fp32', draft: 'small int4 (the same seeded weights)', hops: GROUPS, tokens: TOKENS, rows, plots: [`bench-results/${plot}`] }
 }

@@ -211,6 +211,7 @@ interface LinksSection {
   hops: string[]
   tokens: number
   draft?: string
+  plots?: string[]
   rows: Array<{
     rttMs: number
     tokensPerSecond: number
@@ -713,7 +714,8 @@ const renderers: Record<string, Renderer> = {
         ' Speculating, one pass of those round trips yields every draft the target keeps plus its own token; the two multiply' +
         (last.both !== undefined
           ? ` (${ratio(last.both.tokensPerSecond, last.tokensPerSecond)} at ${last.rttMs} ms with ${fixed(last.both.acceptance * 100, 0)}% of drafts kept).`
-          : '.')
+          : '.'),
+      ...(s.plots ?? []).flatMap((p) => ['', `![one session's tokens/s against the round trip per link, four ways](${p})`])
     ]
   },
 
