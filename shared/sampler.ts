@@ -34,11 +34,8 @@ export function createSampler({ temperature = 0, topP = 1, seed = 0 }: SamplingO
   }
 }
 
-/**
- * exp((logits − max) / temperature), unnormalized, and the top-p nucleus: the ids by falling
- * weight, how many of them it keeps and their total weight.
- */
-function nucleus(logits: Float32Array, temperature: number, topP: number): { probs: Float64Array; order: number[]; kept: number; mass: number } {
+/** exp((logits − max) / temperature), unnormalized, and their sum. */
+function weights(logits: Float32Array, temperature: number): { probs: Float64Array; sum: number } {
   let max = -Infinity
   for (const v of logits) max = Math.max(max, v)
   const probs = new Float64Array(logits.length)
@@ -47,6 +44,15 @@ function nucleus(logits: Float32Array, temperature: number, topP: number): { pro
     probs[i] = Math.exp((logits[i] - max) / temperature)
     sum += probs[i]
   }
+  return { probs, sum }
+}
+
+/**
+ * exp((logits − max) / temperature), unnormalized, and the top-p nucleus: the ids by falling
+ * weight, how many of them it keeps and their total weight.
+ */
+function nucleus(logits: Float32Array, temperature: number, topP: number): { probs: Float64Array; order: number[]; kept: number; mass: number } {
+  const { probs, sum } = weights(logits, temperature)
   const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a])
   let kept = 0
   let mass = 0
@@ -60,6 +66,12 @@ function nucleus(logits: Float32Array, temperature: number, topP: number): { pro
  * sampling compares (client/draft.ts); temperature must be above 0.
  */
 export function samplingDistribution(logits: Float32Array, { temperature = 1, topP = 1 }: SamplingOptions = {}): Float64Array {
+  // Without a nucleus nothing is cut: no sort of the vocabulary (it runs for every drafted token and every checked row).
+  if (topP >= 1) {
+    const { probs, sum } = weights(logits, temperature)
+    for (let i = 0; i < probs.length; i++) probs[i] /= sum
+    return probs
+  }
   const { probs, order, kept, mass } = nucleus(logits, temperature, topP)
   for (let i = kept; i < order.length; i++) probs[order[i]] = 0
   for (let i = 0; i < probs.length; i++) probs[i] /= mass

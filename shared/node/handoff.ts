@@ -13,7 +13,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { decodeHandoffMsg, encodeMsg, f32, firstNonFinite, HANDOFF_PROTOCOL, type HandoffMsg, type HandoffTarget } from '../protocol/infer.js'
-import { lpLimits } from '../protocol/limits.js'
+import { lpLimits, MAX_MESSAGE_BYTES } from '../protocol/limits.js'
 import { ProtocolError, TesseraError } from '../errors.js'
 import type { Dialer } from '../client/remote-hop.js'
 import { logger } from '../log.js'
@@ -169,7 +169,7 @@ export class HandoffSender {
       if (dialer === undefined) throw new TesseraError('UNREACHABLE', 'this node cannot dial other peers')
       s = (async () => {
         const stream = await dialer.dial({ peer: t.peer, addrs: t.addrs }, HANDOFF_PROTOCOL, AbortSignal.timeout(this.dialMs))
-        const lp = lpStream(stream, lpLimits(64 * 2 ** 20))
+        const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
         return {
           stream,
           write: async (m: HandoffMsg) => {
