@@ -11,6 +11,9 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
+import { gossipsub } from '@libp2p/gossipsub'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -29,6 +32,8 @@ export interface PeerOptions {
    * TLS terminator (/dns4/relay.example.org/tcp/443/wss). Identify and /api/relay pass them on.
    */
   announce?: string[]
+  /** Run gossipsub (the relays' shared registry, relay/federation.ts); `direct`: peers always sent every message, kept connected. */
+  gossip?: { direct: Array<{ id: string; addrs: string[] }> }
   /** Slow every connection to this link (host/slow-link.ts); default: TESSERA_LINK_RTT_MS / TESSERA_LINK_MBPS, else none. */
   link?: LinkShape
 }
@@ -47,6 +52,14 @@ export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
         // defaults (128 KiB, 2 minutes per connection) would cut a generation off.
         applyDefaultLimit: false
       }
+    })
+  }
+  if (o.gossip !== undefined) {
+    services.pubsub = gossipsub({
+      // A lone relay still publishes (nobody to send to is not an error), and never hears itself.
+      allowPublishToZeroTopicPeers: true,
+      emitSelf: false,
+      directPeers: o.gossip.direct.map((p) => ({ id: peerIdFromString(p.id), addrs: p.addrs.map((a) => multiaddr(a)) }))
     })
   }
   // Relayed connections ride the relay's own (slowed) connections, so they pay on both legs.

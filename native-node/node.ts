@@ -30,7 +30,8 @@ import { batchLimits, type BatchLimits } from '../shared/batch.js'
 const log = logger('tessera:node')
 
 export interface NodeOptions {
-  relay: string
+  /** One relay, or several of one federation (each gets the record). */
+  relay: string | string[]
   model: string
   /** [start, end) aligned to shard boundaries; default: chosen by coverage and memory. */
   layers?: [number, number]
@@ -115,7 +116,7 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
 }
 
 /** The other peers serving this model; none if the relay cannot say (we then choose as if alone). */
-async function peersOrNone(node: Libp2p, relay: string, manifest: Manifest): Promise<Capability[]> {
+async function peersOrNone(node: Libp2p, relay: string | string[], manifest: Manifest): Promise<Capability[]> {
   try {
     return await otherPeers(node, relay, manifest)
   } catch (err) {

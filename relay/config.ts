@@ -39,6 +39,11 @@ export interface RelayOptions {
   host?: string
   /** Multiaddrs to announce instead of the listening ones (a public name, a TLS terminator's wss address). */
   announce?: string[]
+  /**
+   * Other relays of the same network (multiaddrs with /p2p/): records announced to any of them are
+   * listed here and the other way round (relay/federation.ts). Relays that meet others join them too.
+   */
+  relays?: string[]
   /** STUN/TURN servers the relay tells tabs to use for WebRTC (GET /api/relay): needed for tabs behind NAT. */
   iceServers?: IceServer[]
   /** Model directories whose files the relay serves (and whose tokenizers it uses). */
@@ -171,7 +176,22 @@ export const REGISTRY_DEFAULTS = {
   /** A report of a failed dial counts this long: two TTLs, long after a live peer has re-announced. */
   unreachableWindowMs: 2 * RECORD_TTL_MS,
   /** Weight of the newest measured step in a peer's speed: a few steps settle it, one outlier does not. */
-  speedAlpha: 0.3
+  speedAlpha: 0.3,
+  /**
+   * Records another relay may have listed here at once. A relay's own peers are bounded by its
+   * connections (maxConnections 1,024), and it passes on what it relays: room for a few such relays' worth.
+   */
+  maxPerRelay: 8_192
+} as const
+
+/** Relays federated over gossipsub (relay/federation.ts). */
+export const FEDERATION_DEFAULTS = {
+  /** All relays nobody configured, together: a swarm of fresh keys fills this pool, never the configured relays' shares. */
+  maxFromStrangers: 4_096,
+  /** Reading a relay's registry when it is met, and dialling a configured relay. */
+  syncTimeoutMs: 10_000,
+  /** A configured relay not connected is dialled again this often. */
+  redialMs: 3_000
 } as const
 
 /** The chain tooling (relay/chain/) and the EVM ledger. */
@@ -213,6 +233,7 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     p2pPort: o.p2pPort ?? RELAY_DEFAULTS.p2pPort,
     host: o.host ?? RELAY_DEFAULTS.host,
     announce: o.announce ?? [],
+    relays: o.relays ?? [],
     iceServers: o.iceServers ?? [],
     models: o.models ?? [],
     webRoot: o.webRoot,

@@ -46,6 +46,8 @@ export type LedgerBackend = { kind: 'sqlite' } | { kind: 'evm'; chainId: number;
 export interface HttpDeps {
   generator: Generator
   network: () => NetworkView
+  /** The other relays of the federation (peer ids), for /api/network. */
+  relays?: () => string[]
   /** Model directories whose files the relay serves. */
   models: Array<{ dir: string; manifest: Manifest }>
   /** The built web/ directory (dist/web), served at `/`. */
@@ -124,7 +126,8 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.use('/v1/*', bodies)
   app.use('/api/*', async (c, next) => await (c.req.path === '/api/claims' ? claimBodies : bodies)(c, next))
 
-  app.get('/api/network', (c) => c.json(deps.network()))
+  // The relays this one shares records with beside the network it sees: every relay of a federation lists the same peers.
+  app.get('/api/network', (c) => c.json({ ...deps.network(), ...(deps.relays !== undefined ? { relays: deps.relays() } : {}) }))
   app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [], iceServers: deps.iceServers ?? [] }))
   // Models whose files this relay serves: what a tab can download and contribute to.
   app.get('/api/models', (c) =>

@@ -21,7 +21,19 @@ import { REGISTRY_DEFAULTS } from './config.js'
 const log = logger('tessera:relay:registry')
 
 export interface Registry extends PeerDirectory {
-  accept(signed: SignedCapability, from?: string): Promise<Capability>
+  /**
+   * Takes a signed record: from the peer it names (`from`, announced here over its own connection),
+   * or relayed by another relay (`via`: that relay's peer id, relay/federation.ts). Throws
+   * ProtocolError: BAD_SIGNATURE, EXPIRED, STALE (older than the record held or the peer's
+   * withdrawal), BUSY (a relay's share of relayed records is full).
+   */
+  accept(signed: SignedCapability, from?: string, via?: string): Promise<Capability>
+  /** Relayed records listed now, per relay they came through. */
+  relayedBy(): ReadonlyMap<string, number>
+  /** The relay a listed record came through; undefined where its peer announced it here (or none is listed). */
+  viaOf(peer: string): string | undefined
+  /** The peer's own connection to this relay closed: its record goes if it was announced here, not if another relay vouches for it. */
+  left(peer: string): boolean
   /** A live record even if the peer is excluded from listings (a dispute must still reach a blacklisted accused). */
   find(peer: string): Capability | undefined
   remove(peer: string): void
@@ -60,6 +72,8 @@ export interface RegistryOptions {
   unreachableReports?: number
   /** How long a report of a failed dial counts (ms). */
   unreachableWindowMs?: number
+  /** Records one other relay may have listed here at once (its own peers' and what it passes on). */
+  maxPerRelay?: number
 }
 
 interface Entry {
@@ -67,6 +81,8 @@ interface Entry {
   signed: SignedCapability
   /** The claimed expiry, capped at accept time + TTL. */
   until: number
+  /** The relay it came through; undefined: the peer announced it here itself. */
+  via?: string
 }
 
 /** The median of `xs` (non-empty). */
@@ -81,7 +97,30 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
   const ttlMs = o.ttlMs ?? REGISTRY_DEFAULTS.ttlMs
   const threshold = o.unreachableReports ?? REGISTRY_DEFAULTS.unreachableReports
   const windowMs = o.unreachableWindowMs ?? REGISTRY_DEFAULTS.unreachableWindowMs
+  const maxPerRelay = o.maxPerRelay ?? REGISTRY_DEFAULTS.maxPerRelay
   const records = new Map<string, Entry>()
+  // A withdrawal's issue time per peer, kept one TTL: a copy of an older record replayed after it (by any relay) is stale.
+  const withdrawn = new Map<string, number>()
+  // Records each other relay has listed here, so that no one relay (or a stranger speaking gossipsub) can fill the registry.
+  const perRelay = new Map<string, number>()
+  const count = (via: string | undefined, d: number): void => {
+    if (via === undefined) return
+    const n = (perRelay.get(via) ?? 0) + d
+    if (n > 0) perRelay.set(via, n)
+    else perRelay.delete(via)
+  }
+  const put = (peer: string, e: Entry): void => {
+    count(records.get(peer)?.via, -1)
+    records.set(peer, e)
+    count(e.via, 1)
+  }
+  const drop = (peer: string): boolean => {
+    const e = records.get(peer)
+    if (e === undefined) return false
+    records.delete(peer)
+    count(e.via, -1)
+    return true
+  }
   // Measured speeds outlive a record: a peer that re-joins is still as slow as it was.
   const speeds = new Map<string, number>()
   // Per peer, distinct reporters of failed dials and when each reported. They outlive a re-announce
@@ -91,9 +130,10 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
     const t = now()
     for (const [k, r] of records)
       if (r.until < t) {
-        records.delete(k)
+        drop(k)
         reports.delete(k)
       }
+    for (const [k, issued] of withdrawn) if (issued + ttlMs < t) withdrawn.delete(k)
     return [...records.values()].filter((r) => o.excluded?.(r.cap.peer) !== true)
   }
   /** The speed to route by: a measurement wins; a claim counts only where it is no faster than what was measured. */
@@ -116,24 +156,45 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       .map((x) => x.cap)
   }
   return {
-    async accept(signed, from) {
+    async accept(signed, from, via) {
       const cap = await verifyCapability(signed, now())
       // A valid signature by another peer: a record is announced by the peer it names, or not at all.
       if (from !== undefined && cap.peer !== from) throw new ProtocolError('BAD_SIGNATURE', `record names ${cap.peer} but was sent by ${from}`)
+      const prev = records.get(cap.peer)
+      // Records are signed, not sequenced: the issue time orders them, so an old copy cannot undo a newer word.
+      const gone = withdrawn.get(cap.peer)
+      if ((gone !== undefined && cap.issued <= gone) || (prev !== undefined && cap.issued < prev.cap.issued)) {
+        throw new ProtocolError('STALE', `record for ${cap.peer} was issued before the one held`)
+      }
       if (cap.withdrawn === true) {
-        if (records.delete(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
+        withdrawn.set(cap.peer, cap.issued)
+        if (drop(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
         return cap
       }
-      const prev = records.get(cap.peer)
-      records.set(cap.peer, { cap, signed, until: Math.min(cap.expires, now() + ttlMs) })
-      if (prev === undefined) {
-        log.info(`peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}`)
-        o.onJoin?.(cap)
+      // Announced here wins over relayed: the peer's own connection then says when it is gone.
+      const through = prev !== undefined && prev.via === undefined ? undefined : via
+      if (through !== undefined && prev?.via !== through && (perRelay.get(through) ?? 0) >= maxPerRelay) {
+        throw new ProtocolError('BUSY', `relay ${through} already has ${maxPerRelay} records listed here`)
       }
+      put(cap.peer, { cap, signed, until: Math.min(cap.expires, now() + ttlMs), via: through })
+      if (prev === undefined) {
+        log.info(
+          `peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}${via !== undefined ? ` (via relay ${via.slice(-8)})` : ''}`
+        )
+      }
+      // Only a relay the peer announced to stakes it: relays sharing a ledger would otherwise each grant it.
+      if (through === undefined && (prev === undefined || prev.via !== undefined)) o.onJoin?.(cap)
       return cap
     },
+    relayedBy: () => perRelay,
+    viaOf: (peer) => records.get(peer)?.via,
+    left(peer) {
+      const e = records.get(peer)
+      if (e === undefined || e.via !== undefined) return false
+      return drop(peer)
+    },
     remove(peer) {
-      records.delete(peer)
+      drop(peer)
     },
     find(peer) {
       const r = records.get(peer)
@@ -159,7 +220,7 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       for (const [who, at] of by) if (t - at > windowMs) by.delete(who)
       by.set(reporter, t)
       if (by.size < threshold) return false
-      records.delete(peer)
+      drop(peer)
       reports.delete(peer)
       log.info(`peer ${peer.slice(-8)} dropped: ${by.size} reporters could not reach it`)
       return true
@@ -212,6 +273,8 @@ export function measuring(gen: Generator, registry: Pick<Registry, 'measured'>):
 export interface RegistryServeOptions {
   /** The stake a peer holds, for the announce reply: an unstaked peer is told that checked modes will pass it over. */
   stakeOf?: (peer: string) => Promise<number>
+  /** A record (or withdrawal) a peer announced here itself, once accepted: the federation passes it on to the other relays. */
+  announced?: (signed: SignedCapability) => void
 }
 
 /** Serves the registry's two protocols on the relay's libp2p node. */
@@ -222,9 +285,7 @@ export async function handleRegistry(node: Libp2p, registry: Registry, so: Regis
   // be told apart from gone), whatever expiry its record claims. A live peer is back at its next announce.
   node.addEventListener('peer:disconnect', (evt) => {
     const peer = evt.detail.toString()
-    if (registry.find(peer) === undefined) return
-    registry.remove(peer)
-    log.info(`peer ${peer.slice(-8)} disconnected`)
+    if (registry.left(peer)) log.info(`peer ${peer.slice(-8)} disconnected`)
   })
 
   await node.handle(
@@ -235,6 +296,7 @@ export async function handleRegistry(node: Libp2p, registry: Registry, so: Regis
         const msg = decode((await lp.read({ signal: AbortSignal.timeout(REGISTRY_DEFAULTS.readTimeoutMs) })).subarray()) as SignedCapability
         const known = registry.find(connection.remotePeer.toString()) !== undefined
         const cap = await registry.accept(msg, connection.remotePeer.toString())
+        so.announced?.(msg)
         const stake = cap.withdrawn === true || so.stakeOf === undefined ? undefined : await so.stakeOf(cap.peer).catch(() => undefined)
         if (stake === 0 && !known)
           log.info(`peer ${cap.peer.slice(-8)} is unstaked: checked modes prefer staked peers until its operator stakes it (tessera stake)`)

@@ -27,6 +27,7 @@ import { openSqliteLedger } from './ledger-sqlite.js'
 import { ledgerEvidenceChecker } from './evidence.js'
 import { samplingSetups, zkEntriesOf } from './zk.js'
 import { pickRelayAddr } from '../shared/route/relay-addr.js'
+import { federate, peerOf } from './federation.js'
 
 export type { RelayOptions } from './config.js'
 
@@ -48,11 +49,15 @@ export interface RunningRelay {
   ledger: Ledger
   board: ClaimBoard
   libp2p: Libp2p
+  /** The other relays this one shares records with now (peer ids). */
+  relays: () => string[]
   stop: () => Promise<void>
 }
 
 export async function startRelay(options: RelayOptions = {}): Promise<RunningRelay> {
   const o = resolveRelayOptions(options)
+  // Every relay speaks gossipsub, so relays that meet form one network whether or not they were configured to.
+  const direct = o.relays.map((a) => ({ id: peerOf(a), addrs: [a] }))
   await mkdir(dirname(o.ledger), { recursive: true })
   // What can fail on bad configuration (a manifest, a ZK entry, a circuit set-up) runs before anything is started.
   const { models, texts } = await servedModels(o.models)
@@ -72,7 +77,13 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger
-  const node = await createPeer({ relayServer: true, privateKey, listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`], announce: o.announce })
+  const node = await createPeer({
+    relayServer: true,
+    privateKey,
+    listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`],
+    announce: o.announce,
+    gossip: { direct }
+  })
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
     standings: async () => await ledger.standings(),
@@ -97,11 +108,13 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       void join.finally(() => joins.delete(cap.peer))
     }
   })
+  const federation = federate(node, registry, { peers: o.relays })
   await handleRegistry(node, registry, {
     stakeOf: async (peer) => {
       await joins.get(peer)
       return (await ledger.standing(peer)).stake
-    }
+    },
+    announced: (signed) => federation.publish(signed)
   })
   // The relay's own failed dials count against a record (relay/registry.ts reportingDialer).
   const dialer = reportingDialer(libp2pDialer(node), registry)
@@ -136,7 +149,9 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   const app = createHttpApp({
     generator: client,
     unreachable: (peer, reporter) => registry.unreachable(peer, reporter),
-    network: () => view,
+    // Which relay each record came through, read at request time (the view is refreshed every second).
+    network: () => ({ ...view, peers: view.peers.map((p) => ({ ...p, ...(registry.viaOf(p.peer) !== undefined ? { via: registry.viaOf(p.peer) } : {}) })) }),
+    relays: () => federation.relays(),
     models,
     webRoot:
       o.webRoot !== undefined &&
@@ -185,8 +200,10 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     ledger,
     board,
     libp2p: node,
+    relays: () => federation.relays(),
     async stop() {
       clearInterval(refresh)
+      federation.stop()
       board.close()
       await http.close()
       await node.stop()

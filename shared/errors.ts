@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'BAD_STEP',
   'BUSY',
   'EXPIRED',
+  // A signed record older than one already held (or than its peer's withdrawal): a replay, or lag.
+  'STALE',
   'INTERNAL',
   // What a client sees of a peer that failed it: the session fails over.
   'UNREACHABLE',

@@ -14,7 +14,7 @@ import { logger, setQuiet } from '../../shared/log.js'
 import { InputError } from '../../shared/errors.js'
 import { loadModel } from '../../native-node/store.js'
 import type { DevicePreference } from '../../native-node/ort.js'
-import { float, int, intList } from './options.js'
+import { float, int, intList, repeated } from './options.js'
 import { createPeer } from '../../host/libp2p.js'
 import { createClient, normalizeVerification } from '../../shared/client/client.js'
 import { httpLedgerLink } from '../../shared/client/ledger-link.js'
@@ -29,7 +29,7 @@ const log = logger('tessera:node:generate')
 
 interface GenerateFlags {
   model?: string
-  relay?: string
+  relay?: string[]
   prompt?: string
   promptIds?: number[]
   maxTokens: number
@@ -55,7 +55,11 @@ export function registerGenerate(program: Command): void {
     .command('generate')
     .description('generate tokens with every shard of a model in this process')
     .option('--model <dir|name>', 'a built model directory; with --relay, a model name or root on the network (default: the one fully served)')
-    .option('--relay <multiaddr>', 'run through the network instead of in this process')
+    .option(
+      '--relay <multiaddr>',
+      'run through the network instead of in this process; give it again for more relays of one federation (the next is tried when one fails)',
+      repeated
+    )
     .option('--prompt <text>', "prompt text (needs the model's tokenizer.json; with --relay, also --ledger-api to fetch it)")
     .option('--prompt-ids <ids>', 'prompt as token ids, e.g. 1,403,407', intList)
     .option('--max-tokens <n>', 'tokens to generate', int(1), GENERATE_DEFAULTS.maxTokens)

@@ -9,12 +9,12 @@ import type { DevicePreference } from '../../native-node/ort.js'
 import { FAULT_KINDS, parseFault, type Fault } from '../../shared/node/fault.js'
 import { REBALANCE_S } from '../config.js'
 import { BATCH_DEFAULTS } from '../../shared/batch.js'
-import { int, memory } from './options.js'
+import { int, memory, repeated } from './options.js'
 import { untilSignal } from './lifecycle.js'
 import { hopMarksToStderr } from '../../host/hop-marks.js'
 
 interface NodeFlags {
-  relay: string
+  relay: string[]
   model: string
   layers?: [number, number]
   memory?: number
@@ -52,7 +52,11 @@ export function registerNode(program: Command): void {
   program
     .command('node')
     .description("serve a run of a model's layers to the network")
-    .requiredOption('--relay <multiaddr>', 'the relay to join, e.g. /ip4/127.0.0.1/tcp/9090/ws/p2p/12D3…')
+    .requiredOption(
+      '--relay <multiaddr>',
+      'the relay to join, e.g. /ip4/127.0.0.1/tcp/9090/ws/p2p/12D3…; give it again for more relays of one federation (each lists this node)',
+      repeated
+    )
     .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)

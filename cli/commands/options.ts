@@ -39,3 +39,8 @@ export function memory(v: string): number {
   if (n === null || !(n > 0)) throw new InvalidArgumentError('expected a size such as 24GB or 512MB')
   return n
 }
+
+/** A flag given more than once (`--relay A --relay B`): every value, in order. */
+export function repeated(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v]
+}

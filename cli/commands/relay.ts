@@ -26,6 +26,7 @@ interface RelayFlags extends LedgerFlags {
   proveSampling?: boolean
   key?: string
   maxBody?: number
+  peerRelay?: string[]
 }
 
 export function registerRelay(program: Command): void {
@@ -39,6 +40,7 @@ export function registerRelay(program: Command): void {
       '--announce <multiaddrs...>',
       'addresses to give out instead of the listening ones, e.g. /dns4/relay.example.org/tcp/443/wss behind a TLS terminator'
     )
+    .option('--peer-relay <multiaddrs...>', 'other relays of the same network (their multiaddr with /p2p/): records announced to any are listed by all')
     .option('--ice-server <urls...>', "STUN/TURN servers for tabs' WebRTC (stun:HOST:PORT, turn:USER:PASS@HOST:PORT)")
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
@@ -62,6 +64,7 @@ export function registerRelay(program: Command): void {
       p2pPort: o.p2pPort,
       host: o.host,
       announce: o.announce,
+      relays: o.peerRelay,
       iceServers: o.iceServer?.map(parseIceServer),
       models: o.model,
       webRoot: o.web,

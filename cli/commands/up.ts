@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { logger } from '../../shared/log.js'
 import { ModelFormatError, TesseraError } from '../../shared/errors.js'
 import { MANIFEST_FILE, type Manifest } from '../../shared/manifest.js'
-import { startRelay } from '../../relay/relay.js'
+import { startRelay, type RunningRelay } from '../../relay/relay.js'
 import { RELAY_DEFAULTS, RELAY_PORTS } from '../../relay/config.js'
 import { UP_DEFAULTS, UP_RELAY_KEY, WEB_ROOT } from '../config.js'
 import { ledgerOptions, type LedgerFlags } from './ledger-options.js'
@@ -35,13 +35,14 @@ export function registerUp(program: Command): void {
     .description('run a whole network here: relay, native nodes, pages and a demo generation')
     .option('--model <dir>', 'model directory (the default model is built there if missing)', DEFAULT_MODEL.dir)
     .option('--nodes <n>', 'native nodes to start', int(1), UP_DEFAULTS.nodes)
+    .option('--relays <n>', 'relays to start, one federation: node i announces to relay i mod n, and every relay lists every node', int(1), 1)
     .option('--port <n>', 'HTTP port of the relay', int(0), RELAY_PORTS.http)
     .option('--p2p-port <n>', 'libp2p WebSocket port of the relay', int(0), RELAY_PORTS.p2p)
     .option('--key <file>', "the relay's libp2p identity (created if missing): the same relay address on every run", UP_RELAY_KEY)
     .option('--demo-tokens <n>', 'tokens of the demo generation (0 = none)', int(0), UP_DEFAULTS.demoTokens)
   // --ledger evm: a local anvil (state kept in .tessera/anvil-state.json) with TesseraStake deployed once.
   ledgerOptions(cmd, { deployment: false }).action(
-    async (o: LedgerFlags & { model: string; nodes: number; port: number; p2pPort: number; key: string; demoTokens: number }) => {
+    async (o: LedgerFlags & { model: string; nodes: number; relays: number; port: number; p2pPort: number; key: string; demoTokens: number }) => {
       if (
         !(await access(join(o.model, MANIFEST_FILE)).then(
           () => true,
@@ -64,40 +65,48 @@ export function registerUp(program: Command): void {
       const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
       // The arbiter: a disputed hop is re-run over the relay's shards before anyone is slashed.
       const arbiter = shardReexecutor([{ dir: o.model, manifest }])
-      const relay = await startRelay({
-        httpPort: o.port,
-        p2pPort: o.p2pPort,
-        models: [o.model],
-        webRoot: WEB_ROOT,
-        ledger: o.ledgerFile,
-        evm: chain?.config,
-        keyFile: o.key,
-        reexecute: arbiter.reexecute,
-        requireInputs: arbiter.serves
-      }).catch(async (err: Error) => {
-        await chain?.anvil.stop()
-        throw err
-      })
-      if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)
+      const relays: RunningRelay[] = []
       const children: ChildProcess[] = []
       const stopAll = async (): Promise<void> => {
         for (const c of children) c.kill('SIGTERM')
         await Promise.all(children.map(exited))
-        await relay.stop()
+        for (const r of relays) await r.stop()
         await arbiter.dispose()
         await chain?.anvil.stop()
       }
       try {
+        // Relay 0 keeps the ports and the key (the address pages and scripts know); each later one federates with those before it.
+        for (let i = 0; i < o.relays; i++) {
+          relays.push(
+            await startRelay({
+              httpPort: i === 0 ? o.port : 0,
+              p2pPort: i === 0 ? o.p2pPort : 0,
+              models: [o.model],
+              webRoot: WEB_ROOT,
+              ledger: i === 0 ? o.ledgerFile : o.ledgerFile.replace(/(\.sqlite)?$/, `-${i}$1`),
+              evm: chain?.config,
+              keyFile: i === 0 ? o.key : undefined,
+              relays: relays.map((r) => r.nodeAddr),
+              reexecute: arbiter.reexecute,
+              requireInputs: arbiter.serves
+            })
+          )
+        }
+        const relay = relays[0]
+        if (chain !== undefined) console.log(`ledger: TesseraStake ${chain.deployment.stakeAddress} on the local chain ${chain.anvil.url}`)
         const groups = assignLayers(manifest, o.nodes)
         await Promise.all(
-          groups.map(async (layers) => {
-            const { child, peer } = await spawnNode(relay.nodeAddr, o.model, layers)
+          groups.map(async (layers, i) => {
+            const { child, peer } = await spawnNode(relays[i % relays.length].nodeAddr, o.model, layers)
             children.push(child)
-            // The relay grants no stake by itself; up's operator vouches for the nodes it starts.
-            const s = await relay.ledger.standing(peer)
-            if (s.stake === 0 && s.slashed === 0) await relay.ledger.stake(peer, RELAY_DEFAULTS.operatorStake)
+            // The relay grants no stake by itself; up's operator vouches for the nodes it starts, in every ledger (one, on a chain).
+            for (const r of chain !== undefined ? [relay] : relays) {
+              const s = await r.ledger.standing(peer)
+              if (s.stake === 0 && s.slashed === 0) await r.ledger.stake(peer, RELAY_DEFAULTS.operatorStake)
+            }
           })
         )
+        if (relays.length > 1) console.log(`\n${relays.length} relays, one network: ${relays.map((r) => r.httpUrl).join('  ')}`)
         console.log(`\nTessera is up: ${relay.httpUrl}  (relay ${relay.addr})`)
         const body = text === undefined ? '{"prompt":[1],"max_tokens":16}' : '{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":16}'
         console.log(`  try: curl ${relay.httpUrl}/v1/${text === undefined ? '' : 'chat/'}completions -H 'content-type: application/json' -d '${body}'\n`)

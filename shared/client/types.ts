@@ -236,5 +236,9 @@ export interface NetworkView {
     sessions: number
     addrs: string[]
     expires: number
+    /** The relay (peer id) this relay has the record from; absent where the peer announced here itself. */
+    via?: string
   }>
+  /** A federated relay's view: the other relays it shares records with (relay/federation.ts). */
+  relays?: string[]
 }

@@ -7,13 +7,14 @@ import { TesseraError } from '../errors.js'
 import { relayDirectory } from '../route/directory.js'
 
 /**
- * The live records of the other peers serving `m`'s model, read fresh from the relay's registry
- * (signatures checked). Throws UNREACHABLE if the relay does not answer.
+ * The live records of the other peers serving `m`'s model, read fresh from the first of `relays`
+ * that answers (federated relays list the same records; signatures checked). Throws UNREACHABLE
+ * if none does.
  */
-export async function otherPeers(node: Libp2p, relay: string, m: Manifest): Promise<Capability[]> {
+export async function otherPeers(node: Libp2p, relays: string | string[], m: Manifest): Promise<Capability[]> {
   let peers: Capability[]
   try {
-    peers = await relayDirectory(node, relay, 0).list()
+    peers = await relayDirectory(node, relays, 0).list()
   } catch (err) {
     throw new TesseraError('UNREACHABLE', `reading the relay's peer list failed: ${(err as Error).message}; check that the relay is running`)
   }

@@ -31,6 +31,7 @@ import type { StepFault } from './fault.js'
 import { cacheCap, type MemoryBudget } from './memory.js'
 import { measureMsPerLayer } from './speed.js'
 import { otherPeers, relayPeerId } from './peers.js'
+import { TesseraError } from '../errors.js'
 import { rebalanceMove } from './rebalance.js'
 import { repeat } from './repeat.js'
 
@@ -41,8 +42,11 @@ export interface PeerServiceOptions {
   key: PrivateKey
   /** Signs receipts with `key` faster than libp2p's own (host/native-crypto.ts); libp2p's by default. */
   sign?: Signer
-  /** The relay's multiaddr: where the record goes and the other peers are read from. */
-  relay: string
+  /**
+   * The relay's multiaddr, or several relays' (a federation, relay/federation.ts): the record goes
+   * to each, so it stays listed while any one of them is up; the other peers are read from the first that answers.
+   */
+  relay: string | string[]
   manifest: Manifest
   /** The shards to serve first: consecutive, in layer order. */
   shards: ShardEntry[]
@@ -110,10 +114,16 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
 
   // One cap: what the handler enforces is what the record advertises as kvRoom.
   const maxCacheTokens = (): number => cacheCap(m, shards, memory)
-  let relayId: string | undefined // known once named in the relay's address or connected to
-  const relayPeer = (): string | undefined => {
-    relayId ??= relayPeerId(node, o.relay)
-    return relayId
+  const relays = [o.relay].flat()
+  // Each known once named in its address or connected to.
+  const relayIds = new Map<string, string>()
+  const isRelay = (remote: string): boolean => {
+    for (const r of relays) {
+      if (relayIds.has(r)) continue
+      const id = relayPeerId(node, r)
+      if (id !== undefined) relayIds.set(r, id)
+    }
+    return [...relayIds.values()].includes(remote)
   }
   const handler = createInferHandler({
     root: m.root,
@@ -122,8 +132,8 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
     runners,
     fault: o.fault,
     maxSessions: cfg.maxSessions,
-    // Every peer gets its share; the relay we announce to carries all its HTTP users' sessions (config.ts).
-    sessionsPerPeer: (remote) => (remote === relayPeer() ? cfg.relaySessions : cfg.sessionsPerPeer),
+    // Every peer gets its share; a relay we announce to carries all its HTTP users' sessions (config.ts).
+    sessionsPerPeer: (remote) => (isRelay(remote) ? cfg.relaySessions : cfg.sessionsPerPeer),
     sessionTtlMs: cfg.sessionTtlMs,
     openIdleMs: cfg.openIdleMs,
     lingerMs: cfg.lingerMs,
@@ -166,8 +176,22 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
       ...(moving !== undefined ? { moving } : {})
     }
   }
+  // Relays that failed the last announce: each is reported when it goes down and when it is back, not every time.
+  const down = new Set<string>()
+  /** Announces to every relay at once; fails only when none took the record (a refusal first: it names what to fix). */
   const publish = async (): Promise<void> => {
-    await announce(node, o.relay, capability(), o.key, cfg.announce)
+    const cap = capability()
+    const tries = await Promise.allSettled(relays.map(async (r) => await announce(node, r, cap, o.key, cfg.announce)))
+    const failed = tries.flatMap((t, i) => (t.status === 'rejected' ? [{ relay: relays[i], err: t.reason as Error }] : []))
+    if (failed.length === relays.length) {
+      throw failed.find((f) => f.err instanceof TesseraError && f.err.code === 'ANNOUNCE_REFUSED')?.err ?? failed[0].err
+    }
+    for (const [i, t] of tries.entries()) {
+      const r = relays[i]
+      if (t.status === 'rejected' && !down.has(r)) log.warn(`announcing to ${r} failed (${(t.reason as Error).message}); still listed by the others`)
+      if (t.status === 'fulfilled' && down.delete(r)) log.info(`announcing to ${r} works again`)
+      if (t.status === 'rejected') down.add(r)
+    }
   }
 
   // Shards left by a move, kept until the sessions opened on them have had time to close.
@@ -182,7 +206,7 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
   let stopped = false
   const rebalance = async (fit: number): Promise<void> => {
     if (stats.sessions > 0) return // never move under a client's feet
-    const others = plannedCoverage(await otherPeers(node, o.relay, m), m.config.nLayers)
+    const others = plannedCoverage(await otherPeers(node, relays, m), m.config.nLayers)
     const move = rebalanceMove(m, spanOf(shards), others, fit)
     if (move === undefined) return
     log.info(
@@ -232,7 +256,9 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
       })
     )
   }
-  log.info(`peer ${peer} announced to the relay; ${cfg.maxSessions} sessions at most, ${cfg.sessionsPerPeer} per peer (the relay's: ${cfg.relaySessions})`)
+  log.info(
+    `peer ${peer} announced to ${relays.length === 1 ? 'the relay' : `${relays.length - down.size} of ${relays.length} relays`}; ${cfg.maxSessions} sessions at most, ${cfg.sessionsPerPeer} per peer (the relay's: ${cfg.relaySessions})`
+  )
 
   return {
     get layers() {
@@ -248,7 +274,7 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
       if (stopped) return
       stopped = true
       for (const s of stops) s()
-      await withdraw(node, o.relay, capability(), o.key, cfg.announce.withdrawTimeoutMs)
+      await Promise.all(relays.map(async (r) => await withdraw(node, r, capability(), o.key, cfg.announce.withdrawTimeoutMs)))
       await node.stop()
       for (const r of runners) await r.dispose()
       for (const [timer, old] of retired) {

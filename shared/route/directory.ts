@@ -56,15 +56,19 @@ function withHint(c: Capability, h: Hint | undefined): Capability {
  * Reads the relay's registry over /tessera/peers/1.0.0 and checks every record's signature
  * itself (the relay is not trusted to vouch for peers); the relay's measured speeds and capped
  * expiries (its hints) only make a record slower or shorter-lived. Cached for `cacheMs`.
+ *
+ * Several relays (a federation lists the same records): one is read until it fails, then the
+ * next, so a client keeps its directory while any relay is up.
  */
 export function relayDirectory(
   node: Libp2p,
-  relay: string | Multiaddr,
+  relay: string | Multiaddr | Array<string | Multiaddr>,
   cacheMs = CLIENT_DEFAULTS.directoryCacheMs
 ): PeerDirectory & { unreachable(peer: string): Promise<void> } {
-  const addr = typeof relay === 'string' ? multiaddr(relay) : relay
+  const addrs = [relay].flat().map((r) => (typeof r === 'string' ? multiaddr(r) : r))
+  let at = 0 // the relay that answered last
   let cached: { at: number; peers: Promise<Capability[]> } | undefined
-  const fetchPeers = async (): Promise<Capability[]> => {
+  const fetchFrom = async (addr: Multiaddr): Promise<Capability[]> => {
     const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, {
       signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
       runOnLimitedConnection: true
@@ -90,6 +94,21 @@ export function relayDirectory(
     }
     return out
   }
+  const fetchPeers = async (): Promise<Capability[]> => {
+    let first: unknown
+    for (let i = 0; i < addrs.length; i++) {
+      const k = (at + i) % addrs.length
+      try {
+        const peers = await fetchFrom(addrs[k])
+        if (k !== at) log.info(`reading peers from relay ${addrs[k].toString()} (${addrs[at].toString()} did not answer)`)
+        at = k
+        return peers
+      } catch (err) {
+        first ??= err
+      }
+    }
+    throw first
+  }
   return {
     async list() {
       if (cached === undefined || Date.now() - cached.at > cacheMs) {
@@ -103,7 +122,7 @@ export function relayDirectory(
     /** Resolves once the relay has the report, or it could not be sent (best effort: never throws). */
     async unreachable(peer) {
       await (async () => {
-        const stream = await node.dialProtocol(addr, PEERS_PROTOCOL, {
+        const stream = await node.dialProtocol(addrs[at], PEERS_PROTOCOL, {
           signal: AbortSignal.timeout(CLIENT_DEFAULTS.directoryTimeoutMs),
           runOnLimitedConnection: true
         })

@@ -66,7 +66,8 @@ function render(view: NetworkView): void {
   const now = Date.now()
   ui.peerCount.textContent = String(view.peers.length)
   ui.modelCount.textContent = String(view.models.length)
-  ui.updated.textContent = `updated ${new Date(now).toLocaleTimeString()}`
+  const relays = view.relays ?? []
+  ui.updated.textContent = `updated ${new Date(now).toLocaleTimeString()}${relays.length > 0 ? `; one network with ${relays.length} other relay${relays.length === 1 ? '' : 's'}: ${relays.map(shortPeer).join(', ')}` : ''}`
 
   const devices = new Map<string, number>()
   for (const p of view.peers) devices.set(p.device, (devices.get(p.device) ?? 0) + 1)
@@ -80,7 +81,12 @@ function render(view: NetworkView): void {
           h(
             'tr',
             { attrs: { 'data-device': p.device, 'data-peer': p.peer } },
-            h('td', { class: 'mono', text: shortPeer(p.peer), attrs: { title: p.peer } }),
+            h(
+              'td',
+              { class: 'mono', attrs: { title: p.via === undefined ? p.peer : `${p.peer}, listed here by relay ${p.via}` } },
+              shortPeer(p.peer),
+              ...(p.via !== undefined ? [h('span', { class: 'muted', text: ` via ${shortPeer(p.via)}` })] : [])
+            ),
             h('td', {}, deviceBadge(p.device)),
             h('td', { text: p.model, attrs: { title: p.root } }),
             h('td', { text: layerRange(p.layers) }),
