@@ -211,6 +211,8 @@ export const CHAIN_DEFAULTS = {
   confirmations: 1,
   /** How often viem polls for receipts: 50 ms, as anvil mines a block per transaction at once. */
   pollingIntervalMs: 50,
+  /** A federation's ledger re-checks other arbiters' published evidence this often. */
+  cosignEveryMs: 1_000,
   /** An RPC call that takes longer than 30 s is a node that is not answering. */
   rpcTimeoutMs: 30_000,
   /** Sends of one signed transaction when the node does not answer, before giving up (back-off 200 ms, 400 ms, …). */

@@ -42,6 +42,11 @@ export interface Replay {
   readonly wei: ReadonlyMap<Hex, bigint>
   readonly standings: ReadonlyMap<Hex, PeerStanding>
   readonly entries: readonly LedgerEntry[]
+  /** Evidence published on chain for the arbiters to re-check (`EvidencePublished`), in chain order, by evidence id. */
+  readonly published: ReadonlyMap<Hex, { arbiter: Address; evidence: Hex }>
+  /** The arbiters that approved a slash on each evidence (`Approved`), and the evidence already slashed on. */
+  readonly approvals: ReadonlyMap<Hex, ReadonlySet<Address>>
+  readonly slashedOn: ReadonlySet<Hex>
   /** The standing of a contract key (the initial one for a key never seen). */
   get(k: Hex): PeerStanding
   /** Reads and applies new events up to the head, less confirmations; one sync at a time. */
@@ -57,6 +62,9 @@ export function eventReplay(o: ReplayOptions): Replay {
   const wei = new Map<Hex, bigint>()
   const standings = new Map<Hex, PeerStanding>()
   const entries: LedgerEntry[] = []
+  const published = new Map<Hex, { arbiter: Address; evidence: Hex }>()
+  const approvals = new Map<Hex, Set<Address>>()
+  const slashedOn = new Set<Hex>()
   const times = new Map<bigint, number>()
   let cursor = BigInt(o.fromBlock) - 1n
   let closed = false
@@ -108,6 +116,7 @@ export function eventReplay(o: ReplayOptions): Replay {
         break
       }
       case 'Slashed': {
+        slashedOn.add(a.evidenceId as Hex)
         const before = get(peer)
         const left = (wei.get(peer) ?? 0n) - (a.amount as bigint)
         const reputation = emaReputation(before.reputation, false, rules.reputationAlpha)
@@ -151,7 +160,17 @@ export function eventReplay(o: ReplayOptions): Replay {
         append(at, { kind: 'reject', peer: name(peer), data })
         break
       }
-      default: // ZkModelRegistered: no standing changes
+      // A federation's steps towards a slash: no standing changes until the Slashed event.
+      case 'EvidencePublished':
+        if (!published.has(a.evidenceId as Hex)) published.set(a.evidenceId as Hex, { arbiter: a.arbiter as Address, evidence: a.evidence as Hex })
+        break
+      case 'Approved': {
+        const by = approvals.get(a.evidenceId as Hex) ?? new Set<Address>()
+        by.add(a.arbiter as Address)
+        approvals.set(a.evidenceId as Hex, by)
+        break
+      }
+      default: // ZkModelRegistered, ArbiterAdmitted: no standing changes
     }
   }
 
@@ -191,6 +210,9 @@ export function eventReplay(o: ReplayOptions): Replay {
     wei,
     standings,
     entries,
+    published,
+    approvals,
+    slashedOn,
     get,
     async sync() {
       if (closed) throw new TesseraError('LEDGER_CLOSED', 'this ledger is closed')

@@ -22,7 +22,8 @@
  * anything. Stake this ledger's account (the arbiter) sends is a grant the contract keeps locked.
  */
 import { peerIdFromString } from '@libp2p/peer-id'
-import { getAddress, isAddress, parseEventLogs, type Abi, type Address, type Hex, type TransactionReceipt } from 'viem'
+import { decode, encode } from 'cborg'
+import { getAddress, hexToBytes, isAddress, parseEventLogs, toHex, type Abi, type Address, type Hex, type TransactionReceipt } from 'viem'
 import { ConfigError, InputError } from '../shared/errors.js'
 import { evidenceHash, verifyChain } from '../shared/ledger/rules.js'
 import { DEFAULT_RULES, type Evidence, type EvidenceChecker, type Ledger, type LedgerRules, type PeerStanding } from '../shared/ledger/types.js'
@@ -31,6 +32,10 @@ import { connect, peerKey, revertName, write, zkModelId, type Clients } from './
 import { stakeArtifact } from './chain/compile.js'
 import { EVIDENCE_KINDS, proofCallArgs, proofClaim, signalsHash, toUnits, toWei, type ProofSlash } from './ledger-evm-args.js'
 import { eventReplay } from './ledger-evm-replay.js'
+import { CHAIN_DEFAULTS } from './config.js'
+import { logger } from '../shared/log.js'
+
+const log = logger('tessera:ledger:evm')
 
 export { EVIDENCE_KINDS, proofCallArgs, signalsHash, toUnits, toWei, WEI_PER_UNIT, type ProofSlash } from './ledger-evm-args.js'
 
@@ -45,6 +50,8 @@ export interface EvmLedgerConfig {
   /** Blocks a write waits for, and how far behind the head the log is read; default 1. */
   confirmations?: number
   pollingIntervalMs?: number
+  /** A federation's ledger: how often other arbiters' published evidence is re-checked here and approved or refused (ms). */
+  cosignEveryMs?: number
 }
 
 export interface EvmLedger extends Ledger {
@@ -76,7 +83,7 @@ export interface EvmLedger extends Ledger {
   sync(): Promise<void>
 }
 
-type Outcome = { slashed: boolean; amount: number; reason: string; matches?: string[] }
+type Outcome = { slashed: boolean; amount: number; reason: string; matches?: string[]; pending?: { approvals: number; threshold: number } }
 
 const NO_REPORTER: Hex = `0x${'00'.repeat(32)}`
 
@@ -119,6 +126,7 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
   }
   const read = async <T>(functionName: string, args: unknown[] = []): Promise<T> => (await c.public.readContract({ address, abi, functionName, args })) as T
   await checkRules(read, address, rules)
+  const { threshold, arbiters } = await federationOf(read, address)
 
   const replay = eventReplay({ client: c.public, address, abi, rules, fromBlock: config.fromBlock ?? 0, confirmations: c.confirmations })
   const { sync } = replay
@@ -216,15 +224,79 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
         return { slashed: r.slashed, amount: r.amount, reason: r.reason, ...(r.slashed ? m : {}) }
       }
       await labeled(e.accused, reporter)
+      // Where other arbiters must approve too, they re-check the evidence itself, not this relay's word.
+      if (arbiters > 1 && !replay.published.has(id)) await send('publishEvidence', [id, toHex(encode({ evidence: e, reporter }))])
       try {
         const r = await send('slash', [peerKey(e.accused), id, EVIDENCE_KINDS.indexOf(e.kind), payee(reporter), reason])
-        return { slashed: true, amount: slashedAmount(r), reason, ...m }
+        if (slashedIn(r)) return { slashed: true, amount: slashedAmount(r), reason, ...m }
+        return waiting(id, reason)
       } catch (err) {
-        if (revertName((err as { cause?: unknown }).cause) === 'EvidenceUsed') return await reject(e, reporter, 'evidence already used')
+        const why = revertName((err as { cause?: unknown }).cause)
+        if (why === 'EvidenceUsed') return await reject(e, reporter, 'evidence already used')
+        if (why === 'AlreadyApproved') return waiting(id, reason)
+        if (why === 'ProposalMismatch') return await reject(e, reporter, 'another arbiter accused someone else (or named another reporter) on this evidence')
         throw err
       }
     })
   }
+  const slashedIn = (r: TransactionReceipt): boolean => parseEventLogs({ abi, logs: r.logs, eventName: 'Slashed' }).length > 0
+  const waiting = (id: Hex, reason: string): Outcome => {
+    const n = replay.approvals.get(id)?.size ?? 1
+    return {
+      slashed: false,
+      amount: 0,
+      reason: `${reason}; approved by ${n} of the ${threshold} arbiters a slash needs: the others re-check the published evidence`,
+      pending: { approvals: n, threshold }
+    }
+  }
+
+  /**
+   * A federation's other half: evidence other arbiters published is re-checked here, by this
+   * relay's own checker, and approved (one more approval towards the threshold) or refused in
+   * public. Nothing counts on another relay's word: a lying arbiter's evidence gets no approval.
+   */
+  const judged = new Set<Hex>()
+  const me = c.account.address.toLowerCase()
+  async function cosign(): Promise<void> {
+    await sync()
+    for (const [id, p] of replay.published) {
+      if (judged.has(id) || p.arbiter.toLowerCase() === me || replay.slashedOn.has(id)) continue
+      if ([...(replay.approvals.get(id) ?? [])].some((a) => a.toLowerCase() === me)) continue
+      judged.add(id)
+      let e: Evidence
+      let reporter: string
+      try {
+        const b = decode(hexToBytes(p.evidence)) as { evidence: Evidence; reporter: string }
+        e = b.evidence
+        reporter = typeof b.reporter === 'string' ? b.reporter : 'anonymous'
+        if (!wellFormed(e) || evidenceId(e) !== id) throw new Error('the bytes are not the evidence the id names')
+      } catch (err) {
+        log.warn(`evidence ${id.slice(0, 10)} published by ${p.arbiter} is unreadable (${(err as Error).message}): not approved`)
+        continue
+      }
+      // Slashed since the last sync by the others' approvals: nothing to add (a refusal would only be noise in the log).
+      if (await used(id)) continue
+      const outcome = await ledger.slash(e, reporter).catch((err: Error) => {
+        log.warn(`re-checking evidence ${id.slice(0, 10)} failed: ${err.message}`)
+        judged.delete(id) // tried again at the next round
+        return undefined
+      })
+      if (outcome !== undefined) log.info(`evidence against ${e.accused.slice(-8)} published by ${p.arbiter}: ${outcome.slashed ? 'slashed' : outcome.reason}`)
+    }
+  }
+  let cosigning = false
+  const cosigner =
+    arbiters > 1
+      ? setInterval(() => {
+          if (cosigning) return
+          cosigning = true
+          cosign()
+            .catch((err: Error) => log.debug(`co-signing round failed: ${err.message}`))
+            .finally(() => {
+              cosigning = false
+            })
+        }, config.cosignEveryMs ?? CHAIN_DEFAULTS.cosignEveryMs)
+      : undefined
 
   await sync()
 
@@ -347,6 +419,7 @@ export async function openEvmLedger(config: EvmLedgerConfig, checker: EvidenceCh
 
     sync,
     async close() {
+      if (cosigner !== undefined) clearInterval(cosigner)
       await queue
       replay.close()
       gasUsed = []
@@ -365,6 +438,16 @@ async function checkRules(read: <T>(fn: string) => Promise<T>, address: Address,
       `the contract at ${address} slashes ${slashBps / 100}%, rewards ${rewardBps / 100}% and blacklists after ${afterSlashes} slashes; ` +
         `these ledger rules say ${rules.slashFraction * 100}%, ${rules.rewardFraction * 100}% and ${rules.blacklistAfterSlashes}`
     )
+  }
+}
+
+/** Who may slash: the contract's arbiters and how many approvals a slash on receipts needs; refuses a contract from before federations. */
+async function federationOf(read: <T>(fn: string) => Promise<T>, address: Address): Promise<{ threshold: number; arbiters: number }> {
+  try {
+    const [threshold, arbiters] = await Promise.all([read<number>('threshold'), read<number>('arbiterCount')])
+    return { threshold: Number(threshold), arbiters: Number(arbiters) }
+  } catch {
+    throw new ConfigError(`the contract at ${address} is a TesseraStake from before federations (no arbiters' threshold): deploy anew (tessera chain deploy)`)
   }
 }
 

@@ -294,8 +294,8 @@ describe('EVM ledger', () => {
     const peer = (await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'peers', args: [peerKey('cheat')] })) as unknown[]
     expect([peer[0], peer[4], peer[5]]).toEqual([125n * 10n ** 14n, 3, true])
     expect(await c.public.readContract({ address: d.stakeAddress, abi, functionName: 'burned' })).toBe(4375n * 10n ** 13n) // 25 + 12.5 + 6.25 units burned
-    // Labels and bindings name peers; they are not audit entries.
-    const evs = (await events(anvil, d)).filter((e) => e.eventName !== 'Labeled' && e.eventName !== 'Bound')
+    // Labels, bindings and the arbiters' admissions and approvals change no standing: not audit entries.
+    const evs = (await events(anvil, d)).filter((e) => !['Labeled', 'Bound', 'ArbiterAdmitted', 'Approved'].includes(e.eventName))
     const kinds: Record<string, LedgerEntry['kind']> = {
       Staked: 'stake',
       Slashed: 'slash',
@@ -352,7 +352,7 @@ describe('EVM ledger', () => {
       expect(dropped).toBe(1)
       expect((await l.stake('p', 5)).stake).toBe(15)
       const evs = await events(anvil, d)
-      expect(evs.map((e) => e.eventName)).toEqual(['Labeled', 'Staked', 'Staked'])
+      expect(evs.map((e) => e.eventName)).toEqual(['ArbiterAdmitted', 'Labeled', 'Staked', 'Staked'])
     } finally {
       proxy.close()
     }
@@ -410,6 +410,89 @@ describe('EVM ledger', () => {
     } finally {
       await second.stop()
     }
+  })
+})
+
+describe('EVM ledger: a federation of arbiters (one key per relay, 2 of 3 approvals)', () => {
+  /** A contract three relays share (anvil accounts 1–3 as arbiters), and each relay's ledger on it with its own checker. */
+  async function federation(checkers: EvidenceChecker[]): Promise<{ d: Deployment; ledgers: EvmLedger[] }> {
+    const d = await deployTessera({
+      rpcUrl: anvil.url,
+      privateKey: anvil.accounts[0],
+      out: null,
+      arbiters: [1, 2, 3].map(addressOf),
+      threshold: 2
+    })
+    const ledgers: EvmLedger[] = []
+    for (const [i, checker] of checkers.entries()) {
+      const cfg = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: d.stakeAddress, privateKey: anvil.accounts[i + 1], fromBlock: d.deployBlock }
+      const l = await openEvmLedger({ ...cfg, cosignEveryMs: 100 }, checker)
+      open.push(l)
+      ledgers.push(l)
+    }
+    return { d, ledgers }
+  }
+  const until = async (check: () => Promise<boolean>, ms = 10_000): Promise<void> => {
+    const end = Date.now() + ms
+    while (!(await check())) {
+      if (Date.now() > end) throw new Error('timed out')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  }
+
+  it('a slash on receipts takes effect at the second approval, once; every relay rebuilds the same standings and audit log', async () => {
+    const { d, ledgers } = await federation([fakeChecker(), fakeChecker(), fakeChecker()])
+    const [a, b, c] = ledgers
+    await a.stake('cheat', 100)
+    const first = await a.slash(evidence(1), 'honest')
+    expect(first.slashed).toBe(false)
+    expect(first.pending).toEqual({ approvals: 1, threshold: 2 })
+    // The other relays read the published evidence, re-check it with their own checkers and approve.
+    await until(async () => (await c.standing('cheat')).slashed === 1)
+    await new Promise((resolve) => setTimeout(resolve, 500)) // every co-signer has had its round
+    for (const l of ledgers) expect(await l.standing('cheat')).toMatchObject({ stake: 50, slashed: 1 })
+    const evs = await events(anvil, d)
+    expect(evs.filter((e) => e.eventName === 'Slashed')).toHaveLength(1)
+    expect(evs.filter((e) => e.eventName === 'EvidencePublished')).toHaveLength(1)
+    expect(evs.filter((e) => e.eventName === 'Approved').length).toBeGreaterThanOrEqual(2)
+    const [la, lb, lc] = await Promise.all([a.audit(), b.audit(), c.audit()])
+    expect(lb).toEqual(la)
+    expect(lc).toEqual(la)
+    // Reporting it again, through another relay, counts nothing twice.
+    expect((await b.slash(evidence(1), 'honest')).slashed).toBe(false)
+    expect((await a.standing('cheat')).slashed).toBe(1)
+  }, 30_000)
+
+  it('a lying arbiter alone slashes nobody: the others re-check its evidence, refuse it in public, and the honest peer keeps its stake', async () => {
+    const liar = { check: async () => ({ valid: true, reason: 'trust me' }) }
+    const { d, ledgers } = await federation([fakeChecker(), fakeChecker(), liar])
+    const [a, , rogue] = ledgers
+    await a.stake('honest', 10)
+    // Evidence whose receipts agree (detail.valid false): the liar's checker approves it anyway.
+    const r = await rogue.slash(evidence(7, 'honest', false), 'rogue-client')
+    expect(r.pending).toEqual({ approvals: 1, threshold: 2 })
+    await until(async () => (await events(anvil, d)).filter((e) => e.eventName === 'Rejected').length >= 2)
+    for (const l of ledgers) expect(await l.standing('honest')).toMatchObject({ stake: 10, slashed: 0 })
+    expect((await events(anvil, d)).filter((e) => e.eventName === 'Slashed')).toHaveLength(0)
+    // Approving twice is still one approval; an address that is no arbiter cannot approve at all.
+    expect((await rogue.slash(evidence(7, 'honest', false), 'rogue-client')).pending).toEqual({ approvals: 1, threshold: 2 })
+    const outsider = await connect({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: anvil.accounts[5] })
+    const abi = (await stakeArtifact()).abi
+    await expect(
+      write(outsider, {
+        address: d.stakeAddress,
+        abi,
+        functionName: 'slash',
+        args: [peerKey('honest'), `0x${evidenceHash(evidence(7, 'honest', false))}`, 0, peerKey('x'), 'x']
+      })
+    ).rejects.toThrow()
+    expect((await a.standing('honest')).slashed).toBe(0)
+  }, 30_000)
+
+  it('refuses a threshold the arbiters cannot meet', async () => {
+    await expect(deployTessera({ rpcUrl: anvil.url, privateKey: anvil.accounts[0], out: null, arbiters: [addressOf(1)], threshold: 2 })).rejects.toThrow(
+      InputError
+    )
   })
 })
 

@@ -26,6 +26,8 @@ interface DeployFlags {
   out: string
   withdrawDelay: number
   zk?: string[]
+  arbiters?: string[]
+  threshold?: number
 }
 
 export function registerChain(program: Command): void {
@@ -64,9 +66,13 @@ export function registerChain(program: Command): void {
     )
     .option('--out <file>', 'where to write the deployment', DEFAULT_DEPLOYMENT)
     .option('--withdraw-delay <s>', 'seconds between a withdrawal request and its payout', int(0), DEFAULT_WITHDRAW_DELAY)
+    .option('--arbiters <addresses>', "a federation: every relay's EVM address, comma-separated (default: this key's address alone)", (v: string) =>
+      v.split(',').map((a) => a.trim())
+    )
+    .option('--threshold <m>', 'approvals of distinct arbiters a slash on receipt evidence needs (default 1)', int(1))
     .addOption(new Option('--zk <models...>', 'also deploy and register the Groth16 verifier of these seeded ZK models').choices(Object.keys(ZK_MODELS)))
     .action(async (o: DeployFlags) => {
-      const { createPublicClient, http } = await import('viem')
+      const { createPublicClient, getAddress, http, isAddress } = await import('viem')
       const chainId = await createPublicClient({ transport: http(o.rpc, { retryCount: 0 }) })
         .getChainId()
         .catch(() => undefined)
@@ -82,7 +88,12 @@ export function registerChain(program: Command): void {
             zk.push({ entry: s.entry, zkey: s.keys.zkey })
           }
         }
-        report(await deployTessera({ rpcUrl: o.rpc, chainId, privateKey: key, out: o.out, withdrawDelay: o.withdrawDelay, zk }), o.out)
+        const arbiters = o.arbiters?.map((a) => {
+          if (!isAddress(a)) throw new InputError(`--arbiters: ${a} is not an EVM address`)
+          return getAddress(a)
+        })
+        const federation = { ...(arbiters !== undefined ? { arbiters } : {}), ...(o.threshold !== undefined ? { threshold: o.threshold } : {}) }
+        report(await deployTessera({ rpcUrl: o.rpc, chainId, privateKey: key, out: o.out, withdrawDelay: o.withdrawDelay, zk, ...federation }), o.out)
       } finally {
         await releaseZkWorkers()
       }
@@ -170,7 +181,8 @@ function registerBindAndStake(chain: Command): void {
 }
 
 function report(d: Deployment, out: string): void {
-  console.log(`TesseraStake at ${d.stakeAddress} (block ${d.deployBlock}, arbiter ${d.arbiter}), ${d.gas} gas`)
+  const who = d.arbiters.length === 1 ? `arbiter ${d.arbiter}` : `arbiters ${d.arbiters.join(', ')}, ${d.threshold} approvals slash`
+  console.log(`TesseraStake at ${d.stakeAddress} (block ${d.deployBlock}, ${who}), ${d.gas} gas`)
   for (const z of d.zkModels) console.log(`  ${z.name}: verifier ${z.verifier}, commitment ${z.weightCommitment.slice(0, 12)}…`)
   console.log(`wrote ${out}`)
 }

@@ -62,7 +62,8 @@ export function registerUp(program: Command): void {
       }
       const manifest = await readManifest(o.model)
       const text = await readModelText(o.model, manifest)
-      const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain() : undefined
+      // A federation shares one contract, each relay an arbiter with its own key (a majority's approvals slash).
+      const chain = o.ledger === 'evm' ? await (await import('../../relay/chain/local.js')).startLocalChain({ arbiters: o.relays }) : undefined
       // The arbiter: a disputed hop is re-run over the relay's shards before anyone is slashed.
       const arbiter = shardReexecutor([{ dir: o.model, manifest }])
       const relays: RunningRelay[] = []
@@ -84,7 +85,7 @@ export function registerUp(program: Command): void {
               models: [o.model],
               webRoot: WEB_ROOT,
               ledger: i === 0 ? o.ledgerFile : o.ledgerFile.replace(/(\.sqlite)?$/, `-${i}$1`),
-              evm: chain?.config,
+              evm: chain?.configs[i],
               keyFile: i === 0 ? o.key : undefined,
               relays: relays.map((r) => r.nodeAddr),
               reexecute: arbiter.reexecute,

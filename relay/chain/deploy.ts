@@ -37,7 +37,12 @@ export interface Deployment {
   rpcUrl: string
   chainId: number
   stakeAddress: Address
+  /** The first arbiter (the deploying account unless others were named). */
   arbiter: Address
+  /** Every arbiter: one relay's key each, in a federation. */
+  arbiters: Address[]
+  /** Approvals a slash on receipt evidence needs. */
+  threshold: number
   deployBlock: number
   withdrawDelay: number
   slashBps: number
@@ -52,6 +57,10 @@ export interface DeployOptions extends Omit<ChainConfig, 'chainId'> {
   chainId?: number
   /** Default: the deploying account. */
   arbiter?: Address
+  /** A federation's arbiters, one per relay (overrides `arbiter`). */
+  arbiters?: Address[]
+  /** Distinct arbiters whose approvals a slash on receipt evidence needs; default 1. */
+  threshold?: number
   rules?: LedgerRules
   withdrawDelay?: number
   /** ZK models whose verifiers to deploy and register: the manifest entry and the proving key. */
@@ -70,14 +79,18 @@ export async function deployTessera(o: DeployOptions): Promise<Deployment> {
   const chainId = o.chainId ?? (await probeChainId(o.rpcUrl))
   const c = await connect({ ...o, chainId })
   const rules = o.rules ?? DEFAULT_RULES
-  const arbiter = o.arbiter ?? c.account.address
+  const arbiters = o.arbiters ?? [o.arbiter ?? c.account.address]
+  const threshold = o.threshold ?? 1
+  if (!(Number.isInteger(threshold) && threshold >= 1 && threshold <= arbiters.length)) {
+    throw new InputError(`a threshold of ${threshold} approvals cannot be met by ${arbiters.length} arbiter${arbiters.length === 1 ? '' : 's'}`)
+  }
   const withdrawDelay = o.withdrawDelay ?? DEFAULT_WITHDRAW_DELAY
   const params = {
     slashBps: bps(rules.slashFraction, 'slashFraction'),
     rewardBps: bps(rules.rewardFraction, 'rewardFraction'),
     blacklistAfterSlashes: rules.blacklistAfterSlashes
   }
-  const args = [arbiter, params.slashBps, params.rewardBps, params.blacklistAfterSlashes, BigInt(withdrawDelay)]
+  const args = [arbiters, threshold, params.slashBps, params.rewardBps, params.blacklistAfterSlashes, BigInt(withdrawDelay)]
   const { address, receipt } = await deployContract(c, await stakeArtifact(o), args)
   const zkModels: ZkVerifierDeployment[] = []
   for (const z of o.zk ?? []) zkModels.push(await deployZkVerifier(c, address, z, o))
@@ -85,7 +98,9 @@ export async function deployTessera(o: DeployOptions): Promise<Deployment> {
     rpcUrl: o.rpcUrl,
     chainId,
     stakeAddress: address,
-    arbiter,
+    arbiter: arbiters[0],
+    arbiters,
+    threshold,
     deployBlock: Number(receipt.blockNumber),
     withdrawDelay,
     ...params,

@@ -6,7 +6,8 @@
  * silently replaced by an empty contract at the same address: stakes and history would be gone.
  */
 import { existsSync } from 'node:fs'
-import { createPublicClient, http } from 'viem'
+import { createPublicClient, http, type Hex } from 'viem'
+import { privateKeyToAccount } from 'viem/accounts'
 import { ConfigError } from '../../shared/errors.js'
 import { logger } from '../../shared/log.js'
 import type { EvmLedgerConfig } from '../ledger-evm.js'
@@ -23,11 +24,18 @@ export interface LocalChain {
   anvil: Anvil
   deployment: Deployment
   config: EvmLedgerConfig
+  /** One ledger configuration per arbiter (each relay of a federation its own key); `config` is the first. */
+  configs: EvmLedgerConfig[]
 }
 
-export async function startLocalChain(o: { stateFile?: string; deploymentFile?: string } = {}): Promise<LocalChain> {
+/**
+ * `arbiters` > 1: a federation's contract, dev accounts 0…n−1 its arbiters, a majority's approvals
+ * needed for a slash on receipts; recorded in its own deployment file beside the single operator's.
+ */
+export async function startLocalChain(o: { stateFile?: string; deploymentFile?: string; arbiters?: number } = {}): Promise<LocalChain> {
   const stateFile = o.stateFile ?? LOCAL_STATE
-  const file = o.deploymentFile ?? LOCAL_DEPLOYMENT
+  const n = o.arbiters ?? 1
+  const file = o.deploymentFile ?? (n === 1 ? LOCAL_DEPLOYMENT : LOCAL_DEPLOYMENT.replace(/\.json$/, `-${n}-arbiters.json`))
   const anvil = await startAnvil({ stateFile })
   try {
     const key = anvil.accounts[0]
@@ -47,14 +55,18 @@ export async function startLocalChain(o: { stateFile?: string; deploymentFile?: 
       }
       deployment = { ...d, rpcUrl: anvil.url }
     }
+    if (n > anvil.accounts.length) throw new ConfigError(`a local chain has ${anvil.accounts.length} dev accounts: at most that many arbiters, not ${n}`)
+    const keys = anvil.accounts.slice(0, n)
     if (deployment === undefined) {
-      deployment = await deployTessera({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: key, out: file })
+      const federation = n > 1 ? { arbiters: keys.map((k) => privateKeyToAccount(k as Hex).address), threshold: Math.floor(n / 2) + 1 } : {}
+      deployment = await deployTessera({ rpcUrl: anvil.url, chainId: anvil.chainId, privateKey: key, out: file, ...federation })
       log.info(`deployed TesseraStake at ${deployment.stakeAddress} (${deployment.gas} gas)`)
     } else {
       log.info(`TesseraStake at ${deployment.stakeAddress}, state from ${stateFile}`)
     }
-    const config = { rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: deployment.stakeAddress, privateKey: key, fromBlock: deployment.deployBlock }
-    return { anvil, deployment, config }
+    const at = deployment
+    const configs = keys.map((k) => ({ rpcUrl: anvil.url, chainId: anvil.chainId, stakeAddress: at.stakeAddress, privateKey: k, fromBlock: at.deployBlock }))
+    return { anvil, deployment, config: configs[0], configs }
   } catch (err) {
     await anvil.stop()
     throw err

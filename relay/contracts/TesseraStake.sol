@@ -12,8 +12,13 @@ pragma solidity 0.8.37;
  *
  * Trust: receipts are Ed25519-signed and compared by activation fingerprints; neither is
  * feasible on chain (no Ed25519 precompile, floating-point comparisons), so `slash`, `reject` and
- * `observe` are callable only by the `arbiter`: the operator that re-checks the evidence
- * off-chain. Every call leaves an event, so the arbiter's decisions are public and auditable.
+ * `observe` are callable only by an arbiter: an operator that re-checks the evidence off-chain.
+ * A federation of relays that do not trust each other admits each relay's key as an arbiter; a
+ * slash on receipt evidence takes effect once `threshold` distinct arbiters approved the same
+ * accusation (peer, kind, reporter) of the same evidence. The evidence itself is published on
+ * chain (`publishEvidence`), so every arbiter re-checks it before approving, and anyone can audit
+ * it after. With one arbiter and a threshold of 1 this is the single operator's ledger. Every
+ * call leaves an event, so the arbiters' decisions are public and auditable.
  * `slashByProof` narrows that trust for ZK models: the fault itself (the true output differs from
  * the claimed one) is proven on chain by a Groth16 counter-proof; only the binding of the claim
  * (input and output hashes) to the accused's signed reply is the arbiter's attestation.
@@ -47,7 +52,10 @@ contract TesseraStake {
 
     uint256 private constant BPS = 10_000;
 
-    address public immutable arbiter;
+    mapping(address => bool) public isArbiter;
+    uint16 public immutable arbiterCount;
+    /** Distinct arbiters whose approvals a slash on receipt evidence needs. */
+    uint16 public immutable threshold;
     uint16 public immutable slashBps;
     uint16 public immutable rewardBps;
     uint32 public immutable blacklistAfterSlashes;
@@ -56,6 +64,12 @@ contract TesseraStake {
     mapping(bytes32 => Peer) public peers;
     mapping(bytes32 => bool) public evidenceUsed;
     mapping(bytes32 => ZkModel) public zkModels;
+    /** Per evidence: what the first approval accused (keccak256 of peer, kind, reporter), the approvals so far, and by whom. */
+    mapping(bytes32 => bytes32) public proposals;
+    mapping(bytes32 => uint16) public approvals;
+    mapping(bytes32 => mapping(address => bool)) public approvedBy;
+    /** Each arbiter's part of a peer's grant: what it alone may reclaim. */
+    mapping(bytes32 => mapping(address => uint256)) public grants;
     /** Slashed wei not paid to reporters: kept in the contract, never withdrawable. */
     uint256 public burned;
 
@@ -74,6 +88,8 @@ contract TesseraStake {
     error BadSignals(uint256 expected, uint256 got);
     error ProofRejected();
     error NoFault();
+    error AlreadyApproved(bytes32 evidenceId);
+    error ProposalMismatch(bytes32 evidenceId);
 
     event Labeled(bytes32 indexed peer, string id);
     event Bound(bytes32 indexed peer, address owner);
@@ -85,16 +101,28 @@ contract TesseraStake {
     event Blacklisted(bytes32 indexed peer, uint32 slashed);
     event Observed(bytes32 indexed peer, bool ok);
     event Rejected(bytes32 indexed peer, bytes32 indexed evidenceId, uint8 kind, bytes32 reporter, string reason);
+    event ArbiterAdmitted(address indexed arbiter);
+    event EvidencePublished(bytes32 indexed evidenceId, address indexed arbiter, bytes evidence);
+    event Approved(bytes32 indexed peer, bytes32 indexed evidenceId, address indexed arbiter, uint16 approvals, uint16 threshold);
     event ZkModelRegistered(bytes32 indexed model, address verifier, uint256 weightCommitment, uint16 outputs, uint16 signals);
 
     modifier onlyArbiter() {
-        if (msg.sender != arbiter) revert NotArbiter();
+        if (!isArbiter[msg.sender]) revert NotArbiter();
         _;
     }
 
-    constructor(address arbiter_, uint16 slashBps_, uint16 rewardBps_, uint32 blacklistAfterSlashes_, uint64 withdrawDelay_) {
-        if (arbiter_ == address(0) || slashBps_ > BPS || rewardBps_ > BPS || blacklistAfterSlashes_ == 0) revert BadParameters();
-        arbiter = arbiter_;
+    constructor(address[] memory arbiters_, uint16 threshold_, uint16 slashBps_, uint16 rewardBps_, uint32 blacklistAfterSlashes_, uint64 withdrawDelay_) {
+        uint256 n = arbiters_.length;
+        if (n == 0 || n > type(uint16).max || threshold_ == 0 || threshold_ > n) revert BadParameters();
+        if (slashBps_ > BPS || rewardBps_ > BPS || blacklistAfterSlashes_ == 0) revert BadParameters();
+        for (uint256 i = 0; i < n; i++) {
+            address a = arbiters_[i];
+            if (a == address(0) || isArbiter[a]) revert BadParameters();
+            isArbiter[a] = true;
+            emit ArbiterAdmitted(a);
+        }
+        arbiterCount = uint16(n);
+        threshold = threshold_;
         slashBps = slashBps_;
         rewardBps = rewardBps_;
         blacklistAfterSlashes = blacklistAfterSlashes_;
@@ -110,10 +138,12 @@ contract TesseraStake {
     function stake(bytes32 peer) external payable {
         if (msg.value == 0) revert ZeroAmount();
         Peer storage p = peers[peer];
-        // The arbiter's stake is a grant it keeps locked in. Anyone else funding an ownerless peer owns it
+        // An arbiter's stake is a grant it keeps locked in. Anyone else funding an ownerless peer owns it
         // until the peer's key binds another address; that gives back only what they staked (rewards need `bound`).
-        if (msg.sender == arbiter) p.granted += msg.value;
-        else if (p.owner == address(0)) p.owner = msg.sender;
+        if (isArbiter[msg.sender]) {
+            p.granted += msg.value;
+            grants[peer][msg.sender] += msg.value;
+        } else if (p.owner == address(0)) p.owner = msg.sender;
         p.stake += msg.value;
         emit Staked(peer, msg.sender, msg.value, p.stake);
     }
@@ -136,11 +166,12 @@ contract TesseraStake {
         return p.stake > p.granted ? p.stake - p.granted : 0;
     }
 
-    /** The arbiter takes back what is left of its grant (e.g. a peer that left): at once, it could slash it anyway. */
+    /** An arbiter takes back what is left of its own grant (e.g. a peer that left): at once, it could slash it anyway. */
     function reclaimGrant(bytes32 peer, uint256 amount) external onlyArbiter {
         Peer storage p = peers[peer];
         if (amount == 0) revert ZeroAmount();
-        if (amount > p.granted) revert NothingStaked();
+        if (amount > p.granted || amount > grants[peer][msg.sender]) revert NothingStaked();
+        grants[peer][msg.sender] -= amount;
         p.granted -= amount;
         p.stake -= amount;
         emit Withdrawn(peer, msg.sender, amount, p.stake);
@@ -176,9 +207,33 @@ contract TesseraStake {
         if (!ok) revert TransferFailed();
     }
 
-    /** The arbiter re-checked signed receipts off-chain and found `peer` at fault. */
+    /**
+     * Puts the evidence on chain for every arbiter (and anyone) to re-check: its bytes are what the
+     * off-chain checker reads (CBOR of the evidence and its reporter); `evidenceId` is its hash there.
+     */
+    function publishEvidence(bytes32 evidenceId, bytes calldata evidence) external onlyArbiter {
+        emit EvidencePublished(evidenceId, msg.sender, evidence);
+    }
+
+    /**
+     * An arbiter re-checked signed receipts off-chain and found `peer` at fault: one approval. The
+     * slash happens at the `threshold`-th distinct approval of the same accusation; an approval that
+     * names another peer, kind or reporter for the same evidence is refused.
+     */
     function slash(bytes32 peer, bytes32 evidenceId, uint8 kind, bytes32 reporter, string calldata reason) external onlyArbiter {
-        _slash(peer, evidenceId, kind, reporter, reason);
+        // One arbiter's word is the rule: no approvals to keep (the single operator's ledger costs what it did).
+        if (threshold == 1) return _slash(peer, evidenceId, kind, reporter, reason);
+        if (evidenceUsed[evidenceId]) revert EvidenceUsed(evidenceId);
+        if (approvedBy[evidenceId][msg.sender]) revert AlreadyApproved(evidenceId);
+        bytes32 accusation = keccak256(abi.encode(peer, kind, reporter));
+        bytes32 first = proposals[evidenceId];
+        if (first == bytes32(0)) proposals[evidenceId] = accusation;
+        else if (first != accusation) revert ProposalMismatch(evidenceId);
+        approvedBy[evidenceId][msg.sender] = true;
+        uint16 n = approvals[evidenceId] + 1;
+        approvals[evidenceId] = n;
+        emit Approved(peer, evidenceId, msg.sender, n, threshold);
+        if (n >= threshold) _slash(peer, evidenceId, kind, reporter, reason);
     }
 
     /** Evidence the arbiter refused: changes nothing, but keeps the refusal in the public record. */
@@ -199,7 +254,7 @@ contract TesseraStake {
     }
 
     /**
-     * A ZK fault proven on chain. The arbiter attests what the accused claimed (keccak256 of its
+     * A ZK fault proven on chain, by one arbiter whatever the threshold: the fault is the proof's. The arbiter attests what the accused claimed (keccak256 of its
      * output signals and of its input signals, from its signed reply); the counter-proof, from an
      * honest prover, must verify for the registered weights and the same input, and prove another
      * output. The circuit is deterministic, so two outputs for one input and one set of weights

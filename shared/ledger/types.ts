@@ -56,6 +56,8 @@ export interface SlashResult {
   matches?: string[]
   /** Passed on from the verdict (or the checker failed): the evidence was not judged, so no vote may stand on it. */
   unjudged?: boolean
+  /** A federation's ledger (relay/ledger-evm.ts): approved here, the slash waits for more arbiters' approvals. */
+  pending?: { approvals: number; threshold: number }
 }
 
 export type LedgerEntryKind = 'stake' | 'slash' | 'reward' | 'reputation' | 'blacklist' | 'reject'
