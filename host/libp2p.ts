@@ -16,7 +16,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, Libp2p, PrivateKey } from '@libp2p/interface'
 import { ConfigError } from '../shared/errors.js'
 import { linkFromEnv, slowed, type LinkShape } from './slow-link.js'
 import { readFile, writeFile, mkdir } from 'node:fs/promises'
@@ -34,6 +34,8 @@ export interface PeerOptions {
   announce?: string[]
   /** Run gossipsub (the relays' shared registry, relay/federation.ts); `direct`: peers always sent every message, kept connected. */
   gossip?: { direct: Array<{ id: string; addrs: string[] }> }
+  /** Which connections to refuse (libp2p's connection gater): an operator's block list, or a test's partition. */
+  gater?: ConnectionGater
   /** Slow every connection to this link (host/slow-link.ts); default: TESSERA_LINK_RTT_MS / TESSERA_LINK_MBPS, else none. */
   link?: LinkShape
 }
@@ -75,6 +77,7 @@ export async function createPeer(o: PeerOptions = {}): Promise<Libp2p> {
     // A busy peer (a long prefill, a loaded machine) answers pings late; dropping its connection
     // for that would cut every session on it. Dead peers show up as resets and step time-outs.
     connectionMonitor: { abortConnectionOnPingFailure: false },
+    ...(o.gater !== undefined ? { connectionGater: o.gater } : {}),
     services
   })
 }

@@ -22,7 +22,9 @@ import { decode, encode } from 'cborg'
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import { PEERS_PROTOCOL, type SignedCapability } from '../shared/protocol/capability.js'
 import { MAX_MESSAGE_BYTES, MAX_RECORD_BYTES, lpLimits } from '../shared/protocol/limits.js'
-import { ConfigError, ProtocolError } from '../shared/errors.js'
+import { ConfigError, ProtocolError, TesseraError } from '../shared/errors.js'
+import type { Claim, ClaimBoard } from '../shared/optimistic/board.js'
+import { claimFromJson, claimToJson } from '../shared/optimistic/claim-sink.js'
 import { logger } from '../shared/log.js'
 import { FEDERATION_DEFAULTS } from './config.js'
 import type { Registry } from './registry.js'
@@ -31,10 +33,14 @@ const log = logger('tessera:relay:federation')
 
 /** One topic for every record of every model: relays list them all, clients pick. */
 export const RECORDS_TOPIC = '/tessera/records/1.0.0'
+/** Optimistic claims: posted to any relay, held and audited by all, so a claim outlives the relay it was posted to. */
+export const CLAIMS_TOPIC = '/tessera/claims/1.0.0'
 
 export interface Federation {
   /** Passes a record a peer announced here on to the other relays. */
   publish(signed: SignedCapability): void
+  /** Passes a claim posted here on to the other relays' boards. */
+  publishClaim(claim: Claim): void
   /** The other relays in the mesh now (peer ids). */
   relays(): string[]
   stop(): void
@@ -45,6 +51,8 @@ export interface FederationOptions {
   peers?: string[]
   /** Records one relay may have listed here at once; configured relays' shares are never crowded out by strangers'. */
   maxFromStrangers?: number
+  /** The claim board other relays' claims are posted to (its checks apply: every receipt, its capacity). */
+  board?: () => Pick<ClaimBoard, 'post'> | undefined
 }
 
 /** What a gossipsub message's data must be: one signed record, nothing more. */
@@ -113,6 +121,30 @@ export function federate(node: Libp2p, registry: Registry, o: FederationOptions 
   })
   pubsub.subscribe(RECORDS_TOPIC)
 
+  // A claim from another relay is posted here as a replica: its receipts are checked as any claim's
+  // (a forged one is rejected and not passed on), then audited here too, with the same seeded draws.
+  pubsub.topicValidators.set(CLAIMS_TOPIC, async (_from: PeerId, msg: Message) => {
+    const board = o.board?.()
+    if (board === undefined || msg.type !== 'signed' || msg.from.toString() === self) return TopicValidatorResult.Ignore
+    let claim: Claim
+    try {
+      claim = claimFromJson(JSON.parse(new TextDecoder().decode(msg.data)))
+    } catch {
+      return TopicValidatorResult.Reject
+    }
+    try {
+      await board.post(claim, undefined, { replica: true })
+      log.info(`claim ${claim.id} from relay ${msg.from.toString().slice(-8)} held and audited here too`)
+      return TopicValidatorResult.Accept
+    } catch (err) {
+      const code = err instanceof TesseraError ? err.code : 'MALFORMED'
+      log.debug(`claim ${claim.id} from relay ${msg.from.toString().slice(-8)} not taken: ${(err as Error).message}`)
+      // Already held (it came the long way round too) or the board is full: no fault of the sender's.
+      return code === 'INPUT' || code === 'BUSY' ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
+    }
+  })
+  if (o.board !== undefined) pubsub.subscribe(CLAIMS_TOPIC)
+
   // A relay met: read its registry once (records already announced there would otherwise wait for their peers' next announce).
   const synced = new Set<string>()
   const sync = async (peer: PeerId): Promise<void> => {
@@ -123,12 +155,18 @@ export function federate(node: Libp2p, registry: Registry, o: FederationOptions 
       const stream = await node.dialProtocol(peer, PEERS_PROTOCOL, { signal: AbortSignal.timeout(FEDERATION_DEFAULTS.syncTimeoutMs) })
       const lp = lpStream(stream, lpLimits(MAX_MESSAGE_BYTES))
       await lp.write(encode({ t: 'list' }))
-      const reply = decode((await lp.read({ signal: AbortSignal.timeout(FEDERATION_DEFAULTS.syncTimeoutMs) })).subarray()) as { records?: unknown }
+      const reply = decode((await lp.read({ signal: AbortSignal.timeout(FEDERATION_DEFAULTS.syncTimeoutMs) })).subarray()) as {
+        records?: unknown
+        withdrawn?: unknown
+      }
       await stream.close().catch(() => {})
-      const records = Array.isArray(reply.records) ? (reply.records as SignedCapability[]) : []
+      const list = (x: unknown): SignedCapability[] => (Array.isArray(x) ? (x as SignedCapability[]) : [])
+      const records = list(reply.records)
+      // Withdrawals too: who left while the two were apart (each is its peer's own signed word).
+      const left = list(reply.withdrawn)
       let taken = 0
-      for (const r of records) if ((await take(r, id)) === TopicValidatorResult.Accept) taken++
-      log.info(`relay ${id.slice(-8)} met: ${taken} of its ${records.length} records taken`)
+      for (const r of [...left, ...records]) if ((await take(r, id)) === TopicValidatorResult.Accept) taken++
+      log.info(`relay ${id.slice(-8)} met: ${taken} of its ${records.length} records and ${left.length} withdrawals taken`)
     } catch (err) {
       synced.delete(id) // try again when it is met again
       log.debug(`reading relay ${id.slice(-8)}'s registry failed: ${(err as Error).message}`)
@@ -161,6 +199,11 @@ export function federate(node: Libp2p, registry: Registry, o: FederationOptions 
     publish(signed) {
       pubsub.publish(RECORDS_TOPIC, encode(signed)).catch((err: Error) => {
         log.debug(`publishing a record failed: ${err.message}`)
+      })
+    },
+    publishClaim(claim) {
+      pubsub.publish(CLAIMS_TOPIC, new TextEncoder().encode(JSON.stringify(claimToJson(claim)))).catch((err: Error) => {
+        log.warn(`passing claim ${claim.id} on to the other relays failed: ${err.message}`)
       })
     },
     relays: () => pubsub.getSubscribers(RECORDS_TOPIC).map(String),

@@ -39,6 +39,8 @@ export interface Registry extends PeerDirectory {
   remove(peer: string): void
   /** Live records as the peers signed them, for clients that check for themselves. */
   signedRecords(): SignedCapability[]
+  /** Withdrawals of the last TTL as their peers signed them: a relay meeting this one after a partition learns who left. */
+  withdrawals(): SignedCapability[]
   /** What the relay makes of each live record: its expiry (capped at the TTL) and the speed routing should assume. */
   hints(): RecordHint[]
   /** A client timed a decode step of `layers` layers on `peer`: `ms` for the round trip. */
@@ -99,8 +101,9 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
   const windowMs = o.unreachableWindowMs ?? REGISTRY_DEFAULTS.unreachableWindowMs
   const maxPerRelay = o.maxPerRelay ?? REGISTRY_DEFAULTS.maxPerRelay
   const records = new Map<string, Entry>()
-  // A withdrawal's issue time per peer, kept one TTL: a copy of an older record replayed after it (by any relay) is stale.
-  const withdrawn = new Map<string, number>()
+  // A withdrawal per peer, kept one TTL: a copy of an older record replayed after it (by any relay) is
+  // stale, and a relay that meets this one after a partition learns of it (handleRegistry lists them).
+  const withdrawn = new Map<string, { issued: number; signed: SignedCapability }>()
   // Records each other relay has listed here, so that no one relay (or a stranger speaking gossipsub) can fill the registry.
   const perRelay = new Map<string, number>()
   const count = (via: string | undefined, d: number): void => {
@@ -133,7 +136,7 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
         drop(k)
         reports.delete(k)
       }
-    for (const [k, issued] of withdrawn) if (issued + ttlMs < t) withdrawn.delete(k)
+    for (const [k, w] of withdrawn) if (w.issued + ttlMs < t) withdrawn.delete(k)
     return [...records.values()].filter((r) => o.excluded?.(r.cap.peer) !== true)
   }
   /** The speed to route by: a measurement wins; a claim counts only where it is no faster than what was measured. */
@@ -162,12 +165,12 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       if (from !== undefined && cap.peer !== from) throw new ProtocolError('BAD_SIGNATURE', `record names ${cap.peer} but was sent by ${from}`)
       const prev = records.get(cap.peer)
       // Records are signed, not sequenced: the issue time orders them, so an old copy cannot undo a newer word.
-      const gone = withdrawn.get(cap.peer)
+      const gone = withdrawn.get(cap.peer)?.issued
       if ((gone !== undefined && cap.issued <= gone) || (prev !== undefined && cap.issued < prev.cap.issued)) {
         throw new ProtocolError('STALE', `record for ${cap.peer} was issued before the one held`)
       }
       if (cap.withdrawn === true) {
-        withdrawn.set(cap.peer, cap.issued)
+        withdrawn.set(cap.peer, { issued: cap.issued, signed })
         if (drop(cap.peer)) log.info(`peer ${cap.peer.slice(-8)} left`)
         return cap
       }
@@ -204,6 +207,10 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       return listed()
     },
     signedRecords: () => live().map((r) => r.signed),
+    withdrawals: () => {
+      live() // drops the withdrawals past their TTL
+      return [...withdrawn.values()].map((w) => w.signed)
+    },
     hints: () => hintsOf(live()),
     measured(peer, ms, layers) {
       if (!(Number.isFinite(ms) && ms >= 0 && Number.isInteger(layers) && layers > 0)) return
@@ -323,7 +330,7 @@ export async function handleRegistry(node: Libp2p, registry: Registry, so: Regis
           await lp.write(encode({ ok: true, dropped }))
         } else {
           // The relay's view beside the signed records: clients check the records, and route by the hints.
-          await lp.write(encode({ records: registry.signedRecords(), hints: registry.hints() }))
+          await lp.write(encode({ records: registry.signedRecords(), hints: registry.hints(), withdrawn: registry.withdrawals() }))
         }
       } catch (err) {
         log.debug(`peers request failed: ${(err as Error).message}`)

@@ -108,7 +108,9 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       void join.finally(() => joins.delete(cap.peer))
     }
   })
-  const federation = federate(node, registry, { peers: o.relays })
+  // The board is made below; claims from other relays wait for it (they are ignored until then).
+  let boardRef: ClaimBoard | undefined
+  const federation = federate(node, registry, { peers: o.relays, board: () => boardRef })
   await handleRegistry(node, registry, {
     stakeOf: async (peer) => {
       await joins.get(peer)
@@ -128,8 +130,12 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     ledger: link,
     timeouts: { ...DEFAULT_TIMEOUTS, ...o.client?.timeouts },
     random: o.client?.random,
-    store: claims
+    store: claims,
+    // Federated relays hold each other's claims and draw their watchers alike (relay/federation.ts).
+    seededDraws: () => federation.relays().length > 0,
+    onPosted: (claim) => federation.publishClaim(claim)
   })
+  boardRef = board
   board.resume()
 
   const bare = createClient({ dialer, directory: registry, ledger: link, board, sampling: (vocab) => sampling.get(vocab)?.prover, ...o.client })

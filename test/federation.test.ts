@@ -131,4 +131,22 @@ describe('a federation of relays', () => {
     expect(second.ids).toEqual(want)
     expect(second.log).toMatch(/reading peers from relay .* did not answer/)
   }, 120_000)
+
+  it('an optimistic claim posted to relay B is held and audited by C too, and settles there after kill -9 of B', async () => {
+    // Watchers for every hop listed at C (A, the only relay n1 and n2 announced to, is gone).
+    await Promise.all([node('0-3', [b, c]), node('3-5', [c, b])])
+    const cs = reference()[0]
+    const r = await api(b.ready.http, '/v1/completions', { prompt: cs.prompt, max_tokens: 4, verification: { mode: 'optimistic', window: 4000 } })
+    expect(r.tessera.tokens).toEqual(cs.greedy.slice(0, 4))
+    const id = r.tessera.verification.claim
+    await waitFor(async () => (await fetch(`${c.ready.http}/api/claims/${id}`)).ok, 5_000)
+    b.proc.kill('SIGKILL')
+    let settled: { status: string; settlement?: { status: string; audits: unknown[] } } | undefined
+    await waitFor(async () => {
+      settled = await api(c.ready.http, `/api/claims/${id}`)
+      return settled?.status !== 'pending'
+    }, 30_000)
+    expect(settled?.status).toBe('final')
+    expect(settled?.settlement?.audits.length).toBeGreaterThanOrEqual(2)
+  }, 120_000)
 })

@@ -27,6 +27,8 @@ import { BOARD_DEFAULTS, type BoardDefaults } from './config.js'
 import type { BoardContext } from './context.js'
 import { boardStats, type BoardStats } from './stats.js'
 import { postWebhook } from './webhook.js'
+import { mulberry32 } from '../rng.js'
+import { newSha256 } from '../hash.js'
 
 export type { Claim, ClaimSink, ClaimStatus, ClaimStore, HopClaim, StoredClaim } from './claim.js'
 
@@ -56,6 +58,15 @@ export interface BoardOptions {
   auditMs?: number
   /** Claims pending at once; more are refused (BUSY, 503). */
   maxPending?: number
+  /**
+   * Draw each claim's audits and watchers from a seed of the claim itself (its id and receipts)
+   * instead of `random`: boards that hold the same claim (federated relays) and see the same peers
+   * and standings then draw the same watchers. A function is asked at each claim (a relay seeds
+   * once it is federated).
+   */
+  seededDraws?: boolean | (() => boolean)
+  /** A claim posted here (not a replica from another board) was accepted: a federation passes it on. */
+  onPosted?: (claim: Claim) => void
 }
 
 type Correct = (challenges: ChallengeReport[]) => Promise<number[]>
@@ -106,7 +117,7 @@ export class ClaimBoard implements ClaimSink {
    * Accepts a claim, or refuses it: already posted (INPUT), a receipt that does not check
    * (BAD_CLAIM), the board full (BUSY). Once accepted it is stored and audited; `settled` says how it ended.
    */
-  async post(claim: Claim, correct?: Correct): Promise<{ settled: Promise<Settlement> }> {
+  async post(claim: Claim, correct?: Correct, o: { replica?: boolean } = {}): Promise<{ settled: Promise<Settlement> }> {
     const known = (): boolean => this.claims.has(claim.id) || this.o.store?.get(claim.id) !== undefined
     if (known()) throw new InputError(`claim ${claim.id} was already posted`)
     if (this.pending() >= this.o.maxPending)
@@ -128,6 +139,7 @@ export class ClaimBoard implements ClaimSink {
     // A webhook asked for while the receipts were checked is stored now, so a restart still sends it.
     const hook = this.hooks.get(claim.id)
     if (hook !== undefined) this.o.store?.webhook(claim.id, hook)
+    if (o.replica !== true) this.o.onPosted?.(claim)
     return { settled: this.run(claim, bodies, { submittedAt, resumed: false, correct }) }
   }
 
@@ -214,7 +226,9 @@ export class ClaimBoard implements ClaimSink {
       while (elapsed() < ms && !this.closing.signal.aborted) await this.sleep(ms - elapsed() + 1)
       return v
     }
-    const audit = this.audit(claim, bodies, { resumed: r.resumed, audits, challenges })
+    const seeded = typeof this.o.seededDraws === 'function' ? this.o.seededDraws() : this.o.seededDraws === true
+    const ctx = seeded ? { ...this.ctx, random: mulberry32(claimSeed(claim)) } : this.ctx
+    const audit = this.audit(ctx, claim, bodies, { resumed: r.resumed, audits, challenges })
     // A proven fault ends the claim at once. Otherwise it waits for its window and for every audit
     // and challenge: one still open auditMs after the window leaves the claim unverified (a party
     // that stalls gains nothing: its claim is never final).
@@ -246,20 +260,21 @@ export class ClaimBoard implements ClaimSink {
    * the claim unverified.
    */
   private async audit(
+    ctx: BoardContext,
     claim: Claim,
     bodies: ReceiptBody[][],
     a: { resumed: boolean; audits: Settlement['audits']; challenges: ChallengeReport[] }
   ): Promise<'overturned' | 'clean' | 'unverified'> {
     let clean = true
     for (const [index, hop] of claim.hops.entries()) {
-      if (this.ctx.random() >= this.o.auditRate) {
+      if (ctx.random() >= this.o.auditRate) {
         a.audits.push({ layers: hop.layers, ok: false, note: 'not sampled by the audit policy: unaudited' })
         clean = false
         continue
       }
       try {
         const waitMs = a.resumed ? this.o.resumeWaitMs : 0
-        const r = await auditHop(this.ctx, { claim, index, bodies: bodies[index], watchers: this.o.watchers, waitMs, audits: a.audits })
+        const r = await auditHop(ctx, { claim, index, bodies: bodies[index], watchers: this.o.watchers, waitMs, audits: a.audits })
         a.challenges.push(...r.challenges)
         if (r.verdict === 'overturned') return 'overturned'
         if (r.verdict !== 'clean') clean = false
@@ -305,4 +320,16 @@ export class ClaimBoard implements ClaimSink {
       if (c.status !== 'pending') this.claims.delete(id)
     }
   }
+}
+
+/**
+ * A claim's own seed: the first 32 bits of sha256 over its id and every receipt. Public, so every
+ * board draws alike; a party could grind its receipts for a draw it likes, and gains only peers of
+ * the standing the draw weighs them by.
+ */
+export function claimSeed(claim: Claim): number {
+  const h = newSha256().update(new TextEncoder().encode(claim.id))
+  for (const hop of claim.hops) for (const e of hop.entries) h.update(e.receipt)
+  const d = h.digest()
+  return ((d[0] << 24) | (d[1] << 16) | (d[2] << 8) | d[3]) >>> 0
 }

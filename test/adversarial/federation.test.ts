@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, Libp2p, PeerId, PrivateKey } from '@libp2p/interface'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { encode } from 'cborg'
 import type { GossipSub } from '@libp2p/gossipsub'
@@ -77,8 +77,8 @@ interface Relay {
   registry: Registry
   federation: Federation
 }
-const relay = async (peers: string[] = [], o: { maxFromStrangers?: number } = {}): Promise<Relay> => {
-  const node = await createPeer({ listen: ['/ip4/127.0.0.1/tcp/0'], gossip: { direct: [] } })
+const relay = async (peers: string[] = [], o: { maxFromStrangers?: number; gater?: ConnectionGater } = {}): Promise<Relay> => {
+  const node = await createPeer({ listen: ['/ip4/127.0.0.1/tcp/0'], gossip: { direct: [] }, gater: o.gater })
   const registry = createRegistry()
   const federation = federate(node, registry, { peers, ...o })
   // As a relay serves them: its registry's protocols (read by relays it meets), and what peers announce passed on.
@@ -88,6 +88,56 @@ const relay = async (peers: string[] = [], o: { maxFromStrangers?: number } = {}
 const addrOf = (r: Relay): string => r.node.getMultiaddrs()[0].toString()
 
 describe('relays sharing records over gossipsub', () => {
+  it('a partition (C cut from A and B, then healed): records and withdrawals converge, each peer listed once', async () => {
+    // C refuses A and B while `cut` holds: its partition, in user space.
+    const blocked = new Set<string>()
+    const gater: ConnectionGater = {
+      denyDialPeer: (p: PeerId) => blocked.has(p.toString()),
+      denyInboundEncryptedConnection: (p: PeerId) => blocked.has(p.toString())
+    }
+    const a = await relay()
+    const b = await relay([addrOf(a)])
+    const c = await relay([addrOf(a), addrOf(b)], { gater })
+    const all = [a, b, c]
+    try {
+      const [stays, leaves, late] = await Promise.all([1, 2, 3].map(identity))
+      for (const p of [stays, leaves]) {
+        await a.registry.accept(await record(p, Date.now()), p.peer)
+        a.federation.publish(await record(p, Date.now()))
+      }
+      await waitFor(async () => all.every((r) => r.registry.find(stays.peer) !== undefined && r.registry.find(leaves.peer) !== undefined), 5_000)
+
+      for (const r of [a, b]) blocked.add(r.node.peerId.toString())
+      for (const r of [a, b]) await c.node.hangUp(r.node.peerId)
+      // Apart: one peer leaves and another joins on A's side; C hears of neither.
+      const gone = await record(leaves, Date.now() + 1, { withdrawn: true })
+      await a.registry.accept(gone, leaves.peer)
+      a.federation.publish(gone)
+      const joined = await record(late, Date.now())
+      await a.registry.accept(joined, late.peer)
+      a.federation.publish(joined)
+      await waitFor(async () => b.registry.find(late.peer) !== undefined && b.registry.find(leaves.peer) === undefined, 5_000)
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      expect(c.registry.find(late.peer)).toBeUndefined()
+      expect(c.registry.find(leaves.peer)).toBeDefined()
+
+      // Healed: C's configured relays are dialled again; meeting them, it reads what it missed.
+      blocked.clear()
+      const t0 = Date.now()
+      await waitFor(async () => c.registry.find(late.peer) !== undefined && c.registry.find(leaves.peer) === undefined, 15_000)
+      console.log(`federation: a healed partition converged ${Date.now() - t0} ms after it healed`)
+      for (const r of all) {
+        const peers = (await r.registry.list()).map((x) => x.peer)
+        expect(peers.sort()).toEqual([stays.peer, late.peer].sort())
+      }
+    } finally {
+      for (const r of all) {
+        r.federation.stop()
+        await r.node.stop()
+      }
+    }
+  }, 40_000)
+
   it('a relay that meets the federation late (or a partition that heals) reads what it missed at once, not at the next announces', async () => {
     const a = await relay()
     const late: Relay[] = []

@@ -15,6 +15,8 @@ import { tempDir } from '../helpers/paths.js'
 import { ensureModel } from './spine.js'
 import { loadModel } from '../../native-node/store.js'
 import { modelDraft, type Draft } from '../../shared/client/draft.js'
+import { createClient } from '../../shared/client/client.js'
+import { libp2pDialer } from '../../shared/route/directory.js'
 
 const PROMPT = Array.from({ length: 16 }, (_, i) => 1 + i * 3)
 const TOKENS = 48
@@ -42,6 +44,8 @@ export interface LinkRow {
   /** Node to node: beside the 0 ms forwarded token plus (hops + 1) / 2 round trips. */
   forwarded?: { tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; sameTokens: boolean; dropped: number }
   both?: SpeculativeRow
+  /** Forwarded + speculative with the closer draft (fp16 of the same weights): what a draft that agrees more buys. */
+  bothClose?: SpeculativeRow
 }
 
 interface Run {
@@ -57,9 +61,10 @@ interface Runs {
   speculative: Run
   forwarded: Run
   both: Run
+  bothClose?: Run
 }
 
-export async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Promise<Runs> {
+export async function atRoundTrip(dir: string, rttMs: number, draft: Draft, closer?: Draft): Promise<Runs> {
   // The relay and the client live in this process: slow them through the same variable the nodes get.
   process.env.TESSERA_LINK_RTT_MS = String(rttMs)
   const relay = await startRelay({ httpPort: 0, p2pPort: 0, models: [], ledger: join(tempDir('bench-ledger'), 'ledger.sqlite'), client: { draft } })
@@ -76,10 +81,12 @@ export async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Pro
       ))
     )
     await waitFor(async () => (await relay.client.network()).peers.length === GROUPS.length, 60_000)
-    const run = async (speculate?: { gamma: number }, forward = false): Promise<Run> => {
+    // The closer draft drafts for a second client on the relay's node: the same routes, the same links.
+    const second = closer === undefined ? undefined : createClient({ dialer: libp2pDialer(relay.libp2p), directory: relay.registry, draft: closer })
+    const run = async (speculate?: { gamma: number }, forward = false, client = relay.client): Promise<Run> => {
       const start = performance.now()
       const at: number[] = []
-      const gen = relay.client.generate({ prompt: PROMPT, maxTokens: TOKENS, forward, ...(speculate !== undefined ? { speculate } : {}) })
+      const gen = client.generate({ prompt: PROMPT, maxTokens: TOKENS, forward, ...(speculate !== undefined ? { speculate } : {}) })
       let r = await gen.next()
       for (; r.done !== true; r = await gen.next()) at.push(performance.now())
       // Speculating, tokens come in bursts: ms a token is the decode's time over its tokens.
@@ -99,7 +106,10 @@ export async function atRoundTrip(dir: string, rttMs: number, draft: Draft): Pro
     const forwarded = await run(undefined, true)
     await run({ gamma: GAMMA }, true)
     const both = await run({ gamma: GAMMA }, true)
-    return { plain, speculative, forwarded, both }
+    if (second === undefined) return { plain, speculative, forwarded, both }
+    await run({ gamma: GAMMA }, true, second)
+    const bothClose = await run({ gamma: GAMMA }, true, second)
+    return { plain, speculative, forwarded, both, bothClose }
   } catch (err) {
     // A node that died says why on its stderr: the error alone names only the hop that went.
     await new Promise((r) => setTimeout(r, 500))
@@ -128,6 +138,7 @@ export function linksPlot(rows: LinkRow[], hops: number): string {
     y: 'tokens/s',
     xTicks: rows.map((r) => r.rttMs),
     series: [
+      line('forwarded + speculative, fp16 draft', (r) => r.bothClose?.tokensPerSecond),
       line('forwarded + speculative', (r) => r.both?.tokensPerSecond),
       line('speculative', (r) => r.speculative.tokensPerSecond),
       line('forwarded', (r) => r.forwarded?.tokensPerSecond),
@@ -141,22 +152,27 @@ export async function benchLinks(cacheDir: string, outDir: string): Promise<Reco
   // The draft: the same seeded weights in int4, whole, in this process (the client's).
   const { runners } = await loadModel(await ensureModel(cacheDir, 'small', 'int4', 1), { device: 'cpu' })
   const draft = modelDraft(runners)
+  // A draft that agrees more: fp16 of the same weights (random weights' int4 copy flips their near-flat argmax often).
+  const close = await loadModel(await ensureModel(cacheDir, 'small', 'fp16', 1), { device: 'cpu' })
+  const closer = modelDraft(close.runners)
   const measured: Array<{ rttMs: number } & Runs> = []
   try {
     for (const rttMs of RTTS) {
-      const r = await atRoundTrip(dir, rttMs, draft)
+      const r = await atRoundTrip(dir, rttMs, draft, closer)
       measured.push({ rttMs, ...r })
       const sp = r.speculative.speculation
       console.log(
         `links: ${rttMs} ms round trips, ${GROUPS.length} hops: ${(1000 / r.plain.msPerToken).toFixed(2)} tokens/s (${r.plain.msPerToken.toFixed(1)} ms a token), first token ${r.plain.firstTokenMs.toFixed(0)} ms;` +
           ` speculative γ ${GAMMA}: ${(1000 / r.speculative.msPerToken).toFixed(2)} tokens/s, ${sp?.kept}/${sp?.drafted} drafts kept over ${sp?.passes} passes, same tokens ${r.speculative.tokens.join() === r.plain.tokens.join()};` +
           ` forwarded: ${(1000 / r.forwarded.msPerToken).toFixed(2)} tokens/s (${r.forwarded.forwarded?.dropped ?? '?'} of ${r.forwarded.forwarded?.steps ?? '?'} steps through the client part of the way);` +
-          ` both: ${(1000 / r.both.msPerToken).toFixed(2)} tokens/s, same tokens ${r.forwarded.tokens.join() === r.plain.tokens.join() && r.both.tokens.join() === r.plain.tokens.join()}`
+          ` both: ${(1000 / r.both.msPerToken).toFixed(2)} tokens/s, same tokens ${r.forwarded.tokens.join() === r.plain.tokens.join() && r.both.tokens.join() === r.plain.tokens.join()};` +
+          ` both, fp16 draft: ${r.bothClose === undefined ? '–' : `${(1000 / r.bothClose.msPerToken).toFixed(2)} tokens/s, ${r.bothClose.speculation?.kept}/${r.bothClose.speculation?.drafted} drafts kept`}`
       )
     }
   } finally {
     draft.close()
-    for (const r of runners) await r.dispose()
+    closer.close()
+    for (const r of [...runners, ...close.runners]) await r.dispose()
   }
   const base = measured[0].plain.msPerToken
   const forwardedBase = measured[0].forwarded.msPerToken
@@ -185,10 +201,20 @@ export async function benchLinks(cacheDir: string, outDir: string): Promise<Reco
       sameTokens: m.forwarded.tokens.join() === m.plain.tokens.join(),
       dropped: m.forwarded.forwarded?.dropped ?? 0
     },
-    both: speculativeRow(m.both, m.plain)
+    both: speculativeRow(m.both, m.plain),
+    ...(m.bothClose !== undefined ? { bothClose: speculativeRow(m.bothClose, m.plain) } : {})
   }))
   const plot = 'links.svg'
   await writeFile(join(outDir, plot), linksPlot(rows, GROUPS.length))
   console.log(`wrote ${join(outDir, plot)}`)
-  return { preset: 'small', dtype: 'fp32', draft: 'small int4 (the same seeded weights)', hops: GROUPS, tokens: TOKENS, rows, plots: [`bench-results/${plot}`] }
+  return {
+    preset: 'small',
+    dtype: 'fp32',
+    draft: 'small int4 (the same seeded weights)',
+    closerDraft: 'small fp16 (the same seeded weights)',
+    hops: GROUPS,
+    tokens: TOKENS,
+    rows,
+    plots: [`bench-results/${plot}`]
+  }
 }

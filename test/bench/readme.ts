@@ -221,7 +221,9 @@ interface LinksSection {
     speculative?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
     forwarded?: { tokensPerSecond: number; msPerToken: number; expectedMsPerToken: number; sameTokens: boolean; dropped: number }
     both?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
+    bothClose?: { tokensPerSecond: number; gamma: number; acceptance: number; tokensPerPass: number; sameTokens: boolean }
   }>
+  closerDraft?: string
 }
 
 interface FailoverParts {
@@ -715,6 +717,24 @@ const renderers: Record<string, Renderer> = {
         (last.both !== undefined
           ? ` (${ratio(last.both.tokensPerSecond, last.tokensPerSecond)} at ${last.rttMs} ms with ${fixed(last.both.acceptance * 100, 0)}% of drafts kept).`
           : '.'),
+      ...(s.rows.some((x) => x.bothClose !== undefined)
+        ? [
+            '',
+            `How much the draft's agreement buys: forwarded + speculative again, the draft ${s.closerDraft ?? 'a closer copy'}, in half precision: it agrees with the target far more than the int4 copy does (random weights' logits are nearly flat, so int4 flips their argmax often; a trained model's int4 copy agrees far more), and its time on the client is in the measurement:`,
+            '',
+            ...table(
+              ['round trip per link', 'tokens/s', '× plain', 'drafts kept', 'tokens a pass', 'same tokens'],
+              s.rows.map((x) => [
+                `${x.rttMs} ms`,
+                x.bothClose === undefined ? '–' : fixed(x.bothClose.tokensPerSecond, 2),
+                ratio(x.bothClose?.tokensPerSecond, x.tokensPerSecond),
+                x.bothClose === undefined ? '–' : `${fixed(x.bothClose.acceptance * 100, 0)}%`,
+                x.bothClose === undefined ? '–' : fixed(x.bothClose.tokensPerPass, 2),
+                same(x.bothClose)
+              ])
+            )
+          ]
+        : []),
       ...(s.plots ?? []).flatMap((p) => ['', `![one session's tokens/s against the round trip per link, four ways](${p})`])
     ]
   },

@@ -23,6 +23,8 @@ import { compareFingerprints, fingerprint } from '../../shared/verify/fingerprin
 import { checkDisputeEvidence } from '../../shared/verify/dispute.js'
 import type { Evidence } from '../../shared/ledger/types.js'
 import { ClaimBoard, type Claim, type ClaimSink, type ClaimStore, type StoredClaim } from '../../shared/optimistic/board.js'
+import type { Settlement } from '../../shared/client/types.js'
+import { mulberry32 } from '../../shared/rng.js'
 
 let model: ModelRunners
 let net: MemoryNet
@@ -116,6 +118,40 @@ describe('claim board (in-process)', () => {
     ])
     expect(rig!.reports).toEqual([])
     for (const p of [...first, ...second]) expect(await standing(p)).toMatchObject(untouched)
+  })
+
+  it('boards holding the same claim with seeded draws (federated relays) draw the same watchers, whatever their own randomness', async () => {
+    net = memoryNet(model)
+    for (let i = 0; i < 4; i++) await net.add({ layers: [0, 2], msPerLayer: i + 1 })
+    for (let i = 0; i < 3; i++) await net.add({ layers: [2, 5], msPerLayer: i + 1 })
+    rig = await memoryBoard(net, { random: mulberry32(1), seededDraws: true })
+    const replica = new ClaimBoard({
+      dialer: net.dialer,
+      peers: async () => await net.directory.list(),
+      find: async (p) => net.find(p),
+      ledger: rig.link,
+      timeouts: TEST_TIMEOUTS,
+      random: mulberry32(2),
+      seededDraws: true
+    })
+    // The claim goes to both, as a federation passes it on; the replica is audited too.
+    let held: Promise<Settlement> | undefined
+    const sink: ClaimSink = {
+      submit: async (claim, correct) => {
+        held = (await replica.post(claim, undefined, { replica: true })).settled
+        return await rig!.board.submit(claim, correct)
+      }
+    }
+    const client = memoryClient(net, { board: sink, ledger: rig.link, random: () => 0 })
+    const result = await generateAll(client, { prompt: c.prompt, maxTokens: n, verification: { mode: 'optimistic', window: 300 } })
+    const [a, b] = [await result.settlement!, await held!]
+    expect(a.status).toBe('final')
+    expect(b.status).toBe('final')
+    const watchers = (s: Settlement) => s.audits.map((x) => [x.layers, x.watcher])
+    expect(watchers(b)).toEqual(watchers(a))
+    // Two of the three other [0,2) peers watch: the seed, not either board's randomness, chose which.
+    expect(a.audits.filter((x) => x.layers[0] === 0)).toHaveLength(2)
+    replica.close()
   })
 
   it('an accused that does not answer reveals loses the bisection by time-out; the referee replays the whole hop', async () => {

@@ -58,7 +58,7 @@ export interface BoardRig {
  * a dispute party has to answer each reveal. Every peer on the network now, and each that joins
  * later, is staked; a peer the ledger blacklists drops out of the network's listings.
  */
-export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random?: () => number } = {}): Promise<BoardRig> {
+export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random?: () => number; seededDraws?: boolean } = {}): Promise<BoardRig> {
   let ledger: Ledger | undefined
   // The relay's own rules: a re-execution decides where the evidence carries the hop's inputs; else a witness counts only when staked.
   const checker = ledgerEvidenceChecker({ standing: async (p) => await ledger!.standing(p), reexecute: modelReexecute(net.model) })
@@ -91,6 +91,7 @@ export async function memoryBoard(net: MemoryNet, o: { revealMs?: number; random
     ledger: link,
     timeouts: TEST_TIMEOUTS,
     random: o.random ?? (() => 0),
+    seededDraws: o.seededDraws,
     // Left out, not undefined, when not given: the board's own default applies.
     ...(o.revealMs !== undefined ? { revealMs: o.revealMs } : {})
   })
