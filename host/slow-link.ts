@@ -36,20 +36,31 @@ export function linkFromEnv(env: NodeJS.ProcessEnv = process.env): LinkShape | u
   return { oneWayMs: rttMs / 2, ...(bw !== undefined ? { mbps: bw } : {}) }
 }
 
-/** Delays what `conn` receives: each chunk after the one before it, its bytes at the link's rate, then the one-way delay. */
-function slowConnection<C extends MultiaddrConnection>(conn: C, link: LinkShape): C {
+/** Delays what `conn` receives: each chunk after the one before it, its bytes at the link's rate, then the one-way delay (exported for its test). */
+export function slowConnection<C extends MultiaddrConnection>(conn: C, link: LinkShape): C {
   // The transports call these on the connection as data and the end arrive (`this.onData(buf)`).
   const target = conn as unknown as { onData(d: Uint8Array): void; onTransportClosed(err?: Error): void; status: string }
   const onData = target.onData.bind(target)
   const onClosed = target.onTransportClosed.bind(target)
   const bytesPerMs = link.mbps === undefined ? Number.POSITIVE_INFINITY : (link.mbps * 1e6) / 8 / 1000
   let freeAt = 0 // when the link has carried what came so far
-  let lastAt = 0 // when the last chunk is delivered: never reorder
+  // One queue and one timer, never a timer per chunk: Node files timers by its loop's whole-ms clock, so
+  // two chunks a fraction of a ms apart could fire out of order, and a reordered byte stream breaks the
+  // connection's encryption (the stalled connections the slow-link benches used to see).
+  const queue: Array<{ at: number; deliver: () => void }> = []
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const flush = (): void => {
+    timer = undefined
+    const now = performance.now()
+    while (queue.length > 0 && queue[0].at <= now) queue.shift()!.deliver()
+    if (queue.length > 0) timer = setTimeout(flush, Math.max(0, queue[0].at - now))
+  }
   const later = (bytes: number, deliver: () => void): void => {
     const now = performance.now()
     freeAt = Math.max(now, freeAt) + bytes / bytesPerMs
-    lastAt = Math.max(lastAt, freeAt + link.oneWayMs)
-    setTimeout(deliver, lastAt - now)
+    const at = Math.max(queue.at(-1)?.at ?? 0, freeAt + link.oneWayMs)
+    queue.push({ at, deliver })
+    if (timer === undefined) timer = setTimeout(flush, Math.max(0, at - now))
   }
   target.onData = (data) => {
     later(data.byteLength, () => {

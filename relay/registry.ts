@@ -24,8 +24,8 @@ export interface Registry extends PeerDirectory {
   /**
    * Takes a signed record: from the peer it names (`from`, announced here over its own connection),
    * or relayed by another relay (`via`: that relay's peer id, relay/federation.ts). Throws
-   * ProtocolError: BAD_SIGNATURE, EXPIRED, STALE (older than the record held or the peer's
-   * withdrawal), BUSY (a relay's share of relayed records is full).
+   * ProtocolError: BAD_SIGNATURE, EXPIRED, STALE (relayed, and older than the record held or the
+   * peer's withdrawal), BUSY (a relay's share of relayed records is full).
    */
   accept(signed: SignedCapability, from?: string, via?: string): Promise<Capability>
   /** Relayed records listed now, per relay they came through. */
@@ -164,9 +164,10 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       // A valid signature by another peer: a record is announced by the peer it names, or not at all.
       if (from !== undefined && cap.peer !== from) throw new ProtocolError('BAD_SIGNATURE', `record names ${cap.peer} but was sent by ${from}`)
       const prev = records.get(cap.peer)
-      // Records are signed, not sequenced: the issue time orders them, so an old copy cannot undo a newer word.
+      // Records are signed, not sequenced: the issue time orders relayed copies, so an old one passed on
+      // (by any relay) cannot undo a newer word. The peer itself, over its own connection, is simply believed.
       const gone = withdrawn.get(cap.peer)?.issued
-      if ((gone !== undefined && cap.issued <= gone) || (prev !== undefined && cap.issued < prev.cap.issued)) {
+      if (via !== undefined && ((gone !== undefined && cap.issued <= gone) || (prev !== undefined && cap.issued < prev.cap.issued))) {
         throw new ProtocolError('STALE', `record for ${cap.peer} was issued before the one held`)
       }
       if (cap.withdrawn === true) {

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { buildModel } from '../host/model-store.js'
 import { reference, stories } from './helpers/reference.js'
 import { REPO, tempDir } from './helpers/paths.js'
-import { api, spawnTessera, waitFor, type Proc } from './helpers/network.js'
+import { api, spawnRelay, spawnTessera, waitFor, type Proc } from './helpers/network.js'
 
 let model: string
 const procs: Proc[] = []
@@ -19,18 +19,7 @@ let b: Proc
 let c: Proc
 
 const relay = async (peers: Proc[]): Promise<Proc> => {
-  const p = await spawnTessera([
-    'relay',
-    '--port',
-    '0',
-    '--p2p-port',
-    '0',
-    '--model',
-    model,
-    '--ledger-file',
-    join(tempDir('fed-ledger'), 'ledger.sqlite'),
-    ...peers.flatMap((r) => ['--peer-relay', r.ready.nodeRelay])
-  ])
+  const p = await spawnRelay(model, { extra: peers.flatMap((r) => ['--peer-relay', r.ready.nodeRelay]) })
   procs.push(p)
   return p
 }

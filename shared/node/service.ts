@@ -181,7 +181,10 @@ async function serve(o: PeerServiceOptions, cfg: PeerConfig, log: Logger, first:
   /** Announces to every relay at once; fails only when none took the record (a refusal first: it names what to fix). */
   const publish = async (): Promise<void> => {
     const cap = capability()
-    const tries = await Promise.allSettled(relays.map(async (r) => await announce(node, r, cap, o.key, cfg.announce)))
+    // A relay that was down gets one try, so a dead one does not slow the others' refreshes.
+    const tries = await Promise.allSettled(
+      relays.map(async (r) => await announce(node, r, cap, o.key, down.has(r) ? { ...cfg.announce, attempts: 1 } : cfg.announce))
+    )
     const failed = tries.flatMap((t, i) => (t.status === 'rejected' ? [{ relay: relays[i], err: t.reason as Error }] : []))
     if (failed.length === relays.length) {
       throw failed.find((f) => f.err instanceof TesseraError && f.err.code === 'ANNOUNCE_REFUSED')?.err ?? failed[0].err

@@ -735,7 +735,7 @@ const renderers: Record<string, Renderer> = {
             )
           ]
         : []),
-      ...(s.plots ?? []).flatMap((p) => ['', `![one session's tokens/s against the round trip per link, four ways](${p})`])
+      ...(s.plots ?? []).flatMap((p) => ['', `![one session's tokens/s against the round trip per link, each way of running it](${p})`])
     ]
   },
 

@@ -47,9 +47,9 @@ export interface TestNetwork {
   stop(): Promise<void>
 }
 
-/** Starts a relay serving `model` (its ledger in a fresh temp dir unless given) and one node per layer range; resolves when all are listed. */
-export async function startNetwork(model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
-  const relay = await spawnTessera([
+/** `tessera relay` on any free ports serving `model`, its ledger in a fresh temp dir unless given; `extra` flags after. */
+export async function spawnRelay(model: string, o: { ledger?: string; extra?: string[] } = {}): Promise<Proc> {
+  return await spawnTessera([
     'relay',
     '--port',
     '0',
@@ -59,10 +59,14 @@ export async function startNetwork(model: string, layers: string[], o: { ledger?
     model,
     '--ledger-file',
     o.ledger ?? join(tempDir('ledger'), 'ledger.sqlite'),
-    // An open test network: every node is staked on its first announce, so the slashable can be slashed.
-    '--join-stake',
-    '100'
+    ...(o.extra ?? [])
   ])
+}
+
+/** Starts a relay serving `model` (its ledger in a fresh temp dir unless given) and one node per layer range; resolves when all are listed. */
+export async function startNetwork(model: string, layers: string[], o: { ledger?: string } = {}): Promise<TestNetwork> {
+  // An open test network: every node is staked on its first announce, so the slashable can be slashed.
+  const relay = await spawnRelay(model, { ledger: o.ledger, extra: ['--join-stake', '100'] })
   const net: TestNetwork = {
     relay,
     relayAddr: relay.ready.relay,
