@@ -25,6 +25,7 @@
  */
 import { createClient, type Client } from '../../shared/client/client.js'
 import { libp2pDialer, relayDirectory } from '../../shared/route/directory.js'
+import { pickRelayAddr } from '../../shared/route/relay-addr.js'
 import { chooseModel } from '../../shared/route/model.js'
 import type { ZkResult } from '../../shared/client/zk.js'
 import type { ZkModelEntry } from '../../shared/zk/types.js'
@@ -48,6 +49,12 @@ export { verificationKeyHash } from '../../shared/zk/pin.js'
 export interface ConnectOptions {
   /** The relay's HTTP origin. Default: where this module was loaded from. */
   relay?: string
+  /**
+   * Other relays of the same federation (HTTP origins): tried in order when `relay` does not
+   * answer, and the peer list is read from them when it fails later, so a generation outlives the
+   * relay it started from. Ledger, claims and tokenizers go to the first that answered.
+   */
+  relays?: string[]
   iceServers?: RTCIceServer[]
   /** Verification for requests that do not choose their own (default none). */
   verification?: VerificationOptions
@@ -191,14 +198,13 @@ function clientRequest(
 }
 
 export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
-  const origin = o.relay ?? new URL(import.meta.url).origin
-  const res = await fetch(`${origin}/api/relay`).catch((err: Error) => {
-    throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
-  })
-  if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
-  // The relay names the STUN/TURN servers its network uses (tessera relay --ice-server); the app's own win.
-  const { addrs, iceServers } = (await res.json()) as { addrs: string[]; iceServers?: RTCIceServer[] }
+  const origins = [o.relay ?? new URL(import.meta.url).origin, ...(o.relays ?? [])]
+  const known = await relaysOf(origins)
+  const { origin, addrs, iceServers } = known[0]
   const { node, relay } = await createTabPeer({ relayAddrs: addrs, listen: false, iceServers: o.iceServers ?? iceServers })
+  // The others' libp2p addresses: where the peer list is read once this relay fails.
+  const https = globalThis.location?.protocol === 'https:'
+  const spare = known.slice(1).flatMap((k) => pickRelayAddr(k.addrs, https) ?? [])
   const webcrypto = await useWebCryptoVerify() // every hop's receipt is checked here: the browser's Ed25519, not JavaScript's
   const ledger = httpLedgerLink(origin, node.peerId.toString())
   await ledger.refresh()
@@ -208,7 +214,7 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
   // Optimistic claims go to the relay's board; corrected tokens, if any, are generated here.
   const client: Client = createClient({
     dialer: libp2pDialer(node),
-    directory: relayDirectory(node, relay),
+    directory: relayDirectory(node, [relay, ...spare]),
     ledger,
     board: httpClaimSink(origin),
     verification: o.verification
@@ -357,6 +363,30 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
       await node.stop()
     }
   }
+}
+
+/**
+ * What each relay that answers says of itself (GET /api/relay), in the order given; the first
+ * origin's failure is the error when none answers.
+ */
+async function relaysOf(origins: string[]): Promise<Array<{ origin: string; addrs: string[]; iceServers?: RTCIceServer[] }>> {
+  const out: Array<{ origin: string; addrs: string[]; iceServers?: RTCIceServer[] }> = []
+  let first: TesseraError | undefined
+  for (const origin of origins) {
+    try {
+      const res = await fetch(`${origin}/api/relay`).catch((err: Error) => {
+        throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
+      })
+      if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
+      // The relay names the STUN/TURN servers its network uses (tessera relay --ice-server); the app's own win.
+      const r = (await res.json()) as { addrs: string[]; iceServers?: RTCIceServer[] }
+      out.push({ origin, addrs: r.addrs, iceServers: r.iceServers })
+    } catch (err) {
+      first ??= err as TesseraError
+    }
+  }
+  if (out.length === 0) throw first!
+  return out
 }
 
 /**
