@@ -48,6 +48,8 @@ export interface HttpDeps {
   network: () => NetworkView
   /** The other relays of the federation (peer ids), for /api/network. */
   relays?: () => string[]
+  /** The same relays with the addresses they listen on (GET /api/relay), for tabs. */
+  otherRelays?: () => Promise<Array<{ peer: string; addrs: string[] }>>
   /** Model directories whose files the relay serves. */
   models: Array<{ dir: string; manifest: Manifest }>
   /** The built web/ directory (dist/web), served at `/`. */
@@ -128,7 +130,10 @@ export function createHttpApp(deps: HttpDeps): Hono {
 
   // The relays this one shares records with beside the network it sees: every relay of a federation lists the same peers.
   app.get('/api/network', (c) => c.json({ ...deps.network(), ...(deps.relays !== undefined ? { relays: deps.relays() } : {}) }))
-  app.get('/api/relay', (c) => c.json({ addrs: deps.relayAddrs?.() ?? [], iceServers: deps.iceServers ?? [] }))
+  // The relay's own addresses, and its federation's: a tab keeps a reservation on each and announces to each.
+  app.get('/api/relay', async (c) =>
+    c.json({ addrs: deps.relayAddrs?.() ?? [], iceServers: deps.iceServers ?? [], relays: (await deps.otherRelays?.()) ?? [] })
+  )
   // Models whose files this relay serves: what a tab can download and contribute to.
   app.get('/api/models', (c) =>
     c.json({

@@ -4,6 +4,7 @@
  * libp2p node.
  */
 import type { Libp2p } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { access, mkdir } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { createClient, DEFAULT_TIMEOUTS, type Client } from '../shared/client/client.js'
@@ -158,6 +159,14 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     // Which relay each record came through, read at request time (the view is refreshed every second).
     network: () => ({ ...view, peers: view.peers.map((p) => ({ ...p, ...(registry.viaOf(p.peer) !== undefined ? { via: registry.viaOf(p.peer) } : {}) })) }),
     relays: () => federation.relays(),
+    otherRelays: async () =>
+      await Promise.all(
+        federation.relays().map(async (peer) => {
+          // Their listen addresses, as identify told us.
+          const known = await node.peerStore.get(peerIdFromString(peer)).catch(() => undefined)
+          return { peer, addrs: (known?.addresses ?? []).map((a) => `${a.multiaddr.toString()}/p2p/${peer}`) }
+        })
+      ),
     models,
     webRoot:
       o.webRoot !== undefined &&

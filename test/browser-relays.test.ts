@@ -1,8 +1,9 @@
 /**
- * The SDK over a federation, in Debian's Chromium: two relays (B configured with A), two native
- * nodes announcing to both, a page loaded from relay A that connects with `relays: [B]`. After
- * kill -9 of A, the page's next generation reads its peers from B and returns the reference ids;
- * an SDK whose first relay is already gone connects through the next.
+ * Tabs over a federation, in Debian's Chromium: two relays (B configured with A), two native
+ * nodes announcing to both, a contributing tab and an SDK page both loaded from relay A. After
+ * kill -9 of A: the SDK's next generation reads its peers from B and returns the reference ids;
+ * an SDK whose first relay is already gone connects through the next; the contributing tab,
+ * which took a reservation on B too and announces to it, stays listed and serves B's clients.
  */
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
@@ -20,6 +21,7 @@ let browser: Browser | undefined
 let ctx: BrowserContext
 let a: Proc
 let b: Proc
+const nodes: Proc[] = []
 
 describe.skipIf(!hasChromium() && process.env.CI !== 'true')('the SDK with several relays', () => {
   beforeAll(async () => {
@@ -31,7 +33,8 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('the SDK with sever
     b = await spawnRelay(model, { extra: ['--web', WEB, '--peer-relay', a.ready.nodeRelay] })
     procs.push(b)
     for (const layers of ['0-2', '2-5'])
-      procs.push(await spawnTessera(['node', '--relay', a.ready.nodeRelay, '--relay', b.ready.nodeRelay, '--model', model, '--layers', layers]))
+      nodes.push(await spawnTessera(['node', '--relay', a.ready.nodeRelay, '--relay', b.ready.nodeRelay, '--model', model, '--layers', layers]))
+    procs.push(...nodes)
     for (const r of [a, b]) await waitFor(async () => (await api(r.ready.http, '/api/network')).peers.length === 2)
     browser = await launch()
     ctx = await context(browser, a.ready.http)
@@ -41,7 +44,20 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('the SDK with sever
     for (const p of procs) if (p.proc.exitCode === null) p.proc.kill('SIGKILL')
   })
 
-  it("after kill -9 of the relay the page came from, the SDK's next generation reads its peers from the next relay", async () => {
+  it("after kill -9 of the relay the pages came from: the SDK's next generation reads its peers from the next relay; the contributing tab stays listed there and serves", async () => {
+    // A contributing tab on [0,2), from relay A's page: it learns of B from A's /api/relay.
+    const tab = await ctx.newPage()
+    const tabLog = consoleOf(tab)
+    await tab.goto(`${a.ready.http}/contribute.html?layers=0-2&backend=wasm&autostart=1`)
+    await tab.waitForFunction(() => ['serving', 'refused', 'error'].includes(document.querySelector('#status')?.getAttribute('data-state') ?? ''), undefined, {
+      timeout: 120_000
+    })
+    expect(await tab.getAttribute('#status', 'data-state'), tabLog.join('\n')).toBe('serving')
+    const wasm = async (r: Proc) => (await api(r.ready.http, '/api/network')).peers.find((p: { device: string }) => p.device === 'wasm')
+    await waitFor(async () => (await wasm(a)) !== undefined && (await wasm(b)) !== undefined)
+    // Announced to B itself, not only relayed from A.
+    expect((await wasm(b)).via).toBeUndefined()
+
     const page = await ctx.newPage()
     const log = consoleOf(page)
     await page.goto(`${a.ready.http}/index.html`)
@@ -78,5 +94,14 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('the SDK with sever
       return ids
     })()`)
     expect(fresh).toEqual(c.greedy.slice(0, n))
-  }, 120_000)
+
+    // Past the TTL, the tab is still listed by B (its own announces), and serves B's clients: the native [0,2) gone, it is the only one.
+    await new Promise((resolve) => setTimeout(resolve, 32_000))
+    expect(await wasm(b), tabLog.join('\n')).toBeDefined()
+    nodes[0].proc.kill('SIGKILL')
+    await waitFor(async () => (await api(b.ready.http, '/api/network')).peers.length === 2, 40_000)
+    const r = await api(b.ready.http, '/v1/completions', { prompt: c.prompt, max_tokens: n, temperature: 0 })
+    expect(r.tessera.tokens).toEqual(c.greedy.slice(0, n))
+    expect(r.tessera.route.hops[0].device).toBe('wasm')
+  }, 240_000)
 })

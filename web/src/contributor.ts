@@ -86,9 +86,13 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
     const threads = pageWasmThreads(o.threads)
 
     // STUN/TURN servers come from the relay (tessera relay --ice-server): a tab behind NAT needs them for WebRTC.
-    const { addrs, iceServers } = await getJson<{ addrs: string[]; iceServers?: RTCIceServer[] }>(`${relay}/api/relay`)
+    // The relay names its federation too: the tab announces to each and keeps a reservation on each.
+    const { addrs, iceServers, relays } = await getJson<{ addrs: string[]; iceServers?: RTCIceServer[]; relays?: Array<{ addrs: string[] }> }>(
+      `${relay}/api/relay`
+    )
     const key = await tabKey()
-    const { node, relay: relayAddr } = await createTabPeer({ relayAddrs: addrs, privateKey: key, listen: true, iceServers })
+    const spareRelays = (relays ?? []).map((r) => r.addrs)
+    const { node, relay: relayAddr, spares } = await createTabPeer({ relayAddrs: addrs, privateKey: key, listen: true, iceServers, spareRelays })
     let shards: ShardEntry[]
     try {
       shards =
@@ -125,7 +129,7 @@ export async function startContributor(o: ContributorOptions, onEvent: (e: Contr
       libp2p: node,
       key,
       sign: signer.sign,
-      relay: relayAddr,
+      relay: [relayAddr, ...spares],
       manifest,
       shards,
       load,

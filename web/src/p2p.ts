@@ -27,14 +27,22 @@ export interface TabPeerNetOptions {
   listen: boolean
   /** ICE servers; none by default (loopback and LAN work without; add STUN for the internet). */
   iceServers?: RTCIceServer[]
+  /**
+   * The other relays of its federation (each one's multiaddrs, GET /api/relay `relays`): a
+   * listening tab takes a reservation on each too, so it stays reachable when its own relay dies.
+   */
+  spareRelays?: string[][]
 }
 
-export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2p; relay: string }> {
-  const relay = pickRelayAddr(o.relayAddrs, globalThis.location?.protocol === 'https:')
+export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2p; relay: string; spares: string[] }> {
+  const https = globalThis.location?.protocol === 'https:'
+  const relay = pickRelayAddr(o.relayAddrs, https)
   if (relay === undefined) throw new TesseraError('CONFIG', 'the relay offers no address a browser can dial; start it with a WebSocket (/ws) listener')
+  const spares = (o.spareRelays ?? []).flatMap((addrs) => pickRelayAddr(addrs, https) ?? [])
   const node = await createLibp2p({
     privateKey: o.privateKey,
-    addresses: { listen: o.listen ? ['/p2p-circuit', '/webrtc'] : [] },
+    // One '/p2p-circuit' a reservation: one on each relay the tab is connected to.
+    addresses: { listen: o.listen ? [...spares.map(() => '/p2p-circuit'), '/p2p-circuit', '/webrtc'] : [] },
     transports: [webSockets(), webRTC({ rtcConfiguration: { iceServers: o.iceServers ?? [] } }), webTransport(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
@@ -46,6 +54,13 @@ export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2
     services: { identify: identify(), ping: ping() }
   })
   await node.dial(multiaddr(relay))
+  // The spare relays are best effort: one that does not answer now is simply not one to fall back on.
+  const reached: string[] = []
+  for (const r of spares)
+    await node.dial(multiaddr(r), { signal: AbortSignal.timeout(RESERVATION_TIMEOUT_MS) }).then(
+      () => reached.push(r),
+      () => {}
+    )
   if (o.listen) {
     // Wait until the relay reservation shows in our addresses: only then can others dial us.
     const until = Date.now() + RESERVATION_TIMEOUT_MS
@@ -58,5 +73,5 @@ export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
   }
-  return { node, relay }
+  return { node, relay, spares: reached }
 }
