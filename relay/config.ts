@@ -44,6 +44,8 @@ export interface RelayOptions {
    * listed here and the other way round (relay/federation.ts). Relays that meet others join them too.
    */
   relays?: string[]
+  /** A block list: peer ids, one per line, read again every second while the relay runs (host/deny-list.ts). */
+  denyFile?: string
   /** STUN/TURN servers the relay tells tabs to use for WebRTC (GET /api/relay): needed for tabs behind NAT. */
   iceServers?: IceServer[]
   /** Model directories whose files the relay serves (and whose tokenizers it uses). */
@@ -225,7 +227,7 @@ export const CHAIN_DEFAULTS = {
 } as const
 
 /** Options that stay optional once resolved: absent means none (for the keys: a fresh identity). */
-type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey' | 'stakeFor' | 'reexecute' | 'requireInputs'
+type Unset = 'webRoot' | 'client' | 'evm' | 'keyFile' | 'privateKey' | 'stakeFor' | 'reexecute' | 'requireInputs' | 'denyFile'
 export type ResolvedRelayOptions = Required<Omit<RelayOptions, Unset>> & Pick<RelayOptions, Unset>
 
 /** Every option with its default filled in: startRelay reads only this. */
@@ -248,6 +250,7 @@ export function resolveRelayOptions(o: RelayOptions = {}): ResolvedRelayOptions 
     proveSampling: o.proveSampling ?? false,
     viewRefreshMs: o.viewRefreshMs ?? RELAY_DEFAULTS.viewRefreshMs,
     keyFile: o.keyFile,
+    denyFile: o.denyFile,
     privateKey: o.privateKey,
     maxBodyBytes: o.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes,
     reexecute: o.reexecute,

@@ -29,6 +29,7 @@ import { ledgerEvidenceChecker } from './evidence.js'
 import { samplingSetups, zkEntriesOf } from './zk.js'
 import { pickRelayAddr } from '../shared/route/relay-addr.js'
 import { federate, peerOf } from './federation.js'
+import { denyList } from '../host/deny-list.js'
 
 export type { RelayOptions } from './config.js'
 
@@ -78,13 +79,16 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
   // viem loads only for a relay that settles on a chain.
   const ledger = o.evm !== undefined ? await (await import('./ledger-evm.js')).openEvmLedger(o.evm, checker) : await openSqliteLedger(o.ledger, checker)
   ledgerRef = ledger
+  const deny = o.denyFile !== undefined ? await denyList(o.denyFile) : undefined
   const node = await createPeer({
     relayServer: true,
     privateKey,
     listen: [`/ip4/${o.host}/tcp/${o.p2pPort}/ws`, `/ip4/${o.host}/tcp/0`],
     announce: o.announce,
-    gossip: { direct }
+    gossip: { direct },
+    gater: deny?.gater
   })
+  deny?.watch(node)
   // The relay's own client reports what it sees straight into the ledger; the ledger re-checks the evidence all the same.
   const link = cachedLedgerLink({
     standings: async () => await ledger.standings(),
@@ -218,6 +222,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     relays: () => federation.relays(),
     async stop() {
       clearInterval(refresh)
+      deny?.stop()
       federation.stop()
       board.close()
       await http.close()

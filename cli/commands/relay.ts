@@ -27,6 +27,7 @@ interface RelayFlags extends LedgerFlags {
   key?: string
   maxBody?: number
   peerRelay?: string[]
+  denyFile?: string
 }
 
 export function registerRelay(program: Command): void {
@@ -41,6 +42,7 @@ export function registerRelay(program: Command): void {
       'addresses to give out instead of the listening ones, e.g. /dns4/relay.example.org/tcp/443/wss behind a TLS terminator'
     )
     .option('--peer-relay <multiaddrs...>', 'other relays of the same network (their multiaddr with /p2p/): records announced to any are listed by all')
+    .option('--deny-file <file>', 'peer ids to refuse, one per line; read again every second, so a peer is cut off (or let back) without a restart')
     .option('--ice-server <urls...>', "STUN/TURN servers for tabs' WebRTC (stun:HOST:PORT, turn:USER:PASS@HOST:PORT)")
     .option('--model <dirs...>', 'model directories whose shard files and tokenizers to serve')
     .option('--web <dir>', 'built pages to serve at / (vite build output)', WEB_ROOT)
@@ -65,6 +67,7 @@ export function registerRelay(program: Command): void {
       host: o.host,
       announce: o.announce,
       relays: o.peerRelay,
+      denyFile: o.denyFile,
       iceServers: o.iceServer?.map(parseIceServer),
       models: o.model,
       webRoot: o.web,

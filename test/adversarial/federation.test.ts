@@ -11,6 +11,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { encode } from 'cborg'
 import type { GossipSub } from '@libp2p/gossipsub'
 import { createPeer } from '../../host/libp2p.js'
+import { parseDenyList } from '../../host/deny-list.js'
 import { createRegistry, handleRegistry, type Registry } from '../../relay/registry.js'
 import { federate, RECORDS_TOPIC, type Federation } from '../../relay/federation.js'
 import { signCapability } from '../../shared/protocol/capability.js'
@@ -30,6 +31,14 @@ const codeOf = async (p: Promise<unknown>): Promise<string | undefined> =>
     () => undefined,
     (err: unknown) => (err instanceof TesseraError ? err.code : String(err))
   )
+
+describe("an operator's block list (--deny-file)", () => {
+  it('takes peer ids and comments, and names the line that is not a peer id', async () => {
+    const p = await identity()
+    expect([...parseDenyList(`# cut off\n${p.peer}  # this one\n\n`, 'deny.txt')]).toEqual([p.peer])
+    expect(() => parseDenyList(`${p.peer}\nnot-a-peer\n`, 'deny.txt')).toThrow(/deny\.txt:2: "not-a-peer" is not a peer id/)
+  })
+})
 
 describe('the registry, given relayed records', () => {
   it('orders records by issue time: an older copy cannot replace a newer one nor bring back a withdrawn peer', async () => {

@@ -18,6 +18,8 @@ import { pickRelayAddr } from '../../shared/route/relay-addr.js'
 
 /** How long the relay may take to grant the reservation that makes a tab reachable. */
 const RESERVATION_TIMEOUT_MS = 15_000
+/** Other relays of the federation a listening tab also holds a reservation on. */
+const MAX_SPARE_RELAYS = 4
 
 export interface TabPeerNetOptions {
   /** The relay's multiaddrs (GET /api/relay); the WebSocket one is dialled. */
@@ -38,7 +40,8 @@ export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2
   const https = globalThis.location?.protocol === 'https:'
   const relay = pickRelayAddr(o.relayAddrs, https)
   if (relay === undefined) throw new TesseraError('CONFIG', 'the relay offers no address a browser can dial; start it with a WebSocket (/ws) listener')
-  const spares = (o.spareRelays ?? []).flatMap((addrs) => pickRelayAddr(addrs, https) ?? [])
+  // A few at most: each is a reservation held, and the list comes from the relay.
+  const spares = (o.spareRelays ?? []).flatMap((addrs) => pickRelayAddr(addrs, https) ?? []).slice(0, MAX_SPARE_RELAYS)
   const node = await createLibp2p({
     privateKey: o.privateKey,
     // One '/p2p-circuit' a reservation: one on each relay the tab is connected to.
@@ -55,12 +58,8 @@ export async function createTabPeer(o: TabPeerNetOptions): Promise<{ node: Libp2
   })
   await node.dial(multiaddr(relay))
   // The spare relays are best effort: one that does not answer now is simply not one to fall back on.
-  const reached: string[] = []
-  for (const r of spares)
-    await node.dial(multiaddr(r), { signal: AbortSignal.timeout(RESERVATION_TIMEOUT_MS) }).then(
-      () => reached.push(r),
-      () => {}
-    )
+  const dials = await Promise.allSettled(spares.map(async (r) => await node.dial(multiaddr(r), { signal: AbortSignal.timeout(RESERVATION_TIMEOUT_MS) })))
+  const reached = spares.filter((_, i) => dials[i].status === 'fulfilled')
   if (o.listen) {
     // Wait until the relay reservation shows in our addresses: only then can others dial us.
     const until = Date.now() + RESERVATION_TIMEOUT_MS
