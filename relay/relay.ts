@@ -161,7 +161,13 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     generator: client,
     unreachable: (peer, reporter) => registry.unreachable(peer, reporter),
     // Which relay each record came through, read at request time (the view is refreshed every second).
-    network: () => ({ ...view, peers: view.peers.map((p) => ({ ...p, ...(registry.viaOf(p.peer) !== undefined ? { via: registry.viaOf(p.peer) } : {}) })) }),
+    network: () => ({
+      ...view,
+      peers: view.peers.map((p) => {
+        const via = registry.viaOf(p.peer)
+        return via === undefined ? p : { ...p, via }
+      })
+    }),
     relays: () => federation.relays(),
     otherRelays: async () =>
       await Promise.all(

@@ -13,7 +13,7 @@ import { buildModel } from '../host/model-store.js'
 import { reference, stories } from './helpers/reference.js'
 import { REPO, tempDir } from './helpers/paths.js'
 import { api, spawnRelay, spawnTessera, waitFor, type Proc } from './helpers/network.js'
-import { consoleOf, context, hasChromium, launch } from './helpers/browser.js'
+import { consoleOf, context, hasChromium, launch, screenshot } from './helpers/browser.js'
 
 const WEB = join(REPO, 'dist', 'web')
 const procs: Proc[] = []
@@ -57,6 +57,12 @@ describe.skipIf(!hasChromium() && process.env.CI !== 'true')('the SDK with sever
     await waitFor(async () => (await wasm(a)) !== undefined && (await wasm(b)) !== undefined)
     // Announced to B itself, not only relayed from A.
     expect((await wasm(b)).via).toBeUndefined()
+    // B's network page names the federation it is part of.
+    const net = await ctx.newPage()
+    await net.goto(`${b.ready.http}/network.html`)
+    await net.waitForFunction(() => document.querySelector('#updated')?.textContent?.includes('other relay') === true, undefined, { timeout: 10_000 })
+    expect(await net.textContent('#updated')).toMatch(/one network with 1 other relay: …/)
+    console.log(`screenshot: ${await screenshot(net, 'network-federation')}`)
 
     const page = await ctx.newPage()
     const log = consoleOf(page)

@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { createPublicClient, http, type Abi, type Hex } from 'viem'
+import { createPublicClient, http, type Hex } from 'viem'
 import { buildModel } from '../host/model-store.js'
 import { startRelay, type RunningRelay } from '../relay/relay.js'
 import { startNode, type RunningNode } from '../native-node/node.js'
@@ -28,6 +28,7 @@ import type { GenerationResult } from '../shared/client/types.js'
 import { reference, stories } from './helpers/reference.js'
 import { REPO, tempDir } from './helpers/paths.js'
 import { api, spawnTessera, waitFor } from './helpers/network.js'
+import { contractEvents } from './helpers/chain-events.js'
 import { context, hasChromium, launch, screenshot } from './helpers/browser.js'
 import { writeFile } from 'node:fs/promises'
 
@@ -101,13 +102,7 @@ async function onChain(peer: string, chain = anvil, d = deployment): Promise<{ s
 }
 
 async function events(name: string): Promise<Array<{ args: Record<string, unknown> }>> {
-  const abi: Abi = (await stakeArtifact()).abi
-  const logs = (await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getContractEvents({
-    address: deployment.stakeAddress,
-    abi,
-    fromBlock: BigInt(deployment.deployBlock)
-  })) as unknown as Array<{ eventName: string; args: Record<string, unknown> }>
-  return logs.filter((l) => l.eventName === name)
+  return (await contractEvents(anvil.url, deployment)).filter((l) => l.eventName === name)
 }
 
 async function run(req: Parameters<RunningRelay['client']['generate']>[0]): Promise<GenerationResult> {

@@ -8,15 +8,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { join } from 'node:path'
-import { createPublicClient, http, type Abi } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { buildModel } from '../host/model-store.js'
 import { startAnvil, type Anvil } from '../relay/chain/anvil.js'
-import { stakeArtifact } from '../relay/chain/compile.js'
 import { deployTessera, type Deployment } from '../relay/chain/deploy.js'
 import { reference, stories } from './helpers/reference.js'
 import { tempDir } from './helpers/paths.js'
 import { api, spawnRelay, spawnTessera, waitFor, type Proc } from './helpers/network.js'
+import { contractEvents } from './helpers/chain-events.js'
 
 let anvil: Anvil
 let d: Deployment
@@ -88,12 +87,7 @@ describe('a federation of relay processes on one chain', () => {
     const standing = async (r: Proc, peer: string) => (await api(r.ready.http, '/api/ledger')).standings.find((s: { peer: string }) => s.peer === peer)
     await waitFor(async () => (await standing(relays[2], faulty.ready.peer))?.slashed >= 1, 30_000)
     await new Promise((resolve) => setTimeout(resolve, 3000)) // every co-signer's round has passed
-    const abi: Abi = (await stakeArtifact()).abi
-    const logs = (await createPublicClient({ transport: http(anvil.url, { retryCount: 0 }) }).getContractEvents({
-      address: d.stakeAddress,
-      abi,
-      fromBlock: BigInt(d.deployBlock)
-    })) as unknown as Array<{ eventName: string; args: Record<string, unknown> }>
+    const logs = await contractEvents(anvil.url, d)
     const slashed = logs.filter((l) => l.eventName === 'Slashed')
     const published = logs.filter((l) => l.eventName === 'EvidencePublished')
     // Once per evidence, however many relays approved it.

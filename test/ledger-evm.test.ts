@@ -33,6 +33,7 @@ import { releaseZkWorkers } from '../shared/zk/verify.js'
 import { seededZkModel, setupZkModel } from '../host/zk/setup.js'
 import { tempDir } from './helpers/paths.js'
 import { evidence, fakeChecker, ledgerContract } from './helpers/ledger-contract.js'
+import { contractEvents, type ContractEvent } from './helpers/chain-events.js'
 
 const WITHDRAW_DELAY = 3600
 let anvil: Anvil
@@ -52,14 +53,7 @@ async function fresh(
 }
 
 /** The contract's own events, for comparing with the rebuilt audit log. */
-async function events(chain: Anvil, d: Deployment): Promise<Array<{ eventName: string; args: Record<string, unknown> }>> {
-  const abi: Abi = (await stakeArtifact()).abi
-  return (await createPublicClient({ transport: http(chain.url, { retryCount: 0 }) }).getContractEvents({
-    address: d.stakeAddress,
-    abi,
-    fromBlock: BigInt(d.deployBlock)
-  })) as unknown as Array<{ eventName: string; args: Record<string, unknown> }>
-}
+const events = async (chain: Anvil, d: Deployment): Promise<ContractEvent[]> => await contractEvents(chain.url, d)
 
 beforeAll(async () => {
   anvil = await startAnvil()

@@ -370,22 +370,20 @@ export async function connect(o: ConnectOptions = {}): Promise<Tessera> {
  * origin's failure is the error when none answers.
  */
 async function relaysOf(origins: string[]): Promise<Array<{ origin: string; addrs: string[]; iceServers?: RTCIceServer[] }>> {
-  const out: Array<{ origin: string; addrs: string[]; iceServers?: RTCIceServer[] }> = []
-  let first: TesseraError | undefined
-  for (const origin of origins) {
-    try {
+  // Asked at once: a relay that does not answer holds connect up for its own time-out, not added to the others'.
+  const tries = await Promise.allSettled(
+    origins.map(async (origin) => {
       const res = await fetch(`${origin}/api/relay`).catch((err: Error) => {
         throw new TesseraError('UNREACHABLE', `cannot reach the Tessera relay at ${origin}: ${err.message}`)
       })
       if (!res.ok) throw new TesseraError('BAD_REPLY', `${origin} is not a Tessera relay (GET /api/relay answered HTTP ${res.status})`)
       // The relay names the STUN/TURN servers its network uses (tessera relay --ice-server); the app's own win.
       const r = (await res.json()) as { addrs: string[]; iceServers?: RTCIceServer[] }
-      out.push({ origin, addrs: r.addrs, iceServers: r.iceServers })
-    } catch (err) {
-      first ??= err as TesseraError
-    }
-  }
-  if (out.length === 0) throw first!
+      return { origin, addrs: r.addrs, iceServers: r.iceServers }
+    })
+  )
+  const out = tries.flatMap((t) => (t.status === 'fulfilled' ? [t.value] : []))
+  if (out.length === 0) throw (tries[0] as PromiseRejectedResult).reason
   return out
 }
 
