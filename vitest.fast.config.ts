@@ -21,6 +21,7 @@ export default defineConfig({
       'test/serve.test.ts',
       'test/int4.test.ts',
       'test/hf.test.ts',
+      'test/gguf.test.ts',
       'test/families.test.ts',
       'test/text.test.ts',
       'test/reference.test.ts',

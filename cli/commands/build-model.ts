@@ -18,7 +18,10 @@ export function registerBuildModel(program: Command): void {
   program
     .command('build-model')
     .description('cut a checkpoint into ONNX shards (runs of transformer blocks) with a manifest')
-    .requiredOption('--from <source>', 'llama2.c .bin file, Hugging Face directory, or random:PRESET[:SEED] (tiny, tiny-llama3, small, medium)')
+    .requiredOption(
+      '--from <source>',
+      'GGUF file (llama.cpp or an Ollama blob; llama/mistral/qwen2, F32/F16/BF16/Q8_0/Q4_0/Q4_K/Q6_K, dequantized: re-pack with --dtype int4|fp16), llama2.c .bin file, Hugging Face directory, or random:PRESET[:SEED] (tiny, tiny-llama3, small, medium)'
+    )
     .requiredOption('--out <dir>', 'directory to write the shards and manifest.json into')
     .option('--shards <n>', 'number of shards of (nearly) equal size', int(1))
     .option('--layers-per-shard <k>', 'layers per shard (the last may hold fewer)', int(1))
