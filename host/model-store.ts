@@ -7,6 +7,7 @@ import { createReadStream } from 'node:fs'
 import { mkdir, open, readFile, rename, rm, writeFile, copyFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { WeightSource } from '../shared/model/weights.js'
+import { paramsPerLayer } from '../shared/model/config.js'
 import { buildShard, kvLayout, type BuildProgress, type KvLayout, type WeightDType } from '../shared/shard/build.js'
 import type { DataSink } from '../shared/shard/graph.js'
 import { splitLayers, type SplitOptions } from '../shared/shard/split.js'
@@ -15,6 +16,7 @@ import { ShardHashError, ModelFormatError } from '../shared/errors.js'
 import { loadModelText, modelText, type ModelText } from '../shared/text/model-text.js'
 import { loadTokenizer } from '../shared/tokenizer.js'
 import { chatTemplate } from '../shared/text/chat.js'
+import { ChunkHasher, chunkSizeFor, digestBytes } from '../shared/files/chunks.js'
 
 export interface BuildOptions extends SplitOptions {
   dtype?: WeightDType
@@ -43,7 +45,7 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
   for (const [index, [start, end]] of ranges.entries()) {
     if (o.only !== undefined && !o.only.includes(index)) continue
     const onnxName = `shard-${index}.onnx`
-    const sink = await fileSink(join(dir, `${onnxName}.data`), `${onnxName}.data`)
+    const sink = await fileSink(join(dir, `${onnxName}.data`), `${onnxName}.data`, dataChunkSize(weights, start, end, dtype))
     let graph: Uint8Array
     try {
       graph = await buildShard(weights, { start, end, dtype, int4Accuracy: o.int4Accuracy, kv: o.kv }, sink, (...p) => o.progress?.(index, ...p))
@@ -52,8 +54,8 @@ export async function buildModel(weights: WeightSource, dir: string, o: BuildOpt
     }
     await writeFile(join(dir, onnxName), graph)
     const files: FileEntry[] = [
-      { name: onnxName, bytes: graph.byteLength, sha256: createHash('sha256').update(graph).digest('hex') },
-      { name: sink.fileName, bytes: sink.bytes, sha256: sink.digest() }
+      { name: onnxName, bytes: graph.byteLength, ...digestBytes(graph) },
+      { name: sink.fileName, bytes: sink.bytes, ...sink.digest() }
     ]
     const kv = kvLayout(o.kv)
     shards.push({
@@ -99,13 +101,27 @@ async function checkTokenizer(json: string, config: string | undefined, model: P
   modelText(loadTokenizer(await readFile(json, 'utf8'), cfg), chatTemplate(cfg), model)
 }
 
-/** Appends to a file while hashing, so a shard's data hash costs no second read. */
-async function fileSink(path: string, fileName: string): Promise<DataSink & { bytes: number; digest: () => string; close: () => Promise<void> }> {
+/**
+ * The chunk size of a shard's data file, fixed before it is written (its hashes are taken while
+ * appending): from the bytes its weights will take, estimated from the parameter count.
+ */
+function dataChunkSize(w: WeightSource, start: number, end: number, dtype: WeightDType): number {
+  const perParam = dtype === 'fp32' ? 4 : dtype === 'fp16' ? 2 : 0.6 // int4 packs, with scales
+  const estimate = (end - start) * paramsPerLayer(w.config) * perParam + (start === 0 || end === w.config.nLayers ? w.config.vocabSize * w.config.dim * 4 : 0)
+  return chunkSizeFor(estimate)
+}
+
+/** Appends to a file while hashing it whole and by chunk, so a shard's hashes cost no second read. */
+async function fileSink(
+  path: string,
+  fileName: string,
+  chunkBytes: number
+): Promise<DataSink & { bytes: number; digest: () => Pick<FileEntry, 'sha256' | 'chunks'>; close: () => Promise<void> }> {
   await rm(path, { force: true })
   const fh = await open(path, 'w')
-  const hash = createHash('sha256')
+  const hash = new ChunkHasher(chunkBytes)
   let bytes = 0
-  let hex: string | undefined
+  let digest: Pick<FileEntry, 'sha256' | 'chunks'> | undefined
   return {
     fileName,
     get bytes() {
@@ -119,7 +135,7 @@ async function fileSink(path: string, fileName: string): Promise<DataSink & { by
       bytes += chunk.byteLength
       return at
     },
-    digest: () => (hex ??= hash.digest('hex')),
+    digest: () => (digest ??= hash.digest()),
     close: async () => {
       await fh.close()
     }
@@ -127,7 +143,10 @@ async function fileSink(path: string, fileName: string): Promise<DataSink & { by
 }
 
 async function describeFile(dir: string, name: string): Promise<FileEntry> {
-  return { name, bytes: (await stat(join(dir, name))).size, sha256: await hashFile(join(dir, name)) }
+  const bytes = (await stat(join(dir, name))).size
+  const h = new ChunkHasher(chunkSizeFor(bytes))
+  for await (const chunk of createReadStream(join(dir, name), { highWaterMark: 1 << 22 })) h.update(chunk as Buffer)
+  return { name, bytes, ...h.digest() }
 }
 
 export async function hashFile(path: string): Promise<string> {

@@ -18,11 +18,13 @@ import type { Manifest, ShardEntry } from '../shared/manifest.js'
 import type { ShardRunner } from '../shared/runner.js'
 import { logger } from '../shared/log.js'
 import { InputError, TesseraError } from '../shared/errors.js'
-import { readManifest } from '../host/model-store.js'
+import { handleFiles } from '../shared/files/serve.js'
+import type { DownloadReport } from '../shared/files/download.js'
+import { badChunk, isModelDir, joinedWeights, localWeights, type JoinOptions, type NodeWeights } from './weights.js'
 import { createPeer, loadOrCreateKey } from '../host/libp2p.js'
 import { nativeSigner } from '../host/native-crypto.js'
 import { tamperShard } from './fault.js'
-import { loadShard } from './store.js'
+import { join } from 'node:path'
 import { detectHardware, memoryBudget } from './hardware.js'
 import type { DevicePreference } from './ort.js'
 import { batchLimits, type BatchLimits } from '../shared/batch.js'
@@ -32,7 +34,10 @@ const log = logger('tessera:node')
 export interface NodeOptions {
   /** One relay, or several of one federation (each gets the record). */
   relay: string | string[]
+  /** A built model directory, or a model's name or root on the relay (its shards are downloaded; native-node/weights.ts). */
   model: string
+  /** Joining by name: where shard files are cached, how fast and how many at once (native-node/weights.ts). */
+  download?: JoinOptions
   /** [start, end) aligned to shard boundaries; default: chosen by coverage and memory. */
   layers?: [number, number]
   memory?: number
@@ -62,21 +67,35 @@ export interface RunningNode {
   readonly layers: [number, number]
   capability: () => Capability
   stats: ServeStats
+  /** Where the weights are, and what was downloaded (joining by name). */
+  weights: { dir: string; joined: boolean; downloads: DownloadReport[]; served: () => number }
   libp2p: Libp2p
   stop: () => Promise<void>
 }
 
 export async function startNode(o: NodeOptions): Promise<RunningNode> {
-  const manifest = await readManifest(o.model)
+  const local = await isModelDir(o.model)
   const key = o.privateKey ?? (await loadOrCreateKey(o.keyFile))
   const node = await createPeer({ listen: o.listen, privateKey: key })
+  let weights: NodeWeights | undefined
   try {
-    const hw = await detectHardware(o.model)
+    weights = local ? await localWeights(o.model) : await joinedWeights(node, [o.relay].flat(), o.model, o.download)
+    const w = weights
+    const { manifest, dir } = w
+    const hw = await detectHardware(dir)
     // The device is known once a shard has loaded; block selection needs a budget before that.
     const guess = memoryBudget(hw, hw.cudaProvider ? 'cuda' : 'cpu', o.memory)
     const fit = layersThatFit(manifest, { bytes: guess }, o.maxLayers)
     const shards = o.layers !== undefined ? shardsFor(manifest, o.layers) : chooseShards(manifest, await peersOrNone(node, o.relay, manifest), fit)
     const fault = o.fault !== undefined ? await faultOf(o.fault) : undefined
+    // The files it holds go to peers that ask (chunks still downloading included): weights spread between nodes, not only from the relay.
+    let served = 0
+    await handleFiles(node, weights.catalog, {
+      served: (_peer, n) => {
+        served += n
+      },
+      ...(o.fault?.kind === 'bad-chunk' ? { tamper: badChunk(manifest) } : {})
+    })
     const zk = await loadZkModels(o.zk ?? [])
     if (zk.size > 0 && o.zkForge === true) log.warn('FAULTY NODE: --zk-forge (for drills; proof verification should catch it)')
     const service = await startPeerService({
@@ -87,7 +106,11 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       manifest,
       shards,
       fault,
-      load: async (s) => await loadRunners(o, manifest, s),
+      load: async (s) => {
+        // A node moving to other layers downloads them here, while it still serves the old ones.
+        await w.ensure(s)
+        return await loadRunners(o, dir, manifest, s)
+      },
       memory: (device) => ({ bytes: memoryBudget(hw, device === 'cuda' ? 'cuda' : 'cpu', o.memory) }),
       zk: { models: zk, forge: o.zkForge },
       rebalance: o.layers === undefined ? { fit } : undefined,
@@ -102,14 +125,17 @@ export async function startNode(o: NodeOptions): Promise<RunningNode> {
       },
       capability: service.capability,
       stats: service.stats,
+      weights: { dir, joined: w.joined, downloads: w.downloads, served: () => served },
       libp2p: node,
       async stop() {
         await service.stop()
+        await w.close()
         // snarkjs's worker threads would keep the process alive.
         if (zk.size > 0) await (await import('../shared/zk/verify.js')).releaseZkWorkers()
       }
     }
   } catch (err) {
+    await weights?.close()
     await node.stop()
     throw err
   }
@@ -134,7 +160,7 @@ async function faultOf(f: Fault): Promise<StepFault | undefined> {
 }
 
 /** The runtime: each shard verified and loaded on onnxruntime-node, a weight fault's tampered copy instead where it applies. */
-async function loadRunners(o: NodeOptions, manifest: Manifest, shards: ShardEntry[]): Promise<ShardRunner[]> {
+async function loadRunners(o: NodeOptions, dir: string, manifest: Manifest, shards: ShardEntry[]): Promise<ShardRunner[]> {
   const f = o.fault !== undefined && isWeightFault(o.fault) ? o.fault : undefined
   const holds = (s: ShardEntry, layer: number): boolean => layer >= s.layers[0] && layer < s.layers[1]
   if (f?.kind === 'skip-layer' && !shards.some((s) => holds(s, f.layer))) {
@@ -149,12 +175,13 @@ async function loadRunners(o: NodeOptions, manifest: Manifest, shards: ShardEntr
     // wrong-weights changes every shard, perturb the first served, skip-layer the one holding its layer.
     const tampered =
       f !== undefined && (f.kind === 'wrong-weights' || (f.kind === 'perturb' && s === shards[0]) || (f.kind === 'skip-layer' && holds(s, f.layer)))
+    // ensure() checked every file's hash just before: loading reads them once more, not hashing them again.
+    const { loadShardNode } = await import('./ort.js')
     if (!tampered) {
-      out.push(await loadShard(o.model, manifest, s.index, opts))
+      out.push(await loadShardNode(join(dir, s.files[0].name), s, manifest.config, opts))
       continue
     }
-    const { loadShardNode } = await import('./ort.js')
-    out.push(await loadShardNode(await tamperShard(o.model, s, f), s, manifest.config, opts))
+    out.push(await loadShardNode(await tamperShard(dir, s, f), s, manifest.config, opts))
   }
   return out
 }

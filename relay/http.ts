@@ -272,7 +272,10 @@ export function createHttpApp(deps: HttpDeps): Hono {
   app.get('/shards/:sha256', async (c) => {
     const file = files.get(c.req.param('sha256').toLowerCase())
     if (file === undefined) return jsonError(404, `no shard file with sha256 ${c.req.param('sha256')} on this relay`, 'shard_not_found')
-    return await fileResponse(file, c.req.raw)
+    const res = await fileResponse(file, c.req.raw)
+    if (c.req.method === 'GET' && (res.status === 200 || res.status === 206))
+      metrics.fileBytes.inc({ via: 'http' }, Number(res.headers.get('Content-Length') ?? 0))
+    return res
   })
 
   app.get('/v1/models', (c) =>

@@ -14,7 +14,8 @@ export const METRIC_NAMES = {
   peers: 'tessera_peers',
   peersByDevice: 'tessera_peers_by_device',
   models: 'tessera_models',
-  minCoverage: 'tessera_model_min_coverage'
+  minCoverage: 'tessera_model_min_coverage',
+  fileBytes: 'tessera_file_bytes_served_total'
 } as const
 
 export interface RelayMetrics {
@@ -23,6 +24,7 @@ export interface RelayMetrics {
   tokens: Counter<'model'>
   generation: Histogram<'model'>
   firstToken: Histogram<'model'>
+  fileBytes: Counter<'via'>
 }
 
 // Generation over a WAN of tabs spans from sub-second to minutes.
@@ -106,6 +108,7 @@ export function relayMetrics(registry: Registry, network: () => NetworkView): Re
     requests: counter(METRIC_NAMES.requests, 'HTTP requests by method, route and status', ['method', 'route', 'status'] as const),
     tokens: counter(METRIC_NAMES.tokens, 'Tokens generated through the HTTP API', ['model'] as const),
     generation: histogram(METRIC_NAMES.generation, 'Whole generation latency'),
-    firstToken: histogram(METRIC_NAMES.firstToken, 'Time to first token')
+    firstToken: histogram(METRIC_NAMES.firstToken, 'Time to first token'),
+    fileBytes: counter(METRIC_NAMES.fileBytes, 'Bytes of model files served: "libp2p" to nodes (chunks), "http" to tabs (/shards)', ['via'] as const)
   }
 }

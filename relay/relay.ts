@@ -23,7 +23,10 @@ import { resolveRelayOptions, type RelayOptions } from './config.js'
 import { openSqliteClaims } from './claims-sqlite.js'
 import { createRegistry, handleRegistry, measuring, reportingDialer, type Registry } from './registry.js'
 import { createHttpApp, serveHttp } from './http.js'
-import { createMetricsRegistry } from './metrics.js'
+import { createMetricsRegistry, relayMetrics } from './metrics.js'
+import { handleFiles } from '../shared/files/serve.js'
+import { relayCatalog } from './files.js'
+import { indexFiles } from './shards.js'
 import { openSqliteLedger } from './ledger-sqlite.js'
 import { ledgerEvidenceChecker } from './evidence.js'
 import { samplingSetups, zkEntriesOf } from './zk.js'
@@ -53,6 +56,8 @@ export interface RunningRelay {
   libp2p: Libp2p
   /** The other relays this one shares records with now (peer ids). */
   relays: () => string[]
+  /** Bytes of model files served to nodes over libp2p so far. */
+  filesServed: () => number
   stop: () => Promise<void>
 }
 
@@ -157,6 +162,17 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       .catch(() => {})
     void link.refresh()
   }, o.viewRefreshMs)
+  // Process metrics too: the event loop's lag (tessera_nodejs_eventloop_lag_max_seconds) is how a blocking request shows.
+  const metrics = createMetricsRegistry(() => view, { process: true })
+  const fileBytes = relayMetrics(metrics, () => view).fileBytes
+  // Model files to nodes over libp2p, chunk by chunk (host side: nodes fetch only their shards, from peers first).
+  let filesServed = 0
+  await handleFiles(node, relayCatalog(models, indexFiles(models)), {
+    served: (_peer, n) => {
+      filesServed += n
+      fileBytes.inc({ via: 'libp2p' }, n)
+    }
+  })
   const app = createHttpApp({
     generator: client,
     unreachable: (peer, reporter) => registry.unreachable(peer, reporter),
@@ -186,8 +202,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
       ))
         ? o.webRoot
         : undefined,
-    // Process metrics too: the event loop's lag (tessera_nodejs_eventloop_lag_max_seconds) is how a blocking request shows.
-    metrics: createMetricsRegistry(() => view, { process: true }),
+    metrics,
     ledger,
     ledgerBackend: o.evm !== undefined ? { kind: 'evm', chainId: o.evm.chainId, contract: o.evm.stakeAddress } : { kind: 'sqlite' },
     board,
@@ -226,6 +241,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<RunningRel
     board,
     libp2p: node,
     relays: () => federation.relays(),
+    filesServed: () => filesServed,
     async stop() {
       clearInterval(refresh)
       deny?.stop()

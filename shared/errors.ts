@@ -14,6 +14,8 @@ export const ERROR_CODES = [
   'MODEL_FORMAT',
   'SHARD_HASH',
   'NOT_FOUND',
+  // Not enough disk for the shard files a node would download (checked before any byte moves).
+  'NO_SPACE',
   // Replies on the peer protocols (/tessera/infer, /dispute, /zk): the node names what it refused.
   'MALFORMED',
   'TOO_LARGE',
@@ -173,6 +175,8 @@ export function httpStatus(err: unknown): number {
       return 503
     case 'INTERNAL':
       return 500
+    case 'NO_SPACE':
+      return 507
     default:
       return 502
   }

@@ -2,6 +2,7 @@ import type { LlamaConfig } from './model/config.js'
 import type { WeightDType } from './shard/build.js'
 import { ShardHashError, ModelFormatError } from './errors.js'
 import { bytesToHex, hexToBytes, newSha256 } from './hash.js'
+import { chunkListProblem, type FileChunks } from './files/chunks.js'
 
 export const MANIFEST_FILE = 'manifest.json'
 
@@ -9,6 +10,11 @@ export interface FileEntry {
   name: string // relative to the model directory
   bytes: number
   sha256: string // hex
+  /**
+   * Per-chunk sha256s (shared/files/chunks.ts): what a downloader checks each chunk against, so
+   * a bad source is dropped at its first bad chunk. Part of the shard's hash, so the root names them.
+   */
+  chunks?: FileChunks
 }
 
 export interface ShardEntry {
@@ -50,7 +56,23 @@ export function hashOfHashes(hexes: string[]): string {
   return bytesToHex(h.digest())
 }
 
-export const shardHash = (files: FileEntry[]): string => hashOfHashes(files.map((f) => f.sha256))
+/**
+ * A shard's identity: its files' hashes, each followed by its chunk list's when it has one (so a
+ * relay cannot hand out a manifest whose chunk hashes fail honest bytes). Manifests built before
+ * chunk lists keep their hashes.
+ */
+export const shardHash = (files: FileEntry[]): string =>
+  hashOfHashes(files.flatMap((f) => (f.chunks === undefined ? [f.sha256] : [f.sha256, chunkListHash(f.chunks)])))
+
+/** sha256 over a chunk list: its size (8 bytes, big-endian) then each chunk's raw digest. */
+export function chunkListHash(c: FileChunks): string {
+  const h = newSha256()
+  const size = new Uint8Array(8)
+  new DataView(size.buffer).setBigUint64(0, BigInt(c.bytes))
+  h.update(size)
+  for (const x of c.sha256) h.update(hexToBytes(x))
+  return bytesToHex(h.digest())
+}
 export const modelRoot = (shards: Array<Pick<ShardEntry, 'sha256'>>): string => hashOfHashes(shards.map((s) => s.sha256))
 
 /** Validates a parsed manifest's shape and its root hash; throws ModelFormatError. */
@@ -67,7 +89,12 @@ export function checkManifest(m: unknown, where = MANIFEST_FILE): Manifest {
   }
   let next = 0
   for (const s of man.shards) {
-    for (const f of s.files) if (!SAFE_NAME.test(f.name)) bad(`file name ${JSON.stringify(f.name)} is not a plain file name`)
+    for (const f of s.files) {
+      if (!SAFE_NAME.test(f.name)) bad(`file name ${JSON.stringify(f.name)} is not a plain file name`)
+      if (!Number.isInteger(f.bytes) || f.bytes < 0 || !/^[0-9a-f]{64}$/.test(f.sha256)) bad(`${f.name}: needs a byte count and a sha256 of 64 hex digits`)
+      const chunks = f.chunks === undefined ? undefined : chunkListProblem(f.chunks, f.bytes)
+      if (chunks !== undefined) bad(`${f.name}: ${chunks}`)
+    }
     if (shardHash(s.files) !== s.sha256) bad(`shard ${s.index}'s hash does not match its files' hashes`)
     if (s.layers?.[0] !== next || !(s.layers[1] > s.layers[0])) bad(`shard ${s.index} covers layers ${JSON.stringify(s.layers)}, expected to start at ${next}`)
     next = s.layers[1]

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { createHash } from 'node:crypto'
 import { buildModel, readManifest } from '../host/model-store.js'
 import { loadModel } from '../native-node/store.js'
 import { preset } from '../shared/model/config.js'
@@ -69,6 +70,32 @@ describe('manifest', () => {
     tampered.shards[0].files[1].sha256 = 'ab'.repeat(32)
     expect(() => checkManifest(tampered)).toThrow(/hash does not match/)
     expect(() => checkManifest({ tessera: 2 })).toThrow(/not a Tessera manifest/)
+  })
+
+  it('hashes every file by chunk too, and the root names those chunk hashes: none can be changed under it', async () => {
+    const dir = await built()
+    const m = await readManifest(dir)
+    for (const f of m.shards.flatMap((s) => s.files)) {
+      const bytes = await readFile(join(dir, f.name))
+      const c = f.chunks!
+      expect(c.sha256.length).toBe(Math.ceil(f.bytes / c.bytes))
+      const actual = c.sha256.map((_, i) =>
+        createHash('sha256')
+          .update(bytes.subarray(i * c.bytes, (i + 1) * c.bytes))
+          .digest('hex')
+      )
+      expect(actual).toEqual(c.sha256)
+    }
+    // A relay handing out other chunk hashes (to make honest bytes look bad) changes the shard's hash.
+    const lying = structuredClone(m)
+    lying.shards[1].files[1].chunks!.sha256[0] = 'cd'.repeat(32)
+    expect(() => checkManifest(lying)).toThrow(/shard 1's hash does not match/)
+    const resized = structuredClone(m)
+    resized.shards[0].files[1].chunks!.bytes *= 2
+    expect(() => checkManifest(resized)).toThrow(/expected \d+ chunk hashes/)
+    const garbled = structuredClone(m)
+    garbled.shards[0].files[0].chunks!.sha256[0] = 'not hex'
+    expect(() => checkManifest(garbled)).toThrow(/64 hex digits/)
   })
 
   it('says what to do when a directory holds no model', async () => {

@@ -12,6 +12,8 @@ import { memory } from './options.js'
 import { msg, systemChecks, type Check } from './doctor-checks.js'
 import { modelChecks } from './doctor-model.js'
 import { probeRelay } from './doctor-relay.js'
+import { cacheCheck } from './doctor-cache.js'
+import { defaultCacheDir } from '../../native-node/weights.js'
 
 export type { Check } from './doctor-checks.js'
 
@@ -19,6 +21,8 @@ export interface DoctorOptions {
   relay?: string
   model?: string
   memory?: number
+  /** The shard cache of nodes joining by name (default ~/.cache/tessera). */
+  cache?: string
 }
 
 const SYMBOL = { ok: '✓', warn: '!', fail: '✗' } as const
@@ -30,6 +34,7 @@ export function registerDoctor(program: Command): void {
     .option('--relay <addr>', 'relay multiaddr to measure latency to, e.g. /ip4/203.0.113.7/tcp/9090/ws/p2p/12D3Koo…')
     .option('--model <dir>', 'a built model directory: verify it, plan it and time it on this machine')
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
+    .option('--cache <dir>', 'the shard cache of nodes joining by name (default $XDG_CACHE_HOME/tessera or ~/.cache/tessera)')
     .option('--json', 'print { checks: [{ name, status, value, fix? }] }')
     .action(async (o: DoctorOptions & { json?: boolean }) => {
       if (o.json === true) setQuiet(true)
@@ -60,6 +65,7 @@ export async function runDoctor(o: DoctorOptions): Promise<Check[]> {
       return undefined
     })
   const checks = systemChecks(hw, manifest)
+  checks.push(await cacheCheck(o.cache ?? defaultCacheDir()))
   if (o.model !== undefined) {
     if (manifest === undefined) {
       checks.push({ name: 'manifest', status: 'fail', value: msg(manifestError), fix: 'point --model at a directory written by tessera build-model' })

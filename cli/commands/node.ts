@@ -12,10 +12,14 @@ import { BATCH_DEFAULTS } from '../../shared/batch.js'
 import { int, memory, repeated } from './options.js'
 import { untilSignal } from './lifecycle.js'
 import { hopMarksToStderr } from '../../host/hop-marks.js'
+import cliProgress from 'cli-progress'
+import type { DownloadProgress } from '../../shared/files/download.js'
 
 interface NodeFlags {
   relay: string[]
   model: string
+  cache?: string
+  maxDownloadRate?: number
   layers?: [number, number]
   memory?: number
   maxLayers?: number
@@ -57,7 +61,12 @@ export function registerNode(program: Command): void {
       'the relay to join, e.g. /ip4/127.0.0.1/tcp/9090/ws/p2p/12D3…; give it again for more relays of one federation (each lists this node)',
       repeated
     )
-    .requiredOption('--model <dir>', 'a built model directory (tessera build-model)')
+    .requiredOption(
+      '--model <dir|name>',
+      "a built model directory (tessera build-model), or a model's name or root on the relay: then only the shards this node serves are downloaded, into --cache"
+    )
+    .option('--cache <dir>', 'where downloaded shard files are kept (default $XDG_CACHE_HOME/tessera or ~/.cache/tessera)')
+    .option('--max-download-rate <size>', 'joining by name: download at most this much per second, e.g. 20MB (default: as fast as the sources send)', memory)
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
     .option('--max-layers <k>', 'serve at most this many layers (default: as many as fit in memory)', int(1))
@@ -81,9 +90,11 @@ export function registerNode(program: Command): void {
     .action(async (o: NodeFlags) => {
       // The network bench's anatomy of a hop in place (host/hop-marks.ts): each step's stages on stderr.
       if (process.env.TESSERA_HOP_MARKS === '1') hopMarksToStderr()
+      const progress = downloadBar()
       const node = await startNode({
         relay: o.relay,
         model: o.model,
+        download: { cache: o.cache, maxBytesPerSecond: o.maxDownloadRate, progress: progress.update },
         layers: o.layers,
         memory: o.memory,
         maxLayers: o.maxLayers,
@@ -96,9 +107,45 @@ export function registerNode(program: Command): void {
         zk: o.zk,
         zkForge: o.zkForge
       })
-      // One line on stdout that scripts (tessera up, tests) can wait for.
-      console.log(JSON.stringify({ ready: true, peer: node.peerId, layers: node.layers, addrs: node.addrs }))
+      progress.stop()
+      // One line on stdout that scripts (tessera up, tests) can wait for; what was downloaded, when joining by name.
+      const downloaded = node.weights.downloads.at(-1)
+      console.log(
+        JSON.stringify({
+          ready: true,
+          peer: node.peerId,
+          layers: node.layers,
+          addrs: node.addrs,
+          ...(node.weights.joined ? { cache: node.weights.dir, downloaded } : {})
+        })
+      )
       await untilSignal()
       await node.stop()
     })
+}
+
+/** A progress bar on stderr while shard files download (drawn only on a terminal; cli-progress skips others). */
+function downloadBar(): { update: (p: DownloadProgress) => void; stop: () => void } {
+  const mib = (n: number): string => (n / 2 ** 20).toFixed(1)
+  const format = 'downloading {bar} {percentage}% | {done}/{all} MiB | {rate} MiB/s | {eta} left | {sources} sources'
+  const bar = new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic)
+  let started = false
+  return {
+    update(p) {
+      const fields = {
+        done: mib(p.done),
+        all: mib(p.total),
+        rate: mib(p.bytesPerSecond),
+        eta: p.etaS === undefined ? '?' : `${Math.ceil(p.etaS)} s`,
+        sources: p.sources
+      }
+      if (!started) bar.start(p.total, p.done, fields)
+      else bar.update(p.done, fields)
+      started = true
+    },
+    stop() {
+      if (started) bar.stop()
+      started = false
+    }
+  }
 }

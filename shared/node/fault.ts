@@ -14,6 +14,7 @@
  *   slow=MS               an honest output, sent MS ms late (a stalling peer)
  *   two-faced             forwarded: an honest output to the client, noise handed to the next hop (framing it)
  *   withhold              forwarded: an honest output to the client, nothing handed on, though it says it did
+ *   bad-chunk             honest answers, but one byte changed in the middle chunk of every shard file it serves to a downloading peer
  *
  * `+mute` after any kind (e.g. `skip-layer=1+mute`) also makes the node ignore dispute requests.
  */
@@ -32,9 +33,21 @@ export type Fault = (
   | { kind: 'slow'; ms: number }
   | { kind: 'two-faced' }
   | { kind: 'withhold' }
+  | { kind: 'bad-chunk' }
 ) & { mute?: boolean }
 
-export const FAULT_KINDS = ['wrong-weights', 'perturb', 'skip-layer', 'random-output', 'replay', 'copy-receipt', 'slow', 'two-faced', 'withhold'] as const
+export const FAULT_KINDS = [
+  'wrong-weights',
+  'perturb',
+  'skip-layer',
+  'random-output',
+  'replay',
+  'copy-receipt',
+  'slow',
+  'two-faced',
+  'withhold',
+  'bad-chunk'
+] as const
 
 export function parseFault(spec: string): Fault {
   if (spec.endsWith('+mute')) return { ...parseFault(spec.slice(0, -'+mute'.length)), mute: true }
@@ -59,6 +72,7 @@ export function parseFault(spec: string): Fault {
     case 'copy-receipt':
     case 'two-faced':
     case 'withhold':
+    case 'bad-chunk':
       if (arg !== undefined) throw new InputError(`--fault ${kind} takes no value`)
       return { kind }
     default:
