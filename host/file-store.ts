@@ -22,48 +22,67 @@ export interface DiskStore extends ChunkStore {
 }
 
 export function diskStore(dir: string, free: () => Promise<number> = async () => await freeBytes(dir)): DiskStore {
-  const handles = new Map<string, FileHandle>()
+  // One handle per file being written, as a promise: chunks of a file written at once must not each open one.
+  const handles = new Map<string, Promise<FileHandle>>()
   const part = (f: FileEntry): string => join(dir, `${f.name}.part`)
   const whole = (f: FileEntry): string => join(dir, f.name)
+  // The .part is opened (made, sized) at the first chunk written, so a refused download leaves nothing behind.
+  const handle = async (f: FileEntry): Promise<FileHandle> => {
+    let fh = handles.get(f.sha256)
+    if (fh === undefined) {
+      fh = (async () => {
+        await mkdir(dir, { recursive: true })
+        const h = await open(part(f), 'r+').catch(async () => await open(part(f), 'w+'))
+        if ((await h.stat()).size !== f.bytes) await h.truncate(f.bytes)
+        return h
+      })()
+      handles.set(f.sha256, fh)
+    }
+    return await fh
+  }
   return {
     async open(file, chunks) {
-      await mkdir(dir, { recursive: true })
       const n = chunkCount(file.bytes, chunks.bytes)
       const done = await stat(whole(file)).catch(() => undefined)
       if (done?.size === file.bytes && (await hashFile(whole(file))) === file.sha256) return new Array<boolean>(n).fill(true)
       // A whole file that fails its hash is not ours to keep: fetch it again.
       if (done !== undefined) await rm(whole(file), { force: true })
-      const fh = await open(part(file), 'r+').catch(async () => await open(part(file), 'w+'))
-      handles.set(file.sha256, fh)
-      const have = (await fh.stat()).size === file.bytes ? await checkedChunks(fh, file, chunks) : new Array<boolean>(n).fill(false)
-      await fh.truncate(file.bytes)
-      return have
+      const partial = await stat(part(file)).catch(() => undefined)
+      if (partial?.size !== file.bytes) return new Array<boolean>(n).fill(false)
+      const fh = await open(part(file), 'r')
+      try {
+        return await checkedChunks(fh, file, chunks)
+      } finally {
+        await fh.close()
+      }
     },
     async write(file, offset, bytes) {
-      const fh = handles.get(file.sha256)
-      if (fh === undefined) throw new Error(`${file.name} is not open`)
+      const fh = await handle(file)
       let done = 0
       while (done < bytes.byteLength) done += (await fh.write(bytes, done, bytes.byteLength - done, offset + done)).bytesWritten
     },
     async finish(file) {
-      const fh = handles.get(file.sha256)
+      const fh = await handles.get(file.sha256)
+      handles.delete(file.sha256)
       if (fh !== undefined) {
         await fh.sync()
         await fh.close()
-        handles.delete(file.sha256)
-        const actual = await hashFile(part(file))
-        if (actual !== file.sha256) throw new ShardHashError(part(file), file.sha256, actual)
-        await rename(part(file), whole(file))
       }
+      // Nothing written this run but a whole .part left by the last (stopped before its rename): checked and put in place too.
+      if (fh === undefined && (await stat(part(file)).catch(() => undefined)) === undefined) return
+      const actual = await hashFile(part(file))
+      if (actual !== file.sha256) throw new ShardHashError(part(file), file.sha256, actual)
+      await rename(part(file), whole(file))
     },
     async read(file, offset, length) {
-      const fh = handles.get(file.sha256)
       const out = new Uint8Array(length)
+      const fh = await handles.get(file.sha256)
       if (fh !== undefined) {
         await fh.read(out, 0, length, offset)
         return out
       }
-      const h = await open(whole(file), 'r')
+      // A finished file, or chunks a stopped run left in its .part (checked at open).
+      const h = await open(whole(file), 'r').catch(async () => await open(part(file), 'r'))
       try {
         await h.read(out, 0, length, offset)
         return out
@@ -73,7 +92,7 @@ export function diskStore(dir: string, free: () => Promise<number> = async () =>
     },
     free,
     async close() {
-      for (const fh of handles.values()) await fh.close().catch(() => {})
+      for (const fh of handles.values()) await (await fh).close().catch(() => {})
       handles.clear()
     }
   }

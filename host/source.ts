@@ -1,4 +1,4 @@
-import { mkdtemp, stat, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import { preset } from '../shared/model/config.js'
@@ -20,6 +20,8 @@ export interface OpenedSource {
   tokenizerConfig?: string
   /** A short name for the manifest. */
   name: string
+  /** Removes what opening made (a GGUF's rebuilt tokenizer files), once the build has copied it. */
+  dispose?: () => Promise<void>
 }
 
 /**
@@ -63,5 +65,5 @@ async function openGgufSource(from: string, opts: { maxSeqLen?: number }): Promi
   const tokenizerConfig = join(dir, 'tokenizer_config.json')
   await writeFile(tokenizer, JSON.stringify(rebuilt.tokenizer))
   await writeFile(tokenizerConfig, JSON.stringify(rebuilt.config, null, 2) + '\n')
-  return { weights, name, tokenizer, tokenizerConfig }
+  return { weights, name, tokenizer, tokenizerConfig, dispose: async () => await rm(dir, { recursive: true, force: true }) }
 }

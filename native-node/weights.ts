@@ -47,7 +47,7 @@ export interface NodeWeights {
 export interface JoinOptions {
   /** Cache root (default ~/.cache/tessera). */
   cache?: string
-  /** Chunk requests at once (default 6). */
+  /** Chunk requests at once (default 8). */
   parallel?: number
   maxBytesPerSecond?: number
   progress?: (p: DownloadProgress) => void
@@ -57,10 +57,13 @@ export interface JoinOptions {
   stallMs?: number
 }
 
-/** Is `model` a directory holding a manifest (as opposed to a name or root on the network)? */
+/**
+ * Is `model` a directory (as opposed to a name or root on the network)? Anything that exists, or
+ * reads as a path, is one, so a directory without a manifest gets that error, not "no such model".
+ */
 export async function isModelDir(model: string): Promise<boolean> {
-  const s = await stat(join(model, MANIFEST_FILE)).catch(() => undefined)
-  return s?.isFile() === true
+  if (model.includes('/') || model.includes('\\') || model.startsWith('.')) return true
+  return (await stat(model).catch(() => undefined)) !== undefined
 }
 
 /** A built model directory: nothing to download; files are served once their shard is checked. */

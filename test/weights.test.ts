@@ -105,6 +105,15 @@ describe('a node joining by name', () => {
     expect(cache.value).toContain(`stories: 1 of 3 shards`)
   })
 
+  it('says clearly when the relay has no such model, or a directory holds none', async () => {
+    const unknown = await tessera(['node', '--relay', relay.ready.relay, '--model', 'nope', '--cache', tempDir('cache-nope')])
+    expect(unknown.code).not.toBe(0)
+    expect(unknown.stderr).toMatch(/this relay hosts no model named nope; it hosts stories \(/)
+    const empty = await tessera(['node', '--relay', relay.ready.relay, '--model', tempDir('no-model')])
+    expect(empty.stderr).toMatch(/build a model there first/)
+    expect(`${unknown.stderr}${empty.stderr}`).not.toMatch(/^\s+at /m)
+  })
+
   it('resumes a download killed half-way, fetching only what it lacked', async () => {
     const cache = tempDir('cache-resume')
     const dir = join(cache, 'models', manifest.root)
@@ -162,6 +171,33 @@ describe('a node joining by name', () => {
     await stop(liar)
   })
 
+  it('a node that moves to other layers downloads them while it still serves the old ones', async () => {
+    for (const p of procs.filter(running)) await stop(p)
+    await join_(['--model', model, '--layers', '4-5'])
+    const cache = tempDir('cache-move')
+    const mover = await join_(['--model', 'stories', '--cache', cache, '--max-layers', '2', '--rebalance', '1'])
+    expect(mover.ready.layers).toEqual([0, 2])
+    // Another node takes the same layers: the mover is redundant there, and [2,4) is bare.
+    await join_(['--model', model, '--layers', '0-2'])
+    const listed = async (): Promise<number[] | undefined> =>
+      (await api(relay.ready.http, '/api/network')).peers.find((x: { peer: string }) => x.peer === mover.ready.peer)?.layers
+    const seen: string[] = []
+    await waitFor(async () => {
+      seen.push(String(await listed()))
+      return seen.at(-1) === '2,4'
+    }, 30_000)
+    const log = mover.log.join('\n')
+    // The new shard's files came down after the move was decided and before it was made; it was listed all along.
+    const moving = log.indexOf('moving from layers [0,2) to [2,4)')
+    const downloaded = log.indexOf('downloaded', moving)
+    expect(moving).toBeGreaterThan(0)
+    expect(downloaded).toBeGreaterThan(moving)
+    expect(seen.every((l) => l === '0,2' || l === '2,4')).toBe(true)
+    const held = (await readdir(join(cache, 'models', manifest.root))).filter((f) => f !== 'manifest.json').sort()
+    expect(held).toEqual([...filesOf([0, 2]), ...filesOf([2, 4])].sort())
+    expect(await generated()).toEqual(c.greedy.slice(0, c.decisive_prefix))
+  })
+
   it('two nodes joining beside a peer that holds the files take less than half their bytes from the relay', async () => {
     const before = await relayFileBytes()
     const [f, g] = await Promise.all(
@@ -176,6 +212,8 @@ describe('a node joining by name', () => {
         .filter(([peer]) => peer !== relay.ready.peer)
         .reduce((n, [, b]) => n + b, 0)
     expect(peers(f) + peers(g)).toBeGreaterThan(fetched / 2)
+    const traded = (f.ready.downloaded.bySource[g.ready.peer] ?? 0) + (g.ready.downloaded.bySource[f.ready.peer] ?? 0)
+    console.log(`two joiners: ${fetched} bytes fetched, ${fromRelay} from the relay, ${peers(f) + peers(g)} from peers (${traded} from each other)`)
     expect(await generated()).toEqual(c.greedy.slice(0, c.decisive_prefix))
   })
 })

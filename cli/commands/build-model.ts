@@ -36,7 +36,7 @@ export function registerBuildModel(program: Command): void {
         .default('append')
     )
     .option('--name <name>', 'model name in the manifest')
-    .option('--max-seq-len <n>', 'Hugging Face source: cap the context (each shard holds RoPE tables for every position)', int(1))
+    .option('--max-seq-len <n>', 'Hugging Face or GGUF source: cap the context (each shard holds RoPE tables for every position)', int(1))
     .option(
       '--tokenizer <dir>',
       "a directory with the model's tokenizer.json (and tokenizer_config.json): for a llama2.c checkpoint, or to replace the source's"
@@ -79,7 +79,7 @@ export function registerBuildModel(program: Command): void {
           source: o.from,
           ...(o.tokenizer !== undefined ? await tokenizerDir(o.tokenizer) : { tokenizer: src.tokenizer, tokenizerConfig: src.tokenizerConfig }),
           progress: (shard, done, _total, tensor) => bar.update(perShard.slice(0, shard).reduce((a, b) => a + b, 0) + done, { tensor })
-        })
+        }).finally(async () => await src.dispose?.())
         bar.stop()
         const mb = manifest.shards.reduce((a, s) => a + s.bytes, 0) / 2 ** 20
         log.info(`wrote ${manifest.shards.length} shard(s), ${mb.toFixed(1)} MiB, in ${((performance.now() - started) / 1000).toFixed(1)} s to ${o.out}`)

@@ -71,9 +71,9 @@ export interface DownloadOptions {
   sources: () => Promise<FileSource[]>
   /** sha256 (hex) of a chunk: the host's native one. */
   hash: (bytes: Uint8Array) => string
-  /** Chunk requests in flight at once, over all sources (default 6). */
+  /** Chunk requests in flight at once, over all sources (default 8). */
   parallel?: number
-  /** Chunk requests in flight to one source (default 2). */
+  /** Chunk requests in flight to one source (default 4: a stream's round trip, not the bytes, bounds fewer on loopback). */
   perSource?: number
   refreshMs?: number
   /** How often peers are asked which chunks they have (default 500 ms). */
@@ -271,7 +271,7 @@ async function run(o: DownloadOptions, files: Map<string, FileState>): Promise<D
       return !s.dropped && h !== undefined && h !== 'all' && h.pending !== undefined && bitAt(h.pending, t.i)
     })
   const atPeer = (t: Task): boolean => [...sources.values()].some((s) => !s.dropped && s.src.kind === 'peer' && holds(s, t))
-  const perSource = o.perSource ?? 2
+  const perSource = o.perSource ?? 4
   /**
    * The next chunk some free source holds. Peers first; the relay only for chunks no peer holds
    * (a busy peer is waited for), those no peer is fetching first: the relay sends what only it has.
@@ -356,7 +356,7 @@ async function run(o: DownloadOptions, files: Map<string, FileState>): Promise<D
 
   emit()
   await refresh()
-  const parallel = o.parallel ?? 6
+  const parallel = o.parallel ?? 8
   let inflight = 0
   const running = new Set<Promise<void>>()
   while (remaining > 0 && failed === undefined && !signal.aborted) {

@@ -116,6 +116,11 @@ const sections: Record<string, Section> = {
     run: async () => await (await import('./links.js')).benchLinks(CACHE, OUT)
   },
 
+  weights: {
+    about: 'nodes joining by name: a small model downloaded from the relay alone (vs HTTP GETs), restarted on its cache, two nodes joining beside a seed',
+    run: async () => await (await import('./weights.js')).benchWeights(CACHE)
+  },
+
   calibrate: {
     about: 'the simulator against the loopback network: one topology measured and simulated side by side (tokens/s, failover after a kill -9)',
     run: async () => await (await import('./calibrate.js')).benchCalibrate(CACHE)

@@ -18,6 +18,7 @@ import type { ChainBenchRow } from './chain.js'
 import type { BandwidthRow, ConcurrencyRow, ContextRow, NodeConcurrencyRow } from './throughput.js'
 import type { ReceiptCost } from './verify.js'
 import type { HopInPlace } from './hop.js'
+import type { WeightsRow } from './weights.js'
 
 /** Where and when a section ran (test/bench/index.ts adds it to every section). */
 export interface Ran {
@@ -349,6 +350,30 @@ const KV_LABELS: Record<string, string> = {
 }
 
 const renderers: Record<string, Renderer> = {
+  weights(r) {
+    const s = section<{
+      preset: string
+      dtype: string
+      shards: number
+      files: number
+      bytes: number
+      rows: WeightsRow[]
+      traded: number
+      libp2pOverHttp: number
+    }>(r, 'weights')
+    const mib = (n: number): string => `${fixed(n / 2 ** 20, 1)} MiB`
+    return [
+      `${provenance('npm run bench -- weights', s.ran)} \`${s.preset}\` ${s.dtype} in ${s.shards} shards (${s.files} files, ${mib(s.bytes)}), relay and nodes in one process on loopback, every node taking all the layers:`,
+      '',
+      ...table(
+        ['case', 'per node', 'time', 'rate per node', 'from the relay'],
+        s.rows.map((x) => [x.case, mib(x.bytes), `${fixed(x.seconds, 2)} s`, `${fixed(x.rate / 2 ** 20, 0)} MiB/s`, `${fixed(x.fromRelay * 100, 0)}%`])
+      ),
+      '',
+      `Chunk by chunk over libp2p, every chunk hashed on arrival and the file once whole, a node downloads at × ${fixed(s.libp2pOverHttp, 2)} the rate of plain HTTP GETs from the same relay in the same run; the two joining together took ${mib(s.traded)} from each other.`
+    ]
+  },
+
   spine(r) {
     const s = section<{ decode: DecodeResult[] }>(r, 'spine')
     const d = s.decode[0]

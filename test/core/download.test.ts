@@ -77,7 +77,7 @@ describe('downloading shard files', () => {
     const relay = source('relay', 'relay', [a])
     // The liar is the only source until it has been asked for the chunk it spoils.
     const sources = async (): Promise<FileSource[]> => (liar.reads.some((r) => r.offset === bad) ? [liar, relay] : [liar])
-    const report = await downloadFiles({ files: [a.entry], store: diskStore(dir), sources, hash: sha256Hex, ...quick }).done
+    const report = await downloadFiles({ files: [a.entry], store: diskStore(dir), sources, hash: sha256Hex, ...quick, perSource: 2 }).done
     const at = liar.reads.findIndex((r) => r.offset === bad)
     expect(at).toBeGreaterThanOrEqual(0)
     // Nothing was asked of it once that chunk came back (a read already in flight, at most perSource - 1, may follow).
@@ -129,6 +129,15 @@ describe('downloading shard files', () => {
     expect(sha256Hex(await readFile(join(dir, b.entry.name)))).toBe(b.entry.sha256)
   })
 
+  it('a complete .part left by a run stopped before its rename is checked and put in place', async () => {
+    const dir = tempDir('dl-renamed')
+    await writeFile(join(dir, `${a.entry.name}.part`), a.data)
+    const relay = source('relay', 'relay', [a])
+    const report = await downloadFiles({ files: [a.entry], store: diskStore(dir), sources: async () => [relay], hash: sha256Hex, ...quick }).done
+    expect(report).toMatchObject({ fetched: 0, present: a.entry.bytes })
+    expect(await readdir(dir)).toEqual([a.entry.name])
+  })
+
   it('a whole file already here is checked and kept: nothing is fetched', async () => {
     const dir = tempDir('dl-cached')
     await writeFile(join(dir, a.entry.name), a.data)
@@ -152,6 +161,7 @@ describe('downloading shard files', () => {
     expect((err as TesseraError).code).toBe('NO_SPACE')
     expect((err as Error).message).toMatch(/need 0\.2 MiB more .* only 0\.1 MiB is free/)
     expect(relay.reads).toEqual([])
+    expect(await readdir(dir)).toEqual([])
   })
 
   it('asks the relay only for what no peer holds, and fails clearly when no source holds a chunk', async () => {
