@@ -17,6 +17,7 @@ import { bitAt } from '../shared/files/protocol.js'
 import { chunksOf, downloadFiles, type Download, type DownloadProgress, type DownloadReport, type FileSource } from '../shared/files/download.js'
 import type { FileCatalog } from '../shared/files/serve.js'
 import { announceFetching, fetchManifest, listHolders, peerOfAddr, remoteSource } from '../shared/files/remote.js'
+import { httpSource } from '../shared/files/http.js'
 import { otherPeers } from '../shared/node/peers.js'
 import { readManifest, verifyShardFiles } from '../host/model-store.js'
 import { diskStore, sha256Hex, type DiskStore } from '../host/file-store.js'
@@ -55,6 +56,8 @@ export interface JoinOptions {
   free?: () => Promise<number>
   /** Give up after this long without a chunk (default 60 s). */
   stallMs?: number
+  /** HTTP servers holding the files by hash (`URL/shards/SHA256`: a relay's HTTP, a mirror, a CDN), asked like the relay. */
+  mirrors?: string[]
 }
 
 /**
@@ -139,7 +142,10 @@ export async function joinedWeights(node: Libp2p, relays: string[], model: strin
   }
 
   const sources = async (wanted: Set<string>): Promise<FileSource[]> => {
-    const list: FileSource[] = relays.map((r) => remoteSource(node, { peer: peerOfAddr(r), addrs: [r] }, 'relay'))
+    const list: FileSource[] = [
+      ...relays.map((r) => remoteSource(node, { peer: peerOfAddr(r), addrs: [r] }, 'relay')),
+      ...(o.mirrors ?? []).map((m) => httpSource(m))
+    ]
     const seen = new Set<string>([node.peerId.toString(), ...list.map((s) => s.id)])
     const add = (peer: string, addrs: string[]): void => {
       if (seen.has(peer) || addrs.length === 0) return

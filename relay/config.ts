@@ -183,7 +183,13 @@ export const REGISTRY_DEFAULTS = {
    * Records another relay may have listed here at once. A relay's own peers are bounded by its
    * connections (maxConnections 1,024), and it passes on what it relays: room for a few such relays' worth.
    */
-  maxPerRelay: 8_192
+  maxPerRelay: 8_192,
+  /**
+   * How long a record's `moving` (layers a peer says it is loading) counts where it goes. A move is a
+   * download and a load (a 40-layer int4 shard of 70B is ~20 GB: minutes at 100 MB/s); a claim older
+   * than this is a peer that never arrives, holding others off a gap, and is listed as where it is.
+   */
+  moveGraceMs: 15 * 60_000
 } as const
 
 /** Relays federated over gossipsub (relay/federation.ts). */

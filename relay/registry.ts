@@ -60,6 +60,8 @@ export interface RecordHint {
   /** ms per layer and decode step: what clients measured, or, unmeasured, a claim no faster than the measured median. */
   msPerLayer: number
   measured: boolean
+  /** Its `moving` is older than the grace a move gets: count the peer where it is, not where it says it goes. */
+  movingStale?: boolean
 }
 
 export interface RegistryOptions {
@@ -76,6 +78,8 @@ export interface RegistryOptions {
   unreachableWindowMs?: number
   /** Records one other relay may have listed here at once (its own peers' and what it passes on). */
   maxPerRelay?: number
+  /** How long a claimed move counts where it goes (ms). */
+  moveGraceMs?: number
 }
 
 interface Entry {
@@ -85,6 +89,8 @@ interface Entry {
   until: number
   /** The relay it came through; undefined: the peer announced it here itself. */
   via?: string
+  /** Since when the peer has said it is moving (kept while any move is claimed, so changing the target restarts nothing). */
+  movingSince?: number
 }
 
 /** The median of `xs` (non-empty). */
@@ -100,6 +106,7 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
   const threshold = o.unreachableReports ?? REGISTRY_DEFAULTS.unreachableReports
   const windowMs = o.unreachableWindowMs ?? REGISTRY_DEFAULTS.unreachableWindowMs
   const maxPerRelay = o.maxPerRelay ?? REGISTRY_DEFAULTS.maxPerRelay
+  const moveGraceMs = o.moveGraceMs ?? REGISTRY_DEFAULTS.moveGraceMs
   const records = new Map<string, Entry>()
   // A withdrawal per peer, kept one TTL: a copy of an older record replayed after it (by any relay) is
   // stale, and a relay that meets this one after a partition learns of it (handleRegistry lists them).
@@ -146,7 +153,8 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
     return entries.map((r) => {
       const m = speeds.get(r.cap.peer)
       const claim = Number.isFinite(r.cap.msPerLayer) && r.cap.msPerLayer >= 0 ? r.cap.msPerLayer : Infinity
-      return { peer: r.cap.peer, expires: r.until, msPerLayer: m ?? Math.max(claim, floor), measured: m !== undefined }
+      const stale = r.movingSince !== undefined && now() - r.movingSince > moveGraceMs
+      return { peer: r.cap.peer, expires: r.until, msPerLayer: m ?? Math.max(claim, floor), measured: m !== undefined, ...(stale ? { movingStale: true } : {}) }
     })
   }
   /** Live records as routing should see them: the relay's expiry and speed in place of the claimed ones, measured peers first. */
@@ -154,7 +162,12 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
     const entries = live()
     const hints = hintsOf(entries)
     return entries
-      .map((r, i) => ({ cap: { ...r.cap, expires: hints[i].expires, msPerLayer: hints[i].msPerLayer }, measured: hints[i].measured }))
+      .map((r, i) => {
+        const cap: Capability = { ...r.cap, expires: hints[i].expires, msPerLayer: hints[i].msPerLayer }
+        // A move claimed past its grace counts where the peer is (clients apply the same hint: shared/route/directory.ts).
+        if (hints[i].movingStale === true) delete cap.moving
+        return { cap, measured: hints[i].measured }
+      })
       .sort((a, b) => Number(b.measured) - Number(a.measured))
       .map((x) => x.cap)
   }
@@ -180,7 +193,8 @@ export function createRegistry(o: RegistryOptions = {}): Registry {
       if (through !== undefined && prev?.via !== through && (perRelay.get(through) ?? 0) >= maxPerRelay) {
         throw new ProtocolError('BUSY', `relay ${through} already has ${maxPerRelay} records listed here`)
       }
-      put(cap.peer, { cap, signed, until: Math.min(cap.expires, now() + ttlMs), via: through })
+      const movingSince = cap.moving === undefined ? undefined : (prev?.movingSince ?? now())
+      put(cap.peer, { cap, signed, until: Math.min(cap.expires, now() + ttlMs), via: through, movingSince })
       if (prev === undefined) {
         log.info(
           `peer ${cap.peer.slice(-8)} serves ${cap.model} layers [${cap.layers.join(',')}) on ${cap.device}${via !== undefined ? ` (via relay ${via.slice(-8)})` : ''}`

@@ -154,7 +154,22 @@ async function bench(args: string[]): Promise<{ code: number; stdout: string; st
 }
 
 describe('npm run bench', () => {
-  const SECTIONS = ['spine', 'int4', 'throughput', 'network', 'browser', 'verify', 'zk', 'chain', 'escape', 'chaos', 'links', 'calibrate', 'simulate']
+  const SECTIONS = [
+    'spine',
+    'int4',
+    'throughput',
+    'network',
+    'browser',
+    'verify',
+    'zk',
+    'chain',
+    'escape',
+    'chaos',
+    'links',
+    'weights',
+    'calibrate',
+    'simulate'
+  ]
 
   it('lists its sections for --help and -h, running none', async () => {
     for (const flag of ['--help', '-h']) {

@@ -105,6 +105,18 @@ describe('a node joining by name', () => {
     expect(cache.value).toContain(`stories: 1 of 3 shards`)
   })
 
+  it("takes chunks from an HTTP mirror too (--mirror: the relay's own HTTP here), alongside the relay over libp2p", async () => {
+    const metric = async (): Promise<number> =>
+      Number(/^tessera_file_bytes_served_total\{via="http"\} (\d+)/m.exec(await (await fetch(`${relay.ready.http}/metrics`)).text())?.[1] ?? 0)
+    const before = await metric()
+    const m = await join_(['--model', 'stories', '--cache', tempDir('cache-mirror'), '--layers', '0-2', '--mirror', relay.ready.http])
+    const fromHttp = m.ready.downloaded.bySource[relay.ready.http] ?? 0
+    expect(m.ready.downloaded.fetched).toBe(bytesOf([0, 2]))
+    expect(fromHttp).toBeGreaterThan(0)
+    expect((await metric()) - before).toBe(fromHttp)
+    await stop(m)
+  })
+
   it('says clearly when the relay has no such model, or a directory holds none', async () => {
     const unknown = await tessera(['node', '--relay', relay.ready.relay, '--model', 'nope', '--cache', tempDir('cache-nope')])
     expect(unknown.code).not.toBe(0)

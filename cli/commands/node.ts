@@ -19,6 +19,7 @@ interface NodeFlags {
   relay: string[]
   model: string
   cache?: string
+  mirror?: string[]
   maxDownloadRate?: number
   layers?: [number, number]
   memory?: number
@@ -66,6 +67,11 @@ export function registerNode(program: Command): void {
       "a built model directory (tessera build-model), or a model's name or root on the relay: then only the shards this node serves are downloaded, into --cache"
     )
     .option('--cache <dir>', 'where downloaded shard files are kept (default $XDG_CACHE_HOME/tessera or ~/.cache/tessera)')
+    .option(
+      '--mirror <url>',
+      "joining by name: also fetch shard files over HTTP from URL/shards/SHA256 (a relay's HTTP address, a mirror, a CDN); give it again for more",
+      repeated
+    )
     .option('--max-download-rate <size>', 'joining by name: download at most this much per second, e.g. 20MB (default: as fast as the sources send)', memory)
     .option('--layers <a-b>', 'layers to serve, [a, b) on shard boundaries (default: what the network lacks, sized to memory)', layerRange)
     .option('--memory <size>', 'memory this node may use (default: free VRAM on CUDA, 70% of free RAM on CPU)', memory)
@@ -94,7 +100,7 @@ export function registerNode(program: Command): void {
       const node = await startNode({
         relay: o.relay,
         model: o.model,
-        download: { cache: o.cache, maxBytesPerSecond: o.maxDownloadRate, progress: progress.update },
+        download: { cache: o.cache, mirrors: o.mirror, maxBytesPerSecond: o.maxDownloadRate, progress: progress.update },
         layers: o.layers,
         memory: o.memory,
         maxLayers: o.maxLayers,

@@ -38,8 +38,15 @@ async function ask(node: Libp2p, addrs: string[], req: FilesRequest, signal: Abo
   }
 }
 
-/** A relay (its multiaddr) or a peer (its id and addresses) as a source of file bytes. */
+/**
+ * A relay (its multiaddr) or a peer (its id and addresses) as a source of file bytes. Every
+ * address is dialled as that peer's (its /p2p/ appended where missing, others' dropped), so the
+ * connection's handshake proves who answers and a bad chunk is held against the right id.
+ */
 export function remoteSource(node: Libp2p, who: { peer: string; addrs: string[] }, kind: 'relay' | 'peer'): FileSource {
+  const own = `/p2p/${who.peer}`
+  const addrs = who.addrs.flatMap((a) => (a.endsWith(own) ? [a] : a.includes('/p2p/') && !a.includes('/p2p-circuit') ? [] : [`${a}${own}`]))
+  who = { ...who, addrs }
   return {
     id: who.peer,
     kind,

@@ -36,20 +36,26 @@ export interface PeerDirectory {
 }
 
 /** The relay's view of a record beside the signed one (relay/registry.ts RecordHint). */
-interface Hint {
+export interface Hint {
   peer: string
   expires: number
   msPerLayer: number
+  /** The peer has said it is moving for longer than a move takes: count it where it is. */
+  movingStale?: boolean
 }
 
 /**
  * A record as routing should see it: never faster than the relay measured it nor than it claims,
- * never listed past the relay's expiry. The relay lists records anyway; its hints only make it stricter.
+ * never listed past the relay's expiry, not counted where it says it is moving once that claim is
+ * older than a move takes. The relay lists records anyway; its hints only make it stricter.
  */
-function withHint(c: Capability, h: Hint | undefined): Capability {
+export function withHint(c: Capability, h: Hint | undefined): Capability {
   const num = (x: unknown): x is number => typeof x === 'number' && !Number.isNaN(x)
   if (h === undefined || !num(h.msPerLayer) || !num(h.expires)) return c
-  return { ...c, msPerLayer: Math.max(c.msPerLayer, h.msPerLayer), expires: Math.min(c.expires, h.expires) }
+  const out = { ...c, msPerLayer: Math.max(c.msPerLayer, h.msPerLayer), expires: Math.min(c.expires, h.expires) }
+  // Only ever removes a claim: a relay cannot make a peer look as if it were moving.
+  if (h.movingStale === true) delete out.moving
+  return out
 }
 
 /**

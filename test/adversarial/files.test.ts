@@ -147,6 +147,18 @@ describe('the files protocol, attacked', () => {
     }
   })
 
+  it("a listed holder's addresses are dialled as its own: another peer's address answers nothing in its name", async () => {
+    const other = await createPeer({})
+    const fake = other.peerId.toString()
+    await other.stop()
+    const withId = holder.getMultiaddrs().map(String)
+    const bare = withId.map((a) => a.replace(/\/p2p\/[^/]+$/, ''))
+    for (const addrs of [withId, bare]) {
+      const posing = remoteSource(client, { peer: fake, addrs }, 'peer')
+      await expect(posing.read(SHA, 0, 1024, AbortSignal.timeout(5000))).rejects.toThrow()
+    }
+  })
+
   it('catches a relay that hands out another manifest than the root asked for, and names a model it lacks', async () => {
     const liar = await createPeer({})
     try {

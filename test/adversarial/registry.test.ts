@@ -19,7 +19,7 @@ import { REGISTRY_DEFAULTS } from '../../relay/config.js'
 import { createRegistry, measuring } from '../../relay/registry.js'
 import { signCapability } from '../../shared/protocol/capability.js'
 import { announce } from '../../shared/node/announce.js'
-import { relayDirectory } from '../../shared/route/directory.js'
+import { relayDirectory, withHint } from '../../shared/route/directory.js'
 import { serversOf } from '../../shared/route/route.js'
 import { reference, stories } from '../helpers/reference.js'
 import { tempDir } from '../helpers/paths.js'
@@ -28,6 +28,8 @@ import { buildStories, modelRunners } from '../helpers/memory-model.js'
 import { memoryNet } from '../helpers/memory-net.js'
 import { generateAll, memoryClient } from '../helpers/memory-client.js'
 import { lyingRecord } from '../helpers/lying-record.js'
+import { plannedCoverage } from '../../shared/node/select.js'
+import type { Capability } from '../../shared/protocol/capability.js'
 
 const cases = reference()
 
@@ -289,5 +291,49 @@ describe('what a record claims about its speed', () => {
     expect(registry.unreachable(dead.peer, '10.0.0.5')).toBe(false)
     expect(registry.find(dead.peer)).toBeDefined()
     expect(registry.unreachable(dead.peer, '10.0.0.6')).toBe(true)
+  })
+
+  it('a peer that says it is moving but never arrives holds nobody off the gap for longer than a move takes', async () => {
+    let t = Date.now()
+    const registry = createRegistry({ now: () => t })
+    const root = 'ab'.repeat(32)
+    const [squatter, honest] = [await identity(), await identity()]
+    const announceOf = async (who: { key: PrivateKey; peer: string }, extra: Partial<Capability>): Promise<void> => {
+      await registry.accept(await signCapability(lyingRecord(who.peer, [], root, 'm', { issued: t, expires: t + 20_000, ...extra }), who.key))
+    }
+    // [0,2) is served; [2,4) is the gap. The squatter serves [0,2) and claims, every announce, to be moving into it,
+    // re-aimed every 5 minutes (the grace runs from its first claim, not its latest). Both re-announce every 10 s.
+    const planned = async (): Promise<number[]> => plannedCoverage(await registry.list(), 4)
+    const start = t
+    const tick = async (): Promise<void> => {
+      const minute = Math.floor((t - start) / 60_000)
+      await announceOf(honest, { layers: [0, 2], modelLayers: 4 })
+      await announceOf(squatter, { layers: [0, 2], modelLayers: 4, moving: Math.floor(minute / 5) % 2 === 0 ? [2, 4] : [2, 3] })
+    }
+    while (t - start < REGISTRY_DEFAULTS.moveGraceMs) {
+      await tick()
+      t += 10_000
+    }
+    // At the grace: still counted where it goes.
+    t = start + REGISTRY_DEFAULTS.moveGraceMs
+    await tick()
+    expect((await planned())[2]).toBe(1)
+    // Past it: the gap shows as a gap, to the relay's own selection and to a client reading the hints.
+    t += 1000
+    await tick()
+    expect((await planned()).slice(2)).toEqual([0, 0])
+    expect(registry.hints().find((h) => h.peer === squatter.peer)?.movingStale).toBe(true)
+    // A peer that arrives (no `moving` in its record) starts afresh next time.
+    await announceOf(squatter, { layers: [2, 4], modelLayers: 4 })
+    await announceOf(squatter, { layers: [2, 4], modelLayers: 4, moving: [0, 2] })
+    expect(registry.hints().find((h) => h.peer === squatter.peer)?.movingStale).toBeUndefined()
+    expect((await registry.list()).find((c) => c.peer === squatter.peer)?.moving).toEqual([0, 2])
+
+    // A node or client reading the relay over libp2p applies the same hint to the signed record, and a hint only removes a claim.
+    const signed = lyingRecord(squatter.peer, [], root, 'm', { moving: [2, 4] })
+    const hint = { peer: squatter.peer, expires: signed.expires, msPerLayer: 1 }
+    expect(withHint(signed, { ...hint, movingStale: true }).moving).toBeUndefined()
+    expect(withHint(signed, hint).moving).toEqual([2, 4])
+    expect(withHint(lyingRecord(honest.peer, [], root, 'm'), { ...hint, peer: honest.peer, movingStale: false }).moving).toBeUndefined()
   })
 })

@@ -14,6 +14,8 @@ import type { FileEntry } from '../../shared/manifest.js'
 import { TesseraError } from '../../shared/errors.js'
 import { mulberry32 } from '../../shared/rng.js'
 import { diskStore, sha256Hex } from '../../host/file-store.js'
+import { httpSource } from '../../shared/files/http.js'
+import { createServer } from 'node:http'
 import { tempDir } from '../helpers/paths.js'
 
 /** Seeded bytes and their manifest entry, in chunks of `chunk` bytes. */
@@ -183,6 +185,32 @@ describe('downloading shard files', () => {
     }).done.catch((e: unknown) => e)
     expect((none as TesseraError).code).toBe('UNREACHABLE')
     expect((none as Error).message).toMatch(/chunk 0 of shard-0\.onnx is still missing/)
+  })
+
+  it('an HTTP mirror is read by range; one that ignores Range, or lacks the file, is refused or passed over', async () => {
+    const dir = tempDir('dl-http')
+    let ranged = true
+    const server = createServer((req, res) => {
+      if (!req.url?.endsWith(a.entry.sha256)) return res.writeHead(404).end()
+      if (req.method === 'HEAD') return res.writeHead(200).end()
+      const m = /bytes=(\d+)-(\d+)/.exec(req.headers.range ?? '')
+      if (!ranged || m === null) return res.writeHead(200).end(Buffer.from(a.data))
+      res.writeHead(206).end(Buffer.from(a.data.subarray(Number(m[1]), Number(m[2]) + 1)))
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}/`
+      const report = await downloadFiles({ files: [a.entry], store: diskStore(dir), sources: async () => [httpSource(base)], hash: sha256Hex, ...quick }).done
+      expect(report.bySource).toEqual({ [base.replace(/\/$/, '')]: a.entry.bytes })
+      expect(await httpSource(base).have(b.entry.sha256, AbortSignal.timeout(5000))).toBeUndefined()
+      ranged = false
+      const err = await httpSource(base)
+        .read(a.entry.sha256, 0, 100, AbortSignal.timeout(5000))
+        .catch((e: unknown) => e)
+      expect((err as TesseraError).code).toBe('BAD_REPLY')
+    } finally {
+      server.close()
+    }
   })
 
   it('two downloaders trade the chunks each has checked, so the relay sends far fewer than every chunk twice', async () => {
