@@ -28,6 +28,16 @@ export interface WeightsRow {
   fromRelay: number
 }
 
+/** One node's row: `bytes` in `ms`. */
+const single = (name: string, bytes: number, ms: number, fromRelay: number): WeightsRow => ({
+  case: name,
+  nodes: 1,
+  bytes,
+  seconds: ms / 1000,
+  rate: bytes / (ms / 1000),
+  fromRelay
+})
+
 /** `small` with chunk hashes (a bench model built before chunk lists has none, so this one has its own directory). */
 async function chunkedModel(cacheDir: string, shards: number): Promise<string> {
   const dir = join(cacheDir, `weights-small-fp32-${shards}`)
@@ -66,33 +76,19 @@ export async function benchWeights(cacheDir: string): Promise<Record<string, unk
     const t = performance.now()
     for (const f of files) await (await fetch(`${relay.httpUrl}/shards/${f.sha256}`)).arrayBuffer()
     const httpS = (performance.now() - t) / 1000
-    rows.push({ case: 'HTTP GET /shards from the relay (baseline)', nodes: 1, bytes: total, seconds: httpS, rate: total / httpS, fromRelay: 1 })
+    rows.push(single('HTTP GET /shards from the relay (baseline)', total, httpS * 1000, 1))
 
     const seedCache = cacheDir_('bench-weights-seed')
     let served = relay.filesServed()
     const seed = await join_(seedCache)
     const solo = seed.weights.downloads[0]
-    rows.push({
-      case: 'one node, from the relay alone',
-      nodes: 1,
-      bytes: solo.fetched,
-      seconds: solo.ms / 1000,
-      rate: solo.fetched / (solo.ms / 1000),
-      fromRelay: (relay.filesServed() - served) / solo.fetched
-    })
+    rows.push(single('one node, from the relay alone', solo.fetched, solo.ms, (relay.filesServed() - served) / solo.fetched))
 
     await seed.stop()
     nodes.pop()
     const again = await join_(seedCache)
     const check = again.weights.downloads[0]
-    rows.push({
-      case: 'the same node restarted on its cache (files hashed)',
-      nodes: 1,
-      bytes: check.present,
-      seconds: check.ms / 1000,
-      rate: check.present / (check.ms / 1000),
-      fromRelay: 0
-    })
+    rows.push(single('the same node restarted on its cache (files hashed)', check.present, check.ms, 0))
 
     served = relay.filesServed()
     const pair = await Promise.all([join_(cacheDir_('bench-weights-b')), join_(cacheDir_('bench-weights-c'))])
